@@ -1,0 +1,19 @@
+//! The application layer: the only API the gRPC and REST transports call.
+//! Each capability adds its handlers here as a sub-module.
+
+use std::sync::Arc;
+
+use crate::{config::Config, db::Backends, health::Health, shutdown::Shutdown};
+
+/// Everything a request handler needs, cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Database and Redis.
+    pub backends: Backends,
+    /// Dependency health.
+    pub health: Health,
+    /// Fires on graceful shutdown (streams end, workers stop).
+    pub shutdown: Shutdown,
+}

@@ -1,0 +1,118 @@
+//! The backends: PostgreSQL or the embedded SQLite file for what the write and
+//! read sides keep, Redis or in-process equivalents for carts and the bus.
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::Context;
+use sqlx::{
+    PgPool, SqlitePool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use crate::config::Config;
+
+/// The relational database: PostgreSQL in production, SQLite embedded.
+#[derive(Clone, Debug)]
+pub enum Db {
+    /// PostgreSQL.
+    Postgres(PgPool),
+    /// The embedded SQLite file.
+    Sqlite(SqlitePool),
+}
+
+impl Db {
+    /// Connects as the configuration says (lazily: a database that is down at
+    /// start makes health NOT_SERVING instead of failing the process).
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        match &config.database_url {
+            Some(url) => {
+                let options = PgConnectOptions::from_str(url).context("parsing DATABASE_URL")?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(config.db_pool_size)
+                    .acquire_timeout(config.pool_timeout)
+                    .connect_lazy_with(options.application_name("commerce"));
+                Ok(Self::Postgres(pool))
+            }
+            None => {
+                let options = SqliteConnectOptions::new()
+                    .filename(&config.sqlite_path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(config.db_pool_size.min(8))
+                    .acquire_timeout(config.pool_timeout)
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("opening SQLite file {}", config.sqlite_path))?;
+                Ok(Self::Sqlite(pool))
+            }
+        }
+    }
+
+    /// Applies the migrations of this backend.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Self::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+            Self::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// A cheap round trip, for health.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        match self {
+            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+            Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
+        }
+        Ok(())
+    }
+
+    /// "postgres" or "sqlite".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// Redis, when configured.
+pub fn redis_pool(config: &Config) -> anyhow::Result<Option<deadpool_redis::Pool>> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    let mut cfg = deadpool_redis::Config::from_url(url.clone());
+    cfg.pool = Some(deadpool_redis::PoolConfig {
+        max_size: config.redis_pool_size,
+        timeouts: deadpool_redis::Timeouts {
+            wait: Some(config.pool_timeout),
+            create: Some(config.pool_timeout),
+            recycle: Some(config.pool_timeout),
+        },
+        ..Default::default()
+    });
+    let pool = cfg
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .context("creating the Redis pool")?;
+    Ok(Some(pool))
+}
+
+/// Pings Redis.
+pub async fn redis_ping(pool: &deadpool_redis::Pool) -> anyhow::Result<()> {
+    let mut conn = pool.get().await?;
+    let _: String = deadpool_redis::redis::cmd("PING").query_async(&mut conn).await?;
+    Ok(())
+}
+
+/// Both backends, handed to every store constructor.
+#[derive(Clone)]
+pub struct Backends {
+    /// The relational database.
+    pub db: Db,
+    /// Redis, or None for the in-process equivalents.
+    pub redis: Option<deadpool_redis::Pool>,
+}

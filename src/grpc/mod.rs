@@ -1,0 +1,6 @@
+//! gRPC transport: one file per service, thin over [`crate::app`].
+
+pub mod admin;
+pub mod cart;
+pub mod order;
+pub mod saga_admin;

@@ -1,0 +1,144 @@
+//! Dependency health: a monitor pings the database and Redis, and drives both
+//! the gRPC health service (NOT_SERVING while a dependency is down) and the
+//! JSON `/health` endpoint.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Serialize;
+use tokio::sync::RwLock;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::db::{Backends, redis_ping};
+
+/// Status of one dependency.
+#[derive(Debug, Clone, Serialize)]
+pub struct DependencyStatus {
+    /// "postgres", "sqlite", "redis" or "in-process".
+    pub kind: String,
+    /// True when the last ping succeeded.
+    pub up: bool,
+    /// Last ping's round trip in milliseconds.
+    pub latency_ms: u64,
+    /// Last error, if down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What `/health` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    /// "ok" or "degraded".
+    pub status: &'static str,
+    /// Crate version.
+    pub version: &'static str,
+    /// Database status.
+    pub database: DependencyStatus,
+    /// Redis (or in-process) status.
+    pub cache: DependencyStatus,
+    /// Extra sections added by other parts (projection lag, sagas).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Shared, updated by the monitor.
+#[derive(Clone)]
+pub struct Health {
+    report: Arc<RwLock<HealthReport>>,
+    reporter: HealthReporter,
+    services: Arc<Vec<String>>,
+}
+
+impl Health {
+    /// A health state for the named gRPC services (fully qualified names).
+    pub fn new(reporter: HealthReporter, services: Vec<String>, backends: &Backends) -> Self {
+        let unknown = |kind: &str| DependencyStatus {
+            kind: kind.into(),
+            up: false,
+            latency_ms: 0,
+            error: Some("not checked yet".into()),
+        };
+        Self {
+            report: Arc::new(RwLock::new(HealthReport {
+                status: "degraded",
+                version: env!("CARGO_PKG_VERSION"),
+                database: unknown(backends.db.kind()),
+                cache: unknown(if backends.redis.is_some() {
+                    "redis"
+                } else {
+                    "in-process"
+                }),
+                extra: Default::default(),
+            })),
+            reporter,
+            services: Arc::new(services),
+        }
+    }
+
+    /// The latest report.
+    pub async fn report(&self) -> HealthReport {
+        self.report.read().await.clone()
+    }
+
+    /// Sets an extra section of the report (e.g. "projections").
+    pub async fn set_extra(&self, key: &str, value: serde_json::Value) {
+        self.report.write().await.extra.insert(key.to_string(), value);
+    }
+
+    /// Pings every dependency once and publishes the result.
+    pub async fn check(&self, backends: &Backends) {
+        let database = probe(backends.db.kind(), backends.db.ping()).await;
+        let cache = match &backends.redis {
+            Some(pool) => probe("redis", redis_ping(pool)).await,
+            None => DependencyStatus {
+                kind: "in-process".into(),
+                up: true,
+                latency_ms: 0,
+                error: None,
+            },
+        };
+        let serving = database.up && cache.up;
+        {
+            let mut report = self.report.write().await;
+            report.database = database;
+            report.cache = cache;
+            report.status = if serving { "ok" } else { "degraded" };
+        }
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter.set_service_status("", status).await;
+        for service in self.services.iter() {
+            self.reporter.set_service_status(service, status).await;
+        }
+    }
+
+    /// Checks every `interval` until `shutdown` fires.
+    pub async fn monitor(self, backends: Backends, interval: Duration, shutdown: crate::shutdown::Shutdown) {
+        loop {
+            self.check(&backends).await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+}
+
+async fn probe(kind: &str, ping: impl Future<Output = anyhow::Result<()>>) -> DependencyStatus {
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(2), ping).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let error = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("{e:#}")),
+        Err(_) => Some("ping timed out".into()),
+    };
+    DependencyStatus {
+        kind: kind.into(),
+        up: error.is_none(),
+        latency_ms,
+        error,
+    }
+}

@@ -1,0 +1,27 @@
+//! # commerce
+//!
+//! A gRPC-first commerce service: carts, event-sourced orders, a CQRS read
+//! side and a durable fulfillment saga.
+//!
+//! # Layout
+//! - [`config`]: environment to [`config::Config`], validated once.
+//! - [`startup`]: builds the [`startup::Application`]: one port for gRPC and HTTP.
+//! - [`app`]: the application layer, the only API the transports call.
+//! - [`grpc`]: tonic services, thin over [`app`].
+//! - [`auth`]: JWT bearer authentication for both transports.
+//! - [`db`], [`health`]: backends and their health.
+//! - [`error`], [`transport`]: one error type mapped to gRPC and HTTP.
+//! - [`proto`]: generated code.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod health;
+pub mod proto;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;
+pub mod transport;

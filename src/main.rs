@@ -1,0 +1,81 @@
+//! The `commerce` binary: parse the command line, load the configuration, run.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use commerce::{
+    auth::{Role, mint_token},
+    config::Config,
+    db::Db,
+    shutdown,
+    startup::Application,
+    telemetry,
+};
+
+/// gRPC-first commerce service: carts, event-sourced orders, fulfillment saga.
+#[derive(Parser)]
+#[command(name = "commerce", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC, REST, /health and /metrics on PORT (default 8084).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Mint a development JWT (HS256 with JWT_SECRET or the development secret).
+    Token {
+        /// Subject: the customer id.
+        #[arg(long, default_value = "customer-1")]
+        sub: String,
+        /// Role(s): customer or admin; repeat for several.
+        #[arg(long = "role", value_parser = parse_role, default_value = "customer")]
+        roles: Vec<Role>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_seconds: u64,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    match s {
+        "customer" => Ok(Role::Customer),
+        "admin" => Ok(Role::Admin),
+        _ => Err("expected customer or admin".into()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::from_env()?;
+    match cli.command {
+        Command::Serve => {
+            telemetry::init(&config);
+            let application = Application::build(config).await?;
+            application.run_until_stopped(shutdown::os_signal()).await
+        }
+        Command::Migrate => {
+            telemetry::init(&config);
+            let db = Db::connect(&config).await?;
+            db.migrate().await.context("running migrations")?;
+            tracing::info!(database = db.kind(), "migrations applied");
+            Ok(())
+        }
+        Command::Token {
+            sub,
+            roles,
+            ttl_seconds,
+        } => {
+            println!(
+                "{}",
+                mint_token(&config, &sub, &roles, Duration::from_secs(ttl_seconds))?
+            );
+            Ok(())
+        }
+    }
+}

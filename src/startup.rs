@@ -1,0 +1,224 @@
+//! Builds the [`Application`]: backends, services and the one listener that
+//! serves gRPC and HTTP together.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{
+    app::App,
+    auth::{AuthLayer, Authenticator},
+    config::Config,
+    db::{Backends, Db, redis_pool},
+    grpc,
+    health::Health,
+    proto::commerce::v1::{
+        admin_service_server::AdminServiceServer, cart_service_server::CartServiceServer,
+        order_service_server::OrderServiceServer, saga_admin_server::SagaAdminServer,
+    },
+    shutdown::{self, ShutdownTrigger},
+};
+
+/// Every gRPC service of the public API, fully qualified (for health).
+pub const SERVICE_NAMES: &[&str] = &[
+    "commerce.v1.CartService",
+    "commerce.v1.OrderService",
+    "commerce.v1.SagaAdmin",
+    "commerce.v1.AdminService",
+];
+
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// The running service: bound, not yet serving until [`Application::run_until_stopped`].
+pub struct Application {
+    listener: TcpListener,
+    app: App,
+    trigger: ShutdownTrigger,
+    health_reporter: tonic_health::server::HealthReporter,
+}
+
+impl Application {
+    /// Connects the backends, migrates, and binds `HOST:PORT` (port 0 picks one).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = Db::connect(&config).await?;
+        if config.run_migrations {
+            db.migrate().await.context("running migrations")?;
+        }
+        let backends = Backends {
+            db,
+            redis: redis_pool(&config)?,
+        };
+        let (trigger, shutdown) = shutdown::channel();
+        let reporter = tonic_health::server::HealthReporter::new();
+        let health = Health::new(
+            reporter.clone(),
+            SERVICE_NAMES.iter().map(|s| s.to_string()).collect(),
+            &backends,
+        );
+        let listener = TcpListener::bind((config.host.as_str(), config.port))
+            .await
+            .with_context(|| format!("binding {}:{}", config.host, config.port))?;
+        let app = App {
+            config: config.into(),
+            backends,
+            health,
+            shutdown,
+        };
+        Ok(Self {
+            listener,
+            app,
+            trigger,
+            health_reporter: reporter,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The application layer, for tests that look behind the transports.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Serves until `signal` resolves, then drains in-flight requests and stops
+    /// the background tasks.
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            app,
+            trigger,
+            health_reporter,
+        } = self;
+        let config = app.config.clone();
+        let monitor = tokio::spawn(app.health.clone().monitor(
+            app.backends.clone(),
+            Duration::from_secs(2),
+            app.shutdown.clone(),
+        ));
+
+        let router = build_router(&app, health_reporter)?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, database = app.backends.db.kind(), redis = app.backends.redis.is_some(), "serving gRPC and HTTP");
+
+        let server_shutdown = app.shutdown.clone();
+        let server = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .max_concurrent_streams(config.max_concurrent_streams)
+            .timeout(config.max_request_timeout)
+            .tcp_nodelay(true)
+            .add_routes(tonic::service::Routes::from(router))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                server_shutdown.wait().await;
+            });
+        tokio::spawn(async move {
+            signal.await;
+            tracing::info!("shutdown requested: draining");
+            trigger.trigger();
+        });
+        server.await.context("serving")?;
+        let _ = monitor.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// gRPC services, HTTP routes and the layers in front of both.
+fn build_router(app: &App, health_reporter: tonic_health::server::HealthReporter) -> anyhow::Result<Router> {
+    let health_service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(health_reporter),
+    );
+    let config = &app.config;
+    let max = config.max_message_bytes;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let http_routes = Router::new()
+        .route("/health", get(health_json))
+        .fallback(not_found)
+        .with_state(app.clone());
+
+    let routes = tonic::service::Routes::from(http_routes)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            CartServiceServer::new(grpc::cart::CartGrpc::new(app.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            OrderServiceServer::new(grpc::order::OrderGrpc::new(app.clone())).max_decoding_message_size(max),
+        )
+        .add_service(
+            SagaAdminServer::new(grpc::saga_admin::SagaAdminGrpc::new(app.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            AdminServiceServer::new(grpc::admin::AdminGrpc::new(app.clone())).max_decoding_message_size(max),
+        );
+
+    let authenticator = Authenticator::from_config(config)?;
+    Ok(routes
+        .into_axum_router()
+        .layer(AuthLayer::new(authenticator))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &http::Request<_>| {
+            let request_id = request
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))
+}
+
+/// `GET /health`: dependency status as JSON; 503 while degraded.
+async fn health_json(State(app): State<App>) -> impl IntoResponse {
+    let report = app.health.report().await;
+    let code = if report.status == "ok" {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(report))
+}
+
+/// Unknown route: gRPC UNIMPLEMENTED for gRPC callers, a JSON 404 otherwise.
+async fn not_found(request: http::Request<axum::body::Body>) -> http::Response<axum::body::Body> {
+    if crate::transport::is_grpc(&request) {
+        return tonic::Status::unimplemented(format!("unknown method {}", request.uri().path())).into_http();
+    }
+    crate::transport::json_error_response(&tonic::Status::not_found(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    )))
+}

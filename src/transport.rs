@@ -1,0 +1,78 @@
+//! Shared by the gRPC and HTTP sides of the one port: turning an error into
+//! the response its transport expects.
+
+use axum::body::Body;
+use serde_json::{Value, json};
+use tonic::Status;
+use tonic_types::StatusExt;
+
+use crate::error::{AppError, http_status};
+
+/// True for a gRPC request (content-type `application/grpc*`).
+pub fn is_grpc<B>(request: &http::Request<B>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// An error answered in the caller's transport: gRPC status or JSON body.
+pub fn error_response<B>(request: &http::Request<B>, err: AppError) -> http::Response<Body> {
+    let status: Status = err.into();
+    if is_grpc(request) {
+        status.into_http()
+    } else {
+        json_error_response(&status)
+    }
+}
+
+/// The grpc-gateway error body `{"code","message","details"}` for a status.
+pub fn json_error_body(status: &Status) -> Value {
+    let details = status.get_error_details();
+    let mut out = Vec::new();
+    if let Some(bad) = details.bad_request() {
+        out.push(json!({
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "field_violations": bad.field_violations.iter().map(|v| json!({
+                "field": v.field,
+                "description": v.description,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    if let Some(retry) = details.retry_info()
+        && let Some(delay) = retry.retry_delay
+    {
+        out.push(json!({
+            "@type": "type.googleapis.com/google.rpc.RetryInfo",
+            "retry_delay": format!("{}.{:03}s", delay.as_secs(), delay.subsec_millis()),
+        }));
+    }
+    json!({
+        "code": status.code() as i32,
+        "message": status.message(),
+        "details": out,
+    })
+}
+
+/// A JSON error response for a status, with the grpc-gateway HTTP code.
+pub fn json_error_response(status: &Status) -> http::Response<Body> {
+    let code = http_status(status.code());
+    let mut response = http::Response::new(Body::from(json_error_body(status).to_string()));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    if let Some(delay) = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+    {
+        let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+        if let Ok(value) = http::HeaderValue::from_str(&secs.max(1).to_string()) {
+            response.headers_mut().insert(http::header::RETRY_AFTER, value);
+        }
+    }
+    response
+}
