@@ -1,0 +1,330 @@
+//! The test harness: starts the real server on a random port with its own
+//! database and key prefix, and hands out generated tonic clients.
+//!
+//! Backend: PostgreSQL and Redis when `TEST_DATABASE_URL` / `TEST_REDIS_URL`
+//! are set (CI sets both), the embedded SQLite file and in-process stores otherwise.
+
+#![allow(dead_code)]
+
+use std::{collections::HashMap, time::Duration};
+
+use commerce::{
+    app::App,
+    auth::{Role, mint_token},
+    config::Config,
+    db::{Backends, Db},
+    proto::commerce::v1::{
+        admin_service_client::AdminServiceClient, cart_service_client::CartServiceClient,
+        order_service_client::OrderServiceClient, saga_admin_client::SagaAdminClient,
+    },
+    startup::Application,
+};
+use tonic::transport::Channel;
+
+/// Which backends a test app runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file + in-process stores.
+    Embedded,
+    /// PostgreSQL + Redis from TEST_DATABASE_URL / TEST_REDIS_URL.
+    Real,
+}
+
+impl Backend {
+    /// Real when the environment names real backends, else embedded.
+    pub fn from_env() -> Self {
+        if std::env::var("TEST_DATABASE_URL").is_ok() {
+            Self::Real
+        } else {
+            Self::Embedded
+        }
+    }
+
+    /// Every backend available here: embedded always, real when configured.
+    pub fn all() -> Vec<Self> {
+        let mut all = vec![Self::Embedded];
+        if Self::from_env() == Self::Real {
+            all.push(Self::Real);
+        }
+        all
+    }
+}
+
+/// Isolated resources of one test: a database (or SQLite file) and a key prefix,
+/// removed when dropped.
+pub struct Isolation {
+    /// Variables to feed [`Config::from_vars`].
+    pub vars: HashMap<String, String>,
+    database: Option<(String, String)>,
+    redis: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Isolation {
+    /// Creates a fresh database and prefix on `backend`.
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut vars = HashMap::from([
+            ("ENVIRONMENT".to_string(), "test".to_string()),
+            ("HOST".to_string(), "127.0.0.1".to_string()),
+            ("PORT".to_string(), "0".to_string()),
+            ("LOG_FORMAT".to_string(), "json".to_string()),
+            ("SAGA_RETRY_DELAY_SECONDS".to_string(), "0.02".to_string()),
+            (
+                "SQLITE_PATH".to_string(),
+                dir.path().join("commerce.db").display().to_string(),
+            ),
+        ]);
+        let (mut database, mut redis) = (None, None);
+        if backend == Backend::Real {
+            let admin_url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+            let name = format!("t_{id}");
+            let admin = sqlx::PgPool::connect(&admin_url)
+                .await
+                .expect("connect TEST_DATABASE_URL");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                .execute(&admin)
+                .await
+                .expect("create test database");
+            admin.close().await;
+            let url = replace_database(&admin_url, &name);
+            vars.insert("DATABASE_URL".into(), url);
+            database = Some((admin_url, name));
+            if let Ok(redis_url) = std::env::var("TEST_REDIS_URL") {
+                let prefix = format!("t{id}");
+                vars.insert("REDIS_URL".into(), redis_url.clone());
+                vars.insert("REDIS_KEY_PREFIX".into(), prefix.clone());
+                redis = Some((redis_url, prefix));
+            }
+        }
+        Self {
+            vars,
+            database,
+            redis,
+            _dir: dir,
+        }
+    }
+
+    /// The configuration for these resources, with `overrides` applied.
+    pub fn config(&self, overrides: &[(&str, &str)]) -> Config {
+        let mut vars = self.vars.clone();
+        for (k, v) in overrides {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        Config::from_vars(&vars).expect("valid test config")
+    }
+
+    /// Connected, migrated backends (for store-level conformance suites).
+    pub async fn backends(&self) -> Backends {
+        let config = self.config(&[]);
+        let db = Db::connect(&config).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        Backends {
+            db,
+            redis: commerce::db::redis_pool(&config).expect("redis pool"),
+        }
+    }
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = match base.rfind('/') {
+        Some(i) if base[..i].contains("://") && i > base.find("://").unwrap() + 2 => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+impl Drop for Isolation {
+    fn drop(&mut self) {
+        let database = self.database.take();
+        let redis = self.redis.take();
+        if database.is_none() && redis.is_none() {
+            return;
+        }
+        // Drop runs outside async; clean up on a thread with its own runtime.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if let Some((admin_url, name)) = database
+                    && let Ok(admin) = sqlx::PgPool::connect(&admin_url).await
+                {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&admin)
+                    .await;
+                }
+                if let Some((url, prefix)) = redis
+                    && let Ok(client) = redis::Client::open(url)
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{prefix}:*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    for chunk in keys.chunks(500) {
+                        let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// A running server and clients to it.
+pub struct TestApp {
+    /// Bound port.
+    pub port: u16,
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    /// A connected channel.
+    pub channel: Channel,
+    /// The application layer behind the transports.
+    pub app: App,
+    /// The configuration it runs with.
+    pub config: Config,
+    /// Plain HTTP client helper target.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Kept last so the database outlives the server.
+    pub isolation: Isolation,
+}
+
+/// Starts a server on the backend from the environment.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Backend::from_env(), &[]).await
+}
+
+/// Starts a server on `backend` with configuration overrides.
+pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    let isolation = Isolation::new(backend).await;
+    spawn_on(isolation, overrides).await
+}
+
+/// Starts a server on existing isolated resources (e.g. a restart).
+pub async fn spawn_on(isolation: Isolation, overrides: &[(&str, &str)]) -> TestApp {
+    let config = isolation.config(overrides);
+    commerce::telemetry::init(&config);
+    let application = Application::build(config.clone()).await.expect("build app");
+    let port = application.port();
+    let app = application.app().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(application.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let base_url = format!("http://127.0.0.1:{port}");
+    let channel = Channel::from_shared(base_url.clone())
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to test server");
+    // Health is checked in the background; wait for the first check.
+    for _ in 0..100 {
+        if app.health.report().await.status == "ok" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    TestApp {
+        port,
+        base_url,
+        channel,
+        app,
+        config,
+        stop: Some(stop),
+        server: Some(server),
+        isolation,
+    }
+}
+
+impl TestApp {
+    /// A bearer token for `subject` with `roles`.
+    pub fn token(&self, subject: &str, roles: &[Role]) -> String {
+        mint_token(&self.config, subject, roles, Duration::from_secs(600)).unwrap()
+    }
+
+    /// A customer token for `subject`.
+    pub fn customer(&self, subject: &str) -> String {
+        self.token(subject, &[Role::Customer])
+    }
+
+    /// An admin token.
+    pub fn admin(&self) -> String {
+        self.token("admin-1", &[Role::Admin])
+    }
+
+    /// A cart client.
+    pub fn carts(&self) -> CartServiceClient<Channel> {
+        CartServiceClient::new(self.channel.clone())
+    }
+
+    /// An order client.
+    pub fn orders(&self) -> OrderServiceClient<Channel> {
+        OrderServiceClient::new(self.channel.clone())
+    }
+
+    /// A saga admin client.
+    pub fn sagas(&self) -> SagaAdminClient<Channel> {
+        SagaAdminClient::new(self.channel.clone())
+    }
+
+    /// An admin client.
+    pub fn admin_client(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel.clone())
+    }
+
+    /// Stops the server gracefully and returns its resources (for a restart).
+    pub async fn stop(mut self) -> Isolation {
+        self.shutdown().await;
+        let isolation = std::mem::replace(
+            &mut self.isolation,
+            Isolation {
+                vars: HashMap::new(),
+                database: None,
+                redis: None,
+                _dir: tempfile::tempdir().unwrap(),
+            },
+        );
+        isolation
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// A request carrying `token` as bearer.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}

@@ -1,0 +1,5 @@
+//! One integration-test binary for the running service (zero-to-production style).
+
+mod helpers;
+
+mod health;
