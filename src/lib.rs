@@ -9,6 +9,7 @@
 //! - [`app`]: the application layer, the only API the transports call.
 //! - [`grpc`]: tonic services, thin over [`app`].
 //! - [`auth`]: JWT bearer authentication for both transports.
+//! - [`domain`]: pure business rules (money, carts, orders).
 //! - [`db`], [`health`]: backends and their health.
 //! - [`error`], [`transport`]: one error type mapped to gRPC and HTTP.
 //! - [`proto`]: generated code.
@@ -17,6 +18,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod health;

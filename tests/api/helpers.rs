@@ -287,7 +287,7 @@ impl TestApp {
     /// Stops the server gracefully and returns its resources (for a restart).
     pub async fn stop(mut self) -> Isolation {
         self.shutdown().await;
-        let isolation = std::mem::replace(
+        std::mem::replace(
             &mut self.isolation,
             Isolation {
                 vars: HashMap::new(),
@@ -295,8 +295,7 @@ impl TestApp {
                 redis: None,
                 _dir: tempfile::tempdir().unwrap(),
             },
-        );
-        isolation
+        )
     }
 
     async fn shutdown(&mut self) {

@@ -1,0 +1,3 @@
+//! The domain: pure business rules, no I/O, no transport or storage types.
+
+pub mod money;
