@@ -1,3 +1,4 @@
 //! The domain: pure business rules, no I/O, no transport or storage types.
 
+pub mod cart;
 pub mod money;
