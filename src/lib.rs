@@ -16,6 +16,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod db;
 pub mod domain;

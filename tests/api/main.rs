@@ -2,4 +2,5 @@
 
 mod helpers;
 
+mod bus;
 mod health;

@@ -1,0 +1,196 @@
+//! The event bus: committed events travel from the outbox relay to the
+//! projections over Redis Streams, or over an in-process equivalent in the
+//! embedded mode. Both honour the same [`EventBus`] contract, checked by one
+//! conformance suite (`tests/api/bus.rs`).
+//!
+//! # Contract (Redis Streams semantics)
+//! - [`EventBus::publish`] appends entries in the given order (XADD).
+//! - A consumer group sees every entry appended after the group was created
+//!   (and the ones still in the stream when it is created), each delivered to
+//!   one consumer of the group, and kept in that consumer's pending list until
+//!   acknowledged ([`EventBus::ack`]).
+//! - [`EventBus::read_pending`] re-delivers the consumer's own pending entries
+//!   (XREADGROUP with id 0): a restarted consumer drains them first.
+//! - [`EventBus::claim_idle`] moves entries that another consumer has left
+//!   unacknowledged for too long to the caller (XAUTOCLAIM): a dead replica's
+//!   work is not lost.
+//! - Every delivery counts; [`Delivery::deliveries`] lets a consumer send an
+//!   entry that keeps failing to the dead-letter stream
+//!   ([`EventBus::dead_letter`]), where an admin lists and replays it.
+//! - Delivery is at least once: consumers are idempotent (projections apply
+//!   an event only at the next version of its stream).
+
+pub mod in_process;
+pub mod redis_streams;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{config::Config, db::Backends};
+
+/// Entries a stream keeps at most (approximately: `MAXLEN ~`). A group that
+/// falls further behind loses the oldest entries; the projections' sweep over
+/// the event store still applies them (see `crate::projections`).
+pub const DEFAULT_MAX_LEN: usize = 100_000;
+
+/// A committed domain event as it travels on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusEvent {
+    /// Event id (unique; the outbox row's `event_id`).
+    pub event_id: Uuid,
+    /// The stream (aggregate) the event belongs to.
+    pub stream_id: String,
+    /// Position in its stream, from 1.
+    pub version: i64,
+    /// Position in the global log.
+    pub global_position: i64,
+    /// Event type, e.g. `OrderCreated`.
+    pub event_type: String,
+    /// The event's payload.
+    pub payload: serde_json::Value,
+    /// When the event was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl BusEvent {
+    /// The wire form: one JSON document.
+    pub fn encode(&self) -> String {
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// One delivery of a bus entry to a consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Entry id in the stream (`<ms>-<seq>`).
+    pub id: String,
+    /// How many times the entry has been delivered, this one included.
+    pub deliveries: u64,
+    /// The entry's encoded event (see [`BusEvent::encode`]).
+    pub raw: String,
+}
+
+impl Delivery {
+    /// The event, or why the entry is not one (a poison entry).
+    pub fn event(&self) -> Result<BusEvent, String> {
+        serde_json::from_str(&self.raw).map_err(|e| format!("undecodable bus entry: {e}"))
+    }
+}
+
+/// An entry that failed too often and was set aside for an admin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Id in the dead-letter stream.
+    pub id: String,
+    /// The consumer group (projection) that gave up on it.
+    pub group: String,
+    /// The original entry's encoded event.
+    pub raw: String,
+    /// Deliveries before it was dead-lettered.
+    pub deliveries: u64,
+    /// The last error.
+    pub error: String,
+    /// When it was dead-lettered.
+    pub dead_lettered_at: DateTime<Utc>,
+}
+
+/// A bus failure; every one of them is transient from the caller's view
+/// (retry later), except what [`Delivery::event`] reports.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// Redis is down or answered with an error.
+    #[error("redis: {0}")]
+    Redis(#[from] deadpool_redis::redis::RedisError),
+    /// No pooled Redis connection within the pool timeout.
+    #[error("redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    /// Redis answered something we did not expect.
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+}
+
+/// The bus contract shared by Redis Streams and the in-process bus.
+#[async_trait::async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// "redis-streams" or "in-process".
+    fn kind(&self) -> &'static str;
+
+    /// Appends `events` in order.
+    async fn publish(&self, events: &[BusEvent]) -> Result<(), BusError>;
+
+    /// Creates `group` (idempotent). A new group starts at the stream's oldest
+    /// entry.
+    async fn create_group(&self, group: &str) -> Result<(), BusError>;
+
+    /// Re-delivers up to `count` entries pending for `consumer`, oldest first.
+    async fn read_pending(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, BusError>;
+
+    /// Delivers up to `count` entries no consumer of `group` has seen yet,
+    /// waiting up to `block` for the first one.
+    async fn read_new(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, BusError>;
+
+    /// Moves up to `count` entries pending for longer than `min_idle` (any
+    /// consumer) to `consumer` and delivers them.
+    async fn claim_idle(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Delivery>, BusError>;
+
+    /// Acknowledges entries: they leave the pending list for good.
+    async fn ack(&self, group: &str, ids: &[String]) -> Result<(), BusError>;
+
+    /// Copies `delivery` to the dead-letter stream with `error`, then acks it.
+    async fn dead_letter(&self, group: &str, delivery: &Delivery, error: &str) -> Result<(), BusError>;
+
+    /// Dead letters, oldest first, at most `limit`.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError>;
+
+    /// Publishes the named dead letters again (all of them when `ids` is
+    /// empty) and removes them from the dead-letter stream; returns how many.
+    /// Every group sees the replayed entry; the ones that applied it already
+    /// ignore it.
+    async fn replay_dead_letters(&self, ids: &[String]) -> Result<u64, BusError>;
+}
+
+/// The bus for these backends: Redis Streams with Redis, else in-process.
+pub fn from_backends(config: &Config, backends: &Backends) -> Arc<dyn EventBus> {
+    match &backends.redis {
+        Some(pool) => Arc::new(redis_streams::RedisStreamsBus::new(
+            pool.clone(),
+            &config.redis_key_prefix,
+            DEFAULT_MAX_LEN,
+        )),
+        None => Arc::new(in_process::InProcessBus::new(DEFAULT_MAX_LEN)),
+    }
+}
+
+/// This replica's consumer name: the host name (the pod name under
+/// Kubernetes), stable across restarts of the process, so that a restarted
+/// consumer drains its own pending list first. Entries of a replica that is
+/// gone for good are claimed by the others after an idle time (XAUTOCLAIM).
+pub fn consumer_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "local".into())
+}

@@ -1,0 +1,428 @@
+//! The production bus: Redis Streams through the shared deadpool-redis pool.
+//!
+//! Keys: `<prefix>:events` (the event stream, trimmed with `MAXLEN ~`) and
+//! `<prefix>:events:dead-letters`. One consumer group per projection.
+//!
+//! Blocking reads use a short `BLOCK` (below the connection's 500 ms response
+//! timeout of redis-rs 1.x) so that pooled connections can serve them; a read
+//! still returns the moment an entry arrives.
+
+use std::{collections::HashMap, time::Duration};
+
+use chrono::{DateTime, Utc};
+use deadpool_redis::{
+    Pool,
+    redis::{self, Value},
+};
+
+use super::{BusError, BusEvent, DeadLetter, Delivery, EventBus};
+
+/// Longest `BLOCK` of one XREADGROUP call.
+const MAX_BLOCK: Duration = Duration::from_millis(400);
+/// Dead letters kept at most (approximately).
+const DEAD_LETTER_MAX_LEN: usize = 10_000;
+
+/// The Redis Streams [`EventBus`].
+pub struct RedisStreamsBus {
+    pool: Pool,
+    stream: String,
+    dead_letters: String,
+    max_len: usize,
+}
+
+/// One stream entry: its id and fields (None once trimmed away).
+type Entry = (String, Option<HashMap<String, String>>);
+
+impl RedisStreamsBus {
+    /// A bus on `pool` with keys under `prefix`, trimming at about `max_len`.
+    pub fn new(pool: Pool, prefix: &str, max_len: usize) -> Self {
+        Self {
+            pool,
+            stream: format!("{prefix}:events"),
+            dead_letters: format!("{prefix}:events:dead-letters"),
+            max_len: max_len.max(1),
+        }
+    }
+
+    /// XREADGROUP, re-creating the group once if Redis lost it (a restart
+    /// without persistence drops streams and groups alike).
+    async fn read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Option<Duration>,
+        from: &str,
+    ) -> Result<Vec<Entry>, BusError> {
+        let mut conn = self.pool.get().await?;
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count.max(1));
+        if let Some(block) = block {
+            cmd.arg("BLOCK")
+                .arg(block.min(MAX_BLOCK).as_millis().max(1) as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.stream).arg(from);
+        let reply: Value = match cmd.query_async(&mut conn).await {
+            Ok(reply) => reply,
+            Err(e) if e.code() == Some("NOGROUP") => {
+                drop(conn);
+                self.create_group(group).await?;
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        parse_read_reply(reply)
+    }
+
+    /// Delivery counts of `ids` from the pending list (XPENDING).
+    async fn delivery_counts(&self, group: &str, ids: &[String]) -> Result<HashMap<String, u64>, BusError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut conn = self.pool.get().await?;
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("XPENDING")
+                .arg(&self.stream)
+                .arg(group)
+                .arg(id)
+                .arg(id)
+                .arg(1);
+        }
+        let replies: Vec<Vec<(String, String, u64, u64)>> = pipe.query_async(&mut conn).await?;
+        Ok(replies
+            .into_iter()
+            .flatten()
+            .map(|(id, _consumer, _idle, count)| (id, count))
+            .collect())
+    }
+
+    /// Turns entries into deliveries; trimmed ones are acked and dropped.
+    async fn deliveries(
+        &self,
+        group: &str,
+        entries: Vec<Entry>,
+        counts: Option<HashMap<String, u64>>,
+    ) -> Result<Vec<Delivery>, BusError> {
+        let mut gone = Vec::new();
+        let mut out = Vec::new();
+        for (id, fields) in entries {
+            match fields.and_then(|mut f| f.remove("event")) {
+                Some(raw) => {
+                    let deliveries = counts.as_ref().and_then(|c| c.get(&id).copied()).unwrap_or(1);
+                    out.push(Delivery { id, deliveries, raw });
+                }
+                None => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            self.ack(group, &gone).await?;
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl EventBus for RedisStreamsBus {
+    fn kind(&self) -> &'static str {
+        "redis-streams"
+    }
+
+    async fn publish(&self, events: &[BusEvent]) -> Result<(), BusError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool.get().await?;
+        // One pipeline on one connection: Redis appends in this order.
+        let mut pipe = redis::pipe();
+        for event in events {
+            pipe.cmd("XADD")
+                .arg(&self.stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.max_len)
+                .arg("*")
+                .arg("event")
+                .arg(event.encode())
+                .arg("type")
+                .arg(&event.event_type)
+                .ignore();
+        }
+        let () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn create_group(&self, group: &str) -> Result<(), BusError> {
+        let mut conn = self.pool.get().await?;
+        let created: Result<(), _> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match created {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn read_pending(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, BusError> {
+        let entries = self.read_group(group, consumer, count, None, "0").await?;
+        let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+        let counts = self.delivery_counts(group, &ids).await?;
+        self.deliveries(group, entries, Some(counts)).await
+    }
+
+    async fn read_new(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, BusError> {
+        let entries = self.read_group(group, consumer, count, Some(block), ">").await?;
+        self.deliveries(group, entries, None).await
+    }
+
+    async fn claim_idle(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Delivery>, BusError> {
+        let reply: Value = {
+            let mut conn = self.pool.get().await?;
+            let claimed = redis::cmd("XAUTOCLAIM")
+                .arg(&self.stream)
+                .arg(group)
+                .arg(consumer)
+                .arg(min_idle.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(count.max(1))
+                .query_async(&mut conn)
+                .await;
+            match claimed {
+                Ok(reply) => reply,
+                Err(e) if e.code() == Some("NOGROUP") => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let Value::Array(mut parts) = reply else {
+            return Err(BusError::Protocol("XAUTOCLAIM reply is not an array".into()));
+        };
+        if parts.len() < 2 {
+            return Err(BusError::Protocol("XAUTOCLAIM reply too short".into()));
+        }
+        let entries = parse_entries(parts.swap_remove(1))?;
+        let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+        let counts = self.delivery_counts(group, &ids).await?;
+        self.deliveries(group, entries, Some(counts)).await
+    }
+
+    async fn ack(&self, group: &str, ids: &[String]) -> Result<(), BusError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool.get().await?;
+        let _: u64 = redis::cmd("XACK")
+            .arg(&self.stream)
+            .arg(group)
+            .arg(ids)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, group: &str, delivery: &Delivery, error: &str) -> Result<(), BusError> {
+        let mut conn = self.pool.get().await?;
+        // MULTI: the entry is either dead-lettered and acked, or neither.
+        let () = redis::pipe()
+            .atomic()
+            .cmd("XADD")
+            .arg(&self.dead_letters)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(DEAD_LETTER_MAX_LEN)
+            .arg("*")
+            .arg("group")
+            .arg(group)
+            .arg("event")
+            .arg(&delivery.raw)
+            .arg("deliveries")
+            .arg(delivery.deliveries)
+            .arg("error")
+            .arg(error)
+            .arg("at")
+            .arg(Utc::now().to_rfc3339())
+            .ignore()
+            .cmd("XACK")
+            .arg(&self.stream)
+            .arg(group)
+            .arg(&delivery.id)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+        let mut conn = self.pool.get().await?;
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(&self.dead_letters)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(parse_entries(reply)?
+            .into_iter()
+            .filter_map(|(id, fields)| fields.map(|f| dead_letter_from(id, f)))
+            .collect())
+    }
+
+    async fn replay_dead_letters(&self, ids: &[String]) -> Result<u64, BusError> {
+        let mut conn = self.pool.get().await?;
+        let chosen: Vec<Entry> = if ids.is_empty() {
+            parse_entries(
+                redis::cmd("XRANGE")
+                    .arg(&self.dead_letters)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await?,
+            )?
+        } else {
+            let mut pipe = redis::pipe();
+            for id in ids {
+                pipe.cmd("XRANGE").arg(&self.dead_letters).arg(id).arg(id);
+            }
+            let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+            let mut entries = Vec::new();
+            for reply in replies {
+                entries.extend(parse_entries(reply)?);
+            }
+            entries
+        };
+        let mut replayed = 0;
+        for (id, fields) in chosen {
+            let Some(fields) = fields else { continue };
+            let letter = dead_letter_from(id.clone(), fields);
+            let event_type = serde_json::from_str::<BusEvent>(&letter.raw)
+                .map(|e| e.event_type)
+                .unwrap_or_default();
+            let () = redis::pipe()
+                .atomic()
+                .cmd("XADD")
+                .arg(&self.stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.max_len)
+                .arg("*")
+                .arg("event")
+                .arg(&letter.raw)
+                .arg("type")
+                .arg(event_type)
+                .ignore()
+                .cmd("XDEL")
+                .arg(&self.dead_letters)
+                .arg(&id)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            replayed += 1;
+        }
+        Ok(replayed)
+    }
+}
+
+fn dead_letter_from(id: String, mut fields: HashMap<String, String>) -> DeadLetter {
+    let mut take = |key: &str| fields.remove(key).unwrap_or_default();
+    DeadLetter {
+        group: take("group"),
+        raw: take("event"),
+        deliveries: take("deliveries").parse().unwrap_or(0),
+        error: take("error"),
+        dead_lettered_at: DateTime::parse_from_rfc3339(&take("at"))
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default(),
+        id,
+    }
+}
+
+/// `XREADGROUP` reply: nil on timeout, else `[[stream, entries]]`.
+fn parse_read_reply(reply: Value) -> Result<Vec<Entry>, BusError> {
+    match reply {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(streams) => {
+            let mut out = Vec::new();
+            for stream in streams {
+                let Value::Array(mut pair) = stream else {
+                    return Err(BusError::Protocol("stream reply is not [key, entries]".into()));
+                };
+                if pair.len() != 2 {
+                    return Err(BusError::Protocol("stream reply is not [key, entries]".into()));
+                }
+                out.extend(parse_entries(pair.swap_remove(1))?);
+            }
+            Ok(out)
+        }
+        // RESP3 answers a map of stream -> entries.
+        Value::Map(streams) => {
+            let mut out = Vec::new();
+            for (_, entries) in streams {
+                out.extend(parse_entries(entries)?);
+            }
+            Ok(out)
+        }
+        other => Err(BusError::Protocol(format!(
+            "unexpected XREADGROUP reply {other:?}"
+        ))),
+    }
+}
+
+/// `[[id, [field, value, ...] | nil], ...]`.
+fn parse_entries(value: Value) -> Result<Vec<Entry>, BusError> {
+    let Value::Array(items) = value else {
+        return Ok(Vec::new());
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let Value::Array(mut pair) = item else {
+                return Err(BusError::Protocol("entry is not [id, fields]".into()));
+            };
+            if pair.is_empty() {
+                return Err(BusError::Protocol("entry without id".into()));
+            }
+            let fields = if pair.len() > 1 {
+                pair.swap_remove(1)
+            } else {
+                Value::Nil
+            };
+            let id: String = redis::from_redis_value(pair.swap_remove(0))
+                .map_err(|e| BusError::Protocol(format!("entry id: {e}")))?;
+            let fields = match fields {
+                Value::Nil => None,
+                other => Some(
+                    redis::from_redis_value::<HashMap<String, String>>(other)
+                        .map_err(|e| BusError::Protocol(format!("entry fields: {e}")))?,
+                ),
+            };
+            Ok((id, fields))
+        })
+        .collect()
+}
