@@ -16,6 +16,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod bus;
 pub mod config;
 pub mod db;

@@ -39,6 +39,8 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl_seconds: u64,
     },
+    /// Load-test a server (started here unless --target) and print figures.
+    Bench(commerce::bench::BenchArgs),
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -77,5 +79,6 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Bench(args) => commerce::bench::run(args, &config).await,
     }
 }

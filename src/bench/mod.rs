@@ -1,0 +1,301 @@
+//! `commerce bench`: the load generator. Starts the service as a child process
+//! (or targets a running one), drives each scenario with real tonic clients,
+//! and prints one JSON line per scenario plus a table.
+//!
+//! Per scenario: a closed-loop phase gives the maximum throughput; an
+//! open-loop phase at `--open-loop-fraction` of it gives the latency
+//! percentiles (see [`runner`]).
+
+pub mod runner;
+pub mod scenarios;
+
+use std::{process::Stdio, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::{
+    auth::{Role, mint_token},
+    config::Config,
+};
+use scenarios::{Scenario, Target};
+
+/// Command-line options of `commerce bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Scenarios to run (default: all).
+    #[arg(long = "scenario", value_enum)]
+    pub scenarios: Vec<Scenario>,
+    /// Seconds of each measured phase.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Seconds of warm-up before each closed-loop phase.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_seconds: u64,
+    /// Concurrent workers (each a customer with its own token).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Open-loop rate as a fraction of the closed-loop throughput.
+    #[arg(long, default_value_t = 0.7)]
+    pub open_loop_fraction: f64,
+    /// HTTP/2 connections to spread the workers over.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Benchmark a running server at this URL instead of starting one.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// PostgreSQL admin URL: a fresh database is created for the run
+    /// (default: embedded SQLite).
+    #[arg(long, env = "BENCH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Redis URL (default: in-process).
+    #[arg(long, env = "BENCH_REDIS_URL")]
+    pub redis_url: Option<String>,
+}
+
+/// Runs the benchmark.
+pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
+    let scenarios = if args.scenarios.is_empty() {
+        vec![
+            Scenario::CartOps,
+            Scenario::OrderPlacement,
+            Scenario::Fulfillment,
+            Scenario::ReadQueries,
+        ]
+    } else {
+        args.scenarios.clone()
+    };
+    let run_id = format!("{:x}", rand::random::<u32>());
+    let server = match &args.target {
+        Some(url) => Server::remote(url.clone()),
+        None => Server::spawn(&args, &run_id).await?,
+    };
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(
+            Channel::from_shared(server.url.clone())?
+                .connect_timeout(Duration::from_secs(5))
+                .connect()
+                .await
+                .context("connecting to the server")?,
+        );
+    }
+    let token_config = config.clone();
+    let target = Target {
+        channels,
+        token: Arc::new(move |subject| {
+            mint_token(
+                &token_config,
+                subject,
+                &[Role::Customer],
+                Duration::from_secs(7200),
+            )
+            .unwrap_or_default()
+        }),
+    };
+
+    let mut lines = Vec::new();
+    for scenario in scenarios {
+        let line = run_scenario(scenario, &target, &args, &run_id).await?;
+        println!("{line}");
+        lines.push(line);
+    }
+    let server_line = json!({
+        "scenario": "server",
+        "peak_rss_mb": server.peak_rss_mb(),
+        "backend": if args.database_url.is_some() { "postgres+redis" } else { "embedded" },
+    });
+    println!("{server_line}");
+    print_table(&lines, &server_line);
+    server.stop().await;
+    Ok(())
+}
+
+async fn run_scenario(
+    scenario: Scenario,
+    target: &Target,
+    args: &BenchArgs,
+    run_id: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let duration = Duration::from_secs(args.seconds);
+    let workers = scenarios::workers(scenario, target, args.concurrency, &format!("{run_id}c")).await?;
+    let closed = runner::closed_loop(workers, Duration::from_secs(args.warmup_seconds), duration)
+        .await
+        .summary();
+    let rate = (closed.ops_per_sec * args.open_loop_fraction).max(1.0);
+    let workers = scenarios::workers(scenario, target, args.concurrency, &format!("{run_id}o")).await?;
+    let open = runner::open_loop(workers, rate, duration).await.summary();
+    Ok(json!({
+        "scenario": scenario.name(),
+        "concurrency": args.concurrency,
+        "throughput_ops_per_sec": round(closed.ops_per_sec),
+        "closed_loop": closed,
+        "open_loop_rate": round(rate),
+        "p50_ms": open.p50_ms,
+        "p90_ms": open.p90_ms,
+        "p99_ms": open.p99_ms,
+        "max_ms": open.max_ms,
+        "errors": closed.errors + open.errors,
+    }))
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn print_table(lines: &[serde_json::Value], server: &serde_json::Value) {
+    println!();
+    println!(
+        "{:<16} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "scenario", "max ops/s", "at ops/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"
+    );
+    for l in lines {
+        println!(
+            "{:<16} {:>12} {:>10} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            l["scenario"].as_str().unwrap_or_default(),
+            l["throughput_ops_per_sec"],
+            l["open_loop_rate"],
+            l["p50_ms"].as_f64().unwrap_or_default(),
+            l["p90_ms"].as_f64().unwrap_or_default(),
+            l["p99_ms"].as_f64().unwrap_or_default(),
+            l["max_ms"].as_f64().unwrap_or_default(),
+            l["errors"],
+        );
+    }
+    println!(
+        "server peak RSS: {} MB ({})",
+        server["peak_rss_mb"], server["backend"]
+    );
+}
+
+/// The server under test.
+struct Server {
+    url: String,
+    child: Option<tokio::process::Child>,
+    database: Option<(String, String)>,
+    _dir: Option<tempfile_dir::TempDir>,
+}
+
+/// A temporary directory removed on drop (no extra dependency).
+mod tempfile_dir {
+    /// The directory.
+    pub struct TempDir(pub std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Server {
+    fn remote(url: String) -> Self {
+        Self {
+            url,
+            child: None,
+            database: None,
+            _dir: None,
+        }
+    }
+
+    async fn spawn(args: &BenchArgs, run_id: &str) -> anyhow::Result<Self> {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            listener.local_addr()?.port()
+        };
+        let dir = std::env::temp_dir().join(format!("commerce-bench-{run_id}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command
+            .arg("serve")
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("RATE_LIMIT_PER_SECOND", "0")
+            .env("RUST_LOG", "warn")
+            .env("SQLITE_PATH", dir.join("bench.db"))
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut database = None;
+        if let Some(admin_url) = &args.database_url {
+            let name = format!("bench_{run_id}");
+            let admin = sqlx::PgPool::connect(admin_url)
+                .await
+                .context("connecting to PostgreSQL")?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                .execute(&admin)
+                .await?;
+            admin.close().await;
+            let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
+            command.env("DATABASE_URL", format!("{base}/{name}"));
+            database = Some((admin_url.clone(), name));
+        }
+        if let Some(redis_url) = &args.redis_url {
+            command
+                .env("REDIS_URL", redis_url)
+                .env("REDIS_KEY_PREFIX", format!("bench{run_id}"));
+        }
+        let child = command.spawn().context("starting `commerce serve`")?;
+        let server = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+            database,
+            _dir: Some(tempfile_dir::TempDir(dir)),
+        };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        for _ in 0..300 {
+            if let Ok(channel) = Channel::from_shared(self.url.clone())?.connect().await {
+                let status = HealthClient::new(channel)
+                    .check(HealthCheckRequest::default())
+                    .await
+                    .map(|r| r.into_inner().status);
+                if matches!(status, Ok(1)) {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the server did not become healthy within 30 s")
+    }
+
+    /// VmHWM of the child, in MB (None for a remote server).
+    fn peak_rss_mb(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(round(kb / 1024.0))
+    }
+
+    async fn stop(mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                // SIGTERM for a graceful drain, then make sure.
+                let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+            let _ = child.kill().await;
+        }
+        if let Some((admin_url, name)) = self.database.take()
+            && let Ok(admin) = sqlx::PgPool::connect(&admin_url).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .execute(&admin)
+            .await;
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Load loops and latency statistics.
+//!
+//! Two phases per scenario: a closed loop (every worker sends its next request
+//! as soon as the previous one answers) measures the maximum throughput; an
+//! open loop at a fixed fraction of that rate measures latency. In the open
+//! loop each worker follows its own schedule and a late request's latency is
+//! counted from when it was due, not from when it was sent, so a stall shows up
+//! in the percentiles instead of being hidden (no coordinated omission).
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// One worker of a scenario: owns its clients and state.
+#[tonic::async_trait]
+pub trait Worker: Send {
+    /// One operation; an error counts as a failed operation.
+    async fn op(&mut self) -> anyhow::Result<()>;
+}
+
+/// Latencies and errors of one phase.
+#[derive(Debug, Default)]
+pub struct Recording {
+    /// Latencies of successful operations, in microseconds.
+    pub latencies_us: Vec<u64>,
+    /// Failed operations.
+    pub errors: u64,
+    /// Measured wall time.
+    pub elapsed: Duration,
+}
+
+/// Percentile summary of a recording.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Successful operations.
+    pub ops: u64,
+    /// Failed operations.
+    pub errors: u64,
+    /// Successful operations per second.
+    pub ops_per_sec: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Maximum, ms.
+    pub max_ms: f64,
+}
+
+impl Recording {
+    fn merge(&mut self, other: Recording) {
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+    }
+
+    /// Sorts and summarizes.
+    pub fn summary(mut self) -> Summary {
+        self.latencies_us.sort_unstable();
+        let n = self.latencies_us.len();
+        let pct = |p: f64| {
+            if n == 0 {
+                return 0.0;
+            }
+            let index = ((n as f64 * p).ceil() as usize).clamp(1, n) - 1;
+            self.latencies_us[index] as f64 / 1000.0
+        };
+        Summary {
+            ops: n as u64,
+            errors: self.errors,
+            ops_per_sec: n as f64 / self.elapsed.as_secs_f64().max(1e-9),
+            p50_ms: pct(0.50),
+            p90_ms: pct(0.90),
+            p99_ms: pct(0.99),
+            max_ms: pct(1.0),
+        }
+    }
+}
+
+/// Runs every worker as fast as it can for `warmup` (discarded) then `duration`.
+pub async fn closed_loop(workers: Vec<Box<dyn Worker>>, warmup: Duration, duration: Duration) -> Recording {
+    let start = Instant::now() + Duration::from_millis(20);
+    let measure_from = start + warmup;
+    let deadline = measure_from + duration;
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .map(|mut worker| {
+            tokio::spawn(async move {
+                tokio::time::sleep_until(start.into()).await;
+                let mut recording = Recording::default();
+                loop {
+                    let sent = Instant::now();
+                    if sent >= deadline {
+                        break;
+                    }
+                    let result = worker.op().await;
+                    if sent < measure_from {
+                        continue;
+                    }
+                    match result {
+                        Ok(()) => recording.latencies_us.push(sent.elapsed().as_micros() as u64),
+                        Err(_) => recording.errors += 1,
+                    }
+                }
+                recording
+            })
+        })
+        .collect();
+    collect(tasks, duration).await
+}
+
+/// Runs the workers at `rate` operations per second in total for `duration`,
+/// latency measured from each operation's scheduled time.
+pub async fn open_loop(workers: Vec<Box<dyn Worker>>, rate: f64, duration: Duration) -> Recording {
+    let count = workers.len().max(1);
+    let interval = Duration::from_secs_f64(count as f64 / rate.max(1.0));
+    let start = Instant::now() + Duration::from_millis(20);
+    let deadline = start + duration;
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut worker)| {
+            // Stagger the workers evenly over one interval.
+            let offset = interval.mul_f64(i as f64 / count as f64);
+            tokio::spawn(async move {
+                let mut recording = Recording::default();
+                let mut due = start + offset;
+                while due < deadline {
+                    tokio::time::sleep_until(due.into()).await;
+                    match worker.op().await {
+                        Ok(()) => recording.latencies_us.push(due.elapsed().as_micros() as u64),
+                        Err(_) => recording.errors += 1,
+                    }
+                    due += interval;
+                }
+                recording
+            })
+        })
+        .collect();
+    collect(tasks, duration).await
+}
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<Recording>>, duration: Duration) -> Recording {
+    let mut total = Recording {
+        elapsed: duration,
+        ..Default::default()
+    };
+    for task in tasks {
+        if let Ok(recording) = task.await {
+            total.merge(recording);
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let recording = Recording {
+            latencies_us: (1..=100).map(|ms| ms * 1000).collect(),
+            errors: 2,
+            elapsed: Duration::from_secs(10),
+        };
+        let s = recording.summary();
+        assert_eq!(
+            (s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms),
+            (50.0, 90.0, 99.0, 100.0)
+        );
+        assert_eq!(s.ops, 100);
+        assert!((s.ops_per_sec - 10.0).abs() < 1e-9);
+    }
+
+    struct Sleepy;
+    #[tonic::async_trait]
+    impl Worker for Sleepy {
+        async fn op(&mut self) -> anyhow::Result<()> {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn open_loop_counts_queueing_behind_a_slow_worker() {
+        // One worker asked for 100 ops/s but each op takes 30 ms: requests fall
+        // behind schedule, and the recorded latency must grow past 30 ms.
+        let recording = open_loop(vec![Box::new(Sleepy)], 100.0, Duration::from_millis(400)).await;
+        let summary = recording.summary();
+        assert!(summary.max_ms > 60.0, "{summary:?}");
+    }
+}
