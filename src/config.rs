@@ -122,6 +122,12 @@ pub struct Config {
     pub saga_retry_delay: Duration,
     /// SAGA_WORKERS: concurrent saga steps per replica (default 32).
     pub saga_workers: usize,
+    /// SAGA_COMPENSATION_RETRY_ATTEMPTS: retries of a transient compensation
+    /// failure before COMPENSATION_FAILED (default 10).
+    pub saga_compensation_retry_attempts: u32,
+    /// SAGA_LEASE_SECONDS: how long a replica owns a saga it works on without
+    /// writing (default 30; more than twice SIBLING_CALL_TIMEOUT_MS).
+    pub saga_lease: Duration,
     /// JWT_SECRET: HS256 secret (development default; refused in production).
     pub jwt_secret: Option<String>,
     /// JWT_PUBLIC_KEY_FILE: PEM RS256/ES256 public key.
@@ -154,6 +160,8 @@ pub struct Config {
     pub stub_latency: Duration,
     /// STUB_DEFAULT_STOCK: on-hand stock of a product the inventory stub has not seen.
     pub stub_default_stock: i64,
+    /// STUBS_PORT: port of `commerce stubs` (default 8085).
+    pub stubs_port: u16,
 }
 
 impl Config {
@@ -200,6 +208,12 @@ impl Config {
             saga_retry_attempts: env.parse_in("SAGA_RETRY_ATTEMPTS", 3, 0..=100)?,
             saga_retry_delay: env.duration("SAGA_RETRY_DELAY_SECONDS", "5", 1)?,
             saga_workers: env.parse_in("SAGA_WORKERS", 32, 1..=10_000)?,
+            saga_compensation_retry_attempts: env.parse_in(
+                "SAGA_COMPENSATION_RETRY_ATTEMPTS",
+                10,
+                0..=1000,
+            )?,
+            saga_lease: env.duration("SAGA_LEASE_SECONDS", "30", 1)?,
             jwt_secret: env.optional("JWT_SECRET"),
             jwt_public_key_file: env.optional("JWT_PUBLIC_KEY_FILE"),
             jwt_jwks_file: env.optional("JWT_JWKS_FILE"),
@@ -226,6 +240,7 @@ impl Config {
             stub_failure_rate: env.parse("STUB_FAILURE_RATE", Decimal::ZERO)?,
             stub_latency: Duration::from_millis(env.parse_in("STUB_LATENCY_MS", 0, 0..=60_000)?),
             stub_default_stock: env.parse_in("STUB_DEFAULT_STOCK", 1_000_000, 0..=i64::MAX)?,
+            stubs_port: env.parse("STUBS_PORT", 8085)?,
         };
         config.validate()
     }
@@ -248,6 +263,15 @@ impl Config {
                 "STUB_FAILURE_RATE",
                 self.stub_failure_rate.to_string(),
                 "expected 0 to 1",
+            ));
+        }
+        // A lease shorter than a call would let a second replica run the same
+        // step while the first still waits for its answer.
+        if self.saga_lease < self.sibling_call_timeout * 2 + Duration::from_millis(500) {
+            return Err(bad(
+                "SAGA_LEASE_SECONDS",
+                format!("{:?}", self.saga_lease),
+                "must exceed twice SIBLING_CALL_TIMEOUT_MS plus 0.5 s",
             ));
         }
         if let Some(url) = &self.database_url
@@ -428,6 +452,8 @@ mod tests {
             ("DATABASE_URL", "mysql://x"),
             ("ENVIRONMENT", "moon"),
             ("STUB_FAILURE_RATE", "1.5"),
+            ("SAGA_LEASE_SECONDS", "1"),
+            ("STUBS_PORT", "-1"),
         ] {
             let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{err}");

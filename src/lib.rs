@@ -13,6 +13,8 @@
 //! - [`db`], [`health`]: backends and their health.
 //! - [`error`], [`transport`]: one error type mapped to gRPC and HTTP.
 //! - [`proto`]: generated code.
+//! - [`saga`]: the durable fulfillment saga orchestrator.
+//! - [`stubs`]: the payment, inventory and shipping stubs (`commerce stubs`).
 
 pub mod app;
 pub mod auth;
@@ -25,7 +27,9 @@ pub mod error;
 pub mod grpc;
 pub mod health;
 pub mod proto;
+pub mod saga;
 pub mod shutdown;
 pub mod startup;
+pub mod stubs;
 pub mod telemetry;
 pub mod transport;

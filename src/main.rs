@@ -10,7 +10,7 @@ use commerce::{
     db::Db,
     shutdown,
     startup::Application,
-    telemetry,
+    stubs, telemetry,
 };
 
 /// gRPC-first commerce service: carts, event-sourced orders, fulfillment saga.
@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Serve gRPC, REST, /health and /metrics on PORT (default 8084).
     Serve,
+    /// Serve the payment, inventory and shipping stubs on STUBS_PORT (default 8085).
+    Stubs,
     /// Apply the database migrations and exit.
     Migrate,
     /// Mint a development JWT (HS256 with JWT_SECRET or the development secret).
@@ -60,6 +62,19 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init(&config);
             let application = Application::build(config).await?;
             application.run_until_stopped(shutdown::os_signal()).await
+        }
+        Command::Stubs => {
+            telemetry::init(&config);
+            let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.stubs_port))
+                .await
+                .with_context(|| format!("binding {}:{}", config.host, config.stubs_port))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving the sibling stubs");
+            stubs::serve_stubs(
+                listener,
+                stubs::Stubs::from_config(&config),
+                shutdown::os_signal(),
+            )
+            .await
         }
         Command::Migrate => {
             telemetry::init(&config);

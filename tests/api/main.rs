@@ -4,3 +4,4 @@ mod helpers;
 
 mod bus;
 mod health;
+mod stubs;

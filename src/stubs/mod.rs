@@ -1,0 +1,120 @@
+//! The sibling stubs: payment, inventory and shipping over real gRPC, served
+//! by `commerce stubs` or embedded in `serve` on a loopback port. Each applies
+//! an idempotency key once, keeps a ledger readable over gRPC, and injects
+//! faults from the configuration and from magic inputs (see the README).
+
+pub mod faults;
+pub mod inventory;
+pub mod ledger;
+pub mod payment;
+pub mod shipping;
+
+use std::{future::Future, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::{
+    config::Config,
+    proto::{
+        inventory::v1::inventory_service_server::InventoryServiceServer,
+        payment::v1::payment_service_server::PaymentServiceServer,
+        shipping::v1::shipping_service_server::ShippingServiceServer,
+    },
+};
+
+/// The three stubs of one process, sharing one fault injector.
+#[derive(Clone)]
+pub struct Stubs {
+    /// Payment.
+    pub payment: payment::PaymentStub,
+    /// Inventory.
+    pub inventory: inventory::InventoryStub,
+    /// Shipping.
+    pub shipping: shipping::ShippingStub,
+}
+
+impl Stubs {
+    /// Stubs with the configured faults and default stock.
+    pub fn from_config(config: &Config) -> Self {
+        let faults = Arc::new(faults::Faults::from_config(config));
+        Self {
+            payment: payment::PaymentStub::new(faults.clone()),
+            inventory: inventory::InventoryStub::new(faults.clone(), config.stub_default_stock),
+            shipping: shipping::ShippingStub::new(faults),
+        }
+    }
+}
+
+/// Serves the three stubs (plus health and reflection) on `listener` until
+/// `shutdown` resolves.
+pub async fn serve_stubs(
+    listener: TcpListener,
+    stubs: Stubs,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in [
+        "payment.v1.PaymentService",
+        "inventory.v1.InventoryService",
+        "shipping.v1.ShippingService",
+    ] {
+        reporter
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(PaymentServiceServer::new(stubs.payment))
+        .add_service(InventoryServiceServer::new(stubs.inventory))
+        .add_service(ShippingServiceServer::new(stubs.shipping))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Stubs running inside `serve` on a loopback port, reached over real gRPC
+/// like remote siblings.
+pub struct EmbeddedStubs {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    stop: crate::shutdown::ShutdownTrigger,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EmbeddedStubs {
+    /// Binds a loopback port and starts serving.
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = crate::shutdown::channel();
+        let stubs = Stubs::from_config(config);
+        let task = tokio::spawn(async move {
+            if let Err(e) = serve_stubs(listener, stubs, async move { stopped.wait().await }).await {
+                tracing::error!(error = format!("{e:#}"), "embedded stubs stopped");
+            }
+        });
+        tracing::info!(%url, "embedded sibling stubs serving");
+        Ok(Self { url, stop, task })
+    }
+
+    /// Stops serving (after the saga workers, which call them, have stopped).
+    pub async fn stop(self) {
+        self.stop.trigger();
+        let _ = self.task.await;
+    }
+}
+
+/// A protobuf timestamp.
+pub(crate) fn timestamp(at: DateTime<Utc>) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
