@@ -12,6 +12,7 @@
 //! - [`domain`]: pure business rules (money, carts, orders).
 //! - [`db`], [`health`]: backends and their health.
 //! - [`error`], [`transport`]: one error type mapped to gRPC and HTTP.
+//! - [`telemetry`], [`metrics`]: JSON logs, OpenTelemetry traces, Prometheus `/metrics`.
 //! - [`proto`]: generated code.
 //! - [`saga`]: the durable fulfillment saga orchestrator.
 //! - [`stubs`]: the payment, inventory and shipping stubs (`commerce stubs`).
@@ -26,6 +27,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod health;
+pub mod metrics;
 pub mod proto;
 pub mod saga;
 pub mod shutdown;

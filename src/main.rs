@@ -61,7 +61,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             telemetry::init(&config);
             let application = Application::build(config).await?;
-            application.run_until_stopped(shutdown::os_signal()).await
+            let result = application.run_until_stopped(shutdown::os_signal()).await;
+            telemetry::shutdown().await;
+            result
         }
         Command::Stubs => {
             telemetry::init(&config);

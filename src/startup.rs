@@ -47,6 +47,7 @@ pub struct Application {
 impl Application {
     /// Connects the backends, migrates, and binds `HOST:PORT` (port 0 picks one).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        crate::metrics::install();
         let db = Db::connect(&config).await?;
         if config.run_migrations {
             db.migrate().await.context("running migrations")?;
@@ -114,6 +115,7 @@ impl Application {
             Duration::from_secs(2),
             app.shutdown.clone(),
         ));
+        tokio::spawn(crate::metrics::upkeep(app.shutdown.clone()));
 
         let router = build_router(&app, health_reporter)?;
         let addr = listener.local_addr()?;
@@ -163,6 +165,7 @@ fn build_router(app: &App, health_reporter: tonic_health::server::HealthReporter
 
     let http_routes = Router::new()
         .route("/health", get(health_json))
+        .route("/metrics", get(crate::metrics::scrape))
         .fallback(not_found)
         .with_state(app.clone());
 
@@ -188,15 +191,9 @@ fn build_router(app: &App, health_reporter: tonic_health::server::HealthReporter
     Ok(routes
         .into_axum_router()
         .layer(AuthLayer::new(authenticator))
+        .layer(axum::middleware::from_fn(crate::metrics::track_requests))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &http::Request<_>| {
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        }))
+        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))
 }
 

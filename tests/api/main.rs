@@ -4,4 +4,5 @@ mod helpers;
 
 mod bus;
 mod health;
+mod observability;
 mod stubs;

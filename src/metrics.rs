@@ -1,0 +1,396 @@
+//! Prometheus metrics: the global recorder, the `/metrics` route, and one typed
+//! function per metric family, so that names, labels and buckets live in this
+//! one file and every call site is one line.
+//!
+//! Labels only ever take bounded values (names chosen in code, status codes,
+//! outcomes), never an id: a label per cart or order would grow the series
+//! without bound. The `metrics` macros are used here and nowhere else.
+
+mod requests;
+
+use std::{sync::OnceLock, time::Duration};
+
+use axum::{extract::State, response::IntoResponse};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+pub use requests::{grpc_code_name, track_requests};
+
+use crate::{app::App, db::Backends, error::AppError, shutdown::Shutdown};
+
+/// Request latency buckets (seconds): 1 ms to 10 s.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// One saga step is one sibling call plus its state writes, retries excluded.
+const SAGA_STEP_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// A whole saga may wait out retries and backoff: up to the order timeout.
+const SAGA_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+];
+/// An event-store append is one transaction: 0.5 ms to 1 s.
+const APPEND_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the global Prometheus recorder once per process (later calls,
+/// e.g. from several test apps, reuse it). None if another recorder was
+/// installed first; metrics are then simply not rendered.
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = builder()
+                .map(PrometheusBuilder::install_recorder)
+                .and_then(|installed| installed);
+            match handle {
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "Prometheus recorder not installed");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("request_duration_seconds".into()),
+            REQUEST_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("saga_step_duration_seconds".into()),
+            SAGA_STEP_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Full("saga_duration_seconds".into()), SAGA_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full("event_store_append_duration_seconds".into()),
+            APPEND_BUCKETS,
+        )
+}
+
+/// HELP lines, and the unlabelled counters at zero so that `rate()` and alerts
+/// see a series before the first event.
+fn describe() {
+    describe_counter!(
+        "grpc_server_requests_total",
+        "gRPC requests handled, by service, method and status code."
+    );
+    describe_histogram!(
+        "grpc_server_request_duration_seconds",
+        "gRPC unary request latency."
+    );
+    describe_counter!(
+        "http_requests_total",
+        "HTTP (REST shim, health, metrics) requests, by route and status."
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        "HTTP request latency until the response head."
+    );
+    describe_counter!(
+        "cart_operations_total",
+        "Cart operations by operation and outcome."
+    );
+    describe_counter!("carts_created_total", "Carts created.");
+    describe_counter!("carts_converted_total", "Carts converted into an order.");
+    describe_counter!(
+        "carts_abandoned_total",
+        "Carts that expired without being converted."
+    );
+    describe_counter!(
+        "orders_status_transitions_total",
+        "Order status transitions, by the status reached."
+    );
+    describe_counter!("saga_steps_total", "Saga step attempts, by step and outcome.");
+    describe_histogram!("saga_step_duration_seconds", "Duration of one saga step attempt.");
+    describe_counter!("saga_retries_total", "Saga step retries after a transient error.");
+    describe_gauge!(
+        "sagas",
+        "Sagas by status (shared state: the same on every replica)."
+    );
+    describe_histogram!(
+        "saga_duration_seconds",
+        "Saga duration from start to a terminal state, by outcome."
+    );
+    describe_histogram!(
+        "event_store_append_duration_seconds",
+        "Event-store append latency, by backend."
+    );
+    describe_counter!(
+        "event_store_conflicts_total",
+        "Appends refused for a stale expected version."
+    );
+    describe_gauge!(
+        "outbox_backlog",
+        "Outbox entries not yet published to the event bus."
+    );
+    describe_gauge!(
+        "projection_lag_events",
+        "Events stored but not yet applied, by projection."
+    );
+    describe_gauge!(
+        "db_pool_connections",
+        "Database pool connections by state (idle, in_use, max)."
+    );
+    describe_gauge!(
+        "redis_pool_connections",
+        "Redis pool connections by state (idle, in_use, waiting, max)."
+    );
+    for name in [
+        "carts_created_total",
+        "carts_converted_total",
+        "carts_abandoned_total",
+        "event_store_conflicts_total",
+    ] {
+        counter!(name).absolute(0);
+    }
+}
+
+/// The current metrics in the Prometheus text format.
+pub fn render() -> String {
+    install().map_or_else(String::new, |handle| {
+        handle.run_upkeep();
+        handle.render()
+    })
+}
+
+/// `GET /metrics`: refreshes the gauges read from this process's pools, then
+/// renders every series.
+pub async fn scrape(State(app): State<App>) -> impl IntoResponse {
+    pool_gauges(&app.backends);
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(),
+    )
+}
+
+/// Drains histogram buffers every few seconds, so memory stays flat when
+/// nobody scrapes; ends on shutdown.
+pub async fn upkeep(shutdown: Shutdown) {
+    let Some(handle) = install() else { return };
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            () = shutdown.wait() => return,
+        }
+    }
+}
+
+// ---- requests (recorded by the `track_requests` middleware) ----
+
+fn grpc_request(service: &'static str, method: &'static str, code: &'static str, elapsed: Option<Duration>) {
+    counter!("grpc_server_requests_total", "service" => service, "method" => method, "code" => code)
+        .increment(1);
+    if let Some(elapsed) = elapsed {
+        histogram!("grpc_server_request_duration_seconds", "service" => service, "method" => method)
+            .record(elapsed);
+    }
+}
+
+fn http_request(method: &'static str, route: String, status: u16, elapsed: Duration) {
+    counter!("http_requests_total", "method" => method, "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+    histogram!("http_request_duration_seconds", "method" => method, "route" => route).record(elapsed);
+}
+
+// ---- carts ----
+
+/// One cart operation (`operation` names it: "add_item", ...) and its outcome,
+/// "ok" or the error's code ("not_found", "aborted", ...).
+pub fn cart_operation<T>(operation: &'static str, result: &Result<T, AppError>) {
+    counter!("cart_operations_total", "operation" => operation, "outcome" => outcome(result)).increment(1);
+}
+
+/// A new cart.
+pub fn cart_created() {
+    counter!("carts_created_total").increment(1);
+}
+
+/// A cart turned into an order.
+pub fn cart_converted() {
+    counter!("carts_converted_total").increment(1);
+}
+
+/// `count` carts found expired without having been converted.
+pub fn carts_abandoned(count: u64) {
+    counter!("carts_abandoned_total").increment(count);
+}
+
+/// "ok", or the lower-case gRPC code of the error ("invalid_argument", ...).
+pub fn outcome<T>(result: &Result<T, AppError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(err) => match err {
+            AppError::InvalidArgument(_) => "invalid_argument",
+            AppError::Unauthenticated(_) => "unauthenticated",
+            AppError::PermissionDenied(_) => "permission_denied",
+            AppError::NotFound(_) => "not_found",
+            AppError::AlreadyExists(_) => "already_exists",
+            AppError::Aborted(_) => "aborted",
+            AppError::FailedPrecondition(_) => "failed_precondition",
+            AppError::ResourceExhausted { .. } => "resource_exhausted",
+            AppError::Unavailable(_) => "unavailable",
+            AppError::DeadlineExceeded(_) => "deadline_exceeded",
+            AppError::Internal(_) => "internal",
+        },
+    }
+}
+
+// ---- orders and the event store ----
+
+/// An order reached status `to` (e.g. "PAYMENT_AUTHORIZED", "CANCELLED").
+pub fn order_status_transition(to: &'static str) {
+    counter!("orders_status_transitions_total", "to" => to).increment(1);
+}
+
+/// One successful event-store append on `backend` ("postgres" or "sqlite").
+pub fn event_store_append(backend: &'static str, elapsed: Duration) {
+    histogram!("event_store_append_duration_seconds", "backend" => backend).record(elapsed);
+}
+
+/// An append refused because the expected version was stale.
+pub fn event_store_conflict() {
+    counter!("event_store_conflicts_total").increment(1);
+}
+
+/// Outbox entries waiting to be published.
+pub fn outbox_backlog(entries: u64) {
+    gauge!("outbox_backlog").set(entries as f64);
+}
+
+/// Events stored past `projection`'s checkpoint.
+pub fn projection_lag(projection: &'static str, events: u64) {
+    gauge!("projection_lag_events", "projection" => projection).set(events as f64);
+}
+
+// ---- sagas ----
+
+/// How one saga step attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The sibling did it.
+    Succeeded,
+    /// A business refusal (declined, out of stock, unshippable): compensate.
+    Refused,
+    /// UNAVAILABLE / DEADLINE_EXCEEDED: will be retried.
+    TransientError,
+    /// Any other failure, or retries exhausted.
+    Failed,
+}
+
+impl StepOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Refused => "refused",
+            Self::TransientError => "transient_error",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One attempt of saga step `step` ("authorize_payment", ...), its outcome and duration.
+pub fn saga_step(step: &'static str, outcome: StepOutcome, elapsed: Duration) {
+    counter!("saga_steps_total", "step" => step, "outcome" => outcome.as_str()).increment(1);
+    histogram!("saga_step_duration_seconds", "step" => step).record(elapsed);
+}
+
+/// A retry of `step` after a transient error.
+pub fn saga_retry(step: &'static str) {
+    counter!("saga_retries_total", "step" => step).increment(1);
+}
+
+/// A saga reached a terminal state (`outcome`: "completed", "compensated",
+/// "failed", ...) after `elapsed` since it started.
+pub fn saga_finished(outcome: &'static str, elapsed: Duration) {
+    histogram!("saga_duration_seconds", "outcome" => outcome).record(elapsed);
+}
+
+/// The number of sagas in each status (statuses absent from `counts` are set to 0
+/// when listed in `all`).
+pub fn sagas_by_status<'a>(all: &[&'static str], counts: impl IntoIterator<Item = (&'a str, u64)>) {
+    let counts: Vec<(&str, u64)> = counts.into_iter().collect();
+    for status in all {
+        let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+        gauge!("sagas", "status" => *status).set(count as f64);
+    }
+}
+
+// ---- pools ----
+
+/// Sets the pool gauges from the pools' own counters (no I/O).
+pub fn pool_gauges(backends: &Backends) {
+    let (size, idle, max) = match &backends.db {
+        crate::db::Db::Postgres(pool) => (pool.size(), pool.num_idle(), pool.options().get_max_connections()),
+        crate::db::Db::Sqlite(pool) => (pool.size(), pool.num_idle(), pool.options().get_max_connections()),
+    };
+    let idle = idle as f64;
+    gauge!("db_pool_connections", "state" => "idle").set(idle);
+    gauge!("db_pool_connections", "state" => "in_use").set((f64::from(size) - idle).max(0.0));
+    gauge!("db_pool_connections", "state" => "max").set(f64::from(max));
+    if let Some(redis) = &backends.redis {
+        let status = redis.status();
+        gauge!("redis_pool_connections", "state" => "idle").set(status.available as f64);
+        gauge!("redis_pool_connections", "state" => "in_use")
+            .set(status.size.saturating_sub(status.available) as f64);
+        gauge!("redis_pool_connections", "state" => "waiting").set(status.waiting as f64);
+        gauge!("redis_pool_connections", "state" => "max").set(status.max_size as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_low_cardinality_code_names() {
+        assert_eq!(outcome::<()>(&Ok(())), "ok");
+        assert_eq!(
+            outcome::<()>(&Err(AppError::NotFound("cart".into()))),
+            "not_found"
+        );
+        assert_eq!(
+            outcome::<()>(&Err(AppError::invalid("quantity", "must be positive"))),
+            "invalid_argument"
+        );
+        assert_eq!(StepOutcome::TransientError.as_str(), "transient_error");
+    }
+
+    #[test]
+    fn histograms_render_with_buckets_and_counters_with_help() {
+        install().expect("recorder installed");
+        saga_step(
+            "authorize_payment",
+            StepOutcome::Succeeded,
+            Duration::from_millis(30),
+        );
+        event_store_append("sqlite", Duration::from_millis(2));
+        let text = render();
+        assert!(text.contains("# HELP carts_created_total"), "{text}");
+        assert!(
+            text.contains("saga_step_duration_seconds_bucket{step=\"authorize_payment\",le=\"0.05\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("saga_steps_total{step=\"authorize_payment\",outcome=\"succeeded\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("event_store_append_duration_seconds_bucket{backend=\"sqlite\""),
+            "{text}"
+        );
+    }
+}

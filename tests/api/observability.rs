@@ -1,0 +1,219 @@
+//! Metrics, logs and traces as an operator sees them: `/metrics` moves with
+//! traffic, log lines are JSON carrying the request and trace ids, and spans
+//! reach an OTLP collector joined to the caller's trace.
+//!
+//! The recorder and the log subscriber are global to a process, so the log
+//! and trace tests run the real binary as a child; the metrics test shares
+//! the recorder with parallel tests and so asserts growth, not exact values.
+
+mod support;
+
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::{
+    health::http_get,
+    helpers::{Backend, spawn_app_with},
+};
+use support::{Collector, ServerProcess, fresh_traceparent, http_get_with, sample};
+
+#[tokio::test]
+async fn metrics_count_grpc_and_http_requests_by_method_and_code_without_ids_in_labels() {
+    let app = spawn_app_with(Backend::Embedded, &[]).await;
+    let scrape = || async { body_of(&http_get(app.port, "/metrics").await) };
+    let before = scrape().await;
+
+    let mut health = HealthClient::new(app.channel.clone());
+    for _ in 0..2 {
+        health.check(HealthCheckRequest::default()).await.unwrap();
+    }
+    let unknown = call_unknown_method(&app.channel).await;
+    assert_eq!(unknown.code(), tonic::Code::Unimplemented);
+    let cart_id = uuid::Uuid::new_v4();
+    http_get(app.port, "/health").await;
+    http_get(app.port, &format!("/no/such/cart/{cart_id}")).await;
+
+    let after = scrape().await;
+    let grew =
+        |name: &str, labels: &[(&str, &str)]| sample(&after, name, labels) - sample(&before, name, labels);
+    let check = [("service", "grpc.health.v1.Health"), ("method", "Check")];
+    assert!(
+        grew(
+            "grpc_server_requests_total",
+            &[check[0], check[1], ("code", "OK")]
+        ) >= 2.0
+    );
+    assert!(grew("grpc_server_request_duration_seconds_count", &check) >= 2.0);
+    // A path that names no method is counted, but under fixed labels.
+    assert!(
+        grew(
+            "grpc_server_requests_total",
+            &[
+                ("service", "unknown"),
+                ("method", "unknown"),
+                ("code", "UNIMPLEMENTED")
+            ]
+        ) >= 1.0
+    );
+    let health_ok = [("method", "GET"), ("route", "/health"), ("status", "200")];
+    assert!(grew("http_requests_total", &health_ok) >= 1.0);
+    let unmatched = [("method", "GET"), ("route", "unmatched"), ("status", "404")];
+    assert!(grew("http_requests_total", &unmatched) >= 1.0);
+    assert!(sample(&after, "db_pool_connections", &[("state", "max")]) >= 1.0);
+    assert!(after.contains("# TYPE grpc_server_request_duration_seconds histogram"));
+    assert!(!after.contains(&cart_id.to_string()), "an id leaked into a label");
+}
+
+#[tokio::test]
+async fn log_lines_are_json_with_request_and_trace_ids_and_no_secrets_even_with_the_collector_down() {
+    // A port nobody listens on: the exporter fails in the background, requests must not notice.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_endpoint = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let server = ServerProcess::spawn(&[
+        ("ENABLE_TRACING", "true"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &dead_endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ])
+    .await;
+    let (traceparent, trace_id, _) = fresh_traceparent();
+    let secret = "Bearer not-a-valid-token-but-a-secret-all-the-same";
+
+    for i in 0..20 {
+        let response = http_get_with(server.port, "/health", &[("x-request-id", &format!("http-{i}"))]).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+    let response = http_get_with(
+        server.port,
+        "/health",
+        &[("x-request-id", "http-traced"), ("traceparent", &traceparent)],
+    )
+    .await;
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("x-request-id: http-traced"),
+        "{response}"
+    );
+    let refused = http_get_with(
+        server.port,
+        "/health",
+        &[("x-request-id", "http-secret"), ("authorization", secret)],
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+
+    let channel = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(HealthCheckRequest::default());
+    request
+        .metadata_mut()
+        .insert("x-request-id", MetadataValue::from_static("grpc-1"));
+    let response = HealthClient::new(channel).check(request).await.unwrap();
+    assert_eq!(response.metadata().get("x-request-id").unwrap(), "grpc-1");
+
+    let traced = server
+        .wait_for_log(|line| line["request_id"] == "http-traced")
+        .await;
+    assert_eq!(traced["trace_id"], trace_id.as_str(), "{traced}");
+    assert_eq!(traced["level"], "INFO");
+    assert_eq!(traced["status"], 200);
+    assert!(
+        traced["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{traced}"
+    );
+    let timestamp = traced["timestamp"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(),
+        "{timestamp}"
+    );
+    let grpc = server.wait_for_log(|line| line["request_id"] == "grpc-1").await;
+    assert_eq!(grpc["code"], "OK", "{grpc}");
+    assert_eq!(grpc["trace_id"].as_str().map(str::len), Some(32), "{grpc}");
+    server
+        .wait_for_log(|line| line["request_id"] == "http-secret")
+        .await;
+
+    let lines = server.lines();
+    for line in &lines {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            parsed["timestamp"].is_string() && parsed["level"].is_string(),
+            "{line}"
+        );
+        assert!(
+            !line.contains("not-a-valid-token"),
+            "a credential reached the log: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn spans_reach_an_otlp_collector_as_children_of_the_callers_span() {
+    let collector = Collector::start().await;
+    let server = ServerProcess::spawn(&[
+        ("ENABLE_TRACING", "true"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ])
+    .await;
+    let (traceparent, trace_id, parent_id) = fresh_traceparent();
+    let channel = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(HealthCheckRequest::default());
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    HealthClient::new(channel).check(request).await.unwrap();
+
+    let spans = collector
+        .wait_for(|spans| spans.iter().any(|s| s.trace_id() == trace_id))
+        .await;
+    let server_span = spans
+        .iter()
+        .find(|s| s.trace_id() == trace_id && s.span.name == "grpc.health.v1.Health/Check")
+        .unwrap_or_else(|| panic!("no server span in {spans:#?}"));
+    assert_eq!(server_span.parent_id(), parent_id);
+    assert_eq!(server_span.service, "commerce");
+    assert_eq!(
+        server_span.span.kind,
+        opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as i32
+    );
+    assert_eq!(
+        server_span.attribute("rpc.grpc.status_code").as_deref(),
+        Some("0")
+    );
+    assert!(server_span.span.end_time_unix_nano >= server_span.span.start_time_unix_nano);
+}
+
+/// Calls a method no service has, through a raw tonic client.
+async fn call_unknown_method(channel: &tonic::transport::Channel) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/commerce.v1.CartService/NoSuchMethod");
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        grpc.unary(tonic::Request::new(()), path, codec),
+    )
+    .await
+    .expect("answered")
+    .expect_err("no such method")
+}
+
+/// The body of a raw HTTP response.
+fn body_of(response: &str) -> String {
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
