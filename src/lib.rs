@@ -11,6 +11,7 @@
 //! - [`auth`]: JWT bearer authentication for both transports.
 //! - [`domain`]: pure business rules (money, carts, orders).
 //! - [`db`], [`health`]: backends and their health.
+//! - [`store`]: storage traits and their PostgreSQL / embedded implementations.
 //! - [`error`], [`transport`]: one error type mapped to gRPC and HTTP.
 //! - [`telemetry`], [`metrics`]: JSON logs, OpenTelemetry traces, Prometheus `/metrics`.
 //! - [`proto`]: generated code.
@@ -32,6 +33,7 @@ pub mod proto;
 pub mod saga;
 pub mod shutdown;
 pub mod startup;
+pub mod store;
 pub mod stubs;
 pub mod telemetry;
 pub mod transport;

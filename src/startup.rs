@@ -24,6 +24,7 @@ use crate::{
         order_service_server::OrderServiceServer, saga_admin_server::SagaAdminServer,
     },
     shutdown::{self, ShutdownTrigger},
+    store::event_store::{Upcasters, event_store},
 };
 
 /// Every gRPC service of the public API, fully qualified (for health).
@@ -66,11 +67,13 @@ impl Application {
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
             .with_context(|| format!("binding {}:{}", config.host, config.port))?;
+        let events = event_store(&backends.db, Upcasters::none());
         let app = App {
             config: config.into(),
             backends,
             health,
             shutdown,
+            events,
         };
         Ok(Self {
             listener,

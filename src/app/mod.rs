@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::{config::Config, db::Backends, health::Health, shutdown::Shutdown};
+use crate::{
+    config::Config, db::Backends, health::Health, shutdown::Shutdown, store::event_store::EventStore,
+};
 
 /// Everything a request handler needs, cheap to clone.
 #[derive(Clone)]
@@ -16,4 +18,6 @@ pub struct App {
     pub health: Health,
     /// Fires on graceful shutdown (streams end, workers stop).
     pub shutdown: Shutdown,
+    /// The event store of the write side (read side and saga read it too).
+    pub events: Arc<dyn EventStore>,
 }

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod bus;
+mod event_store;
 mod health;
 mod observability;
 mod stubs;

@@ -1,0 +1,343 @@
+//! The event store: append-only streams with optimistic concurrency, a global
+//! log for subscribers, and the transactional outbox.
+//!
+//! # Guarantees (checked by the conformance suite in `tests/api/event_store.rs`)
+//! - **Optimistic concurrency.** [`EventStore::append`] names the version the
+//!   caller decided on; if the stream moved, nothing is written and the caller
+//!   gets [`EventStoreError::Conflict`]. Versions are gapless from 1.
+//! - **Idempotent append.** Appending events whose ids are already stored at
+//!   exactly those versions of that stream succeeds without writing anything
+//!   ([`AppendResult::already_stored`]): a retry after a lost reply is harmless.
+//! - **One transaction.** The events, their outbox rows, the saga start and the
+//!   idempotency-key completion named in [`AppendOptions`] commit together.
+//! - **Readers never skip.** [`EventStore::read_all`] returns only *settled*
+//!   events (every transaction that could still commit an event before them has
+//!   finished), in settled order. See the backend modules for how.
+//! - **Upcasting.** Payloads are stored with their schema version and returned
+//!   upcast to the current schema by [`Upcasters`].
+
+mod postgres;
+mod sqlite;
+mod upcast;
+
+use std::{fmt, sync::Arc};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use self::{
+    postgres::PostgresEventStore,
+    sqlite::SqliteEventStore,
+    upcast::{Upcast, Upcasters},
+};
+use crate::{db::Db, error::AppError};
+
+/// The stream type of order streams (the only aggregate stored here so far).
+pub const ORDER_STREAM: &str = "order";
+
+/// Tracing context and provenance of an event, stored beside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    /// The request or workflow the event belongs to (e.g. the request id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// What directly caused it (e.g. a command id or a previous event id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// The client's idempotency key of the command that produced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// An event to append. The id is chosen by the caller so that a retried
+/// append is recognised as the same event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Unique id (UUID v7 recommended: index-friendly).
+    pub event_id: Uuid,
+    /// Type name, e.g. `OrderCreated`.
+    pub event_type: String,
+    /// Schema version of `payload`, from 1.
+    pub schema_version: i32,
+    /// The event as JSON.
+    pub payload: Value,
+    /// Provenance.
+    pub metadata: EventMetadata,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Unique id.
+    pub event_id: Uuid,
+    /// The stream (aggregate id).
+    pub stream_id: Uuid,
+    /// The stream's type, e.g. [`ORDER_STREAM`].
+    pub stream_type: String,
+    /// Position in the stream, from 1, gapless.
+    pub version: u64,
+    /// Position in the global log: unique, but see [`EventStore::read_all`] on order.
+    pub global_position: i64,
+    /// Type name.
+    pub event_type: String,
+    /// Schema version the payload was *stored* with (for audit); `payload`
+    /// itself is always upcast to the current schema.
+    pub schema_version: i32,
+    /// The payload at the current schema.
+    pub payload: Value,
+    /// Provenance.
+    pub metadata: EventMetadata,
+    /// When the append committed (transaction time).
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Starts the fulfillment saga in the transaction of an order's first events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaStart {
+    /// The saga's id.
+    pub saga_id: Uuid,
+    /// The order it drives.
+    pub order_id: Uuid,
+    /// Seed of the saga's per-step idempotency keys. CreateOrder sets it to
+    /// `"{order_id}/{client idempotency key}"`: the client's key travels to the
+    /// siblings, and two customers who pick the same key never collide there.
+    pub idempotency_seed: String,
+    /// When the saga gives up and compensates (now + ORDER_TIMEOUT_MINUTES).
+    pub deadline: DateTime<Utc>,
+}
+
+/// Asks the order's saga to stop and compensate, in the events' transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelRequest {
+    /// The order whose saga is asked.
+    pub order_id: Uuid,
+    /// Why.
+    pub reason: String,
+}
+
+/// Marks a command idempotency key done, in the events' transaction, so that
+/// the key's answer exists exactly when the events do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyCompletion {
+    /// Owner of the key.
+    pub customer_id: String,
+    /// The client's key.
+    pub key: String,
+    /// The answer to give every repeat of the request.
+    pub response: Value,
+}
+
+/// What else commits with the events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendOptions {
+    /// The stream's type (default [`ORDER_STREAM`]).
+    pub stream_type: String,
+    /// Insert this saga row.
+    pub start_saga: Option<SagaStart>,
+    /// Flag this order's saga for cancellation (no-op if it has no saga).
+    pub request_cancel: Option<CancelRequest>,
+    /// Complete this idempotency key.
+    pub complete_idempotency: Option<IdempotencyCompletion>,
+}
+
+impl Default for AppendOptions {
+    fn default() -> Self {
+        Self {
+            stream_type: ORDER_STREAM.to_string(),
+            start_saga: None,
+            request_cancel: None,
+            complete_idempotency: None,
+        }
+    }
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendResult {
+    /// The stream's version after the append (the last appended event's).
+    pub new_version: u64,
+    /// Global positions of the appended events, in order.
+    pub global_positions: Vec<i64>,
+    /// True when these exact events were already stored (an idempotent
+    /// repeat): nothing was written and no option was applied again.
+    pub already_stored: bool,
+}
+
+/// Event store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum EventStoreError {
+    /// The stream is not at the expected version: someone else appended first.
+    #[error("version conflict: expected version {expected}, stream is at {actual}")]
+    Conflict {
+        /// The version the caller decided on.
+        expected: u64,
+        /// The stream's version now.
+        actual: u64,
+    },
+    /// The database is unreachable or overloaded; retrying later may succeed.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (a bug, corrupt data).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for EventStoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_transient(&err) {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Other(anyhow::Error::new(err).context("event store query"))
+        }
+    }
+}
+
+impl From<EventStoreError> for AppError {
+    fn from(err: EventStoreError) -> Self {
+        match err {
+            EventStoreError::Conflict { .. } => AppError::Aborted(err.to_string()),
+            EventStoreError::Unavailable(msg) => AppError::Unavailable(msg),
+            EventStoreError::Other(source) => AppError::Internal(source),
+        }
+    }
+}
+
+/// True for errors that say "the database is not reachable right now" rather
+/// than "this request is wrong": pool exhaustion, I/O, a server shutting down,
+/// a serialization failure, SQLite busy.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // PostgreSQL: 08 connection, 40001 serialization, 40P01 deadlock,
+            // 53 insufficient resources, 57P0x shutdown. SQLite: 5 BUSY, 6 LOCKED
+            // (and their extended codes, which end in the same byte).
+            code.starts_with("08")
+                || code == "40001"
+                || code == "40P01"
+                || code.starts_with("53")
+                || code.starts_with("57P0")
+                || code.parse::<i32>().is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6)
+        }
+        _ => false,
+    }
+}
+
+/// The event store: see the module documentation for its guarantees.
+#[async_trait]
+pub trait EventStore: Send + Sync + fmt::Debug {
+    /// Appends `events` to `stream_id`, which must be at `expected_version`
+    /// (0 for a new stream); the events get versions `expected_version + 1..`.
+    /// The options commit in the same transaction.
+    async fn append(
+        &self,
+        stream_id: Uuid,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<AppendResult, EventStoreError>;
+
+    /// The stream's events with version >= `from_version` (1 or 0 for all), in
+    /// version order; empty for an unknown stream.
+    async fn read_stream(
+        &self,
+        stream_id: Uuid,
+        from_version: u64,
+    ) -> Result<Vec<StoredEvent>, EventStoreError>;
+
+    /// Up to `limit` settled events after the event at `after_position`
+    /// (0: from the start), in settled order.
+    ///
+    /// Checkpoint with the `global_position` of the **last event you
+    /// processed** and pass it back. On PostgreSQL the settled order is
+    /// (writing transaction, position): an event of an older transaction can
+    /// carry a larger position than one of a younger transaction, so never
+    /// compare positions to decide whether an event was seen; only this call
+    /// knows the order. The cursor must be a position this call (or
+    /// [`EventStore::head_position`]) returned.
+    async fn read_all(&self, after_position: i64, limit: usize) -> Result<Vec<StoredEvent>, EventStoreError>;
+
+    /// The position of the last settled event (0 when none): a reader whose
+    /// checkpoint equals it has seen everything settled.
+    async fn head_position(&self) -> Result<i64, EventStoreError>;
+
+    /// The stream's current version (0 for an unknown stream).
+    async fn stream_version(&self, stream_id: Uuid) -> Result<u64, EventStoreError>;
+}
+
+/// The event store on `db`, upcasting with `upcasters`.
+pub fn event_store(db: &Db, upcasters: Upcasters) -> Arc<dyn EventStore> {
+    match db {
+        Db::Postgres(pool) => Arc::new(PostgresEventStore::new(pool.clone(), upcasters)),
+        Db::Sqlite(pool) => Arc::new(SqliteEventStore::new(pool.clone(), upcasters)),
+    }
+}
+
+/// Checks that a batch is appendable at all (shared by both backends).
+fn check_batch(events: &[NewEvent]) -> Result<(), EventStoreError> {
+    if events.is_empty() {
+        return Err(anyhow::anyhow!("append of an empty batch").into());
+    }
+    if let Some(bad) = events
+        .iter()
+        .find(|e| e.schema_version < 1 || e.event_type.is_empty())
+    {
+        return Err(anyhow::anyhow!("event {} has no type or a schema version below 1", bad.event_id).into());
+    }
+    Ok(())
+}
+
+/// Decides what a failed version check means, given the events already
+/// stored under the batch's ids: an idempotent repeat (every event stored at
+/// exactly the version it would get now), or a conflict.
+fn classify_existing(
+    stream_id: Uuid,
+    expected_version: u64,
+    actual: u64,
+    events: &[NewEvent],
+    existing: &[StoredEvent],
+) -> Result<AppendResult, EventStoreError> {
+    let repeat = existing.len() == events.len()
+        && events.iter().enumerate().all(|(i, new)| {
+            existing.iter().any(|old| {
+                old.event_id == new.event_id
+                    && old.stream_id == stream_id
+                    && old.version == expected_version + 1 + i as u64
+                    && old.event_type == new.event_type
+            })
+        });
+    if repeat {
+        let mut positions: Vec<_> = existing.iter().map(|e| (e.version, e.global_position)).collect();
+        positions.sort_unstable();
+        return Ok(AppendResult {
+            new_version: expected_version + events.len() as u64,
+            global_positions: positions.into_iter().map(|(_, p)| p).collect(),
+            already_stored: true,
+        });
+    }
+    if let Some(clash) = existing.iter().find(|e| e.stream_id != stream_id) {
+        return Err(
+            anyhow::anyhow!("event id {} is already stored in another stream", clash.event_id).into(),
+        );
+    }
+    Err(EventStoreError::Conflict {
+        expected: expected_version,
+        actual,
+    })
+}
+
+fn u64_version(version: i64) -> Result<u64, EventStoreError> {
+    u64::try_from(version).map_err(|_| anyhow::anyhow!("negative stream version {version}").into())
+}
+
+fn i64_version(version: u64) -> Result<i64, EventStoreError> {
+    i64::try_from(version).map_err(|_| anyhow::anyhow!("stream version {version} out of range").into())
+}

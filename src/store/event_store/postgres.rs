@@ -1,0 +1,313 @@
+//! The PostgreSQL event store.
+//!
+//! # Appending
+//! Each event is one statement: a guard reads the stream's current version,
+//! the insert happens only if it equals the version this event follows, and
+//! the outbox row is written from the inserted row (a data-modifying CTE).
+//! Two writers that both pass the guard collide on the unique
+//! `(stream_id, version)` index: the second waits for the first to commit and
+//! then fails, so exactly one wins each version and no version is skipped.
+//!
+//! # Reading the global log without skipping
+//! Positions come from an identity sequence when the row is inserted, but
+//! transactions commit in any order: transaction A may take position 6 and
+//! commit while B, holding position 5, is still running. A reader that took 6
+//! and then asked for "after 6" would never see 5. So each row records its
+//! writing transaction (`transaction_id`, xid8), and readers take only rows
+//! whose transaction is older than `pg_snapshot_xmin(pg_current_snapshot())`,
+//! the oldest transaction still running anywhere in the cluster. All older
+//! transactions are finished, and any transaction still to commit has an xid
+//! at or above that horizon, so ordering by `(transaction_id, global_position)`
+//! gives an order in which nothing can ever appear behind a reader's cursor.
+//! The price: a long-running transaction anywhere in the cluster holds the
+//! horizon back (readers wait, they never skip).
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction, types::Json};
+use uuid::Uuid;
+
+use super::{
+    AppendOptions, AppendResult, EventMetadata, EventStore, EventStoreError, NewEvent, StoredEvent,
+    Upcasters, check_batch, classify_existing, i64_version, u64_version,
+};
+
+/// The event store on PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PostgresEventStore {
+    pool: PgPool,
+    upcasters: Upcasters,
+}
+
+const COLUMNS: &str = "event_id, stream_id, stream_type, version, global_position, event_type, \
+                       schema_version, payload, metadata, recorded_at";
+
+/// One event: insert if the stream is at `$4 - 1`, then its outbox row.
+/// Returns the stream's version before the insert and the new position (NULL
+/// when the guard refused).
+const APPEND_ONE: &str = "
+WITH guard AS (
+    SELECT COALESCE(MAX(version), 0) AS current FROM events WHERE stream_id = $2
+), inserted AS (
+    INSERT INTO events (event_id, stream_id, stream_type, version, event_type, schema_version, payload, metadata)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM guard WHERE guard.current = $4 - 1
+    RETURNING event_id, stream_id, stream_type, version, global_position, event_type, schema_version,
+              payload, metadata, recorded_at
+), outboxed AS (
+    INSERT INTO outbox (event_id, stream_id, stream_type, stream_version, global_position, event_type,
+                        schema_version, payload, metadata, created_at)
+    SELECT event_id, stream_id, stream_type, version, global_position, event_type, schema_version,
+           payload, metadata, recorded_at
+    FROM inserted
+)
+SELECT (SELECT current FROM guard) AS current, (SELECT global_position FROM inserted) AS position";
+
+/// Settled events after a cursor. The cursor is the (transaction, position)
+/// of the event at `$1`, or of the nearest earlier one if `$1` is not an
+/// event's position (0: no cursor, read from the start).
+const READ_ALL: &str = "
+WITH cursor AS (
+    SELECT transaction_id, global_position FROM events
+    WHERE global_position <= $1 ORDER BY global_position DESC LIMIT 1
+)
+SELECT event_id, stream_id, stream_type, version, global_position, event_type, schema_version,
+       payload, metadata, recorded_at
+FROM events
+WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+  AND (NOT EXISTS (SELECT 1 FROM cursor)
+       OR (transaction_id, global_position) > (SELECT transaction_id, global_position FROM cursor))
+ORDER BY transaction_id, global_position
+LIMIT $2";
+
+const HEAD: &str = "
+SELECT global_position FROM events
+WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id DESC, global_position DESC
+LIMIT 1";
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    event_id: Uuid,
+    stream_id: Uuid,
+    stream_type: String,
+    version: i64,
+    global_position: i64,
+    event_type: String,
+    schema_version: i32,
+    payload: Value,
+    metadata: Json<EventMetadata>,
+    recorded_at: DateTime<Utc>,
+}
+
+impl PostgresEventStore {
+    /// A store on `pool` (migrated), upcasting with `upcasters`.
+    pub fn new(pool: PgPool, upcasters: Upcasters) -> Self {
+        Self { pool, upcasters }
+    }
+
+    fn decode(&self, row: EventRow) -> Result<StoredEvent, EventStoreError> {
+        let payload = self
+            .upcasters
+            .upcast(&row.event_type, row.schema_version, row.payload)
+            .map_err(anyhow::Error::msg)?;
+        Ok(StoredEvent {
+            event_id: row.event_id,
+            stream_id: row.stream_id,
+            stream_type: row.stream_type,
+            version: u64_version(row.version)?,
+            global_position: row.global_position,
+            event_type: row.event_type,
+            schema_version: row.schema_version,
+            payload,
+            metadata: row.metadata.0,
+            recorded_at: row.recorded_at,
+        })
+    }
+
+    /// Inserts the batch; `Ok(None)` when the guard refused (stream moved).
+    async fn insert_events(
+        tx: &mut Transaction<'static, Postgres>,
+        stream_id: Uuid,
+        expected_version: u64,
+        events: &[NewEvent],
+        stream_type: &str,
+    ) -> Result<Option<Vec<i64>>, sqlx::Error> {
+        let mut positions = Vec::with_capacity(events.len());
+        for (offset, event) in events.iter().enumerate() {
+            // In range: the caller checked expected_version + events.len().
+            let version = (expected_version + 1 + offset as u64) as i64;
+            let (_current, position): (i64, Option<i64>) = sqlx::query_as(APPEND_ONE)
+                .bind(event.event_id)
+                .bind(stream_id)
+                .bind(stream_type)
+                .bind(version)
+                .bind(&event.event_type)
+                .bind(event.schema_version)
+                .bind(&event.payload)
+                .bind(Json(&event.metadata))
+                .fetch_one(&mut **tx)
+                .await?;
+            match position {
+                Some(position) => positions.push(position),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(positions))
+    }
+
+    /// Writes what the options ask for, in the events' transaction.
+    async fn apply_options(
+        tx: &mut Transaction<'static, Postgres>,
+        options: &AppendOptions,
+    ) -> Result<(), EventStoreError> {
+        if let Some(saga) = &options.start_saga {
+            sqlx::query(
+                "INSERT INTO sagas (saga_id, order_id, status, idempotency_seed, deadline, next_run_at, \
+                 created_at, updated_at) VALUES ($1, $2, 'RUNNING', $3, $4, now(), now(), now())",
+            )
+            .bind(saga.saga_id)
+            .bind(saga.order_id)
+            .bind(&saga.idempotency_seed)
+            .bind(saga.deadline)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if let Some(cancel) = &options.request_cancel {
+            // The first reason wins; waking the saga now makes it compensate promptly.
+            sqlx::query(
+                "UPDATE sagas SET cancel_requested = true, cancel_reason = COALESCE(cancel_reason, $2), \
+                 next_run_at = now(), updated_at = now() WHERE order_id = $1",
+            )
+            .bind(cancel.order_id)
+            .bind(&cancel.reason)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if let Some(done) = &options.complete_idempotency {
+            let updated = sqlx::query(
+                "UPDATE idempotency_keys SET status = 'done', response = $3, lease_until = NULL, \
+                 updated_at = now() WHERE customer_id = $1 AND key = $2",
+            )
+            .bind(&done.customer_id)
+            .bind(&done.key)
+            .bind(&done.response)
+            .execute(&mut **tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(anyhow::anyhow!("idempotency key to complete was never claimed").into());
+            }
+        }
+        Ok(())
+    }
+
+    /// After a refused or colliding insert: an idempotent repeat, or a conflict.
+    async fn explain_refusal(
+        &self,
+        stream_id: Uuid,
+        expected_version: u64,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, EventStoreError> {
+        let actual = self.stream_version(stream_id).await?;
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM events WHERE event_id = ANY($1)"
+        )))
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let existing = rows
+            .into_iter()
+            .map(|r| self.decode(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        classify_existing(stream_id, expected_version, actual, events, &existing)
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    #[tracing::instrument(skip(self, events, options), fields(events = events.len()))]
+    async fn append(
+        &self,
+        stream_id: Uuid,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<AppendResult, EventStoreError> {
+        check_batch(&events)?;
+        i64_version(expected_version + events.len() as u64)?;
+        let started = Instant::now();
+        let mut tx = self.pool.begin().await?;
+        let inserted = Self::insert_events(
+            &mut tx,
+            stream_id,
+            expected_version,
+            &events,
+            &options.stream_type,
+        )
+        .await;
+        let positions = match inserted {
+            Ok(Some(positions)) => positions,
+            Ok(None) => {
+                tx.rollback().await?;
+                return self.explain_refusal(stream_id, expected_version, &events).await;
+            }
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                // A concurrent writer took the version (or the ids exist): the
+                // transaction is aborted; look at what is stored now.
+                drop(tx);
+                return self.explain_refusal(stream_id, expected_version, &events).await;
+            }
+            Err(other) => return Err(other.into()),
+        };
+        Self::apply_options(&mut tx, &options).await?;
+        tx.commit().await?;
+        metrics::histogram!("commerce_event_store_append_seconds", "backend" => "postgres")
+            .record(started.elapsed().as_secs_f64());
+        Ok(AppendResult {
+            new_version: expected_version + events.len() as u64,
+            global_positions: positions,
+            already_stored: false,
+        })
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: Uuid,
+        from_version: u64,
+    ) -> Result<Vec<StoredEvent>, EventStoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version"
+        )))
+        .bind(stream_id)
+        .bind(i64_version(from_version)?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|r| self.decode(r)).collect()
+    }
+
+    async fn read_all(&self, after_position: i64, limit: usize) -> Result<Vec<StoredEvent>, EventStoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(READ_ALL)
+            .bind(after_position)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(|r| self.decode(r)).collect()
+    }
+
+    async fn head_position(&self) -> Result<i64, EventStoreError> {
+        let head: Option<i64> = sqlx::query_scalar(HEAD).fetch_optional(&self.pool).await?;
+        Ok(head.unwrap_or(0))
+    }
+
+    async fn stream_version(&self, stream_id: Uuid) -> Result<u64, EventStoreError> {
+        let version: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1")
+                .bind(stream_id)
+                .fetch_one(&self.pool)
+                .await?;
+        u64_version(version)
+    }
+}
