@@ -69,6 +69,8 @@ pub async fn serve_stubs(
         .build_v1alpha()?;
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Each call's span joins the caller's trace (W3C `traceparent` in the metadata).
+        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(crate::telemetry::request_span))
         .add_service(health)
         .add_service(reflection)
         .add_service(PaymentServiceServer::new(stubs.payment))

@@ -10,6 +10,7 @@ mod support;
 
 use std::time::Duration;
 
+use commerce::proto::payment::v1::{AuthorizeRequest, payment_service_client::PaymentServiceClient};
 use tonic::metadata::MetadataValue;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -193,6 +194,41 @@ async fn spans_reach_an_otlp_collector_as_children_of_the_callers_span() {
         Some("0")
     );
     assert!(server_span.span.end_time_unix_nano >= server_span.span.start_time_unix_nano);
+}
+
+#[tokio::test]
+async fn the_stubs_join_the_trace_of_the_call_that_reaches_them() {
+    let collector = Collector::start().await;
+    let stubs = ServerProcess::spawn_stubs(&[
+        ("ENABLE_TRACING", "true"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ])
+    .await;
+    let (traceparent, trace_id, parent_id) = fresh_traceparent();
+    let mut payment = PaymentServiceClient::connect(stubs.url()).await.unwrap();
+    let mut request = tonic::Request::new(AuthorizeRequest {
+        idempotency_key: "obs-1".into(),
+        order_id: uuid::Uuid::new_v4().to_string(),
+        amount: "10.00".into(),
+        currency: "USD".into(),
+        payment_method: "card".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    payment.authorize(request).await.unwrap();
+
+    let name = "payment.v1.PaymentService/Authorize";
+    let spans = collector
+        .wait_for(|spans| {
+            spans
+                .iter()
+                .any(|s| s.trace_id() == trace_id && s.span.name == name)
+        })
+        .await;
+    let span = spans.iter().find(|s| s.span.name == name).unwrap();
+    assert_eq!(span.parent_id(), parent_id);
 }
 
 /// Calls a method no service has, through a raw tonic client.

@@ -33,18 +33,28 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts the binary with `vars` over a minimal test environment and
-    /// waits until it serves.
+    /// Starts `commerce serve` with `vars` over a minimal test environment
+    /// and waits until it serves.
     pub async fn spawn(vars: &[(&str, &str)]) -> Self {
+        Self::spawn_command("serve", "serving gRPC and HTTP", vars).await
+    }
+
+    /// Starts `commerce stubs` the same way.
+    pub async fn spawn_stubs(vars: &[(&str, &str)]) -> Self {
+        Self::spawn_command("stubs", "serving the sibling stubs", vars).await
+    }
+
+    async fn spawn_command(subcommand: &str, ready: &str, vars: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_commerce"));
         command
-            .arg("serve")
+            .arg(subcommand)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("ENVIRONMENT", "test")
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
+            .env("STUBS_PORT", "0")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .env("SQLITE_PATH", dir.path().join("commerce.db"))
@@ -69,9 +79,7 @@ impl ServerProcess {
             _child: child,
             _dir: dir,
         };
-        let serving = server
-            .wait_for_log(|line| line["message"] == "serving gRPC and HTTP")
-            .await;
+        let serving = server.wait_for_log(|line| line["message"] == ready).await;
         let addr = serving["addr"].as_str().expect("addr field");
         server.port = addr.rsplit(':').next().unwrap().parse().expect("port");
         server
