@@ -1,20 +1,31 @@
-//! Authentication: JWT bearer tokens to a [`Principal`], for gRPC and REST alike.
+//! Authentication and authorization: JWT bearer tokens to a [`Principal`], for
+//! gRPC and REST alike.
 //!
-//! The [`AuthLayer`] runs in front of every route of the one port: it reads
-//! `authorization: Bearer ...` from the HTTP headers (gRPC metadata are HTTP/2
-//! headers), verifies it, and puts the [`Principal`] into the request
-//! extensions, where tonic handlers and the REST shim find it.
+//! # Layout
+//! - here: [`Role`], [`Principal`] (RBAC and ownership checks), [`principal`]
+//!   for handlers, and [`mint_token`] for development tokens.
+//! - [`keys`]: the [`Authenticator`]: which keys verify which algorithms.
+//! - [`layer`]: the [`AuthLayer`] in front of every route of the one port, which
+//!   also applies the rate limit of [`crate::ratelimit`].
+//! - [`testing`]: forged and odd tokens for the attack suites.
 
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+mod keys;
+mod layer;
+pub mod testing;
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
-use crate::{config::Config, error::AppError};
+pub use self::{
+    keys::{Authenticator, LEEWAY_SECONDS, MAX_TOKEN_BYTES},
+    layer::{AuthLayer, AuthService},
+};
+use crate::{
+    config::{Config, Environment},
+    error::AppError,
+};
 
 /// The development HS256 secret; `ENVIRONMENT=production` refuses it.
 pub const DEVELOPMENT_SECRET: &str = "commerce-development-secret-do-not-use-in-production";
@@ -25,8 +36,19 @@ pub const DEVELOPMENT_SECRET: &str = "commerce-development-secret-do-not-use-in-
 pub enum Role {
     /// Owns carts and orders.
     Customer,
-    /// Operates the service: sagas, analytics, any resource.
+    /// Operates the service: sagas, analytics, privacy, any resource.
     Admin,
+}
+
+impl Role {
+    /// The role named `name`, if it is one of ours (identity providers add others).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "customer" => Some(Self::Customer),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
 }
 
 /// Who is calling, from a verified token.
@@ -53,7 +75,8 @@ impl Principal {
         }
     }
 
-    /// True when the principal may see a resource owned by `owner`.
+    /// True when the principal may see a resource owned by `owner`. A caller
+    /// who may not must be answered NOT_FOUND, so that ids leak nothing.
     pub fn may_access(&self, owner: &str) -> bool {
         self.subject == owner || self.is_admin()
     }
@@ -61,14 +84,18 @@ impl Principal {
 
 /// The caller of a gRPC request; UNAUTHENTICATED when the layer found no token.
 pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, AppError> {
-    request
-        .extensions()
+    principal_from(request.extensions())
+}
+
+/// The caller recorded in request extensions (the REST shim passes its own).
+pub fn principal_from(extensions: &http::Extensions) -> Result<Principal, AppError> {
+    extensions
         .get::<Principal>()
         .cloned()
         .ok_or_else(|| AppError::Unauthenticated("missing bearer token".into()))
 }
 
-/// Claims we issue and accept.
+/// Claims that [`mint_token`] issues.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     /// Subject: the customer id.
@@ -88,46 +115,14 @@ pub struct Claims {
     pub iat: u64,
 }
 
-/// Verifies tokens.
-#[derive(Clone)]
-pub struct Authenticator {
-    key: Arc<DecodingKey>,
-    validation: Arc<Validation>,
-}
-
-impl Authenticator {
-    /// Builds the verifier from the configuration.
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let secret = config.jwt_secret.as_deref().unwrap_or(DEVELOPMENT_SECRET);
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[&config.jwt_issuer]);
-        validation.set_audience(&[&config.jwt_audience]);
-        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
-        validation.leeway = 30;
-        validation.validate_nbf = true;
-        Ok(Self {
-            key: Arc::new(DecodingKey::from_secret(secret.as_bytes())),
-            validation: Arc::new(validation),
-        })
-    }
-
-    /// Verifies a token and returns its principal.
-    pub fn verify(&self, token: &str) -> Result<Principal, AppError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| AppError::Unauthenticated(format!("invalid token: {e}")))?;
-        let claims = data.claims;
-        if claims.sub.is_empty() || claims.sub.len() > 128 {
-            return Err(AppError::Unauthenticated("invalid token: bad sub".into()));
-        }
-        Ok(Principal {
-            subject: claims.sub,
-            roles: claims.roles,
-        })
-    }
-}
-
-/// Mints a development HS256 token (the `token` subcommand and tests).
+/// Mints a development HS256 token (the `token` subcommand and tests), signed
+/// with `JWT_SECRET` or the development secret. Production tokens come from the
+/// identity provider: in production this refuses the development secret.
 pub fn mint_token(config: &Config, subject: &str, roles: &[Role], ttl: Duration) -> anyhow::Result<String> {
+    let secret = config.jwt_secret.as_deref().unwrap_or(DEVELOPMENT_SECRET);
+    if config.environment == Environment::Production && secret == DEVELOPMENT_SECRET {
+        anyhow::bail!("refusing to mint a token with the development secret in production");
+    }
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let claims = Claims {
         sub: subject.to_string(),
@@ -138,83 +133,9 @@ pub fn mint_token(config: &Config, subject: &str, roles: &[Role], ttl: Duration)
         nbf: now,
         iat: now,
     };
-    let secret = config.jwt_secret.as_deref().unwrap_or(DEVELOPMENT_SECRET);
     Ok(jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )?)
-}
-
-/// Tower layer that authenticates every request that carries a token.
-///
-/// A missing token is not refused here: health, reflection, metrics and docs
-/// are public, and each handler that needs a caller asks for [`principal`].
-/// A token that is present but invalid is refused at once.
-#[derive(Clone)]
-pub struct AuthLayer {
-    authenticator: Authenticator,
-}
-
-impl AuthLayer {
-    /// A layer verifying with `authenticator`.
-    pub fn new(authenticator: Authenticator) -> Self {
-        Self { authenticator }
-    }
-}
-
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            authenticator: self.authenticator.clone(),
-        }
-    }
-}
-
-/// The service of [`AuthLayer`].
-#[derive(Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    authenticator: Authenticator,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<axum::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let bearer = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.to_str().unwrap_or_default().to_string());
-        if let Some(header) = bearer {
-            let verified = header
-                .strip_prefix("Bearer ")
-                .or_else(|| header.strip_prefix("bearer "))
-                .ok_or_else(|| AppError::Unauthenticated("expected `Bearer <token>`".into()))
-                .and_then(|token| self.authenticator.verify(token.trim()));
-            match verified {
-                Ok(principal) => {
-                    request.extensions_mut().insert(principal);
-                }
-                Err(err) => {
-                    let response = crate::transport::error_response(&request, err);
-                    return Box::pin(async move { Ok(response) });
-                }
-            }
-        }
-        let future = self.inner.call(request);
-        Box::pin(future)
-    }
 }

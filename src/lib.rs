@@ -10,6 +10,8 @@
 //! - [`grpc`]: tonic services, thin over [`app`].
 //! - [`auth`]: JWT bearer authentication for both transports.
 //! - [`domain`]: pure business rules (money, carts, orders).
+//! - [`ratelimit`]: per-principal token buckets (per replica).
+//! - [`bounds`]: request deadlines (capped) and the oversized-message answer.
 //! - [`db`], [`health`]: backends and their health.
 //! - [`store`]: storage traits and their PostgreSQL / embedded implementations.
 //! - [`error`], [`transport`]: one error type mapped to gRPC and HTTP.
@@ -21,6 +23,7 @@
 pub mod app;
 pub mod auth;
 pub mod bench;
+pub mod bounds;
 pub mod bus;
 pub mod config;
 pub mod db;
@@ -30,6 +33,7 @@ pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod proto;
+pub mod ratelimit;
 pub mod saga;
 pub mod shutdown;
 pub mod startup;

@@ -15,6 +15,7 @@ use tower_http::{
 use crate::{
     app::App,
     auth::{AuthLayer, Authenticator},
+    bounds::BoundsLayer,
     config::Config,
     db::{Backends, Db, redis_pool},
     grpc,
@@ -23,6 +24,7 @@ use crate::{
         admin_service_server::AdminServiceServer, cart_service_server::CartServiceServer,
         order_service_server::OrderServiceServer, saga_admin_server::SagaAdminServer,
     },
+    ratelimit::RateLimiter,
     shutdown::{self, ShutdownTrigger},
     store::event_store::{Upcasters, event_store},
 };
@@ -43,12 +45,16 @@ pub struct Application {
     app: App,
     trigger: ShutdownTrigger,
     health_reporter: tonic_health::server::HealthReporter,
+    auth: AuthLayer,
 }
 
 impl Application {
     /// Connects the backends, migrates, and binds `HOST:PORT` (port 0 picks one).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         crate::metrics::install();
+        // Keys first: a production deployment without real keys must not start.
+        let auth = AuthLayer::new(Authenticator::from_config(&config).context("JWT keys")?)
+            .with_rate_limiter(RateLimiter::from_config(&config));
         let db = Db::connect(&config).await?;
         if config.run_migrations {
             db.migrate().await.context("running migrations")?;
@@ -80,6 +86,7 @@ impl Application {
             app,
             trigger,
             health_reporter: reporter,
+            auth,
         })
     }
 
@@ -111,6 +118,7 @@ impl Application {
             app,
             trigger,
             health_reporter,
+            auth,
         } = self;
         let config = app.config.clone();
         let monitor = tokio::spawn(app.health.clone().monitor(
@@ -120,7 +128,7 @@ impl Application {
         ));
         tokio::spawn(crate::metrics::upkeep(app.shutdown.clone()));
 
-        let router = build_router(&app, health_reporter)?;
+        let router = build_router(&app, health_reporter, auth)?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, database = app.backends.db.kind(), redis = app.backends.redis.is_some(), "serving gRPC and HTTP");
 
@@ -128,7 +136,9 @@ impl Application {
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
             .max_concurrent_streams(config.max_concurrent_streams)
-            .timeout(config.max_request_timeout)
+            // BoundsLayer answers at the capped deadline with DEADLINE_EXCEEDED;
+            // tonic's own timeout (which says CANCELLED) is only a backstop.
+            .timeout(config.max_request_timeout + Duration::from_secs(1))
             .tcp_nodelay(true)
             .add_routes(tonic::service::Routes::from(router))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
@@ -147,7 +157,11 @@ impl Application {
 }
 
 /// gRPC services, HTTP routes and the layers in front of both.
-fn build_router(app: &App, health_reporter: tonic_health::server::HealthReporter) -> anyhow::Result<Router> {
+fn build_router(
+    app: &App,
+    health_reporter: tonic_health::server::HealthReporter,
+    auth: AuthLayer,
+) -> anyhow::Result<Router> {
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(health_reporter),
     );
@@ -190,10 +204,10 @@ fn build_router(app: &App, health_reporter: tonic_health::server::HealthReporter
             AdminServiceServer::new(grpc::admin::AdminGrpc::new(app.clone())).max_decoding_message_size(max),
         );
 
-    let authenticator = Authenticator::from_config(config)?;
     Ok(routes
         .into_axum_router()
-        .layer(AuthLayer::new(authenticator))
+        .layer(auth)
+        .layer(BoundsLayer::new(config.max_request_timeout))
         .layer(axum::middleware::from_fn(crate::metrics::track_requests))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))

@@ -6,4 +6,5 @@ mod bus;
 mod event_store;
 mod health;
 mod observability;
+mod security;
 mod stubs;

@@ -1,0 +1,328 @@
+//! The attack suite: forged, stale and misdirected tokens, oversized messages
+//! and bursts, over gRPC and REST; each refused with the expected code.
+
+use commerce::{
+    auth::{
+        DEVELOPMENT_SECRET, Role,
+        testing::{fixture, fixture_path, sign, unsigned, valid_claims},
+    },
+    proto::commerce::v1::{AddItemRequest, CreateCartRequest, GetActiveCartRequest},
+    startup::Application,
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use tonic::{Code, Request};
+use tonic_types::StatusExt;
+
+use crate::helpers::{Backend, Isolation, TestApp, authed, spawn_app_with};
+
+/// One forged or misdirected credential and why it must fail.
+struct Attack {
+    name: &'static str,
+    authorization: String,
+}
+
+/// Every credential attack a server on the development secret must refuse.
+fn token_attacks(app: &TestApp) -> Vec<Attack> {
+    let config = &app.config;
+    let hs = |claims: &serde_json::Value, secret: &[u8]| {
+        sign(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
+    let dev = DEVELOPMENT_SECRET.as_bytes();
+    let valid = valid_claims(config, "alice", &[Role::Admin]);
+    let with = |field: &str, value: serde_json::Value| {
+        let mut claims = valid.clone();
+        claims[field] = value;
+        claims
+    };
+    let now = commerce::auth::testing::now();
+    let rsa = EncodingKey::from_rsa_pem(&fixture("rs256-private.pem").unwrap()).unwrap();
+    let bearer = |token: String| format!("Bearer {token}");
+    vec![
+        Attack {
+            name: "malformed token",
+            authorization: bearer("not.a.jwt".into()),
+        },
+        Attack {
+            name: "not a bearer scheme",
+            authorization: format!("Basic {}", hs(&valid, dev)),
+        },
+        Attack {
+            name: "empty bearer",
+            authorization: "Bearer ".into(),
+        },
+        Attack {
+            name: "alg none",
+            authorization: bearer(unsigned(&valid)),
+        },
+        Attack {
+            name: "wrong key",
+            authorization: bearer(hs(&valid, b"an-attacker-secret-of-enough-length!")),
+        },
+        Attack {
+            name: "RS256 when only HS256 is configured",
+            authorization: bearer(sign(&Header::new(Algorithm::RS256), &valid, &rsa).unwrap()),
+        },
+        Attack {
+            name: "expired",
+            authorization: bearer(hs(&with("exp", json!(now - 3600)), dev)),
+        },
+        Attack {
+            name: "not yet valid",
+            authorization: bearer(hs(&with("nbf", json!(now + 3600)), dev)),
+        },
+        Attack {
+            name: "wrong issuer",
+            authorization: bearer(hs(&with("iss", json!("evil")), dev)),
+        },
+        Attack {
+            name: "wrong audience",
+            authorization: bearer(hs(&with("aud", json!("other")), dev)),
+        },
+        Attack {
+            name: "tampered payload",
+            authorization: bearer(tamper(&hs(&valid, dev))),
+        },
+        Attack {
+            name: "oversized token",
+            authorization: bearer("a".repeat(9 * 1024)),
+        },
+    ]
+}
+
+/// The token with its payload swapped for one naming another subject.
+fn tamper(token: &str) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    claims["sub"] = json!("mallory");
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        parts[2]
+    )
+}
+
+fn with_authorization<T>(message: T, authorization: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", authorization.parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn forged_stale_and_misdirected_tokens_are_refused_over_grpc_and_rest() {
+    let app = spawn_app_with(Backend::Embedded, &[]).await;
+    for attack in token_attacks(&app) {
+        let status = app
+            .carts()
+            .create_cart(with_authorization(
+                CreateCartRequest::default(),
+                &attack.authorization,
+            ))
+            .await
+            .expect_err(attack.name);
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "gRPC {}: {status:?}",
+            attack.name
+        );
+
+        let response = http(&app, "POST", "/api/v1/cart/", Some(&attack.authorization), "{}").await;
+        assert_eq!(response.status, 401, "REST {}: {}", attack.name, response.body);
+        let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        assert_eq!(body["code"], Code::Unauthenticated as i32, "REST {}", attack.name);
+    }
+}
+
+#[tokio::test]
+async fn a_server_with_an_rsa_key_refuses_hs256_confusion_and_development_tokens() {
+    let key = fixture_path("rs256-public.pem");
+    let app = spawn_app_with(Backend::Embedded, &[("JWT_PUBLIC_KEY_FILE", &key)]).await;
+    let claims = valid_claims(&app.config, "alice", &[Role::Admin]);
+    let public_pem = fixture("rs256-public.pem").unwrap();
+    let rsa = EncodingKey::from_rsa_pem(&fixture("rs256-private.pem").unwrap()).unwrap();
+    let cases = [
+        (
+            "HS256 keyed with the public key",
+            sign(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(&public_pem),
+            )
+            .unwrap(),
+            false,
+        ),
+        ("development token", app.admin(), false),
+        (
+            "RS256 from the identity provider",
+            sign(&Header::new(Algorithm::RS256), &claims, &rsa).unwrap(),
+            true,
+        ),
+    ];
+    for (name, token, accepted) in cases {
+        let result = app
+            .carts()
+            .get_active_cart(authed(GetActiveCartRequest {}, &token))
+            .await;
+        let code = result.err().map_or(Code::Ok, |s| s.code());
+        assert_eq!(code == Code::Unauthenticated, !accepted, "{name}: {code:?}");
+    }
+}
+
+#[tokio::test]
+async fn production_refuses_to_start_with_the_development_secret_or_no_key() {
+    let isolation = Isolation::new(Backend::Embedded).await;
+    for overrides in [
+        vec![("ENVIRONMENT", "production")],
+        vec![("ENVIRONMENT", "production"), ("JWT_SECRET", DEVELOPMENT_SECRET)],
+    ] {
+        let err = Application::build(isolation.config(&overrides))
+            .await
+            .err()
+            .expect("refused to start");
+        assert!(format!("{err:#}").contains("production"), "{err:#}");
+    }
+    let key = fixture_path("es256-public.pem");
+    let config = isolation.config(&[("ENVIRONMENT", "production"), ("JWT_PUBLIC_KEY_FILE", &key)]);
+    assert!(Application::build(config).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_oversized_grpc_message_is_refused_resource_exhausted() {
+    let app = spawn_app_with(Backend::Embedded, &[("MAX_MESSAGE_BYTES", "4096")]).await;
+    let token = app.customer("alice");
+    let big = AddItemRequest {
+        cart_id: uuid::Uuid::new_v4().to_string(),
+        product_id: "p-1".into(),
+        product_name: "x".repeat(8192),
+        quantity: 1,
+        unit_price: "1.00".into(),
+        ..Default::default()
+    };
+    let status = app.carts().add_item(authed(big, &token)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+}
+
+#[tokio::test]
+async fn a_burst_over_the_rate_limit_is_refused_with_retry_info_per_caller() {
+    let app = spawn_app_with(
+        Backend::Embedded,
+        &[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "3")],
+    )
+    .await;
+    let alice = app.customer("alice");
+    let call = |token: String| {
+        let mut carts = app.carts();
+        async move {
+            carts
+                .get_active_cart(authed(GetActiveCartRequest {}, &token))
+                .await
+                .err()
+        }
+    };
+    for _ in 0..3 {
+        let outcome = call(alice.clone()).await;
+        assert!(
+            outcome
+                .as_ref()
+                .is_none_or(|s| s.code() != Code::ResourceExhausted),
+            "{outcome:?}"
+        );
+    }
+    let refused = call(alice.clone())
+        .await
+        .expect("the fourth call in a second is refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    let retry = refused
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("retry info");
+    assert!(
+        retry > std::time::Duration::ZERO && retry <= std::time::Duration::from_secs(1),
+        "{retry:?}"
+    );
+
+    // Another caller has a bucket of its own; REST draws from the same bucket.
+    let bob = call(app.customer("bob")).await;
+    assert!(bob.is_none_or(|s| s.code() != Code::ResourceExhausted));
+    let response = http(
+        &app,
+        "GET",
+        "/api/v1/cart/active",
+        Some(&format!("Bearer {alice}")),
+        "",
+    )
+    .await;
+    assert_eq!(response.status, 429, "{}", response.body);
+    assert!(
+        response.headers.contains("retry-after: 1"),
+        "{}",
+        response.headers
+    );
+
+    // Anonymous callers share their address's bucket; probes are never limited.
+    for _ in 0..3 {
+        assert_ne!(
+            http(&app, "GET", "/api/v1/cart/active", None, "").await.status,
+            429
+        );
+    }
+    assert_eq!(
+        http(&app, "GET", "/api/v1/cart/active", None, "").await.status,
+        429
+    );
+    assert_eq!(http(&app, "GET", "/health", None, "").await.status, 200);
+}
+
+/// A raw HTTP/1.1 response.
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header lines, lowercased.
+    pub headers: String,
+    /// Body.
+    pub body: String,
+}
+
+/// A raw HTTP/1.1 request (no client crate needed).
+pub async fn http(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &str,
+) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    HttpResponse {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    }
+}
