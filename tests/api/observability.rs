@@ -10,7 +10,10 @@ mod support;
 
 use std::time::Duration;
 
-use commerce::proto::payment::v1::{AuthorizeRequest, payment_service_client::PaymentServiceClient};
+use commerce::{
+    proto::payment::v1::{AuthorizeRequest, payment_service_client::PaymentServiceClient},
+    store::event_store::{AppendOptions, EventStoreError, NewEvent},
+};
 use tonic::metadata::MetadataValue;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -65,6 +68,48 @@ async fn metrics_count_grpc_and_http_requests_by_method_and_code_without_ids_in_
     assert!(sample(&after, "db_pool_connections", &[("state", "max")]) >= 1.0);
     assert!(after.contains("# TYPE grpc_server_request_duration_seconds histogram"));
     assert!(!after.contains(&cart_id.to_string()), "an id leaked into a label");
+}
+
+#[tokio::test]
+async fn metrics_time_event_store_appends_and_count_version_conflicts_on_every_backend() {
+    for backend in Backend::all() {
+        let app = spawn_app_with(backend, &[]).await;
+        let kind = app.app.backends.db.kind();
+        let before = commerce::metrics::render();
+        let stream = uuid::Uuid::now_v7();
+        let event = || NewEvent {
+            event_id: uuid::Uuid::now_v7(),
+            event_type: "ObservabilityProbe".into(),
+            schema_version: 1,
+            payload: serde_json::json!({}),
+            metadata: Default::default(),
+        };
+        let events = &app.app.events;
+        events
+            .append(stream, 0, vec![event()], AppendOptions::default())
+            .await
+            .unwrap();
+        let stale = events
+            .append(stream, 0, vec![event()], AppendOptions::default())
+            .await;
+        assert!(
+            matches!(stale, Err(EventStoreError::Conflict { .. })),
+            "{backend:?}: {stale:?}"
+        );
+
+        let after = body_of(&http_get(app.port, "/metrics").await);
+        let grew = |name: &str, labels: &[(&str, &str)]| {
+            sample(&after, name, labels) - sample(&before, name, labels)
+        };
+        assert!(
+            grew("event_store_append_duration_seconds_count", &[("backend", kind)]) >= 1.0,
+            "{backend:?}"
+        );
+        assert!(grew("event_store_conflicts_total", &[]) >= 1.0, "{backend:?}");
+        if app.app.backends.redis.is_some() {
+            assert!(sample(&after, "redis_pool_connections", &[("state", "max")]) >= 1.0);
+        }
+    }
 }
 
 #[tokio::test]

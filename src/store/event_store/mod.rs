@@ -328,6 +328,7 @@ fn classify_existing(
             anyhow::anyhow!("event id {} is already stored in another stream", clash.event_id).into(),
         );
     }
+    crate::metrics::event_store_conflict();
     Err(EventStoreError::Conflict {
         expected: expected_version,
         actual,

@@ -264,8 +264,7 @@ impl EventStore for PostgresEventStore {
         };
         Self::apply_options(&mut tx, &options).await?;
         tx.commit().await?;
-        metrics::histogram!("commerce_event_store_append_seconds", "backend" => "postgres")
-            .record(started.elapsed().as_secs_f64());
+        crate::metrics::event_store_append("postgres", started.elapsed());
         Ok(AppendResult {
             new_version: expected_version + events.len() as u64,
             global_positions: positions,

@@ -265,8 +265,7 @@ impl EventStore for SqliteEventStore {
         };
         Self::apply_options(&mut tx, &options, now).await?;
         tx.commit().await?;
-        metrics::histogram!("commerce_event_store_append_seconds", "backend" => "sqlite")
-            .record(started.elapsed().as_secs_f64());
+        crate::metrics::event_store_append("sqlite", started.elapsed());
         Ok(AppendResult {
             new_version: expected_version + events.len() as u64,
             global_positions: positions,
