@@ -1,0 +1,402 @@
+//! Where sagas live: the `sagas` row (inserted by CreateOrder with OrderCreated),
+//! its steps, attempts and operator actions, on PostgreSQL or SQLite.
+//!
+//! # Leases and fencing
+//! A worker [`SagaStore::claim_due`]s sagas: it becomes their `lease_owner`
+//! until `lease_until`. Every later write of that worker names the owner and
+//! only applies while the row still names it ([`SagaStoreError::LeaseLost`]
+//! otherwise), and renews the lease. A second replica can only take a saga
+//! over once the lease expired, and from then on the first one's writes are
+//! refused: two replicas never advance one saga at once.
+
+mod postgres;
+mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use self::{postgres::PostgresSagaStore, sqlite::SqliteSagaStore};
+use super::plan::{SagaState, SagaStatus, Step, StepState, StepStatus};
+use crate::{db::Db, error::AppError};
+
+/// Ids the siblings answered, needed by later steps and compensations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiblingRefs {
+    /// From Authorize.
+    pub authorization_id: Option<String>,
+    /// From Reserve.
+    pub reservation_id: Option<String>,
+    /// From CreateShipment.
+    pub shipment_id: Option<String>,
+    /// From CreateShipment.
+    pub tracking_number: Option<String>,
+    /// From Capture.
+    pub capture_id: Option<String>,
+}
+
+/// One step's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    /// The step.
+    pub step: Step,
+    /// Status.
+    pub status: StepStatus,
+    /// Attempts ever made.
+    pub attempts: u32,
+    /// Attempts since the last operator retry.
+    pub round_attempts: u32,
+    /// Key sent to the sibling.
+    pub idempotency_key: String,
+    /// Last error message.
+    pub last_error: Option<String>,
+    /// gRPC code name of the last call.
+    pub last_grpc_code: Option<String>,
+    /// First attempt's start.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached its current end state.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Time spent in calls.
+    pub duration_ms: i64,
+}
+
+/// A saga as stored, with its steps in the order they started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaRecord {
+    /// Id.
+    pub saga_id: Uuid,
+    /// The order it drives.
+    pub order_id: Uuid,
+    /// Seed of the step keys (`{order_id}/{client key}`).
+    pub seed: String,
+    /// Status.
+    pub status: SagaStatus,
+    /// Step running or due next.
+    pub current_step: Option<Step>,
+    /// Capture succeeded.
+    pub past_pivot: bool,
+    /// CancelOrder asked for compensation.
+    pub cancel_requested: bool,
+    /// The customer's reason.
+    pub cancel_reason: Option<String>,
+    /// Compensate if not done by then.
+    pub deadline: DateTime<Utc>,
+    /// When a worker picks it up next.
+    pub next_run_at: DateTime<Utc>,
+    /// Why it compensates.
+    pub compensation_reason: Option<String>,
+    /// Last error seen.
+    pub last_error: Option<String>,
+    /// Sibling ids.
+    pub refs: SiblingRefs,
+    /// Created (with the order).
+    pub created_at: DateTime<Utc>,
+    /// Last change; the version operator actions compare against.
+    pub updated_at: DateTime<Utc>,
+    /// Started steps.
+    pub steps: Vec<StepRecord>,
+}
+
+impl SagaRecord {
+    /// The pure state the rules decide on.
+    pub fn state(&self) -> SagaState {
+        SagaState {
+            status: self.status,
+            past_pivot: self.past_pivot,
+            cancel_requested: self.cancel_requested,
+            cancel_reason: self.cancel_reason.clone(),
+            deadline: self.deadline,
+            compensation_reason: self.compensation_reason.clone(),
+            steps: self
+                .steps
+                .iter()
+                .map(|s| {
+                    (
+                        s.step,
+                        StepState {
+                            status: s.status,
+                            attempts: s.attempts,
+                            round_attempts: s.round_attempts,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The row of `step`, if started.
+    pub fn step(&self, step: Step) -> Option<&StepRecord> {
+        self.steps.iter().find(|s| s.step == step)
+    }
+}
+
+/// The saga-level columns a worker (or operator) writes, all at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaColumns {
+    /// Status.
+    pub status: SagaStatus,
+    /// Step running or due next.
+    pub current_step: Option<Step>,
+    /// Capture succeeded.
+    pub past_pivot: bool,
+    /// Why it compensates.
+    pub compensation_reason: Option<String>,
+    /// Last error seen.
+    pub last_error: Option<String>,
+    /// Sibling ids.
+    pub refs: SiblingRefs,
+}
+
+impl SagaColumns {
+    /// The columns of `record`, to change and write back.
+    pub fn of(record: &SagaRecord) -> Self {
+        Self {
+            status: record.status,
+            current_step: record.current_step,
+            past_pivot: record.past_pivot,
+            compensation_reason: record.compensation_reason.clone(),
+            last_error: record.last_error.clone(),
+            refs: record.refs.clone(),
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptEnd {
+    /// SUCCEEDED, REFUSED or TRANSIENT.
+    pub outcome: &'static str,
+    /// gRPC code name, when a call answered.
+    pub grpc_code: Option<String>,
+    /// Error message.
+    pub error: Option<String>,
+    /// Duration of the call.
+    pub latency_ms: i64,
+    /// Trace id of the call's span, when tracing is on.
+    pub trace_id: Option<String>,
+}
+
+/// The attempt part of a step write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptWrite {
+    /// Recorded before the call.
+    Started {
+        /// Attempt number (1-based, over the step's whole life).
+        attempt: u32,
+        /// Who sends it.
+        worker: String,
+        /// When.
+        started_at: DateTime<Utc>,
+    },
+    /// Recorded after the call.
+    Finished {
+        /// Attempt number.
+        attempt: u32,
+        /// When.
+        finished_at: DateTime<Utc>,
+        /// How.
+        end: AttemptEnd,
+    },
+}
+
+/// One attempt as stored (for the order's audit trail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The step.
+    pub step: Step,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Worker that sent it.
+    pub worker: String,
+    /// Key sent.
+    pub idempotency_key: String,
+    /// Sent at.
+    pub started_at: DateTime<Utc>,
+    /// Answered at; None while in flight (or lost in a crash).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How it ended, once it did.
+    pub end: Option<AttemptEnd>,
+}
+
+/// An operator action as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorActionRecord {
+    /// "retry" or "skip".
+    pub action: String,
+    /// The step it applied to.
+    pub step: Step,
+    /// Token subject of the operator.
+    pub operator: String,
+    /// Stated reason.
+    pub reason: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A worker's claim on sagas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The owner id written into `lease_owner` (unique per process).
+    pub owner: String,
+    /// How long a claim or write keeps the saga.
+    pub duration: Duration,
+}
+
+/// What a fenced write reads back: CancelOrder may have changed it meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fresh {
+    /// CancelOrder asked for compensation.
+    pub cancel_requested: bool,
+    /// Its reason.
+    pub cancel_reason: Option<String>,
+}
+
+/// Saga store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SagaStoreError {
+    /// The lease was lost (expired and claimed by another worker): stop.
+    #[error("saga lease lost")]
+    LeaseLost,
+    /// The saga changed since it was read (operator action raced a worker).
+    #[error("saga changed concurrently")]
+    Conflict,
+    /// The database is unreachable or overloaded.
+    #[error("saga store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for SagaStoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if crate::store::event_store::is_transient(&err) {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Other(anyhow::Error::new(err).context("saga store query"))
+        }
+    }
+}
+
+impl From<SagaStoreError> for AppError {
+    fn from(err: SagaStoreError) -> Self {
+        match err {
+            SagaStoreError::LeaseLost | SagaStoreError::Conflict => {
+                AppError::Aborted("the saga changed meanwhile; read it again and retry".into())
+            }
+            SagaStoreError::Unavailable(why) => AppError::Unavailable(why),
+            SagaStoreError::Other(e) => AppError::Internal(e),
+        }
+    }
+}
+
+/// A page position in ListSagas: after this (created_at, saga_id), newest first.
+pub type Cursor = (DateTime<Utc>, Uuid);
+
+/// Storage of sagas. One conformance suite runs against every implementation.
+#[async_trait]
+pub trait SagaStore: Send + Sync + std::fmt::Debug {
+    /// Claims up to `limit` sagas that are due (RUNNING or COMPENSATING, or
+    /// FAILED with a cancel request) and not leased by a live worker.
+    async fn claim_due(&self, lease: &Lease, limit: usize) -> Result<Vec<SagaRecord>, SagaStoreError>;
+
+    /// Writes the saga columns, and optionally one step's row and its attempt,
+    /// in one transaction, fenced by `lease` (renewed).
+    async fn write(
+        &self,
+        lease: &Lease,
+        saga_id: Uuid,
+        columns: &SagaColumns,
+        step: Option<(&StepRecord, &AttemptWrite)>,
+    ) -> Result<Fresh, SagaStoreError>;
+
+    /// Gives the saga up until `next_run_at` (sooner if a cancel arrived that
+    /// the worker did not see: `cancel_seen` says what it saw).
+    async fn release(
+        &self,
+        lease: &Lease,
+        saga_id: Uuid,
+        next_run_at: DateTime<Utc>,
+        cancel_seen: bool,
+    ) -> Result<(), SagaStoreError>;
+
+    /// One saga.
+    async fn get(&self, saga_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError>;
+
+    /// The saga of an order.
+    async fn find_by_order(&self, order_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError>;
+
+    /// Sagas newest first, after `cursor`, optionally of one status.
+    async fn list(
+        &self,
+        status: Option<SagaStatus>,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, SagaStoreError>;
+
+    /// Every attempt of a saga, in the order they were sent.
+    async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError>;
+
+    /// Operator actions on a saga, oldest first.
+    async fn operator_actions(&self, saga_id: Uuid) -> Result<Vec<OperatorActionRecord>, SagaStoreError>;
+
+    /// Applies an operator action: if the saga is still at `expected_updated_at`
+    /// and no live worker leases it, writes the columns and step, records the
+    /// action and makes the saga due now. [`SagaStoreError::Conflict`] otherwise.
+    async fn apply_operator_action(
+        &self,
+        saga_id: Uuid,
+        expected_updated_at: DateTime<Utc>,
+        columns: &SagaColumns,
+        step: &StepRecord,
+        action: &OperatorActionRecord,
+    ) -> Result<(), SagaStoreError>;
+}
+
+/// The store of the configured database.
+pub fn saga_store(db: &Db) -> std::sync::Arc<dyn SagaStore> {
+    match db {
+        Db::Postgres(pool) => std::sync::Arc::new(PostgresSagaStore::new(pool.clone())),
+        Db::Sqlite(pool) => std::sync::Arc::new(SqliteSagaStore::new(pool.clone())),
+    }
+}
+
+/// Parses a stored step name.
+fn parse_step(name: &str) -> Result<Step, SagaStoreError> {
+    Step::parse(name).ok_or_else(|| anyhow::anyhow!("stored step {name:?} unknown").into())
+}
+
+/// Parses a stored saga status.
+fn parse_status(text: &str) -> Result<SagaStatus, SagaStoreError> {
+    SagaStatus::parse(text).ok_or_else(|| anyhow::anyhow!("stored saga status {text:?} unknown").into())
+}
+
+/// Parses a stored step status.
+fn parse_step_status(text: &str) -> Result<StepStatus, SagaStoreError> {
+    StepStatus::parse(text).ok_or_else(|| anyhow::anyhow!("stored step status {text:?} unknown").into())
+}
+
+/// The static name of a stored attempt outcome.
+fn outcome_name(text: &str) -> Result<&'static str, SagaStoreError> {
+    ["SUCCEEDED", "REFUSED", "TRANSIENT"]
+        .into_iter()
+        .find(|o| *o == text)
+        .ok_or_else(|| anyhow::anyhow!("stored attempt outcome {text:?} unknown").into())
+}
+
+/// A stored count as u32 (never negative by construction).
+fn count(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+/// A count as stored.
+fn stored_count(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Lease duration in milliseconds, as bound into SQL.
+fn lease_millis(lease: &Lease) -> i64 {
+    i64::try_from(lease.duration.as_millis()).unwrap_or(i64::MAX)
+}

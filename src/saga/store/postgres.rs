@@ -1,0 +1,456 @@
+//! The saga store on PostgreSQL.
+//!
+//! Claims use `FOR UPDATE SKIP LOCKED`, so replicas polling together each get
+//! different sagas without waiting on each other. Every worker write is ONE
+//! statement (data-modifying CTEs): the fenced saga update, the step upsert and
+//! the attempt row commit together in one round trip, and the step and attempt
+//! only land if the fence let the saga update through. Lease times use the
+//! database clock, the one clock all replicas share.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Row, postgres::PgArguments, query::Query};
+use uuid::Uuid;
+
+use super::{
+    AttemptEnd, AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns,
+    SagaRecord, SagaStore, SagaStoreError, SiblingRefs, StepRecord, count, lease_millis, parse_status,
+    parse_step, parse_step_status, stored_count,
+};
+use crate::saga::plan::SagaStatus;
+
+/// The saga store on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresSagaStore {
+    pool: PgPool,
+}
+
+impl PostgresSagaStore {
+    /// A store on a migrated pool.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool (the worker listens for wake-ups on it).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+const SAGA_COLUMNS: &str = "saga_id, order_id, idempotency_seed, status, current_step, past_pivot, \
+    cancel_requested, cancel_reason, deadline, next_run_at, compensation_reason, last_error, \
+    authorization_id, reservation_id, shipment_id, tracking_number, capture_id, created_at, updated_at";
+
+const STEP_COLUMNS: &str = "saga_id, step, status, attempts, round_attempts, idempotency_key, last_error, \
+    last_grpc_code, started_at, finished_at, duration_ms";
+
+#[derive(sqlx::FromRow)]
+struct SagaRow {
+    saga_id: Uuid,
+    order_id: Uuid,
+    idempotency_seed: String,
+    status: String,
+    current_step: Option<String>,
+    past_pivot: bool,
+    cancel_requested: bool,
+    cancel_reason: Option<String>,
+    deadline: DateTime<Utc>,
+    next_run_at: DateTime<Utc>,
+    compensation_reason: Option<String>,
+    last_error: Option<String>,
+    authorization_id: Option<String>,
+    reservation_id: Option<String>,
+    shipment_id: Option<String>,
+    tracking_number: Option<String>,
+    capture_id: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct StepRow {
+    saga_id: Uuid,
+    step: String,
+    status: String,
+    attempts: i32,
+    round_attempts: i32,
+    idempotency_key: String,
+    last_error: Option<String>,
+    last_grpc_code: Option<String>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    duration_ms: i64,
+}
+
+impl StepRow {
+    fn decode(self) -> Result<StepRecord, SagaStoreError> {
+        Ok(StepRecord {
+            step: parse_step(&self.step)?,
+            status: parse_step_status(&self.status)?,
+            attempts: count(self.attempts),
+            round_attempts: count(self.round_attempts),
+            idempotency_key: self.idempotency_key,
+            last_error: self.last_error,
+            last_grpc_code: self.last_grpc_code,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            duration_ms: self.duration_ms,
+        })
+    }
+}
+
+impl SagaRow {
+    fn decode(self, steps: Vec<StepRecord>) -> Result<SagaRecord, SagaStoreError> {
+        Ok(SagaRecord {
+            saga_id: self.saga_id,
+            order_id: self.order_id,
+            seed: self.idempotency_seed,
+            status: parse_status(&self.status)?,
+            current_step: self.current_step.as_deref().map(parse_step).transpose()?,
+            past_pivot: self.past_pivot,
+            cancel_requested: self.cancel_requested,
+            cancel_reason: self.cancel_reason,
+            deadline: self.deadline,
+            next_run_at: self.next_run_at,
+            compensation_reason: self.compensation_reason,
+            last_error: self.last_error,
+            refs: SiblingRefs {
+                authorization_id: self.authorization_id,
+                reservation_id: self.reservation_id,
+                shipment_id: self.shipment_id,
+                tracking_number: self.tracking_number,
+                capture_id: self.capture_id,
+            },
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            steps,
+        })
+    }
+}
+
+/// The fenced saga update every worker write starts with ($1..$13).
+const FENCED_UPDATE: &str = "UPDATE sagas SET status = $3, current_step = $4, past_pivot = $5, \
+    compensation_reason = $6, last_error = $7, authorization_id = $8, reservation_id = $9, \
+    shipment_id = $10, tracking_number = $11, capture_id = $12, updated_at = now(), \
+    lease_until = now() + $13 * interval '1 millisecond' \
+    WHERE saga_id = $1 AND lease_owner = $2 RETURNING saga_id, cancel_requested, cancel_reason";
+
+/// The step upsert ($14..$24), only where the fence let the update through.
+const STEP_UPSERT: &str = "INSERT INTO saga_steps (saga_id, step, compensation, status, attempts, \
+    round_attempts, idempotency_key, last_error, last_grpc_code, started_at, finished_at, duration_ms) \
+    SELECT s.saga_id, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24 FROM s \
+    ON CONFLICT (saga_id, step) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, \
+    round_attempts = EXCLUDED.round_attempts, idempotency_key = EXCLUDED.idempotency_key, \
+    last_error = EXCLUDED.last_error, last_grpc_code = EXCLUDED.last_grpc_code, \
+    started_at = COALESCE(saga_steps.started_at, EXCLUDED.started_at), \
+    finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms";
+
+fn bind_columns<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    columns: &'q SagaColumns,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(columns.status.as_str())
+        .bind(columns.current_step.map(|s| s.name()))
+        .bind(columns.past_pivot)
+        .bind(columns.compensation_reason.as_deref())
+        .bind(columns.last_error.as_deref())
+        .bind(columns.refs.authorization_id.as_deref())
+        .bind(columns.refs.reservation_id.as_deref())
+        .bind(columns.refs.shipment_id.as_deref())
+        .bind(columns.refs.tracking_number.as_deref())
+        .bind(columns.refs.capture_id.as_deref())
+}
+
+fn bind_step<'q>(query: Query<'q, Postgres, PgArguments>, step: &'q StepRecord) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(step.step.name())
+        .bind(step.step.is_compensation())
+        .bind(step.status.as_str())
+        .bind(stored_count(step.attempts))
+        .bind(stored_count(step.round_attempts))
+        .bind(step.idempotency_key.as_str())
+        .bind(step.last_error.as_deref())
+        .bind(step.last_grpc_code.as_deref())
+        .bind(step.started_at)
+        .bind(step.finished_at)
+        .bind(step.duration_ms)
+}
+
+impl PostgresSagaStore {
+    async fn with_steps(&self, rows: Vec<SagaRow>) -> Result<Vec<SagaRecord>, SagaStoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.saga_id).collect();
+        let step_rows: Vec<StepRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {STEP_COLUMNS} FROM saga_steps WHERE saga_id = ANY($1) \
+             ORDER BY started_at NULLS LAST, step"
+        )))
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut steps: HashMap<Uuid, Vec<StepRecord>> = HashMap::new();
+        for row in step_rows {
+            steps.entry(row.saga_id).or_default().push(row.decode()?);
+        }
+        rows.into_iter()
+            .map(|row| {
+                let own = steps.remove(&row.saga_id).unwrap_or_default();
+                row.decode(own)
+            })
+            .collect()
+    }
+
+    async fn one(&self, column: &str, id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
+        let row: Option<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {SAGA_COLUMNS} FROM sagas WHERE {column} = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(self.with_steps(row.into_iter().collect()).await?.pop())
+    }
+}
+
+#[async_trait]
+impl SagaStore for PostgresSagaStore {
+    async fn claim_due(&self, lease: &Lease, limit: usize) -> Result<Vec<SagaRecord>, SagaStoreError> {
+        let rows: Vec<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE sagas SET lease_owner = $1, lease_until = now() + $2 * interval '1 millisecond' \
+             WHERE saga_id IN (SELECT saga_id FROM sagas \
+                 WHERE (status IN ('RUNNING', 'COMPENSATING') OR (status = 'FAILED' AND cancel_requested)) \
+                   AND next_run_at <= now() AND (lease_until IS NULL OR lease_until < now()) \
+                 ORDER BY next_run_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING {SAGA_COLUMNS}"
+        )))
+        .bind(&lease.owner)
+        .bind(lease_millis(lease))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        self.with_steps(rows).await
+    }
+
+    async fn write(
+        &self,
+        lease: &Lease,
+        saga_id: Uuid,
+        columns: &SagaColumns,
+        step: Option<(&StepRecord, &AttemptWrite)>,
+    ) -> Result<Fresh, SagaStoreError> {
+        let sql = match step.map(|(_, a)| a) {
+            None => format!("WITH s AS ({FENCED_UPDATE}) SELECT cancel_requested, cancel_reason FROM s"),
+            Some(AttemptWrite::Started { .. }) => format!(
+                "WITH s AS ({FENCED_UPDATE}), st AS ({STEP_UPSERT}), \
+                 a AS (INSERT INTO saga_attempts (saga_id, step, attempt, worker, idempotency_key, started_at) \
+                       SELECT s.saga_id, $14, $25, $26, $19, $27 FROM s \
+                       ON CONFLICT (saga_id, step, attempt) DO UPDATE SET worker = EXCLUDED.worker, \
+                       started_at = EXCLUDED.started_at) \
+                 SELECT cancel_requested, cancel_reason FROM s"
+            ),
+            Some(AttemptWrite::Finished { .. }) => format!(
+                "WITH s AS ({FENCED_UPDATE}), st AS ({STEP_UPSERT}), \
+                 a AS (UPDATE saga_attempts SET finished_at = $26, outcome = $27, grpc_code = $28, \
+                       error = $29, latency_ms = $30, trace_id = $31 \
+                       FROM s WHERE saga_attempts.saga_id = s.saga_id AND saga_attempts.step = $14 \
+                       AND saga_attempts.attempt = $25) \
+                 SELECT cancel_requested, cancel_reason FROM s"
+            ),
+        };
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(saga_id).bind(&lease.owner);
+        let mut query = bind_columns(query, columns).bind(lease_millis(lease));
+        if let Some((step, attempt)) = step {
+            query = bind_step(query, step);
+            query = match attempt {
+                AttemptWrite::Started {
+                    attempt,
+                    worker,
+                    started_at,
+                } => query.bind(stored_count(*attempt)).bind(worker.as_str()).bind(*started_at),
+                AttemptWrite::Finished {
+                    attempt,
+                    finished_at,
+                    end,
+                } => query
+                    .bind(stored_count(*attempt))
+                    .bind(*finished_at)
+                    .bind(end.outcome)
+                    .bind(end.grpc_code.as_deref())
+                    .bind(end.error.as_deref())
+                    .bind(end.latency_ms)
+                    .bind(end.trace_id.as_deref()),
+            };
+        }
+        let row = query
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(SagaStoreError::LeaseLost)?;
+        Ok(Fresh {
+            cancel_requested: row.try_get("cancel_requested")?,
+            cancel_reason: row.try_get("cancel_reason")?,
+        })
+    }
+
+    async fn release(
+        &self,
+        lease: &Lease,
+        saga_id: Uuid,
+        next_run_at: DateTime<Utc>,
+        cancel_seen: bool,
+    ) -> Result<(), SagaStoreError> {
+        let done = sqlx::query(
+            "UPDATE sagas SET lease_owner = NULL, lease_until = NULL, \
+             next_run_at = CASE WHEN cancel_requested AND NOT $3 THEN now() ELSE $4 END \
+             WHERE saga_id = $1 AND lease_owner = $2",
+        )
+        .bind(saga_id)
+        .bind(&lease.owner)
+        .bind(cancel_seen)
+        .bind(next_run_at)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(SagaStoreError::LeaseLost);
+        }
+        Ok(())
+    }
+
+    async fn get(&self, saga_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
+        self.one("saga_id", saga_id).await
+    }
+
+    async fn find_by_order(&self, order_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
+        self.one("order_id", order_id).await
+    }
+
+    async fn list(
+        &self,
+        status: Option<SagaStatus>,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, SagaStoreError> {
+        let rows: Vec<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {SAGA_COLUMNS} FROM sagas \
+             WHERE ($1::text IS NULL OR status = $1) \
+               AND ($2::timestamptz IS NULL OR (created_at, saga_id) < ($2, $3)) \
+             ORDER BY created_at DESC, saga_id DESC LIMIT $4"
+        )))
+        .bind(status.map(|s| s.as_str()))
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id).unwrap_or_default())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        self.with_steps(rows).await
+    }
+
+    async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError> {
+        let rows: Vec<AttemptRow> = sqlx::query_as(
+            "SELECT step, attempt, worker, idempotency_key, started_at, finished_at, outcome, grpc_code, \
+             error, latency_ms, trace_id FROM saga_attempts WHERE saga_id = $1 ORDER BY started_at, step, attempt",
+        )
+        .bind(saga_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(AttemptRow::decode).collect()
+    }
+
+    async fn operator_actions(&self, saga_id: Uuid) -> Result<Vec<OperatorActionRecord>, SagaStoreError> {
+        let rows: Vec<(String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT action, step, operator, reason, at FROM saga_operator_actions WHERE saga_id = $1 ORDER BY id",
+        )
+        .bind(saga_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(action, step, operator, reason, at)| {
+                Ok(OperatorActionRecord {
+                    action,
+                    step: parse_step(&step)?,
+                    operator,
+                    reason,
+                    at,
+                })
+            })
+            .collect()
+    }
+
+    async fn apply_operator_action(
+        &self,
+        saga_id: Uuid,
+        expected_updated_at: DateTime<Utc>,
+        columns: &SagaColumns,
+        step: &StepRecord,
+        action: &OperatorActionRecord,
+    ) -> Result<(), SagaStoreError> {
+        // $2 is the expected version here, not a lease owner; $13 is unused by
+        // this statement's fence, which also requires that no live lease exists.
+        let sql = format!("WITH s AS (UPDATE sagas SET status = $3, current_step = $4, past_pivot = $5, \
+                compensation_reason = $6, last_error = $7, authorization_id = $8, reservation_id = $9, \
+                shipment_id = $10, tracking_number = $11, capture_id = $12, updated_at = now(), \
+                next_run_at = now(), lease_owner = NULL, lease_until = NULL \
+                WHERE saga_id = $1 AND updated_at = $2 AND $13::bigint IS NOT NULL \
+                  AND status IN ('FAILED', 'COMPENSATION_FAILED') \
+                  AND (lease_until IS NULL OR lease_until < now()) RETURNING saga_id), \
+            st AS ({STEP_UPSERT}), \
+            a AS (INSERT INTO saga_operator_actions (saga_id, action, step, operator, reason, at) \
+                SELECT s.saga_id, $25, $14, $26, $27, $28 FROM s RETURNING id), \
+            n AS (SELECT pg_notify('commerce_sagas', s.saga_id::text) FROM s) \
+            SELECT (SELECT count(*) FROM a) AS applied, (SELECT count(*) FROM n) AS notified");
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(saga_id).bind(expected_updated_at);
+        let query = bind_columns(query, columns).bind(0_i64);
+        let query = bind_step(query, step)
+            .bind(action.action.as_str())
+            .bind(action.operator.as_str())
+            .bind(action.reason.as_str())
+            .bind(action.at);
+        let row = query.fetch_one(&self.pool).await?;
+        let applied: i64 = row.try_get("applied")?;
+        if applied == 0 {
+            return Err(SagaStoreError::Conflict);
+        }
+        Ok(())
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    step: String,
+    attempt: i32,
+    worker: String,
+    idempotency_key: String,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    outcome: Option<String>,
+    grpc_code: Option<String>,
+    error: Option<String>,
+    latency_ms: Option<i64>,
+    trace_id: Option<String>,
+}
+
+impl AttemptRow {
+    fn decode(self) -> Result<AttemptRecord, SagaStoreError> {
+        let end = match self.outcome.as_deref() {
+            None => None,
+            Some(outcome) => Some(AttemptEnd {
+                outcome: super::outcome_name(outcome)?,
+                grpc_code: self.grpc_code,
+                error: self.error,
+                latency_ms: self.latency_ms.unwrap_or(0),
+                trace_id: self.trace_id,
+            }),
+        };
+        Ok(AttemptRecord {
+            step: parse_step(&self.step)?,
+            attempt: count(self.attempt),
+            worker: self.worker,
+            idempotency_key: self.idempotency_key,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            end,
+        })
+    }
+}

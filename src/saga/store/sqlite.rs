@@ -1,0 +1,496 @@
+//! The saga store on SQLite (embedded).
+//!
+//! SQLite has one writer at a time, so a claim is a single `UPDATE ...
+//! RETURNING` (atomic by itself) and every worker write is a `BEGIN IMMEDIATE`
+//! transaction that takes the write lock before checking the fence. Polls
+//! first probe with a plain read, so an idle service does not take the write
+//! lock every few milliseconds. Times are milliseconds since the epoch from
+//! the process clock: one process owns an SQLite file.
+
+use std::{collections::HashMap, str::FromStr};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction, query::Query, sqlite::SqliteArguments};
+use uuid::Uuid;
+
+use super::{
+    AttemptEnd, AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns,
+    SagaRecord, SagaStore, SagaStoreError, SiblingRefs, StepRecord, count, lease_millis, outcome_name,
+    parse_status, parse_step, parse_step_status, stored_count,
+};
+use crate::saga::plan::SagaStatus;
+
+/// The saga store on SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteSagaStore {
+    pool: SqlitePool,
+}
+
+impl SqliteSagaStore {
+    /// A store on a migrated pool.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+fn ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn at(ms: i64) -> Result<DateTime<Utc>, SagaStoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| anyhow::anyhow!("stored time {ms} out of range").into())
+}
+
+fn uuid(text: &str) -> Result<Uuid, SagaStoreError> {
+    Uuid::from_str(text).map_err(|e| anyhow::anyhow!("stored uuid {text:?}: {e}").into())
+}
+
+const SAGA_COLUMNS: &str = "saga_id, order_id, idempotency_seed, status, current_step, past_pivot, \
+    cancel_requested, cancel_reason, deadline, next_run_at, compensation_reason, last_error, \
+    authorization_id, reservation_id, shipment_id, tracking_number, capture_id, created_at, updated_at";
+
+const DUE: &str = "(status IN ('RUNNING', 'COMPENSATING') OR (status = 'FAILED' AND cancel_requested = 1)) \
+    AND next_run_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1)";
+
+#[derive(sqlx::FromRow)]
+struct SagaRow {
+    saga_id: String,
+    order_id: String,
+    idempotency_seed: String,
+    status: String,
+    current_step: Option<String>,
+    past_pivot: bool,
+    cancel_requested: bool,
+    cancel_reason: Option<String>,
+    deadline: i64,
+    next_run_at: i64,
+    compensation_reason: Option<String>,
+    last_error: Option<String>,
+    authorization_id: Option<String>,
+    reservation_id: Option<String>,
+    shipment_id: Option<String>,
+    tracking_number: Option<String>,
+    capture_id: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl SagaRow {
+    fn decode(self, steps: Vec<StepRecord>) -> Result<SagaRecord, SagaStoreError> {
+        Ok(SagaRecord {
+            saga_id: uuid(&self.saga_id)?,
+            order_id: uuid(&self.order_id)?,
+            seed: self.idempotency_seed,
+            status: parse_status(&self.status)?,
+            current_step: self.current_step.as_deref().map(parse_step).transpose()?,
+            past_pivot: self.past_pivot,
+            cancel_requested: self.cancel_requested,
+            cancel_reason: self.cancel_reason,
+            deadline: at(self.deadline)?,
+            next_run_at: at(self.next_run_at)?,
+            compensation_reason: self.compensation_reason,
+            last_error: self.last_error,
+            refs: SiblingRefs {
+                authorization_id: self.authorization_id,
+                reservation_id: self.reservation_id,
+                shipment_id: self.shipment_id,
+                tracking_number: self.tracking_number,
+                capture_id: self.capture_id,
+            },
+            created_at: at(self.created_at)?,
+            updated_at: at(self.updated_at)?,
+            steps,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct StepRow {
+    saga_id: String,
+    step: String,
+    status: String,
+    attempts: i32,
+    round_attempts: i32,
+    idempotency_key: String,
+    last_error: Option<String>,
+    last_grpc_code: Option<String>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    duration_ms: i64,
+}
+
+impl StepRow {
+    fn decode(self) -> Result<StepRecord, SagaStoreError> {
+        Ok(StepRecord {
+            step: parse_step(&self.step)?,
+            status: parse_step_status(&self.status)?,
+            attempts: count(self.attempts),
+            round_attempts: count(self.round_attempts),
+            idempotency_key: self.idempotency_key,
+            last_error: self.last_error,
+            last_grpc_code: self.last_grpc_code,
+            started_at: self.started_at.map(at).transpose()?,
+            finished_at: self.finished_at.map(at).transpose()?,
+            duration_ms: self.duration_ms,
+        })
+    }
+}
+
+/// Saga columns as `?2..?11` after the id.
+const SET_COLUMNS: &str = "status = ?2, current_step = ?3, past_pivot = ?4, compensation_reason = ?5, \
+    last_error = ?6, authorization_id = ?7, reservation_id = ?8, shipment_id = ?9, tracking_number = ?10, \
+    capture_id = ?11";
+
+fn bind_columns<'q>(
+    query: Query<'q, Sqlite, SqliteArguments>,
+    columns: &'q SagaColumns,
+) -> Query<'q, Sqlite, SqliteArguments> {
+    query
+        .bind(columns.status.as_str())
+        .bind(columns.current_step.map(|s| s.name()))
+        .bind(columns.past_pivot)
+        .bind(columns.compensation_reason.as_deref())
+        .bind(columns.last_error.as_deref())
+        .bind(columns.refs.authorization_id.as_deref())
+        .bind(columns.refs.reservation_id.as_deref())
+        .bind(columns.refs.shipment_id.as_deref())
+        .bind(columns.refs.tracking_number.as_deref())
+        .bind(columns.refs.capture_id.as_deref())
+}
+
+/// Upserts a step row (its first start time is kept).
+async fn upsert_step(
+    tx: &mut Transaction<'static, Sqlite>,
+    saga_id: &str,
+    step: &StepRecord,
+) -> Result<(), SagaStoreError> {
+    sqlx::query(
+        "INSERT INTO saga_steps (saga_id, step, compensation, status, attempts, round_attempts, \
+         idempotency_key, last_error, last_grpc_code, started_at, finished_at, duration_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+         ON CONFLICT (saga_id, step) DO UPDATE SET status = excluded.status, attempts = excluded.attempts, \
+         round_attempts = excluded.round_attempts, idempotency_key = excluded.idempotency_key, \
+         last_error = excluded.last_error, last_grpc_code = excluded.last_grpc_code, \
+         started_at = COALESCE(saga_steps.started_at, excluded.started_at), \
+         finished_at = excluded.finished_at, duration_ms = excluded.duration_ms",
+    )
+    .bind(saga_id)
+    .bind(step.step.name())
+    .bind(step.step.is_compensation())
+    .bind(step.status.as_str())
+    .bind(stored_count(step.attempts))
+    .bind(stored_count(step.round_attempts))
+    .bind(step.idempotency_key.as_str())
+    .bind(step.last_error.as_deref())
+    .bind(step.last_grpc_code.as_deref())
+    .bind(step.started_at.map(ms))
+    .bind(step.finished_at.map(ms))
+    .bind(step.duration_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_attempt(
+    tx: &mut Transaction<'static, Sqlite>,
+    saga_id: &str,
+    step: &StepRecord,
+    attempt: &AttemptWrite,
+) -> Result<(), SagaStoreError> {
+    match attempt {
+        AttemptWrite::Started {
+            attempt,
+            worker,
+            started_at,
+        } => {
+            sqlx::query(
+                "INSERT INTO saga_attempts (saga_id, step, attempt, worker, idempotency_key, started_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (saga_id, step, attempt) \
+                 DO UPDATE SET worker = excluded.worker, started_at = excluded.started_at",
+            )
+            .bind(saga_id)
+            .bind(step.step.name())
+            .bind(stored_count(*attempt))
+            .bind(worker.as_str())
+            .bind(step.idempotency_key.as_str())
+            .bind(ms(*started_at))
+            .execute(&mut **tx)
+            .await?;
+        }
+        AttemptWrite::Finished {
+            attempt,
+            finished_at,
+            end,
+        } => {
+            sqlx::query(
+                "UPDATE saga_attempts SET finished_at = ?4, outcome = ?5, grpc_code = ?6, error = ?7, \
+                 latency_ms = ?8, trace_id = ?9 WHERE saga_id = ?1 AND step = ?2 AND attempt = ?3",
+            )
+            .bind(saga_id)
+            .bind(step.step.name())
+            .bind(stored_count(*attempt))
+            .bind(ms(*finished_at))
+            .bind(end.outcome)
+            .bind(end.grpc_code.as_deref())
+            .bind(end.error.as_deref())
+            .bind(end.latency_ms)
+            .bind(end.trace_id.as_deref())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+impl SqliteSagaStore {
+    async fn with_steps(&self, rows: Vec<SagaRow>) -> Result<Vec<SagaRecord>, SagaStoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = rows.iter().map(|r| r.saga_id.as_str()).collect();
+        let ids = serde_json::to_string(&ids).map_err(anyhow::Error::from)?;
+        let step_rows: Vec<StepRow> = sqlx::query_as(
+            "SELECT saga_id, step, status, attempts, round_attempts, idempotency_key, last_error, \
+             last_grpc_code, started_at, finished_at, duration_ms FROM saga_steps \
+             WHERE saga_id IN (SELECT value FROM json_each(?1)) \
+             ORDER BY started_at IS NULL, started_at, step",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut steps: HashMap<String, Vec<StepRecord>> = HashMap::new();
+        for row in step_rows {
+            let saga_id = row.saga_id.clone();
+            steps.entry(saga_id).or_default().push(row.decode()?);
+        }
+        rows.into_iter()
+            .map(|row| {
+                let own = steps.remove(&row.saga_id).unwrap_or_default();
+                row.decode(own)
+            })
+            .collect()
+    }
+
+    async fn one(&self, column: &str, id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
+        let row: Option<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {SAGA_COLUMNS} FROM sagas WHERE {column} = ?1"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(self.with_steps(row.into_iter().collect()).await?.pop())
+    }
+}
+
+#[async_trait]
+impl SagaStore for SqliteSagaStore {
+    async fn claim_due(&self, lease: &Lease, limit: usize) -> Result<Vec<SagaRecord>, SagaStoreError> {
+        let now = ms(Utc::now());
+        let due: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT 1 FROM sagas WHERE {DUE} LIMIT 1"
+        )))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE sagas SET lease_owner = ?2, lease_until = ?1 + ?3 \
+             WHERE saga_id IN (SELECT saga_id FROM sagas WHERE {DUE} ORDER BY next_run_at LIMIT ?4) \
+             RETURNING {SAGA_COLUMNS}"
+        )))
+        .bind(now)
+        .bind(&lease.owner)
+        .bind(lease_millis(lease))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        self.with_steps(rows).await
+    }
+
+    async fn write(
+        &self,
+        lease: &Lease,
+        saga_id: Uuid,
+        columns: &SagaColumns,
+        step: Option<(&StepRecord, &AttemptWrite)>,
+    ) -> Result<Fresh, SagaStoreError> {
+        let id = saga_id.to_string();
+        let now = ms(Utc::now());
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let sql = format!(
+            "UPDATE sagas SET {SET_COLUMNS}, updated_at = ?12, lease_until = ?12 + ?13 \
+             WHERE saga_id = ?1 AND lease_owner = ?14 RETURNING cancel_requested, cancel_reason"
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str());
+        let fresh = bind_columns(query, columns)
+            .bind(now)
+            .bind(lease_millis(lease))
+            .bind(&lease.owner)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(SagaStoreError::LeaseLost)?;
+        let fresh = Fresh {
+            cancel_requested: fresh.try_get("cancel_requested")?,
+            cancel_reason: fresh.try_get("cancel_reason")?,
+        };
+        if let Some((step, attempt)) = step {
+            upsert_step(&mut tx, &id, step).await?;
+            write_attempt(&mut tx, &id, step, attempt).await?;
+        }
+        tx.commit().await?;
+        Ok(fresh)
+    }
+
+    async fn release(
+        &self,
+        lease: &Lease,
+        saga_id: Uuid,
+        next_run_at: DateTime<Utc>,
+        cancel_seen: bool,
+    ) -> Result<(), SagaStoreError> {
+        let done = sqlx::query(
+            "UPDATE sagas SET lease_owner = NULL, lease_until = NULL, \
+             next_run_at = CASE WHEN cancel_requested = 1 AND NOT ?3 THEN ?5 ELSE ?4 END \
+             WHERE saga_id = ?1 AND lease_owner = ?2",
+        )
+        .bind(saga_id.to_string())
+        .bind(&lease.owner)
+        .bind(cancel_seen)
+        .bind(ms(next_run_at))
+        .bind(ms(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(SagaStoreError::LeaseLost);
+        }
+        Ok(())
+    }
+
+    async fn get(&self, saga_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
+        self.one("saga_id", saga_id).await
+    }
+
+    async fn find_by_order(&self, order_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
+        self.one("order_id", order_id).await
+    }
+
+    async fn list(
+        &self,
+        status: Option<SagaStatus>,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, SagaStoreError> {
+        let rows: Vec<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {SAGA_COLUMNS} FROM sagas \
+             WHERE (?1 IS NULL OR status = ?1) \
+               AND (?2 IS NULL OR created_at < ?2 OR (created_at = ?2 AND saga_id < ?3)) \
+             ORDER BY created_at DESC, saga_id DESC LIMIT ?4"
+        )))
+        .bind(status.map(|s| s.as_str()))
+        .bind(after.map(|(at, _)| ms(at)))
+        .bind(after.map(|(_, id)| id.to_string()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        self.with_steps(rows).await
+    }
+
+    async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError> {
+        let rows = sqlx::query(
+            "SELECT step, attempt, worker, idempotency_key, started_at, finished_at, outcome, grpc_code, \
+             error, latency_ms, trace_id FROM saga_attempts WHERE saga_id = ?1 ORDER BY started_at, step, attempt",
+        )
+        .bind(saga_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let outcome: Option<String> = row.try_get("outcome")?;
+                let end = match outcome.as_deref() {
+                    None => None,
+                    Some(outcome) => Some(AttemptEnd {
+                        outcome: outcome_name(outcome)?,
+                        grpc_code: row.try_get("grpc_code")?,
+                        error: row.try_get("error")?,
+                        latency_ms: row.try_get::<Option<i64>, _>("latency_ms")?.unwrap_or(0),
+                        trace_id: row.try_get("trace_id")?,
+                    }),
+                };
+                Ok(AttemptRecord {
+                    step: parse_step(row.try_get("step")?)?,
+                    attempt: count(row.try_get("attempt")?),
+                    worker: row.try_get("worker")?,
+                    idempotency_key: row.try_get("idempotency_key")?,
+                    started_at: at(row.try_get("started_at")?)?,
+                    finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(at).transpose()?,
+                    end,
+                })
+            })
+            .collect()
+    }
+
+    async fn operator_actions(&self, saga_id: Uuid) -> Result<Vec<OperatorActionRecord>, SagaStoreError> {
+        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT action, step, operator, reason, at FROM saga_operator_actions WHERE saga_id = ?1 ORDER BY id",
+        )
+        .bind(saga_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(action, step, operator, reason, when)| {
+                Ok(OperatorActionRecord {
+                    action,
+                    step: parse_step(&step)?,
+                    operator,
+                    reason,
+                    at: at(when)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn apply_operator_action(
+        &self,
+        saga_id: Uuid,
+        expected_updated_at: DateTime<Utc>,
+        columns: &SagaColumns,
+        step: &StepRecord,
+        action: &OperatorActionRecord,
+    ) -> Result<(), SagaStoreError> {
+        let id = saga_id.to_string();
+        let now = ms(Utc::now());
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let sql = format!(
+            "UPDATE sagas SET {SET_COLUMNS}, updated_at = ?12, next_run_at = ?12, lease_owner = NULL, \
+             lease_until = NULL WHERE saga_id = ?1 AND updated_at = ?13 \
+             AND status IN ('FAILED', 'COMPENSATION_FAILED') AND (lease_until IS NULL OR lease_until < ?12)"
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str());
+        let done = bind_columns(query, columns)
+            .bind(now)
+            .bind(ms(expected_updated_at))
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(SagaStoreError::Conflict);
+        }
+        upsert_step(&mut tx, &id, step).await?;
+        sqlx::query(
+            "INSERT INTO saga_operator_actions (saga_id, action, step, operator, reason, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(id.as_str())
+        .bind(action.action.as_str())
+        .bind(action.step.name())
+        .bind(action.operator.as_str())
+        .bind(action.reason.as_str())
+        .bind(ms(action.at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
