@@ -1,5 +1,7 @@
 //! The durable fulfillment saga orchestrator.
 //!
 //! - [`plan`]: the pure rules (next step, retries, compensation, operator actions).
+//! - [`store`]: sagas, steps, attempts and operator actions on PostgreSQL or SQLite, with leases.
 
 pub mod plan;
+pub mod store;

@@ -6,5 +6,6 @@ mod bus;
 mod event_store;
 mod health;
 mod observability;
+mod saga_store;
 mod security;
 mod stubs;

@@ -164,7 +164,10 @@ fn bind_columns<'q>(
         .bind(columns.refs.capture_id.as_deref())
 }
 
-fn bind_step<'q>(query: Query<'q, Postgres, PgArguments>, step: &'q StepRecord) -> Query<'q, Postgres, PgArguments> {
+fn bind_step<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    step: &'q StepRecord,
+) -> Query<'q, Postgres, PgArguments> {
     query
         .bind(step.step.name())
         .bind(step.step.is_compensation())
@@ -260,7 +263,9 @@ impl SagaStore for PostgresSagaStore {
                  SELECT cancel_requested, cancel_reason FROM s"
             ),
         };
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(saga_id).bind(&lease.owner);
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(saga_id)
+            .bind(&lease.owner);
         let mut query = bind_columns(query, columns).bind(lease_millis(lease));
         if let Some((step, attempt)) = step {
             query = bind_step(query, step);
@@ -269,7 +274,10 @@ impl SagaStore for PostgresSagaStore {
                     attempt,
                     worker,
                     started_at,
-                } => query.bind(stored_count(*attempt)).bind(worker.as_str()).bind(*started_at),
+                } => query
+                    .bind(stored_count(*attempt))
+                    .bind(worker.as_str())
+                    .bind(*started_at),
                 AttemptWrite::Finished {
                     attempt,
                     finished_at,
@@ -388,7 +396,8 @@ impl SagaStore for PostgresSagaStore {
     ) -> Result<(), SagaStoreError> {
         // $2 is the expected version here, not a lease owner; $13 is unused by
         // this statement's fence, which also requires that no live lease exists.
-        let sql = format!("WITH s AS (UPDATE sagas SET status = $3, current_step = $4, past_pivot = $5, \
+        let sql = format!(
+            "WITH s AS (UPDATE sagas SET status = $3, current_step = $4, past_pivot = $5, \
                 compensation_reason = $6, last_error = $7, authorization_id = $8, reservation_id = $9, \
                 shipment_id = $10, tracking_number = $11, capture_id = $12, updated_at = now(), \
                 next_run_at = now(), lease_owner = NULL, lease_until = NULL \
@@ -399,8 +408,11 @@ impl SagaStore for PostgresSagaStore {
             a AS (INSERT INTO saga_operator_actions (saga_id, action, step, operator, reason, at) \
                 SELECT s.saga_id, $25, $14, $26, $27, $28 FROM s RETURNING id), \
             n AS (SELECT pg_notify('commerce_sagas', s.saga_id::text) FROM s) \
-            SELECT (SELECT count(*) FROM a) AS applied, (SELECT count(*) FROM n) AS notified");
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(saga_id).bind(expected_updated_at);
+            SELECT (SELECT count(*) FROM a) AS applied, (SELECT count(*) FROM n) AS notified"
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(saga_id)
+            .bind(expected_updated_at);
         let query = bind_columns(query, columns).bind(0_i64);
         let query = bind_step(query, step)
             .bind(action.action.as_str())

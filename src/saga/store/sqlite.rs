@@ -425,7 +425,10 @@ impl SagaStore for SqliteSagaStore {
                     worker: row.try_get("worker")?,
                     idempotency_key: row.try_get("idempotency_key")?,
                     started_at: at(row.try_get("started_at")?)?,
-                    finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(at).transpose()?,
+                    finished_at: row
+                        .try_get::<Option<i64>, _>("finished_at")?
+                        .map(at)
+                        .transpose()?,
                     end,
                 })
             })

@@ -1,0 +1,354 @@
+//! Conformance suite of the saga store: leases, fencing, step and attempt
+//! records, paging and operator actions, on SQLite and (when configured)
+//! PostgreSQL. Sagas are started the real way: with an order's first event.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{TimeDelta, Utc};
+use commerce::{
+    saga::{
+        plan::{SagaStatus, Step, StepStatus},
+        store::{
+            AttemptEnd, AttemptWrite, Lease, OperatorActionRecord, SagaColumns, SagaStore, SagaStoreError,
+            StepRecord, saga_store,
+        },
+    },
+    store::event_store::{
+        AppendOptions, CancelRequest, EventMetadata, EventStore, NewEvent, SagaStart, Upcasters, event_store,
+    },
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{Backend, Isolation};
+
+struct Fixture {
+    _isolation: Isolation,
+    events: Arc<dyn EventStore>,
+    sagas: Arc<dyn SagaStore>,
+}
+
+async fn fixture(backend: Backend) -> Fixture {
+    let isolation = Isolation::new(backend).await;
+    let db = isolation.backends().await.db;
+    Fixture {
+        events: event_store(&db, Upcasters::none()),
+        sagas: saga_store(&db),
+        _isolation: isolation,
+    }
+}
+
+fn lease(owner: &str, millis: u64) -> Lease {
+    Lease {
+        owner: owner.into(),
+        duration: Duration::from_millis(millis),
+    }
+}
+
+fn event(event_type: &str) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: event_type.into(),
+        schema_version: 1,
+        payload: json!({}),
+        metadata: EventMetadata::default(),
+    }
+}
+
+impl Fixture {
+    /// Starts a saga as CreateOrder does; returns (saga id, order id).
+    async fn start(&self) -> (Uuid, Uuid) {
+        let (saga_id, order_id) = (Uuid::now_v7(), Uuid::now_v7());
+        self.events
+            .append(
+                order_id,
+                0,
+                vec![event("OrderCreated")],
+                AppendOptions {
+                    start_saga: Some(SagaStart {
+                        saga_id,
+                        order_id,
+                        idempotency_seed: format!("{order_id}/key-1"),
+                        deadline: Utc::now() + TimeDelta::minutes(30),
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        (saga_id, order_id)
+    }
+
+    async fn cancel(&self, order_id: Uuid) {
+        let version = self.events.stream_version(order_id).await.unwrap();
+        self.events
+            .append(
+                order_id,
+                version,
+                vec![event("CancellationRequested")],
+                AppendOptions {
+                    request_cancel: Some(CancelRequest {
+                        order_id,
+                        reason: "changed my mind".into(),
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn step_record(step: Step, status: StepStatus, attempts: u32) -> StepRecord {
+    StepRecord {
+        step,
+        status,
+        attempts,
+        round_attempts: attempts,
+        idempotency_key: format!("seed:{step}"),
+        last_error: None,
+        last_grpc_code: None,
+        started_at: Some(Utc::now()),
+        finished_at: None,
+        duration_ms: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_saga_is_claimed_by_one_worker_until_its_lease_expires_and_stale_writes_are_fenced() {
+    for backend in Backend::all() {
+        let f = fixture(backend).await;
+        let (saga_id, _) = f.start().await;
+        let (a, b) = (lease("worker-a", 300), lease("worker-b", 300));
+
+        let (claimed_a, claimed_b) = tokio::join!(f.sagas.claim_due(&a, 10), f.sagas.claim_due(&b, 10));
+        let (claimed_a, claimed_b) = (claimed_a.unwrap(), claimed_b.unwrap());
+        assert_eq!(
+            claimed_a.len() + claimed_b.len(),
+            1,
+            "{backend:?}: exactly one claim wins"
+        );
+        let (holder, contender, record) = if claimed_a.is_empty() {
+            (&b, &a, &claimed_b[0])
+        } else {
+            (&a, &b, &claimed_a[0])
+        };
+        assert_eq!((record.saga_id, record.status), (saga_id, SagaStatus::Running));
+        assert!(
+            f.sagas.claim_due(contender, 10).await.unwrap().is_empty(),
+            "{backend:?}: leased"
+        );
+
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let taken = f.sagas.claim_due(contender, 10).await.unwrap();
+        assert_eq!(taken.len(), 1, "{backend:?}: an expired lease is taken over");
+        let columns = SagaColumns::of(record);
+        let stale = f.sagas.write(holder, saga_id, &columns, None).await;
+        assert!(
+            matches!(stale, Err(SagaStoreError::LeaseLost)),
+            "{backend:?}: {stale:?}"
+        );
+        f.sagas.write(contender, saga_id, &columns, None).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn steps_and_attempts_are_recorded_before_and_after_the_call() {
+    for backend in Backend::all() {
+        let f = fixture(backend).await;
+        let (saga_id, order_id) = f.start().await;
+        let worker = lease("w", 30_000);
+        let record = f.sagas.claim_due(&worker, 1).await.unwrap().remove(0);
+        let mut columns = SagaColumns::of(&record);
+        columns.current_step = Some(Step::AuthorizePayment);
+        let mut step = step_record(Step::AuthorizePayment, StepStatus::InProgress, 1);
+        let started = AttemptWrite::Started {
+            attempt: 1,
+            worker: "w".into(),
+            started_at: Utc::now(),
+        };
+        f.sagas
+            .write(&worker, saga_id, &columns, Some((&step, &started)))
+            .await
+            .unwrap();
+
+        let in_flight = f.sagas.find_by_order(order_id).await.unwrap().unwrap();
+        assert_eq!(
+            in_flight.step(Step::AuthorizePayment).unwrap().status,
+            StepStatus::InProgress
+        );
+        assert!(
+            f.sagas.attempts(saga_id).await.unwrap()[0].end.is_none(),
+            "{backend:?}"
+        );
+
+        step.status = StepStatus::Succeeded;
+        step.last_grpc_code = Some("OK".into());
+        step.duration_ms = 7;
+        step.finished_at = Some(Utc::now());
+        columns.refs.authorization_id = Some("auth_1".into());
+        let finished = AttemptWrite::Finished {
+            attempt: 1,
+            finished_at: Utc::now(),
+            end: AttemptEnd {
+                outcome: "SUCCEEDED",
+                grpc_code: Some("OK".into()),
+                error: None,
+                latency_ms: 7,
+                trace_id: Some("abc".into()),
+            },
+        };
+        let fresh = f
+            .sagas
+            .write(&worker, saga_id, &columns, Some((&step, &finished)))
+            .await
+            .unwrap();
+        assert!(!fresh.cancel_requested);
+
+        let saga = f.sagas.get(saga_id).await.unwrap().unwrap();
+        assert_eq!(saga.seed, format!("{order_id}/key-1"));
+        assert_eq!(saga.refs.authorization_id.as_deref(), Some("auth_1"));
+        let row = saga.step(Step::AuthorizePayment).unwrap();
+        assert_eq!(
+            (row.status, row.attempts, row.duration_ms),
+            (StepStatus::Succeeded, 1, 7)
+        );
+        assert_eq!(row.idempotency_key, "seed:authorize_payment");
+        let attempts = f.sagas.attempts(saga_id).await.unwrap();
+        let end = attempts[0].end.as_ref().unwrap();
+        assert_eq!(
+            (end.outcome, end.latency_ms, end.trace_id.as_deref()),
+            ("SUCCEEDED", 7, Some("abc"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_that_arrives_while_leased_makes_the_saga_due_at_release() {
+    for backend in Backend::all() {
+        let f = fixture(backend).await;
+        let (saga_id, order_id) = f.start().await;
+        let worker = lease("w", 30_000);
+        f.sagas.claim_due(&worker, 1).await.unwrap();
+        f.cancel(order_id).await;
+        let later = Utc::now() + TimeDelta::hours(1);
+        f.sagas.release(&worker, saga_id, later, false).await.unwrap();
+        let again = f.sagas.claim_due(&worker, 1).await.unwrap();
+        assert_eq!(
+            again.len(),
+            1,
+            "{backend:?}: the unseen cancel overrides the backoff"
+        );
+        assert!(again[0].cancel_requested);
+        assert_eq!(again[0].cancel_reason.as_deref(), Some("changed my mind"));
+
+        // Seen and handled: the release time holds.
+        f.sagas.release(&worker, saga_id, later, true).await.unwrap();
+        assert!(
+            f.sagas.claim_due(&worker, 1).await.unwrap().is_empty(),
+            "{backend:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn failed_sagas_wait_for_an_operator_whose_action_is_recorded_and_fenced_by_version() {
+    for backend in Backend::all() {
+        let f = fixture(backend).await;
+        let (saga_id, _) = f.start().await;
+        let worker = lease("w", 30_000);
+        let record = f.sagas.claim_due(&worker, 1).await.unwrap().remove(0);
+        let mut columns = SagaColumns::of(&record);
+        columns.status = SagaStatus::Failed;
+        let step = step_record(Step::AuthorizePayment, StepStatus::Failed, 3);
+        let started = AttemptWrite::Started {
+            attempt: 3,
+            worker: "w".into(),
+            started_at: Utc::now(),
+        };
+        f.sagas
+            .write(&worker, saga_id, &columns, Some((&step, &started)))
+            .await
+            .unwrap();
+        f.sagas.release(&worker, saga_id, Utc::now(), true).await.unwrap();
+        assert!(
+            f.sagas.claim_due(&worker, 1).await.unwrap().is_empty(),
+            "{backend:?}: FAILED waits"
+        );
+
+        let failed = f.sagas.get(saga_id).await.unwrap().unwrap();
+        let mut retry_columns = SagaColumns::of(&failed);
+        retry_columns.status = SagaStatus::Running;
+        let retry_step = StepRecord {
+            status: StepStatus::Pending,
+            round_attempts: 0,
+            ..step.clone()
+        };
+        let action = OperatorActionRecord {
+            action: "retry".into(),
+            step: Step::AuthorizePayment,
+            operator: "admin-1".into(),
+            reason: "payment provider is back".into(),
+            at: Utc::now(),
+        };
+        let stale = f
+            .sagas
+            .apply_operator_action(saga_id, record.updated_at, &retry_columns, &retry_step, &action)
+            .await;
+        assert!(
+            matches!(stale, Err(SagaStoreError::Conflict)),
+            "{backend:?}: {stale:?}"
+        );
+        f.sagas
+            .apply_operator_action(saga_id, failed.updated_at, &retry_columns, &retry_step, &action)
+            .await
+            .unwrap();
+
+        let resumed = f.sagas.claim_due(&worker, 1).await.unwrap();
+        assert_eq!(resumed.len(), 1, "{backend:?}: due at once");
+        let row = resumed[0].step(Step::AuthorizePayment).unwrap();
+        assert_eq!(
+            (row.status, row.attempts, row.round_attempts),
+            (StepStatus::Pending, 3, 0)
+        );
+        let actions = f.sagas.operator_actions(saga_id).await.unwrap();
+        assert_eq!(actions.len(), 1);
+        assert_eq!(
+            (actions[0].operator.as_str(), actions[0].reason.as_str()),
+            ("admin-1", "payment provider is back")
+        );
+    }
+}
+
+#[tokio::test]
+async fn sagas_list_newest_first_by_status_in_pages() {
+    for backend in Backend::all() {
+        let f = fixture(backend).await;
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(f.start().await.0);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        ids.reverse();
+        let first = f.sagas.list(None, None, 2).await.unwrap();
+        let cursor = first.last().map(|s| (s.created_at, s.saga_id));
+        let second = f.sagas.list(None, cursor, 10).await.unwrap();
+        let listed: Vec<Uuid> = first.iter().chain(&second).map(|s| s.saga_id).collect();
+        assert_eq!(listed, ids, "{backend:?}");
+        assert_eq!(
+            f.sagas
+                .list(Some(SagaStatus::Running), None, 10)
+                .await
+                .unwrap()
+                .len(),
+            5
+        );
+        assert!(
+            f.sagas
+                .list(Some(SagaStatus::Failed), None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
