@@ -37,6 +37,12 @@ pub const SERVICE_NAMES: &[&str] = &[
     "commerce.v1.AdminService",
 ];
 
+/// The health "service" a liveness probe asks about: SERVING for as long as the server
+/// answers at all. Readiness asks about `""` or the API services instead, which go
+/// NOT_SERVING while a dependency is down; a database outage must take pods out of the
+/// load balancer, never get them restarted.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// The running service: bound, not yet serving until [`Application::run_until_stopped`].
@@ -128,6 +134,9 @@ impl Application {
         ));
         tokio::spawn(crate::metrics::upkeep(app.shutdown.clone()));
 
+        health_reporter
+            .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
         let router = build_router(&app, health_reporter, auth)?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, database = app.backends.db.kind(), redis = app.backends.redis.is_some(), "serving gRPC and HTTP");

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod bus;
+mod deploy;
 mod event_store;
 mod health;
 mod observability;
