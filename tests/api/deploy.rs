@@ -188,6 +188,7 @@ fn every_variable_the_helm_chart_sets_is_read_by_the_service() {
         "RUN_MIGRATIONS",
         "PAYMENT_SERVICE_URL",
         "STUB_FAILURE_RATE",
+        "STUBS_PORT",
         "ENVIRONMENT",
     ] {
         assert!(
@@ -206,6 +207,7 @@ fn every_variable_the_compose_file_gives_commerce_and_stubs_is_read_by_the_servi
         "REDIS_URL",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "STUB_FAILURE_RATE",
+        "STUBS_PORT",
     ] {
         assert!(
             compose.contains(expected),
