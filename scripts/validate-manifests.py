@@ -18,6 +18,7 @@ Needs PyYAML and kubernetes-validate (the .tools venv has both).
 """
 
 import argparse
+import pathlib
 import re
 import sys
 
@@ -36,11 +37,14 @@ def error(where, message):
 
 
 def config_vars(path):
-    """The variable names src/config.rs reads: the "NAME" of every env.<method>("NAME" call."""
+    """The variable names the service reads: the "NAME" of every env.<method>("NAME" call of
+    src/config.rs, plus std::env::var("NAME") / var_os("NAME") anywhere in src/."""
     text = open(path, encoding="utf-8").read()
     names = set(re.findall(r'\benv\s*\.\s*[a-z_]+\s*\(\s*"([A-Z][A-Z0-9_]*)"', text))
     if len(names) < 10:
         sys.exit(f"{path}: found only {sorted(names)}; has the env.<method>(\"NAME\") style changed?")
+    for rs in pathlib.Path(path).parent.rglob("*.rs"):
+        names |= set(re.findall(r'env::var(?:_os)?\("([A-Z][A-Z0-9_]*)"', rs.read_text(encoding="utf-8")))
     return names
 
 
@@ -173,7 +177,7 @@ def check_references(docs, known_vars):
                         env_names |= set((configmaps[ref["name"]].get("data") or {}).keys())
                 if source.get("secretRef"):
                     error(where, "envFrom secretRef hides which variables are set: use secretKeyRef")
-            unknown = sorted(env_names - known_vars - STANDARD_ENV)
+            unknown = sorted(n for n in env_names - known_vars - STANDARD_ENV if not n.startswith("OTEL_"))
             if unknown:
                 error(where, f"container {c['name']} sets variables the service does not read: {unknown}")
             for e in c.get("env", []):

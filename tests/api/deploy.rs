@@ -20,6 +20,9 @@ use crate::helpers::{Backend, spawn_app_with};
 /// Variables read by libraries rather than by `Config` (tracing's EnvFilter, std).
 const STANDARD: &[&str] = &["RUST_LOG", "RUST_BACKTRACE"];
 
+/// The OpenTelemetry SDK honours the specification's `OTEL_*` variables itself.
+const STANDARD_PREFIX: &str = "OTEL_";
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -61,6 +64,27 @@ fn config_vars() -> BTreeSet<String> {
         }
     }
     names
+}
+
+/// Names read directly with `std::env::var("NAME")` / `var_os("NAME")` anywhere in src/
+/// (outside `Config`, e.g. HOSTNAME for the event-bus consumer name).
+fn direct_reads(dir: &Path, names: &mut BTreeSet<String>) {
+    for entry in fs::read_dir(dir).expect("src/") {
+        let path = entry.expect("src entry").path();
+        if path.is_dir() {
+            direct_reads(&path, names);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = read(&path);
+            for call in ["env::var(\"", "env::var_os(\""] {
+                for (at, _) in text.match_indices(call) {
+                    let name = text[at + call.len()..].split('"').next().unwrap_or("");
+                    if is_var_name(name) {
+                        names.insert(name.to_string());
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Every quoted ALL_CAPS token of a line (`list "DATABASE_URL" ...` in a template).
@@ -151,10 +175,11 @@ fn compose_vars() -> BTreeSet<String> {
 }
 
 fn assert_all_read(source: &str, set: &BTreeSet<String>) {
-    let known = config_vars();
+    let mut known = config_vars();
+    direct_reads(&root().join("src"), &mut known);
     let unknown: Vec<&String> = set
         .iter()
-        .filter(|n| !known.contains(*n) && !STANDARD.contains(&n.as_str()))
+        .filter(|n| !known.contains(*n) && !STANDARD.contains(&n.as_str()) && !n.starts_with(STANDARD_PREFIX))
         .collect();
     assert!(
         unknown.is_empty(),
