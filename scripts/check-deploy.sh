@@ -81,6 +81,7 @@ must_fail() { # message, helm args...
   echo "  refused as intended: $*"
 }
 must_fail "needs JWT verification keys" --set environment=production --set database.url=postgres://h/db --set piiMasterKey="$(printf 'a%.0s' {1..64})"
+must_fail "shorter than 32 bytes" --set environment=production --set auth.jwtSecret=short
 must_fail "needs PostgreSQL" --set environment=production --set auth.jwks=a-jwks-document
 must_fail "needs piiMasterKey" --set environment=production --set auth.jwks=a-jwks-document --set database.url=postgres://h/db
 must_fail "needs the sibling services" --set auth.jwks=a-jwks-document --set database.url=postgres://h/db --set piiMasterKey="$(printf 'b%.0s' {1..64})"

@@ -94,6 +94,9 @@ production needs verification keys, a database and real sibling services (or the
 {{- if and (not (include "commerce.hasPublicKey" .)) (not .Values.auth.jwtSecret) (not .Values.existingSecret) -}}
 {{- fail "environment=production needs JWT verification keys: set auth.publicKey or auth.jwks (or auth.existingSecretKeys with existingSecret); the service refuses the development secret in production" -}}
 {{- end -}}
+{{- if and .Values.auth.jwtSecret (lt (len .Values.auth.jwtSecret) 32) -}}
+{{- fail "environment=production refuses an auth.jwtSecret shorter than 32 bytes (prefer auth.publicKey or auth.jwks)" -}}
+{{- end -}}
 {{- if include "commerce.embedded" . -}}
 {{- fail "environment=production needs PostgreSQL: set database.url or existingSecret (the embedded SQLite database is a demo)" -}}
 {{- end -}}
