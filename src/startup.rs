@@ -26,7 +26,7 @@ use crate::{
     },
     ratelimit::RateLimiter,
     shutdown::{self, ShutdownTrigger},
-    store::event_store::{Upcasters, event_store},
+    store::event_store::{OrderCodec, event_store},
 };
 
 /// Every gRPC service of the public API, fully qualified (for health).
@@ -79,7 +79,7 @@ impl Application {
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
             .with_context(|| format!("binding {}:{}", config.host, config.port))?;
-        let events = event_store(&backends.db, Upcasters::none());
+        let events = event_store(&backends.db, OrderCodec::upcasters());
         let app = App {
             config: config.into(),
             backends,

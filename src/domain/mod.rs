@@ -2,3 +2,4 @@
 
 pub mod cart;
 pub mod money;
+pub mod order;

@@ -105,6 +105,10 @@ async fn streams_are_gapless_conflicts_are_typed_and_repeats_are_stored_once() {
         assert_eq!(read[1].payload, json!({"n": 2}));
         assert_eq!(read[0].stream_type, "order");
         assert_eq!(read[0].metadata.correlation_id.as_deref(), Some("corr-1"));
+        assert_eq!(
+            read[1].recorded_at, first.recorded_at,
+            "{backend:?}: the append reports the stored time"
+        );
         assert_eq!(store.read_stream(stream, 2).await.unwrap().len(), 1);
         assert!(store.read_stream(Uuid::now_v7(), 0).await.unwrap().is_empty());
         assert_eq!(store.stream_version(stream).await.unwrap(), 2);

@@ -16,6 +16,7 @@
 //! - **Upcasting.** Payloads are stored with their schema version and returned
 //!   upcast to the current schema by [`Upcasters`].
 
+mod codec;
 mod postgres;
 mod sqlite;
 mod upcast;
@@ -29,6 +30,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use self::{
+    codec::{ORDER_CREATED_SCHEMA, OrderCodec},
     postgres::PostgresEventStore,
     sqlite::SqliteEventStore,
     upcast::{Upcast, Upcasters},
@@ -161,6 +163,9 @@ pub struct AppendResult {
     pub new_version: u64,
     /// Global positions of the appended events, in order.
     pub global_positions: Vec<i64>,
+    /// The events' `recorded_at` (one transaction, one time), so that a reply
+    /// built from the append shows the same time as every later read.
+    pub recorded_at: DateTime<Utc>,
     /// True when these exact events were already stored (an idempotent
     /// repeat): nothing was written and no option was applied again.
     pub already_stored: bool,
@@ -305,7 +310,8 @@ fn classify_existing(
     events: &[NewEvent],
     existing: &[StoredEvent],
 ) -> Result<AppendResult, EventStoreError> {
-    let repeat = existing.len() == events.len()
+    let repeat = !existing.is_empty()
+        && existing.len() == events.len()
         && events.iter().enumerate().all(|(i, new)| {
             existing.iter().any(|old| {
                 old.event_id == new.event_id
@@ -315,11 +321,15 @@ fn classify_existing(
             })
         });
     if repeat {
-        let mut positions: Vec<_> = existing.iter().map(|e| (e.version, e.global_position)).collect();
+        let mut positions: Vec<_> = existing
+            .iter()
+            .map(|e| (e.version, e.global_position, e.recorded_at))
+            .collect();
         positions.sort_unstable();
         return Ok(AppendResult {
             new_version: expected_version + events.len() as u64,
-            global_positions: positions.into_iter().map(|(_, p)| p).collect(),
+            recorded_at: positions.last().map_or_else(Utc::now, |(_, _, at)| *at),
+            global_positions: positions.into_iter().map(|(_, p, _)| p).collect(),
             already_stored: true,
         });
     }

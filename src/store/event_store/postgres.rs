@@ -63,7 +63,8 @@ WITH guard AS (
            payload, metadata, recorded_at
     FROM inserted
 )
-SELECT (SELECT current FROM guard) AS current, (SELECT global_position FROM inserted) AS position";
+SELECT (SELECT current FROM guard) AS current, (SELECT global_position FROM inserted) AS position,
+       (SELECT recorded_at FROM inserted) AS recorded_at";
 
 /// Settled events after a cursor. The cursor is the (transaction, position)
 /// of the event at `$1`, or of the nearest earlier one if `$1` is not an
@@ -134,28 +135,33 @@ impl PostgresEventStore {
         expected_version: u64,
         events: &[NewEvent],
         stream_type: &str,
-    ) -> Result<Option<Vec<i64>>, sqlx::Error> {
+    ) -> Result<Option<(Vec<i64>, DateTime<Utc>)>, sqlx::Error> {
         let mut positions = Vec::with_capacity(events.len());
+        let mut recorded = Utc::now();
         for (offset, event) in events.iter().enumerate() {
             // In range: the caller checked expected_version + events.len().
             let version = (expected_version + 1 + offset as u64) as i64;
-            let (_current, position): (i64, Option<i64>) = sqlx::query_as(APPEND_ONE)
-                .bind(event.event_id)
-                .bind(stream_id)
-                .bind(stream_type)
-                .bind(version)
-                .bind(&event.event_type)
-                .bind(event.schema_version)
-                .bind(&event.payload)
-                .bind(Json(&event.metadata))
-                .fetch_one(&mut **tx)
-                .await?;
-            match position {
-                Some(position) => positions.push(position),
-                None => return Ok(None),
+            let (_current, position, at): (i64, Option<i64>, Option<DateTime<Utc>>) =
+                sqlx::query_as(APPEND_ONE)
+                    .bind(event.event_id)
+                    .bind(stream_id)
+                    .bind(stream_type)
+                    .bind(version)
+                    .bind(&event.event_type)
+                    .bind(event.schema_version)
+                    .bind(&event.payload)
+                    .bind(Json(&event.metadata))
+                    .fetch_one(&mut **tx)
+                    .await?;
+            match (position, at) {
+                (Some(position), Some(at)) => {
+                    positions.push(position);
+                    recorded = at;
+                }
+                _ => return Ok(None),
             }
         }
-        Ok(Some(positions))
+        Ok(Some((positions, recorded)))
     }
 
     /// Writes what the options ask for, in the events' transaction.
@@ -248,8 +254,8 @@ impl EventStore for PostgresEventStore {
             &options.stream_type,
         )
         .await;
-        let positions = match inserted {
-            Ok(Some(positions)) => positions,
+        let (positions, recorded_at) = match inserted {
+            Ok(Some(inserted)) => inserted,
             Ok(None) => {
                 tx.rollback().await?;
                 return self.explain_refusal(stream_id, expected_version, &events).await;
@@ -268,6 +274,7 @@ impl EventStore for PostgresEventStore {
         Ok(AppendResult {
             new_version: expected_version + events.len() as u64,
             global_positions: positions,
+            recorded_at,
             already_stored: false,
         })
     }

@@ -243,6 +243,7 @@ impl EventStore for SqliteEventStore {
             let existing = self.existing(&events).await?;
             return classify_existing(stream_id, expected_version, actual, &events, &existing);
         }
+        // Millisecond precision: what a later read returns, exactly.
         let now = millis(Utc::now());
         let inserted = Self::insert_events(
             &mut tx,
@@ -269,6 +270,7 @@ impl EventStore for SqliteEventStore {
         Ok(AppendResult {
             new_version: expected_version + events.len() as u64,
             global_positions: positions,
+            recorded_at: from_millis(now)?,
             already_stored: false,
         })
     }

@@ -1,0 +1,163 @@
+//! The order's events: past-tense facts, serialisable (the store's codec turns
+//! them into JSON with a type name and a schema version).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::money::{Currency, Money};
+
+/// A postal address, validated by the application layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingAddress {
+    /// Full name of the recipient.
+    pub recipient_name: String,
+    /// Street and number.
+    pub line1: String,
+    /// Apartment, suite, etc. (may be empty).
+    #[serde(default)]
+    pub line2: String,
+    /// City.
+    pub city: String,
+    /// State, province or region (may be empty).
+    #[serde(default)]
+    pub region: String,
+    /// Postal code.
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 country code, upper case.
+    pub country: String,
+}
+
+/// The personal data of an order, kept together so that the codec can
+/// encrypt it with the customer's key (crypto-shredding erases it by
+/// destroying that key, while the rest of the event stays readable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonalData {
+    /// Where to ship.
+    pub shipping_address: ShippingAddress,
+    /// Payment method reference from the provider (never card data).
+    pub payment_method: String,
+}
+
+/// One line of an order with the price snapshotted from the cart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    /// Product id.
+    pub product_id: String,
+    /// Display name at order time.
+    pub product_name: String,
+    /// Units, at least 1.
+    pub quantity: u32,
+    /// Price of one unit at order time.
+    pub unit_price: Money,
+    /// `quantity x unit_price`.
+    pub line_total: Money,
+}
+
+/// The order was placed from a cart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCreated {
+    /// The order (= stream) id.
+    pub order_id: Uuid,
+    /// Owner.
+    pub customer_id: String,
+    /// The cart it was created from.
+    pub cart_id: Uuid,
+    /// Lines with price snapshot.
+    pub items: Vec<OrderLine>,
+    /// Currency of every amount.
+    pub currency: Currency,
+    /// Sum of the line totals.
+    pub total: Money,
+    /// Address and payment method.
+    pub personal: PersonalData,
+    /// The fulfillment saga started with the order (None when orchestration is off).
+    #[serde(default)]
+    pub saga_id: Option<Uuid>,
+}
+
+/// The payment provider authorized the amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentAuthorized {
+    /// The provider's authorization id.
+    pub authorization_id: String,
+}
+
+/// Stock was reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryReserved {
+    /// The inventory service's reservation id.
+    pub reservation_id: String,
+}
+
+/// A shipment was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingArranged {
+    /// The shipping service's shipment id.
+    pub shipment_id: String,
+    /// Carrier tracking number.
+    pub tracking_number: String,
+}
+
+/// The authorized payment was captured: the pivot, no cancellation after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCaptured {
+    /// The provider's capture id.
+    pub capture_id: String,
+}
+
+/// The order is fulfilled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderConfirmed {}
+
+/// Someone asked to cancel; the saga compensates, then cancels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancellationRequested {
+    /// Why.
+    pub reason: String,
+    /// Who asked (a customer id, an admin, "saga").
+    pub requested_by: String,
+}
+
+/// The order is cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    /// Why.
+    pub reason: String,
+}
+
+/// Every event of an order stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderEvent {
+    /// See [`OrderCreated`] (boxed: much larger than the others).
+    Created(Box<OrderCreated>),
+    /// See [`PaymentAuthorized`].
+    PaymentAuthorized(PaymentAuthorized),
+    /// See [`InventoryReserved`].
+    InventoryReserved(InventoryReserved),
+    /// See [`ShippingArranged`].
+    ShippingArranged(ShippingArranged),
+    /// See [`PaymentCaptured`].
+    PaymentCaptured(PaymentCaptured),
+    /// See [`OrderConfirmed`].
+    Confirmed(OrderConfirmed),
+    /// See [`CancellationRequested`].
+    CancellationRequested(CancellationRequested),
+    /// See [`OrderCancelled`].
+    Cancelled(OrderCancelled),
+}
+
+impl OrderEvent {
+    /// The stored type name.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::Created(_) => "OrderCreated",
+            Self::PaymentAuthorized(_) => "PaymentAuthorized",
+            Self::InventoryReserved(_) => "InventoryReserved",
+            Self::ShippingArranged(_) => "ShippingArranged",
+            Self::PaymentCaptured(_) => "PaymentCaptured",
+            Self::Confirmed(_) => "OrderConfirmed",
+            Self::CancellationRequested(_) => "CancellationRequested",
+            Self::Cancelled(_) => "OrderCancelled",
+        }
+    }
+}
