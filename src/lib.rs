@@ -32,6 +32,7 @@ pub mod error;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod projections;
 pub mod proto;
 pub mod ratelimit;
 pub mod saga;

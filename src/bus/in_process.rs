@@ -16,7 +16,7 @@ use std::{
 use chrono::Utc;
 use tokio::sync::Notify;
 
-use super::{BusError, BusEvent, DeadLetter, Delivery, EventBus};
+use super::{BusError, DeadLetter, Delivery, EventBus, EventEnvelope};
 
 /// The in-process [`EventBus`].
 pub struct InProcessBus {
@@ -157,7 +157,7 @@ impl EventBus for InProcessBus {
         "in-process"
     }
 
-    async fn publish(&self, events: &[BusEvent]) -> Result<(), BusError> {
+    async fn publish(&self, events: &[EventEnvelope]) -> Result<(), BusError> {
         {
             let mut state = self.lock();
             for event in events {

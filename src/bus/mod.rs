@@ -36,26 +36,31 @@ use crate::{config::Config, db::Backends};
 /// the event store still applies them (see `crate::projections`).
 pub const DEFAULT_MAX_LEN: usize = 100_000;
 
-/// A committed domain event as it travels on the bus.
+/// A committed domain event as it travels on the bus; also what the
+/// projections consume, whether it came over the bus or from the event store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BusEvent {
-    /// Event id (unique; the outbox row's `event_id`).
+pub struct EventEnvelope {
+    /// Event id (unique).
     pub event_id: Uuid,
-    /// The stream (aggregate) the event belongs to.
-    pub stream_id: String,
+    /// The stream (aggregate id).
+    pub stream_id: Uuid,
+    /// The stream's type, e.g. `order`.
+    pub stream_type: String,
     /// Position in its stream, from 1.
-    pub version: i64,
+    pub version: u64,
     /// Position in the global log.
     pub global_position: i64,
     /// Event type, e.g. `OrderCreated`.
     pub event_type: String,
+    /// Schema version of `payload`.
+    pub schema_version: i32,
     /// The event's payload.
     pub payload: serde_json::Value,
     /// When the event was recorded.
     pub recorded_at: DateTime<Utc>,
 }
 
-impl BusEvent {
+impl EventEnvelope {
     /// The wire form: one JSON document.
     pub fn encode(&self) -> String {
         // Serializing plain data with string keys cannot fail.
@@ -70,13 +75,13 @@ pub struct Delivery {
     pub id: String,
     /// How many times the entry has been delivered, this one included.
     pub deliveries: u64,
-    /// The entry's encoded event (see [`BusEvent::encode`]).
+    /// The entry's encoded event (see [`EventEnvelope::encode`]).
     pub raw: String,
 }
 
 impl Delivery {
     /// The event, or why the entry is not one (a poison entry).
-    pub fn event(&self) -> Result<BusEvent, String> {
+    pub fn event(&self) -> Result<EventEnvelope, String> {
         serde_json::from_str(&self.raw).map_err(|e| format!("undecodable bus entry: {e}"))
     }
 }
@@ -120,7 +125,7 @@ pub trait EventBus: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     /// Appends `events` in order.
-    async fn publish(&self, events: &[BusEvent]) -> Result<(), BusError>;
+    async fn publish(&self, events: &[EventEnvelope]) -> Result<(), BusError>;
 
     /// Creates `group` (idempotent). A new group starts at the stream's oldest
     /// entry.

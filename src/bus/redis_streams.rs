@@ -15,7 +15,7 @@ use deadpool_redis::{
     redis::{self, Value},
 };
 
-use super::{BusError, BusEvent, DeadLetter, Delivery, EventBus};
+use super::{BusError, DeadLetter, Delivery, EventBus, EventEnvelope};
 
 /// Longest `BLOCK` of one XREADGROUP call.
 const MAX_BLOCK: Duration = Duration::from_millis(400);
@@ -132,7 +132,7 @@ impl EventBus for RedisStreamsBus {
         "redis-streams"
     }
 
-    async fn publish(&self, events: &[BusEvent]) -> Result<(), BusError> {
+    async fn publish(&self, events: &[EventEnvelope]) -> Result<(), BusError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -321,7 +321,7 @@ impl EventBus for RedisStreamsBus {
         for (id, fields) in chosen {
             let Some(fields) = fields else { continue };
             let letter = dead_letter_from(id.clone(), fields);
-            let event_type = serde_json::from_str::<BusEvent>(&letter.raw)
+            let event_type = serde_json::from_str::<EventEnvelope>(&letter.raw)
                 .map(|e| e.event_type)
                 .unwrap_or_default();
             let () = redis::pipe()

@@ -2,3 +2,4 @@
 //! implementation checked by one conformance suite.
 
 pub mod event_store;
+pub mod read_models;

@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use commerce::bus::{BusEvent, EventBus, in_process::InProcessBus, redis_streams::RedisStreamsBus};
+use commerce::bus::{EventBus, EventEnvelope, in_process::InProcessBus, redis_streams::RedisStreamsBus};
 use uuid::Uuid;
 
 use crate::helpers::{Backend, Isolation};
@@ -27,19 +27,21 @@ async fn buses() -> Vec<(Arc<dyn EventBus>, Option<Isolation>)> {
     all
 }
 
-fn event(stream: &str, version: i64) -> BusEvent {
-    BusEvent {
+fn event(version: u64) -> EventEnvelope {
+    EventEnvelope {
         event_id: Uuid::new_v4(),
-        stream_id: stream.into(),
+        stream_id: Uuid::nil(),
+        stream_type: "order".into(),
         version,
-        global_position: version,
+        global_position: version as i64,
         event_type: "OrderCreated".into(),
+        schema_version: 1,
         payload: serde_json::json!({ "n": version }),
         recorded_at: Utc::now(),
     }
 }
 
-fn versions(deliveries: &[commerce::bus::Delivery]) -> Vec<i64> {
+fn versions(deliveries: &[commerce::bus::Delivery]) -> Vec<u64> {
     deliveries.iter().map(|d| d.event().unwrap().version).collect()
 }
 
@@ -48,7 +50,7 @@ async fn groups_deliver_in_order_and_keep_unacked_entries_pending() {
     for (bus, _guard) in buses().await {
         let kind = bus.kind();
         bus.create_group("a").await.unwrap();
-        let published: Vec<BusEvent> = (1..=3).map(|v| event("s", v)).collect();
+        let published: Vec<EventEnvelope> = (1..=3).map(event).collect();
         bus.publish(&published).await.unwrap();
         // A group created after the publish still sees the entries.
         bus.create_group("b").await.unwrap();
@@ -113,7 +115,7 @@ async fn dead_letters_are_listed_and_replayed_to_the_groups() {
     for (bus, _guard) in buses().await {
         let kind = bus.kind();
         bus.create_group("p").await.unwrap();
-        bus.publish(&[event("s", 1), event("s", 2)]).await.unwrap();
+        bus.publish(&[event(1), event(2)]).await.unwrap();
         let delivered = bus
             .read_new("p", "c1", 10, Duration::from_millis(50))
             .await
@@ -157,7 +159,7 @@ async fn a_blocked_read_returns_as_soon_as_an_entry_is_published() {
         let started = std::time::Instant::now();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            publisher.publish(&[event("s", 7)]).await.unwrap();
+            publisher.publish(&[event(7)]).await.unwrap();
         });
         let mut got = Vec::new();
         // Redis caps one BLOCK below the client's response timeout: poll a few.

@@ -1,0 +1,166 @@
+//! The customer order list: one summary row per order (no personal data),
+//! indexed for "my orders, newest first" (ListOrders).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::{
+    ProjectionError, ReadModel,
+    order_event::{OrderFact, OrderLine, OrderStatus},
+};
+use crate::bus::EventEnvelope;
+
+/// An order without its personal data: the list row, and the shared part of
+/// the detail row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderSummary {
+    /// Order id (= its stream id).
+    pub order_id: Uuid,
+    /// Owner.
+    pub customer_id: String,
+    /// The converted cart.
+    pub cart_id: String,
+    /// Current status.
+    pub status: OrderStatus,
+    /// Lines with the price snapshot.
+    pub items: Vec<OrderLine>,
+    /// ISO 4217 currency.
+    pub currency: String,
+    /// Sum of line totals.
+    pub total: Decimal,
+    /// Sum of quantities.
+    pub item_count: i32,
+    /// Why it was cancelled; empty unless CANCELLED.
+    pub cancellation_reason: String,
+    /// Version of the stream folded in.
+    pub version: u64,
+    /// When the order was created (its first event's time).
+    pub created_at: DateTime<Utc>,
+    /// When the last event was recorded.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl OrderSummary {
+    /// The summary after `event`; shared by every order-shaped read model.
+    pub fn next(
+        state: Option<Self>,
+        event: &EventEnvelope,
+        fact: &OrderFact,
+    ) -> Result<Self, ProjectionError> {
+        let mut order = match (state, fact) {
+            (None, OrderFact::Created(created)) => Self {
+                order_id: event.stream_id,
+                customer_id: created.customer_id.clone(),
+                cart_id: created.cart_id.clone(),
+                status: OrderStatus::Pending,
+                item_count: created.items.iter().map(|line| line.quantity).sum(),
+                items: created.items.clone(),
+                currency: created.currency.clone(),
+                total: created.total,
+                cancellation_reason: String::new(),
+                version: 0,
+                created_at: event.recorded_at,
+                updated_at: event.recorded_at,
+            },
+            (None, _) => {
+                return Err(ProjectionError::poison(
+                    event,
+                    "the stream does not start with OrderCreated",
+                ));
+            }
+            (Some(_), OrderFact::Created(_)) => {
+                return Err(ProjectionError::poison(
+                    event,
+                    "OrderCreated after the stream's start",
+                ));
+            }
+            (Some(order), _) => order,
+        };
+        match fact {
+            OrderFact::Advanced(status) => order.status = *status,
+            OrderFact::Cancelled { reason } => {
+                order.status = OrderStatus::Cancelled;
+                order.cancellation_reason = reason.clone();
+            }
+            OrderFact::Created(_) | OrderFact::Other => {}
+        }
+        order.version = event.version;
+        order.updated_at = event.recorded_at;
+        Ok(order)
+    }
+}
+
+/// A row of the customer order list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerOrder(pub OrderSummary);
+
+impl ReadModel for CustomerOrder {
+    const NAME: &'static str = "customer_orders";
+    const TABLE: &'static str = "customer_orders";
+
+    fn stream_id(&self) -> Uuid {
+        self.0.order_id
+    }
+
+    fn version(&self) -> u64 {
+        self.0.version
+    }
+
+    fn apply(state: Option<Self>, event: &EventEnvelope, fact: &OrderFact) -> Result<Self, ProjectionError> {
+        OrderSummary::next(state.map(|row| row.0), event, fact).map(Self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projections::{fold, fold_stream, samples::SampleOrder};
+
+    #[test]
+    fn a_confirmed_order_folds_to_confirmed_with_its_lines_and_totals() {
+        let order = SampleOrder::new("alice", 2);
+        let row: CustomerOrder = fold_stream(&order.confirmed_events(1)).unwrap().unwrap();
+        assert_eq!(row.0.status, OrderStatus::Confirmed);
+        assert_eq!(row.0.version, 6);
+        assert_eq!(row.0.items.len(), 2);
+        assert_eq!(row.0.total, order.total());
+        assert_eq!(row.0.item_count, order.item_count());
+        assert_eq!(row.0.customer_id, "alice");
+    }
+
+    #[test]
+    fn duplicates_are_skipped_and_gaps_are_reported_not_applied() {
+        let order = SampleOrder::new("bob", 1);
+        let events = order.confirmed_events(1);
+        let first = fold::<CustomerOrder>(Default::default(), &events[..2]).unwrap();
+        assert_eq!(first.applied, 2);
+        let current = first.changed.into_iter().map(|r| (r.0.order_id, r)).collect();
+        // v2 again (duplicate), then v4 and v5 (v3 missing).
+        let batch = vec![events[1].clone(), events[3].clone(), events[4].clone()];
+        let second = fold::<CustomerOrder>(current, &batch).unwrap();
+        assert_eq!((second.applied, second.duplicates), (0, 1));
+        assert!(second.changed.is_empty());
+        assert_eq!(second.gaps.len(), 1);
+        assert_eq!((second.gaps[0].have, second.gaps[0].wanted), (2, 4));
+    }
+
+    #[test]
+    fn a_cancellation_keeps_its_reason_and_a_stream_without_creation_is_poison() {
+        let order = SampleOrder::new("carol", 1);
+        let row: CustomerOrder = fold_stream(&order.cancelled_events(1, "out of stock"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.0.status, OrderStatus::Cancelled);
+        assert_eq!(row.0.cancellation_reason, "out of stock");
+        let events = order.confirmed_events(1);
+        let err = fold_stream::<CustomerOrder>(&events[1..2]);
+        assert!(err.is_ok(), "a gap at the start is reported, not applied");
+        let mut orphan = events[1].clone();
+        orphan.version = 1;
+        assert!(matches!(
+            fold_stream::<CustomerOrder>(&[orphan]),
+            Err(ProjectionError::Poison { .. })
+        ));
+    }
+}

@@ -1,0 +1,173 @@
+//! The read side: projections turn committed order events into read models.
+//!
+//! # How an event reaches a read model
+//! - **Bus (low latency).** Each projection is a consumer group on the event
+//!   bus ([`crate::bus`]); the [`runner`] applies what it is delivered and
+//!   acknowledges it after the database commit. On start it drains its own
+//!   pending list, then claims entries idle at dead consumers, then reads new
+//!   ones. An entry that keeps failing is dead-lettered.
+//! - **Sweep (completeness).** The runner also reads the event store's settled
+//!   log after the projection's checkpoint and applies what the bus has not
+//!   delivered (entries trimmed away, lost with a Redis restart, published
+//!   while the projection was rebuilt). The checkpoint is the last position of
+//!   that log applied, moved only by the sweep, in the transaction of the
+//!   read-model change (compare-and-set, see [`checkpoint`]).
+//!
+//! # Exactly-once effect
+//! Every read-model row carries its stream's version. An event is applied only
+//! when it is the row's next version; an older one is a duplicate and skipped.
+//! A newer one means an earlier event has not arrived yet (the bus delivers a
+//! stream in order, but a republished or dead-lettered entry can arrive late):
+//! the runner then reads the missing events from the event store, the source of
+//! truth, and applies them in order; the late entry is a duplicate when it
+//! comes. Upserts never lower a row's version, so two consumers racing on one
+//! order cannot undo each other: every row is the fold of a prefix of its
+//! stream, and the longest prefix wins.
+
+pub mod cart_conversion;
+pub mod changes;
+pub mod customer_orders;
+pub mod order_detail;
+pub mod order_event;
+pub mod samples;
+
+use std::collections::{HashMap, HashSet};
+
+use uuid::Uuid;
+
+use self::order_event::OrderFact;
+use crate::bus::EventEnvelope;
+
+/// The stream type the projections read.
+pub const ORDER_STREAM: &str = "order";
+
+/// A failure to apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The event cannot be applied, however often it is retried (bad payload,
+    /// a stream that does not start with `OrderCreated`): dead-letter it.
+    #[error("event {event_id} ({event_type} v{version} of {stream_id}) cannot be applied: {reason}")]
+    Poison {
+        /// The event.
+        event_id: Uuid,
+        /// Its type.
+        event_type: String,
+        /// Its stream.
+        stream_id: Uuid,
+        /// Its version.
+        version: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ProjectionError {
+    /// A poison error about `event`.
+    pub fn poison(event: &EventEnvelope, reason: impl Into<String>) -> Self {
+        Self::Poison {
+            event_id: event.event_id,
+            event_type: event.event_type.clone(),
+            stream_id: event.stream_id,
+            version: event.version,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A read model: one row per order, folded from the order's events.
+pub trait ReadModel: Sized + Clone + Send + Sync + 'static {
+    /// The projection's name (checkpoint key and consumer group).
+    const NAME: &'static str;
+    /// The live table.
+    const TABLE: &'static str;
+
+    /// The stream the row was folded from.
+    fn stream_id(&self) -> Uuid;
+
+    /// The version of the last event folded in.
+    fn version(&self) -> u64;
+
+    /// The row after `event`, the next event of its stream (`state` is None
+    /// before the first).
+    fn apply(state: Option<Self>, event: &EventEnvelope, fact: &OrderFact) -> Result<Self, ProjectionError>;
+}
+
+/// A stream whose next event has not been seen: events `have + 1 .. wanted`
+/// are missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// The stream.
+    pub stream_id: Uuid,
+    /// The version the read model is at.
+    pub have: u64,
+    /// The version of the event that arrived.
+    pub wanted: u64,
+}
+
+/// What [`fold`] did with a batch.
+#[derive(Debug, Clone)]
+pub struct Folded<R> {
+    /// Rows that changed, to upsert.
+    pub changed: Vec<R>,
+    /// Events applied.
+    pub applied: usize,
+    /// Events skipped as already applied.
+    pub duplicates: usize,
+    /// Streams left behind a gap (their later events in the batch skipped).
+    pub gaps: Vec<Gap>,
+}
+
+/// Folds `events` (in delivery order) into `current` (the rows of their
+/// streams, as stored): each event is applied only at its stream's next
+/// version. Events of other stream types are ignored.
+pub fn fold<R: ReadModel>(
+    mut current: HashMap<Uuid, R>,
+    events: &[EventEnvelope],
+) -> Result<Folded<R>, ProjectionError> {
+    // Changed streams in first-change order (deterministic upserts).
+    let mut changed: Vec<Uuid> = Vec::new();
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut gaps: Vec<Gap> = Vec::new();
+    let mut gapped: HashSet<Uuid> = HashSet::new();
+    let (mut applied, mut duplicates) = (0, 0);
+    for event in events.iter().filter(|e| e.stream_type == ORDER_STREAM) {
+        let have = current.get(&event.stream_id).map_or(0, R::version);
+        if event.version <= have {
+            duplicates += 1;
+            continue;
+        }
+        if gapped.contains(&event.stream_id) {
+            continue;
+        }
+        if event.version > have + 1 {
+            gapped.insert(event.stream_id);
+            gaps.push(Gap {
+                stream_id: event.stream_id,
+                have,
+                wanted: event.version,
+            });
+            continue;
+        }
+        let fact = OrderFact::parse(event)?;
+        let state = current.remove(&event.stream_id);
+        let next = R::apply(state, event, &fact)?;
+        current.insert(event.stream_id, next);
+        if seen.insert(event.stream_id) {
+            changed.push(event.stream_id);
+        }
+        applied += 1;
+    }
+    Ok(Folded {
+        changed: changed.iter().filter_map(|id| current.remove(id)).collect(),
+        applied,
+        duplicates,
+        gaps,
+    })
+}
+
+/// Folds a whole stream from its first event (ENABLE_CQRS=false reads, and
+/// reads that cannot wait for the projection).
+pub fn fold_stream<R: ReadModel>(events: &[EventEnvelope]) -> Result<Option<R>, ProjectionError> {
+    let folded = fold::<R>(HashMap::new(), events)?;
+    Ok(folded.changed.into_iter().next())
+}

@@ -1,0 +1,271 @@
+//! The read models' storage: PostgreSQL, or the embedded SQLite file.
+//!
+//! Projection code is shared ([`crate::projections`] folds events into rows);
+//! each backend only loads and upserts rows ([`postgres`], [`sqlite`]), keeps
+//! the checkpoints and answers the queries. Upserts never lower a row's
+//! version (`ON CONFLICT .. WHERE version < excluded.version`).
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use self::{postgres::PgModel, sqlite::SqliteModel};
+use crate::{
+    bus::EventEnvelope,
+    db::Db,
+    error::AppError,
+    projections::{
+        Folded, ProjectionError, ReadModel, cart_conversion::ConversionFigures,
+        customer_orders::OrderSummary, fold, order_detail::OrderDetail, order_event::OrderStatus,
+    },
+};
+
+/// A read model both backends can store.
+pub trait StoredModel: ReadModel + PgModel + SqliteModel {}
+impl<T: ReadModel + PgModel + SqliteModel> StoredModel for T {}
+
+/// Read-model storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadModelError {
+    /// An event that can never be applied.
+    #[error(transparent)]
+    Poison(#[from] ProjectionError),
+    /// The checkpoint moved under the caller (a rebuild swapped the tables):
+    /// nothing was written; reload the checkpoint.
+    #[error("checkpoint of {0} moved")]
+    CheckpointMoved(String),
+    /// The database is unreachable or busy; retry later.
+    #[error("read models unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ReadModelError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_transient(&err) {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Other(anyhow::Error::new(err).context("read model query"))
+        }
+    }
+}
+
+impl From<ReadModelError> for AppError {
+    fn from(err: ReadModelError) -> Self {
+        match err {
+            ReadModelError::Unavailable(msg) => AppError::Unavailable(msg),
+            other => AppError::Internal(anyhow::Error::new(other)),
+        }
+    }
+}
+
+/// True for "try again later" database errors (pool exhausted, I/O, server
+/// shutting down, serialization failure, SQLite busy).
+fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08")
+                || code == "40001"
+                || code == "40P01"
+                || code.starts_with("53")
+                || code.starts_with("57P0")
+                || code.parse::<i32>().is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6)
+        }
+        _ => false,
+    }
+}
+
+/// A projection's checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Checkpoint {
+    /// Last global position swept.
+    pub position: i64,
+    /// Bumped by every rebuild swap.
+    pub generation: i64,
+}
+
+/// Moves a checkpoint from `from` to `to`, in the transaction of the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advance {
+    /// The checkpoint the caller read.
+    pub from: Checkpoint,
+    /// The new position.
+    pub to: i64,
+}
+
+/// A projection's checkpoint row, for status reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointStatus {
+    /// Projection name.
+    pub name: String,
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+    /// A rebuild is running.
+    pub rebuilding: bool,
+    /// Events the rebuild replayed so far.
+    pub rebuild_replayed: i64,
+    /// Events the rebuild has to replay.
+    pub rebuild_total: i64,
+    /// When the rebuild last reported progress.
+    pub rebuild_heartbeat_at: Option<DateTime<Utc>>,
+}
+
+/// ListOrders' keyset: the last row of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCursor {
+    /// Its creation time.
+    pub created_at: DateTime<Utc>,
+    /// Its id (ties on time).
+    pub order_id: Uuid,
+}
+
+/// A ListOrders page request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only this customer's orders; None: every order (admins).
+    pub customer_id: Option<String>,
+    /// Only this status.
+    pub status: Option<OrderStatus>,
+    /// Strictly after this row (newest first).
+    pub after: Option<ListCursor>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// The read models on one database.
+#[derive(Clone, Debug)]
+pub enum ReadModelStore {
+    /// PostgreSQL.
+    Postgres(sqlx::PgPool),
+    /// The embedded SQLite file.
+    Sqlite(sqlx::SqlitePool),
+}
+
+impl ReadModelStore {
+    /// The store on `db`.
+    pub fn new(db: &Db) -> Self {
+        match db {
+            Db::Postgres(pool) => Self::Postgres(pool.clone()),
+            Db::Sqlite(pool) => Self::Sqlite(pool.clone()),
+        }
+    }
+
+    /// Applies `events` to `table` (the live table or a rebuild's shadow) in
+    /// one transaction, each at its stream's next version; with `advance`, the
+    /// projection's checkpoint moves in the same transaction (or nothing is
+    /// written: [`ReadModelError::CheckpointMoved`]).
+    pub async fn apply<R: StoredModel>(
+        &self,
+        table: &str,
+        events: &[EventEnvelope],
+        advance: Option<Advance>,
+    ) -> Result<Folded<R>, ReadModelError> {
+        let mut seen = HashSet::new();
+        let ids: Vec<Uuid> = events
+            .iter()
+            .map(|e| e.stream_id)
+            .filter(|id| seen.insert(*id))
+            .collect();
+        match self {
+            Self::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                if let Some(advance) = advance {
+                    postgres::advance(&mut tx, R::NAME, advance).await?;
+                }
+                let current = by_stream(R::load_pg(&mut tx, table, &ids).await?);
+                let folded = fold::<R>(current, events)?;
+                R::upsert_pg(&mut tx, table, &folded.changed).await?;
+                tx.commit().await?;
+                Ok(folded)
+            }
+            Self::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                if let Some(advance) = advance {
+                    sqlite::advance(&mut tx, R::NAME, advance).await?;
+                }
+                let current = by_stream(R::load_sqlite(&mut tx, table, &ids).await?);
+                let folded = fold::<R>(current, events)?;
+                R::upsert_sqlite(&mut tx, table, &folded.changed).await?;
+                tx.commit().await?;
+                Ok(folded)
+            }
+        }
+    }
+
+    /// The stored versions of `ids` in `R`'s live table (absent: 0).
+    pub async fn versions<R: StoredModel>(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, ReadModelError> {
+        let rows = match self {
+            Self::Postgres(pool) => R::load_pg(&mut *pool.acquire().await?, R::TABLE, ids).await?,
+            Self::Sqlite(pool) => R::load_sqlite(&mut *pool.acquire().await?, R::TABLE, ids).await?,
+        };
+        Ok(rows.iter().map(|row| (row.stream_id(), row.version())).collect())
+    }
+
+    /// The checkpoint of projection `name`.
+    pub async fn checkpoint(&self, name: &str) -> Result<Checkpoint, ReadModelError> {
+        Ok(self
+            .checkpoints()
+            .await?
+            .into_iter()
+            .find(|status| status.name == name)
+            .map(|status| status.checkpoint)
+            .unwrap_or_default())
+    }
+
+    /// Every projection's checkpoint row.
+    pub async fn checkpoints(&self) -> Result<Vec<CheckpointStatus>, ReadModelError> {
+        match self {
+            Self::Postgres(pool) => postgres::checkpoints(pool).await,
+            Self::Sqlite(pool) => sqlite::checkpoints(pool).await,
+        }
+    }
+
+    /// One order's detail row.
+    pub async fn order_detail(&self, order_id: Uuid) -> Result<Option<OrderDetail>, ReadModelError> {
+        let rows = match self {
+            Self::Postgres(pool) => {
+                OrderDetail::load_pg(&mut *pool.acquire().await?, OrderDetail::TABLE, &[order_id]).await?
+            }
+            Self::Sqlite(pool) => {
+                OrderDetail::load_sqlite(&mut *pool.acquire().await?, OrderDetail::TABLE, &[order_id]).await?
+            }
+        };
+        Ok(rows.into_iter().next())
+    }
+
+    /// A page of order summaries, newest first.
+    pub async fn list_orders(&self, query: &ListQuery) -> Result<Vec<OrderSummary>, ReadModelError> {
+        match self {
+            Self::Postgres(pool) => postgres::list_orders(pool, query).await,
+            Self::Sqlite(pool) => sqlite::list_orders(pool, query).await,
+        }
+    }
+
+    /// Cart conversion figures per UTC day and currency, for carts converted
+    /// in `[since, until)`.
+    pub async fn conversion_figures(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<ConversionFigures>, ReadModelError> {
+        match self {
+            Self::Postgres(pool) => postgres::conversion_figures(pool, since, until).await,
+            Self::Sqlite(pool) => sqlite::conversion_figures(pool, since, until).await,
+        }
+    }
+}
+
+fn by_stream<R: ReadModel>(rows: Vec<R>) -> HashMap<Uuid, R> {
+    rows.into_iter().map(|row| (row.stream_id(), row)).collect()
+}
