@@ -1,6 +1,7 @@
 //! One integration-test binary for the running service (zero-to-production style).
 
 mod helpers;
+
 mod bus;
 mod deploy;
 mod event_store;
