@@ -8,6 +8,7 @@
 //! - [`startup`]: builds the [`startup::Application`]: one port for gRPC and HTTP.
 //! - [`app`]: the application layer, the only API the transports call.
 //! - [`grpc`]: tonic services, thin over [`app`].
+//! - [`rest`]: the REST/JSON shim, `/openapi.json` and `/docs`, over the same services.
 //! - [`auth`]: JWT bearer authentication for both transports.
 //! - [`domain`]: pure business rules (money, carts, orders).
 //! - [`ratelimit`]: per-principal token buckets (per replica).
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod projections;
 pub mod proto;
 pub mod ratelimit;
+pub mod rest;
 pub mod saga;
 pub mod shutdown;
 pub mod startup;

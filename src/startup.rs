@@ -18,7 +18,6 @@ use crate::{
     bounds::BoundsLayer,
     config::Config,
     db::{Backends, Db, redis_pool},
-    grpc,
     health::Health,
     proto::commerce::v1::{
         admin_service_server::AdminServiceServer, cart_service_server::CartServiceServer,
@@ -189,9 +188,12 @@ fn build_router(
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    // The REST shim calls these very objects; gRPC serves them below.
+    let services = crate::rest::Services::new(app);
     let http_routes = Router::new()
         .route("/health", get(health_json))
         .route("/metrics", get(crate::metrics::scrape))
+        .merge(crate::rest::router(services.clone(), config)?)
         .fallback(not_found)
         .with_state(app.clone());
 
@@ -199,25 +201,18 @@ fn build_router(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            CartServiceServer::new(grpc::cart::CartGrpc::new(app.clone())).max_decoding_message_size(max),
-        )
-        .add_service(
-            OrderServiceServer::new(grpc::order::OrderGrpc::new(app.clone())).max_decoding_message_size(max),
-        )
-        .add_service(
-            SagaAdminServer::new(grpc::saga_admin::SagaAdminGrpc::new(app.clone()))
-                .max_decoding_message_size(max),
-        )
-        .add_service(
-            AdminServiceServer::new(grpc::admin::AdminGrpc::new(app.clone())).max_decoding_message_size(max),
-        );
+        .add_service(CartServiceServer::new(services.cart_service).max_decoding_message_size(max))
+        .add_service(OrderServiceServer::new(services.order_service).max_decoding_message_size(max))
+        .add_service(SagaAdminServer::new(services.saga_admin).max_decoding_message_size(max))
+        .add_service(AdminServiceServer::new(services.admin_service).max_decoding_message_size(max));
 
     Ok(routes
         .into_axum_router()
         .layer(auth)
         .layer(BoundsLayer::new(config.max_request_timeout))
         .layer(axum::middleware::from_fn(crate::metrics::track_requests))
+        // Outside auth, so that browsers also read a refusal (401) as such.
+        .layer(crate::rest::cors_layer(config)?)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))

@@ -1,0 +1,345 @@
+//! The OpenAPI 3 document of the shim, derived from the same descriptors and
+//! http rules the transcoder serves: paths, parameters, request bodies and
+//! response schemas with proto field names, the bearer scheme and the
+//! grpc-gateway error body. Comments in the protos become descriptions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+
+use super::{
+    rules::HttpRule,
+    schema::{Field, Kind, MessageInfo, Schema},
+};
+
+const ERROR_SCHEMA: &str = "Status";
+
+/// The document for `rules`.
+pub fn document(schema: &Schema, rules: &[HttpRule]) -> Value {
+    let mut refs = Refs::default();
+    let mut paths: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
+    // Tags in the protos' order (carts, orders, sagas, admin), as the page lists them.
+    let mut tags: Vec<&str> = Vec::new();
+    for rule in rules {
+        if !tags.contains(&rule.service) {
+            tags.push(rule.service);
+        }
+        let operation = operation(schema, rule, &mut refs);
+        paths
+            .entry(rule.path)
+            .or_default()
+            .insert(rule.verb.to_ascii_lowercase(), operation);
+    }
+    let tags: Vec<Value> = tags
+        .into_iter()
+        .map(|service| {
+            json!({
+                "name": service.rsplit('.').next().unwrap_or(service),
+                "description": schema.comment(service),
+            })
+        })
+        .collect();
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "commerce REST/JSON API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The REST shim of the commerce gRPC service: each operation calls the same \
+                service code as its gRPC method. JSON uses the proto field names (lowerCamelCase is \
+                accepted on input); 64-bit integers are strings; money is a decimal string such as \
+                \"29.99\". Authenticate with a bearer JWT (development: `commerce token --sub alice`). \
+                Errors carry the grpc-gateway body `{code, message, details}` with the HTTP status \
+                of the gRPC code.",
+        },
+        "tags": tags,
+        "paths": paths,
+        "components": {
+            "schemas": refs.into_schemas(schema),
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            },
+        },
+        "security": [{"bearerAuth": []}],
+    })
+}
+
+fn operation(schema: &Schema, rule: &HttpRule, refs: &mut Refs) -> Value {
+    let empty = MessageInfo {
+        full_name: rule.input.to_string(),
+        fields: Vec::new(),
+        comment: String::new(),
+    };
+    let input = schema.message(rule.input).unwrap_or(&empty);
+    let path_vars: Vec<&str> = rule.path_variables().collect();
+    let mut parameters = Vec::new();
+    for var in &path_vars {
+        if let Some(field) = input.field(var) {
+            parameters.push(parameter(field, "path", true, refs));
+        }
+    }
+    if rule.body.is_empty() {
+        for field in input
+            .fields
+            .iter()
+            .filter(|f| !path_vars.contains(&f.name.as_str()))
+        {
+            if query_capable(field) {
+                parameters.push(parameter(field, "query", false, refs));
+            }
+        }
+    }
+    if input.field("idempotency_key").is_some() {
+        parameters.push(json!({
+            "name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string"},
+            "description": "Fills `idempotency_key` when the body has none.",
+        }));
+    }
+    if input.field("expected_version").is_some() {
+        parameters.push(json!({
+            "name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"},
+            "description": "ETag of the cart (e.g. `\"3\"`): fills `expected_version`; a stale one answers 409.",
+        }));
+    }
+    let mut op = json!({
+        "tags": [rule.service_name()],
+        "operationId": format!("{}_{}", rule.service_name(), rule.rpc),
+        "summary": rule.rpc,
+        "description": schema.comment(&rule.full_method()),
+        "parameters": parameters,
+        "responses": responses(schema, rule, refs),
+    });
+    if !rule.body.is_empty() {
+        let body = if rule.body == "*" {
+            let mut body = message_schema(input, refs, &path_vars);
+            body["additionalProperties"] = Value::Bool(false);
+            body
+        } else {
+            input
+                .field(rule.body)
+                .map(|f| field_schema(f, refs))
+                .unwrap_or_else(|| json!({}))
+        };
+        op["requestBody"] = json!({
+            "required": false,
+            "content": {"application/json": {"schema": body}},
+        });
+    }
+    op
+}
+
+fn responses(schema: &Schema, rule: &HttpRule, refs: &mut Refs) -> Value {
+    let mut ok = json!({
+        "description": "OK",
+        "content": {"application/json": {"schema": refs.message(rule.output)}},
+    });
+    let carries_cart = schema
+        .message(rule.output)
+        .and_then(|m| m.field("cart"))
+        .is_some();
+    if carries_cart {
+        ok["headers"] = json!({
+            "ETag": {"description": "The cart's version, for If-Match.", "schema": {"type": "string"}},
+        });
+    }
+    let error = json!({
+        "description": "Error: INVALID_ARGUMENT and FAILED_PRECONDITION 400, UNAUTHENTICATED 401, \
+            PERMISSION_DENIED 403, NOT_FOUND 404, ALREADY_EXISTS and ABORTED 409, body too large 413, \
+            RESOURCE_EXHAUSTED 429, UNAVAILABLE 503.",
+        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{ERROR_SCHEMA}")}}},
+    });
+    json!({"200": ok, "default": error})
+}
+
+fn parameter(field: &Field, location: &str, required: bool, refs: &mut Refs) -> Value {
+    json!({
+        "name": field.name,
+        "in": location,
+        "required": required,
+        "description": field.comment,
+        "schema": field_schema(field, refs),
+        "explode": true,
+    })
+}
+
+/// Fields a query string can carry: scalars, enums, and lists of them.
+fn query_capable(field: &Field) -> bool {
+    field.map.is_none()
+        && match &field.kind {
+            Kind::Message(name) => name == "google.protobuf.Timestamp" || name == "google.protobuf.Duration",
+            _ => true,
+        }
+}
+
+/// An object schema of `message`'s fields, leaving out `skip` (path-bound).
+fn message_schema(message: &MessageInfo, refs: &mut Refs, skip: &[&str]) -> Value {
+    let properties: Map<String, Value> = message
+        .fields
+        .iter()
+        .filter(|f| !skip.contains(&f.name.as_str()))
+        .map(|f| (f.name.clone(), field_schema(f, refs)))
+        .collect();
+    json!({"type": "object", "description": message.comment, "properties": properties})
+}
+
+fn field_schema(field: &Field, refs: &mut Refs) -> Value {
+    let mut schema = if let Some((_, value)) = &field.map {
+        json!({"type": "object", "additionalProperties": refs.kind(value)})
+    } else if field.repeated {
+        json!({"type": "array", "items": refs.kind(&field.kind)})
+    } else {
+        refs.kind(&field.kind)
+    };
+    let mut description = field.comment.clone();
+    if let Some(oneof) = &field.oneof {
+        description.push_str(&format!(" (one of `{oneof}`: set at most one of its fields)"));
+    }
+    if schema.get("$ref").is_some() {
+        // OpenAPI 3.0 ignores siblings of $ref: wrap to keep the description.
+        schema = json!({"allOf": [schema]});
+    }
+    schema["description"] = Value::String(description.trim().to_string());
+    schema
+}
+
+/// Named schemas referenced so far, resolved at the end.
+#[derive(Default)]
+struct Refs {
+    named: BTreeSet<String>,
+}
+
+impl Refs {
+    fn message(&mut self, name: &str) -> Value {
+        match well_known(name) {
+            Some(schema) => schema,
+            None => {
+                self.named.insert(name.to_string());
+                json!({"$ref": format!("#/components/schemas/{name}")})
+            }
+        }
+    }
+
+    fn kind(&mut self, kind: &Kind) -> Value {
+        match kind {
+            Kind::Bool => json!({"type": "boolean"}),
+            Kind::Int32 => json!({"type": "integer", "format": "int32"}),
+            Kind::Int64 => json!({"type": "string", "format": "int64"}),
+            Kind::Float => json!({"type": "number"}),
+            Kind::String => json!({"type": "string"}),
+            Kind::Bytes => json!({"type": "string", "format": "byte"}),
+            Kind::Enum(name) | Kind::Message(name) => self.message(name),
+        }
+    }
+
+    /// Every referenced message and enum, following references transitively.
+    fn into_schemas(mut self, schema: &Schema) -> Map<String, Value> {
+        let mut out = Map::new();
+        out.insert(
+            ERROR_SCHEMA.into(),
+            json!({
+                "type": "object",
+                "description": "The grpc-gateway error body.",
+                "properties": {
+                    "code": {"type": "integer", "format": "int32", "description": "gRPC status code, e.g. 3 INVALID_ARGUMENT."},
+                    "message": {"type": "string"},
+                    "details": {"type": "array", "description": "google.rpc details, e.g. BadRequest field_violations.", "items": {
+                        "type": "object",
+                        "properties": {"@type": {"type": "string"}},
+                        "additionalProperties": true,
+                    }},
+                },
+            }),
+        );
+        while let Some(name) = self.named.iter().find(|n| !out.contains_key(*n)).cloned() {
+            let resolved = if let Some(message) = schema.message(&name) {
+                message_schema(message, &mut self, &[])
+            } else if let Some(e) = schema.enumeration(&name) {
+                json!({"type": "string", "enum": e.values, "description": e.comment})
+            } else {
+                json!({"description": format!("{name} (not described)")})
+            };
+            out.insert(name, resolved);
+        }
+        out
+    }
+}
+
+/// The proto3 JSON forms of the well-known types.
+fn well_known(name: &str) -> Option<Value> {
+    Some(match name {
+        "google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time"}),
+        "google.protobuf.Duration" => json!({"type": "string", "example": "1.5s"}),
+        "google.protobuf.Struct" => json!({"type": "object", "additionalProperties": true}),
+        "google.protobuf.Value" => json!({}),
+        "google.protobuf.ListValue" => json!({"type": "array", "items": {}}),
+        "google.protobuf.Empty" => json!({"type": "object"}),
+        "google.protobuf.StringValue" => json!({"type": "string"}),
+        "google.protobuf.BoolValue" => json!({"type": "boolean"}),
+        "google.protobuf.Int32Value" | "google.protobuf.UInt32Value" => json!({"type": "integer"}),
+        "google.protobuf.Int64Value" | "google.protobuf.UInt64Value" => {
+            json!({"type": "string", "format": "int64"})
+        }
+        "google.protobuf.DoubleValue" | "google.protobuf.FloatValue" => json!({"type": "number"}),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rest::rules::RULES;
+
+    fn doc() -> Value {
+        document(&Schema::decode(crate::proto::FILE_DESCRIPTOR_SET).unwrap(), RULES)
+    }
+
+    #[test]
+    fn every_rule_is_an_operation_and_every_reference_resolves() {
+        let doc = doc();
+        for rule in RULES {
+            let op = &doc["paths"][rule.path][rule.verb.to_ascii_lowercase()];
+            assert_eq!(op["summary"], rule.rpc, "{}", rule.full_method());
+        }
+        let text = doc.to_string();
+        for piece in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &piece[..piece.find('"').unwrap()];
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "unresolved {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_leave_out_path_fields_and_queries_carry_the_rest() {
+        let doc = doc();
+        let add = &doc["paths"]["/api/v1/cart/{cart_id}/items"]["post"];
+        let body = &add["requestBody"]["content"]["application/json"]["schema"]["properties"];
+        assert!(
+            body["unit_price"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("29.99")
+        );
+        assert!(body.get("cart_id").is_none());
+        assert_eq!(add["parameters"][0]["name"], "cart_id");
+        assert_eq!(
+            add["responses"]["200"]["headers"]["ETag"]["schema"]["type"],
+            "string"
+        );
+        let list = &doc["paths"]["/api/v1/orders/"]["get"]["parameters"];
+        let names: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["page_size", "page_token", "status"]);
+        let status = &doc["components"]["schemas"]["commerce.v1.OrderStatus"]["enum"];
+        assert!(
+            status
+                .as_array()
+                .unwrap()
+                .contains(&json!("ORDER_STATUS_CONFIRMED"))
+        );
+    }
+}
