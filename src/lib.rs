@@ -14,7 +14,7 @@
 //! - [`ratelimit`]: per-principal token buckets (per replica).
 //! - [`bounds`]: request deadlines (capped) and the oversized-message answer.
 //! - [`db`], [`health`]: backends and their health.
-//! - [`store`]: storage traits and their PostgreSQL / embedded implementations.
+//! - [`store`]: storage traits and their PostgreSQL / Redis / embedded implementations.
 //! - [`error`], [`transport`]: one error type mapped to gRPC and HTTP.
 //! - [`telemetry`], [`metrics`]: JSON logs, OpenTelemetry traces, Prometheus `/metrics`.
 //! - [`proto`]: generated code.

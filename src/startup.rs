@@ -79,12 +79,14 @@ impl Application {
             .await
             .with_context(|| format!("binding {}:{}", config.host, config.port))?;
         let events = event_store(&backends.db, OrderCodec::upcasters());
+        let carts = crate::app::cart::CartApp::from_config(&config, &backends);
         let app = App {
             config: config.into(),
             backends,
             health,
             shutdown,
             events,
+            carts,
         };
         Ok(Self {
             listener,
@@ -136,6 +138,12 @@ impl Application {
         health_reporter
             .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
             .await;
+        let sweeper = tokio::spawn(
+            app.carts
+                .clone()
+                .run_sweeper(app.carts.sweep_period(), app.shutdown.clone()),
+        );
+
         let router = build_router(&app, health_reporter, auth)?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, database = app.backends.db.kind(), redis = app.backends.redis.is_some(), "serving gRPC and HTTP");
@@ -159,6 +167,7 @@ impl Application {
         });
         server.await.context("serving")?;
         let _ = monitor.await;
+        let _ = sweeper.await;
         tracing::info!("stopped");
         Ok(())
     }

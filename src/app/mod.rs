@@ -1,6 +1,8 @@
 //! The application layer: the only API the gRPC and REST transports call.
 //! Each capability adds its handlers here as a sub-module.
 
+pub mod cart;
+
 use std::sync::Arc;
 
 use crate::{
@@ -20,4 +22,6 @@ pub struct App {
     pub shutdown: Shutdown,
     /// The event store of the write side (read side and saga read it too).
     pub events: Arc<dyn EventStore>,
+    /// Carts (Redis or in-process).
+    pub carts: cart::CartApp,
 }

@@ -40,7 +40,8 @@ pub struct Violation {
 }
 
 impl Violation {
-    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+    /// A violation of `field`.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
         Self {
             field,
             reason: reason.into(),

@@ -1,11 +1,29 @@
-//! `commerce.v1.CartService` over gRPC: converts messages and calls [`crate::app`] for carts.
+//! `commerce.v1.CartService` over gRPC: converts messages and calls
+//! [`crate::app::cart::CartApp`]. The domain-to-proto conversions here are
+//! public so the REST shim renders carts the same way.
 
-use crate::{app::App, proto::commerce::v1::cart_service_server::CartService};
+use chrono::{DateTime, Utc};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    app::{
+        App,
+        cart::{AddItem, CartAnalytics, UpdateItemQuantity},
+    },
+    auth::principal,
+    domain::cart::{Cart, CartStatus},
+    proto::commerce::v1::{
+        self as pb, AddItemRequest, AddItemResponse, CreateCartRequest, CreateCartResponse,
+        DeleteCartRequest, DeleteCartResponse, GetActiveCartRequest, GetActiveCartResponse,
+        GetCartAnalyticsRequest, GetCartAnalyticsResponse, GetCartRequest, GetCartResponse,
+        RemoveItemRequest, RemoveItemResponse, UpdateItemQuantityRequest, UpdateItemQuantityResponse,
+        cart_service_server::CartService,
+    },
+};
 
 /// The `CartService` implementation.
 #[derive(Clone)]
 pub struct CartGrpc {
-    #[allow(dead_code)]
     app: App,
 }
 
@@ -16,6 +34,176 @@ impl CartGrpc {
     }
 }
 
-// RPCs not implemented yet answer UNIMPLEMENTED (generated default stubs).
 #[tonic::async_trait]
-impl CartService for CartGrpc {}
+impl CartService for CartGrpc {
+    async fn create_cart(
+        &self,
+        request: Request<CreateCartRequest>,
+    ) -> Result<Response<CreateCartResponse>, Status> {
+        let caller = principal(&request)?;
+        let (cart, created) = self
+            .app
+            .carts
+            .create_cart(&caller, &request.get_ref().currency)
+            .await?;
+        Ok(Response::new(CreateCartResponse {
+            cart: Some(cart_to_proto(&cart)),
+            created,
+        }))
+    }
+
+    async fn get_active_cart(
+        &self,
+        request: Request<GetActiveCartRequest>,
+    ) -> Result<Response<GetActiveCartResponse>, Status> {
+        let caller = principal(&request)?;
+        let cart = self.app.carts.get_active_cart(&caller).await?;
+        Ok(Response::new(GetActiveCartResponse {
+            cart: Some(cart_to_proto(&cart)),
+        }))
+    }
+
+    async fn get_cart(&self, request: Request<GetCartRequest>) -> Result<Response<GetCartResponse>, Status> {
+        let caller = principal(&request)?;
+        let cart = self
+            .app
+            .carts
+            .get_cart(&caller, &request.get_ref().cart_id)
+            .await?;
+        Ok(Response::new(GetCartResponse {
+            cart: Some(cart_to_proto(&cart)),
+        }))
+    }
+
+    async fn add_item(&self, request: Request<AddItemRequest>) -> Result<Response<AddItemResponse>, Status> {
+        let caller = principal(&request)?;
+        let r = request.into_inner();
+        let input = AddItem {
+            cart_id: r.cart_id,
+            product_id: r.product_id,
+            product_name: r.product_name,
+            quantity: r.quantity.into(),
+            unit_price: r.unit_price,
+            expected_version: r.expected_version,
+        };
+        let cart = self.app.carts.add_item(&caller, input).await?;
+        Ok(Response::new(AddItemResponse {
+            cart: Some(cart_to_proto(&cart)),
+        }))
+    }
+
+    async fn update_item_quantity(
+        &self,
+        request: Request<UpdateItemQuantityRequest>,
+    ) -> Result<Response<UpdateItemQuantityResponse>, Status> {
+        let caller = principal(&request)?;
+        let r = request.into_inner();
+        let input = UpdateItemQuantity {
+            cart_id: r.cart_id,
+            product_id: r.product_id,
+            quantity: r.quantity.into(),
+            expected_version: r.expected_version,
+        };
+        let cart = self.app.carts.update_item_quantity(&caller, input).await?;
+        Ok(Response::new(UpdateItemQuantityResponse {
+            cart: Some(cart_to_proto(&cart)),
+        }))
+    }
+
+    async fn remove_item(
+        &self,
+        request: Request<RemoveItemRequest>,
+    ) -> Result<Response<RemoveItemResponse>, Status> {
+        let caller = principal(&request)?;
+        let r = request.get_ref();
+        let cart = self
+            .app
+            .carts
+            .remove_item(&caller, &r.cart_id, &r.product_id, r.expected_version)
+            .await?;
+        Ok(Response::new(RemoveItemResponse {
+            cart: Some(cart_to_proto(&cart)),
+        }))
+    }
+
+    async fn delete_cart(
+        &self,
+        request: Request<DeleteCartRequest>,
+    ) -> Result<Response<DeleteCartResponse>, Status> {
+        let caller = principal(&request)?;
+        let r = request.get_ref();
+        self.app
+            .carts
+            .delete_cart(&caller, &r.cart_id, r.expected_version)
+            .await?;
+        Ok(Response::new(DeleteCartResponse {}))
+    }
+
+    async fn get_cart_analytics(
+        &self,
+        request: Request<GetCartAnalyticsRequest>,
+    ) -> Result<Response<GetCartAnalyticsResponse>, Status> {
+        let caller = principal(&request)?;
+        let analytics = self.app.carts.analytics(&caller).await?;
+        Ok(Response::new(analytics_to_proto(&analytics)))
+    }
+}
+
+/// A domain cart as the proto message (totals computed here).
+pub fn cart_to_proto(cart: &Cart) -> pb::Cart {
+    let items = cart
+        .items
+        .iter()
+        .map(|item| pb::CartItem {
+            product_id: item.product_id.clone(),
+            product_name: item.product_name.clone(),
+            quantity: clamp_i32(item.quantity.into()),
+            unit_price: item.unit_price.to_string(),
+            // Within the cart limits a line total cannot overflow; show "" if it ever did.
+            line_total: item.line_total().map(|t| t.to_string()).unwrap_or_default(),
+        })
+        .collect();
+    pb::Cart {
+        cart_id: cart.id.to_string(),
+        customer_id: cart.customer_id.clone(),
+        items,
+        currency: cart.currency.code().to_string(),
+        subtotal: cart.subtotal().map(|s| s.to_string()).unwrap_or_default(),
+        item_count: clamp_i32(cart.item_count().into()),
+        status: match cart.status {
+            CartStatus::Active => pb::CartStatus::Active,
+            CartStatus::Converted => pb::CartStatus::Converted,
+        }
+        .into(),
+        version: i64::try_from(cart.version).unwrap_or(i64::MAX),
+        created_at: Some(timestamp(cart.created_at)),
+        updated_at: Some(timestamp(cart.updated_at)),
+        expires_at: Some(timestamp(cart.expires_at)),
+    }
+}
+
+/// The analytics as the proto message.
+pub fn analytics_to_proto(a: &CartAnalytics) -> GetCartAnalyticsResponse {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    GetCartAnalyticsResponse {
+        carts_created: count(a.created),
+        carts_active: count(a.active),
+        carts_converted: count(a.converted),
+        carts_abandoned: count(a.abandoned),
+        carts_deleted: count(a.deleted),
+        abandonment_rate: a.abandonment_rate.to_string(),
+        average_cart_value: a.average_cart_value.to_string(),
+        currency: a.average_cart_value.currency().code().to_string(),
+    }
+}
+
+fn clamp_i32(n: i64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn timestamp(at: DateTime<Utc>) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or_default(),
+    }
+}

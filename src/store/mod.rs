@@ -1,5 +1,7 @@
-//! Storage behind small traits, each with a PostgreSQL and an embedded
-//! implementation checked by one conformance suite.
+//! Storage behind small traits, one module per kind of data, each with a real
+//! (PostgreSQL or Redis) and an embedded implementation checked by one
+//! conformance suite.
 
+pub mod cart;
 pub mod event_store;
 pub mod read_models;

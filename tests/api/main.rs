@@ -3,6 +3,8 @@
 mod helpers;
 
 mod bus;
+mod cart;
+mod cart_store;
 mod deploy;
 mod event_store;
 mod health;
