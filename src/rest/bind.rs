@@ -32,7 +32,7 @@ pub fn request_json(
     let input = schema
         .message(rule.input)
         .ok_or_else(|| anyhow::anyhow!("no descriptor for {}", rule.input))?;
-    let mut object = body_object(rule, body)?;
+    let mut object = body_object(rule, body).map_err(|err| with_content_type(err, parts))?;
 
     let query: Vec<(String, String)> = Query::try_from_uri(&parts.uri)
         .map_err(|e| AppError::invalid("query", e.body_text()))?
@@ -108,6 +108,25 @@ fn body_object(rule: &HttpRule, body: &[u8]) -> Result<Map<String, Value>, AppEr
             format!("expected a JSON object, found {}", json_type(&other)),
         )),
         (field, value) => Ok(Map::from_iter([(field.to_string(), value)])),
+    }
+}
+
+/// Tells a client whose body is not JSON which content type it sent.
+fn with_content_type(err: AppError, parts: &http::request::Parts) -> AppError {
+    let sent = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    match err {
+        AppError::InvalidArgument(mut violations) if !sent.contains("json") => {
+            for v in &mut violations {
+                v.description
+                    .push_str(&format!(" (Content-Type {sent}: send application/json)"));
+            }
+            AppError::InvalidArgument(violations)
+        }
+        other => other,
     }
 }
 

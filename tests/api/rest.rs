@@ -141,3 +141,33 @@ async fn the_default_development_cors_allows_any_origin() {
         .await;
     assert_eq!(reply.header("access-control-allow-origin"), "*");
 }
+
+#[tokio::test]
+async fn refusals_from_the_layers_in_front_keep_the_json_error_shape() {
+    let app = spawn_app_with(
+        Backend::from_env(),
+        &[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "2")],
+    )
+    .await;
+    let forged = call(&app, "GET", "/api/v1/cart/active")
+        .bearer("not.a.token")
+        .send()
+        .await;
+    assert_eq!(forged.status, 401, "{}", forged.text());
+    assert_eq!(forged.json()["code"], 16);
+
+    let token = app.customer("rita");
+    let mut last = None;
+    for _ in 0..4 {
+        last = Some(
+            call(&app, "GET", "/api/v1/cart/active")
+                .bearer(&token)
+                .send()
+                .await,
+        );
+    }
+    let limited = last.unwrap();
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    assert_eq!(limited.json()["code"], 8);
+    assert!(limited.header("retry-after").parse::<u64>().unwrap() >= 1);
+}
