@@ -4,4 +4,5 @@
 
 pub mod cart;
 pub mod event_store;
+pub mod idempotency;
 pub mod read_models;

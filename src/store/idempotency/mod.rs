@@ -1,0 +1,101 @@
+//! Command idempotency keys (CreateOrder): one row per (customer, key) in the
+//! `idempotency_keys` table of migration 0002.
+//!
+//! Life of a key: [`IdempotencyStore::claim`] inserts it `in_flight` with a
+//! lease and the order id every attempt will use; the request then either
+//! completes it `done` in the transaction of the order's events
+//! ([`crate::store::event_store::IdempotencyCompletion`]), or records a
+//! business refusal ([`IdempotencyStore::refuse`]), or, on a transient failure,
+//! [`IdempotencyStore::release`]s the lease so that a retry can resume at once.
+//! A claim whose lease ran out (a crashed request) can be taken over by a
+//! retry of the same request.
+
+mod postgres;
+mod sqlite;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use self::{postgres::PostgresIdempotencyStore, sqlite::SqliteIdempotencyStore};
+use crate::{db::Db, store::event_store::EventStoreError};
+
+/// A request asking for its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Owner of the key (keys are scoped per customer).
+    pub customer_id: String,
+    /// The client's key.
+    pub key: String,
+    /// Hash of the canonical request, customer included.
+    pub request_hash: String,
+    /// The order id to use if this claim creates the row.
+    pub order_id: Uuid,
+    /// How long the claim blocks other attempts unless completed or released.
+    pub lease: Duration,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimOutcome {
+    /// This request holds the key now: work on `order_id`, resuming from
+    /// `progress` if an earlier attempt recorded some.
+    Claimed {
+        /// The order id of the key (the proposed one, or the first attempt's).
+        order_id: Uuid,
+        /// What an earlier attempt recorded with [`IdempotencyStore::save_progress`].
+        progress: Option<Value>,
+    },
+    /// Another attempt holds the key and its lease has not run out.
+    InFlight,
+    /// Completed: answer with this response.
+    Done(Value),
+    /// Refused for a business reason: answer with this refusal.
+    Refused(Value),
+    /// The key was used with a different request.
+    DifferentRequest,
+}
+
+/// Stored idempotency keys.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + fmt::Debug {
+    /// Claims the key: see [`ClaimOutcome`].
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, EventStoreError>;
+
+    /// Records how far the holder got (e.g. the cart snapshot it converted).
+    async fn save_progress(
+        &self,
+        customer_id: &str,
+        key: &str,
+        progress: &Value,
+    ) -> Result<(), EventStoreError>;
+
+    /// Remembers a business refusal as the key's answer (only while in flight).
+    async fn refuse(&self, customer_id: &str, key: &str, response: &Value) -> Result<(), EventStoreError>;
+
+    /// Ends the holder's lease after a transient failure: the next attempt
+    /// may claim at once. Nothing is remembered as the answer.
+    async fn release(&self, customer_id: &str, key: &str) -> Result<(), EventStoreError>;
+}
+
+/// The store on `db`.
+pub fn idempotency_store(db: &Db) -> Arc<dyn IdempotencyStore> {
+    match db {
+        Db::Postgres(pool) => Arc::new(PostgresIdempotencyStore::new(pool.clone())),
+        Db::Sqlite(pool) => Arc::new(SqliteIdempotencyStore::new(pool.clone())),
+    }
+}
+
+/// Classifies an existing row that this claim could not take.
+fn classify(claim: &Claim, request_hash: &str, status: &str, response: Option<Value>) -> ClaimOutcome {
+    if request_hash != claim.request_hash {
+        return ClaimOutcome::DifferentRequest;
+    }
+    match (status, response) {
+        ("done", Some(response)) => ClaimOutcome::Done(response),
+        ("refused", Some(response)) => ClaimOutcome::Refused(response),
+        _ => ClaimOutcome::InFlight,
+    }
+}

@@ -1,0 +1,107 @@
+//! Idempotency keys on PostgreSQL.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{Claim, ClaimOutcome, IdempotencyStore, classify};
+use crate::store::event_store::EventStoreError;
+
+/// Idempotency keys on PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PostgresIdempotencyStore {
+    pool: PgPool,
+}
+
+impl PostgresIdempotencyStore {
+    /// A store on `pool` (migrated).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+/// Inserts the claim, or takes over an in-flight claim of the same request
+/// whose lease ran out (or was released). Returns a row only when this
+/// request now holds the key.
+const CLAIM: &str = "
+INSERT INTO idempotency_keys (customer_id, key, request_hash, status, order_id, lease_until)
+VALUES ($1, $2, $3, 'in_flight', $4, clock_timestamp() + make_interval(secs => $5))
+ON CONFLICT (customer_id, key) DO UPDATE
+    SET lease_until = EXCLUDED.lease_until, updated_at = now()
+    WHERE idempotency_keys.status = 'in_flight'
+      AND idempotency_keys.request_hash = EXCLUDED.request_hash
+      AND (idempotency_keys.lease_until IS NULL OR idempotency_keys.lease_until <= clock_timestamp())
+RETURNING order_id, progress";
+
+#[async_trait]
+impl IdempotencyStore for PostgresIdempotencyStore {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, EventStoreError> {
+        let claimed: Option<(Uuid, Option<Value>)> = sqlx::query_as(CLAIM)
+            .bind(&claim.customer_id)
+            .bind(&claim.key)
+            .bind(&claim.request_hash)
+            .bind(claim.order_id)
+            .bind(claim.lease.as_secs_f64())
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some((order_id, progress)) = claimed {
+            return Ok(ClaimOutcome::Claimed { order_id, progress });
+        }
+        let existing: Option<(String, String, Option<Value>)> = sqlx::query_as(
+            "SELECT request_hash, status, response FROM idempotency_keys WHERE customer_id = $1 AND key = $2",
+        )
+        .bind(&claim.customer_id)
+        .bind(&claim.key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match existing {
+            Some((hash, status, response)) => classify(claim, &hash, &status, response),
+            // Deleted in between (nothing deletes keys today): just say "retry".
+            None => ClaimOutcome::InFlight,
+        })
+    }
+
+    async fn save_progress(
+        &self,
+        customer_id: &str,
+        key: &str,
+        progress: &Value,
+    ) -> Result<(), EventStoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET progress = $3, updated_at = now() \
+             WHERE customer_id = $1 AND key = $2 AND status = 'in_flight'",
+        )
+        .bind(customer_id)
+        .bind(key)
+        .bind(progress)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn refuse(&self, customer_id: &str, key: &str, response: &Value) -> Result<(), EventStoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = 'refused', response = $3, lease_until = NULL, updated_at = now() \
+             WHERE customer_id = $1 AND key = $2 AND status = 'in_flight'",
+        )
+        .bind(customer_id)
+        .bind(key)
+        .bind(response)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release(&self, customer_id: &str, key: &str) -> Result<(), EventStoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET lease_until = NULL, updated_at = now() \
+             WHERE customer_id = $1 AND key = $2 AND status = 'in_flight'",
+        )
+        .bind(customer_id)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

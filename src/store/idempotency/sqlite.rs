@@ -1,0 +1,120 @@
+//! Idempotency keys on SQLite (timestamps in epoch milliseconds, see 0002).
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde_json::Value;
+use sqlx::SqlitePool;
+use uuid::Uuid;
+
+use super::{Claim, ClaimOutcome, IdempotencyStore, classify};
+use crate::store::event_store::EventStoreError;
+
+/// Idempotency keys on SQLite.
+#[derive(Clone, Debug)]
+pub struct SqliteIdempotencyStore {
+    pool: SqlitePool,
+}
+
+impl SqliteIdempotencyStore {
+    /// A store on `pool` (migrated).
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+/// See the PostgreSQL store's `CLAIM`.
+const CLAIM: &str = "
+INSERT INTO idempotency_keys (customer_id, key, request_hash, status, order_id, lease_until, created_at, updated_at)
+VALUES (?1, ?2, ?3, 'in_flight', ?4, ?5 + ?6, ?5, ?5)
+ON CONFLICT (customer_id, key) DO UPDATE
+    SET lease_until = excluded.lease_until, updated_at = ?5
+    WHERE idempotency_keys.status = 'in_flight'
+      AND idempotency_keys.request_hash = excluded.request_hash
+      AND (idempotency_keys.lease_until IS NULL OR idempotency_keys.lease_until <= ?5)
+RETURNING order_id, progress";
+
+fn json(text: Option<String>) -> Result<Option<Value>, EventStoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| anyhow::anyhow!("stored idempotency JSON: {e}").into()))
+        .transpose()
+}
+
+#[async_trait]
+impl IdempotencyStore for SqliteIdempotencyStore {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, EventStoreError> {
+        let now = Utc::now().timestamp_millis();
+        let lease = i64::try_from(claim.lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let claimed: Option<(String, Option<String>)> = sqlx::query_as(CLAIM)
+            .bind(&claim.customer_id)
+            .bind(&claim.key)
+            .bind(&claim.request_hash)
+            .bind(claim.order_id.to_string())
+            .bind(now)
+            .bind(lease)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some((order_id, progress)) = claimed {
+            let order_id = Uuid::parse_str(&order_id).map_err(|e| anyhow::anyhow!("stored order id: {e}"))?;
+            return Ok(ClaimOutcome::Claimed {
+                order_id,
+                progress: json(progress)?,
+            });
+        }
+        let existing: Option<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT request_hash, status, response FROM idempotency_keys WHERE customer_id = ? AND key = ?",
+        )
+        .bind(&claim.customer_id)
+        .bind(&claim.key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match existing {
+            Some((hash, status, response)) => classify(claim, &hash, &status, json(response)?),
+            None => ClaimOutcome::InFlight,
+        })
+    }
+
+    async fn save_progress(
+        &self,
+        customer_id: &str,
+        key: &str,
+        progress: &Value,
+    ) -> Result<(), EventStoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET progress = ?, updated_at = ? \
+             WHERE customer_id = ? AND key = ? AND status = 'in_flight'",
+        )
+        .bind(progress.to_string())
+        .bind(Utc::now().timestamp_millis())
+        .bind(customer_id)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn refuse(&self, customer_id: &str, key: &str, response: &Value) -> Result<(), EventStoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = 'refused', response = ?, lease_until = NULL, updated_at = ? \
+             WHERE customer_id = ? AND key = ? AND status = 'in_flight'",
+        )
+        .bind(response.to_string())
+        .bind(Utc::now().timestamp_millis())
+        .bind(customer_id)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release(&self, customer_id: &str, key: &str) -> Result<(), EventStoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET lease_until = NULL, updated_at = ? \
+             WHERE customer_id = ? AND key = ? AND status = 'in_flight'",
+        )
+        .bind(Utc::now().timestamp_millis())
+        .bind(customer_id)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
