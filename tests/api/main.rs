@@ -4,6 +4,7 @@ mod helpers;
 
 mod bus;
 mod cart;
+mod cart_outage;
 mod cart_store;
 mod deploy;
 mod event_store;
