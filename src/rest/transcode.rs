@@ -30,7 +30,7 @@ pub async fn dispatch(
         Ok(Path(path)) => path,
         Err(rejection) => return error(AppError::invalid("path", rejection.body_text())),
     };
-    let body = match read_body(rule, &parts.headers, body, shared.max_body_bytes).await {
+    let body = match read_body(&parts.headers, body, shared.max_body_bytes).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -100,7 +100,6 @@ fn version_text(value: &Value) -> Option<String> {
 /// is read as JSON, as grpc-gateway does: `curl -d` sends form encoding by
 /// default, and a body that is not JSON gets a 400 saying so.
 async fn read_body(
-    rule: &HttpRule,
     headers: &http::HeaderMap,
     body: Body,
     limit: usize,
