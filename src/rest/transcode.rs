@@ -64,9 +64,10 @@ where
     }
 }
 
-/// The JSON answer; a response carrying a cart gets `ETag: "<version>"`.
+/// The JSON answer (fields in proto order); a response carrying a cart gets
+/// `ETag: "<version>"`, the value `If-Match` takes back.
 fn encode<Resp: Serialize>(message: &Resp) -> http::Response<Body> {
-    let json = match serde_json::to_value(message) {
+    let json = match serde_json::to_vec(message) {
         Ok(json) => json,
         Err(err) => {
             return error(AppError::Internal(anyhow::anyhow!(
@@ -74,26 +75,36 @@ fn encode<Resp: Serialize>(message: &Resp) -> http::Response<Body> {
             )));
         }
     };
-    let mut response = http::Response::new(Body::from(json.to_string()));
+    let etag = serde_json::from_slice::<CartVersion>(&json)
+        .ok()
+        .and_then(|c| c.cart)
+        .and_then(|c| match c.version {
+            Value::String(s) => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .and_then(|version| http::HeaderValue::from_str(&format!("\"{version}\"")).ok());
+    let mut response = http::Response::new(Body::from(json));
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
-    if let Some(version) = json.pointer("/cart/version").and_then(version_text)
-        && let Ok(etag) = http::HeaderValue::from_str(&format!("\"{version}\""))
-    {
+    if let Some(etag) = etag {
         headers.insert(http::header::ETAG, etag);
     }
     response
 }
 
-fn version_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+/// Just the cart version of a response, if it has one.
+#[derive(serde::Deserialize)]
+struct CartVersion {
+    cart: Option<VersionOnly>,
+}
+
+#[derive(serde::Deserialize)]
+struct VersionOnly {
+    version: Value,
 }
 
 /// The body bytes, bounded by MAX_BODY_BYTES (413 past it). Any content type

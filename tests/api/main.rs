@@ -12,6 +12,7 @@ mod health;
 mod observability;
 mod read_models;
 mod rest;
+mod rest_cart;
 mod rest_client;
 mod rest_docs;
 mod rest_input;
