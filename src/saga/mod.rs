@@ -5,3 +5,6 @@
 
 pub mod plan;
 pub mod store;
+pub mod engine;
+pub mod grpc_siblings;
+pub mod ports;

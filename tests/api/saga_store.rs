@@ -143,12 +143,15 @@ async fn a_saga_is_claimed_by_one_worker_until_its_lease_expires_and_stale_write
         let taken = f.sagas.claim_due(contender, 10).await.unwrap();
         assert_eq!(taken.len(), 1, "{backend:?}: an expired lease is taken over");
         let columns = SagaColumns::of(record);
-        let stale = f.sagas.write(holder, saga_id, &columns, None).await;
+        let stale = f.sagas.write(holder, saga_id, &columns, &[], None).await;
         assert!(
             matches!(stale, Err(SagaStoreError::LeaseLost)),
             "{backend:?}: {stale:?}"
         );
-        f.sagas.write(contender, saga_id, &columns, None).await.unwrap();
+        f.sagas
+            .write(contender, saga_id, &columns, &[], None)
+            .await
+            .unwrap();
     }
 }
 
@@ -163,12 +166,20 @@ async fn steps_and_attempts_are_recorded_before_and_after_the_call() {
         columns.current_step = Some(Step::AuthorizePayment);
         let mut step = step_record(Step::AuthorizePayment, StepStatus::InProgress, 1);
         let started = AttemptWrite::Started {
+            step: Step::AuthorizePayment,
             attempt: 1,
             worker: "w".into(),
+            idempotency_key: step.idempotency_key.clone(),
             started_at: Utc::now(),
         };
         f.sagas
-            .write(&worker, saga_id, &columns, Some((&step, &started)))
+            .write(
+                &worker,
+                saga_id,
+                &columns,
+                std::slice::from_ref(&step),
+                Some(&started),
+            )
             .await
             .unwrap();
 
@@ -188,6 +199,7 @@ async fn steps_and_attempts_are_recorded_before_and_after_the_call() {
         step.finished_at = Some(Utc::now());
         columns.refs.authorization_id = Some("auth_1".into());
         let finished = AttemptWrite::Finished {
+            step: Step::AuthorizePayment,
             attempt: 1,
             finished_at: Utc::now(),
             end: AttemptEnd {
@@ -198,9 +210,16 @@ async fn steps_and_attempts_are_recorded_before_and_after_the_call() {
                 trace_id: Some("abc".into()),
             },
         };
+        let voided = step_record(Step::VoidPayment, StepStatus::Pending, 0);
         let fresh = f
             .sagas
-            .write(&worker, saga_id, &columns, Some((&step, &finished)))
+            .write(
+                &worker,
+                saga_id,
+                &columns,
+                &[step.clone(), voided],
+                Some(&finished),
+            )
             .await
             .unwrap();
         assert!(!fresh.cancel_requested);
@@ -220,6 +239,9 @@ async fn steps_and_attempts_are_recorded_before_and_after_the_call() {
             (end.outcome, end.latency_ms, end.trace_id.as_deref()),
             ("SUCCEEDED", 7, Some("abc"))
         );
+        assert_eq!(saga.steps.len(), 2, "{backend:?}: both step rows written");
+        let counts = f.sagas.count_by_status().await.unwrap();
+        assert_eq!(counts, vec![(SagaStatus::Running, 1)]);
     }
 }
 
@@ -262,12 +284,20 @@ async fn failed_sagas_wait_for_an_operator_whose_action_is_recorded_and_fenced_b
         columns.status = SagaStatus::Failed;
         let step = step_record(Step::AuthorizePayment, StepStatus::Failed, 3);
         let started = AttemptWrite::Started {
+            step: Step::AuthorizePayment,
             attempt: 3,
             worker: "w".into(),
+            idempotency_key: step.idempotency_key.clone(),
             started_at: Utc::now(),
         };
         f.sagas
-            .write(&worker, saga_id, &columns, Some((&step, &started)))
+            .write(
+                &worker,
+                saga_id,
+                &columns,
+                std::slice::from_ref(&step),
+                Some(&started),
+            )
             .await
             .unwrap();
         f.sagas.release(&worker, saga_id, Utc::now(), true).await.unwrap();

@@ -178,20 +178,26 @@ pub struct AttemptEnd {
     pub trace_id: Option<String>,
 }
 
-/// The attempt part of a step write.
+/// The attempt part of a worker write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptWrite {
     /// Recorded before the call.
     Started {
+        /// The step.
+        step: Step,
         /// Attempt number (1-based, over the step's whole life).
         attempt: u32,
         /// Who sends it.
         worker: String,
+        /// Key sent.
+        idempotency_key: String,
         /// When.
         started_at: DateTime<Utc>,
     },
     /// Recorded after the call.
     Finished {
+        /// The step.
+        step: Step,
         /// Attempt number.
         attempt: u32,
         /// When.
@@ -302,14 +308,15 @@ pub trait SagaStore: Send + Sync + std::fmt::Debug {
     /// FAILED with a cancel request) and not leased by a live worker.
     async fn claim_due(&self, lease: &Lease, limit: usize) -> Result<Vec<SagaRecord>, SagaStoreError>;
 
-    /// Writes the saga columns, and optionally one step's row and its attempt,
+    /// Writes the saga columns, the given step rows and optionally an attempt,
     /// in one transaction, fenced by `lease` (renewed).
     async fn write(
         &self,
         lease: &Lease,
         saga_id: Uuid,
         columns: &SagaColumns,
-        step: Option<(&StepRecord, &AttemptWrite)>,
+        steps: &[StepRecord],
+        attempt: Option<&AttemptWrite>,
     ) -> Result<Fresh, SagaStoreError>;
 
     /// Gives the saga up until `next_run_at` (sooner if a cancel arrived that
@@ -338,6 +345,9 @@ pub trait SagaStore: Send + Sync + std::fmt::Debug {
 
     /// Every attempt of a saga, in the order they were sent.
     async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError>;
+
+    /// How many sagas are in each status (for the `sagas` gauge).
+    async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError>;
 
     /// Operator actions on a saga, oldest first.
     async fn operator_actions(&self, saga_id: Uuid) -> Result<Vec<OperatorActionRecord>, SagaStoreError>;

@@ -137,15 +137,23 @@ const FENCED_UPDATE: &str = "UPDATE sagas SET status = $3, current_step = $4, pa
     lease_until = now() + $13 * interval '1 millisecond' \
     WHERE saga_id = $1 AND lease_owner = $2 RETURNING saga_id, cancel_requested, cancel_reason";
 
-/// The step upsert ($14..$24), only where the fence let the update through.
-const STEP_UPSERT: &str = "INSERT INTO saga_steps (saga_id, step, compensation, status, attempts, \
-    round_attempts, idempotency_key, last_error, last_grpc_code, started_at, finished_at, duration_ms) \
-    SELECT s.saga_id, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24 FROM s \
-    ON CONFLICT (saga_id, step) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, \
-    round_attempts = EXCLUDED.round_attempts, idempotency_key = EXCLUDED.idempotency_key, \
-    last_error = EXCLUDED.last_error, last_grpc_code = EXCLUDED.last_grpc_code, \
-    started_at = COALESCE(saga_steps.started_at, EXCLUDED.started_at), \
-    finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms";
+/// The upsert of every step row given as parallel arrays from `$first` on
+/// (11 of them), only where the saga update `s` went through.
+fn step_upsert(first: usize) -> String {
+    let p: Vec<String> = (first..first + 11).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO saga_steps (saga_id, step, compensation, status, attempts, round_attempts, \
+         idempotency_key, last_error, last_grpc_code, started_at, finished_at, duration_ms) \
+         SELECT s.saga_id, x.* FROM s, UNNEST({}::text[], {}::bool[], {}::text[], {}::int4[], {}::int4[], \
+         {}::text[], {}::text[], {}::text[], {}::timestamptz[], {}::timestamptz[], {}::int8[]) AS x \
+         ON CONFLICT (saga_id, step) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, \
+         round_attempts = EXCLUDED.round_attempts, idempotency_key = EXCLUDED.idempotency_key, \
+         last_error = EXCLUDED.last_error, last_grpc_code = EXCLUDED.last_grpc_code, \
+         started_at = COALESCE(saga_steps.started_at, EXCLUDED.started_at), \
+         finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms",
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]
+    )
+}
 
 fn bind_columns<'q>(
     query: Query<'q, Postgres, PgArguments>,
@@ -164,22 +172,37 @@ fn bind_columns<'q>(
         .bind(columns.refs.capture_id.as_deref())
 }
 
-fn bind_step<'q>(
+fn bind_steps<'q>(
     query: Query<'q, Postgres, PgArguments>,
-    step: &'q StepRecord,
+    steps: &'q [StepRecord],
 ) -> Query<'q, Postgres, PgArguments> {
     query
-        .bind(step.step.name())
-        .bind(step.step.is_compensation())
-        .bind(step.status.as_str())
-        .bind(stored_count(step.attempts))
-        .bind(stored_count(step.round_attempts))
-        .bind(step.idempotency_key.as_str())
-        .bind(step.last_error.as_deref())
-        .bind(step.last_grpc_code.as_deref())
-        .bind(step.started_at)
-        .bind(step.finished_at)
-        .bind(step.duration_ms)
+        .bind(steps.iter().map(|s| s.step.name()).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.step.is_compensation()).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.status.as_str()).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| stored_count(s.attempts)).collect::<Vec<_>>())
+        .bind(
+            steps
+                .iter()
+                .map(|s| stored_count(s.round_attempts))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            steps
+                .iter()
+                .map(|s| s.idempotency_key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(steps.iter().map(|s| s.last_error.as_deref()).collect::<Vec<_>>())
+        .bind(
+            steps
+                .iter()
+                .map(|s| s.last_grpc_code.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(steps.iter().map(|s| s.started_at).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.finished_at).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.duration_ms).collect::<Vec<_>>())
 }
 
 impl PostgresSagaStore {
@@ -242,56 +265,62 @@ impl SagaStore for PostgresSagaStore {
         lease: &Lease,
         saga_id: Uuid,
         columns: &SagaColumns,
-        step: Option<(&StepRecord, &AttemptWrite)>,
+        steps: &[StepRecord],
+        attempt: Option<&AttemptWrite>,
     ) -> Result<Fresh, SagaStoreError> {
-        let sql = match step.map(|(_, a)| a) {
-            None => format!("WITH s AS ({FENCED_UPDATE}) SELECT cancel_requested, cancel_reason FROM s"),
-            Some(AttemptWrite::Started { .. }) => format!(
-                "WITH s AS ({FENCED_UPDATE}), st AS ({STEP_UPSERT}), \
-                 a AS (INSERT INTO saga_attempts (saga_id, step, attempt, worker, idempotency_key, started_at) \
-                       SELECT s.saga_id, $14, $25, $26, $19, $27 FROM s \
-                       ON CONFLICT (saga_id, step, attempt) DO UPDATE SET worker = EXCLUDED.worker, \
-                       started_at = EXCLUDED.started_at) \
-                 SELECT cancel_requested, cancel_reason FROM s"
-            ),
-            Some(AttemptWrite::Finished { .. }) => format!(
-                "WITH s AS ({FENCED_UPDATE}), st AS ({STEP_UPSERT}), \
-                 a AS (UPDATE saga_attempts SET finished_at = $26, outcome = $27, grpc_code = $28, \
-                       error = $29, latency_ms = $30, trace_id = $31 \
-                       FROM s WHERE saga_attempts.saga_id = s.saga_id AND saga_attempts.step = $14 \
-                       AND saga_attempts.attempt = $25) \
-                 SELECT cancel_requested, cancel_reason FROM s"
-            ),
+        let attempt_sql = match attempt {
+            None => "",
+            Some(AttemptWrite::Started { .. }) => {
+                ", a AS (INSERT INTO saga_attempts (saga_id, step, attempt, worker, idempotency_key, started_at) \
+                 SELECT s.saga_id, $25, $26, $27, $28, $29 FROM s \
+                 ON CONFLICT (saga_id, step, attempt) DO UPDATE SET worker = EXCLUDED.worker, \
+                 started_at = EXCLUDED.started_at)"
+            }
+            Some(AttemptWrite::Finished { .. }) => {
+                ", a AS (UPDATE saga_attempts SET finished_at = $27, outcome = $28, grpc_code = $29, \
+                 error = $30, latency_ms = $31, trace_id = $32 FROM s \
+                 WHERE saga_attempts.saga_id = s.saga_id AND saga_attempts.step = $25 \
+                 AND saga_attempts.attempt = $26)"
+            }
         };
+        let sql = format!(
+            "WITH s AS ({FENCED_UPDATE}), st AS ({}){attempt_sql} SELECT cancel_requested, cancel_reason FROM s",
+            step_upsert(14)
+        );
         let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(saga_id)
             .bind(&lease.owner);
-        let mut query = bind_columns(query, columns).bind(lease_millis(lease));
-        if let Some((step, attempt)) = step {
-            query = bind_step(query, step);
-            query = match attempt {
-                AttemptWrite::Started {
-                    attempt,
-                    worker,
-                    started_at,
-                } => query
-                    .bind(stored_count(*attempt))
-                    .bind(worker.as_str())
-                    .bind(*started_at),
-                AttemptWrite::Finished {
-                    attempt,
-                    finished_at,
-                    end,
-                } => query
-                    .bind(stored_count(*attempt))
-                    .bind(*finished_at)
-                    .bind(end.outcome)
-                    .bind(end.grpc_code.as_deref())
-                    .bind(end.error.as_deref())
-                    .bind(end.latency_ms)
-                    .bind(end.trace_id.as_deref()),
-            };
-        }
+        let query = bind_columns(query, columns).bind(lease_millis(lease));
+        let mut query = bind_steps(query, steps);
+        query = match attempt {
+            None => query,
+            Some(AttemptWrite::Started {
+                step,
+                attempt,
+                worker,
+                idempotency_key,
+                started_at,
+            }) => query
+                .bind(step.name())
+                .bind(stored_count(*attempt))
+                .bind(worker.as_str())
+                .bind(idempotency_key.as_str())
+                .bind(*started_at),
+            Some(AttemptWrite::Finished {
+                step,
+                attempt,
+                finished_at,
+                end,
+            }) => query
+                .bind(step.name())
+                .bind(stored_count(*attempt))
+                .bind(*finished_at)
+                .bind(end.outcome)
+                .bind(end.grpc_code.as_deref())
+                .bind(end.error.as_deref())
+                .bind(end.latency_ms)
+                .bind(end.trace_id.as_deref()),
+        };
         let row = query
             .fetch_optional(&self.pool)
             .await?
@@ -386,6 +415,15 @@ impl SagaStore for PostgresSagaStore {
             .collect()
     }
 
+    async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM sagas GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(status, n)| Ok((parse_status(&status)?, u64::try_from(n).unwrap_or(0))))
+            .collect()
+    }
+
     async fn apply_operator_action(
         &self,
         saga_id: Uuid,
@@ -394,28 +432,29 @@ impl SagaStore for PostgresSagaStore {
         step: &StepRecord,
         action: &OperatorActionRecord,
     ) -> Result<(), SagaStoreError> {
-        // $2 is the expected version here, not a lease owner; $13 is unused by
-        // this statement's fence, which also requires that no live lease exists.
+        // Fenced by version and status instead of a lease: no live worker may
+        // hold it. pg_notify wakes the replicas' workers at commit.
         let sql = format!(
             "WITH s AS (UPDATE sagas SET status = $3, current_step = $4, past_pivot = $5, \
                 compensation_reason = $6, last_error = $7, authorization_id = $8, reservation_id = $9, \
                 shipment_id = $10, tracking_number = $11, capture_id = $12, updated_at = now(), \
                 next_run_at = now(), lease_owner = NULL, lease_until = NULL \
-                WHERE saga_id = $1 AND updated_at = $2 AND $13::bigint IS NOT NULL \
-                  AND status IN ('FAILED', 'COMPENSATION_FAILED') \
+                WHERE saga_id = $1 AND updated_at = $2 AND status IN ('FAILED', 'COMPENSATION_FAILED') \
                   AND (lease_until IS NULL OR lease_until < now()) RETURNING saga_id), \
-            st AS ({STEP_UPSERT}), \
+            st AS ({}), \
             a AS (INSERT INTO saga_operator_actions (saga_id, action, step, operator, reason, at) \
-                SELECT s.saga_id, $25, $14, $26, $27, $28 FROM s RETURNING id), \
+                SELECT s.saga_id, $24, $25, $26, $27, $28 FROM s RETURNING id), \
             n AS (SELECT pg_notify('commerce_sagas', s.saga_id::text) FROM s) \
-            SELECT (SELECT count(*) FROM a) AS applied, (SELECT count(*) FROM n) AS notified"
+            SELECT (SELECT count(*) FROM a) AS applied, (SELECT count(*) FROM n) AS notified",
+            step_upsert(13)
         );
+        let steps = std::slice::from_ref(step);
         let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(saga_id)
             .bind(expected_updated_at);
-        let query = bind_columns(query, columns).bind(0_i64);
-        let query = bind_step(query, step)
+        let query = bind_steps(bind_columns(query, columns), steps)
             .bind(action.action.as_str())
+            .bind(action.step.name())
             .bind(action.operator.as_str())
             .bind(action.reason.as_str())
             .bind(action.at);

@@ -195,13 +195,14 @@ async fn upsert_step(
 async fn write_attempt(
     tx: &mut Transaction<'static, Sqlite>,
     saga_id: &str,
-    step: &StepRecord,
     attempt: &AttemptWrite,
 ) -> Result<(), SagaStoreError> {
     match attempt {
         AttemptWrite::Started {
+            step,
             attempt,
             worker,
+            idempotency_key,
             started_at,
         } => {
             sqlx::query(
@@ -210,15 +211,16 @@ async fn write_attempt(
                  DO UPDATE SET worker = excluded.worker, started_at = excluded.started_at",
             )
             .bind(saga_id)
-            .bind(step.step.name())
+            .bind(step.name())
             .bind(stored_count(*attempt))
             .bind(worker.as_str())
-            .bind(step.idempotency_key.as_str())
+            .bind(idempotency_key.as_str())
             .bind(ms(*started_at))
             .execute(&mut **tx)
             .await?;
         }
         AttemptWrite::Finished {
+            step,
             attempt,
             finished_at,
             end,
@@ -228,7 +230,7 @@ async fn write_attempt(
                  latency_ms = ?8, trace_id = ?9 WHERE saga_id = ?1 AND step = ?2 AND attempt = ?3",
             )
             .bind(saga_id)
-            .bind(step.step.name())
+            .bind(step.name())
             .bind(stored_count(*attempt))
             .bind(ms(*finished_at))
             .bind(end.outcome)
@@ -315,7 +317,8 @@ impl SagaStore for SqliteSagaStore {
         lease: &Lease,
         saga_id: Uuid,
         columns: &SagaColumns,
-        step: Option<(&StepRecord, &AttemptWrite)>,
+        steps: &[StepRecord],
+        attempt: Option<&AttemptWrite>,
     ) -> Result<Fresh, SagaStoreError> {
         let id = saga_id.to_string();
         let now = ms(Utc::now());
@@ -336,9 +339,11 @@ impl SagaStore for SqliteSagaStore {
             cancel_requested: fresh.try_get("cancel_requested")?,
             cancel_reason: fresh.try_get("cancel_reason")?,
         };
-        if let Some((step, attempt)) = step {
+        for step in steps {
             upsert_step(&mut tx, &id, step).await?;
-            write_attempt(&mut tx, &id, step, attempt).await?;
+        }
+        if let Some(attempt) = attempt {
+            write_attempt(&mut tx, &id, attempt).await?;
         }
         tx.commit().await?;
         Ok(fresh)
@@ -452,6 +457,15 @@ impl SagaStore for SqliteSagaStore {
                     at: at(when)?,
                 })
             })
+            .collect()
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM sagas GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(status, n)| Ok((parse_status(&status)?, u64::try_from(n).unwrap_or(0))))
             .collect()
     }
 

@@ -1,0 +1,442 @@
+//! Drives one claimed saga: asks [`plan`](super::plan) what to do, records
+//! each attempt in the database *before* sending it and its outcome *after*,
+//! and releases the saga when it must wait (backoff, operator) or is done.
+//!
+//! # Crash safety
+//! Every effect is keyed: a sibling call carries `{seed}:{step}`, and order
+//! commands are idempotent. So whatever point a crash interrupts — before the
+//! IN_PROGRESS record, between it and the call, between the call and the
+//! outcome record — the next owner simply re-sends the step with the same key
+//! and gets the first answer back. No step result is ever guessed.
+//!
+//! # Uncertain steps and compensation
+//! A forward step whose answer was lost may or may not have taken effect. Its
+//! compensation first re-sends it with its own key to learn the id (or the
+//! refusal, in which case there is nothing to undo), then undoes it.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::Rng;
+use tracing::Instrument;
+
+use super::{
+    plan::{Decision, Outcome, RetryPolicy, SagaState, SagaStatus, Schedule, Step, StepStatus, idempotency_key},
+    ports::{CallError, FailureKind, OrderCommand, OrderFacts, OrderPort, Siblings},
+    store::{AttemptEnd, AttemptWrite, Fresh, Lease, SagaColumns, SagaRecord, SagaStore, SagaStoreError, StepRecord},
+};
+use crate::{metrics, shutdown::Shutdown};
+
+/// Runs sagas for one worker pool (one lease owner).
+pub struct Engine {
+    store: Arc<dyn SagaStore>,
+    siblings: Arc<dyn Siblings>,
+    orders: Arc<dyn OrderPort>,
+    policy: RetryPolicy,
+    lease: Lease,
+    shutdown: Shutdown,
+}
+
+/// When a halted saga would run again by itself: never (an operator or a
+/// customer cancel makes it due again).
+fn far_future() -> DateTime<Utc> {
+    Utc::now() + TimeDelta::days(36_500)
+}
+
+impl Engine {
+    /// An engine writing as `lease.owner`.
+    pub fn new(
+        store: Arc<dyn SagaStore>,
+        siblings: Arc<dyn Siblings>,
+        orders: Arc<dyn OrderPort>,
+        policy: RetryPolicy,
+        lease: Lease,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self {
+            store,
+            siblings,
+            orders,
+            policy,
+            lease,
+            shutdown,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn SagaStore> {
+        &self.store
+    }
+
+    /// The lease this engine claims with.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Drives a claimed saga until it is done or must wait, then releases it.
+    /// A lost lease ends the drive silently: the new owner goes on.
+    pub async fn drive(&self, record: SagaRecord) -> Result<(), SagaStoreError> {
+        let span = tracing::info_span!("saga", saga_id = %record.saga_id, order_id = %record.order_id);
+        let result = self.drive_inner(record).instrument(span.clone()).await;
+        match &result {
+            Err(SagaStoreError::LeaseLost) => {
+                span.in_scope(|| tracing::warn!("saga lease lost; another worker owns it now"));
+                Ok(())
+            }
+            Err(e) => {
+                span.in_scope(|| tracing::error!(error = %e, "saga drive stopped; resumes when the lease expires"));
+                result
+            }
+            Ok(()) => result,
+        }
+    }
+
+    async fn drive_inner(&self, mut record: SagaRecord) -> Result<(), SagaStoreError> {
+        let mut facts = None;
+        loop {
+            let mut state = record.state();
+            let decision = state.decide(Utc::now());
+            if self.shutdown.is_triggered() && matches!(decision, Decision::Run(_)) {
+                // Hand it back, due now: this or another replica resumes it.
+                return self.release(&record, Utc::now()).await;
+            }
+            match decision {
+                Decision::Run(step) => match self.run_step(&mut record, &mut state, step, &mut facts).await? {
+                    Schedule::Now => {}
+                    Schedule::At(at) => return self.release(&record, at).await,
+                    Schedule::Halt => {
+                        finished_metric(&record);
+                        return self.release(&record, far_future()).await;
+                    }
+                },
+                Decision::Compensate(reason) => {
+                    tracing::info!(%reason, "saga compensates");
+                    state.start_compensation(reason);
+                    sync_columns(&mut record, &state);
+                }
+                Decision::Finish(status) => {
+                    record.status = status;
+                    record.current_step = None;
+                    let fresh = self
+                        .store
+                        .write(&self.lease, record.saga_id, &SagaColumns::of(&record), &[], None)
+                        .await?;
+                    apply_fresh(&mut record, &fresh);
+                    tracing::info!(status = status.as_str(), "saga finished");
+                    finished_metric(&record);
+                    return self.release(&record, far_future()).await;
+                }
+                Decision::Idle => return self.release(&record, far_future()).await,
+            }
+        }
+    }
+
+    async fn release(&self, record: &SagaRecord, at: DateTime<Utc>) -> Result<(), SagaStoreError> {
+        self.store
+            .release(&self.lease, record.saga_id, at, record.cancel_requested)
+            .await
+    }
+
+    /// One attempt of `step`: recorded, sent, recorded. Returns when to go on.
+    async fn run_step(
+        &self,
+        record: &mut SagaRecord,
+        state: &mut SagaState,
+        step: Step,
+        facts: &mut Option<OrderFacts>,
+    ) -> Result<Schedule, SagaStoreError> {
+        let key = idempotency_key(&record.seed, step);
+        state.begin(step);
+        let started_at = Utc::now();
+        let mut row = record.step(step).cloned().unwrap_or_else(|| StepRecord {
+            step,
+            status: StepStatus::Pending,
+            attempts: 0,
+            round_attempts: 0,
+            idempotency_key: key.clone(),
+            last_error: None,
+            last_grpc_code: None,
+            started_at: None,
+            finished_at: None,
+            duration_ms: 0,
+        });
+        let progress = state.step(step);
+        row.status = StepStatus::InProgress;
+        row.attempts = progress.attempts;
+        row.round_attempts = progress.round_attempts;
+        row.started_at.get_or_insert(started_at);
+        row.finished_at = None;
+        sync_columns(record, state);
+        record.current_step = Some(step);
+        let attempt = row.attempts;
+        let begin = AttemptWrite::Started {
+            step,
+            attempt,
+            worker: self.lease.owner.clone(),
+            idempotency_key: key.clone(),
+            started_at,
+        };
+        // Before the call: if this write fails, nothing is sent.
+        let fresh = self
+            .store
+            .write(&self.lease, record.saga_id, &SagaColumns::of(record), std::slice::from_ref(&row), Some(&begin))
+            .await?;
+        apply_fresh(record, &fresh);
+        let cancel_before = record.cancel_requested;
+        put_step(record, row.clone());
+
+        let span = tracing::info_span!("saga_step", step = step.name(), attempt, idempotency_key = %key);
+        let clock = Instant::now();
+        let result = self.call(step, &key, record, facts).instrument(span.clone()).await;
+        let latency = clock.elapsed();
+        let trace_id = span.in_scope(current_trace_id);
+
+        let outcome = match &result {
+            Ok(()) => Outcome::Succeeded,
+            Err(e) if e.kind == FailureKind::Refused => Outcome::Refused(e.message.clone()),
+            Err(e) => Outcome::Transient(format!("{}: {}", e.code, e.message)),
+        };
+        let finished_at = Utc::now();
+        let jitter = rand::rng().random_range(0..1000);
+        let mut schedule = state.record(step, &outcome, &self.policy, finished_at, jitter);
+        span.in_scope(|| log_outcome(&outcome, &schedule, latency));
+
+        row.status = state.step(step).status;
+        row.duration_ms += millis(latency);
+        row.last_grpc_code = Some(result.as_ref().map_or_else(|e| e.code.clone(), |()| "OK".into()));
+        if let Err(e) = &result {
+            row.last_error = Some(e.message.clone());
+            record.last_error = Some(format!("{step}: {e}"));
+        }
+        if matches!(row.status, StepStatus::Succeeded | StepStatus::Refused | StepStatus::Failed) {
+            row.finished_at = Some(finished_at);
+        }
+        let mut rows = vec![row];
+        if outcome == Outcome::Succeeded
+            && let Some(undone) = step.undoes().and_then(|forward| record.step(forward))
+        {
+            rows.push(StepRecord {
+                status: StepStatus::Compensated,
+                ..undone.clone()
+            });
+        }
+        sync_columns(record, state);
+        record.current_step = state.next_step();
+        let end = AttemptWrite::Finished {
+            step,
+            attempt,
+            finished_at,
+            end: AttemptEnd {
+                outcome: match outcome {
+                    Outcome::Succeeded => "SUCCEEDED",
+                    Outcome::Refused(_) => "REFUSED",
+                    Outcome::Transient(_) => "TRANSIENT",
+                },
+                grpc_code: rows[0].last_grpc_code.clone(),
+                error: result.as_ref().err().map(|e| e.message.clone()),
+                latency_ms: millis(latency),
+                trace_id,
+            },
+        };
+        let fresh = self
+            .store
+            .write(&self.lease, record.saga_id, &SagaColumns::of(record), &rows, Some(&end))
+            .await?;
+        apply_fresh(record, &fresh);
+        for row in rows {
+            put_step(record, row);
+        }
+        step_metric(step, &outcome, &schedule, latency);
+        // A cancel that arrived during the call is decided on now, not after a backoff.
+        if record.cancel_requested && !cancel_before {
+            schedule = Schedule::Now;
+        }
+        Ok(schedule)
+    }
+
+    /// The step's effect: the sibling call (unless its id is already known)
+    /// and the order command that records it.
+    async fn call(
+        &self,
+        step: Step,
+        key: &str,
+        record: &mut SagaRecord,
+        facts: &mut Option<OrderFacts>,
+    ) -> Result<(), CallError> {
+        let order_id = record.order_id;
+        let command = match step {
+            Step::AuthorizePayment => OrderCommand::MarkPaymentAuthorized {
+                authorization_id: self.learn(step, record, facts).await?,
+            },
+            Step::ReserveInventory => OrderCommand::MarkInventoryReserved {
+                reservation_id: self.learn(step, record, facts).await?,
+            },
+            Step::CreateShipment => OrderCommand::MarkShippingArranged {
+                shipment_id: self.learn(step, record, facts).await?,
+                tracking_number: record.refs.tracking_number.clone().unwrap_or_default(),
+            },
+            Step::CapturePayment => {
+                let authorization_id = self.learn(Step::AuthorizePayment, record, facts).await?;
+                if record.refs.capture_id.is_none() {
+                    record.refs.capture_id = Some(self.siblings.capture(key, &authorization_id).await?);
+                }
+                OrderCommand::MarkPaymentCaptured {
+                    capture_id: record.refs.capture_id.clone().unwrap_or_default(),
+                }
+            }
+            Step::ConfirmOrder => OrderCommand::Confirm,
+            Step::VoidPayment => {
+                if let Some(id) = self.undo_target(Step::AuthorizePayment, record, facts).await? {
+                    self.siblings.void(key, &id).await?;
+                }
+                return Ok(());
+            }
+            Step::ReleaseInventory => {
+                if let Some(id) = self.undo_target(Step::ReserveInventory, record, facts).await? {
+                    self.siblings.release(key, &id).await?;
+                }
+                return Ok(());
+            }
+            Step::CancelShipment => {
+                if let Some(id) = self.undo_target(Step::CreateShipment, record, facts).await? {
+                    self.siblings.cancel_shipment(key, &id).await?;
+                }
+                return Ok(());
+            }
+            Step::CancelOrder => OrderCommand::Cancel {
+                reason: record
+                    .compensation_reason
+                    .clone()
+                    .unwrap_or_else(|| "fulfillment compensated".into()),
+            },
+        };
+        self.orders.apply(order_id, command).await
+    }
+
+    /// What a compensation undoes: the forward step's id, or `None` when the
+    /// sibling refused that step (it had no effect, nothing to undo).
+    async fn undo_target(
+        &self,
+        forward: Step,
+        record: &mut SagaRecord,
+        facts: &mut Option<OrderFacts>,
+    ) -> Result<Option<String>, CallError> {
+        match self.learn(forward, record, facts).await {
+            Ok(id) => Ok(Some(id)),
+            Err(e) if e.kind == FailureKind::Refused => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The id a forward sibling step produced: known already, or obtained by
+    /// sending the step with its own key (a first attempt, or a repeat whose
+    /// answer was lost: the sibling answers it with the first answer).
+    async fn learn(
+        &self,
+        forward: Step,
+        record: &mut SagaRecord,
+        facts: &mut Option<OrderFacts>,
+    ) -> Result<String, CallError> {
+        let known = match forward {
+            Step::AuthorizePayment => record.refs.authorization_id.clone(),
+            Step::ReserveInventory => record.refs.reservation_id.clone(),
+            _ => record.refs.shipment_id.clone(),
+        };
+        if let Some(id) = known {
+            return Ok(id);
+        }
+        if facts.is_none() {
+            *facts = Some(self.orders.facts(record.order_id).await?);
+        }
+        let Some(order) = facts.as_ref() else {
+            return Err(CallError::transient("LOCAL", "order facts unavailable"));
+        };
+        let key = idempotency_key(&record.seed, forward);
+        match forward {
+            Step::AuthorizePayment => {
+                let id = self.siblings.authorize(&key, order).await?;
+                record.refs.authorization_id = Some(id.clone());
+                Ok(id)
+            }
+            Step::ReserveInventory => {
+                let id = self.siblings.reserve(&key, order).await?;
+                record.refs.reservation_id = Some(id.clone());
+                Ok(id)
+            }
+            _ => {
+                let (id, tracking) = self.siblings.create_shipment(&key, order).await?;
+                record.refs.shipment_id = Some(id.clone());
+                record.refs.tracking_number = Some(tracking);
+                Ok(id)
+            }
+        }
+    }
+}
+
+fn sync_columns(record: &mut SagaRecord, state: &SagaState) {
+    record.status = state.status;
+    record.past_pivot = state.past_pivot;
+    record.compensation_reason.clone_from(&state.compensation_reason);
+}
+
+fn apply_fresh(record: &mut SagaRecord, fresh: &Fresh) {
+    record.cancel_requested = fresh.cancel_requested;
+    record.cancel_reason.clone_from(&fresh.cancel_reason);
+}
+
+fn put_step(record: &mut SagaRecord, row: StepRecord) {
+    match record.steps.iter_mut().find(|s| s.step == row.step) {
+        Some(existing) => *existing = row,
+        None => record.steps.push(row),
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The trace id of the current span, when traces are exported.
+fn current_trace_id() -> Option<String> {
+    let traceparent = crate::telemetry::current_traceparent()?;
+    traceparent.split('-').nth(1).map(String::from)
+}
+
+fn log_outcome(outcome: &Outcome, schedule: &Schedule, latency: Duration) {
+    let latency_ms = millis(latency);
+    match (outcome, schedule) {
+        (Outcome::Succeeded, _) => tracing::debug!(latency_ms, "saga step succeeded"),
+        (Outcome::Refused(why), _) => tracing::info!(latency_ms, reason = %why, "saga step refused"),
+        (Outcome::Transient(why), Schedule::At(at)) => {
+            tracing::warn!(latency_ms, error = %why, retry_at = %at, "saga step failed; retrying");
+        }
+        (Outcome::Transient(why), _) => tracing::error!(latency_ms, error = %why, "saga step out of retries"),
+    }
+}
+
+fn step_metric(step: Step, outcome: &Outcome, schedule: &Schedule, latency: Duration) {
+    let kind = match (outcome, schedule) {
+        (Outcome::Succeeded, _) => metrics::StepOutcome::Succeeded,
+        (Outcome::Refused(_), Schedule::Halt) | (Outcome::Transient(_), Schedule::Halt) => metrics::StepOutcome::Failed,
+        (Outcome::Refused(_), _) => metrics::StepOutcome::Refused,
+        (Outcome::Transient(_), _) => metrics::StepOutcome::TransientError,
+    };
+    metrics::saga_step(step.name(), kind, latency);
+    if matches!(schedule, Schedule::At(_)) {
+        metrics::saga_retry(step.name());
+    }
+}
+
+fn finished_metric(record: &SagaRecord) {
+    let outcome = match record.status {
+        SagaStatus::Completed => "completed",
+        SagaStatus::Compensated => "compensated",
+        SagaStatus::Failed => "failed",
+        SagaStatus::CompensationFailed => "compensation_failed",
+        SagaStatus::Running | SagaStatus::Compensating => return,
+    };
+    let elapsed = (Utc::now() - record.created_at).to_std().unwrap_or_default();
+    metrics::saga_finished(outcome, elapsed);
+}
