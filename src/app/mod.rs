@@ -2,6 +2,7 @@
 //! Each capability adds its handlers here as a sub-module.
 
 pub mod cart;
+pub mod sagas;
 
 use std::sync::Arc;
 

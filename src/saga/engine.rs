@@ -24,9 +24,14 @@ use rand::Rng;
 use tracing::Instrument;
 
 use super::{
-    plan::{Decision, Outcome, RetryPolicy, SagaState, SagaStatus, Schedule, Step, StepStatus, idempotency_key},
+    plan::{
+        Decision, Outcome, RetryPolicy, SagaState, SagaStatus, Schedule, Step, StepStatus, idempotency_key,
+    },
     ports::{CallError, FailureKind, OrderCommand, OrderFacts, OrderPort, Siblings},
-    store::{AttemptEnd, AttemptWrite, Fresh, Lease, SagaColumns, SagaRecord, SagaStore, SagaStoreError, StepRecord},
+    store::{
+        AttemptEnd, AttemptWrite, Fresh, Lease, SagaColumns, SagaRecord, SagaStore, SagaStoreError,
+        StepRecord,
+    },
 };
 use crate::{metrics, shutdown::Shutdown};
 
@@ -87,7 +92,9 @@ impl Engine {
                 Ok(())
             }
             Err(e) => {
-                span.in_scope(|| tracing::error!(error = %e, "saga drive stopped; resumes when the lease expires"));
+                span.in_scope(
+                    || tracing::error!(error = %e, "saga drive stopped; resumes when the lease expires"),
+                );
                 result
             }
             Ok(()) => result,
@@ -104,14 +111,16 @@ impl Engine {
                 return self.release(&record, Utc::now()).await;
             }
             match decision {
-                Decision::Run(step) => match self.run_step(&mut record, &mut state, step, &mut facts).await? {
-                    Schedule::Now => {}
-                    Schedule::At(at) => return self.release(&record, at).await,
-                    Schedule::Halt => {
-                        finished_metric(&record);
-                        return self.release(&record, far_future()).await;
+                Decision::Run(step) => {
+                    match self.run_step(&mut record, &mut state, step, &mut facts).await? {
+                        Schedule::Now => {}
+                        Schedule::At(at) => return self.release(&record, at).await,
+                        Schedule::Halt => {
+                            finished_metric(&record);
+                            return self.release(&record, far_future()).await;
+                        }
                     }
-                },
+                }
                 Decision::Compensate(reason) => {
                     tracing::info!(%reason, "saga compensates");
                     state.start_compensation(reason);
@@ -182,7 +191,13 @@ impl Engine {
         // Before the call: if this write fails, nothing is sent.
         let fresh = self
             .store
-            .write(&self.lease, record.saga_id, &SagaColumns::of(record), std::slice::from_ref(&row), Some(&begin))
+            .write(
+                &self.lease,
+                record.saga_id,
+                &SagaColumns::of(record),
+                std::slice::from_ref(&row),
+                Some(&begin),
+            )
             .await?;
         apply_fresh(record, &fresh);
         let cancel_before = record.cancel_requested;
@@ -190,7 +205,10 @@ impl Engine {
 
         let span = tracing::info_span!("saga_step", step = step.name(), attempt, idempotency_key = %key);
         let clock = Instant::now();
-        let result = self.call(step, &key, record, facts).instrument(span.clone()).await;
+        let result = self
+            .call(step, &key, record, facts)
+            .instrument(span.clone())
+            .await;
         let latency = clock.elapsed();
         let trace_id = span.in_scope(current_trace_id);
 
@@ -211,7 +229,10 @@ impl Engine {
             row.last_error = Some(e.message.clone());
             record.last_error = Some(format!("{step}: {e}"));
         }
-        if matches!(row.status, StepStatus::Succeeded | StepStatus::Refused | StepStatus::Failed) {
+        if matches!(
+            row.status,
+            StepStatus::Succeeded | StepStatus::Refused | StepStatus::Failed
+        ) {
             row.finished_at = Some(finished_at);
         }
         let mut rows = vec![row];
@@ -243,7 +264,13 @@ impl Engine {
         };
         let fresh = self
             .store
-            .write(&self.lease, record.saga_id, &SagaColumns::of(record), &rows, Some(&end))
+            .write(
+                &self.lease,
+                record.saga_id,
+                &SagaColumns::of(record),
+                &rows,
+                Some(&end),
+            )
             .await?;
         apply_fresh(record, &fresh);
         for row in rows {
@@ -419,7 +446,9 @@ fn log_outcome(outcome: &Outcome, schedule: &Schedule, latency: Duration) {
 fn step_metric(step: Step, outcome: &Outcome, schedule: &Schedule, latency: Duration) {
     let kind = match (outcome, schedule) {
         (Outcome::Succeeded, _) => metrics::StepOutcome::Succeeded,
-        (Outcome::Refused(_), Schedule::Halt) | (Outcome::Transient(_), Schedule::Halt) => metrics::StepOutcome::Failed,
+        (Outcome::Refused(_), Schedule::Halt) | (Outcome::Transient(_), Schedule::Halt) => {
+            metrics::StepOutcome::Failed
+        }
         (Outcome::Refused(_), _) => metrics::StepOutcome::Refused,
         (Outcome::Transient(_), _) => metrics::StepOutcome::TransientError,
     };

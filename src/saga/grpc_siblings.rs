@@ -10,10 +10,15 @@ use tonic::{Code, Request, Status, transport::Channel};
 use super::ports::{CallError, OrderFacts, Siblings};
 use crate::{
     proto::{
-        inventory::v1::{ReleaseRequest, ReserveRequest, StockLine, inventory_service_client::InventoryServiceClient},
-        payment::v1::{AuthorizeRequest, CaptureRequest, VoidRequest, payment_service_client::PaymentServiceClient},
+        inventory::v1::{
+            ReleaseRequest, ReserveRequest, StockLine, inventory_service_client::InventoryServiceClient,
+        },
+        payment::v1::{
+            AuthorizeRequest, CaptureRequest, VoidRequest, payment_service_client::PaymentServiceClient,
+        },
         shipping::v1::{
-            CancelShipmentRequest, CreateShipmentRequest, Destination, shipping_service_client::ShippingServiceClient,
+            CancelShipmentRequest, CreateShipmentRequest, Destination,
+            shipping_service_client::ShippingServiceClient,
         },
     },
     telemetry::inject_trace_context,
@@ -121,7 +126,12 @@ impl Siblings for GrpcSiblings {
                 payment_method: order.payment_method.clone(),
             },
         );
-        let response = self.payment.clone().authorize(request).await.map_err(|s| classify(&s))?;
+        let response = self
+            .payment
+            .clone()
+            .authorize(request)
+            .await
+            .map_err(|s| classify(&s))?;
         Ok(response.into_inner().authorization_id)
     }
 
@@ -133,7 +143,12 @@ impl Siblings for GrpcSiblings {
                 authorization_id: authorization_id.to_string(),
             },
         );
-        let response = self.payment.clone().capture(request).await.map_err(|s| classify(&s))?;
+        let response = self
+            .payment
+            .clone()
+            .capture(request)
+            .await
+            .map_err(|s| classify(&s))?;
         Ok(response.into_inner().capture_id)
     }
 
@@ -145,7 +160,11 @@ impl Siblings for GrpcSiblings {
                 authorization_id: authorization_id.to_string(),
             },
         );
-        self.payment.clone().void(request).await.map_err(|s| classify(&s))?;
+        self.payment
+            .clone()
+            .void(request)
+            .await
+            .map_err(|s| classify(&s))?;
         Ok(())
     }
 
@@ -165,7 +184,12 @@ impl Siblings for GrpcSiblings {
                     .collect(),
             },
         );
-        let response = self.inventory.clone().reserve(request).await.map_err(|s| classify(&s))?;
+        let response = self
+            .inventory
+            .clone()
+            .reserve(request)
+            .await
+            .map_err(|s| classify(&s))?;
         Ok(response.into_inner().reservation_id)
     }
 
@@ -177,7 +201,11 @@ impl Siblings for GrpcSiblings {
                 reservation_id: reservation_id.to_string(),
             },
         );
-        self.inventory.clone().release(request).await.map_err(|s| classify(&s))?;
+        self.inventory
+            .clone()
+            .release(request)
+            .await
+            .map_err(|s| classify(&s))?;
         Ok(())
     }
 
@@ -200,7 +228,12 @@ impl Siblings for GrpcSiblings {
                 item_count: order.item_count(),
             },
         );
-        let response = self.shipping.clone().create_shipment(request).await.map_err(|s| classify(&s))?;
+        let response = self
+            .shipping
+            .clone()
+            .create_shipment(request)
+            .await
+            .map_err(|s| classify(&s))?;
         let response = response.into_inner();
         Ok((response.shipment_id, response.tracking_number))
     }
@@ -213,7 +246,11 @@ impl Siblings for GrpcSiblings {
                 shipment_id: shipment_id.to_string(),
             },
         );
-        self.shipping.clone().cancel_shipment(request).await.map_err(|s| classify(&s))?;
+        self.shipping
+            .clone()
+            .cancel_shipment(request)
+            .await
+            .map_err(|s| classify(&s))?;
         Ok(())
     }
 }
@@ -225,7 +262,10 @@ mod tests {
     #[test]
     fn only_lasting_refusals_compensate() {
         for code in [Code::FailedPrecondition, Code::InvalidArgument, Code::NotFound] {
-            assert_eq!(classify(&Status::new(code, "no")).kind, super::super::ports::FailureKind::Refused);
+            assert_eq!(
+                classify(&Status::new(code, "no")).kind,
+                super::super::ports::FailureKind::Refused
+            );
         }
         for code in [
             Code::Unavailable,

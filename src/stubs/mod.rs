@@ -11,7 +11,6 @@ pub mod shipping;
 
 use std::{future::Future, sync::Arc};
 
-use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -110,13 +109,5 @@ impl EmbeddedStubs {
     pub async fn stop(self) {
         self.stop.trigger();
         let _ = self.task.await;
-    }
-}
-
-/// A protobuf timestamp.
-pub(crate) fn timestamp(at: DateTime<Utc>) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }

@@ -20,7 +20,6 @@ use uuid::Uuid;
 use super::{
     faults::{Faults, magic_count},
     ledger::Replays,
-    timestamp,
 };
 use crate::proto::payment::v1::{
     Authorization, AuthorizationStatus, AuthorizeRequest, AuthorizeResponse, CaptureRequest, CaptureResponse,
@@ -122,7 +121,7 @@ impl PaymentService for PaymentStub {
                     status: AuthorizationStatus::Authorized.into(),
                     capture_count: 0,
                     void_count: 0,
-                    created_at: Some(timestamp(Utc::now())),
+                    created_at: Some(crate::proto::timestamp(Utc::now())),
                 };
                 authorizations.insert(id.clone(), (entry, r.payment_method.clone()));
                 created.push(id.clone());

@@ -16,6 +16,7 @@ mod rest_cart;
 mod rest_client;
 mod rest_docs;
 mod rest_input;
+mod saga_simulation;
 mod saga_store;
 mod security;
 mod stubs;
