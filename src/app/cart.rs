@@ -20,20 +20,23 @@ use crate::{
     config::Config,
     db::Backends,
     domain::{
-        cart::{
-            Cart, CartChange, CartError, CartStatus, NewItem, Violation, parse_product_id, parse_quantity,
-        },
+        cart::{Cart, CartChange, CartError, CartStatus, NewItem, parse_product_id, parse_quantity},
         money::Currency,
     },
-    error::{AppError, FieldViolation},
+    error::AppError,
     metrics,
     shutdown::Shutdown,
     store::cart::{CartStore, CartStoreError, MemoryCartStore, RedisCartStore},
 };
 
 mod analytics;
+mod input;
 
-pub use self::analytics::CartAnalytics;
+use self::input::{Checks, cart_id_of, expected_of, parse_cart_id};
+pub use self::{
+    analytics::CartAnalytics,
+    input::{AddItem, UpdateItemQuantity},
+};
 
 /// Compare-and-set attempts before a contended mutation gives up with ABORTED.
 const MAX_ATTEMPTS: u32 = 64;
@@ -43,36 +46,6 @@ const MAX_ATTEMPTS: u32 = 64;
 pub struct CartApp {
     store: Arc<dyn CartStore>,
     ttl: Duration,
-}
-
-/// AddItem input, as the transports received it.
-#[derive(Debug, Clone, Default)]
-pub struct AddItem {
-    /// Cart id (UUID text).
-    pub cart_id: String,
-    /// Product id.
-    pub product_id: String,
-    /// Display name.
-    pub product_name: String,
-    /// Quantity to add.
-    pub quantity: i64,
-    /// Unit price, decimal text.
-    pub unit_price: String,
-    /// Refuse with ABORTED unless the cart is at this version.
-    pub expected_version: Option<i64>,
-}
-
-/// UpdateItemQuantity input (quantity 0 removes the line).
-#[derive(Debug, Clone, Default)]
-pub struct UpdateItemQuantity {
-    /// Cart id (UUID text).
-    pub cart_id: String,
-    /// Product id of the line.
-    pub product_id: String,
-    /// New quantity, 0..=999.
-    pub quantity: i64,
-    /// Refuse with ABORTED unless the cart is at this version.
-    pub expected_version: Option<i64>,
 }
 
 impl CartApp {
@@ -397,55 +370,4 @@ fn not_found() -> AppError {
 fn observe<T>(operation: &'static str, result: Result<T, AppError>) -> Result<T, AppError> {
     metrics::cart_operation(operation, &result);
     result
-}
-
-/// Collects field violations so one answer reports every bad field.
-#[derive(Default)]
-struct Checks(Vec<FieldViolation>);
-
-impl Checks {
-    fn check<T>(&mut self, result: Result<T, Violation>) -> Option<T> {
-        result
-            .map_err(|v| self.0.push(FieldViolation::new(v.field, v.reason)))
-            .ok()
-    }
-
-    fn into_error(self) -> AppError {
-        AppError::InvalidArgument(self.0)
-    }
-}
-
-/// An optional expected version: not negative.
-fn expected_of(raw: Option<i64>) -> Result<Option<u64>, Violation> {
-    raw.map(u64::try_from)
-        .transpose()
-        .map_err(|_| Violation::new("expected_version", "must not be negative"))
-}
-
-fn cart_id_of(raw: &str) -> Result<Uuid, Violation> {
-    Uuid::parse_str(raw).map_err(|_| Violation::new("cart_id", "must be a UUID"))
-}
-
-/// A cart id: a UUID in any of its usual spellings.
-fn parse_cart_id(raw: &str) -> Result<Uuid, AppError> {
-    cart_id_of(raw).map_err(|v| AppError::invalid(v.field, v.reason))
-}
-
-impl From<CartError> for AppError {
-    fn from(err: CartError) -> Self {
-        match err {
-            CartError::Invalid(violations) => AppError::InvalidArgument(
-                violations
-                    .into_iter()
-                    .map(|v| FieldViolation::new(v.field, v.reason))
-                    .collect(),
-            ),
-            CartError::ItemNotFound(product) => {
-                AppError::NotFound(format!("product {product:?} in the cart"))
-            }
-            CartError::NotActive | CartError::Empty => AppError::FailedPrecondition(err.to_string()),
-            CartError::StaleVersion { .. } => AppError::Aborted(err.to_string()),
-            CartError::Money(e) => AppError::Internal(anyhow::Error::new(e).context("cart arithmetic")),
-        }
-    }
 }
