@@ -1,0 +1,20 @@
+//! Fault, concurrency and bad-input suites (issue 12): nothing lost, nothing doubled.
+//!
+//! # Layout
+//! - `fuzz_*`: property-based fuzzing (proptest) of money parsing and
+//!   arithmetic, event decoding and upcasting, and request validation. A short
+//!   run in CI; a long one with `PROPTEST_CASES=100000 cargo test --test faults fuzz_`.
+//! - The service-level suites (crash, outages, concurrency, bad input,
+//!   idempotency, event gaps, resource abuse) run the real server, in process
+//!   or as a child process; long variants behind `LONG_TESTS=1`.
+//!
+//! Every suite runs on PostgreSQL and Redis when `TEST_DATABASE_URL` /
+//! `TEST_REDIS_URL` are set (CI sets them), embedded otherwise.
+
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+mod support;
+
+mod fuzz_events;
+mod fuzz_money;
