@@ -2,28 +2,20 @@
 //! service recovers by itself. The shared Redis is never stopped: the outage
 //! is a TCP proxy in front of it that the test cuts and restores.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use commerce::proto::commerce::v1::{
     AddItemRequest, CreateCartRequest, GetActiveCartRequest, GetCartRequest,
-};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    task::JoinHandle,
 };
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{Backend, TestApp, authed, spawn_app_with};
+use crate::{
+    helpers::{Backend, TestApp, authed, spawn_app_with, wait_for},
+    proxy::Proxy,
+};
 
 /// Bound on how long a cart call may take to fail while Redis is away: the
 /// 500 ms pool timeout the tests configure, plus scheduling slack on a busy machine.
@@ -155,76 +147,4 @@ async fn carts_recover_by_themselves_when_redis_comes_back() {
         cart_service_health(&app).await == ServingStatus::Serving as i32
     })
     .await;
-}
-
-/// Polls `condition` for up to 10 s (the health monitor checks every 2 s).
-async fn wait_for<F, Fut>(what: &str, condition: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A TCP proxy to Redis that can be cut (every connection dropped, new ones
-/// closed at once) and restored.
-struct Proxy {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    acceptor: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let links = Arc::new(Mutex::new(Vec::new()));
-        let acceptor = tokio::spawn({
-            let (up, links) = (up.clone(), links.clone());
-            async move {
-                while let Ok((mut client, _)) = listener.accept().await {
-                    if !up.load(Ordering::SeqCst) {
-                        continue; // dropped: the client sees the connection close
-                    }
-                    let upstream = upstream.clone();
-                    let link = tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
-                    });
-                    links.lock().unwrap().push(link);
-                }
-            }
-        });
-        Self {
-            addr,
-            up,
-            links,
-            acceptor,
-        }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.acceptor.abort();
-    }
 }

@@ -327,3 +327,29 @@ pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
 }
+
+/// Polls `condition` every 100 ms until it holds; fails the test after 10 s
+/// (the health monitor checks every 2 s).
+pub async fn wait_for<F, Fut>(what: &str, condition: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_for_within(what, Duration::from_secs(10), condition).await;
+}
+
+/// [`wait_for`] with its own time limit.
+pub async fn wait_for_within<F, Fut>(what: &str, limit: Duration, condition: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -10,6 +10,7 @@ mod deploy;
 mod event_store;
 mod health;
 mod observability;
+mod proxy;
 mod read_models;
 mod rest;
 mod rest_cart;

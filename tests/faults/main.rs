@@ -13,6 +13,8 @@
 
 #[path = "../api/helpers.rs"]
 mod helpers;
+#[path = "../api/proxy.rs"]
+mod proxy;
 
 mod support;
 
