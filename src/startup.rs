@@ -80,13 +80,21 @@ impl Application {
             .with_context(|| format!("binding {}:{}", config.host, config.port))?;
         let events = event_store(&backends.db, OrderCodec::upcasters());
         let carts = crate::app::cart::CartApp::from_config(&config, &backends);
+        let config = std::sync::Arc::new(config);
+        let orders = crate::app::orders::OrderApp::from_config(
+            config.clone(),
+            &backends,
+            events.clone(),
+            carts.clone(),
+        );
         let app = App {
-            config: config.into(),
+            config,
             backends,
             health,
             shutdown,
             events,
             carts,
+            orders,
         };
         Ok(Self {
             listener,

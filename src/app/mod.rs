@@ -2,6 +2,7 @@
 //! Each capability adds its handlers here as a sub-module.
 
 pub mod cart;
+pub mod orders;
 pub mod sagas;
 
 use std::sync::Arc;
@@ -25,4 +26,6 @@ pub struct App {
     pub events: Arc<dyn EventStore>,
     /// Carts (Redis or in-process).
     pub carts: cart::CartApp,
+    /// Orders, command side (CreateOrder, CancelOrder, the saga's commands).
+    pub orders: orders::OrderApp,
 }

@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod cart;
+pub mod convert;
 pub mod order;
 pub mod saga_admin;

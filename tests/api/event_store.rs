@@ -44,7 +44,7 @@ fn event(event_type: &str, payload: Value) -> NewEvent {
 }
 
 /// Runs one statement of raw SQL, the text chosen per backend.
-async fn exec(db: &Db, postgres: &'static str, sqlite: &'static str, binds: &[&str]) {
+pub async fn exec(db: &Db, postgres: &'static str, sqlite: &'static str, binds: &[&str]) {
     match db {
         Db::Postgres(pool) => {
             let mut query = sqlx::query(postgres);
@@ -78,7 +78,7 @@ async fn read_all_settled(store: &Arc<dyn EventStore>, expected: usize) -> Vec<S
 }
 
 /// A count from raw SQL (same text on both backends, `?`/`$1`-free).
-async fn count(db: &Db, sql: &'static str) -> i64 {
+pub async fn count(db: &Db, sql: &'static str) -> i64 {
     match db {
         Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
         Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),

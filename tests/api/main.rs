@@ -10,6 +10,7 @@ mod deploy;
 mod event_store;
 mod health;
 mod observability;
+mod orders;
 mod proxy;
 mod read_models;
 mod rest;

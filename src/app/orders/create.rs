@@ -1,0 +1,324 @@
+//! CreateOrder: from the caller's cart to an order, exactly once per
+//! idempotency key.
+//!
+//! # Steps, and why in this order
+//! 1. Validate (INVALID_ARGUMENT, nothing stored).
+//! 2. Claim the key: a new key gets its order id now, so every attempt of
+//!    this request works on the same order. Same key, other request:
+//!    INVALID_ARGUMENT. Held by a live attempt: ABORTED. Done or refused: the
+//!    first answer again.
+//! 3. Snapshot the cart and decide (PlaceOrder). Business refusals (no such
+//!    cart, converted, empty) are remembered under the key.
+//! 4. Record the snapshot under the key, then convert the cart by
+//!    compare-and-set on the snapshot's version. The cart is converted
+//!    *before* the order is appended: if the order came first and the
+//!    conversion then failed because the customer changed the cart, an order
+//!    would exist for a cart that stays active (and could be ordered twice).
+//!    Converting first freezes exactly the snapshot that is ordered; if the
+//!    cart changed meanwhile, the conversion is refused and the request is
+//!    ABORTED (not remembered): nothing is ordered that the client did not
+//!    see, and a retry orders the cart as it is then.
+//! 5. Append OrderCreated with expected version 0, the saga start and the
+//!    key's completion in one transaction.
+//!
+//! If step 5 fails transiently, the cart is already converted into this
+//! order: the key's lease is released (the failure is not remembered) and a
+//! retry with the same key resumes from the recorded snapshot (the cart's
+//! conversion is idempotent for the same order id). If two attempts race
+//! (a lease ran out), both convert into the same order and only one append
+//! wins version 1; the other reads the completed key's answer.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{OrderApp, OrderView, validate};
+use crate::{
+    auth::Principal,
+    domain::{
+        cart::{Cart, CartItem},
+        money::{Currency, Money},
+        order::{Order, OrderCommand, OrderEvent, PlaceOrder},
+    },
+    error::{AppError, FieldViolation},
+    store::{
+        event_store::{AppendOptions, EventStoreError, IdempotencyCompletion, SagaStart},
+        idempotency::{Claim, ClaimOutcome},
+    },
+};
+
+/// The cart snapshot an order is placed from, recorded under the key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckoutPlan {
+    cart_version: u64,
+    currency: Currency,
+    items: Vec<PlanItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PlanItem {
+    product_id: String,
+    product_name: String,
+    quantity: u32,
+    unit_price: Money,
+}
+
+impl From<&Cart> for CheckoutPlan {
+    fn from(cart: &Cart) -> Self {
+        Self {
+            cart_version: cart.version,
+            currency: cart.currency,
+            items: cart
+                .items
+                .iter()
+                .map(|i| PlanItem {
+                    product_id: i.product_id.clone(),
+                    product_name: i.product_name.clone(),
+                    quantity: i.quantity,
+                    unit_price: i.unit_price,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl OrderApp {
+    /// CreateOrder (see the module docs). Returns the order, status PENDING.
+    #[tracing::instrument(skip(self, principal, input), fields(customer = %principal.subject))]
+    pub async fn create_order(
+        &self,
+        principal: &Principal,
+        input: validate::CreateOrderInput,
+    ) -> Result<OrderView, AppError> {
+        let request = validate::create_order(input)?;
+        let claim = Claim {
+            customer_id: principal.subject.clone(),
+            key: request.idempotency_key.clone(),
+            request_hash: request.request_hash(&principal.subject),
+            order_id: Uuid::now_v7(),
+            lease: self.config.max_request_timeout,
+        };
+        match self.keys.claim(&claim).await? {
+            ClaimOutcome::InFlight => Err(AppError::Aborted(
+                "a request with this idempotency key is still in progress; retry shortly".into(),
+            )),
+            ClaimOutcome::DifferentRequest => Err(AppError::InvalidArgument(vec![FieldViolation::new(
+                "idempotency_key",
+                "this idempotency key was already used with a different request",
+            )])),
+            ClaimOutcome::Done(response) => self.replay(&response).await,
+            ClaimOutcome::Refused(response) => Err(refusal_from_json(&response)),
+            ClaimOutcome::Claimed { order_id, progress } => {
+                let result = self.place(principal, &request, order_id, progress).await;
+                if let Err(err) = &result {
+                    let (customer, key) = (&claim.customer_id, &claim.key);
+                    let outcome = match refusal_to_json(err) {
+                        Some(refusal) => self.keys.refuse(customer, key, &refusal).await,
+                        None => self.keys.release(customer, key).await,
+                    };
+                    if let Err(store_err) = outcome {
+                        // The lease still expires on its own; the answer stands.
+                        tracing::warn!(error = %store_err, "could not settle the idempotency key");
+                    }
+                }
+                result
+            }
+        }
+    }
+
+    /// Steps 3 to 5 for the holder of the key.
+    async fn place(
+        &self,
+        principal: &Principal,
+        request: &validate::ValidCreateOrder,
+        order_id: Uuid,
+        progress: Option<Value>,
+    ) -> Result<OrderView, AppError> {
+        let (customer, key) = (&principal.subject, &request.idempotency_key);
+        let mut recorded: Option<CheckoutPlan> = progress
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("recorded checkout plan: {e}")))?;
+        loop {
+            let resumed = recorded.is_some();
+            let plan = match recorded.take() {
+                Some(plan) => plan,
+                None => CheckoutPlan::from(&self.carts.checkout_snapshot(principal, request.cart_id).await?),
+            };
+            let saga_id = self.config.enable_saga_orchestration.then(Uuid::now_v7);
+            let events = decide(customer, request, order_id, &plan, saga_id)?;
+            let plan_json = serde_json::to_value(&plan).map_err(|e| AppError::Internal(e.into()))?;
+            self.keys.save_progress(customer, key, &plan_json).await?;
+            match self
+                .carts
+                .mark_converted(request.cart_id, plan.cart_version, order_id)
+                .await
+            {
+                Ok(()) => {
+                    return self
+                        .append_created(customer, key, order_id, events, saga_id)
+                        .await;
+                }
+                // The snapshot an earlier attempt recorded is stale (the cart
+                // changed after that attempt failed): take a fresh one.
+                Err(AppError::Aborted(_)) if resumed => continue,
+                // The cart changed during this checkout: nothing is converted,
+                // nothing ordered unseen; the client retries.
+                Err(AppError::Aborted(why)) => {
+                    return Err(AppError::Aborted(format!(
+                        "the cart changed during checkout ({why}); nothing was ordered, retry to order its current contents"
+                    )));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    async fn append_created(
+        &self,
+        customer: &str,
+        key: &str,
+        order_id: Uuid,
+        events: Vec<OrderEvent>,
+        saga_id: Option<Uuid>,
+    ) -> Result<OrderView, AppError> {
+        let response = json!({"order_id": order_id, "version": 1});
+        let options = AppendOptions {
+            start_saga: saga_id.map(|saga_id| SagaStart {
+                saga_id,
+                order_id,
+                idempotency_seed: format!("{order_id}/{key}"),
+                deadline: chrono::Utc::now()
+                    + chrono::Duration::from_std(self.config.order_timeout).unwrap_or(chrono::Duration::MAX),
+            }),
+            complete_idempotency: Some(IdempotencyCompletion {
+                customer_id: customer.to_string(),
+                key: key.to_string(),
+                response: response.clone(),
+            }),
+            ..Default::default()
+        };
+        let new = self.encode(&events, Some(key))?;
+        match self.events.append(order_id, 0, new, options).await {
+            Ok(appended) => {
+                crate::metrics::order_status_transition("PENDING");
+                let order = Order::from_events(&events);
+                OrderView::from_order(&order, appended.recorded_at, appended.recorded_at).ok_or_else(|| {
+                    AppError::Internal(anyhow::anyhow!("OrderCreated did not place the order"))
+                })
+            }
+            // Another attempt of this key appended first, completing the key
+            // in the same transaction: answer as it did.
+            Err(EventStoreError::Conflict { .. }) => self.replay(&response).await,
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The answer of a completed key: the order as it was at that version.
+    async fn replay(&self, response: &Value) -> Result<OrderView, AppError> {
+        let order_id = response["order_id"]
+            .as_str()
+            .and_then(|s| Uuid::try_parse(s).ok())
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("stored response without order_id")))?;
+        let version = response["version"].as_u64().unwrap_or(1);
+        self.load_until(order_id, Some(version))
+            .await?
+            .ok_or_else(|| {
+                AppError::Internal(anyhow::anyhow!("completed key's order {order_id} has no events"))
+            })?
+            .view()
+    }
+}
+
+/// PlaceOrder from the plan: the aggregate's decision (refusals remembered).
+fn decide(
+    customer: &str,
+    request: &validate::ValidCreateOrder,
+    order_id: Uuid,
+    plan: &CheckoutPlan,
+    saga_id: Option<Uuid>,
+) -> Result<Vec<OrderEvent>, AppError> {
+    let place = PlaceOrder {
+        order_id,
+        customer_id: customer.to_string(),
+        cart_id: request.cart_id,
+        items: plan
+            .items
+            .iter()
+            .map(|i| CartItem {
+                product_id: i.product_id.clone(),
+                product_name: i.product_name.clone(),
+                quantity: i.quantity,
+                unit_price: i.unit_price,
+            })
+            .collect(),
+        currency: plan.currency,
+        personal: request.personal.clone(),
+        saga_id,
+    };
+    Ok(Order::default().handle(OrderCommand::Place(Box::new(place)))?)
+}
+
+/// A business refusal as stored under the key; None for transient or
+/// internal failures, which must not be remembered.
+fn refusal_to_json(err: &AppError) -> Option<Value> {
+    let (code, detail) = match err {
+        AppError::NotFound(what) => ("not_found", what),
+        AppError::FailedPrecondition(why) => ("failed_precondition", why),
+        AppError::PermissionDenied(why) => ("permission_denied", why),
+        AppError::AlreadyExists(what) => ("already_exists", what),
+        AppError::InvalidArgument(violations) => {
+            let list: Vec<_> = violations
+                .iter()
+                .map(|v| json!([v.field, v.description]))
+                .collect();
+            return Some(json!({"code": "invalid_argument", "violations": list}));
+        }
+        _ => return None,
+    };
+    Some(json!({"code": code, "detail": detail}))
+}
+
+/// The inverse of [`refusal_to_json`].
+fn refusal_from_json(stored: &Value) -> AppError {
+    let detail = stored["detail"].as_str().unwrap_or_default().to_string();
+    match stored["code"].as_str() {
+        Some("not_found") => AppError::NotFound(detail),
+        Some("failed_precondition") => AppError::FailedPrecondition(detail),
+        Some("permission_denied") => AppError::PermissionDenied(detail),
+        Some("already_exists") => AppError::AlreadyExists(detail),
+        Some("invalid_argument") => AppError::InvalidArgument(
+            stored["violations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    FieldViolation::new(
+                        v[0].as_str().unwrap_or_default(),
+                        v[1].as_str().unwrap_or_default(),
+                    )
+                })
+                .collect(),
+        ),
+        _ => AppError::Internal(anyhow::anyhow!("unreadable stored refusal {stored}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_survive_the_round_trip_and_transient_failures_are_not_remembered() {
+        for err in [
+            AppError::NotFound("cart".into()),
+            AppError::FailedPrecondition("the cart is empty".into()),
+            AppError::invalid("cart_id", "bad"),
+        ] {
+            let stored = refusal_to_json(&err).unwrap();
+            assert_eq!(refusal_from_json(&stored).to_string(), err.to_string());
+        }
+        assert!(refusal_to_json(&AppError::Unavailable("db".into())).is_none());
+        assert!(refusal_to_json(&AppError::Aborted("cas".into())).is_none());
+    }
+}

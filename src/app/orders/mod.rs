@@ -1,0 +1,273 @@
+//! Orders, command side: load (read the stream, fold), decide (the
+//! aggregate), append (expected version), with bounded retry on a version
+//! conflict. CreateOrder lives in [`create`], the reply shape in [`view`].
+//!
+//! # Optimistic locking
+//! The event store always checks the expected version, so no event is ever
+//! lost or overwritten. Every order command here re-decides on fresh state, so
+//! a conflict is retried automatically: up to [`LOCKED_ATTEMPTS`] attempts
+//! with `ENABLE_OPTIMISTIC_LOCKING=true` (the default), after which the caller
+//! gets ABORTED; with `false`, conflicts are never surfaced in practice: up to
+//! [`UNLOCKED_ATTEMPTS`] attempts with a growing jittered pause (the cap only
+//! keeps a pathological hot stream from spinning forever).
+
+mod create;
+pub mod validate;
+pub mod view;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use uuid::Uuid;
+
+pub use self::{
+    validate::{AddressInput, CreateOrderInput},
+    view::OrderView,
+};
+use crate::{
+    app::cart::CartApp,
+    auth::Principal,
+    config::Config,
+    db::Backends,
+    domain::order::{Order, OrderCommand, OrderError, OrderEvent},
+    error::AppError,
+    store::{
+        event_store::{AppendOptions, CancelRequest, EventMetadata, EventStore, EventStoreError, OrderCodec},
+        idempotency::{IdempotencyStore, idempotency_store},
+    },
+};
+
+/// Attempts of a command on version conflicts, optimistic locking on.
+pub const LOCKED_ATTEMPTS: u32 = 4;
+/// Attempts of a command on version conflicts, optimistic locking off.
+pub const UNLOCKED_ATTEMPTS: u32 = 50;
+
+/// The order command service; cheap to clone.
+#[derive(Clone)]
+pub struct OrderApp {
+    config: Arc<Config>,
+    events: Arc<dyn EventStore>,
+    keys: Arc<dyn IdempotencyStore>,
+    carts: CartApp,
+    codec: OrderCodec,
+}
+
+/// An order loaded from its stream.
+#[derive(Debug, Clone)]
+pub struct LoadedOrder {
+    /// The folded state.
+    pub order: Order,
+    /// `recorded_at` of the first event.
+    pub created_at: DateTime<Utc>,
+    /// `recorded_at` of the last event.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl LoadedOrder {
+    /// The reply shape.
+    pub fn view(&self) -> Result<OrderView, AppError> {
+        OrderView::from_order(&self.order, self.created_at, self.updated_at)
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("an order stream without OrderCreated")))
+    }
+}
+
+impl From<OrderError> for AppError {
+    fn from(err: OrderError) -> Self {
+        match err {
+            OrderError::NotFound => AppError::NotFound("order".into()),
+            other => AppError::FailedPrecondition(other.to_string()),
+        }
+    }
+}
+
+impl OrderApp {
+    /// The service over its stores.
+    pub fn new(
+        config: Arc<Config>,
+        events: Arc<dyn EventStore>,
+        keys: Arc<dyn IdempotencyStore>,
+        carts: CartApp,
+    ) -> Self {
+        Self {
+            config,
+            events,
+            keys,
+            carts,
+            codec: OrderCodec,
+        }
+    }
+
+    /// The service on the configured backends.
+    pub fn from_config(
+        config: Arc<Config>,
+        backends: &Backends,
+        events: Arc<dyn EventStore>,
+        carts: CartApp,
+    ) -> Self {
+        let keys = idempotency_store(&backends.db);
+        Self::new(config, events, keys, carts)
+    }
+
+    /// Loads `order_id` up to `up_to_version` (None: all); None when it does not exist.
+    pub async fn load_until(
+        &self,
+        order_id: Uuid,
+        up_to_version: Option<u64>,
+    ) -> Result<Option<LoadedOrder>, AppError> {
+        let stored = self.events.read_stream(order_id, 1).await?;
+        let stored = match up_to_version {
+            Some(v) => stored.into_iter().take_while(|e| e.version <= v).collect(),
+            None => stored,
+        };
+        let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
+            return Ok(None);
+        };
+        let (created_at, updated_at) = (first.recorded_at, last.recorded_at);
+        let mut order = Order::default();
+        for event in &stored {
+            order.apply(&self.codec.decode(event).map_err(AppError::Internal)?);
+        }
+        Ok(Some(LoadedOrder {
+            order,
+            created_at,
+            updated_at,
+        }))
+    }
+
+    /// The order as the write side sees it, if `principal` may see it
+    /// (another customer's order is NOT_FOUND).
+    pub async fn get(&self, principal: &Principal, order_id: Uuid) -> Result<OrderView, AppError> {
+        let view = self
+            .load_until(order_id, None)
+            .await?
+            .ok_or_else(not_found)?
+            .view()?;
+        if !principal.may_access(&view.customer_id) {
+            return Err(not_found());
+        }
+        Ok(view)
+    }
+
+    /// Runs `command` against an existing order (the saga's entry point:
+    /// MarkPaymentAuthorized, ..., Cancel). A command whose outcome is
+    /// already recorded appends nothing and returns the current view.
+    #[tracing::instrument(skip(self, command), fields(order_id = %order_id, command = command.name()))]
+    pub async fn handle(&self, order_id: Uuid, command: OrderCommand) -> Result<OrderView, AppError> {
+        self.execute(order_id, |_| Ok((command.clone(), AppendOptions::default())))
+            .await
+    }
+
+    /// CancelOrder: the owner (or an admin) asks to cancel. With a saga
+    /// driving the order, the request is recorded and the saga is woken to
+    /// compensate (then it cancels); without one the order is cancelled now.
+    #[tracing::instrument(skip(self, principal, reason), fields(customer = %principal.subject))]
+    pub async fn cancel_order(
+        &self,
+        principal: &Principal,
+        order_id: &str,
+        reason: &str,
+    ) -> Result<OrderView, AppError> {
+        let mut bad = Vec::new();
+        let order_id =
+            validate::uuid_field("order_id", order_id, &mut bad).ok_or(AppError::InvalidArgument(bad))?;
+        let reason = validate::cancel_reason(reason)?;
+        let orchestrated = self.config.enable_saga_orchestration;
+        self.execute(order_id, |order| {
+            let placed = order.placed.as_ref().ok_or_else(not_found)?;
+            if !principal.may_access(&placed.customer_id) {
+                return Err(not_found());
+            }
+            if orchestrated && placed.saga_id.is_some() {
+                let command = OrderCommand::RequestCancellation {
+                    reason: reason.clone(),
+                    requested_by: principal.subject.clone(),
+                };
+                let options = AppendOptions {
+                    request_cancel: Some(CancelRequest {
+                        order_id,
+                        reason: reason.clone(),
+                    }),
+                    ..Default::default()
+                };
+                Ok((command, options))
+            } else {
+                let command = OrderCommand::Cancel {
+                    reason: reason.clone(),
+                };
+                Ok((command, AppendOptions::default()))
+            }
+        })
+        .await
+    }
+
+    /// Load, decide, append; retried on a version conflict (see the module docs).
+    async fn execute<F>(&self, order_id: Uuid, decide: F) -> Result<OrderView, AppError>
+    where
+        F: Fn(&Order) -> Result<(OrderCommand, AppendOptions), AppError>,
+    {
+        let attempts = self.max_attempts();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let loaded = self.load_until(order_id, None).await?.ok_or_else(not_found)?;
+            let (command, options) = decide(&loaded.order)?;
+            let events = loaded.order.handle(command)?;
+            if events.is_empty() {
+                return loaded.view();
+            }
+            let new = self.encode(&events, None)?;
+            match self
+                .events
+                .append(order_id, loaded.order.version, new, options)
+                .await
+            {
+                Ok(appended) => {
+                    let before = loaded.order.status;
+                    let mut order = loaded.order;
+                    events.iter().for_each(|e| order.apply(e));
+                    if order.status != before {
+                        crate::metrics::order_status_transition(order.status.as_str());
+                    }
+                    return OrderView::from_order(&order, loaded.created_at, appended.recorded_at)
+                        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("order vanished")));
+                }
+                Err(EventStoreError::Conflict { .. }) if attempt < attempts => {
+                    // Someone appended first: re-read and decide again.
+                    let pause = rand::rng().random_range(1..=5 * u64::from(attempt.min(20)));
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    fn max_attempts(&self) -> u32 {
+        if self.config.enable_optimistic_locking {
+            LOCKED_ATTEMPTS
+        } else {
+            UNLOCKED_ATTEMPTS
+        }
+    }
+
+    /// Encodes events with the request's provenance.
+    fn encode(
+        &self,
+        events: &[OrderEvent],
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<crate::store::event_store::NewEvent>, AppError> {
+        let metadata = EventMetadata {
+            correlation_id: crate::telemetry::current_traceparent(),
+            causation_id: None,
+            idempotency_key: idempotency_key.map(str::to_string),
+        };
+        events
+            .iter()
+            .map(|e| self.codec.encode(e, &metadata).map_err(AppError::Internal))
+            .collect()
+    }
+}
+
+fn not_found() -> AppError {
+    AppError::NotFound("order".into())
+}

@@ -1,0 +1,69 @@
+//! [`OrderView`]: an order as the write side sees it (the fold of its
+//! events), the shape both transports answer with.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{
+    money::{Currency, Money},
+    order::{Order, OrderLine, OrderStatus, ShippingAddress},
+};
+
+/// An order, flattened for replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderView {
+    /// Order id.
+    pub order_id: Uuid,
+    /// Owner.
+    pub customer_id: String,
+    /// The cart it was created from.
+    pub cart_id: Uuid,
+    /// Current status.
+    pub status: OrderStatus,
+    /// Lines with price snapshot.
+    pub items: Vec<OrderLine>,
+    /// Currency.
+    pub currency: Currency,
+    /// Sum of the line totals.
+    pub total: Money,
+    /// Payment method reference.
+    pub payment_method: String,
+    /// Where to ship.
+    pub shipping_address: ShippingAddress,
+    /// Why it was cancelled, once CANCELLED.
+    pub cancellation_reason: Option<String>,
+    /// Stream version this view reflects.
+    pub version: u64,
+    /// When the first event was recorded.
+    pub created_at: DateTime<Utc>,
+    /// When the last event was recorded.
+    pub updated_at: DateTime<Utc>,
+    /// The fulfillment saga, if one drives the order.
+    pub saga_id: Option<Uuid>,
+    /// Sum of the quantities.
+    pub item_count: u32,
+}
+
+impl OrderView {
+    /// The view of a placed order; None for an empty (never placed) state.
+    pub fn from_order(order: &Order, created_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> Option<Self> {
+        let placed = order.placed.as_ref()?;
+        Some(Self {
+            order_id: placed.order_id,
+            customer_id: placed.customer_id.clone(),
+            cart_id: placed.cart_id,
+            status: order.status,
+            items: placed.items.clone(),
+            currency: placed.currency,
+            total: placed.total,
+            payment_method: placed.personal.payment_method.clone(),
+            shipping_address: placed.personal.shipping_address.clone(),
+            cancellation_reason: order.cancellation_reason.clone(),
+            version: order.version,
+            created_at,
+            updated_at,
+            saga_id: placed.saga_id,
+            item_count: order.item_count(),
+        })
+    }
+}
