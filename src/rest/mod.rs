@@ -133,6 +133,7 @@ pub fn cors_layer(config: &Config) -> anyhow::Result<CorsLayer> {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::IF_MATCH,
+            header::IF_NONE_MATCH,
             header::HeaderName::from_static("idempotency-key"),
             request_id.clone(),
         ])

@@ -100,6 +100,16 @@ fn operation(schema: &Schema, rule: &HttpRule, refs: &mut Refs) -> Value {
             "description": "ETag of the cart (e.g. `\"3\"`): fills `expected_version`; a stale one answers 409.",
         }));
     }
+    let carries_cart = schema
+        .message(rule.output)
+        .and_then(|m| m.field("cart"))
+        .is_some();
+    if rule.verb == "GET" && carries_cart {
+        parameters.push(json!({
+            "name": "If-None-Match", "in": "header", "required": false, "schema": {"type": "string"},
+            "description": "ETag from a previous answer: 304 with no body while the cart is unchanged.",
+        }));
+    }
     let mut op = json!({
         "tags": [rule.service_name()],
         "operationId": format!("{}_{}", rule.service_name(), rule.rpc),

@@ -34,10 +34,35 @@ pub async fn dispatch(
         Ok(body) => body,
         Err(response) => return response,
     };
-    match bind::request_json(&shared.schema, rule, &parts, &path, &body) {
+    let if_none_match = parts.headers.get(http::header::IF_NONE_MATCH).cloned();
+    let response = match bind::request_json(&shared.schema, rule, &parts, &path, &body) {
         Ok(json) => (rule.call)(shared.services.clone(), parts, json).await,
-        Err(err) => error(err),
+        Err(err) => return error(err),
+    };
+    match if_none_match {
+        Some(tags) if rule.verb == "GET" => not_modified(response, &tags),
+        _ => response,
     }
+}
+
+/// A GET whose `If-None-Match` lists the answer's ETag gets 304 and no body.
+fn not_modified(response: http::Response<Body>, tags: &http::HeaderValue) -> http::Response<Body> {
+    let Some(etag) = response.headers().get(http::header::ETAG).cloned() else {
+        return response;
+    };
+    let tags = tags.to_str().unwrap_or_default();
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    let hit = tags.trim() == "*"
+        || tags
+            .split(',')
+            .any(|t| strip(t) == strip(etag.to_str().unwrap_or_default()));
+    if response.status() != http::StatusCode::OK || !hit {
+        return response;
+    }
+    let mut unchanged = http::Response::new(Body::empty());
+    *unchanged.status_mut() = http::StatusCode::NOT_MODIFIED;
+    unchanged.headers_mut().insert(http::header::ETAG, etag);
+    unchanged
 }
 
 /// Decodes the bound JSON into `Req` with the generated pbjson impls, calls the

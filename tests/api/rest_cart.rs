@@ -169,6 +169,21 @@ async fn if_match_guards_cart_writes_and_a_stale_etag_changes_nothing() {
     assert_eq!(accepted.json()["cart"]["items"][0]["quantity"], 9);
     assert_ne!(accepted.header("etag"), current);
 
+    let etag = accepted.header("etag").to_string();
+    let cached = call(&app, "GET", &format!("/api/v1/cart/{cart}"))
+        .bearer(&token)
+        .header("if-none-match", &etag)
+        .send()
+        .await;
+    assert_eq!(cached.status, 304, "{}", cached.text());
+    assert!(cached.body.is_empty());
+    let outdated = call(&app, "GET", &format!("/api/v1/cart/{cart}"))
+        .bearer(&token)
+        .header("if-none-match", &current)
+        .send()
+        .await;
+    assert_eq!(outdated.status, 200);
+
     let weak = call(&app, "DELETE", &format!("/api/v1/cart/{cart}"))
         .bearer(&token)
         .header("if-match", &format!("W/{current}"))
