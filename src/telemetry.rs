@@ -8,6 +8,7 @@
 //! Export never blocks or fails a request: a batch processor with a bounded
 //! queue sends in the background and drops spans when the collector is away.
 
+mod ids;
 mod json;
 
 use std::{collections::HashMap, sync::OnceLock, time::Duration};
@@ -70,6 +71,7 @@ pub fn init(config: &Config) {
     };
     if tracing_subscriber::registry()
         .with(filter)
+        .with(ids::BusinessIdsLayer)
         .with(fmt)
         .with(otel)
         .try_init()

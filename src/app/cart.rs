@@ -70,7 +70,7 @@ impl CartApp {
 
     /// CreateCart: the caller's active cart, created (`true`) unless one exists
     /// (`false`, whatever its currency). Empty `currency` means USD.
-    #[tracing::instrument(skip(self, principal), fields(customer = %principal.subject))]
+    #[tracing::instrument(skip(self, principal), fields(customer = %principal.subject, cart_id = tracing::field::Empty))]
     pub async fn create_cart(&self, principal: &Principal, currency: &str) -> Result<(Cart, bool), AppError> {
         let result = async {
             let currency = match currency {
@@ -82,6 +82,7 @@ impl CartApp {
             let now = Utc::now();
             let new = Cart::new(&principal.subject, currency, now, self.ttl);
             let (cart, created) = self.store.create_or_get(&new, now).await?;
+            tracing::Span::current().record("cart_id", tracing::field::display(cart.id));
             if created {
                 metrics::cart_created();
             }

@@ -2,7 +2,8 @@
 //! filter on `request_id`, `trace_id`, `order_id` without digging.
 //!
 //! Fields come from every span in scope (outermost first, so an inner span's
-//! field wins), then from the event; `trace_id` and `span_id` come from the
+//! field wins; business ids lifted to the root by [`super::ids`] included),
+//! then from the event; `trace_id` and `span_id` come from the
 //! OpenTelemetry context of the innermost span that has one.
 
 use std::sync::OnceLock;
@@ -17,6 +18,8 @@ use tracing_subscriber::{
     },
     registry::LookupSpan,
 };
+
+use super::ids::BusinessIds;
 
 /// The dispatcher the formatter reads OpenTelemetry contexts through. Set once
 /// the global subscriber is installed: inside an event the thread's current
@@ -49,6 +52,11 @@ where
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let extensions = span.extensions();
+                if let Some(ids) = extensions.get::<BusinessIds>() {
+                    for (key, value) in &ids.0 {
+                        line.insert((*key).to_string(), value.as_str().into());
+                    }
+                }
                 if let Some(fields) = extensions.get::<FormattedFields<JsonFields>>()
                     && let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(&fields.fields)
                 {

@@ -8,10 +8,17 @@
 
 mod support;
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use commerce::{
-    proto::payment::v1::{AuthorizeRequest, payment_service_client::PaymentServiceClient},
+    auth::{Role, mint_token},
+    config::Config,
+    proto::{
+        commerce::v1::{
+            AddItemRequest, CreateCartRequest, GetCartRequest, cart_service_client::CartServiceClient,
+        },
+        payment::v1::{AuthorizeRequest, payment_service_client::PaymentServiceClient},
+    },
     store::event_store::{AppendOptions, EventStoreError, NewEvent},
 };
 use tonic::metadata::MetadataValue;
@@ -19,7 +26,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
     health::http_get,
-    helpers::{Backend, spawn_app_with},
+    helpers::{Backend, authed, spawn_app, spawn_app_with},
 };
 use support::{Collector, ServerProcess, fresh_traceparent, http_get_with, sample};
 
@@ -68,6 +75,70 @@ async fn metrics_count_grpc_and_http_requests_by_method_and_code_without_ids_in_
     assert!(sample(&after, "db_pool_connections", &[("state", "max")]) >= 1.0);
     assert!(after.contains("# TYPE grpc_server_request_duration_seconds histogram"));
     assert!(!after.contains(&cart_id.to_string()), "an id leaked into a label");
+}
+
+#[tokio::test]
+async fn a_scripted_cart_flow_moves_the_cart_series_over_grpc_and_rest() {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.customer("obs-alice"), app.customer("obs-bob"));
+    let before = commerce::metrics::render();
+
+    let mut carts = app.carts();
+    let cart = carts
+        .create_cart(authed(CreateCartRequest::default(), &alice))
+        .await
+        .unwrap()
+        .into_inner()
+        .cart
+        .unwrap();
+    let item = |quantity| AddItemRequest {
+        cart_id: cart.cart_id.clone(),
+        product_id: "obs-sku".into(),
+        product_name: "Probe".into(),
+        quantity,
+        unit_price: "9.99".into(),
+        expected_version: None,
+    };
+    carts.add_item(authed(item(2), &alice)).await.unwrap();
+    let refused = carts.add_item(authed(item(0), &alice)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let hidden = GetCartRequest {
+        cart_id: cart.cart_id.clone(),
+    };
+    let hidden = carts.get_cart(authed(hidden, &bob)).await.unwrap_err();
+    assert_eq!(hidden.code(), tonic::Code::NotFound);
+    let bearer = format!("Bearer {alice}");
+    let path = format!("/api/v1/cart/{}", cart.cart_id);
+    let rest = http_get_with(app.port, &path, &[("authorization", &bearer)]).await;
+    assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
+
+    let after = body_of(&http_get(app.port, "/metrics").await);
+    let grew =
+        |name: &str, labels: &[(&str, &str)]| sample(&after, name, labels) - sample(&before, name, labels);
+    assert!(grew("carts_created_total", &[]) >= 1.0);
+    for (operation, outcome) in [
+        ("create_cart", "ok"),
+        ("add_item", "ok"),
+        ("add_item", "invalid_argument"),
+        ("get_cart", "not_found"),
+        ("get_cart", "ok"),
+    ] {
+        let labels = [("operation", operation), ("outcome", outcome)];
+        assert!(
+            grew("cart_operations_total", &labels) >= 1.0,
+            "{operation} {outcome}"
+        );
+    }
+    let cart_service = ("service", "commerce.v1.CartService");
+    let refused = [cart_service, ("method", "AddItem"), ("code", "INVALID_ARGUMENT")];
+    assert!(grew("grpc_server_requests_total", &refused) >= 1.0);
+    let rest = [
+        ("method", "GET"),
+        ("route", "/api/v1/cart/{cart_id}"),
+        ("status", "200"),
+    ];
+    assert!(grew("http_requests_total", &rest) >= 1.0, "{after}");
+    assert!(!after.contains(&cart.cart_id), "a cart id leaked into a label");
 }
 
 #[tokio::test]
@@ -160,8 +231,19 @@ async fn log_lines_are_json_with_request_and_trace_ids_and_no_secrets_even_with_
     request
         .metadata_mut()
         .insert("x-request-id", MetadataValue::from_static("grpc-1"));
-    let response = HealthClient::new(channel).check(request).await.unwrap();
+    let response = HealthClient::new(channel.clone()).check(request).await.unwrap();
     assert_eq!(response.metadata().get("x-request-id").unwrap(), "grpc-1");
+    let config = Config::from_vars(&HashMap::from([("ENVIRONMENT".into(), "test".into())])).unwrap();
+    let token = mint_token(&config, "obs-logger", &[Role::Customer], Duration::from_secs(60)).unwrap();
+    let mut request = authed(CreateCartRequest::default(), &token);
+    request
+        .metadata_mut()
+        .insert("x-request-id", MetadataValue::from_static("grpc-cart"));
+    let cart = CartServiceClient::new(channel)
+        .create_cart(request)
+        .await
+        .unwrap();
+    let cart_id = cart.into_inner().cart.unwrap().cart_id;
 
     let traced = server
         .wait_for_log(|line| line["request_id"] == "http-traced")
@@ -184,6 +266,12 @@ async fn log_lines_are_json_with_request_and_trace_ids_and_no_secrets_even_with_
     server
         .wait_for_log(|line| line["request_id"] == "http-secret")
         .await;
+    // The handler's span names the cart; the access line written after it carries the id too.
+    let created = server
+        .wait_for_log(|line| line["request_id"] == "grpc-cart")
+        .await;
+    assert_eq!(created["cart_id"], cart_id.as_str(), "{created}");
+    assert_eq!(created["code"], "OK", "{created}");
 
     let lines = server.lines();
     for line in &lines {
@@ -197,6 +285,7 @@ async fn log_lines_are_json_with_request_and_trace_ids_and_no_secrets_even_with_
             !line.contains("not-a-valid-token"),
             "a credential reached the log: {line}"
         );
+        assert!(!line.contains(&token), "a token reached the log: {line}");
     }
 }
 
