@@ -20,3 +20,4 @@ mod support;
 
 mod fuzz_events;
 mod fuzz_money;
+mod saga_sim;

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod ledgers;
+
 /// True when the long variants are asked for (`LONG_TESTS=1`).
 pub fn long() -> bool {
     std::env::var("LONG_TESTS").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))

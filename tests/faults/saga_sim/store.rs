@@ -1,0 +1,327 @@
+//! An in-memory [`SagaStore`] with the semantics of the SQL stores (fenced
+//! writes, leases, releases that notice unseen cancels, operator actions
+//! compared on `updated_at`), plus the two things a simulation needs: a
+//! crash can strike at any write (before or after it applies), and time is
+//! virtual (every saga that is not halted is due at once).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use commerce::saga::{
+    plan::{SagaStatus, Step},
+    store::{
+        AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns, SagaRecord,
+        SagaStore, SagaStoreError, StepRecord,
+    },
+};
+use uuid::Uuid;
+
+use super::chaos::{Chaos, Fate};
+
+#[derive(Debug, Default)]
+struct Inner {
+    sagas: HashMap<Uuid, SagaRecord>,
+    owners: HashMap<Uuid, String>,
+    /// A halted saga (waiting for an operator) is not due.
+    halted: HashMap<Uuid, bool>,
+    attempts: HashMap<Uuid, Vec<AttemptRecord>>,
+    actions: HashMap<Uuid, Vec<OperatorActionRecord>>,
+    /// Virtual clock for `updated_at`: one tick per write, so that an
+    /// operator action always compares against a distinct version.
+    tick: i64,
+}
+
+/// The simulation's saga store.
+#[derive(Debug, Clone)]
+pub struct SimStore {
+    inner: Arc<Mutex<Inner>>,
+    chaos: Chaos,
+    epoch: DateTime<Utc>,
+}
+
+impl SimStore {
+    /// An empty store whose writes go through `chaos`.
+    pub fn new(chaos: Chaos) -> Self {
+        Self {
+            inner: Arc::default(),
+            chaos,
+            epoch: Utc::now(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self, inner: &mut Inner) -> DateTime<Utc> {
+        inner.tick += 1;
+        self.epoch + TimeDelta::milliseconds(inner.tick)
+    }
+
+    /// Inserts a saga as CreateOrder does (in the order's transaction).
+    pub fn insert(&self, saga_id: Uuid, order_id: Uuid, seed: String, deadline: DateTime<Utc>) {
+        let mut inner = self.lock();
+        let now = self.now(&mut inner);
+        inner.sagas.insert(
+            saga_id,
+            SagaRecord {
+                saga_id,
+                order_id,
+                seed,
+                status: SagaStatus::Running,
+                current_step: Some(Step::AuthorizePayment),
+                past_pivot: false,
+                cancel_requested: false,
+                cancel_reason: None,
+                deadline,
+                next_run_at: now,
+                compensation_reason: None,
+                last_error: None,
+                refs: Default::default(),
+                created_at: now,
+                updated_at: now,
+                steps: Vec::new(),
+            },
+        );
+    }
+
+    /// CancelOrder's flag (the event store sets it in the cancel's transaction).
+    pub fn request_cancel(&self, order_id: Uuid, reason: &str) {
+        let mut inner = self.lock();
+        if let Some(saga) = inner.sagas.values_mut().find(|s| s.order_id == order_id) {
+            saga.cancel_requested = true;
+            saga.cancel_reason.get_or_insert_with(|| reason.to_string());
+            let id = saga.saga_id;
+            inner.halted.insert(id, false);
+        }
+    }
+
+    /// A crashed worker's leases expire (the next claim may take its sagas).
+    pub fn expire_leases_of(&self, owner: &str) {
+        self.lock().owners.retain(|_, o| o != owner);
+    }
+
+    /// Steps as the engine wrote them (for the invariants).
+    pub fn record(&self, saga_id: Uuid) -> Option<SagaRecord> {
+        self.lock().sagas.get(&saga_id).cloned()
+    }
+
+    /// The fence: the write applies only while `lease` owns the saga, and
+    /// only if the crash schedule lets it.
+    fn fenced<T>(
+        &self,
+        lease: &Lease,
+        saga_id: Uuid,
+        apply: impl FnOnce(&mut Inner, DateTime<Utc>) -> T,
+    ) -> Result<T, SagaStoreError> {
+        let fate = self.chaos.fate_of_write(&lease.owner);
+        if matches!(fate, Fate::Dead | Fate::CrashBefore) {
+            return Err(SagaStoreError::LeaseLost);
+        }
+        let mut inner = self.lock();
+        if inner.owners.get(&saga_id) != Some(&lease.owner) {
+            return Err(SagaStoreError::LeaseLost);
+        }
+        let now = self.now(&mut inner);
+        let value = apply(&mut inner, now);
+        if fate == Fate::CrashAfter {
+            return Err(SagaStoreError::LeaseLost);
+        }
+        Ok(value)
+    }
+}
+
+fn put_step(saga: &mut SagaRecord, row: &StepRecord) {
+    match saga.steps.iter_mut().find(|s| s.step == row.step) {
+        Some(existing) => *existing = row.clone(),
+        None => saga.steps.push(row.clone()),
+    }
+}
+
+fn set_columns(saga: &mut SagaRecord, columns: &SagaColumns, now: DateTime<Utc>) {
+    saga.status = columns.status;
+    saga.current_step = columns.current_step;
+    saga.past_pivot = columns.past_pivot;
+    saga.compensation_reason.clone_from(&columns.compensation_reason);
+    saga.last_error.clone_from(&columns.last_error);
+    saga.refs = columns.refs.clone();
+    saga.updated_at = now;
+}
+
+#[async_trait]
+impl SagaStore for SimStore {
+    async fn claim_due(&self, lease: &Lease, limit: usize) -> Result<Vec<SagaRecord>, SagaStoreError> {
+        let mut inner = self.lock();
+        let mut due: Vec<_> = inner
+            .sagas
+            .values()
+            .filter(|s| {
+                let active = matches!(s.status, SagaStatus::Running | SagaStatus::Compensating)
+                    || (s.status == SagaStatus::Failed && s.cancel_requested);
+                active
+                    && !inner.owners.contains_key(&s.saga_id)
+                    && !inner.halted.get(&s.saga_id).copied().unwrap_or(false)
+            })
+            .map(|s| (s.created_at, s.saga_id))
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        let mut claimed = Vec::new();
+        for (_, id) in due {
+            inner.owners.insert(id, lease.owner.clone());
+            claimed.extend(inner.sagas.get(&id).cloned());
+        }
+        Ok(claimed)
+    }
+
+    async fn write(
+        &self,
+        lease: &Lease,
+        saga_id: Uuid,
+        columns: &SagaColumns,
+        steps: &[StepRecord],
+        attempt: Option<&AttemptWrite>,
+    ) -> Result<Fresh, SagaStoreError> {
+        self.fenced(lease, saga_id, |inner, now| {
+            let saga = inner.sagas.get_mut(&saga_id).expect("claimed saga exists");
+            set_columns(saga, columns, now);
+            for row in steps {
+                put_step(saga, row);
+            }
+            let fresh = Fresh {
+                cancel_requested: saga.cancel_requested,
+                cancel_reason: saga.cancel_reason.clone(),
+            };
+            let attempts = inner.attempts.entry(saga_id).or_default();
+            match attempt {
+                Some(AttemptWrite::Started {
+                    step,
+                    attempt,
+                    worker,
+                    idempotency_key,
+                    started_at,
+                }) => attempts.push(AttemptRecord {
+                    step: *step,
+                    attempt: *attempt,
+                    worker: worker.clone(),
+                    idempotency_key: idempotency_key.clone(),
+                    started_at: *started_at,
+                    finished_at: None,
+                    end: None,
+                }),
+                Some(AttemptWrite::Finished {
+                    step,
+                    attempt,
+                    finished_at,
+                    end,
+                }) => {
+                    if let Some(a) = attempts
+                        .iter_mut()
+                        .find(|a| a.step == *step && a.attempt == *attempt)
+                    {
+                        a.finished_at = Some(*finished_at);
+                        a.end = Some(end.clone());
+                    }
+                }
+                None => {}
+            }
+            fresh
+        })
+    }
+
+    async fn release(
+        &self,
+        lease: &Lease,
+        saga_id: Uuid,
+        next_run_at: DateTime<Utc>,
+        cancel_seen: bool,
+    ) -> Result<(), SagaStoreError> {
+        self.fenced(lease, saga_id, |inner, now| {
+            inner.owners.remove(&saga_id);
+            let saga = inner.sagas.get_mut(&saga_id).expect("claimed saga exists");
+            // Virtual time: a retry "later" is due at once; "never" (a year
+            // away: waiting for an operator) is halted, unless a cancel
+            // arrived that the worker did not see.
+            let unseen_cancel = saga.cancel_requested && !cancel_seen;
+            let halted = next_run_at > Utc::now() + TimeDelta::days(365) && !unseen_cancel;
+            saga.next_run_at = if unseen_cancel { now } else { next_run_at };
+            inner.halted.insert(saga_id, halted);
+        })
+    }
+
+    async fn get(&self, saga_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
+        Ok(self.record(saga_id))
+    }
+
+    async fn find_by_order(&self, order_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
+        Ok(self
+            .lock()
+            .sagas
+            .values()
+            .find(|s| s.order_id == order_id)
+            .cloned())
+    }
+
+    async fn list(
+        &self,
+        status: Option<SagaStatus>,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<SagaRecord>, SagaStoreError> {
+        let inner = self.lock();
+        let mut all: Vec<_> = inner
+            .sagas
+            .values()
+            .filter(|s| status.is_none_or(|st| s.status == st))
+            .filter(|s| after.is_none_or(|c| (s.created_at, s.saga_id) < c))
+            .cloned()
+            .collect();
+        all.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.saga_id)));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError> {
+        Ok(self.lock().attempts.get(&saga_id).cloned().unwrap_or_default())
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {
+        let mut counts: HashMap<&'static str, (SagaStatus, u64)> = HashMap::new();
+        for saga in self.lock().sagas.values() {
+            counts.entry(saga.status.as_str()).or_insert((saga.status, 0)).1 += 1;
+        }
+        Ok(counts.into_values().collect())
+    }
+
+    async fn operator_actions(&self, saga_id: Uuid) -> Result<Vec<OperatorActionRecord>, SagaStoreError> {
+        Ok(self.lock().actions.get(&saga_id).cloned().unwrap_or_default())
+    }
+
+    async fn apply_operator_action(
+        &self,
+        saga_id: Uuid,
+        expected_updated_at: DateTime<Utc>,
+        columns: &SagaColumns,
+        step: &StepRecord,
+        action: &OperatorActionRecord,
+    ) -> Result<(), SagaStoreError> {
+        let mut inner = self.lock();
+        let now = self.now(&mut inner);
+        let leased = inner.owners.contains_key(&saga_id);
+        let saga = inner.sagas.get_mut(&saga_id).ok_or(SagaStoreError::Conflict)?;
+        let retryable = matches!(saga.status, SagaStatus::Failed | SagaStatus::CompensationFailed);
+        if saga.updated_at != expected_updated_at || !retryable || leased {
+            return Err(SagaStoreError::Conflict);
+        }
+        set_columns(saga, columns, now);
+        saga.next_run_at = now;
+        put_step(saga, step);
+        inner.halted.insert(saga_id, false);
+        inner.actions.entry(saga_id).or_default().push(action.clone());
+        Ok(())
+    }
+}
