@@ -12,6 +12,7 @@
 //! - [`auth`]: JWT bearer authentication for both transports.
 //! - [`domain`]: pure business rules (money, carts, orders).
 //! - [`ratelimit`]: per-principal token buckets (per replica).
+//! - [`privacy`]: crypto-shredding of personal data in events (ForgetCustomer).
 //! - [`bounds`]: request deadlines (capped) and the oversized-message answer.
 //! - [`db`], [`health`]: backends and their health.
 //! - [`store`]: storage traits and their PostgreSQL / Redis / embedded implementations.
@@ -33,6 +34,7 @@ pub mod error;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod privacy;
 pub mod projections;
 pub mod proto;
 pub mod ratelimit;

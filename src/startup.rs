@@ -19,6 +19,7 @@ use crate::{
     config::Config,
     db::{Backends, Db, redis_pool},
     health::Health,
+    privacy::{self, Vault},
     proto::commerce::v1::{
         admin_service_server::AdminServiceServer, cart_service_server::CartServiceServer,
         order_service_server::OrderServiceServer, saga_admin_server::SagaAdminServer,
@@ -60,6 +61,7 @@ impl Application {
         // Keys first: a production deployment without real keys must not start.
         let auth = AuthLayer::new(Authenticator::from_config(&config).context("JWT keys")?)
             .with_rate_limiter(RateLimiter::from_config(&config));
+        let master_key = privacy::master_key(&config).context("PII_MASTER_KEY")?;
         let db = Db::connect(&config).await?;
         if config.run_migrations {
             db.migrate().await.context("running migrations")?;
@@ -87,6 +89,7 @@ impl Application {
             events.clone(),
             carts.clone(),
         );
+        let privacy = Vault::on_db(backends.db.clone(), master_key);
         let app = App {
             config,
             backends,
@@ -95,6 +98,7 @@ impl Application {
             events,
             carts,
             orders,
+            privacy,
         };
         Ok(Self {
             listener,

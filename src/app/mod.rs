@@ -3,12 +3,14 @@
 
 pub mod cart;
 pub mod orders;
+pub mod privacy;
 pub mod sagas;
 
 use std::sync::Arc;
 
 use crate::{
-    config::Config, db::Backends, health::Health, shutdown::Shutdown, store::event_store::EventStore,
+    config::Config, db::Backends, health::Health, privacy::Vault, shutdown::Shutdown,
+    store::event_store::EventStore,
 };
 
 /// Everything a request handler needs, cheap to clone.
@@ -28,4 +30,6 @@ pub struct App {
     pub carts: cart::CartApp,
     /// Orders, command side (CreateOrder, CancelOrder, the saga's commands).
     pub orders: orders::OrderApp,
+    /// Personal data: per-customer encryption and ForgetCustomer (crypto-shredding).
+    pub privacy: Vault,
 }

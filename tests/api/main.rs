@@ -13,6 +13,7 @@ mod idempotency_store;
 mod observability;
 mod order_commands;
 mod orders;
+mod privacy;
 mod proxy;
 mod read_models;
 mod rest;

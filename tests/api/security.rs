@@ -192,9 +192,20 @@ async fn production_refuses_to_start_with_the_development_secret_or_no_key() {
             .expect("refused to start");
         assert!(format!("{err:#}").contains("production"), "{err:#}");
     }
+    // A real JWT key is not enough: personal data needs a real master key too.
     let key = fixture_path("es256-public.pem");
-    let config = isolation.config(&[("ENVIRONMENT", "production"), ("JWT_PUBLIC_KEY_FILE", &key)]);
-    assert!(Application::build(config).await.is_ok());
+    let keyed = [
+        ("ENVIRONMENT", "production"),
+        ("JWT_PUBLIC_KEY_FILE", key.as_str()),
+    ];
+    let err = Application::build(isolation.config(&keyed))
+        .await
+        .err()
+        .expect("refused to start");
+    assert!(format!("{err:#}").contains("PII_MASTER_KEY"), "{err:#}");
+    let master = "ab".repeat(32);
+    let complete = [keyed.as_slice(), &[("PII_MASTER_KEY", master.as_str())]].concat();
+    assert!(Application::build(isolation.config(&complete)).await.is_ok());
 }
 
 #[tokio::test]
