@@ -166,8 +166,7 @@ fn parameter(field: &Field, location: &str, required: bool, refs: &mut Refs) -> 
         "in": location,
         "required": required,
         "description": field.comment,
-        "schema": field_schema(field, refs),
-        "explode": true,
+        "schema": value_schema(field, refs),
     })
 }
 
@@ -191,14 +190,20 @@ fn message_schema(message: &MessageInfo, refs: &mut Refs, skip: &[&str]) -> Valu
     json!({"type": "object", "description": message.comment, "properties": properties})
 }
 
-fn field_schema(field: &Field, refs: &mut Refs) -> Value {
-    let mut schema = if let Some((_, value)) = &field.map {
+/// The schema of a field's value (a parameter's schema: its description is beside it).
+fn value_schema(field: &Field, refs: &mut Refs) -> Value {
+    if let Some((_, value)) = &field.map {
         json!({"type": "object", "additionalProperties": refs.kind(value)})
     } else if field.repeated {
         json!({"type": "array", "items": refs.kind(&field.kind)})
     } else {
         refs.kind(&field.kind)
-    };
+    }
+}
+
+/// The schema of a field as a property, with its comment as description.
+fn field_schema(field: &Field, refs: &mut Refs) -> Value {
+    let mut schema = value_schema(field, refs);
     let mut description = field.comment.clone();
     if let Some(oneof) = &field.oneof {
         description.push_str(&format!(" (one of `{oneof}`: set at most one of its fields)"));
