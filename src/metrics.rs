@@ -34,6 +34,31 @@ const APPEND_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// Every metric family this service exports, with its label names: what
+/// dashboards and alert rules may query (a test holds the deployment to it).
+pub const FAMILIES: &[(&str, &[&str])] = &[
+    ("grpc_server_requests_total", &["service", "method", "code"]),
+    ("grpc_server_request_duration_seconds", &["service", "method"]),
+    ("http_requests_total", &["method", "route", "status"]),
+    ("http_request_duration_seconds", &["method", "route"]),
+    ("cart_operations_total", &["operation", "outcome"]),
+    ("carts_created_total", &[]),
+    ("carts_converted_total", &[]),
+    ("carts_abandoned_total", &[]),
+    ("orders_status_transitions_total", &["to"]),
+    ("saga_steps_total", &["step", "outcome"]),
+    ("saga_step_duration_seconds", &["step"]),
+    ("saga_retries_total", &["step"]),
+    ("sagas", &["status"]),
+    ("saga_duration_seconds", &["outcome"]),
+    ("event_store_append_duration_seconds", &["backend"]),
+    ("event_store_conflicts_total", &[]),
+    ("outbox_backlog", &[]),
+    ("projection_lag_events", &["projection"]),
+    ("db_pool_connections", &["state"]),
+    ("redis_pool_connections", &["state"]),
+];
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the global Prometheus recorder once per process (later calls,
@@ -392,5 +417,42 @@ mod tests {
             text.contains("event_store_append_duration_seconds_bucket{backend=\"sqlite\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_family_the_functions_emit_is_listed_and_every_listed_family_is_emitted() {
+        install().expect("recorder installed");
+        grpc_request("svc", "Method", "OK", Some(Duration::from_millis(1)));
+        http_request("GET", "/health".into(), 200, Duration::from_millis(1));
+        cart_operation::<()>("get_cart", &Ok(()));
+        cart_created();
+        cart_converted();
+        carts_abandoned(0);
+        order_status_transition("CONFIRMED");
+        saga_step("capture_payment", StepOutcome::Refused, Duration::from_millis(5));
+        saga_retry("capture_payment");
+        saga_finished("completed", Duration::from_secs(1));
+        sagas_by_status(&["RUNNING"], [("RUNNING", 2)]);
+        event_store_append("postgres", Duration::from_millis(1));
+        event_store_conflict();
+        outbox_backlog(3);
+        projection_lag("order_detail", 4);
+        gauge!("redis_pool_connections", "state" => "max").set(1.0);
+        gauge!("db_pool_connections", "state" => "max").set(1.0);
+        let text = render();
+        let emitted: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split(' ').next())
+            .collect();
+        for name in &emitted {
+            assert!(
+                FAMILIES.iter().any(|(family, _)| family == name),
+                "{name} is not in FAMILIES"
+            );
+        }
+        for (family, _) in FAMILIES {
+            assert!(emitted.contains(family), "{family} listed but never emitted");
+        }
     }
 }

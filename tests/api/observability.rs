@@ -387,3 +387,55 @@ fn body_of(response: &str) -> String {
         .map(|(_, body)| body.to_string())
         .unwrap_or_default()
 }
+
+#[test]
+fn the_dashboard_and_alert_rules_query_only_series_and_labels_the_service_exports() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let families: HashMap<&str, &[&str]> = commerce::metrics::FAMILIES.iter().copied().collect();
+    let all_labels: Vec<&str> = families
+        .values()
+        .flat_map(|labels| labels.iter().copied())
+        .collect();
+    let scrape_labels = ["job", "instance"];
+    for file in [
+        "helm/commerce/files/alerts.yml",
+        "helm/commerce/files/commerce-dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(root.join(file))
+            .unwrap()
+            .replace("\\\"", "\"");
+        let selectors = support::selectors(&text);
+        assert!(selectors.len() > 5, "{file}: found no queries");
+        for (name, keys) in &selectors {
+            let name = name.as_str();
+            if name == "up" {
+                continue;
+            }
+            let (family, bucket) = match name.strip_suffix("_bucket") {
+                Some(base) => (base, true),
+                None => (
+                    name.strip_suffix("_count")
+                        .or(name.strip_suffix("_sum"))
+                        .unwrap_or(name),
+                    false,
+                ),
+            };
+            let family = if families.contains_key(name) { name } else { family };
+            let labels = families
+                .get(family)
+                .unwrap_or_else(|| panic!("{file} queries {name}, which the service does not export"));
+            for key in keys {
+                let known = labels.contains(&key.as_str())
+                    || scrape_labels.contains(&key.as_str())
+                    || (bucket && key == "le");
+                assert!(known, "{file}: {name} has no label {key}");
+            }
+        }
+        for label in support::grouping_labels(&text) {
+            let known = all_labels.contains(&label.as_str())
+                || scrape_labels.contains(&label.as_str())
+                || label == "le";
+            assert!(known, "{file} groups by {label}, which no series has");
+        }
+    }
+}

@@ -274,3 +274,51 @@ pub fn fresh_traceparent() -> (String, String, String) {
     let span_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
     (format!("00-{trace_id}-{span_id}-01"), trace_id, span_id)
 }
+
+/// Every PromQL series selector `name{key="value", ...}` in `text`, as the
+/// metric name and its label keys.
+pub fn selectors(text: &str) -> Vec<(String, Vec<String>)> {
+    let mut found = Vec::new();
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    for (at, _) in text.match_indices('{') {
+        let name: String = text[..at]
+            .chars()
+            .rev()
+            .take_while(|c| ident(*c))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            continue;
+        }
+        let Some(end) = text[at..].find('}') else { continue };
+        let keys = text[at + 1..at + end]
+            .split(',')
+            .filter_map(|matcher| {
+                let key = matcher.split(['=', '!']).next()?.trim();
+                (!key.is_empty()).then(|| key.to_string())
+            })
+            .collect();
+        found.push((name, keys));
+    }
+    found
+}
+
+/// The labels of every `by (...)` / `without (...)` clause in `text`.
+pub fn grouping_labels(text: &str) -> Vec<String> {
+    let mut labels = Vec::new();
+    for clause in ["by (", "without ("] {
+        for (at, _) in text.match_indices(clause) {
+            let rest = &text[at + clause.len()..];
+            let Some(end) = rest.find(')') else { continue };
+            labels.extend(
+                rest[..end]
+                    .split(',')
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty()),
+            );
+        }
+    }
+    labels
+}
