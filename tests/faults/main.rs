@@ -20,4 +20,5 @@ mod support;
 
 mod fuzz_events;
 mod fuzz_money;
+mod idempotency;
 mod saga_sim;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod ledgers;
+pub mod shop;
 
 /// True when the long variants are asked for (`LONG_TESTS=1`).
 pub fn long() -> bool {
