@@ -171,3 +171,31 @@ async fn refusals_from_the_layers_in_front_keep_the_json_error_shape() {
     assert_eq!(limited.json()["code"], 8);
     assert!(limited.header("retry-after").parse::<u64>().unwrap() >= 1);
 }
+
+#[tokio::test]
+async fn forgetting_a_customer_over_rest_is_for_admins_and_needs_a_reason() {
+    let app = spawn_app().await;
+    let path = "/api/v1/admin/customers/alice/forget";
+    let denied = call(&app, "POST", path)
+        .bearer(&app.customer("alice"))
+        .json(&serde_json::json!({"reason": "GDPR request"}))
+        .send()
+        .await;
+    assert_eq!(denied.status, 403, "{}", denied.text());
+
+    let no_reason = call(&app, "POST", path).bearer(&app.admin()).send().await;
+    assert_eq!(no_reason.status, 400, "{}", no_reason.text());
+    assert_eq!(no_reason.violated_fields(), ["reason"]);
+
+    let forgotten = call(&app, "POST", path)
+        .bearer(&app.admin())
+        .json(&serde_json::json!({"reason": "GDPR request"}))
+        .send()
+        .await;
+    assert_eq!(forgotten.status, 200, "{}", forgotten.text());
+    assert!(
+        forgotten.json()["forgotten_at"]
+            .as_str()
+            .is_some_and(|t| t.contains('T'))
+    );
+}
