@@ -15,9 +15,13 @@
 mod helpers;
 #[path = "../api/proxy.rs"]
 mod proxy;
+#[allow(dead_code)]
+#[path = "../api/rest_client.rs"]
+mod rest_client;
 
 mod support;
 
+mod bad_input;
 mod fuzz_events;
 mod fuzz_money;
 mod idempotency;
