@@ -22,6 +22,7 @@ mod rest_client;
 mod support;
 
 mod bad_input;
+mod concurrency;
 mod fuzz_events;
 mod fuzz_money;
 mod idempotency;
