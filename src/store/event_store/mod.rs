@@ -220,6 +220,11 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
+        // A connection closed during the handshake (a proxy or load balancer
+        // in front of a database that is down accepts, then hangs up) reads
+        // as an unexpected reply to the SSL request: the database is away,
+        // not the request wrong.
+        sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
             // PostgreSQL: 08 connection, 40001 serialization, 40P01 deadlock,
