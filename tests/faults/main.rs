@@ -26,4 +26,5 @@ mod concurrency;
 mod fuzz_events;
 mod fuzz_money;
 mod idempotency;
+mod outages;
 mod saga_sim;
