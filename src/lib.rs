@@ -34,6 +34,7 @@ pub mod error;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod outbox;
 pub mod privacy;
 pub mod projections;
 pub mod proto;

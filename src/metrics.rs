@@ -162,6 +162,10 @@ fn describe() {
         "Events stored but not yet applied, by projection."
     );
     describe_gauge!(
+        "projection_rebuild_progress_ratio",
+        "Progress of a running rebuild-projections, 0 to 1, by projection (0 when none runs)."
+    );
+    describe_gauge!(
         "db_pool_connections",
         "Database pool connections by state (idle, in_use, max)."
     );
@@ -298,6 +302,11 @@ pub fn outbox_backlog(entries: u64) {
 /// Events stored past `projection`'s checkpoint.
 pub fn projection_lag(projection: &'static str, events: u64) {
     gauge!("projection_lag_events", "projection" => projection).set(events as f64);
+}
+
+/// Progress of a running rebuild of `projection` (0 to 1; 0 when none runs).
+pub fn projection_rebuild_progress(projection: &'static str, ratio: f64) {
+    gauge!("projection_rebuild_progress_ratio", "projection" => projection).set(ratio.clamp(0.0, 1.0));
 }
 
 // ---- sagas ----

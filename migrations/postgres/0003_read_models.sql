@@ -25,14 +25,14 @@ INSERT INTO projection_checkpoints (name) VALUES ('order_detail'), ('customer_or
 CREATE TABLE order_details (
     order_id            UUID        PRIMARY KEY,
     customer_id         TEXT        NOT NULL,
-    cart_id             TEXT        NOT NULL,
+    cart_id             UUID        NOT NULL,
+    saga_id             UUID        NULL,
     status              TEXT        NOT NULL,
     items               JSONB       NOT NULL,
     currency            TEXT        NOT NULL,
     total               NUMERIC     NOT NULL,
     item_count          INTEGER     NOT NULL,
-    payment_method      TEXT        NOT NULL,
-    shipping_address    JSONB       NOT NULL,
+    personal            JSONB       NOT NULL,
     cancellation_reason TEXT        NOT NULL,
     version             BIGINT      NOT NULL,
     created_at          TIMESTAMPTZ NOT NULL,
@@ -43,7 +43,8 @@ CREATE TABLE order_details (
 CREATE TABLE customer_orders (
     order_id            UUID        PRIMARY KEY,
     customer_id         TEXT        NOT NULL,
-    cart_id             TEXT        NOT NULL,
+    cart_id             UUID        NOT NULL,
+    saga_id             UUID        NULL,
     status              TEXT        NOT NULL,
     items               JSONB       NOT NULL,
     currency            TEXT        NOT NULL,
@@ -60,7 +61,7 @@ CREATE INDEX customer_orders_all_newest ON customer_orders (created_at DESC, ord
 -- Cart conversion figures: one row per converted cart (order), summed per day and currency.
 CREATE TABLE cart_conversions (
     order_id     UUID        PRIMARY KEY,
-    cart_id      TEXT        NOT NULL,
+    cart_id      UUID        NOT NULL,
     customer_id  TEXT        NOT NULL,
     currency     TEXT        NOT NULL,
     total        NUMERIC     NOT NULL,

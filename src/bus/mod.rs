@@ -29,7 +29,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{config::Config, db::Backends};
+use crate::{
+    config::Config,
+    db::Backends,
+    store::event_store::{EventMetadata, StoredEvent, Upcasters},
+};
 
 /// Entries a stream keeps at most (approximately: `MAXLEN ~`). A group that
 /// falls further behind loses the oldest entries; the projections' sweep over
@@ -54,8 +58,11 @@ pub struct EventEnvelope {
     pub event_type: String,
     /// Schema version of `payload`.
     pub schema_version: i32,
-    /// The event's payload.
+    /// The event's payload, at `schema_version`.
     pub payload: serde_json::Value,
+    /// Provenance (correlation, causation, idempotency key).
+    #[serde(default)]
+    pub metadata: EventMetadata,
     /// When the event was recorded.
     pub recorded_at: DateTime<Utc>,
 }
@@ -65,6 +72,41 @@ impl EventEnvelope {
     pub fn encode(&self) -> String {
         // Serializing plain data with string keys cannot fail.
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The stored event, its payload upcast to the current schema (an entry
+    /// published by an older release may carry an older one).
+    pub fn into_stored(self, upcasters: &Upcasters) -> Result<StoredEvent, String> {
+        let payload = upcasters.upcast(&self.event_type, self.schema_version, self.payload)?;
+        Ok(StoredEvent {
+            event_id: self.event_id,
+            stream_id: self.stream_id,
+            stream_type: self.stream_type,
+            version: self.version,
+            global_position: self.global_position,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            payload,
+            metadata: self.metadata,
+            recorded_at: self.recorded_at,
+        })
+    }
+}
+
+impl From<&StoredEvent> for EventEnvelope {
+    fn from(event: &StoredEvent) -> Self {
+        Self {
+            event_id: event.event_id,
+            stream_id: event.stream_id,
+            stream_type: event.stream_type.clone(),
+            version: event.version,
+            global_position: event.global_position,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            payload: event.payload.clone(),
+            metadata: event.metadata.clone(),
+            recorded_at: event.recorded_at,
+        }
     }
 }
 

@@ -7,11 +7,14 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{
-    ProjectionError, ReadModel,
-    order_event::{OrderFact, OrderStatus},
+use super::{ProjectionError, ReadModel};
+use crate::{
+    domain::{
+        money::{Currency, Money},
+        order::OrderEvent,
+    },
+    store::event_store::StoredEvent,
 };
-use crate::bus::EventEnvelope;
 
 /// How a converted cart's order ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,15 +52,15 @@ pub struct CartConversion {
     /// The order the cart became.
     pub order_id: Uuid,
     /// The cart.
-    pub cart_id: String,
+    pub cart_id: Uuid,
     /// Its owner.
     pub customer_id: String,
     /// Currency.
-    pub currency: String,
+    pub currency: Currency,
     /// Order value.
-    pub total: Decimal,
+    pub total: Money,
     /// Items ordered.
-    pub item_count: i32,
+    pub item_count: u32,
     /// How it ended so far.
     pub outcome: Outcome,
     /// When the cart was converted (the order created).
@@ -80,38 +83,44 @@ impl ReadModel for CartConversion {
         self.version
     }
 
-    fn apply(state: Option<Self>, event: &EventEnvelope, fact: &OrderFact) -> Result<Self, ProjectionError> {
-        let mut row = match (state, fact) {
-            (None, OrderFact::Created(created)) => Self {
-                order_id: event.stream_id,
-                cart_id: created.cart_id.clone(),
+    fn apply(state: Option<Self>, stored: &StoredEvent, event: &OrderEvent) -> Result<Self, ProjectionError> {
+        let mut row = match (state, event) {
+            (None, OrderEvent::Created(created)) => Self {
+                order_id: stored.stream_id,
+                cart_id: created.cart_id,
                 customer_id: created.customer_id.clone(),
-                currency: created.currency.clone(),
+                currency: created.currency,
                 total: created.total,
                 item_count: created.items.iter().map(|line| line.quantity).sum(),
                 outcome: Outcome::Open,
-                converted_at: event.recorded_at,
+                converted_at: stored.recorded_at,
                 settled_at: None,
                 version: 0,
             },
             (None, _) => {
                 return Err(ProjectionError::poison(
-                    event,
+                    stored,
                     "the stream does not start with OrderCreated",
+                ));
+            }
+            (Some(_), OrderEvent::Created(_)) => {
+                return Err(ProjectionError::poison(
+                    stored,
+                    "OrderCreated after the stream's start",
                 ));
             }
             (Some(row), _) => row,
         };
-        let ended = match fact {
-            OrderFact::Advanced(OrderStatus::Confirmed) => Some(Outcome::Confirmed),
-            OrderFact::Cancelled { .. } => Some(Outcome::Cancelled),
+        let ended = match event {
+            OrderEvent::Confirmed(_) => Some(Outcome::Confirmed),
+            OrderEvent::Cancelled(_) => Some(Outcome::Cancelled),
             _ => None,
         };
         if let Some(outcome) = ended {
             row.outcome = outcome;
-            row.settled_at = Some(event.recorded_at);
+            row.settled_at = Some(stored.recorded_at);
         }
-        row.version = event.version;
+        row.version = stored.version;
         Ok(row)
     }
 }
@@ -121,7 +130,7 @@ impl ReadModel for CartConversion {
 pub struct ConversionFigures {
     /// The UTC day, `YYYY-MM-DD`.
     pub day: String,
-    /// Currency.
+    /// ISO 4217 currency code.
     pub currency: String,
     /// Carts converted into orders that day.
     pub converted: i64,

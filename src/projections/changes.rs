@@ -4,7 +4,7 @@
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::order_event::OrderStatus;
+use crate::domain::order::OrderStatus;
 
 /// One committed change of an order's detail row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,14 +2,16 @@
 //! indexed for "my orders, newest first" (ListOrders).
 
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::{
-    ProjectionError, ReadModel,
-    order_event::{OrderFact, OrderLine, OrderStatus},
+use super::{ProjectionError, ReadModel};
+use crate::{
+    domain::{
+        money::{Currency, Money},
+        order::{OrderEvent, OrderLine, OrderStatus},
+    },
+    store::event_store::StoredEvent,
 };
-use crate::bus::EventEnvelope;
 
 /// An order without its personal data: the list row, and the shared part of
 /// the detail row.
@@ -20,17 +22,19 @@ pub struct OrderSummary {
     /// Owner.
     pub customer_id: String,
     /// The converted cart.
-    pub cart_id: String,
+    pub cart_id: Uuid,
+    /// The fulfillment saga, when orchestration is on.
+    pub saga_id: Option<Uuid>,
     /// Current status.
     pub status: OrderStatus,
     /// Lines with the price snapshot.
     pub items: Vec<OrderLine>,
-    /// ISO 4217 currency.
-    pub currency: String,
+    /// Currency of every amount.
+    pub currency: Currency,
     /// Sum of line totals.
-    pub total: Decimal,
+    pub total: Money,
     /// Sum of quantities.
-    pub item_count: i32,
+    pub item_count: u32,
     /// Why it was cancelled; empty unless CANCELLED.
     pub cancellation_reason: String,
     /// Version of the stream folded in.
@@ -45,48 +49,54 @@ impl OrderSummary {
     /// The summary after `event`; shared by every order-shaped read model.
     pub fn next(
         state: Option<Self>,
-        event: &EventEnvelope,
-        fact: &OrderFact,
+        stored: &StoredEvent,
+        event: &OrderEvent,
     ) -> Result<Self, ProjectionError> {
-        let mut order = match (state, fact) {
-            (None, OrderFact::Created(created)) => Self {
-                order_id: event.stream_id,
+        let mut order = match (state, event) {
+            (None, OrderEvent::Created(created)) => Self {
+                order_id: stored.stream_id,
                 customer_id: created.customer_id.clone(),
-                cart_id: created.cart_id.clone(),
+                cart_id: created.cart_id,
+                saga_id: created.saga_id,
                 status: OrderStatus::Pending,
                 item_count: created.items.iter().map(|line| line.quantity).sum(),
                 items: created.items.clone(),
-                currency: created.currency.clone(),
+                currency: created.currency,
                 total: created.total,
                 cancellation_reason: String::new(),
                 version: 0,
-                created_at: event.recorded_at,
-                updated_at: event.recorded_at,
+                created_at: stored.recorded_at,
+                updated_at: stored.recorded_at,
             },
             (None, _) => {
                 return Err(ProjectionError::poison(
-                    event,
+                    stored,
                     "the stream does not start with OrderCreated",
                 ));
             }
-            (Some(_), OrderFact::Created(_)) => {
+            (Some(_), OrderEvent::Created(_)) => {
                 return Err(ProjectionError::poison(
-                    event,
+                    stored,
                     "OrderCreated after the stream's start",
                 ));
             }
             (Some(order), _) => order,
         };
-        match fact {
-            OrderFact::Advanced(status) => order.status = *status,
-            OrderFact::Cancelled { reason } => {
+        match event {
+            OrderEvent::PaymentAuthorized(_) => order.status = OrderStatus::PaymentAuthorized,
+            OrderEvent::InventoryReserved(_) => order.status = OrderStatus::InventoryReserved,
+            OrderEvent::ShippingArranged(_) => order.status = OrderStatus::ShippingArranged,
+            OrderEvent::Confirmed(_) => order.status = OrderStatus::Confirmed,
+            OrderEvent::Cancelled(cancelled) => {
                 order.status = OrderStatus::Cancelled;
-                order.cancellation_reason = reason.clone();
+                order.cancellation_reason = cancelled.reason.clone();
             }
-            OrderFact::Created(_) | OrderFact::Other => {}
+            OrderEvent::Created(_)
+            | OrderEvent::PaymentCaptured(_)
+            | OrderEvent::CancellationRequested(_) => {}
         }
-        order.version = event.version;
-        order.updated_at = event.recorded_at;
+        order.version = stored.version;
+        order.updated_at = stored.recorded_at;
         Ok(order)
     }
 }
@@ -107,8 +117,8 @@ impl ReadModel for CustomerOrder {
         self.0.version
     }
 
-    fn apply(state: Option<Self>, event: &EventEnvelope, fact: &OrderFact) -> Result<Self, ProjectionError> {
-        OrderSummary::next(state.map(|row| row.0), event, fact).map(Self)
+    fn apply(state: Option<Self>, stored: &StoredEvent, event: &OrderEvent) -> Result<Self, ProjectionError> {
+        OrderSummary::next(state.map(|row| row.0), stored, event).map(Self)
     }
 }
 
@@ -126,6 +136,7 @@ mod tests {
         assert_eq!(row.0.items.len(), 2);
         assert_eq!(row.0.total, order.total());
         assert_eq!(row.0.item_count, order.item_count());
+        assert_eq!(row.0.saga_id, Some(order.saga_id));
         assert_eq!(row.0.customer_id, "alice");
     }
 

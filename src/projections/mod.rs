@@ -29,17 +29,19 @@ pub mod changes;
 pub mod customer_orders;
 pub mod order_detail;
 pub mod order_event;
+pub mod rebuild;
+pub mod runner;
 pub mod samples;
+pub mod status;
 
 use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use self::order_event::OrderFact;
-use crate::bus::EventEnvelope;
-
-/// The stream type the projections read.
-pub const ORDER_STREAM: &str = "order";
+use crate::{
+    domain::order::OrderEvent,
+    store::event_store::{ORDER_STREAM, StoredEvent},
+};
 
 /// A failure to apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +65,7 @@ pub enum ProjectionError {
 
 impl ProjectionError {
     /// A poison error about `event`.
-    pub fn poison(event: &EventEnvelope, reason: impl Into<String>) -> Self {
+    pub fn poison(event: &StoredEvent, reason: impl Into<String>) -> Self {
         Self::Poison {
             event_id: event.event_id,
             event_type: event.event_type.clone(),
@@ -89,7 +91,7 @@ pub trait ReadModel: Sized + Clone + Send + Sync + 'static {
 
     /// The row after `event`, the next event of its stream (`state` is None
     /// before the first).
-    fn apply(state: Option<Self>, event: &EventEnvelope, fact: &OrderFact) -> Result<Self, ProjectionError>;
+    fn apply(state: Option<Self>, stored: &StoredEvent, event: &OrderEvent) -> Result<Self, ProjectionError>;
 }
 
 /// A stream whose next event has not been seen: events `have + 1 .. wanted`
@@ -122,7 +124,7 @@ pub struct Folded<R> {
 /// version. Events of other stream types are ignored.
 pub fn fold<R: ReadModel>(
     mut current: HashMap<Uuid, R>,
-    events: &[EventEnvelope],
+    events: &[StoredEvent],
 ) -> Result<Folded<R>, ProjectionError> {
     // Changed streams in first-change order (deterministic upserts).
     let mut changed: Vec<Uuid> = Vec::new();
@@ -148,9 +150,9 @@ pub fn fold<R: ReadModel>(
             });
             continue;
         }
-        let fact = OrderFact::parse(event)?;
+        let decoded = order_event::decode(event)?;
         let state = current.remove(&event.stream_id);
-        let next = R::apply(state, event, &fact)?;
+        let next = R::apply(state, event, &decoded)?;
         current.insert(event.stream_id, next);
         if seen.insert(event.stream_id) {
             changed.push(event.stream_id);
@@ -167,7 +169,7 @@ pub fn fold<R: ReadModel>(
 
 /// Folds a whole stream from its first event (ENABLE_CQRS=false reads, and
 /// reads that cannot wait for the projection).
-pub fn fold_stream<R: ReadModel>(events: &[EventEnvelope]) -> Result<Option<R>, ProjectionError> {
+pub fn fold_stream<R: ReadModel>(events: &[StoredEvent]) -> Result<Option<R>, ProjectionError> {
     let folded = fold::<R>(HashMap::new(), events)?;
     Ok(folded.changed.into_iter().next())
 }

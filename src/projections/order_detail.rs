@@ -3,20 +3,19 @@
 
 use uuid::Uuid;
 
-use super::{
-    ProjectionError, ReadModel,
-    customer_orders::OrderSummary,
-    order_event::{OrderFact, PersonalFields, personal_fields},
+use super::{ProjectionError, ReadModel, customer_orders::OrderSummary, order_event::project_personal};
+use crate::{
+    domain::order::{OrderEvent, PersonalData},
+    store::event_store::StoredEvent,
 };
-use crate::bus::EventEnvelope;
 
 /// A row of the order detail read model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderDetail {
     /// Everything but the personal data.
     pub summary: OrderSummary,
-    /// Payment method and shipping address.
-    pub personal: PersonalFields,
+    /// Payment method and shipping address, as the creation event gave them.
+    pub personal: PersonalData,
 }
 
 impl ReadModel for OrderDetail {
@@ -31,26 +30,28 @@ impl ReadModel for OrderDetail {
         self.summary.version
     }
 
-    fn apply(state: Option<Self>, event: &EventEnvelope, fact: &OrderFact) -> Result<Self, ProjectionError> {
+    fn apply(state: Option<Self>, stored: &StoredEvent, event: &OrderEvent) -> Result<Self, ProjectionError> {
         let (summary, personal) = match state {
-            Some(Self { summary, personal }) => (Some(summary), personal),
-            None => (None, PersonalFields::default()),
+            Some(Self { summary, personal }) => (Some(summary), Some(personal)),
+            None => (None, None),
         };
-        let personal = match fact {
-            OrderFact::Created(created) => personal_fields(&created.personal),
-            _ => personal,
+        // Refuses a stream that does not start with OrderCreated.
+        let summary = OrderSummary::next(summary, stored, event)?;
+        let personal = match event {
+            OrderEvent::Created(created) => project_personal(created),
+            _ => personal.ok_or_else(|| ProjectionError::poison(stored, "no OrderCreated folded"))?,
         };
-        Ok(Self {
-            summary: OrderSummary::next(summary, event, fact)?,
-            personal,
-        })
+        Ok(Self { summary, personal })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::projections::{fold_stream, order_event::OrderStatus, samples::SampleOrder};
+    use crate::{
+        domain::order::OrderStatus,
+        projections::{fold_stream, samples::SampleOrder},
+    };
 
     #[test]
     fn the_detail_keeps_the_personal_fields_of_the_creation() {
@@ -59,7 +60,7 @@ mod tests {
         let row: OrderDetail = fold_stream(&events[..3]).unwrap().unwrap();
         assert_eq!(row.summary.status, OrderStatus::InventoryReserved);
         assert_eq!(row.personal.payment_method, "pm_card_visa");
-        assert_eq!(row.personal.shipping_address["city"], "Springfield");
+        assert_eq!(row.personal.shipping_address.city, "Springfield");
         assert_eq!(row.summary.created_at, events[0].recorded_at);
         assert_eq!(row.summary.updated_at, events[2].recorded_at);
     }

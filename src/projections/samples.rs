@@ -1,141 +1,172 @@
 //! Sample order streams, for tests and for benchmarking the rebuild: the
-//! event types and payloads an order's life produces.
+//! domain events of an order's life, encoded by the write side's codec, so
+//! they are exactly what CreateOrder and the saga store.
 
 use chrono::{DateTime, Duration, Utc};
-use rust_decimal::Decimal;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::ORDER_STREAM;
-use crate::bus::EventEnvelope;
+use crate::{
+    domain::{
+        money::{Currency, Money},
+        order::{
+            CancellationRequested, InventoryReserved, OrderCancelled, OrderConfirmed, OrderCreated,
+            OrderEvent, OrderLine, PaymentAuthorized, PaymentCaptured, PersonalData, ShippingAddress,
+            ShippingArranged,
+        },
+    },
+    store::event_store::{EventMetadata, NewEvent, ORDER_STREAM, OrderCodec, StoredEvent},
+};
 
 /// One sample order: a customer, some lines, an address.
 #[derive(Debug, Clone)]
 pub struct SampleOrder {
     /// The order (stream) id.
     pub order_id: Uuid,
+    /// The saga driving it.
+    pub saga_id: Uuid,
     /// The owner.
     pub customer_id: String,
-    /// (product id, quantity, unit price) lines.
-    pub lines: Vec<(String, i32, Decimal)>,
-    /// When the first event is recorded.
+    /// Lines: product `sku-i`, quantity i, unit price 19.99 + i.
+    pub lines: Vec<OrderLine>,
+    /// When the first event is recorded (stored events only).
     pub created_at: DateTime<Utc>,
 }
 
 impl SampleOrder {
-    /// An order of `customer` with `lines` lines (quantities 1, 2, ...).
+    /// An order of `customer` with `lines` lines.
     pub fn new(customer: &str, lines: usize) -> Self {
+        let lines = (1..=lines)
+            .map(|i| {
+                let unit = Money::from_minor_units(1999 + 100 * i as i64, Currency::Usd);
+                let quantity = i as u32;
+                OrderLine {
+                    product_id: format!("sku-{i}"),
+                    product_name: format!("Product {i}"),
+                    quantity,
+                    unit_price: unit,
+                    line_total: Money::from_minor_units(
+                        unit.to_minor_units().unwrap_or(0) * i as i64,
+                        Currency::Usd,
+                    ),
+                }
+            })
+            .collect();
         Self {
             order_id: Uuid::now_v7(),
+            saga_id: Uuid::now_v7(),
             customer_id: customer.to_string(),
-            lines: (1..=lines)
-                .map(|i| {
-                    (
-                        format!("sku-{i}"),
-                        i as i32,
-                        Decimal::new(1999 + i as i64 * 100, 2),
-                    )
-                })
-                .collect(),
+            lines,
             created_at: Utc::now(),
         }
     }
 
     /// Sum of line totals.
-    pub fn total(&self) -> Decimal {
-        self.lines.iter().map(|(_, q, p)| Decimal::from(*q) * p).sum()
+    pub fn total(&self) -> Money {
+        let minor = self
+            .lines
+            .iter()
+            .map(|line| line.line_total.to_minor_units().unwrap_or(0))
+            .sum();
+        Money::from_minor_units(minor, Currency::Usd)
     }
 
     /// Sum of quantities.
-    pub fn item_count(&self) -> i32 {
-        self.lines.iter().map(|(_, q, _)| q).sum()
+    pub fn item_count(&self) -> u32 {
+        self.lines.iter().map(|line| line.quantity).sum()
     }
 
-    /// The `OrderCreated` payload.
-    pub fn created_payload(&self) -> Value {
-        let items: Vec<Value> = self
-            .lines
-            .iter()
-            .map(|(product, quantity, price)| {
-                json!({
-                    "product_id": product,
-                    "product_name": format!("Product {product}"),
-                    "quantity": quantity,
-                    "unit_price": price.to_string(),
-                    "line_total": (Decimal::from(*quantity) * price).to_string(),
-                })
-            })
-            .collect();
-        json!({
-            "order_id": self.order_id,
-            "customer_id": self.customer_id,
-            "cart_id": Uuid::new_v4(),
-            "items": items,
-            "currency": "USD",
-            "total": self.total().to_string(),
-            "personal": {
-                "payment_method": "pm_card_visa",
-                "shipping_address": {
-                    "recipient_name": "Pat Doe", "line1": "1 Main St", "line2": "",
-                    "city": "Springfield", "region": "IL", "postal_code": "62701", "country": "US"
-                }
-            }
-        })
+    /// The creation event.
+    pub fn created(&self) -> OrderEvent {
+        OrderEvent::Created(Box::new(OrderCreated {
+            order_id: self.order_id,
+            customer_id: self.customer_id.clone(),
+            cart_id: Uuid::now_v7(),
+            items: self.lines.clone(),
+            currency: Currency::Usd,
+            total: self.total(),
+            personal: PersonalData {
+                shipping_address: ShippingAddress {
+                    recipient_name: "Pat Doe".into(),
+                    line1: "1 Main St".into(),
+                    line2: String::new(),
+                    city: "Springfield".into(),
+                    region: "IL".into(),
+                    postal_code: "62701".into(),
+                    country: "US".into(),
+                },
+                payment_method: "pm_card_visa".into(),
+            },
+            saga_id: Some(self.saga_id),
+        }))
     }
 
-    /// (event type, payload) of a confirmed order's life.
-    pub fn confirmed_payloads(&self) -> Vec<(String, Value)> {
-        let mut events = vec![("OrderCreated".to_string(), self.created_payload())];
-        for step in [
-            "PaymentAuthorized",
-            "InventoryReserved",
-            "ShippingArranged",
-            "PaymentCaptured",
-            "OrderConfirmed",
-        ] {
-            events.push((step.to_string(), json!({ "order_id": self.order_id })));
-        }
-        events
-    }
-
-    /// (event type, payload) of an order cancelled for `reason`.
-    pub fn cancelled_payloads(&self, reason: &str) -> Vec<(String, Value)> {
+    /// The domain events of a confirmed order's life.
+    pub fn confirmed(&self) -> Vec<OrderEvent> {
         vec![
-            ("OrderCreated".to_string(), self.created_payload()),
-            (
-                "CancellationRequested".to_string(),
-                json!({ "order_id": self.order_id, "reason": reason }),
-            ),
-            (
-                "OrderCancelled".to_string(),
-                json!({ "order_id": self.order_id, "reason": reason }),
-            ),
+            self.created(),
+            OrderEvent::PaymentAuthorized(PaymentAuthorized {
+                authorization_id: "auth-1".into(),
+            }),
+            OrderEvent::InventoryReserved(InventoryReserved {
+                reservation_id: "res-1".into(),
+            }),
+            OrderEvent::ShippingArranged(ShippingArranged {
+                shipment_id: "ship-1".into(),
+                tracking_number: "TRACK1".into(),
+            }),
+            OrderEvent::PaymentCaptured(PaymentCaptured {
+                capture_id: "cap-1".into(),
+            }),
+            OrderEvent::Confirmed(OrderConfirmed {}),
         ]
     }
 
-    /// Envelopes of a confirmed order, at global positions from `first_position`.
-    pub fn confirmed_events(&self, first_position: i64) -> Vec<EventEnvelope> {
-        self.envelopes(self.confirmed_payloads(), first_position)
+    /// The domain events of an order cancelled for `reason`.
+    pub fn cancelled(&self, reason: &str) -> Vec<OrderEvent> {
+        vec![
+            self.created(),
+            OrderEvent::CancellationRequested(CancellationRequested {
+                reason: reason.into(),
+                requested_by: self.customer_id.clone(),
+            }),
+            OrderEvent::Cancelled(OrderCancelled {
+                reason: reason.into(),
+            }),
+        ]
     }
 
-    /// Envelopes of an order cancelled for `reason`.
-    pub fn cancelled_events(&self, first_position: i64, reason: &str) -> Vec<EventEnvelope> {
-        self.envelopes(self.cancelled_payloads(reason), first_position)
+    /// `events` encoded for an append.
+    pub fn encode(events: &[OrderEvent]) -> Vec<NewEvent> {
+        events
+            .iter()
+            .filter_map(|event| OrderCodec.encode(event, &EventMetadata::default()).ok())
+            .collect()
     }
 
-    fn envelopes(&self, payloads: Vec<(String, Value)>, first_position: i64) -> Vec<EventEnvelope> {
-        payloads
+    /// Stored events of a confirmed order, at global positions from `first_position`.
+    pub fn confirmed_events(&self, first_position: i64) -> Vec<StoredEvent> {
+        self.stored(&self.confirmed(), first_position)
+    }
+
+    /// Stored events of an order cancelled for `reason`.
+    pub fn cancelled_events(&self, first_position: i64, reason: &str) -> Vec<StoredEvent> {
+        self.stored(&self.cancelled(reason), first_position)
+    }
+
+    fn stored(&self, events: &[OrderEvent], first_position: i64) -> Vec<StoredEvent> {
+        Self::encode(events)
             .into_iter()
             .enumerate()
-            .map(|(i, (event_type, payload))| EventEnvelope {
-                event_id: Uuid::now_v7(),
+            .map(|(i, new)| StoredEvent {
+                event_id: new.event_id,
                 stream_id: self.order_id,
                 stream_type: ORDER_STREAM.to_string(),
                 version: i as u64 + 1,
                 global_position: first_position + i as i64,
-                event_type,
-                schema_version: 1,
-                payload,
+                event_type: new.event_type,
+                schema_version: new.schema_version,
+                payload: new.payload,
+                metadata: new.metadata,
                 recorded_at: self.created_at + Duration::milliseconds(i as i64),
             })
             .collect()

@@ -37,6 +37,7 @@ fn event(version: u64) -> EventEnvelope {
         event_type: "OrderCreated".into(),
         schema_version: 1,
         payload: serde_json::json!({ "n": version }),
+        metadata: Default::default(),
         recorded_at: Utc::now(),
     }
 }

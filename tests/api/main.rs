@@ -14,6 +14,7 @@ mod observability;
 mod order_commands;
 mod orders;
 mod privacy;
+mod projections;
 mod proxy;
 mod read_models;
 mod rest;

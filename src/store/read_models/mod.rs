@@ -11,17 +11,22 @@ pub mod sqlite;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use uuid::Uuid;
 
 pub use self::{postgres::PgModel, sqlite::SqliteModel};
 use crate::{
-    bus::EventEnvelope,
     db::Db,
+    domain::{
+        money::{Currency, Money, MoneyError},
+        order::OrderStatus,
+    },
     error::AppError,
     projections::{
-        Folded, ProjectionError, ReadModel, cart_conversion::ConversionFigures,
-        customer_orders::OrderSummary, fold, order_detail::OrderDetail, order_event::OrderStatus,
+        Folded, Gap, ProjectionError, ReadModel, cart_conversion::ConversionFigures,
+        customer_orders::OrderSummary, fold, order_detail::OrderDetail,
     },
+    store::event_store::StoredEvent,
 };
 
 /// A read model both backends can store.
@@ -38,6 +43,10 @@ pub enum ReadModelError {
     /// nothing was written; reload the checkpoint.
     #[error("checkpoint of {0} moved")]
     CheckpointMoved(String),
+    /// A batch that moves the checkpoint met streams behind a gap: nothing was
+    /// written (the checkpoint must not pass an unapplied event).
+    #[error("{} stream(s) behind a gap", .0.len())]
+    Gaps(Vec<Gap>),
     /// The database is unreachable or busy; retry later.
     #[error("read models unavailable: {0}")]
     Unavailable(String),
@@ -168,7 +177,7 @@ impl ReadModelStore {
     pub async fn apply<R: StoredModel>(
         &self,
         table: &str,
-        events: &[EventEnvelope],
+        events: &[StoredEvent],
         advance: Option<Advance>,
     ) -> Result<Folded<R>, ReadModelError> {
         let mut seen = HashSet::new();
@@ -185,17 +194,25 @@ impl ReadModelStore {
                 }
                 let current = by_stream(R::load_pg(&mut tx, table, &ids).await?);
                 let folded = fold::<R>(current, events)?;
+                if advance.is_some() && !folded.gaps.is_empty() {
+                    return Err(ReadModelError::Gaps(folded.gaps));
+                }
                 R::upsert_pg(&mut tx, table, &folded.changed).await?;
                 tx.commit().await?;
                 Ok(folded)
             }
             Self::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
+                // IMMEDIATE: a read-then-write transaction in WAL mode would
+                // fail (SQLITE_BUSY_SNAPSHOT) if another writer committed between.
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 if let Some(advance) = advance {
                     sqlite::advance(&mut tx, R::NAME, advance).await?;
                 }
                 let current = by_stream(R::load_sqlite(&mut tx, table, &ids).await?);
                 let folded = fold::<R>(current, events)?;
+                if advance.is_some() && !folded.gaps.is_empty() {
+                    return Err(ReadModelError::Gaps(folded.gaps));
+                }
                 R::upsert_sqlite(&mut tx, table, &folded.changed).await?;
                 tx.commit().await?;
                 Ok(folded)
@@ -266,6 +283,98 @@ impl ReadModelStore {
     }
 }
 
+/// A stored (currency code, amount) pair as domain money.
+fn money_from(currency: String, amount: Decimal) -> sqlx::Result<(Currency, Money)> {
+    let bad = |why: String| sqlx::Error::ColumnDecode {
+        index: "total".into(),
+        source: why.into(),
+    };
+    let currency: Currency = currency.parse().map_err(|e: MoneyError| bad(e.to_string()))?;
+    let total = Money::from_decimal(amount, currency).map_err(|e| bad(e.to_string()))?;
+    Ok((currency, total))
+}
+
 fn by_stream<R: ReadModel>(rows: Vec<R>) -> HashMap<Uuid, R> {
     rows.into_iter().map(|row| (row.stream_id(), row)).collect()
+}
+
+/// The shadow table a rebuild fills for `table`.
+pub fn shadow_table(table: &str) -> String {
+    format!("{table}_rebuild")
+}
+
+impl ReadModelStore {
+    /// Marks projections `names` as rebuilding, expecting `total` events;
+    /// refused (ABORTED) while another rebuild of one of them reports.
+    pub async fn begin_rebuild(&self, names: &[&str], total: i64) -> Result<(), AppError> {
+        let claimed = match self {
+            Self::Postgres(pool) => postgres::begin_rebuild(pool, names, total).await?,
+            Self::Sqlite(pool) => sqlite::begin_rebuild(pool, names, total).await?,
+        };
+        // The claim is all or nothing (one transaction).
+        if claimed == names.len() as u64 {
+            return Ok(());
+        }
+        Err(AppError::Aborted(
+            "a rebuild of the projections is already running".into(),
+        ))
+    }
+
+    /// Reports rebuild progress (also the heartbeat that keeps the claim).
+    pub async fn rebuild_progress(
+        &self,
+        names: &[&str],
+        replayed: i64,
+        total: i64,
+    ) -> Result<(), ReadModelError> {
+        match self {
+            Self::Postgres(pool) => postgres::rebuild_progress(pool, names, replayed, total).await,
+            Self::Sqlite(pool) => sqlite::rebuild_progress(pool, names, replayed, total).await,
+        }
+    }
+
+    /// Clears the rebuilding mark of `names` (a rebuild failed or finished).
+    pub async fn end_rebuild(&self, names: &[&str]) -> Result<(), ReadModelError> {
+        match self {
+            Self::Postgres(pool) => postgres::end_rebuild(pool, names).await,
+            Self::Sqlite(pool) => sqlite::end_rebuild(pool, names).await,
+        }
+    }
+
+    /// (Re)creates the empty shadow of each live table, same columns and indexes.
+    pub async fn create_shadows(&self, tables: &[&str]) -> Result<(), ReadModelError> {
+        for table in tables {
+            match self {
+                Self::Postgres(pool) => postgres::create_shadow(pool, table).await?,
+                Self::Sqlite(pool) => sqlite::create_shadow(pool, table).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the shadows (a failed rebuild).
+    pub async fn drop_shadows(&self, tables: &[&str]) -> Result<(), ReadModelError> {
+        for table in tables {
+            let sql = format!("DROP TABLE IF EXISTS {}", shadow_table(table));
+            match self {
+                Self::Postgres(pool) => {
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
+                }
+                Self::Sqlite(pool) => {
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Swaps every shadow in for its live table in one transaction, and sets
+    /// the projections' checkpoints to `position` (bumping their generation,
+    /// so a sweep still working on the old tables writes nothing).
+    pub async fn swap_shadows(&self, swaps: &[(&str, &str)], position: i64) -> Result<(), ReadModelError> {
+        match self {
+            Self::Postgres(pool) => postgres::swap_shadows(pool, swaps, position).await,
+            Self::Sqlite(pool) => sqlite::swap_shadows(pool, swaps, position).await,
+        }
+    }
 }

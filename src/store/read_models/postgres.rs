@@ -9,12 +9,15 @@ use rust_decimal::Decimal;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, QueryBuilder, Row, postgres::PgRow, types::Json};
 use uuid::Uuid;
 
-use super::{Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError};
-use crate::projections::{
-    cart_conversion::{CartConversion, ConversionFigures, Outcome},
-    customer_orders::{CustomerOrder, OrderSummary},
-    order_detail::OrderDetail,
-    order_event::{OrderLine, OrderStatus, PersonalFields},
+use super::{Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError, money_from};
+use crate::{
+    domain::order::{OrderLine, PersonalData},
+    projections::{
+        cart_conversion::{CartConversion, ConversionFigures, Outcome},
+        customer_orders::{CustomerOrder, OrderSummary},
+        order_detail::OrderDetail,
+        order_event::parse_status,
+    },
 };
 
 /// Loads and upserts the rows of one read model on PostgreSQL.
@@ -26,8 +29,8 @@ pub trait PgModel: Sized {
     async fn upsert_pg(conn: &mut PgConnection, table: &str, rows: &[Self]) -> sqlx::Result<()>;
 }
 
-const SUMMARY_COLUMNS: &str = "order_id, customer_id, cart_id, status, items, currency, total, item_count, \
-                               cancellation_reason, version, created_at, updated_at";
+const SUMMARY_COLUMNS: &str = "order_id, customer_id, cart_id, saga_id, status, items, currency, total, \
+                               item_count, cancellation_reason, version, created_at, updated_at";
 
 fn bad_column(column: &str, value: &str) -> sqlx::Error {
     sqlx::Error::ColumnDecode {
@@ -38,21 +41,31 @@ fn bad_column(column: &str, value: &str) -> sqlx::Error {
 
 fn summary_from(row: &PgRow) -> sqlx::Result<OrderSummary> {
     let status: String = row.try_get("status")?;
-    let version: i64 = row.try_get("version")?;
+    let (currency, total) = money_from(row.try_get("currency")?, row.try_get("total")?)?;
     Ok(OrderSummary {
         order_id: row.try_get("order_id")?,
         customer_id: row.try_get("customer_id")?,
         cart_id: row.try_get("cart_id")?,
-        status: OrderStatus::parse(&status).ok_or_else(|| bad_column("status", &status))?,
+        saga_id: row.try_get("saga_id")?,
+        status: parse_status(&status).ok_or_else(|| bad_column("status", &status))?,
         items: row.try_get::<Json<Vec<OrderLine>>, _>("items")?.0,
-        currency: row.try_get("currency")?,
-        total: row.try_get("total")?,
-        item_count: row.try_get("item_count")?,
+        currency,
+        total,
+        item_count: unsigned(row, "item_count")?,
         cancellation_reason: row.try_get("cancellation_reason")?,
-        version: u64::try_from(version).map_err(|_| bad_column("version", &version.to_string()))?,
+        version: unsigned(row, "version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// A non-negative integer column.
+fn unsigned<T: TryFrom<i64>>(row: &PgRow, column: &str) -> sqlx::Result<T> {
+    let value: i64 = match row.try_get::<i64, _>(column) {
+        Ok(value) => value,
+        Err(_) => row.try_get::<i32, _>(column)?.into(),
+    };
+    T::try_from(value).map_err(|_| bad_column(column, &value.to_string()))
 }
 
 /// The summary columns of a batch, as arrays for `UNNEST`.
@@ -60,10 +73,11 @@ fn summary_from(row: &PgRow) -> sqlx::Result<OrderSummary> {
 struct SummaryArrays {
     order_id: Vec<Uuid>,
     customer_id: Vec<String>,
-    cart_id: Vec<String>,
+    cart_id: Vec<Uuid>,
+    saga_id: Vec<Option<Uuid>>,
     status: Vec<&'static str>,
     items: Vec<String>,
-    currency: Vec<String>,
+    currency: Vec<&'static str>,
     total: Vec<Decimal>,
     item_count: Vec<i32>,
     cancellation_reason: Vec<String>,
@@ -76,13 +90,15 @@ impl SummaryArrays {
     fn push(&mut self, s: &OrderSummary) {
         self.order_id.push(s.order_id);
         self.customer_id.push(s.customer_id.clone());
-        self.cart_id.push(s.cart_id.clone());
+        self.cart_id.push(s.cart_id);
+        self.saga_id.push(s.saga_id);
         self.status.push(s.status.as_str());
         self.items
             .push(serde_json::to_string(&s.items).unwrap_or_else(|_| "[]".into()));
-        self.currency.push(s.currency.clone());
-        self.total.push(s.total);
-        self.item_count.push(s.item_count);
+        self.currency.push(s.currency.code());
+        self.total.push(s.total.amount());
+        self.item_count
+            .push(i32::try_from(s.item_count).unwrap_or(i32::MAX));
         self.cancellation_reason.push(s.cancellation_reason.clone());
         self.version.push(i64::try_from(s.version).unwrap_or(i64::MAX));
         self.created_at.push(s.created_at);
@@ -119,10 +135,11 @@ fn upsert_sql(table: &str, columns: &[(&str, &str)]) -> String {
     )
 }
 
-const SUMMARY_TYPES: [(&str, &str); 12] = [
+const SUMMARY_TYPES: [(&str, &str); 13] = [
     ("order_id", "uuid"),
     ("customer_id", "text"),
-    ("cart_id", "text"),
+    ("cart_id", "uuid"),
+    ("saga_id", "uuid"),
     ("status", "text"),
     ("items", "jsonb"),
     ("currency", "text"),
@@ -168,6 +185,7 @@ impl PgModel for CustomerOrder {
             .bind(a.order_id)
             .bind(a.customer_id)
             .bind(a.cart_id)
+            .bind(a.saga_id)
             .bind(a.status)
             .bind(a.items)
             .bind(a.currency)
@@ -186,16 +204,13 @@ impl PgModel for CustomerOrder {
 #[async_trait::async_trait]
 impl PgModel for OrderDetail {
     async fn load_pg(conn: &mut PgConnection, table: &str, ids: &[Uuid]) -> sqlx::Result<Vec<Self>> {
-        let columns = format!("{SUMMARY_COLUMNS}, payment_method, shipping_address");
+        let columns = format!("{SUMMARY_COLUMNS}, personal");
         let rows = load_rows(conn, table, &columns, ids).await?;
         rows.iter()
             .map(|row| {
                 Ok(Self {
                     summary: summary_from(row)?,
-                    personal: PersonalFields {
-                        payment_method: row.try_get("payment_method")?,
-                        shipping_address: row.try_get::<Json<serde_json::Value>, _>("shipping_address")?.0,
-                    },
+                    personal: row.try_get::<Json<PersonalData>, _>("personal")?.0,
                 })
             })
             .collect()
@@ -206,18 +221,18 @@ impl PgModel for OrderDetail {
             return Ok(());
         }
         let mut a = SummaryArrays::default();
-        let (mut methods, mut addresses) = (Vec::new(), Vec::new());
+        let mut personal = Vec::new();
         for row in rows {
             a.push(&row.summary);
-            methods.push(row.personal.payment_method.clone());
-            addresses.push(row.personal.shipping_address.to_string());
+            personal.push(serde_json::to_string(&row.personal).unwrap_or_else(|_| "{}".into()));
         }
         let mut columns = SUMMARY_TYPES.to_vec();
-        columns.extend([("payment_method", "text"), ("shipping_address", "jsonb")]);
+        columns.push(("personal", "jsonb"));
         sqlx::query(AssertSqlSafe(upsert_sql(table, &columns)))
             .bind(a.order_id)
             .bind(a.customer_id)
             .bind(a.cart_id)
+            .bind(a.saga_id)
             .bind(a.status)
             .bind(a.items)
             .bind(a.currency)
@@ -227,8 +242,7 @@ impl PgModel for OrderDetail {
             .bind(a.version)
             .bind(a.created_at)
             .bind(a.updated_at)
-            .bind(methods)
-            .bind(addresses)
+            .bind(personal)
             .execute(conn)
             .await
             .map(drop)
@@ -245,19 +259,18 @@ impl PgModel for CartConversion {
         rows.iter()
             .map(|row| {
                 let outcome: String = row.try_get("outcome")?;
-                let version: i64 = row.try_get("version")?;
+                let (currency, total) = money_from(row.try_get("currency")?, row.try_get("total")?)?;
                 Ok(Self {
                     order_id: row.try_get("order_id")?,
                     cart_id: row.try_get("cart_id")?,
                     customer_id: row.try_get("customer_id")?,
-                    currency: row.try_get("currency")?,
-                    total: row.try_get("total")?,
-                    item_count: row.try_get("item_count")?,
+                    currency,
+                    total,
+                    item_count: unsigned(row, "item_count")?,
                     outcome: Outcome::parse(&outcome).ok_or_else(|| bad_column("outcome", &outcome))?,
                     converted_at: row.try_get("converted_at")?,
                     settled_at: row.try_get("settled_at")?,
-                    version: u64::try_from(version)
-                        .map_err(|_| bad_column("version", &version.to_string()))?,
+                    version: unsigned(row, "version")?,
                 })
             })
             .collect()
@@ -269,7 +282,7 @@ impl PgModel for CartConversion {
         }
         let columns = [
             ("order_id", "uuid"),
-            ("cart_id", "text"),
+            ("cart_id", "uuid"),
             ("customer_id", "text"),
             ("currency", "text"),
             ("total", "numeric"),
@@ -281,11 +294,15 @@ impl PgModel for CartConversion {
         ];
         sqlx::query(AssertSqlSafe(upsert_sql(table, &columns)))
             .bind(rows.iter().map(|r| r.order_id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.cart_id.clone()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.cart_id).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.customer_id.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.currency.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.total).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.item_count).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.currency.code()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.total.amount()).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| i32::try_from(r.item_count).unwrap_or(i32::MAX))
+                    .collect::<Vec<_>>(),
+            )
             .bind(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.converted_at).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.settled_at).collect::<Vec<_>>())
@@ -410,4 +427,106 @@ pub(super) async fn conversion_figures(
         })
         .collect::<sqlx::Result<_>>()
         .map_err(Into::into)
+}
+
+pub(super) async fn begin_rebuild(pool: &PgPool, names: &[&str], total: i64) -> Result<u64, ReadModelError> {
+    let mut tx = pool.begin().await?;
+    let claimed = sqlx::query(
+        "UPDATE projection_checkpoints SET rebuilding = true, rebuild_replayed = 0, rebuild_total = $2, \
+                rebuild_started_at = now(), rebuild_heartbeat_at = now() \
+         WHERE name = ANY($1) \
+           AND (NOT rebuilding OR rebuild_heartbeat_at IS NULL OR rebuild_heartbeat_at < now() - interval '30 seconds')",
+    )
+    .bind(names)
+    .bind(total)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    // All or nothing.
+    if claimed == names.len() as u64 {
+        tx.commit().await?;
+    }
+    Ok(claimed)
+}
+
+pub(super) async fn rebuild_progress(
+    pool: &PgPool,
+    names: &[&str],
+    replayed: i64,
+    total: i64,
+) -> Result<(), ReadModelError> {
+    sqlx::query(
+        "UPDATE projection_checkpoints SET rebuild_replayed = $2, rebuild_total = $3, rebuild_heartbeat_at = now() \
+         WHERE name = ANY($1)",
+    )
+    .bind(names)
+    .bind(replayed)
+    .bind(total)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn end_rebuild(pool: &PgPool, names: &[&str]) -> Result<(), ReadModelError> {
+    sqlx::query(
+        "UPDATE projection_checkpoints SET rebuilding = false, rebuild_heartbeat_at = now() WHERE name = ANY($1)",
+    )
+    .bind(names)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn create_shadow(pool: &PgPool, table: &str) -> Result<(), ReadModelError> {
+    let shadow = super::shadow_table(table);
+    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {shadow}")))
+        .execute(pool)
+        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL)"
+    )))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn swap_shadows(
+    pool: &PgPool,
+    swaps: &[(&str, &str)],
+    position: i64,
+) -> Result<(), ReadModelError> {
+    let names: Vec<&str> = swaps.iter().map(|(name, _)| *name).collect();
+    let mut tx = pool.begin().await?;
+    // Checkpoint rows first, tables second: the order a sweep takes them in
+    // (its compare-and-set, then its table), so the two cannot deadlock.
+    sqlx::query("SELECT name FROM projection_checkpoints WHERE name = ANY($1) ORDER BY name FOR UPDATE")
+        .bind(&names)
+        .fetch_all(&mut *tx)
+        .await?;
+    for (_, table) in swaps {
+        let (shadow, old) = (super::shadow_table(table), format!("{table}_old"));
+        for sql in [
+            format!("DROP TABLE IF EXISTS {old}"),
+            format!("ALTER TABLE {table} RENAME TO {old}"),
+            format!("ALTER TABLE {shadow} RENAME TO {table}"),
+        ] {
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        }
+    }
+    sqlx::query(
+        "UPDATE projection_checkpoints SET position = $2, generation = generation + 1, rebuilding = false, \
+                rebuild_heartbeat_at = now(), updated_at = now() \
+         WHERE name = ANY($1)",
+    )
+    .bind(&names)
+    .bind(position)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    for (_, table) in swaps {
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}_old")))
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
 }

@@ -7,12 +7,12 @@ use rust_decimal::Decimal;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool, sqlite::SqliteRow};
 use uuid::Uuid;
 
-use super::{Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError};
+use super::{Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError, money_from};
 use crate::projections::{
     cart_conversion::{CartConversion, ConversionFigures, Outcome},
     customer_orders::{CustomerOrder, OrderSummary},
     order_detail::OrderDetail,
-    order_event::{OrderStatus, PersonalFields},
+    order_event::parse_status,
 };
 
 /// Loads and upserts the rows of one read model in SQLite.
@@ -27,10 +27,11 @@ pub trait SqliteModel: Sized {
 /// Rows per multi-row INSERT (SQLite binds at most 32766 parameters).
 const CHUNK: usize = 500;
 
-const SUMMARY_COLUMNS: [&str; 12] = [
+const SUMMARY_COLUMNS: [&str; 13] = [
     "order_id",
     "customer_id",
     "cart_id",
+    "saga_id",
     "status",
     "items",
     "currency",
@@ -69,24 +70,36 @@ fn json_at<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> sql
     serde_json::from_str(&text).map_err(|e| decode_error(column, e))
 }
 
-fn version_at(row: &SqliteRow) -> sqlx::Result<u64> {
-    let version: i64 = row.try_get("version")?;
-    u64::try_from(version).map_err(|e| decode_error("version", e))
+/// A non-negative integer column.
+fn unsigned<T: TryFrom<i64>>(row: &SqliteRow, column: &str) -> sqlx::Result<T>
+where
+    T::Error: std::fmt::Display,
+{
+    let value: i64 = row.try_get(column)?;
+    T::try_from(value).map_err(|e| decode_error(column, e))
+}
+
+fn optional_uuid_at(row: &SqliteRow, column: &str) -> sqlx::Result<Option<Uuid>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| Uuid::parse_str(&t).map_err(|e| decode_error(column, e)))
+        .transpose()
 }
 
 fn summary_from(row: &SqliteRow) -> sqlx::Result<OrderSummary> {
     let status: String = row.try_get("status")?;
+    let (currency, total) = money_from(row.try_get("currency")?, decimal_at(row, "total")?)?;
     Ok(OrderSummary {
         order_id: uuid_at(row, "order_id")?,
         customer_id: row.try_get("customer_id")?,
-        cart_id: row.try_get("cart_id")?,
-        status: OrderStatus::parse(&status).ok_or_else(|| decode_error("status", &status))?,
+        cart_id: uuid_at(row, "cart_id")?,
+        saga_id: optional_uuid_at(row, "saga_id")?,
+        status: parse_status(&status).ok_or_else(|| decode_error("status", &status))?,
         items: json_at(row, "items")?,
-        currency: row.try_get("currency")?,
-        total: decimal_at(row, "total")?,
-        item_count: row.try_get("item_count")?,
+        currency,
+        total,
+        item_count: unsigned(row, "item_count")?,
         cancellation_reason: row.try_get("cancellation_reason")?,
-        version: version_at(row)?,
+        version: unsigned(row, "version")?,
         created_at: time_at(row, "created_at")?,
         updated_at: time_at(row, "updated_at")?,
     })
@@ -95,12 +108,13 @@ fn summary_from(row: &SqliteRow) -> sqlx::Result<OrderSummary> {
 fn push_summary(b: &mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, s: &OrderSummary) {
     b.push_bind(s.order_id.to_string())
         .push_bind(s.customer_id.clone())
-        .push_bind(s.cart_id.clone())
+        .push_bind(s.cart_id.to_string())
+        .push_bind(s.saga_id.map(|id| id.to_string()))
         .push_bind(s.status.as_str())
         .push_bind(serde_json::to_string(&s.items).unwrap_or_else(|_| "[]".into()))
-        .push_bind(s.currency.clone())
-        .push_bind(s.total.to_string())
-        .push_bind(s.item_count)
+        .push_bind(s.currency.code())
+        .push_bind(s.total.amount().to_string())
+        .push_bind(i64::from(s.item_count))
         .push_bind(s.cancellation_reason.clone())
         .push_bind(i64::try_from(s.version).unwrap_or(i64::MAX))
         .push_bind(s.created_at.timestamp_millis())
@@ -168,16 +182,13 @@ impl SqliteModel for CustomerOrder {
 #[async_trait::async_trait]
 impl SqliteModel for OrderDetail {
     async fn load_sqlite(conn: &mut SqliteConnection, table: &str, ids: &[Uuid]) -> sqlx::Result<Vec<Self>> {
-        let columns = format!("{}, payment_method, shipping_address", SUMMARY_COLUMNS.join(", "));
+        let columns = format!("{}, personal", SUMMARY_COLUMNS.join(", "));
         let rows = load_rows(conn, table, &columns, ids).await?;
         rows.iter()
             .map(|row| {
                 Ok(Self {
                     summary: summary_from(row)?,
-                    personal: PersonalFields {
-                        payment_method: row.try_get("payment_method")?,
-                        shipping_address: json_at(row, "shipping_address")?,
-                    },
+                    personal: json_at(row, "personal")?,
                 })
             })
             .collect()
@@ -185,11 +196,10 @@ impl SqliteModel for OrderDetail {
 
     async fn upsert_sqlite(conn: &mut SqliteConnection, table: &str, rows: &[Self]) -> sqlx::Result<()> {
         let mut columns = SUMMARY_COLUMNS.to_vec();
-        columns.extend(["payment_method", "shipping_address"]);
+        columns.push("personal");
         upsert(conn, table, &columns, rows, |b, row| {
             push_summary(b, &row.summary);
-            b.push_bind(row.personal.payment_method.clone())
-                .push_bind(row.personal.shipping_address.to_string());
+            b.push_bind(serde_json::to_string(&row.personal).unwrap_or_else(|_| "{}".into()));
         })
         .await
     }
@@ -211,17 +221,18 @@ const CONVERSION_COLUMNS: [&str; 10] = [
 fn conversion_from(row: &SqliteRow) -> sqlx::Result<CartConversion> {
     let outcome: String = row.try_get("outcome")?;
     let settled: Option<i64> = row.try_get("settled_at")?;
+    let (currency, total) = money_from(row.try_get("currency")?, decimal_at(row, "total")?)?;
     Ok(CartConversion {
         order_id: uuid_at(row, "order_id")?,
-        cart_id: row.try_get("cart_id")?,
+        cart_id: uuid_at(row, "cart_id")?,
         customer_id: row.try_get("customer_id")?,
-        currency: row.try_get("currency")?,
-        total: decimal_at(row, "total")?,
-        item_count: row.try_get("item_count")?,
+        currency,
+        total,
+        item_count: unsigned(row, "item_count")?,
         outcome: Outcome::parse(&outcome).ok_or_else(|| decode_error("outcome", &outcome))?,
         converted_at: time_at(row, "converted_at")?,
         settled_at: settled.and_then(DateTime::from_timestamp_millis),
-        version: version_at(row)?,
+        version: unsigned(row, "version")?,
     })
 }
 
@@ -235,11 +246,11 @@ impl SqliteModel for CartConversion {
     async fn upsert_sqlite(conn: &mut SqliteConnection, table: &str, rows: &[Self]) -> sqlx::Result<()> {
         upsert(conn, table, &CONVERSION_COLUMNS, rows, |b, r| {
             b.push_bind(r.order_id.to_string())
-                .push_bind(r.cart_id.clone())
+                .push_bind(r.cart_id.to_string())
                 .push_bind(r.customer_id.clone())
-                .push_bind(r.currency.clone())
-                .push_bind(r.total.to_string())
-                .push_bind(r.item_count)
+                .push_bind(r.currency.code())
+                .push_bind(r.total.amount().to_string())
+                .push_bind(i64::from(r.item_count))
                 .push_bind(r.outcome.as_str())
                 .push_bind(r.converted_at.timestamp_millis())
                 .push_bind(r.settled_at.map(|t| t.timestamp_millis()))
@@ -349,13 +360,13 @@ pub(super) async fn conversion_figures(
         let day = conversion.converted_at.format("%Y-%m-%d").to_string();
         let index = match figures
             .iter()
-            .position(|f| f.day == day && f.currency == conversion.currency)
+            .position(|f| f.day == day && f.currency == conversion.currency.code())
         {
             Some(index) => index,
             None => {
                 figures.push(ConversionFigures {
                     day,
-                    currency: conversion.currency.clone(),
+                    currency: conversion.currency.code().to_string(),
                     converted: 0,
                     confirmed: 0,
                     cancelled: 0,
@@ -367,11 +378,11 @@ pub(super) async fn conversion_figures(
         };
         let f = &mut figures[index];
         f.converted += 1;
-        f.converted_value += conversion.total;
+        f.converted_value += conversion.total.amount();
         match conversion.outcome {
             Outcome::Confirmed => {
                 f.confirmed += 1;
-                f.confirmed_value += conversion.total;
+                f.confirmed_value += conversion.total.amount();
             }
             Outcome::Cancelled => f.cancelled += 1,
             Outcome::Open => {}
@@ -379,4 +390,142 @@ pub(super) async fn conversion_figures(
     }
     figures.sort_by(|a, b| (&a.day, &a.currency).cmp(&(&b.day, &b.currency)));
     Ok(figures)
+}
+
+fn names_json(names: &[&str]) -> String {
+    serde_json::Value::from(names.to_vec()).to_string()
+}
+
+const NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+
+pub(super) async fn begin_rebuild(
+    pool: &SqlitePool,
+    names: &[&str],
+    total: i64,
+) -> Result<u64, ReadModelError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let claimed = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE projection_checkpoints SET rebuilding = 1, rebuild_replayed = 0, rebuild_total = ?2, \
+                rebuild_started_at = {NOW_MS}, rebuild_heartbeat_at = {NOW_MS} \
+         WHERE name IN (SELECT value FROM json_each(?1)) \
+           AND (rebuilding = 0 OR rebuild_heartbeat_at IS NULL OR rebuild_heartbeat_at < {NOW_MS} - 30000)"
+    )))
+    .bind(names_json(names))
+    .bind(total)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if claimed == names.len() as u64 {
+        tx.commit().await?;
+    }
+    Ok(claimed)
+}
+
+pub(super) async fn rebuild_progress(
+    pool: &SqlitePool,
+    names: &[&str],
+    replayed: i64,
+    total: i64,
+) -> Result<(), ReadModelError> {
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE projection_checkpoints SET rebuild_replayed = ?2, rebuild_total = ?3, rebuild_heartbeat_at = {NOW_MS} \
+         WHERE name IN (SELECT value FROM json_each(?1))"
+    )))
+    .bind(names_json(names))
+    .bind(replayed)
+    .bind(total)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn end_rebuild(pool: &SqlitePool, names: &[&str]) -> Result<(), ReadModelError> {
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE projection_checkpoints SET rebuilding = 0, rebuild_heartbeat_at = {NOW_MS} \
+         WHERE name IN (SELECT value FROM json_each(?1))"
+    )))
+    .bind(names_json(names))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Creates the shadow of `table` from the live table's own DDL in
+/// `sqlite_master` (SQLite has no `CREATE TABLE .. LIKE`). Index names get a
+/// fresh `__s<n>` suffix: the live table keeps its index names after a swap,
+/// so the shadow's must differ.
+pub(super) async fn create_shadow(pool: &SqlitePool, table: &str) -> Result<(), ReadModelError> {
+    let shadow = super::shadow_table(table);
+    sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {shadow}")))
+        .execute(pool)
+        .await?;
+    let ddl: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = ?1 AND sql IS NOT NULL ORDER BY type DESC",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await?;
+    let suffix = chrono::Utc::now().timestamp_micros();
+    for (kind, name, sql) in ddl {
+        let body = |from: usize| sql.get(from..).unwrap_or_default().to_string();
+        let statement = match kind.as_str() {
+            "table" => {
+                let open = sql
+                    .find('(')
+                    .ok_or_else(|| anyhow::anyhow!("odd DDL of {table}"))?;
+                format!("CREATE TABLE {shadow} {}", body(open))
+            }
+            "index" => {
+                let on = sql
+                    .find(" ON ")
+                    .ok_or_else(|| anyhow::anyhow!("odd DDL of index {name}"))?;
+                let open = on
+                    + sql[on..]
+                        .find('(')
+                        .ok_or_else(|| anyhow::anyhow!("odd DDL of {name}"))?;
+                let base = name.split("__s").next().unwrap_or(&name);
+                let unique = if sql.to_ascii_uppercase().starts_with("CREATE UNIQUE") {
+                    "UNIQUE "
+                } else {
+                    ""
+                };
+                format!(
+                    "CREATE {unique}INDEX {base}__s{suffix} ON {shadow} {}",
+                    body(open)
+                )
+            }
+            _ => continue,
+        };
+        sqlx::query(AssertSqlSafe(statement)).execute(pool).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn swap_shadows(
+    pool: &SqlitePool,
+    swaps: &[(&str, &str)],
+    position: i64,
+) -> Result<(), ReadModelError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    for (_, table) in swaps {
+        let shadow = super::shadow_table(table);
+        for sql in [
+            format!("DROP TABLE {table}"),
+            format!("ALTER TABLE {shadow} RENAME TO {table}"),
+        ] {
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        }
+    }
+    let names: Vec<&str> = swaps.iter().map(|(name, _)| *name).collect();
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE projection_checkpoints SET position = ?2, generation = generation + 1, rebuilding = 0, \
+                rebuild_heartbeat_at = {NOW_MS}, updated_at = {NOW_MS} \
+         WHERE name IN (SELECT value FROM json_each(?1))"
+    )))
+    .bind(names_json(&names))
+    .bind(position)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -1,0 +1,402 @@
+//! The projection runner: one task per projection, a consumer in the
+//! projection's consumer group, plus the sweep over the event store (see the
+//! module documentation of [`crate::projections`] for why both).
+//!
+//! # One step
+//! 1. The consumer's own pending list first (XREADGROUP 0): entries a crash
+//!    or a failure left unacknowledged, oldest first.
+//! 2. Every few seconds, entries idle too long at other consumers (a replica
+//!    that died) are claimed (XAUTOCLAIM).
+//! 3. New entries, blocking briefly.
+//!
+//! A batch is applied in one transaction and acknowledged after the commit;
+//! a crash in between redelivers it, and the version check skips what was
+//! applied. When a batch holds a poison entry, its entries are applied one by
+//! one; the poison one stays pending and is dead-lettered once delivered
+//! `max_deliveries` times. Transient failures (database or Redis down) never
+//! dead-letter: the runner backs off and the entries wait.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::{
+    Gap, cart_conversion::CartConversion, changes::OrderChange, changes::OrderChanges,
+    customer_orders::CustomerOrder, order_detail::OrderDetail,
+};
+use crate::{
+    bus::{Delivery, EventBus},
+    shutdown::Shutdown,
+    store::{
+        event_store::{EventStore, EventStoreError, OrderCodec, StoredEvent, Upcasters},
+        read_models::{Advance, ReadModelError, ReadModelStore, StoredModel},
+    },
+};
+
+/// Tuning of a runner.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    /// Entries per read.
+    pub batch: usize,
+    /// Longest wait for new entries per read.
+    pub block: Duration,
+    /// Idle time after which another consumer's entry is claimed.
+    pub claim_idle: Duration,
+    /// How often to look for such entries.
+    pub claim_every: Duration,
+    /// Deliveries after which a failing entry is dead-lettered.
+    pub max_deliveries: u64,
+    /// How often to sweep the event store.
+    pub sweep_every: Duration,
+    /// Events per sweep read.
+    pub sweep_batch: usize,
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        Self {
+            batch: 200,
+            block: Duration::from_millis(300),
+            claim_idle: Duration::from_secs(30),
+            claim_every: Duration::from_secs(5),
+            max_deliveries: 5,
+            sweep_every: Duration::from_secs(1),
+            sweep_batch: 1000,
+        }
+    }
+}
+
+/// A read model the runner can drive.
+pub trait Projection: StoredModel {
+    /// Told about rows this process just committed.
+    fn announce(_rows: &[Self], _changes: &OrderChanges) {}
+}
+
+impl Projection for OrderDetail {
+    fn announce(rows: &[Self], changes: &OrderChanges) {
+        changes.publish(rows.iter().map(|row| OrderChange {
+            order_id: row.summary.order_id,
+            version: row.summary.version,
+            status: row.summary.status,
+        }));
+    }
+}
+
+impl Projection for CustomerOrder {}
+impl Projection for CartConversion {}
+
+/// Why a step did not finish.
+#[derive(Debug)]
+enum Failure {
+    /// Retrying later may succeed (database or Redis down).
+    Transient(String),
+    /// Retrying will not help (bad event, bug): counts toward dead-lettering.
+    Poison(String),
+}
+
+impl From<ReadModelError> for Failure {
+    fn from(err: ReadModelError) -> Self {
+        match err {
+            ReadModelError::Unavailable(_) | ReadModelError::CheckpointMoved(_) | ReadModelError::Gaps(_) => {
+                Self::Transient(err.to_string())
+            }
+            ReadModelError::Poison(_) | ReadModelError::Other(_) => Self::Poison(format!("{err:#}")),
+        }
+    }
+}
+
+impl From<EventStoreError> for Failure {
+    fn from(err: EventStoreError) -> Self {
+        match err {
+            EventStoreError::Other(_) => Self::Poison(format!("{err:#}")),
+            other => Self::Transient(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::bus::BusError> for Failure {
+    fn from(err: crate::bus::BusError) -> Self {
+        Self::Transient(err.to_string())
+    }
+}
+
+/// What a step did.
+enum Progress {
+    /// Nothing to do.
+    Idle,
+    /// Applied everything it read.
+    Worked,
+    /// Left a failing entry pending.
+    Stuck,
+}
+
+/// Everything the runners share.
+#[derive(Clone)]
+pub struct Projector {
+    /// The bus.
+    pub bus: Arc<dyn EventBus>,
+    /// The read models.
+    pub store: ReadModelStore,
+    /// The event store (gaps, sweep, lag).
+    pub events: Arc<dyn EventStore>,
+    /// Where committed order changes are announced.
+    pub changes: OrderChanges,
+    /// This replica's consumer name.
+    pub consumer: String,
+    /// Tuning.
+    pub settings: RunnerSettings,
+    /// Upcasters for entries published by older releases.
+    pub upcasters: Upcasters,
+}
+
+impl Projector {
+    /// A projector with default settings and codec.
+    pub fn new(
+        bus: Arc<dyn EventBus>,
+        store: ReadModelStore,
+        events: Arc<dyn EventStore>,
+        changes: OrderChanges,
+    ) -> Self {
+        Self {
+            bus,
+            store,
+            events,
+            changes,
+            consumer: crate::bus::consumer_name(),
+            settings: RunnerSettings::default(),
+            upcasters: OrderCodec::upcasters(),
+        }
+    }
+
+    /// Runs projection `P` until `shutdown` fires.
+    pub async fn run<P: Projection>(self, shutdown: Shutdown) {
+        let mut backoff = Backoff::default();
+        while let Err(error) = self.bus.create_group(P::NAME).await {
+            backoff.failed(P::NAME, "creating the consumer group", &error.to_string());
+            if !backoff.pause(&shutdown).await {
+                return;
+            }
+        }
+        let mut last_sweep: Option<Instant> = None;
+        let mut last_claim: Option<Instant> = None;
+        while !shutdown.is_triggered() {
+            if last_sweep.is_none_or(|t| t.elapsed() >= self.settings.sweep_every) {
+                if let Err(error) = self.sweep::<P>().await {
+                    tracing::warn!(projection = P::NAME, error, "sweep failed; retrying");
+                }
+                last_sweep = Some(Instant::now());
+            }
+            match self.step::<P>(&mut last_claim, &shutdown).await {
+                Ok(Progress::Idle | Progress::Worked) => backoff.succeeded(P::NAME),
+                Ok(Progress::Stuck) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => {
+                    backoff.failed(P::NAME, "consuming", &error);
+                    if !backoff.pause(&shutdown).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn step<P: Projection>(
+        &self,
+        last_claim: &mut Option<Instant>,
+        shutdown: &Shutdown,
+    ) -> Result<Progress, String> {
+        let (group, consumer, batch) = (P::NAME, self.consumer.as_str(), self.settings.batch);
+        let pending = self
+            .bus
+            .read_pending(group, consumer, batch)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !pending.is_empty() {
+            return self.handle::<P>(pending).await;
+        }
+        if last_claim.is_none_or(|t| t.elapsed() >= self.settings.claim_every) {
+            *last_claim = Some(Instant::now());
+            let claimed = self
+                .bus
+                .claim_idle(group, consumer, self.settings.claim_idle, batch)
+                .await
+                .map_err(|e| e.to_string())?;
+            if claimed.len() == batch {
+                // There may be more: claim again at the next step.
+                *last_claim = None;
+            }
+            if !claimed.is_empty() {
+                tracing::info!(
+                    projection = P::NAME,
+                    entries = claimed.len(),
+                    "claimed idle entries"
+                );
+                return self.handle::<P>(claimed).await;
+            }
+        }
+        let fresh = tokio::select! {
+            read = self.bus.read_new(group, consumer, batch, self.settings.block) => read.map_err(|e| e.to_string())?,
+            _ = shutdown.wait() => return Ok(Progress::Idle),
+        };
+        if fresh.is_empty() {
+            return Ok(Progress::Idle);
+        }
+        self.handle::<P>(fresh).await
+    }
+
+    /// Applies deliveries; acknowledges what was applied.
+    async fn handle<P: Projection>(&self, deliveries: Vec<Delivery>) -> Result<Progress, String> {
+        let mut batch: Vec<(Delivery, StoredEvent)> = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let decoded = delivery
+                .event()
+                .and_then(|envelope| envelope.into_stored(&self.upcasters));
+            match decoded {
+                Ok(event) => batch.push((delivery, event)),
+                // An entry that does not even decode will never apply.
+                Err(why) => self.give_up::<P>(&delivery, &why).await?,
+            }
+        }
+        let events: Vec<StoredEvent> = batch.iter().map(|(_, event)| event.clone()).collect();
+        match self.apply::<P>(&events).await {
+            Ok(()) => {
+                let ids: Vec<String> = batch.iter().map(|(d, _)| d.id.clone()).collect();
+                self.bus.ack(P::NAME, &ids).await.map_err(|e| e.to_string())?;
+                Ok(Progress::Worked)
+            }
+            Err(Failure::Transient(why)) => Err(why),
+            Err(Failure::Poison(_)) => self.one_by_one::<P>(batch).await,
+        }
+    }
+
+    /// Applies entries singly, to isolate the failing one.
+    async fn one_by_one<P: Projection>(
+        &self,
+        batch: Vec<(Delivery, StoredEvent)>,
+    ) -> Result<Progress, String> {
+        let mut progress = Progress::Worked;
+        for (delivery, event) in batch {
+            match self.apply::<P>(std::slice::from_ref(&event)).await {
+                Ok(()) => self
+                    .bus
+                    .ack(P::NAME, std::slice::from_ref(&delivery.id))
+                    .await
+                    .map_err(|e| e.to_string())?,
+                Err(Failure::Transient(why)) => return Err(why),
+                Err(Failure::Poison(why)) if delivery.deliveries >= self.settings.max_deliveries => {
+                    self.give_up::<P>(&delivery, &why).await?;
+                }
+                Err(Failure::Poison(why)) => {
+                    tracing::warn!(projection = P::NAME, entry = %delivery.id, deliveries = delivery.deliveries, error = %why, "entry failed; will retry");
+                    progress = Progress::Stuck;
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    async fn give_up<P: Projection>(&self, delivery: &Delivery, why: &str) -> Result<(), String> {
+        tracing::error!(projection = P::NAME, entry = %delivery.id, deliveries = delivery.deliveries, error = %why, "dead-lettering entry");
+        self.bus
+            .dead_letter(P::NAME, delivery, why)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Applies events to the live table, filling gaps from the event store.
+    async fn apply<P: Projection>(&self, events: &[StoredEvent]) -> Result<(), Failure> {
+        let folded = self.store.apply::<P>(P::TABLE, events, None).await?;
+        P::announce(&folded.changed, &self.changes);
+        self.fill_gaps::<P>(&folded.gaps).await
+    }
+
+    /// Reads what is missing behind each gap from the event store (the source
+    /// of truth) and applies it in order.
+    async fn fill_gaps<P: Projection>(&self, gaps: &[Gap]) -> Result<(), Failure> {
+        for gap in gaps {
+            let tail = self.events.read_stream(gap.stream_id, gap.have + 1).await?;
+            let folded = self.store.apply::<P>(P::TABLE, &tail, None).await?;
+            P::announce(&folded.changed, &self.changes);
+            if !folded.gaps.is_empty() {
+                return Err(Failure::Transient(format!(
+                    "stream {} has no version {} in the event store yet",
+                    gap.stream_id,
+                    gap.have + 1
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the settled log after the checkpoint, moving the checkpoint
+    /// with each batch; returns how many events it read.
+    pub async fn sweep<P: Projection>(&self) -> Result<usize, String> {
+        let mut read = 0;
+        let mut retries = 0;
+        loop {
+            let checkpoint = self.store.checkpoint(P::NAME).await.map_err(|e| e.to_string())?;
+            let events = self
+                .events
+                .read_all(checkpoint.position, self.settings.sweep_batch)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = events.last() else {
+                return Ok(read);
+            };
+            let advance = Advance {
+                from: checkpoint,
+                to: last.global_position,
+            };
+            match self.store.apply::<P>(P::TABLE, &events, Some(advance)).await {
+                Ok(folded) => {
+                    P::announce(&folded.changed, &self.changes);
+                    read += events.len();
+                    retries = 0;
+                    if events.len() < self.settings.sweep_batch {
+                        return Ok(read);
+                    }
+                }
+                Err(ReadModelError::Gaps(gaps)) if retries < 3 => {
+                    retries += 1;
+                    self.fill_gaps::<P>(&gaps).await.map_err(|e| format!("{e:?}"))?;
+                }
+                Err(ReadModelError::CheckpointMoved(_)) if retries < 3 => retries += 1,
+                Err(error) => return Err(format!("{error:#}")),
+            }
+        }
+    }
+}
+
+/// Exponential backoff that logs a failure once and the recovery once.
+#[derive(Default)]
+struct Backoff {
+    delay: Option<Duration>,
+}
+
+impl Backoff {
+    fn failed(&mut self, projection: &str, doing: &str, error: &str) {
+        if self.delay.is_none() {
+            tracing::warn!(projection, error, "{doing} failed; backing off");
+        }
+        self.delay = Some(self.delay.map_or(Duration::from_millis(100), |d| {
+            (d * 2).min(Duration::from_secs(5))
+        }));
+    }
+
+    fn succeeded(&mut self, projection: &str) {
+        if self.delay.take().is_some() {
+            tracing::info!(projection, "projection recovered");
+        }
+    }
+
+    /// Sleeps the current delay; false when shutdown came first.
+    async fn pause(&self, shutdown: &Shutdown) -> bool {
+        let delay = self.delay.unwrap_or(Duration::from_millis(100));
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = shutdown.wait() => false,
+        }
+    }
+}
