@@ -41,6 +41,13 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl_seconds: u64,
     },
+    /// Rebuild the read models from the event store into shadow tables and swap
+    /// them in, while a running service keeps serving; prints events/s.
+    RebuildProjections {
+        /// Events per read of the event store.
+        #[arg(long, default_value_t = commerce::projections::rebuild::DEFAULT_BATCH)]
+        batch: usize,
+    },
     /// Load-test a server (started here unless --target) and print figures.
     Bench(commerce::bench::BenchArgs),
 }
@@ -95,6 +102,12 @@ async fn main() -> anyhow::Result<()> {
                 mint_token(&config, &sub, &roles, Duration::from_secs(ttl_seconds))?
             );
             Ok(())
+        }
+        Command::RebuildProjections { batch } => {
+            telemetry::init(&config);
+            commerce::projections::rebuild::command(&config, batch)
+                .await
+                .map(drop)
         }
         Command::Bench(args) => commerce::bench::run(args, &config).await,
     }

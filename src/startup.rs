@@ -90,6 +90,15 @@ impl Application {
             carts.clone(),
         );
         let privacy = Vault::on_db(backends.db.clone(), master_key);
+        let bus = crate::bus::from_backends(&config, &backends);
+        let queries = crate::app::queries::QueryApp::new(
+            crate::store::read_models::ReadModelStore::new(&backends.db),
+            events.clone(),
+            crate::saga::store::saga_store(&backends.db),
+            bus.clone(),
+            config.enable_cqrs,
+            shutdown.clone(),
+        );
         let app = App {
             config,
             backends,
@@ -99,6 +108,8 @@ impl Application {
             carts,
             orders,
             privacy,
+            bus,
+            queries,
         };
         Ok(Self {
             listener,
@@ -146,6 +157,8 @@ impl Application {
             app.shutdown.clone(),
         ));
         tokio::spawn(crate::metrics::upkeep(app.shutdown.clone()));
+        // Outbox relay, projections and their status: stop on shutdown.
+        let read_side = crate::projections::start(&app);
 
         health_reporter
             .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
@@ -180,6 +193,9 @@ impl Application {
         server.await.context("serving")?;
         let _ = monitor.await;
         let _ = sweeper.await;
+        for task in read_side {
+            let _ = task.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -4,12 +4,13 @@
 pub mod cart;
 pub mod orders;
 pub mod privacy;
+pub mod queries;
 pub mod sagas;
 
 use std::sync::Arc;
 
 use crate::{
-    config::Config, db::Backends, health::Health, privacy::Vault, shutdown::Shutdown,
+    bus::EventBus, config::Config, db::Backends, health::Health, privacy::Vault, shutdown::Shutdown,
     store::event_store::EventStore,
 };
 
@@ -32,4 +33,8 @@ pub struct App {
     pub orders: orders::OrderApp,
     /// Personal data: per-customer encryption and ForgetCustomer (crypto-shredding).
     pub privacy: Vault,
+    /// The event bus (Redis Streams or in-process) the outbox relay feeds.
+    pub bus: Arc<dyn EventBus>,
+    /// Order queries and the read side's admin tools.
+    pub queries: queries::QueryApp,
 }

@@ -145,6 +145,13 @@ pub struct DeadLetter {
     pub dead_lettered_at: DateTime<Utc>,
 }
 
+impl DeadLetter {
+    /// The dead-lettered event, when the entry decodes.
+    pub fn event(&self) -> Result<EventEnvelope, String> {
+        serde_json::from_str(&self.raw).map_err(|e| format!("undecodable bus entry: {e}"))
+    }
+}
+
 /// A bus failure; every one of them is transient from the caller's view
 /// (retry later), except what [`Delivery::event`] reports.
 #[derive(Debug, thiserror::Error)]

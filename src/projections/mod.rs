@@ -167,6 +167,36 @@ pub fn fold<R: ReadModel>(
     })
 }
 
+/// Starts the read side of `app`: the outbox relay, one runner per
+/// projection and the status reporter; each stops on `app.shutdown`.
+pub fn start(app: &crate::app::App) -> Vec<tokio::task::JoinHandle<()>> {
+    use self::{
+        cart_conversion::CartConversion, customer_orders::CustomerOrder, order_detail::OrderDetail,
+        runner::Projector,
+    };
+    let shutdown = &app.shutdown;
+    let projector = Projector::new(
+        app.bus.clone(),
+        app.queries.store().clone(),
+        app.events.clone(),
+        app.queries.changes().clone(),
+    );
+    let relay = crate::outbox::OutboxRelay::new(app.backends.db.clone(), app.bus.clone());
+    vec![
+        tokio::spawn(relay.run(shutdown.clone())),
+        tokio::spawn(projector.clone().run::<OrderDetail>(shutdown.clone())),
+        tokio::spawn(projector.clone().run::<CustomerOrder>(shutdown.clone())),
+        tokio::spawn(projector.run::<CartConversion>(shutdown.clone())),
+        tokio::spawn(status::report(
+            app.queries.store().clone(),
+            app.events.clone(),
+            app.health.clone(),
+            std::time::Duration::from_secs(2),
+            shutdown.clone(),
+        )),
+    ]
+}
+
 /// Folds a whole stream from its first event (ENABLE_CQRS=false reads, and
 /// reads that cannot wait for the projection).
 pub fn fold_stream<R: ReadModel>(events: &[StoredEvent]) -> Result<Option<R>, ProjectionError> {

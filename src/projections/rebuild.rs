@@ -196,3 +196,102 @@ impl Rebuild {
 async fn read(events: Arc<dyn EventStore>, after: i64, limit: usize) -> Result<Vec<StoredEvent>, AppError> {
     Ok(events.read_all(after, limit).await?)
 }
+
+/// `commerce rebuild-projections`: rebuilds against the configured database,
+/// drawing progress on stderr (a bar on a terminal, a line every few seconds
+/// otherwise), and prints the rate at the end.
+pub async fn command(config: &crate::config::Config, batch: usize) -> anyhow::Result<Report> {
+    use std::io::{IsTerminal, Write};
+
+    let db = crate::db::Db::connect(config).await?;
+    if config.run_migrations {
+        db.migrate().await?;
+    }
+    let events =
+        crate::store::event_store::event_store(&db, crate::store::event_store::OrderCodec::upcasters());
+    let rebuild = Rebuild::new(ReadModelStore::new(&db), events).with_batch(batch);
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_draw: Option<Instant> = None;
+    let every = if terminal {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_secs(2)
+    };
+    let report = rebuild
+        .run(|progress| {
+            if last_draw.is_some_and(|t| t.elapsed() < every) {
+                return;
+            }
+            last_draw = Some(Instant::now());
+            let line = progress_line(progress);
+            let mut err = std::io::stderr();
+            let _ = if terminal {
+                write!(err, "\r{line}")
+            } else {
+                writeln!(err, "{line}")
+            };
+            let _ = err.flush();
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if terminal {
+        eprintln!(
+            "\r{}",
+            progress_line(&Progress {
+                replayed: report.events,
+                total: report.events,
+                elapsed: report.elapsed,
+            })
+        );
+    }
+    println!(
+        "rebuilt {} projections from {} events in {:.2} s: {:.0} events/s (checkpoint {})",
+        PROJECTIONS.len(),
+        report.events,
+        report.elapsed.as_secs_f64(),
+        report.rate(),
+        report.position
+    );
+    Ok(report)
+}
+
+/// `[=========>          ]  45.2%  123456/270000 events  52311 events/s`.
+fn progress_line(progress: &Progress) -> String {
+    const WIDTH: usize = 30;
+    let ratio = if progress.total > 0 {
+        (progress.replayed as f64 / progress.total as f64).clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    let filled = (ratio * WIDTH as f64) as usize;
+    let bar: String = (0..WIDTH)
+        .map(|i| match i.cmp(&filled) {
+            std::cmp::Ordering::Less => '=',
+            std::cmp::Ordering::Equal => '>',
+            std::cmp::Ordering::Greater => ' ',
+        })
+        .collect();
+    format!(
+        "[{bar}] {:5.1}%  {}/{} events  {:.0} events/s",
+        ratio * 100.0,
+        progress.replayed,
+        progress.total,
+        progress.rate()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_shows_bar_share_counts_and_rate() {
+        let line = progress_line(&Progress {
+            replayed: 50,
+            total: 200,
+            elapsed: Duration::from_secs(2),
+        });
+        assert!(line.starts_with("[=======>"), "{line}");
+        assert!(line.contains(" 25.0%  50/200 events  25 events/s"), "{line}");
+    }
+}

@@ -17,6 +17,7 @@ mod privacy;
 mod projections;
 mod proxy;
 mod read_models;
+mod read_side;
 mod rest;
 mod rest_cart;
 mod rest_client;

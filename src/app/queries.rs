@@ -1,0 +1,406 @@
+//! Order queries of the read side (GetOrder, ListOrders, GetOrderHistory,
+//! WatchOrder) and the read side's admin tools (dead letters, projection
+//! status). The transports call these; ownership is checked here: another
+//! customer's order is NOT_FOUND, an admin may read any.
+//!
+//! # Read-your-writes (`min_version`)
+//! Commands return the order's new version. A query given `min_version` waits
+//! (at most [`MIN_VERSION_WAIT`]) for the projection to reach it, woken by the
+//! projection's change broadcast and polling the table meanwhile (another
+//! replica may apply it). If the read model is still behind, the answer is the
+//! fold of the order's stream from the event store, the source of truth, so a
+//! caller never sees an older version than it asked for (unless the stream
+//! itself is shorter: then it gets the newest there is).
+//!
+//! # ENABLE_CQRS=false
+//! GetOrder and WatchOrder fold the event stream (the same fold the projection
+//! runs) instead of reading the read model; ListOrders still reads the order
+//! list, which has no event-store equivalent.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use uuid::Uuid;
+
+use crate::{
+    auth::Principal,
+    bus::{DeadLetter, EventBus},
+    domain::order::OrderStatus,
+    error::AppError,
+    projections::{
+        changes::OrderChanges,
+        customer_orders::OrderSummary,
+        fold_stream,
+        order_detail::OrderDetail,
+        status::{ProjectionState, states},
+    },
+    saga::store::{AttemptRecord, SagaStore},
+    shutdown::Shutdown,
+    store::{
+        event_store::{EventStore, StoredEvent},
+        read_models::{ListCursor, ListQuery, ReadModelStore},
+    },
+};
+
+/// Longest wait for the read model to reach a query's `min_version`.
+pub const MIN_VERSION_WAIT: Duration = Duration::from_secs(2);
+/// How often waits and watches re-read the read model (changes applied by
+/// another replica are not broadcast here).
+const POLL: Duration = Duration::from_millis(250);
+/// ListOrders page size when the request says 0.
+pub const DEFAULT_PAGE_SIZE: i32 = 20;
+/// Largest page of ListOrders and ListDeadLetters (larger requests are capped).
+pub const MAX_PAGE_SIZE: i32 = 100;
+
+/// One page of ListOrders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderPage {
+    /// Summaries (no personal data), newest first.
+    pub orders: Vec<OrderSummary>,
+    /// Token of the next page; empty on the last.
+    pub next_page_token: String,
+}
+
+/// One entry of an order's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistoryEntry {
+    /// A domain event of the order's stream.
+    Event(StoredEvent),
+    /// A saga call to a sibling service.
+    Attempt(AttemptRecord),
+}
+
+impl HistoryEntry {
+    /// When it happened (an attempt: when it was sent).
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::Event(event) => event.recorded_at,
+            Self::Attempt(attempt) => attempt.started_at,
+        }
+    }
+}
+
+/// The read side's queries.
+#[derive(Clone)]
+pub struct QueryApp {
+    store: ReadModelStore,
+    events: Arc<dyn EventStore>,
+    sagas: Arc<dyn SagaStore>,
+    bus: Arc<dyn EventBus>,
+    changes: OrderChanges,
+    cqrs: bool,
+    shutdown: Shutdown,
+}
+
+/// What ListOrders' opaque page token holds.
+#[derive(Serialize, Deserialize)]
+struct PageToken {
+    /// created_at of the last row, microseconds.
+    t: i64,
+    /// order_id of the last row.
+    o: Uuid,
+    /// The status filter the token was made for.
+    s: Option<String>,
+}
+
+fn not_found() -> AppError {
+    AppError::NotFound("order".into())
+}
+
+fn parse_order_id(order_id: &str) -> Result<Uuid, AppError> {
+    Uuid::parse_str(order_id.trim()).map_err(|_| AppError::invalid("order_id", "must be a UUID"))
+}
+
+fn page_size(field: &str, requested: i32) -> Result<i64, AppError> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE.into()),
+        n if n < 0 => Err(AppError::invalid(field, "must not be negative")),
+        n => Ok(n.min(MAX_PAGE_SIZE).into()),
+    }
+}
+
+impl QueryApp {
+    /// The queries over these stores; `cqrs` false folds the event stream.
+    pub fn new(
+        store: ReadModelStore,
+        events: Arc<dyn EventStore>,
+        sagas: Arc<dyn SagaStore>,
+        bus: Arc<dyn EventBus>,
+        cqrs: bool,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self {
+            store,
+            events,
+            sagas,
+            bus,
+            changes: OrderChanges::new(),
+            cqrs,
+            shutdown,
+        }
+    }
+
+    /// The read-model store (the projections write it).
+    pub fn store(&self) -> &ReadModelStore {
+        &self.store
+    }
+
+    /// The broadcast the order detail projection announces changes on.
+    pub fn changes(&self) -> &OrderChanges {
+        &self.changes
+    }
+
+    /// GetOrder.
+    #[tracing::instrument(skip(self, principal), fields(customer = %principal.subject))]
+    pub async fn get_order(
+        &self,
+        principal: &Principal,
+        order_id: &str,
+        min_version: i64,
+    ) -> Result<OrderDetail, AppError> {
+        let id = parse_order_id(order_id)?;
+        let wanted = u64::try_from(min_version)
+            .map_err(|_| AppError::invalid("min_version", "must not be negative"))?;
+        let detail = if self.cqrs {
+            self.read_at_least(id, wanted).await?
+        } else {
+            self.fold(id).await?
+        };
+        match detail {
+            Some(detail) if principal.may_access(&detail.summary.customer_id) => Ok(detail),
+            _ => Err(not_found()),
+        }
+    }
+
+    /// The detail row once it is at `wanted` (bounded wait), else the fold.
+    async fn read_at_least(&self, id: Uuid, wanted: u64) -> Result<Option<OrderDetail>, AppError> {
+        let at_least =
+            |row: &Option<OrderDetail>| row.as_ref().is_some_and(|r| r.summary.version >= wanted.max(1));
+        // Subscribe before reading: a change between the two is not missed.
+        let mut changes = self.changes.subscribe();
+        let row = self.store.order_detail(id).await?;
+        if at_least(&row) {
+            return Ok(row);
+        }
+        if wanted > 0 {
+            let deadline = tokio::time::Instant::now() + MIN_VERSION_WAIT;
+            loop {
+                let woke = tokio::time::timeout_at(deadline, async {
+                    tokio::select! {
+                        change = changes.recv() => !matches!(change, Ok(c) if c.order_id != id),
+                        _ = tokio::time::sleep(POLL) => true,
+                    }
+                })
+                .await;
+                match woke {
+                    Err(_) => break,
+                    Ok(false) => continue,
+                    Ok(true) => {
+                        let row = self.store.order_detail(id).await?;
+                        if at_least(&row) {
+                            return Ok(row);
+                        }
+                    }
+                }
+            }
+        }
+        // Missing or behind: the event store answers (a new order whose
+        // projection lags is found, and read-your-writes holds).
+        self.fold(id).await
+    }
+
+    /// The order folded from its stream, as the projection would build it.
+    async fn fold(&self, id: Uuid) -> Result<Option<OrderDetail>, AppError> {
+        let events = self.events.read_stream(id, 1).await?;
+        fold_stream::<OrderDetail>(&events).map_err(|e| AppError::Internal(e.into()))
+    }
+
+    /// ListOrders: a customer's own orders; an admin's lists every customer's.
+    #[tracing::instrument(skip(self, principal, page_token), fields(customer = %principal.subject))]
+    pub async fn list_orders(
+        &self,
+        principal: &Principal,
+        requested_size: i32,
+        page_token: &str,
+        status: Option<OrderStatus>,
+    ) -> Result<OrderPage, AppError> {
+        let limit = page_size("page_size", requested_size)?;
+        let filter = status.map(|s| s.as_str().to_string());
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            let token: PageToken = URL_SAFE_NO_PAD
+                .decode(page_token)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .ok_or_else(|| AppError::invalid("page_token", "not a token from a previous response"))?;
+            if token.s != filter {
+                return Err(AppError::invalid(
+                    "page_token",
+                    "was made for another status filter",
+                ));
+            }
+            let created_at = DateTime::from_timestamp_micros(token.t)
+                .ok_or_else(|| AppError::invalid("page_token", "not a token from a previous response"))?;
+            Some(ListCursor {
+                created_at,
+                order_id: token.o,
+            })
+        };
+        let query = ListQuery {
+            customer_id: (!principal.is_admin()).then(|| principal.subject.clone()),
+            status,
+            after,
+            // One more than asked: tells whether a next page exists.
+            limit: limit + 1,
+        };
+        let mut orders = self.store.list_orders(&query).await?;
+        let more = orders.len() as i64 > limit;
+        orders.truncate(limit as usize);
+        let next_page_token = match orders.last() {
+            Some(last) if more => URL_SAFE_NO_PAD.encode(
+                serde_json::to_vec(&PageToken {
+                    t: last.created_at.timestamp_micros(),
+                    o: last.order_id,
+                    s: filter,
+                })
+                .unwrap_or_default(),
+            ),
+            _ => String::new(),
+        };
+        Ok(OrderPage {
+            orders,
+            next_page_token,
+        })
+    }
+
+    /// GetOrderHistory: the order's events merged with its saga's attempts,
+    /// in time order.
+    #[tracing::instrument(skip(self, principal), fields(customer = %principal.subject))]
+    pub async fn order_history(
+        &self,
+        principal: &Principal,
+        order_id: &str,
+    ) -> Result<Vec<HistoryEntry>, AppError> {
+        let id = parse_order_id(order_id)?;
+        let events = self.events.read_stream(id, 1).await?;
+        let owner = fold_stream::<OrderDetail>(&events)
+            .ok()
+            .flatten()
+            .map(|detail| detail.summary.customer_id);
+        if !owner.is_some_and(|owner| principal.may_access(&owner)) {
+            return Err(not_found());
+        }
+        let mut entries: Vec<HistoryEntry> = events.into_iter().map(HistoryEntry::Event).collect();
+        if let Some(saga) = self.sagas.find_by_order(id).await? {
+            entries.extend(
+                self.sagas
+                    .attempts(saga.saga_id)
+                    .await?
+                    .into_iter()
+                    .map(HistoryEntry::Attempt),
+            );
+        }
+        // Stable: events keep their stream order on equal times.
+        entries.sort_by_key(HistoryEntry::occurred_at);
+        Ok(entries)
+    }
+
+    /// WatchOrder: the current state, then the order at each status change,
+    /// ending after a terminal status; an error ends it early (UNAVAILABLE on
+    /// shutdown: watch again elsewhere).
+    pub async fn watch_order(
+        &self,
+        principal: &Principal,
+        order_id: &str,
+    ) -> Result<mpsc::Receiver<Result<OrderDetail, AppError>>, AppError> {
+        let id = parse_order_id(order_id)?;
+        let mut changes = self.changes.subscribe();
+        let first = self.get_order(principal, order_id, 0).await?;
+        let (sender, receiver) = mpsc::channel(8);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut last = first.summary.status;
+            let mut version = first.summary.version;
+            if sender.send(Ok(first)).await.is_err() || last.is_terminal() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    change = changes.recv() => match change {
+                        Ok(c) if c.order_id != id || c.version <= version => continue,
+                        Ok(_) | Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => {}
+                    },
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = this.shutdown.wait() => {
+                        let _ = sender.send(Err(AppError::Unavailable("server shutting down; watch again".into()))).await;
+                        return;
+                    }
+                    _ = sender.closed() => return,
+                }
+                let current = if this.cqrs {
+                    this.store.order_detail(id).await
+                } else {
+                    Ok(None)
+                };
+                let current = match current {
+                    Ok(Some(row)) => Some(row),
+                    Ok(None) => this.fold(id).await.ok().flatten(),
+                    Err(error) => {
+                        tracing::warn!(order_id = %id, error = %error, "watch: read failed; retrying");
+                        None
+                    }
+                };
+                let Some(current) = current.filter(|row| row.summary.version > version) else {
+                    continue;
+                };
+                version = current.summary.version;
+                if current.summary.status == last {
+                    continue;
+                }
+                last = current.summary.status;
+                if sender.send(Ok(current)).await.is_err() || last.is_terminal() {
+                    return;
+                }
+            }
+        });
+        Ok(receiver)
+    }
+
+    /// ListDeadLetters (admin): oldest first.
+    pub async fn dead_letters(
+        &self,
+        principal: &Principal,
+        requested_size: i32,
+    ) -> Result<Vec<DeadLetter>, AppError> {
+        principal.require_admin()?;
+        let limit = page_size("page_size", requested_size)?;
+        self.bus
+            .dead_letters(limit as usize)
+            .await
+            .map_err(|e| AppError::Unavailable(e.to_string()))
+    }
+
+    /// ReplayDeadLetters (admin): the named ones, or all when `ids` is empty.
+    pub async fn replay_dead_letters(&self, principal: &Principal, ids: &[String]) -> Result<u64, AppError> {
+        principal.require_admin()?;
+        if let Some(bad) = ids.iter().position(|id| id.is_empty() || id.len() > 64) {
+            return Err(AppError::invalid(format!("ids[{bad}]"), "not a dead-letter id"));
+        }
+        self.bus
+            .replay_dead_letters(ids)
+            .await
+            .map_err(|e| AppError::Unavailable(e.to_string()))
+    }
+
+    /// GetProjectionStatus (admin).
+    pub async fn projection_status(&self, principal: &Principal) -> Result<Vec<ProjectionState>, AppError> {
+        principal.require_admin()?;
+        states(&self.store, self.events.as_ref())
+            .await
+            .map_err(AppError::Internal)
+    }
+}

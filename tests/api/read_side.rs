@@ -1,0 +1,158 @@
+//! The read side through the running service: projections fed by the relay,
+//! order queries with ownership, paging and watching, the admin tools.
+
+use std::time::Duration;
+
+use commerce::{
+    bus::EventEnvelope,
+    projections::samples::SampleOrder,
+    proto::commerce::v1::{GetProjectionStatusRequest, ListDeadLettersRequest, ReplayDeadLettersRequest},
+    store::event_store::AppendOptions,
+};
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::helpers::{Backend, TestApp, authed, spawn_app_with};
+
+/// Appends the whole confirmed life of a new order of `customer`.
+pub async fn place(app: &TestApp, customer: &str) -> SampleOrder {
+    let order = SampleOrder::new(customer, 2);
+    app.app
+        .events
+        .append(
+            order.order_id,
+            0,
+            SampleOrder::encode(&order.confirmed()),
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap();
+    order
+}
+
+#[tokio::test]
+async fn admins_see_projection_status_and_health_reports_lag() {
+    for backend in Backend::all() {
+        let app = spawn_app_with(backend, &[]).await;
+        let order = place(&app, "alice").await;
+        let mut admin = app.admin_client();
+        let denied = admin
+            .get_projection_status(authed(GetProjectionStatusRequest {}, &app.customer("alice")))
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        // The projections catch up: checkpoints reach the head.
+        let mut caught_up = false;
+        for _ in 0..100 {
+            let status = admin
+                .get_projection_status(authed(GetProjectionStatusRequest {}, &app.admin()))
+                .await
+                .unwrap()
+                .into_inner();
+            let names: Vec<_> = status.projections.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(
+                names,
+                ["cart_conversion", "customer_orders", "order_detail"],
+                "{backend:?}"
+            );
+            if status
+                .projections
+                .iter()
+                .all(|p| p.head >= 6 && p.lag_events == 0 && p.checkpoint == p.head)
+            {
+                caught_up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(caught_up, "{backend:?}");
+        assert!(
+            app.app
+                .queries
+                .store()
+                .order_detail(order.order_id)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // /health carries the projections' lag (reported every 2 s).
+        let mut health = serde_json::Value::Null;
+        for _ in 0..40 {
+            health = serde_json::to_value(app.app.health.report().await).unwrap();
+            if health["projections"]
+                .as_array()
+                .is_some_and(|p| p.len() == 3 && p[0]["head"] == 6)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(health["projections"][0]["lag_events"], 0, "{backend:?}: {health}");
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_by_admins_only() {
+    for backend in Backend::all() {
+        let app = spawn_app_with(backend, &[]).await;
+        let order = place(&app, "bob").await;
+        let stored = app.app.events.read_stream(order.order_id, 1).await.unwrap();
+        // An event whose stream does not start with OrderCreated: poison.
+        let mut poison = EventEnvelope::from(&stored[1]);
+        poison.stream_id = Uuid::now_v7();
+        poison.version = 1;
+        app.app.bus.publish(std::slice::from_ref(&poison)).await.unwrap();
+        let mut admin = app.admin_client();
+        let mut letters = Vec::new();
+        for _ in 0..100 {
+            letters = admin
+                .list_dead_letters(authed(ListDeadLettersRequest { page_size: 0 }, &app.admin()))
+                .await
+                .unwrap()
+                .into_inner()
+                .dead_letters;
+            // One per projection: each consumer group gives up on its own.
+            if letters.len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(letters.len(), 3, "{backend:?}: {letters:?}");
+        assert!(letters.iter().all(|l| l.event_id == poison.event_id.to_string()));
+        assert!(
+            letters
+                .iter()
+                .all(|l| l.event_type == "PaymentAuthorized" && l.deliveries >= 5)
+        );
+        let denied = admin
+            .replay_dead_letters(authed(
+                ReplayDeadLettersRequest { ids: vec![] },
+                &app.customer("bob"),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        let replayed = admin
+            .replay_dead_letters(authed(
+                ReplayDeadLettersRequest {
+                    ids: vec![letters[0].id.clone()],
+                },
+                &app.admin(),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .replayed;
+        assert_eq!(replayed, 1, "{backend:?}");
+        let left = admin
+            .list_dead_letters(authed(ListDeadLettersRequest { page_size: 10 }, &app.admin()))
+            .await
+            .unwrap()
+            .into_inner()
+            .dead_letters;
+        assert!(
+            left.iter().all(|l| l.id != letters[0].id),
+            "{backend:?}: replayed one left the list"
+        );
+    }
+}
