@@ -55,6 +55,7 @@ pub const FAMILIES: &[(&str, &[&str])] = &[
     ("event_store_conflicts_total", &[]),
     ("outbox_backlog", &[]),
     ("projection_lag_events", &["projection"]),
+    ("projection_rebuild_progress_ratio", &["projection"]),
     ("db_pool_connections", &["state"]),
     ("redis_pool_connections", &["state"]),
 ];
@@ -446,6 +447,7 @@ mod tests {
         event_store_conflict();
         outbox_backlog(3);
         projection_lag("order_detail", 4);
+        projection_rebuild_progress("order_detail", 0.5);
         gauge!("redis_pool_connections", "state" => "max").set(1.0);
         gauge!("db_pool_connections", "state" => "max").set(1.0);
         let text = render();
