@@ -27,4 +27,5 @@ mod fuzz_events;
 mod fuzz_money;
 mod idempotency;
 mod outages;
+mod resource_abuse;
 mod saga_sim;
