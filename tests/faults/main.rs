@@ -23,6 +23,7 @@ mod support;
 
 mod bad_input;
 mod concurrency;
+mod event_gaps;
 mod fuzz_events;
 mod fuzz_money;
 mod idempotency;
