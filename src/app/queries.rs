@@ -26,9 +26,10 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 use uuid::Uuid;
 
 use crate::{
+    app::orders::OrderView,
     auth::Principal,
     bus::{DeadLetter, EventBus},
-    domain::order::OrderStatus,
+    domain::order::{OrderStatus, ShippingAddress},
     error::AppError,
     projections::{
         changes::OrderChanges,
@@ -402,5 +403,48 @@ impl QueryApp {
         states(&self.store, self.events.as_ref())
             .await
             .map_err(AppError::Internal)
+    }
+}
+
+impl From<OrderDetail> for OrderView {
+    fn from(detail: OrderDetail) -> Self {
+        let OrderDetail { summary, personal } = detail;
+        let mut view = Self::from(summary);
+        view.payment_method = personal.payment_method;
+        view.shipping_address = personal.shipping_address;
+        view
+    }
+}
+
+/// A list row as a view: personal fields empty (the order list keeps none;
+/// GetOrder has them).
+impl From<OrderSummary> for OrderView {
+    fn from(summary: OrderSummary) -> Self {
+        Self {
+            order_id: summary.order_id,
+            customer_id: summary.customer_id,
+            cart_id: summary.cart_id,
+            status: summary.status,
+            items: summary.items,
+            currency: summary.currency,
+            total: summary.total,
+            payment_method: String::new(),
+            shipping_address: ShippingAddress {
+                recipient_name: String::new(),
+                line1: String::new(),
+                line2: String::new(),
+                city: String::new(),
+                region: String::new(),
+                postal_code: String::new(),
+                country: String::new(),
+            },
+            cancellation_reason: (summary.status == OrderStatus::Cancelled)
+                .then_some(summary.cancellation_reason),
+            version: summary.version,
+            created_at: summary.created_at,
+            updated_at: summary.updated_at,
+            saga_id: summary.saga_id,
+            item_count: summary.item_count,
+        }
     }
 }

@@ -29,6 +29,19 @@ pub fn order_status(status: OrderStatus) -> pb::OrderStatus {
     }
 }
 
+/// The domain status of a proto status; None for UNSPECIFIED.
+pub fn domain_status(status: pb::OrderStatus) -> Option<OrderStatus> {
+    match status {
+        pb::OrderStatus::Unspecified => None,
+        pb::OrderStatus::Pending => Some(OrderStatus::Pending),
+        pb::OrderStatus::PaymentAuthorized => Some(OrderStatus::PaymentAuthorized),
+        pb::OrderStatus::InventoryReserved => Some(OrderStatus::InventoryReserved),
+        pb::OrderStatus::ShippingArranged => Some(OrderStatus::ShippingArranged),
+        pb::OrderStatus::Confirmed => Some(OrderStatus::Confirmed),
+        pb::OrderStatus::Cancelled => Some(OrderStatus::Cancelled),
+    }
+}
+
 /// An order line.
 pub fn order_item(line: &OrderLine) -> pb::OrderItem {
     pb::OrderItem {

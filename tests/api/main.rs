@@ -12,6 +12,7 @@ mod health;
 mod idempotency_store;
 mod observability;
 mod order_commands;
+mod order_queries;
 mod orders;
 mod privacy;
 mod projections;

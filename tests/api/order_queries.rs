@@ -1,0 +1,370 @@
+//! OrderService queries over gRPC: GetOrder (ownership, min_version,
+//! ENABLE_CQRS=false), ListOrders paging, GetOrderHistory, WatchOrder.
+
+use std::time::Duration;
+
+use commerce::{
+    projections::samples::SampleOrder,
+    proto::commerce::v1::{
+        GetOrderHistoryRequest, GetOrderRequest, ListOrdersRequest, Order, OrderStatus, WatchOrderRequest,
+        WatchOrderResponse, order_history_entry::Entry,
+    },
+    saga::{
+        plan::Step,
+        store::{AttemptEnd, AttemptWrite, Lease, SagaColumns, saga_store},
+    },
+    store::event_store::AppendOptions,
+};
+use tonic::Code;
+
+use crate::{
+    helpers::{Backend, TestApp, authed, spawn_app_with, wait_for_within},
+    orders::{create_order, filled_cart, order_request},
+    read_side::place,
+};
+
+async fn get(app: &TestApp, token: &str, order_id: &str, min_version: i64) -> Result<Order, tonic::Status> {
+    let request = GetOrderRequest {
+        order_id: order_id.into(),
+        min_version,
+    };
+    Ok(app
+        .orders()
+        .get_order(authed(request, token))
+        .await?
+        .into_inner()
+        .order
+        .unwrap())
+}
+
+async fn list(
+    app: &TestApp,
+    token: &str,
+    page_size: i32,
+    page_token: &str,
+) -> Result<(Vec<Order>, String), tonic::Status> {
+    let request = ListOrdersRequest {
+        page_size,
+        page_token: page_token.into(),
+        status: 0,
+    };
+    let page = app
+        .orders()
+        .list_orders(authed(request, token))
+        .await?
+        .into_inner();
+    Ok((page.orders, page.next_page_token))
+}
+
+#[tokio::test]
+async fn get_order_reads_your_writes_and_hides_other_customers_orders() {
+    for backend in Backend::all() {
+        let app = spawn_app_with(backend, &[]).await;
+        let order = place(&app, "alice").await;
+        let id = order.order_id.to_string();
+        // Right after the append: min_version makes the answer at least that fresh.
+        let mine = get(&app, &app.customer("alice"), &id, 6).await.unwrap();
+        assert_eq!(
+            (mine.version, mine.status),
+            (6, OrderStatus::Confirmed as i32),
+            "{backend:?}"
+        );
+        assert_eq!(mine.total, order.total().to_string());
+        assert_eq!(mine.items.len(), 2);
+        assert_eq!(mine.shipping_address.unwrap().city, "Springfield");
+        assert_eq!(mine.saga_id, order.saga_id.to_string());
+        let theirs = get(&app, &app.customer("mallory"), &id, 0).await.unwrap_err();
+        assert_eq!(theirs.code(), Code::NotFound, "{backend:?}");
+        assert_eq!(
+            get(&app, &app.admin(), &id, 0).await.unwrap().customer_id,
+            "alice"
+        );
+        let bad = get(&app, &app.customer("alice"), "not-a-uuid", 0)
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        let negative = get(&app, &app.customer("alice"), &id, -1).await.unwrap_err();
+        assert_eq!(negative.code(), Code::InvalidArgument);
+        let unknown = get(&app, &app.customer("alice"), &uuid::Uuid::now_v7().to_string(), 0)
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::NotFound);
+        let anonymous = app
+            .orders()
+            .get_order(GetOrderRequest {
+                order_id: id,
+                min_version: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(anonymous.code(), Code::Unauthenticated);
+    }
+}
+
+#[tokio::test]
+async fn without_cqrs_get_order_folds_the_event_stream() {
+    let app = spawn_app_with(Backend::from_env(), &[("ENABLE_CQRS", "false")]).await;
+    let order = place(&app, "erin").await;
+    let id = order.order_id.to_string();
+    wait_for_within("the projection", Duration::from_secs(20), || async {
+        app.app
+            .queries
+            .store()
+            .order_detail(order.order_id)
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    // Emptied read model: the answer still comes, from the events.
+    let sql = "DELETE FROM order_details";
+    match &app.app.backends.db {
+        commerce::db::Db::Postgres(pool) => drop(sqlx::query(sql).execute(pool).await.unwrap()),
+        commerce::db::Db::Sqlite(pool) => drop(sqlx::query(sql).execute(pool).await.unwrap()),
+    }
+    let folded = get(&app, &app.customer("erin"), &id, 0).await.unwrap();
+    assert_eq!(
+        (folded.version, folded.status),
+        (6, OrderStatus::Confirmed as i32)
+    );
+    assert_eq!(
+        get(&app, &app.customer("frank"), &id, 0)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test]
+async fn list_orders_pages_newest_first_through_opaque_tokens() {
+    for backend in Backend::all() {
+        let app = spawn_app_with(backend, &[]).await;
+        let mut carols = Vec::new();
+        for _ in 0..5 {
+            carols.push(place(&app, "carol").await.order_id.to_string());
+        }
+        place(&app, "dave").await;
+        let carol = app.customer("carol");
+        wait_for_within("the order list", Duration::from_secs(20), || async {
+            list(&app, &carol, 100, "").await.unwrap().0.len() == 5
+        })
+        .await;
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let (orders, next) = list(&app, &carol, 2, &token).await.unwrap();
+            assert!(orders.len() <= 2 && !orders.is_empty(), "{backend:?}");
+            assert!(
+                orders
+                    .iter()
+                    .all(|o| o.customer_id == "carol" && o.shipping_address.is_none())
+            );
+            seen.extend(orders.into_iter().map(|o| o.order_id));
+            if next.is_empty() {
+                break;
+            }
+            token = next;
+        }
+        carols.reverse();
+        assert_eq!(seen, carols, "{backend:?}: every order once, newest first");
+        assert_eq!(
+            list(&app, &app.admin(), 0, "").await.unwrap().0.len(),
+            6,
+            "admins list everyone's"
+        );
+        for (size, token) in [(-1, ""), (10, "garbage"), (10, "eyJ0IjoxfQ")] {
+            let err = list(&app, &carol, size, token).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{size} {token}");
+        }
+        assert_eq!(
+            list(&app, &carol, 1000, "").await.unwrap().0.len(),
+            5,
+            "capped, not refused"
+        );
+    }
+}
+
+#[tokio::test]
+async fn history_merges_events_with_saga_attempts_for_the_owner_only() {
+    let app = spawn_app_with(Backend::from_env(), &[]).await;
+    let token = app.customer("gina");
+    let cart = filled_cart(&app, &token).await;
+    let order = create_order(&app, &token, order_request(&cart, "history-1"))
+        .await
+        .unwrap();
+    // One saga call recorded the way the saga worker records it.
+    let sagas = saga_store(&app.app.backends.db);
+    let lease = Lease {
+        owner: "history-test".into(),
+        duration: Duration::from_secs(30),
+    };
+    let saga = sagas
+        .find_by_order(order.order_id.parse().unwrap())
+        .await
+        .unwrap()
+        .expect("the order's saga");
+    let claimed = sagas.claim_due(&lease, 100).await.unwrap();
+    let record = claimed
+        .into_iter()
+        .find(|s| s.saga_id == saga.saga_id)
+        .expect("claimable");
+    let started_at = chrono::Utc::now();
+    for attempt in [
+        AttemptWrite::Started {
+            step: Step::AuthorizePayment,
+            attempt: 1,
+            worker: "history-test".into(),
+            idempotency_key: "k-1".into(),
+            started_at,
+        },
+        AttemptWrite::Finished {
+            step: Step::AuthorizePayment,
+            attempt: 1,
+            finished_at: started_at + chrono::Duration::milliseconds(12),
+            end: AttemptEnd {
+                outcome: "TRANSIENT",
+                grpc_code: Some("UNAVAILABLE".into()),
+                error: Some("payment down".into()),
+                latency_ms: 12,
+                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            },
+        },
+    ] {
+        sagas
+            .write(
+                &lease,
+                record.saga_id,
+                &SagaColumns::of(&record),
+                &[],
+                Some(&attempt),
+            )
+            .await
+            .unwrap();
+    }
+
+    let request = || GetOrderHistoryRequest {
+        order_id: order.order_id.clone(),
+    };
+    let entries = app
+        .orders()
+        .get_order_history(authed(request(), &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let first = entries.first().and_then(|e| e.entry.clone());
+    let Some(Entry::Event(created)) = first else {
+        panic!("the timeline starts with the creation: {entries:?}");
+    };
+    assert_eq!(
+        (created.event_type.as_str(), created.version),
+        ("OrderCreated", 1)
+    );
+    assert!(created.payload.unwrap().fields.contains_key("customer_id"));
+    let attempt = entries
+        .iter()
+        .find_map(|e| match &e.entry {
+            Some(Entry::StepAttempt(attempt)) => Some(attempt.clone()),
+            _ => None,
+        })
+        .expect("the saga attempt is merged in");
+    assert_eq!(
+        (
+            attempt.step.as_str(),
+            attempt.attempt,
+            attempt.outcome.as_str(),
+            attempt.grpc_code.as_str()
+        ),
+        ("authorize_payment", 1, "transient_error", "UNAVAILABLE")
+    );
+    assert_eq!((attempt.latency_ms, attempt.error.as_str()), (12, "payment down"));
+    assert_eq!(attempt.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    let times: Vec<_> = entries
+        .iter()
+        .map(|e| e.occurred_at.unwrap())
+        .map(|t| (t.seconds, t.nanos))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "time order");
+    let theirs = app
+        .orders()
+        .get_order_history(authed(request(), &app.customer("hank")))
+        .await
+        .unwrap_err();
+    assert_eq!(theirs.code(), Code::NotFound);
+    let admins = app
+        .orders()
+        .get_order_history(authed(request(), &app.admin()))
+        .await
+        .unwrap();
+    assert_eq!(admins.into_inner().entries.len(), entries.len());
+}
+
+/// The next message of a watch, failing the test after 20 s.
+async fn next(
+    stream: &mut tonic::Streaming<WatchOrderResponse>,
+) -> Result<Option<WatchOrderResponse>, tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("a message in time")
+}
+
+#[tokio::test]
+async fn watch_order_streams_each_status_change_until_a_terminal_one() {
+    for backend in Backend::all() {
+        let app = spawn_app_with(backend, &[]).await;
+        let order = SampleOrder::new("ivan", 1);
+        let life = SampleOrder::encode(&order.confirmed());
+        let events = &app.app.events;
+        events
+            .append(order.order_id, 0, life[..1].to_vec(), AppendOptions::default())
+            .await
+            .unwrap();
+        let id = order.order_id.to_string();
+        let denied = app
+            .orders()
+            .watch_order(authed(
+                WatchOrderRequest { order_id: id.clone() },
+                &app.customer("judy"),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::NotFound, "{backend:?}");
+        let mut stream = app
+            .orders()
+            .watch_order(authed(WatchOrderRequest { order_id: id }, &app.customer("ivan")))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = next(&mut stream).await.unwrap().unwrap();
+        assert_eq!(
+            first.order.unwrap().status,
+            OrderStatus::Pending as i32,
+            "{backend:?}"
+        );
+        events
+            .append(order.order_id, 1, life[1..2].to_vec(), AppendOptions::default())
+            .await
+            .unwrap();
+        let second = next(&mut stream).await.unwrap().unwrap().order.unwrap();
+        assert_eq!(
+            (second.status, second.version),
+            (OrderStatus::PaymentAuthorized as i32, 2)
+        );
+        events
+            .append(order.order_id, 2, life[2..].to_vec(), AppendOptions::default())
+            .await
+            .unwrap();
+        let mut statuses = Vec::new();
+        while let Some(message) = next(&mut stream).await.unwrap() {
+            statuses.push(message.order.unwrap().status);
+        }
+        // Changes may be seen one by one or folded together; the last is CONFIRMED, then the end.
+        assert_eq!(
+            statuses.last(),
+            Some(&(OrderStatus::Confirmed as i32)),
+            "{backend:?}: {statuses:?}"
+        );
+        assert!(statuses.windows(2).all(|w| w[0] < w[1]), "{statuses:?}");
+    }
+}
