@@ -1,7 +1,8 @@
 //! Fuzzing event decoding and upcasting with proptest: every order event
 //! round-trips through the store's codec, an `OrderCreated` stored at schema v1
-//! decodes as today's event, and no payload (random JSON, or a valid one with
-//! a field mangled) panics the codec or the upcasters; bus entries decode or
+//! decodes as today's event, the read side decodes what the write side
+//! wrote, and no payload (random JSON, or a valid one with a field mangled)
+//! panics the codec, the upcasters or the projections; bus entries decode or
 //! are refused.
 //!
 //! Long run: `PROPTEST_CASES=100000 cargo test --test faults fuzz_events`.
@@ -204,10 +205,12 @@ proptest! {
     fn every_order_event_round_trips_through_the_codec(event in any_event()) {
         let new = OrderCodec.encode(&event, &EventMetadata::default()).expect("encodes");
         prop_assert_eq!(new.schema_version, OrderCodec::schema_version(&event));
-        let back = OrderCodec
-            .decode(&stored(&new.event_type, new.schema_version, new.payload).expect("current schema"))
-            .expect("decodes");
-        prop_assert_eq!(back, event);
+        let stored = stored(&new.event_type, new.schema_version, new.payload).expect("current schema");
+        let back = OrderCodec.decode(&stored).expect("decodes");
+        prop_assert_eq!(&back, &event);
+        // The read side reads exactly what the write side wrote.
+        let projected = commerce::projections::order_event::decode(&stored).expect("the projections accept it");
+        prop_assert_eq!(projected, event);
     }
 
     #[test]
@@ -227,6 +230,7 @@ proptest! {
             return Ok(()); // A corrupt old payload is an upcasting error: fine, no panic.
         };
         let _ = OrderCodec.decode(&stored);
+        let _ = commerce::projections::order_event::decode(&stored);
     }
 
     #[test]

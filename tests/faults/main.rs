@@ -26,6 +26,7 @@ mod concurrency;
 mod event_gaps;
 mod fuzz_events;
 mod fuzz_money;
+mod fuzz_requests;
 mod idempotency;
 mod outages;
 mod resource_abuse;
