@@ -199,3 +199,45 @@ async fn forgetting_a_customer_over_rest_is_for_admins_and_needs_a_reason() {
             .is_some_and(|t| t.contains('T'))
     );
 }
+
+#[tokio::test]
+async fn the_read_side_admin_routes_answer_admins_over_rest() {
+    let app = spawn_app().await;
+    let admin = app.admin();
+    let denied = call(&app, "GET", "/api/v1/admin/projections")
+        .bearer(&app.customer("alice"))
+        .send()
+        .await;
+    assert_eq!(denied.status, 403, "{}", denied.text());
+
+    let status = call(&app, "GET", "/api/v1/admin/projections")
+        .bearer(&admin)
+        .send()
+        .await;
+    assert_eq!(status.status, 200, "{}", status.text());
+    let projections = status.json()["projections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!projections.is_empty(), "{}", status.text());
+    assert!(
+        projections
+            .iter()
+            .all(|p| p["name"].is_string() && p["lag_events"].is_string())
+    );
+
+    let letters = call(&app, "GET", "/api/v1/admin/dead-letters?page_size=5")
+        .bearer(&admin)
+        .send()
+        .await;
+    assert_eq!(letters.status, 200, "{}", letters.text());
+    assert_eq!(letters.json()["dead_letters"], serde_json::json!([]));
+
+    let replay = call(&app, "POST", "/api/v1/admin/dead-letters/replay")
+        .bearer(&admin)
+        .json(&serde_json::json!({"ids": []}))
+        .send()
+        .await;
+    assert_eq!(replay.status, 200, "{}", replay.text());
+    assert_eq!(replay.json()["replayed"], "0");
+}
