@@ -21,6 +21,20 @@ pub use self::{
 };
 use crate::error::AppError;
 
+/// `Debug` for a type that holds personal data: prints only the type name,
+/// so that `{:?}` in a log line or an error can never leak an address or a
+/// payment method.
+#[macro_export]
+macro_rules! redacted_debug {
+    ($($ty:ty),+ $(,)?) => {$(
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(concat!(stringify!($ty), "([redacted])"))
+            }
+        }
+    )+};
+}
+
 /// Failures of the privacy layer.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivacyError {

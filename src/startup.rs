@@ -83,11 +83,13 @@ impl Application {
         let events = event_store(&backends.db, OrderCodec::upcasters());
         let carts = crate::app::cart::CartApp::from_config(&config, &backends);
         let config = std::sync::Arc::new(config);
+        let privacy = Vault::on_db(backends.db.clone(), master_key);
         let orders = crate::app::orders::OrderApp::from_config(
             config.clone(),
             &backends,
             events.clone(),
             carts.clone(),
+            privacy.clone(),
         );
         let privacy = Vault::on_db(backends.db.clone(), master_key);
         let bus = crate::bus::from_backends(&config, &backends);

@@ -48,8 +48,8 @@ impl CallError {
     }
 }
 
-/// Where to ship.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Where to ship (`Debug` prints no field).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ShippingAddress {
     /// Recipient.
     pub recipient_name: String,
@@ -67,8 +67,11 @@ pub struct ShippingAddress {
     pub country: String,
 }
 
+crate::redacted_debug!(ShippingAddress);
+
 /// What the steps need to know about the order (folded from its events).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` leaves out the payment method and the address.
+#[derive(Clone, PartialEq, Eq)]
 pub struct OrderFacts {
     /// The order.
     pub order_id: Uuid,
@@ -82,6 +85,17 @@ pub struct OrderFacts {
     pub lines: Vec<(String, i32)>,
     /// Where to ship.
     pub address: ShippingAddress,
+}
+
+impl std::fmt::Debug for OrderFacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderFacts")
+            .field("order_id", &self.order_id)
+            .field("total", &self.total)
+            .field("currency", &self.currency)
+            .field("lines", &self.lines)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OrderFacts {

@@ -372,6 +372,7 @@ async fn a_transient_failure_after_the_cart_is_converted_is_not_remembered_and_t
             flaky,
             idempotency_store(&app.app.backends.db),
             app.app.carts.clone(),
+            app.app.privacy.clone(),
         );
         let input = || CreateOrderInput::from(order_request(&cart_id, "retry-me"));
         let outage = orders

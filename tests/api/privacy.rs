@@ -1,16 +1,31 @@
 //! Crypto-shredding: per-customer keys on every backend, sealed event
-//! payloads, and ForgetCustomer over gRPC.
+//! payloads, ForgetCustomer over gRPC, and the round trip of an order whose
+//! customer is forgotten.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use commerce::{
-    privacy::{ERASED, SEALED_FIELD, SqlKeyStore, Vault, cipher::DEVELOPMENT_MASTER_KEY, cipher::MasterKey},
-    proto::commerce::v1::ForgetCustomerRequest,
+    auth::{Role, mint_token},
+    config::Config,
+    db::Db,
+    privacy::{
+        ERASED, SEALED_FIELD, SqlKeyStore, Vault,
+        cipher::{DEVELOPMENT_MASTER_KEY, MasterKey},
+    },
+    proto::commerce::v1::{
+        AddItemRequest, CreateCartRequest, ForgetCustomerRequest, OrderStatus as PbStatus,
+        admin_service_client::AdminServiceClient, cart_service_client::CartServiceClient,
+        order_service_client::OrderServiceClient,
+    },
 };
 use serde_json::json;
 use tonic::Code;
 
-use crate::helpers::{Backend, Isolation, authed, spawn_app_with};
+use crate::{
+    helpers::{Backend, Isolation, authed, spawn_app_with},
+    observability::support::ServerProcess,
+    orders::{NO_SAGA, cancel, create_order, customer, filled_cart, order_request},
+};
 
 fn master() -> MasterKey {
     MasterKey::from_hex(DEVELOPMENT_MASTER_KEY).unwrap()
@@ -149,4 +164,262 @@ async fn forget_customer_is_admin_only_validated_and_shreds_the_key() {
         (tombstone.forgotten_by.as_str(), tombstone.reason.as_str()),
         ("admin-1", "GDPR erasure #7")
     );
+}
+
+/// Every stored payload of `table` (events or outbox) as text.
+async fn payloads(db: &Db, table: &str) -> String {
+    let rows: Vec<String> = match (db, table) {
+        (Db::Postgres(pool), "events") => {
+            sqlx::query_scalar("SELECT payload::text FROM events")
+                .fetch_all(pool)
+                .await
+        }
+        (Db::Postgres(pool), _) => {
+            sqlx::query_scalar("SELECT payload::text FROM outbox")
+                .fetch_all(pool)
+                .await
+        }
+        (Db::Sqlite(pool), "events") => {
+            sqlx::query_scalar("SELECT payload FROM events")
+                .fetch_all(pool)
+                .await
+        }
+        (Db::Sqlite(pool), _) => {
+            sqlx::query_scalar("SELECT payload FROM outbox")
+                .fetch_all(pool)
+                .await
+        }
+    }
+    .unwrap();
+    rows.join("\n")
+}
+
+#[tokio::test]
+async fn an_order_of_a_forgotten_customer_still_replays_with_its_personal_fields_erased() {
+    for backend in Backend::all() {
+        let app = spawn_app_with(backend, NO_SAGA).await;
+        let (erin, frank) = (app.customer("erin"), app.customer("frank"));
+        let erins = create_order(&app, &erin, order_request(&filled_cart(&app, &erin).await, "k1"))
+            .await
+            .unwrap();
+        let franks = create_order(
+            &app,
+            &frank,
+            order_request(&filled_cart(&app, &frank).await, "k1"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(erins.shipping_address.as_ref().unwrap().line1, "1 Analytical Way");
+
+        // Stored, relayed and published only sealed.
+        let db = &app.app.backends.db;
+        for table in ["events", "outbox"] {
+            let text = payloads(db, table).await;
+            assert!(text.contains(SEALED_FIELD), "{backend:?} {table}: {text}");
+            for secret in ["Analytical", "Ada Lovelace", "N1 9GU", "pm_card_visa"] {
+                assert!(!text.contains(secret), "{backend:?} {table} leaks {secret}");
+            }
+        }
+        let id =
+            |order: &commerce::proto::commerce::v1::Order| uuid::Uuid::parse_str(&order.order_id).unwrap();
+        let loaded = app.app.orders.get(&customer("erin"), id(&erins)).await.unwrap();
+        assert_eq!(
+            (
+                loaded.payment_method.as_str(),
+                loaded.shipping_address.city.as_str()
+            ),
+            ("pm_card_visa", "London")
+        );
+        assert!(!format!("{loaded:?}").contains("London"), "Debug shows no address");
+
+        let forget = ForgetCustomerRequest {
+            customer_id: "erin".into(),
+            reason: "erasure request".into(),
+        };
+        app.admin_client()
+            .forget_customer(authed(forget, &app.admin()))
+            .await
+            .unwrap();
+
+        // The stream still replays: everything but the personal fields is there.
+        let erased = app.app.orders.get(&customer("erin"), id(&erins)).await.unwrap();
+        assert_eq!(erased.payment_method, ERASED, "{backend:?}");
+        let address = &erased.shipping_address;
+        for field in [
+            &address.recipient_name,
+            &address.line1,
+            &address.city,
+            &address.postal_code,
+            &address.country,
+        ] {
+            assert_eq!(field, ERASED);
+        }
+        assert_eq!(
+            (erased.total.to_string(), erased.items.len(), erased.version),
+            ("44.98".to_string(), 2, 1)
+        );
+        // Commands keep working on the stream: the owner may still cancel.
+        let cancelled = cancel(&app, &erin, &erins.order_id, "changed my mind")
+            .await
+            .unwrap();
+        assert_eq!(cancelled.status, PbStatus::Cancelled as i32);
+        assert_eq!(cancelled.shipping_address.unwrap().line1, ERASED);
+        // Nobody else was forgotten.
+        let other = app.app.orders.get(&customer("frank"), id(&franks)).await.unwrap();
+        assert_eq!(other.shipping_address.line1, "1 Analytical Way");
+    }
+}
+
+#[tokio::test]
+async fn personal_data_never_reaches_the_log_even_at_debug_level() {
+    let server = ServerProcess::spawn(&[("RUST_LOG", "debug")]).await;
+    let channel = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let config = Config::from_vars(&HashMap::from([("ENVIRONMENT".into(), "test".into())])).unwrap();
+    let token = mint_token(&config, "zeb", &[Role::Customer], Duration::from_secs(60)).unwrap();
+    let admin = mint_token(&config, "ops", &[Role::Admin], Duration::from_secs(60)).unwrap();
+    let mut carts = CartServiceClient::new(channel.clone());
+    let cart = carts
+        .create_cart(authed(CreateCartRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .cart
+        .unwrap();
+    let item = AddItemRequest {
+        cart_id: cart.cart_id.clone(),
+        product_id: "lamp".into(),
+        product_name: "A lamp".into(),
+        quantity: 1,
+        unit_price: "12.50".into(),
+        expected_version: None,
+    };
+    carts.add_item(authed(item, &token)).await.unwrap();
+    let secrets = [
+        "Zebulon Quux",
+        "7 Secretive Lane",
+        "Quuxville",
+        "QX1 7ZZ",
+        "pm_tok_zq_4242",
+    ];
+    let mut request = order_request(&cart.cart_id, "log-test");
+    request.payment_method = secrets[4].into();
+    let address = request.shipping_address.as_mut().unwrap();
+    (
+        address.recipient_name,
+        address.line1,
+        address.city,
+        address.postal_code,
+    ) = (
+        secrets[0].into(),
+        secrets[1].into(),
+        secrets[2].into(),
+        secrets[3].into(),
+    );
+    let order = OrderServiceClient::new(channel.clone())
+        .create_order(authed(request, &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(order.payment_method, secrets[4]);
+    // Let the saga call the stubs with the address, then forget the customer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let forget = ForgetCustomerRequest {
+        customer_id: "zeb".into(),
+        reason: "log test".into(),
+    };
+    AdminServiceClient::new(channel)
+        .forget_customer(authed(forget, &admin))
+        .await
+        .unwrap();
+    server
+        .wait_for_log(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("customer forgotten"))
+        })
+        .await;
+    let lines = server.lines();
+    assert!(lines.len() > 10, "debug logging produced lines: {}", lines.len());
+    for line in &lines {
+        for secret in secrets {
+            assert!(
+                !line.contains(secret),
+                "personal data ({secret}) reached the log: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn debug_output_of_every_type_holding_personal_data_shows_none_of_it() {
+    use commerce::{
+        app::orders::{AddressInput, CreateOrderInput},
+        domain::order::{PersonalData, ShippingAddress},
+        projections::order_event::PersonalFields,
+        saga::ports::{OrderFacts, ShippingAddress as SagaAddress},
+    };
+    let secret = "7 Secretive Lane";
+    let method = "pm_tok_zq_4242";
+    let address = ShippingAddress {
+        recipient_name: secret.into(),
+        line1: secret.into(),
+        line2: String::new(),
+        city: secret.into(),
+        region: String::new(),
+        postal_code: secret.into(),
+        country: "GB".into(),
+    };
+    let input = AddressInput {
+        line1: secret.into(),
+        ..Default::default()
+    };
+    let printed = [
+        format!("{address:?}"),
+        format!(
+            "{:?}",
+            PersonalData {
+                shipping_address: address.clone(),
+                payment_method: method.into()
+            }
+        ),
+        format!("{input:?}"),
+        format!(
+            "{:?}",
+            CreateOrderInput {
+                payment_method: method.into(),
+                shipping_address: Some(input.clone()),
+                ..Default::default()
+            }
+        ),
+        format!(
+            "{:?}",
+            OrderFacts {
+                order_id: uuid::Uuid::nil(),
+                total: "1.00".into(),
+                currency: "USD".into(),
+                payment_method: method.into(),
+                lines: vec![],
+                address: SagaAddress {
+                    line1: secret.into(),
+                    ..Default::default()
+                },
+            }
+        ),
+        format!(
+            "{:?}",
+            PersonalFields {
+                payment_method: method.into(),
+                shipping_address: json!({"line1": secret})
+            }
+        ),
+    ];
+    for text in printed {
+        assert!(!text.contains(secret) && !text.contains(method), "{text}");
+    }
 }

@@ -198,7 +198,7 @@ impl OrderApp {
             }),
             ..Default::default()
         };
-        let new = self.encode(&events, Some(key))?;
+        let new = self.encode(&events, Some(key)).await?;
         match self.events.append(order_id, 0, new, options).await {
             Ok(appended) => {
                 crate::metrics::order_status_transition("PENDING");

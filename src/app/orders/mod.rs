@@ -2,6 +2,13 @@
 //! aggregate), append (expected version), with bounded retry on a version
 //! conflict. CreateOrder lives in [`create`], the reply shape in [`view`].
 //!
+//! # Personal data
+//! The `personal` part of OrderCreated (address, payment method) is sealed
+//! with the customer's key ([`crate::privacy`]) before it is appended, and
+//! opened when the stream is loaded: the store, the outbox and the bus only
+//! ever carry it encrypted. After ForgetCustomer it opens no more and the
+//! order loads with those fields "[erased]".
+//!
 //! # Optimistic locking
 //! The event store always checks the expected version, so no event is ever
 //! lost or overwritten. Every order command here re-decides on fresh state, so
@@ -32,8 +39,11 @@ use crate::{
     db::Backends,
     domain::order::{Order, OrderCommand, OrderError, OrderEvent},
     error::AppError,
+    privacy::Vault,
     store::{
-        event_store::{AppendOptions, CancelRequest, EventMetadata, EventStore, EventStoreError, OrderCodec},
+        event_store::{
+            AppendOptions, CancelRequest, EventMetadata, EventStore, EventStoreError, OrderCodec, StoredEvent,
+        },
         idempotency::{IdempotencyStore, idempotency_store},
     },
 };
@@ -51,6 +61,7 @@ pub struct OrderApp {
     keys: Arc<dyn IdempotencyStore>,
     carts: CartApp,
     codec: OrderCodec,
+    privacy: Vault,
 }
 
 /// An order loaded from its stream.
@@ -88,6 +99,7 @@ impl OrderApp {
         events: Arc<dyn EventStore>,
         keys: Arc<dyn IdempotencyStore>,
         carts: CartApp,
+        privacy: Vault,
     ) -> Self {
         Self {
             config,
@@ -95,6 +107,7 @@ impl OrderApp {
             keys,
             carts,
             codec: OrderCodec,
+            privacy,
         }
     }
 
@@ -104,9 +117,10 @@ impl OrderApp {
         backends: &Backends,
         events: Arc<dyn EventStore>,
         carts: CartApp,
+        privacy: Vault,
     ) -> Self {
         let keys = idempotency_store(&backends.db);
-        Self::new(config, events, keys, carts)
+        Self::new(config, events, keys, carts, privacy)
     }
 
     /// Loads `order_id` up to `up_to_version` (None: all); None when it does not exist.
@@ -125,8 +139,9 @@ impl OrderApp {
         };
         let (created_at, updated_at) = (first.recorded_at, last.recorded_at);
         let mut order = Order::default();
-        for event in &stored {
-            order.apply(&self.codec.decode(event).map_err(AppError::Internal)?);
+        for event in stored {
+            let event = self.open(event).await?;
+            order.apply(&self.codec.decode(&event).map_err(AppError::Internal)?);
         }
         Ok(Some(LoadedOrder {
             order,
@@ -216,7 +231,7 @@ impl OrderApp {
             if events.is_empty() {
                 return loaded.view();
             }
-            let new = self.encode(&events, None)?;
+            let new = self.encode(&events, None).await?;
             match self
                 .events
                 .append(order_id, loaded.order.version, new, options)
@@ -250,8 +265,9 @@ impl OrderApp {
         }
     }
 
-    /// Encodes events with the request's provenance.
-    fn encode(
+    /// Encodes events with the request's provenance, personal data sealed
+    /// with the customer's key.
+    async fn encode(
         &self,
         events: &[OrderEvent],
         idempotency_key: Option<&str>,
@@ -261,10 +277,23 @@ impl OrderApp {
             causation_id: None,
             idempotency_key: idempotency_key.map(str::to_string),
         };
-        events
-            .iter()
-            .map(|e| self.codec.encode(e, &metadata).map_err(AppError::Internal))
-            .collect()
+        let mut encoded = Vec::with_capacity(events.len());
+        for event in events {
+            let mut new = self.codec.encode(event, &metadata).map_err(AppError::Internal)?;
+            if let OrderEvent::Created(created) = event {
+                self.privacy
+                    .seal_personal(&created.customer_id, &mut new.payload)
+                    .await?;
+            }
+            encoded.push(new);
+        }
+        Ok(encoded)
+    }
+
+    /// A stored event with its personal data opened (erased once forgotten).
+    async fn open(&self, mut event: StoredEvent) -> Result<StoredEvent, AppError> {
+        self.privacy.open_personal(&mut event.payload).await?;
+        Ok(event)
     }
 }
 

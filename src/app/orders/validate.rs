@@ -18,8 +18,8 @@ pub const MAX_REASON_CHARS: usize = 500;
 /// The reason recorded when a customer gives none.
 pub const DEFAULT_CANCEL_REASON: &str = "cancelled by customer";
 
-/// A shipping address as the transports received it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A shipping address as the transports received it (`Debug` prints no field).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct AddressInput {
     /// Recipient (required, up to 200).
     pub recipient_name: String,
@@ -39,7 +39,8 @@ pub struct AddressInput {
 
 /// CreateOrder input as the transports received it (REST passes the
 /// `Idempotency-Key` header as `idempotency_key` when the body has none).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `Debug` leaves out the personal fields.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct CreateOrderInput {
     /// The cart (UUID).
     pub cart_id: String,
@@ -49,6 +50,17 @@ pub struct CreateOrderInput {
     pub shipping_address: Option<AddressInput>,
     /// The client's idempotency key (required).
     pub idempotency_key: String,
+}
+
+crate::redacted_debug!(AddressInput);
+
+impl std::fmt::Debug for CreateOrderInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateOrderInput")
+            .field("cart_id", &self.cart_id)
+            .field("idempotency_key", &self.idempotency_key)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A valid CreateOrder request.

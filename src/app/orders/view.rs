@@ -9,8 +9,8 @@ use crate::domain::{
     order::{Order, OrderLine, OrderStatus, ShippingAddress},
 };
 
-/// An order, flattened for replies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An order, flattened for replies. `Debug` leaves out the personal fields.
+#[derive(Clone, PartialEq, Eq)]
 pub struct OrderView {
     /// Order id.
     pub order_id: Uuid,
@@ -65,5 +65,17 @@ impl OrderView {
             saga_id: placed.saga_id,
             item_count: order.item_count(),
         })
+    }
+}
+
+impl std::fmt::Debug for OrderView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderView")
+            .field("order_id", &self.order_id)
+            .field("customer_id", &self.customer_id)
+            .field("status", &self.status)
+            .field("total", &self.total)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }

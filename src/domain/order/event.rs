@@ -6,8 +6,9 @@ use uuid::Uuid;
 
 use crate::domain::money::{Currency, Money};
 
-/// A postal address, validated by the application layer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A postal address, validated by the application layer. Personal data:
+/// `Debug` prints no field.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShippingAddress {
     /// Full name of the recipient.
     pub recipient_name: String,
@@ -30,13 +31,16 @@ pub struct ShippingAddress {
 /// The personal data of an order, kept together so that the codec can
 /// encrypt it with the customer's key (crypto-shredding erases it by
 /// destroying that key, while the rest of the event stays readable).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` prints no field.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersonalData {
     /// Where to ship.
     pub shipping_address: ShippingAddress,
     /// Payment method reference from the provider (never card data).
     pub payment_method: String,
 }
+
+crate::redacted_debug!(ShippingAddress, PersonalData);
 
 /// One line of an order with the price snapshotted from the cart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
