@@ -91,7 +91,6 @@ impl Application {
             carts.clone(),
             privacy.clone(),
         );
-        let privacy = Vault::on_db(backends.db.clone(), master_key);
         let bus = crate::bus::from_backends(&config, &backends);
         let queries = crate::app::queries::QueryApp::new(
             crate::store::read_models::ReadModelStore::new(&backends.db),
@@ -100,6 +99,7 @@ impl Application {
             bus.clone(),
             config.enable_cqrs,
             shutdown.clone(),
+            privacy.clone(),
         );
         let app = App {
             config,

@@ -12,6 +12,15 @@
 //! caller never sees an older version than it asked for (unless the stream
 //! itself is shorter: then it gets the newest there is).
 //!
+//! # Personal data
+//! Read models keep the personal fields as the events give them: sealed, so
+//! they read as "[erased]" there. GetOrder and WatchOrder take the address
+//! and payment method from the order's OrderCreated in the event store,
+//! opened with the customer's key ([`crate::privacy`]), after the ownership
+//! check; GetOrderHistory opens its payloads the same way. Once the customer
+//! is forgotten they stay "[erased]", and no read model ever held them in
+//! the clear, so ForgetCustomer has nothing to scrub there.
+//!
 //! # ENABLE_CQRS=false
 //! GetOrder and WatchOrder fold the event stream (the same fold the projection
 //! runs) instead of reading the read model; ListOrders still reads the order
@@ -31,6 +40,7 @@ use crate::{
     bus::{DeadLetter, EventBus},
     domain::order::{OrderStatus, ShippingAddress},
     error::AppError,
+    privacy::Vault,
     projections::{
         changes::OrderChanges,
         customer_orders::OrderSummary,
@@ -94,6 +104,7 @@ pub struct QueryApp {
     changes: OrderChanges,
     cqrs: bool,
     shutdown: Shutdown,
+    privacy: Vault,
 }
 
 /// What ListOrders' opaque page token holds.
@@ -132,6 +143,7 @@ impl QueryApp {
         bus: Arc<dyn EventBus>,
         cqrs: bool,
         shutdown: Shutdown,
+        privacy: Vault,
     ) -> Self {
         Self {
             store,
@@ -141,6 +153,7 @@ impl QueryApp {
             changes: OrderChanges::new(),
             cqrs,
             shutdown,
+            privacy,
         }
     }
 
@@ -171,9 +184,28 @@ impl QueryApp {
             self.fold(id).await?
         };
         match detail {
-            Some(detail) if principal.may_access(&detail.summary.customer_id) => Ok(detail),
+            Some(detail) if principal.may_access(&detail.summary.customer_id) => {
+                self.with_personal(detail).await
+            }
             _ => Err(not_found()),
         }
+    }
+
+    /// `detail` with its personal fields from the event store, opened with
+    /// the customer's key ("[erased]" once forgotten; see the module doc).
+    async fn with_personal(&self, mut detail: OrderDetail) -> Result<OrderDetail, AppError> {
+        let id = detail.summary.order_id;
+        let mut events = self.events.read_stream(id, 1).await?;
+        events.truncate(1);
+        for event in &mut events {
+            self.privacy.open_personal(&mut event.payload).await?;
+        }
+        if let Some(created) =
+            fold_stream::<OrderDetail>(&events).map_err(|e| AppError::Internal(e.into()))?
+        {
+            detail.personal = created.personal;
+        }
+        Ok(detail)
     }
 
     /// The detail row once it is at `wanted` (bounded wait), else the fold.
@@ -295,6 +327,10 @@ impl QueryApp {
         if !owner.is_some_and(|owner| principal.may_access(&owner)) {
             return Err(not_found());
         }
+        let mut events = events;
+        for event in &mut events {
+            self.privacy.open_personal(&mut event.payload).await?;
+        }
         let mut entries: Vec<HistoryEntry> = events.into_iter().map(HistoryEntry::Event).collect();
         if let Some(saga) = self.sagas.find_by_order(id).await? {
             entries.extend(
@@ -321,6 +357,8 @@ impl QueryApp {
         let id = parse_order_id(order_id)?;
         let mut changes = self.changes.subscribe();
         let first = self.get_order(principal, order_id, 0).await?;
+        // Personal data never changes after OrderCreated: open it once.
+        let personal = first.personal.clone();
         let (sender, receiver) = mpsc::channel(8);
         let this = self.clone();
         tokio::spawn(async move {
@@ -358,6 +396,8 @@ impl QueryApp {
                 let Some(current) = current.filter(|row| row.summary.version > version) else {
                     continue;
                 };
+                let mut current = current;
+                current.personal = personal.clone();
                 version = current.summary.version;
                 if current.summary.status == last {
                     continue;
