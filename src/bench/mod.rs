@@ -224,6 +224,7 @@ impl Server {
             let admin = sqlx::PgPool::connect(admin_url)
                 .await
                 .context("connecting to PostgreSQL")?;
+            // SQL-SAFE: `name` is "bench_" + a random hex run id, quoted; no input.
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
                 .execute(&admin)
                 .await?;
@@ -291,6 +292,7 @@ impl Server {
         if let Some((admin_url, name)) = self.database.take()
             && let Ok(admin) = sqlx::PgPool::connect(&admin_url).await
         {
+            // SQL-SAFE: the database this run created (see above); no input.
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
             )))

@@ -337,3 +337,101 @@ pub async fn http(
         body: body.to_string(),
     }
 }
+
+/// Every `sqlx::AssertSqlSafe` in `src/` (sqlx 0.9 makes dynamic SQL say so)
+/// that is not a `format!` of compile-time constants only, with no
+/// `// SQL-SAFE: why` comment in the six lines above it nor a `//! SQL-SAFE:`
+/// paragraph in its module doc stating the module's invariant.
+fn unjustified_dynamic_sql() -> Vec<String> {
+    fn visit(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                visit(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    visit(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let mut unjustified = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let module_reviewed = lines
+            .iter()
+            .take_while(|l| l.starts_with("//!") || l.is_empty())
+            .any(|l| l.contains("SQL-SAFE:"));
+        let mut offset = 0;
+        for (number, line) in lines.iter().enumerate() {
+            let start = offset;
+            offset += line.len() + 1;
+            let Some(column) = line.find("AssertSqlSafe(") else {
+                continue;
+            };
+            if line.trim_start().starts_with("//") || line.trim_start().starts_with("use ") {
+                continue;
+            }
+            let justified = lines[number.saturating_sub(6)..=number]
+                .iter()
+                .any(|l| l.contains("SQL-SAFE:"));
+            let call = &text[start + column + "AssertSqlSafe(".len()..];
+            if module_reviewed || justified || constant_format(call) {
+                continue;
+            }
+            unjustified.push(format!("{}:{}: {}", file.display(), number + 1, line.trim()));
+        }
+    }
+    unjustified
+}
+
+/// True when `call` starts with `format!("...")` whose every placeholder
+/// names a SCREAMING_CASE constant: the SQL text is fixed at compile time.
+fn constant_format(call: &str) -> bool {
+    let Some(rest) = call.trim_start().strip_prefix("format!(") else {
+        return false;
+    };
+    let Some(open) = rest.find('"') else { return false };
+    let mut literal = String::new();
+    let mut chars = rest[open + 1..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '"' => break,
+            c => literal.push(c),
+        }
+    }
+    let literal = literal.replace("{{", "").replace("}}", "");
+    literal.split('{').skip(1).all(|part| {
+        let name = part.split('}').next().unwrap_or_default();
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    })
+}
+
+#[test]
+fn sql_is_only_constant_text_with_bound_parameters_unless_a_reviewed_comment_says_why() {
+    assert!(constant_format(
+        r#"format!("SELECT {COLUMNS} FROM t WHERE id = $1")"#
+    ));
+    assert!(!constant_format(r#"format!("SELECT * FROM {table}")"#));
+    assert!(!constant_format(
+        r#"format!("DELETE FROM t WHERE id = '{}'", id)"#
+    ));
+    assert!(!constant_format("sql)"));
+    let unjustified = unjustified_dynamic_sql();
+    assert!(
+        unjustified.is_empty(),
+        "dynamic SQL without a `// SQL-SAFE: why` comment (bind values with $n/?; only constants and \
+         checked identifiers may be spliced into SQL):\n{}",
+        unjustified.join("\n")
+    );
+}

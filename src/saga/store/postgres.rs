@@ -6,6 +6,10 @@
 //! the attempt row commit together in one round trip, and the step and attempt
 //! only land if the fence let the saga update through. Lease times use the
 //! database clock, the one clock all replicas share.
+//!
+//! SQL-SAFE: statements are assembled from constant fragments (column lists,
+//! CTEs) chosen by `match`; `one(column, ..)` is called only with the literal
+//! "saga_id" or "order_id"; every value is bound.
 
 use std::collections::HashMap;
 

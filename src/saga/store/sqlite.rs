@@ -6,6 +6,10 @@
 //! first probe with a plain read, so an idle service does not take the write
 //! lock every few milliseconds. Times are milliseconds since the epoch from
 //! the process clock: one process owns an SQLite file.
+//!
+//! SQL-SAFE: statements are assembled from constant fragments (column lists,
+//! CTEs) chosen by `match`; `one(column, ..)` is called only with the literal
+//! "saga_id" or "order_id"; every value is bound.
 
 use std::{collections::HashMap, str::FromStr};
 

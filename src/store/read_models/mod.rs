@@ -4,6 +4,9 @@
 //! each backend only loads and upserts rows ([`postgres`], [`sqlite`]), keeps
 //! the checkpoints and answers the queries. Upserts never lower a row's
 //! version (`ON CONFLICT .. WHERE version < excluded.version`).
+//!
+//! SQL-SAFE: `drop_shadows` splices only shadow names of the models' `TABLE`
+//! constants; no table name is ever request input.
 
 pub mod postgres;
 pub mod sqlite;

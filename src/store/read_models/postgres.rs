@@ -3,6 +3,9 @@
 //!
 //! Table names are never input: they are a model's `TABLE` or its rebuild
 //! shadow (`<TABLE>_rebuild`), hence the `AssertSqlSafe` around them.
+//!
+//! SQL-SAFE: every spliced name is a model's `TABLE` constant, its shadow
+//! (`shadow_table`), or a constant column list; all values are bound.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

@@ -1,6 +1,10 @@
 //! Read models in the embedded SQLite file: rows in and out (multi-row
 //! upserts), checkpoints, queries. Conventions of migration 0002: UUIDs as
 //! TEXT, timestamps as INTEGER milliseconds, JSON and decimals as TEXT.
+//!
+//! SQL-SAFE: every spliced name is a model's `TABLE` constant, its shadow
+//! (`shadow_table`), a constant column list, or the live table's own DDL read
+//! back from `sqlite_master` (shadow creation); all values are bound.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
