@@ -28,4 +28,5 @@ mod rest_orders;
 mod saga_simulation;
 mod saga_store;
 mod security;
+mod security_access;
 mod stubs;

@@ -6,7 +6,7 @@ use commerce::{
         DEVELOPMENT_SECRET, Role,
         testing::{fixture, fixture_path, sign, unsigned, valid_claims},
     },
-    proto::commerce::v1::{AddItemRequest, CreateCartRequest, GetActiveCartRequest},
+    proto::commerce::v1::{AddItemRequest, CreateCartRequest, GetActiveCartRequest, GetCartRequest},
     startup::Application,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -14,7 +14,10 @@ use serde_json::json;
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
-use crate::helpers::{Backend, Isolation, TestApp, authed, spawn_app_with};
+use crate::{
+    helpers::{Backend, Isolation, TestApp, authed, spawn_app_with},
+    rest_client::call as rest,
+};
 
 /// One forged or misdirected credential and why it must fail.
 struct Attack {
@@ -137,9 +140,13 @@ async fn forged_stale_and_misdirected_tokens_are_refused_over_grpc_and_rest() {
             attack.name
         );
 
-        let response = http(&app, "POST", "/api/v1/cart/", Some(&attack.authorization), "{}").await;
-        assert_eq!(response.status, 401, "REST {}: {}", attack.name, response.body);
-        let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        let response = rest(&app, "POST", "/api/v1/cart/")
+            .header("authorization", &attack.authorization)
+            .json(&json!({}))
+            .send()
+            .await;
+        assert_eq!(response.status, 401, "REST {}: {}", attack.name, response.text());
+        let body = response.json();
         assert_eq!(body["code"], Code::Unauthenticated as i32, "REST {}", attack.name);
     }
 }
@@ -209,11 +216,20 @@ async fn production_refuses_to_start_with_the_development_secret_or_no_key() {
 }
 
 #[tokio::test]
-async fn an_oversized_grpc_message_is_refused_resource_exhausted() {
-    let app = spawn_app_with(Backend::Embedded, &[("MAX_MESSAGE_BYTES", "4096")]).await;
+async fn oversized_messages_and_bodies_are_refused_and_store_nothing() {
+    let bound = [("MAX_MESSAGE_BYTES", "4096"), ("MAX_BODY_BYTES", "4096")];
+    let app = spawn_app_with(Backend::Embedded, &bound).await;
     let token = app.customer("alice");
+    let cart = app
+        .carts()
+        .create_cart(authed(CreateCartRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .cart
+        .unwrap();
     let big = AddItemRequest {
-        cart_id: uuid::Uuid::new_v4().to_string(),
+        cart_id: cart.cart_id.clone(),
         product_id: "p-1".into(),
         product_name: "x".repeat(8192),
         quantity: 1,
@@ -222,6 +238,32 @@ async fn an_oversized_grpc_message_is_refused_resource_exhausted() {
     };
     let status = app.carts().add_item(authed(big, &token)).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    let body =
+        json!({"product_id": "p-1", "product_name": "x".repeat(8192), "quantity": 1, "unit_price": "1.00"});
+    let reply = rest(&app, "POST", &format!("/api/v1/cart/{}/items", cart.cart_id))
+        .bearer(&token)
+        .json(&body)
+        .send()
+        .await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert_eq!(reply.json()["code"], Code::ResourceExhausted as i32);
+
+    let after = app
+        .carts()
+        .get_cart(authed(
+            GetCartRequest {
+                cart_id: cart.cart_id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cart
+        .unwrap();
+    assert!(after.items.is_empty(), "nothing was stored: {after:?}");
+    assert_eq!(after.version, cart.version);
 }
 
 #[tokio::test]
@@ -267,75 +309,20 @@ async fn a_burst_over_the_rate_limit_is_refused_with_retry_info_per_caller() {
     // Another caller has a bucket of its own; REST draws from the same bucket.
     let bob = call(app.customer("bob")).await;
     assert!(bob.is_none_or(|s| s.code() != Code::ResourceExhausted));
-    let response = http(
-        &app,
-        "GET",
-        "/api/v1/cart/active",
-        Some(&format!("Bearer {alice}")),
-        "",
-    )
-    .await;
-    assert_eq!(response.status, 429, "{}", response.body);
-    assert!(
-        response.headers.contains("retry-after: 1"),
-        "{}",
-        response.headers
-    );
+    let response = rest(&app, "GET", "/api/v1/cart/active")
+        .bearer(&alice)
+        .send()
+        .await;
+    assert_eq!(response.status, 429, "{}", response.text());
+    assert_eq!(response.header("retry-after"), "1");
+    assert_eq!(response.json()["code"], Code::ResourceExhausted as i32);
 
     // Anonymous callers share their address's bucket; probes are never limited.
     for _ in 0..3 {
-        assert_ne!(
-            http(&app, "GET", "/api/v1/cart/active", None, "").await.status,
-            429
-        );
+        assert_ne!(rest(&app, "GET", "/api/v1/cart/active").send().await.status, 429);
     }
-    assert_eq!(
-        http(&app, "GET", "/api/v1/cart/active", None, "").await.status,
-        429
-    );
-    assert_eq!(http(&app, "GET", "/health", None, "").await.status, 200);
-}
-
-/// A raw HTTP/1.1 response.
-pub struct HttpResponse {
-    /// Status code.
-    pub status: u16,
-    /// Header lines, lowercased.
-    pub headers: String,
-    /// Body.
-    pub body: String,
-}
-
-/// A raw HTTP/1.1 request (no client crate needed).
-pub async fn http(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-    body: &str,
-) -> HttpResponse {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
-        .await
-        .unwrap();
-    let auth = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    HttpResponse {
-        status,
-        headers: head.to_ascii_lowercase(),
-        body: body.to_string(),
-    }
+    assert_eq!(rest(&app, "GET", "/api/v1/cart/active").send().await.status, 429);
+    assert_eq!(rest(&app, "GET", "/health").send().await.status, 200);
 }
 
 /// Every `sqlx::AssertSqlSafe` in `src/` (sqlx 0.9 makes dynamic SQL say so)

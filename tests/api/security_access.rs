@@ -1,0 +1,399 @@
+//! The attack suite, part two: a customer on another customer's cart and
+//! order, a customer on admin rpcs, a caller without a token; each over gRPC
+//! and REST, each with the expected code, and nothing changed in the stores.
+
+use commerce::proto::commerce::v1::{
+    AddItemRequest, CancelOrderRequest, CreateCartRequest, CreateOrderRequest, DeleteCartRequest,
+    ForgetCustomerRequest, GetCartAnalyticsRequest, GetCartRequest, GetOrderHistoryRequest, GetOrderRequest,
+    GetProjectionStatusRequest, ListDeadLettersRequest, ListOrdersRequest, RemoveItemRequest,
+    UpdateItemQuantityRequest,
+};
+use serde_json::json;
+use tonic::{Code, Request};
+
+use crate::{
+    helpers::{Backend, TestApp, spawn_app_with},
+    orders::{NO_SAGA, create_order, filled_cart, order_request},
+    rest_client::call,
+};
+
+/// Whose credentials an attack uses.
+#[derive(Clone, Copy, Debug)]
+enum Caller {
+    Nobody,
+    Mallory,
+}
+
+/// One forbidden call, over both transports.
+struct Attack {
+    name: &'static str,
+    caller: Caller,
+    rpc: Rpc,
+    rest: (&'static str, String, serde_json::Value),
+    code: Code,
+}
+
+/// The gRPC side of an attack.
+enum Rpc {
+    CreateCart,
+    GetCart(String),
+    AddItem(String),
+    UpdateItem(String),
+    RemoveItem(String),
+    DeleteCart(String),
+    OrderFromCart(String),
+    GetOrder(String),
+    CancelOrder(String),
+    History(String),
+    Analytics,
+    Forget(String),
+    DeadLetters,
+    ProjectionStatus,
+}
+
+fn attacks(cart: &str, order: &str) -> Vec<Attack> {
+    use Caller::{Mallory, Nobody};
+    let item = json!({"product_id": "x", "product_name": "X", "quantity": 1, "unit_price": "1.00"});
+    let order_body = json!({
+        "cart_id": cart, "payment_method": "pm_card_visa", "idempotency_key": "steal-over-rest",
+        "shipping_address": {"recipient_name": "M", "line1": "1 Way", "city": "C", "postal_code": "1", "country": "GB"},
+    });
+    let none = json!({});
+    vec![
+        Attack {
+            name: "no token creates a cart",
+            caller: Nobody,
+            rpc: Rpc::CreateCart,
+            rest: ("POST", "/api/v1/cart/".into(), none.clone()),
+            code: Code::Unauthenticated,
+        },
+        Attack {
+            name: "no token reads a cart",
+            caller: Nobody,
+            rpc: Rpc::GetCart(cart.into()),
+            rest: ("GET", format!("/api/v1/cart/{cart}"), none.clone()),
+            code: Code::Unauthenticated,
+        },
+        Attack {
+            name: "no token reads an order",
+            caller: Nobody,
+            rpc: Rpc::GetOrder(order.into()),
+            rest: ("GET", format!("/api/v1/orders/{order}"), none.clone()),
+            code: Code::Unauthenticated,
+        },
+        Attack {
+            name: "another's cart is read",
+            caller: Mallory,
+            rpc: Rpc::GetCart(cart.into()),
+            rest: ("GET", format!("/api/v1/cart/{cart}"), none.clone()),
+            code: Code::NotFound,
+        },
+        Attack {
+            name: "another's cart gets an item",
+            caller: Mallory,
+            rpc: Rpc::AddItem(cart.into()),
+            rest: ("POST", format!("/api/v1/cart/{cart}/items"), item),
+            code: Code::NotFound,
+        },
+        Attack {
+            name: "another's cart line is changed",
+            caller: Mallory,
+            rpc: Rpc::UpdateItem(cart.into()),
+            rest: (
+                "PUT",
+                format!("/api/v1/cart/{cart}/items/book"),
+                json!({"quantity": 9}),
+            ),
+            code: Code::NotFound,
+        },
+        Attack {
+            name: "another's cart line is removed",
+            caller: Mallory,
+            rpc: Rpc::RemoveItem(cart.into()),
+            rest: ("DELETE", format!("/api/v1/cart/{cart}/items/book"), none.clone()),
+            code: Code::NotFound,
+        },
+        Attack {
+            name: "another's cart is deleted",
+            caller: Mallory,
+            rpc: Rpc::DeleteCart(cart.into()),
+            rest: ("DELETE", format!("/api/v1/cart/{cart}"), none.clone()),
+            code: Code::NotFound,
+        },
+        Attack {
+            name: "another's cart is ordered",
+            caller: Mallory,
+            rpc: Rpc::OrderFromCart(cart.into()),
+            rest: ("POST", "/api/v1/orders/".into(), order_body),
+            code: Code::NotFound,
+        },
+        Attack {
+            name: "another's order is read",
+            caller: Mallory,
+            rpc: Rpc::GetOrder(order.into()),
+            rest: ("GET", format!("/api/v1/orders/{order}"), none.clone()),
+            code: Code::NotFound,
+        },
+        Attack {
+            name: "another's order is cancelled",
+            caller: Mallory,
+            rpc: Rpc::CancelOrder(order.into()),
+            rest: (
+                "POST",
+                format!("/api/v1/orders/{order}/cancel"),
+                json!({"reason": "mine now"}),
+            ),
+            code: Code::NotFound,
+        },
+        Attack {
+            name: "another's order history is read",
+            caller: Mallory,
+            rpc: Rpc::History(order.into()),
+            rest: ("GET", format!("/api/v1/orders/{order}/events"), none.clone()),
+            code: Code::NotFound,
+        },
+        Attack {
+            name: "a customer reads cart analytics",
+            caller: Mallory,
+            rpc: Rpc::Analytics,
+            rest: ("GET", "/api/v1/admin/analytics/carts".into(), none.clone()),
+            code: Code::PermissionDenied,
+        },
+        Attack {
+            name: "a customer forgets another customer",
+            caller: Mallory,
+            rpc: Rpc::Forget("alice".into()),
+            rest: (
+                "POST",
+                "/api/v1/admin/customers/alice/forget".into(),
+                json!({"reason": "spite"}),
+            ),
+            code: Code::PermissionDenied,
+        },
+        Attack {
+            name: "a customer lists dead letters",
+            caller: Mallory,
+            rpc: Rpc::DeadLetters,
+            rest: ("GET", "/api/v1/admin/dead-letters".into(), none.clone()),
+            code: Code::PermissionDenied,
+        },
+        Attack {
+            name: "a customer reads projection status",
+            caller: Mallory,
+            rpc: Rpc::ProjectionStatus,
+            rest: ("GET", "/api/v1/admin/projections".into(), none),
+            code: Code::PermissionDenied,
+        },
+    ]
+}
+
+/// Sends the gRPC side of an attack; the code it got.
+async fn send(app: &TestApp, token: Option<&str>, rpc: &Rpc) -> Code {
+    fn req<T>(message: T, token: Option<&str>) -> Request<T> {
+        match token {
+            Some(token) => crate::helpers::authed(message, token),
+            None => Request::new(message),
+        }
+    }
+    let (mut carts, mut orders, mut admin) = (app.carts(), app.orders(), app.admin_client());
+    let cart = |id: &String| id.clone();
+    let result = match rpc {
+        Rpc::CreateCart => carts
+            .create_cart(req(CreateCartRequest::default(), token))
+            .await
+            .map(drop),
+        Rpc::GetCart(id) => carts
+            .get_cart(req(GetCartRequest { cart_id: cart(id) }, token))
+            .await
+            .map(drop),
+        Rpc::AddItem(id) => {
+            let message = AddItemRequest {
+                cart_id: cart(id),
+                product_id: "x".into(),
+                product_name: "X".into(),
+                quantity: 1,
+                unit_price: "1.00".into(),
+                expected_version: None,
+            };
+            carts.add_item(req(message, token)).await.map(drop)
+        }
+        Rpc::UpdateItem(id) => {
+            let message = UpdateItemQuantityRequest {
+                cart_id: cart(id),
+                product_id: "book".into(),
+                quantity: 9,
+                expected_version: None,
+            };
+            carts.update_item_quantity(req(message, token)).await.map(drop)
+        }
+        Rpc::RemoveItem(id) => {
+            let message = RemoveItemRequest {
+                cart_id: cart(id),
+                product_id: "book".into(),
+                expected_version: None,
+            };
+            carts.remove_item(req(message, token)).await.map(drop)
+        }
+        Rpc::DeleteCart(id) => carts
+            .delete_cart(req(
+                DeleteCartRequest {
+                    cart_id: cart(id),
+                    expected_version: None,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        Rpc::OrderFromCart(id) => {
+            let message: CreateOrderRequest = order_request(id, "steal");
+            orders.create_order(req(message, token)).await.map(drop)
+        }
+        Rpc::GetOrder(id) => orders
+            .get_order(req(
+                GetOrderRequest {
+                    order_id: id.clone(),
+                    min_version: 0,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        Rpc::CancelOrder(id) => {
+            let message = CancelOrderRequest {
+                order_id: id.clone(),
+                reason: "mine now".into(),
+            };
+            orders.cancel_order(req(message, token)).await.map(drop)
+        }
+        Rpc::History(id) => orders
+            .get_order_history(req(GetOrderHistoryRequest { order_id: id.clone() }, token))
+            .await
+            .map(drop),
+        Rpc::Analytics => carts
+            .get_cart_analytics(req(GetCartAnalyticsRequest {}, token))
+            .await
+            .map(drop),
+        Rpc::Forget(id) => {
+            let message = ForgetCustomerRequest {
+                customer_id: id.clone(),
+                reason: "spite".into(),
+            };
+            admin.forget_customer(req(message, token)).await.map(drop)
+        }
+        Rpc::DeadLetters => admin
+            .list_dead_letters(req(ListDeadLettersRequest::default(), token))
+            .await
+            .map(drop),
+        Rpc::ProjectionStatus => admin
+            .get_projection_status(req(GetProjectionStatusRequest {}, token))
+            .await
+            .map(drop),
+    };
+    result.err().map_or(Code::Ok, |status| status.code())
+}
+
+/// What alice owns, as she sees it: compared before and after the attacks.
+async fn alices_world(app: &TestApp, alice: &str, cart: &str, order: &str) -> (String, String, usize) {
+    let cart = app
+        .carts()
+        .get_cart(crate::helpers::authed(
+            GetCartRequest { cart_id: cart.into() },
+            alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cart
+        .unwrap();
+    let order = app
+        .orders()
+        .get_order(crate::helpers::authed(
+            GetOrderRequest {
+                order_id: order.into(),
+                min_version: 1,
+            },
+            alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    let listed = app
+        .orders()
+        .list_orders(crate::helpers::authed(ListOrdersRequest::default(), alice))
+        .await
+        .unwrap()
+        .into_inner()
+        .orders
+        .len();
+    (
+        format!("{cart:?}"),
+        format!(
+            "{:?} v{} {:?}",
+            order.status, order.version, order.shipping_address
+        ),
+        listed,
+    )
+}
+
+#[tokio::test]
+async fn customers_reach_no_one_elses_cart_or_order_nor_admin_rpcs_over_grpc_and_rest() {
+    let app = spawn_app_with(Backend::from_env(), NO_SAGA).await;
+    let (alice, mallory) = (app.customer("alice"), app.customer("mallory"));
+    // alice: one order (from her first cart) and a second, active cart.
+    let ordered = filled_cart(&app, &alice).await;
+    let order = create_order(&app, &alice, order_request(&ordered, "k1"))
+        .await
+        .unwrap()
+        .order_id;
+    let cart = filled_cart(&app, &alice).await;
+    let before = alices_world(&app, &alice, &cart, &order).await;
+
+    for attack in attacks(&cart, &order) {
+        let token = match attack.caller {
+            Caller::Nobody => None,
+            Caller::Mallory => Some(mallory.as_str()),
+        };
+        let code = send(&app, token, &attack.rpc).await;
+        assert_eq!(code, attack.code, "gRPC: {}", attack.name);
+
+        let (method, path, body) = &attack.rest;
+        let mut request = call(&app, method, path);
+        if let Some(token) = token {
+            request = request.bearer(token);
+        }
+        if *method != "GET" && *method != "DELETE" {
+            request = request.json(body);
+        }
+        let reply = request.send().await;
+        let expected = commerce::error::http_status(attack.code).as_u16();
+        assert_eq!(
+            reply.status,
+            expected,
+            "REST {method} {path}: {}: {}",
+            attack.name,
+            reply.text()
+        );
+        assert_eq!(reply.json()["code"], attack.code as i32, "REST: {}", attack.name);
+    }
+
+    // Nothing changed: alice's cart, order and order list are as they were,
+    // her personal data key still opens her order, and mallory owns nothing.
+    assert_eq!(alices_world(&app, &alice, &cart, &order).await, before);
+    assert!(before.1.contains("Analytical"), "{}", before.1);
+    let mallorys = app
+        .orders()
+        .list_orders(crate::helpers::authed(ListOrdersRequest::default(), &mallory))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(mallorys.orders.is_empty());
+    // An admin may read any order (and the order list shows it).
+    let admin = app.admin();
+    assert_eq!(
+        send(&app, Some(&admin), &Rpc::GetOrder(order.clone())).await,
+        Code::Ok
+    );
+    assert_eq!(send(&app, Some(&admin), &Rpc::Analytics).await, Code::Ok);
+}
