@@ -84,7 +84,9 @@ impl Engine {
     /// Drives a claimed saga until it is done or must wait, then releases it.
     /// A lost lease ends the drive silently: the new owner goes on.
     pub async fn drive(&self, record: SagaRecord) -> Result<(), SagaStoreError> {
+        let traceparent = self.orders.traceparent(record.order_id).await;
         let span = tracing::info_span!("saga", saga_id = %record.saga_id, order_id = %record.order_id);
+        crate::telemetry::continue_trace(&span, traceparent.as_deref());
         let result = self.drive_inner(record).instrument(span.clone()).await;
         match &result {
             Err(SagaStoreError::LeaseLost) => {

@@ -189,4 +189,11 @@ pub trait OrderPort: Send + Sync {
     async fn note_operator_action(&self, _order_id: Uuid, _note: &OperatorNote) -> Result<(), CallError> {
         Ok(())
     }
+
+    /// The W3C `traceparent` of the request that placed the order, so that the
+    /// saga's spans (and the sibling calls under them) join that request's
+    /// trace. Best effort: None when unknown (default).
+    async fn traceparent(&self, _order_id: Uuid) -> Option<String> {
+        None
+    }
 }
