@@ -152,15 +152,15 @@ fn print_table(lines: &[serde_json::Value], server: &serde_json::Value) {
     );
     for l in lines {
         println!(
-            "{:<16} {:>12} {:>10} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            "{:<16} {:>12.1} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}",
             l["scenario"].as_str().unwrap_or_default(),
-            l["throughput_ops_per_sec"],
-            l["open_loop_rate"],
+            l["throughput_ops_per_sec"].as_f64().unwrap_or_default(),
+            l["open_loop_rate"].as_f64().unwrap_or_default(),
             l["p50_ms"].as_f64().unwrap_or_default(),
             l["p90_ms"].as_f64().unwrap_or_default(),
             l["p99_ms"].as_f64().unwrap_or_default(),
             l["max_ms"].as_f64().unwrap_or_default(),
-            l["errors"],
+            l["errors"].as_u64().unwrap_or_default(),
         );
     }
     println!(
