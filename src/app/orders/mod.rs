@@ -123,6 +123,14 @@ impl OrderApp {
         Self::new(config, events, keys, carts, privacy)
     }
 
+    /// The W3C `traceparent` recorded with the order's first event (its
+    /// metadata's `correlation_id`): the trace of the CreateOrder request,
+    /// which the saga continues. Best effort: None when unknown or unreadable.
+    pub async fn traceparent(&self, order_id: Uuid) -> Option<String> {
+        let first = self.events.read_stream(order_id, 1).await.ok()?.into_iter().next()?;
+        first.metadata.correlation_id.filter(|id| id.starts_with("00-"))
+    }
+
     /// Loads `order_id` up to `up_to_version` (None: all); None when it does not exist.
     pub async fn load_until(
         &self,
