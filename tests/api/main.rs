@@ -25,6 +25,7 @@ mod rest_client;
 mod rest_docs;
 mod rest_input;
 mod rest_orders;
+mod saga_kill;
 mod saga_simulation;
 mod saga_store;
 mod security;

@@ -1,0 +1,582 @@
+//! The real binary under `kill -9`: `commerce serve` and `commerce stubs` run
+//! as child processes (the stubs failing transiently at random), orders are
+//! placed over gRPC while the service is killed at seeded random moments and
+//! restarted; then every saga must end terminal, no order may be lost, no
+//! payment captured twice and no stock leaked. A second test runs two service
+//! processes on one database and checks that they share the work without ever
+//! running one step twice at once.
+//!
+//! CI runs a short variant; `LONG_TESTS=1` places more orders with more kills.
+//! The seed is printed; `KILL_SEED=<seed>` replays a run's schedule.
+
+use std::{
+    collections::{HashMap, HashSet},
+    process::Stdio,
+    time::Duration,
+};
+
+use commerce::proto::{
+    commerce::v1::{
+        AddItemRequest, Address, CreateCartRequest, CreateOrderRequest, GetOrderRequest, ListSagasRequest,
+        OrderStatus, SagaStatus, cart_service_client::CartServiceClient,
+        order_service_client::OrderServiceClient, saga_admin_client::SagaAdminClient,
+    },
+    inventory::v1::{GetStockRequest, ListReservationsRequest, ReservationStatus, SetStockRequest},
+    payment::v1::{AuthorizationStatus, ListAuthorizationsRequest},
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tokio::process::{Child, Command};
+use tonic::{Code, transport::Channel};
+
+use crate::{
+    helpers::{Backend, Isolation, authed},
+    stubs::StubClients,
+};
+
+/// Products of the run, each seeded with this much stock.
+const PRODUCTS: [&str; 3] = ["kill-widget", "kill-gadget", "kill-gizmo"];
+const STOCK: i64 = 10_000;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process of the real binary, killed when dropped.
+struct Proc {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+fn spawn(args: &[&str], env: &HashMap<String, String>, log: std::path::PathBuf, port: u16) -> Proc {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_commerce"))
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(file))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn commerce");
+    Proc { child, port, log }
+}
+
+impl Proc {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until the port accepts gRPC.
+    async fn ready(&mut self) -> Channel {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "{status}: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if let Ok(channel) = Channel::from_shared(self.url()).unwrap().connect().await {
+                return channel;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "not ready: {}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// SIGKILL: no shutdown, no drain.
+    async fn kill9(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+/// The service's environment: the isolated database, the stubs, short
+/// timeouts so that a killed process's leases and keys expire quickly.
+fn service_env(isolation: &Isolation, stubs_url: &str, port: u16) -> HashMap<String, String> {
+    let mut env = isolation.vars.clone();
+    for (k, v) in [
+        ("PORT", port.to_string()),
+        ("PAYMENT_SERVICE_URL", stubs_url.into()),
+        ("INVENTORY_SERVICE_URL", stubs_url.into()),
+        ("SHIPPING_SERVICE_URL", stubs_url.into()),
+        ("SAGA_RETRY_ATTEMPTS", "12".into()),
+        ("SAGA_RETRY_DELAY_SECONDS", "0.02".into()),
+        ("SIBLING_CALL_TIMEOUT_MS", "500".into()),
+        ("SAGA_LEASE_SECONDS", "1.5".into()),
+        ("MAX_REQUEST_TIMEOUT_SECONDS", "2".into()),
+        ("RATE_LIMIT_PER_SECOND", "0".into()),
+    ] {
+        env.insert(k.into(), v);
+    }
+    env
+}
+
+/// What one simulated customer orders.
+#[derive(Clone, Debug)]
+struct Plan {
+    customer: String,
+    product: String,
+    quantity: i32,
+    payment_method: &'static str,
+    country: &'static str,
+}
+
+fn plans(count: usize, rng: &mut StdRng) -> Vec<Plan> {
+    (0..count)
+        .map(|i| {
+            let roll = rng.random_range(0..100);
+            Plan {
+                customer: format!("kill-customer-{i}"),
+                product: if roll < 8 {
+                    "oos-kill-lamp".into()
+                } else {
+                    PRODUCTS[rng.random_range(0..PRODUCTS.len())].into()
+                },
+                quantity: rng.random_range(1..4),
+                payment_method: if (8..16).contains(&roll) {
+                    "pm_card_declined"
+                } else {
+                    "pm_card_visa"
+                },
+                country: if (16..22).contains(&roll) { "ZZ" } else { "US" },
+            }
+        })
+        .collect()
+}
+
+/// A customer's progress: the cart in use and the idempotency key's number.
+#[derive(Default, Clone)]
+struct Progress {
+    cart_id: Option<String>,
+    attempt: u32,
+}
+
+/// Places `plan`'s order, retrying across crashes with the same cart and key
+/// (a repeat answers the first order). A cart lost with the in-process store
+/// is recreated with a new key: the old key never completed, or its repeat
+/// would have answered. None while the service is down.
+async fn place(channel: &Channel, token: &str, plan: &Plan, progress: &mut Progress) -> Option<String> {
+    let mut carts = CartServiceClient::new(channel.clone());
+    let mut orders = OrderServiceClient::new(channel.clone());
+    if progress.cart_id.is_none() {
+        let cart = carts
+            .create_cart(authed(CreateCartRequest::default(), token))
+            .await
+            .ok()?
+            .into_inner()
+            .cart?;
+        if cart.items.is_empty() {
+            let add = AddItemRequest {
+                cart_id: cart.cart_id.clone(),
+                product_id: plan.product.clone(),
+                product_name: "Thing".into(),
+                quantity: plan.quantity,
+                unit_price: "9.99".into(),
+                expected_version: None,
+            };
+            carts.add_item(authed(add, token)).await.ok()?;
+        }
+        progress.cart_id = Some(cart.cart_id);
+    }
+    let request = CreateOrderRequest {
+        cart_id: progress.cart_id.clone()?,
+        payment_method: plan.payment_method.into(),
+        shipping_address: Some(Address {
+            recipient_name: "Ada Lovelace".into(),
+            line1: "1 Main St".into(),
+            city: "Springfield".into(),
+            postal_code: "12345".into(),
+            country: plan.country.into(),
+            ..Default::default()
+        }),
+        idempotency_key: format!("{}-{}", plan.customer, progress.attempt),
+    };
+    match orders.create_order(authed(request, token)).await {
+        Ok(response) => Some(response.into_inner().order?.order_id),
+        Err(status) if status.code() == Code::NotFound => {
+            progress.cart_id = None;
+            progress.attempt += 1;
+            None
+        }
+        Err(status) if matches!(status.code(), Code::InvalidArgument | Code::FailedPrecondition) => {
+            panic!("CreateOrder refused {}: {status:?}", plan.customer)
+        }
+        Err(_) => None,
+    }
+}
+
+/// Seeds stock so that conservation can be checked exactly.
+async fn seed_stock(stubs: &StubClients) {
+    let mut inventory = stubs.inventory.clone();
+    for product in PRODUCTS {
+        inventory
+            .set_stock(SetStockRequest {
+                product_id: product.into(),
+                on_hand: STOCK,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// Waits until no saga is RUNNING or COMPENSATING.
+async fn wait_terminal(channel: &Channel, admin: &str, within: Duration) {
+    let mut sagas = SagaAdminClient::new(channel.clone());
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut live = 0;
+        for status in [SagaStatus::Running, SagaStatus::Compensating] {
+            let request = ListSagasRequest {
+                status: status.into(),
+                page_size: 100,
+                page_token: String::new(),
+            };
+            live += sagas
+                .list_sagas(authed(request, admin))
+                .await
+                .unwrap()
+                .into_inner()
+                .sagas
+                .len();
+        }
+        if live == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{live} sagas still live");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every order terminal and consistent with the stub ledgers; returns the
+/// number of violations found (asserted zero by the caller, after printing).
+async fn check_outcome(channel: &Channel, admin: &str, stubs: &StubClients, order_ids: &[String]) -> usize {
+    let mut orders = OrderServiceClient::new(channel.clone());
+    let mut s = stubs.clone();
+    let auths = s
+        .payment
+        .list_authorizations(ListAuthorizationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let reservations = s
+        .inventory
+        .list_reservations(ListReservationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut violations = Vec::new();
+    let mut confirmed_quantity: HashMap<String, i64> = HashMap::new();
+    let ids: HashSet<&String> = order_ids.iter().collect();
+    for auth in &auths.authorizations {
+        if auth.capture_count > 1 {
+            violations.push(format!(
+                "authorization {} captured {} times",
+                auth.authorization_id, auth.capture_count
+            ));
+        }
+        if !ids.contains(&auth.order_id) {
+            violations.push(format!("authorization for unknown order {}", auth.order_id));
+        }
+    }
+    for order_id in order_ids {
+        let request = GetOrderRequest {
+            order_id: order_id.clone(),
+            min_version: 0,
+        };
+        let order = match orders.get_order(authed(request, admin)).await {
+            Ok(r) => r.into_inner().order.unwrap(),
+            Err(e) => {
+                violations.push(format!("order {order_id} lost: {e}"));
+                continue;
+            }
+        };
+        let own: Vec<_> = auths
+            .authorizations
+            .iter()
+            .filter(|a| &a.order_id == order_id)
+            .collect();
+        let held: Vec<_> = reservations
+            .reservations
+            .iter()
+            .filter(|r| &r.order_id == order_id)
+            .collect();
+        if own.len() > 1 || held.len() > 1 {
+            violations.push(format!(
+                "order {order_id}: {} authorizations, {} reservations",
+                own.len(),
+                held.len()
+            ));
+        }
+        let captured: i32 = own.iter().map(|a| a.capture_count).sum();
+        match order.status() {
+            OrderStatus::Confirmed => {
+                if captured != 1 || held.iter().any(|r| r.status() != ReservationStatus::Reserved) {
+                    violations.push(format!(
+                        "confirmed order {order_id}: captured {captured}, {held:?}"
+                    ));
+                }
+                for r in &held {
+                    for line in &r.lines {
+                        *confirmed_quantity.entry(line.product_id.clone()).or_default() +=
+                            i64::from(line.quantity);
+                    }
+                }
+            }
+            OrderStatus::Cancelled => {
+                if captured != 0 || own.iter().any(|a| a.status() != AuthorizationStatus::Voided) {
+                    violations.push(format!("cancelled order {order_id} keeps a payment: {own:?}"));
+                }
+                if held.iter().any(|r| r.status() != ReservationStatus::Released) {
+                    violations.push(format!("cancelled order {order_id} keeps stock: {held:?}"));
+                }
+            }
+            other => violations.push(format!("order {order_id} ended {other:?}")),
+        }
+    }
+    let stock = s
+        .inventory
+        .get_stock(GetStockRequest {
+            product_ids: PRODUCTS.iter().map(|p| p.to_string()).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .levels;
+    for level in stock {
+        let confirmed = confirmed_quantity.get(&level.product_id).copied().unwrap_or(0);
+        if level.on_hand + level.reserved != STOCK || level.reserved != confirmed {
+            violations.push(format!(
+                "stock of {}: {level:?}, confirmed orders hold {confirmed}",
+                level.product_id
+            ));
+        }
+    }
+    for v in &violations {
+        println!("VIOLATION: {v}");
+    }
+    violations.len()
+}
+
+#[tokio::test]
+async fn killed_at_random_moments_the_service_loses_no_order_and_captures_no_payment_twice() {
+    let long = std::env::var("LONG_TESTS").is_ok();
+    let (order_count, run_for) = if long {
+        (300, Duration::from_secs(120))
+    } else {
+        (60, Duration::from_secs(20))
+    };
+    let seed: u64 = std::env::var("KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("kill test seed {seed}: {order_count} orders; rerun with KILL_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let isolation = Isolation::new(Backend::from_env()).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let stubs_port = free_port();
+    let stubs_env = HashMap::from([
+        ("STUBS_PORT".to_string(), stubs_port.to_string()),
+        ("HOST".to_string(), "127.0.0.1".to_string()),
+        ("STUB_FAILURE_RATE".to_string(), "0.1".to_string()),
+    ]);
+    let mut stubs_proc = spawn(&["stubs"], &stubs_env, dir.path().join("stubs.log"), stubs_port);
+    stubs_proc.ready().await;
+    let stubs = StubClients::at(&stubs_proc.url());
+    seed_stock(&stubs).await;
+
+    let port = free_port();
+    let env = service_env(&isolation, &stubs_proc.url(), port);
+    let log = dir.path().join("serve.log");
+    let mut service = spawn(&["serve"], &env, log.clone(), port);
+    let mut channel = service.ready().await;
+    let admin = commerce::auth::mint_token(
+        &isolation.config(&[]),
+        "admin-1",
+        &[commerce::auth::Role::Admin],
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+
+    let plans = plans(order_count, &mut rng);
+    let mut progress: Vec<Progress> = vec![Progress::default(); plans.len()];
+    let mut placed: Vec<Option<String>> = vec![None; plans.len()];
+    let mut kills = 0;
+    let started = tokio::time::Instant::now();
+    let mut next_kill = started + Duration::from_millis(rng.random_range(100..600));
+    let config = isolation.config(&[]);
+    // Place the orders a few at a time; kill the service whenever the schedule says.
+    while placed.iter().any(Option::is_none) || started.elapsed() < run_for / 4 {
+        for (i, plan) in plans.iter().enumerate() {
+            if placed[i].is_some() {
+                continue;
+            }
+            let token = commerce::auth::mint_token(
+                &config,
+                &plan.customer,
+                &[commerce::auth::Role::Customer],
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+            let attempt = place(&channel, &token, plan, &mut progress[i]);
+            if let Ok(Some(order_id)) = tokio::time::timeout(Duration::from_secs(3), attempt).await {
+                placed[i] = Some(order_id);
+            }
+            if tokio::time::Instant::now() >= next_kill {
+                break;
+            }
+        }
+        if placed.iter().all(Option::is_some) {
+            // Everything placed: keep killing while the sagas run.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if tokio::time::Instant::now() >= next_kill {
+            service.kill9().await;
+            kills += 1;
+            // Sometimes the replacement comes up at once, sometimes after a pause.
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+            service = spawn(&["serve"], &env, log.clone(), port);
+            channel = service.ready().await;
+            next_kill = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(150..900));
+        }
+        assert!(
+            started.elapsed() < run_for * 3,
+            "orders could not be placed in time"
+        );
+    }
+    let order_ids: Vec<String> = placed.into_iter().flatten().collect();
+    wait_terminal(&channel, &admin, Duration::from_secs(60)).await;
+    let violations = check_outcome(&channel, &admin, &stubs, &order_ids).await;
+    println!(
+        "kill test: {} orders, {kills} kills, stub failure rate 0.1, {violations} violations (seed {seed})",
+        order_ids.len()
+    );
+    assert_eq!(order_ids.len(), order_count);
+    assert!(kills >= 3, "the schedule killed only {kills} times");
+    assert_eq!(
+        violations,
+        0,
+        "see VIOLATION lines; seed {seed}; service log {}",
+        log.display()
+    );
+    drop(stubs_proc);
+}
+
+/// (saga, step, attempt, worker, started ms, finished ms) of every attempt.
+async fn attempts(isolation: &Isolation) -> Vec<(String, String, i32, String, i64, Option<i64>)> {
+    match isolation.backends().await.db {
+        commerce::db::Db::Postgres(pool) => sqlx::query_as(
+            "SELECT saga_id::text, step, attempt, worker, \
+             (extract(epoch FROM started_at) * 1000)::bigint, \
+             (extract(epoch FROM finished_at) * 1000)::bigint FROM saga_attempts",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap(),
+        commerce::db::Db::Sqlite(pool) => sqlx::query_as(
+            "SELECT saga_id, step, attempt, worker, started_at, finished_at FROM saga_attempts",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn two_service_processes_on_one_database_share_the_sagas_and_never_run_a_step_twice_at_once() {
+    let isolation = Isolation::new(Backend::from_env()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let stubs_port = free_port();
+    let stubs_env = HashMap::from([
+        ("STUBS_PORT".to_string(), stubs_port.to_string()),
+        ("HOST".to_string(), "127.0.0.1".to_string()),
+        ("STUB_FAILURE_RATE".to_string(), "0.05".to_string()),
+    ]);
+    let mut stubs_proc = spawn(&["stubs"], &stubs_env, dir.path().join("stubs.log"), stubs_port);
+    stubs_proc.ready().await;
+    let stubs = StubClients::at(&stubs_proc.url());
+    seed_stock(&stubs).await;
+
+    let mut replicas = Vec::new();
+    let mut channels = Vec::new();
+    for name in ["a", "b"] {
+        let port = free_port();
+        let env = service_env(&isolation, &stubs_proc.url(), port);
+        let mut replica = spawn(
+            &["serve"],
+            &env,
+            dir.path().join(format!("serve-{name}.log")),
+            port,
+        );
+        channels.push(replica.ready().await);
+        replicas.push(replica);
+    }
+    let config = isolation.config(&[]);
+    let admin = commerce::auth::mint_token(
+        &config,
+        "admin-1",
+        &[commerce::auth::Role::Admin],
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    let plans = plans(40, &mut rng);
+    let mut order_ids = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        let token = commerce::auth::mint_token(
+            &config,
+            &plan.customer,
+            &[commerce::auth::Role::Customer],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let mut progress = Progress::default();
+        let order_id = place(&channels[i % 2], &token, plan, &mut progress)
+            .await
+            .expect("placed");
+        order_ids.push(order_id);
+    }
+    wait_terminal(&channels[0], &admin, Duration::from_secs(60)).await;
+    let violations = check_outcome(&channels[1], &admin, &stubs, &order_ids).await;
+    assert_eq!(violations, 0, "see VIOLATION lines");
+
+    // Attempts of one step never overlap in time, whichever replica sent them.
+    let mut by_step: HashMap<(String, String), Vec<(i32, String, i64, Option<i64>)>> = HashMap::new();
+    for (saga, step, attempt, worker, started, finished) in attempts(&isolation).await {
+        by_step
+            .entry((saga, step))
+            .or_default()
+            .push((attempt, worker, started, finished));
+    }
+    let mut workers = HashSet::new();
+    for ((saga, step), mut list) in by_step {
+        list.sort();
+        for pair in list.windows(2) {
+            let (earlier, later) = (&pair[0], &pair[1]);
+            let finished = earlier.3.expect("no attempt left unfinished without a crash");
+            assert!(
+                finished <= later.2,
+                "{saga} {step}: attempts {} and {} overlap",
+                earlier.0,
+                later.0
+            );
+        }
+        workers.extend(list.into_iter().map(|a| a.1));
+    }
+    assert!(workers.len() >= 2, "both replicas worked: {workers:?}");
+    println!("two replicas: {} orders, workers {workers:?}", order_ids.len());
+    drop(replicas);
+}
