@@ -52,6 +52,7 @@ pub struct Application {
     trigger: ShutdownTrigger,
     health_reporter: tonic_health::server::HealthReporter,
     auth: AuthLayer,
+    stubs: Option<crate::stubs::EmbeddedStubs>,
 }
 
 impl Application {
@@ -101,6 +102,13 @@ impl Application {
             shutdown.clone(),
             privacy.clone(),
         );
+        let (stubs, urls) = siblings(&config).await?;
+        let sagas = crate::app::sagas::SagaApp::new(
+            config.clone(),
+            &backends.db,
+            urls,
+            std::sync::Arc::new(crate::app::sagas::OrderAppPort::new(orders.clone())),
+        )?;
         let app = App {
             config,
             backends,
@@ -112,6 +120,7 @@ impl Application {
             privacy,
             bus,
             queries,
+            sagas,
         };
         Ok(Self {
             listener,
@@ -119,6 +128,7 @@ impl Application {
             trigger,
             health_reporter: reporter,
             auth,
+            stubs,
         })
     }
 
@@ -151,6 +161,7 @@ impl Application {
             trigger,
             health_reporter,
             auth,
+            stubs,
         } = self;
         let config = app.config.clone();
         let monitor = tokio::spawn(app.health.clone().monitor(
@@ -170,6 +181,10 @@ impl Application {
                 .clone()
                 .run_sweeper(app.carts.sweep_period(), app.shutdown.clone()),
         );
+
+        let workers = app
+            .sagas
+            .start_workers(app.backends.db.clone(), app.shutdown.clone());
 
         let router = build_router(&app, health_reporter, auth)?;
         let addr = listener.local_addr()?;
@@ -198,9 +213,62 @@ impl Application {
         for task in read_side {
             let _ = task.await;
         }
+        if let Some(workers) = workers {
+            let _ = workers.await;
+        }
+        // Last: the workers above may have been calling them.
+        if let Some(stubs) = stubs {
+            stubs.stop().await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Where the siblings are. A URL left unset is served by stubs embedded in
+/// this process on a loopback port (reached over real gRPC), except in
+/// production, which must name all three.
+async fn siblings(
+    config: &Config,
+) -> anyhow::Result<(
+    Option<crate::stubs::EmbeddedStubs>,
+    crate::saga::grpc_siblings::SiblingUrls,
+)> {
+    let configured = [
+        ("PAYMENT_SERVICE_URL", &config.payment_service_url),
+        ("INVENTORY_SERVICE_URL", &config.inventory_service_url),
+        ("SHIPPING_SERVICE_URL", &config.shipping_service_url),
+    ];
+    let missing: Vec<&str> = configured
+        .iter()
+        .filter(|(_, url)| url.is_none())
+        .map(|(name, _)| *name)
+        .collect();
+    if missing.is_empty() {
+        let url = |u: &Option<String>| u.clone().unwrap_or_default();
+        let urls = crate::saga::grpc_siblings::SiblingUrls {
+            payment: url(&config.payment_service_url),
+            inventory: url(&config.inventory_service_url),
+            shipping: url(&config.shipping_service_url),
+        };
+        return Ok((None, urls));
+    }
+    if config.environment == crate::config::Environment::Production {
+        anyhow::bail!(
+            "production needs real sibling services: set {}",
+            missing.join(", ")
+        );
+    }
+    let stubs = crate::stubs::EmbeddedStubs::start(config)
+        .await
+        .context("embedded stubs")?;
+    let pick = |u: &Option<String>| u.clone().unwrap_or_else(|| stubs.url.clone());
+    let urls = crate::saga::grpc_siblings::SiblingUrls {
+        payment: pick(&config.payment_service_url),
+        inventory: pick(&config.inventory_service_url),
+        shipping: pick(&config.shipping_service_url),
+    };
+    Ok((Some(stubs), urls))
 }
 
 /// gRPC services, HTTP routes and the layers in front of both.

@@ -37,4 +37,6 @@ pub struct App {
     pub bus: Arc<dyn EventBus>,
     /// Order queries and the read side's admin tools.
     pub queries: queries::QueryApp,
+    /// Fulfillment sagas: the workers' start and the operator API.
+    pub sagas: sagas::SagaApp,
 }

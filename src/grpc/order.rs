@@ -46,6 +46,8 @@ impl OrderService for OrderGrpc {
             .orders
             .create_order(&principal, request.into_inner().into())
             .await?;
+        // The saga row committed with the order: start it without waiting for a poll.
+        self.app.sagas.wake();
         Ok(Response::new(CreateOrderResponse {
             order: Some(convert::order(&view)),
         }))
@@ -62,6 +64,7 @@ impl OrderService for OrderGrpc {
             .orders
             .cancel_order(&principal, &request.order_id, &request.reason)
             .await?;
+        self.app.sagas.wake();
         Ok(Response::new(CancelOrderResponse {
             order: Some(convert::order(&view)),
         }))

@@ -25,6 +25,8 @@ mod rest_client;
 mod rest_docs;
 mod rest_input;
 mod rest_orders;
+mod saga;
+mod saga_admin;
 mod saga_kill;
 mod saga_simulation;
 mod saga_store;

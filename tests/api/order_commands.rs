@@ -86,7 +86,8 @@ async fn without_a_saga_cancel_order_cancels_at_once_for_the_owner_or_an_admin_a
 #[tokio::test]
 async fn with_a_saga_cancel_order_records_the_request_and_flags_the_saga_in_one_transaction() {
     for backend in Backend::all() {
-        let app = spawn_app_with(backend, &[]).await;
+        // Slow siblings: the saga must not reach the capture before the cancel.
+        let app = spawn_app_with(backend, &[("STUB_LATENCY_MS", "150")]).await;
         let alice = app.customer("alice");
         let order = create_order(&app, &alice, order_request(&filled_cart(&app, &alice).await, "k"))
             .await

@@ -211,7 +211,18 @@ async fn production_refuses_to_start_with_the_development_secret_or_no_key() {
         .expect("refused to start");
     assert!(format!("{err:#}").contains("PII_MASTER_KEY"), "{err:#}");
     let master = "ab".repeat(32);
-    let complete = [keyed.as_slice(), &[("PII_MASTER_KEY", master.as_str())]].concat();
+    // Production also needs real siblings (it never fakes payments with the stubs).
+    let siblings = [
+        ("PAYMENT_SERVICE_URL", "http://payment:8085"),
+        ("INVENTORY_SERVICE_URL", "http://inventory:8085"),
+        ("SHIPPING_SERVICE_URL", "http://shipping:8085"),
+    ];
+    let complete = [
+        keyed.as_slice(),
+        &[("PII_MASTER_KEY", master.as_str())],
+        &siblings,
+    ]
+    .concat();
     assert!(Application::build(isolation.config(&complete)).await.is_ok());
 }
 

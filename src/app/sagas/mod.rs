@@ -1,6 +1,8 @@
 //! Sagas in the application layer: the worker pool's start, and the operator
 //! API (list, get, retry or skip with a dry run) that SagaAdmin serves.
 
+mod order_port;
+
 use std::sync::Arc;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -8,6 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::{sync::Notify, task::JoinHandle};
 use uuid::Uuid;
 
+pub use self::order_port::OrderAppPort;
 use crate::{
     auth::Principal,
     config::Config,

@@ -1,0 +1,108 @@
+//! The saga's view of an order, over [`OrderApp`]: facts folded from the
+//! order's event stream, and the saga's commands run by the Order aggregate
+//! (which answers a repeat of a recorded command with no new event).
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::{
+    app::orders::OrderApp,
+    domain::order::OrderCommand as DomainCommand,
+    error::AppError,
+    saga::ports::{CallError, OrderCommand, OrderFacts, OrderPort, ShippingAddress},
+};
+
+/// [`OrderPort`] over the order command service.
+#[derive(Clone)]
+pub struct OrderAppPort {
+    orders: OrderApp,
+}
+
+impl OrderAppPort {
+    /// The port over `orders`.
+    pub fn new(orders: OrderApp) -> Self {
+        Self { orders }
+    }
+}
+
+/// What an order error means to the saga: a domain refusal is final, the rest
+/// (conflicts after retries, an unavailable database) may pass.
+fn call_error(err: AppError) -> CallError {
+    let code = crate::saga::grpc_siblings::code_name(err.code());
+    match err {
+        AppError::NotFound(_) | AppError::FailedPrecondition(_) | AppError::InvalidArgument(_) => {
+            CallError::refused(code, err.to_string())
+        }
+        other => CallError::transient(code, other.to_string()),
+    }
+}
+
+#[async_trait]
+impl OrderPort for OrderAppPort {
+    async fn facts(&self, order_id: Uuid) -> Result<OrderFacts, CallError> {
+        let loaded = self
+            .orders
+            .load_until(order_id, None)
+            .await
+            .map_err(call_error)?
+            .ok_or_else(|| CallError::refused("NOT_FOUND", format!("order {order_id} not found")))?;
+        let placed = loaded
+            .order
+            .placed
+            .ok_or_else(|| CallError::refused("NOT_FOUND", format!("order {order_id} not placed")))?;
+        let address = placed.personal.shipping_address;
+        Ok(OrderFacts {
+            order_id,
+            total: placed.total.to_string(),
+            currency: placed.currency.code().to_string(),
+            payment_method: placed.personal.payment_method,
+            lines: placed
+                .items
+                .iter()
+                .map(|line| {
+                    (
+                        line.product_id.clone(),
+                        i32::try_from(line.quantity).unwrap_or(i32::MAX),
+                    )
+                })
+                .collect(),
+            address: ShippingAddress {
+                recipient_name: address.recipient_name,
+                line1: address.line1,
+                line2: address.line2,
+                city: address.city,
+                region: address.region,
+                postal_code: address.postal_code,
+                country: address.country,
+            },
+        })
+    }
+
+    async fn apply(&self, order_id: Uuid, command: OrderCommand) -> Result<(), CallError> {
+        let command = match command {
+            OrderCommand::MarkPaymentAuthorized { authorization_id } => {
+                DomainCommand::MarkPaymentAuthorized { authorization_id }
+            }
+            OrderCommand::MarkInventoryReserved { reservation_id } => {
+                DomainCommand::MarkInventoryReserved { reservation_id }
+            }
+            OrderCommand::MarkShippingArranged {
+                shipment_id,
+                tracking_number,
+            } => DomainCommand::MarkShippingArranged {
+                shipment_id,
+                tracking_number,
+            },
+            OrderCommand::MarkPaymentCaptured { capture_id } => {
+                DomainCommand::MarkPaymentCaptured { capture_id }
+            }
+            OrderCommand::Confirm => DomainCommand::Confirm,
+            OrderCommand::Cancel { reason } => DomainCommand::Cancel { reason },
+        };
+        self.orders
+            .handle(order_id, command)
+            .await
+            .map(drop)
+            .map_err(call_error)
+    }
+}
