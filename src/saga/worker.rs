@@ -109,7 +109,13 @@ async fn refresh_gauge(store: &dyn SagaStore) {
 /// On PostgreSQL, turns `NOTIFY commerce_sagas` into wake-ups until
 /// `shutdown`; reconnects after errors. Does nothing on SQLite (one process).
 pub async fn listen_for_wakeups(db: Db, wake: Arc<Notify>, shutdown: Shutdown) {
-    let Db::Postgres(pool) = db else { return };
+    let Db::Postgres(shared) = db else { return };
+    // Its own connection: a listener holds one for good, which must not come
+    // out of the pool that serves requests.
+    let options = shared.connect_options().as_ref().clone();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options);
     while !shutdown.is_triggered() {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
