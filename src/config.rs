@@ -120,7 +120,8 @@ pub struct Config {
     pub saga_retry_attempts: u32,
     /// SAGA_RETRY_DELAY_SECONDS (default 5; decimals allowed).
     pub saga_retry_delay: Duration,
-    /// SAGA_WORKERS: concurrent saga steps per replica (default 32).
+    /// SAGA_WORKERS: concurrent saga steps per replica (default 32; 0: this
+    /// replica starts sagas but leaves running them to the others).
     pub saga_workers: usize,
     /// SAGA_COMPENSATION_RETRY_ATTEMPTS: retries of a transient compensation
     /// failure before COMPENSATION_FAILED (default 10).
@@ -207,7 +208,7 @@ impl Config {
             order_timeout: env.duration("ORDER_TIMEOUT_MINUTES", "30", 60)?,
             saga_retry_attempts: env.parse_in("SAGA_RETRY_ATTEMPTS", 3, 0..=100)?,
             saga_retry_delay: env.duration("SAGA_RETRY_DELAY_SECONDS", "5", 1)?,
-            saga_workers: env.parse_in("SAGA_WORKERS", 32, 1..=10_000)?,
+            saga_workers: env.parse_in("SAGA_WORKERS", 32, 0..=10_000)?,
             saga_compensation_retry_attempts: env.parse_in(
                 "SAGA_COMPENSATION_RETRY_ATTEMPTS",
                 10,

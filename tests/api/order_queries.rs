@@ -187,7 +187,8 @@ async fn list_orders_pages_newest_first_through_opaque_tokens() {
 
 #[tokio::test]
 async fn history_merges_events_with_saga_attempts_for_the_owner_only() {
-    let app = spawn_app_with(Backend::from_env(), &[]).await;
+    // No workers here: the test records the saga's attempt itself.
+    let app = spawn_app_with(Backend::from_env(), &[("SAGA_WORKERS", "0")]).await;
     let token = app.customer("gina");
     let cart = filled_cart(&app, &token).await;
     let order = create_order(&app, &token, order_request(&cart, "history-1"))

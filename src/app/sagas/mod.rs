@@ -146,10 +146,15 @@ impl SagaApp {
     }
 
     /// Starts this replica's workers (and, on PostgreSQL, the wake-up
-    /// listener) until `shutdown`; `None` when ENABLE_SAGA_ORCHESTRATION is off.
+    /// listener) until `shutdown`; `None` when ENABLE_SAGA_ORCHESTRATION is
+    /// off or SAGA_WORKERS is 0.
     pub fn start_workers(&self, db: Db, shutdown: Shutdown) -> Option<JoinHandle<()>> {
         if !self.config.enable_saga_orchestration {
             tracing::info!("saga orchestration disabled: orders stay PENDING");
+            return None;
+        }
+        if self.config.saga_workers == 0 {
+            tracing::info!("SAGA_WORKERS=0: sagas are left to the other replicas");
             return None;
         }
         let engine = Arc::new(Engine::new(
