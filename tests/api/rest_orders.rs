@@ -137,3 +137,108 @@ async fn orders_are_cancelled_over_rest_by_their_owner_only() {
         "changed my mind"
     );
 }
+
+/// Places an order from a fresh cart of `token`'s customer; its id.
+async fn place_order(app: &TestApp, token: &str, key: &str) -> String {
+    let cart = filled_cart(app, token).await;
+    let created = call(app, "POST", "/api/v1/orders/")
+        .bearer(token)
+        .header("Idempotency-Key", key)
+        .json(&order_body(&cart))
+        .send()
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    created.json()["order"]["order_id"].as_str().unwrap().to_string()
+}
+
+/// GETs `path` until `done` holds (the read side is eventually consistent).
+async fn eventually(app: &TestApp, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..250 {
+        let reply = call(app, "GET", path).bearer(token).send().await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        if done(&reply.json()) {
+            return reply.json();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{path} never satisfied the condition");
+}
+
+#[tokio::test]
+async fn orders_are_read_listed_by_page_and_status_and_audited_over_rest() {
+    let app = spawn_app_with(Backend::from_env(), NO_SAGA).await;
+    let alice = app.customer("alice");
+    let first = place_order(&app, &alice, "q-1").await;
+    let second = place_order(&app, &alice, "q-2").await;
+    let third = place_order(&app, &alice, "q-3").await;
+    let cancelled = call(&app, "POST", &format!("/api/v1/orders/{second}/cancel"))
+        .bearer(&alice)
+        .send()
+        .await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text());
+
+    // min_version from the query waits for the read model to catch up.
+    let read = call(&app, "GET", &format!("/api/v1/orders/{second}?min_version=2"))
+        .bearer(&alice)
+        .send()
+        .await;
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert_eq!(read.json()["order"]["status"], "ORDER_STATUS_CANCELLED");
+    assert_eq!(read.json()["order"]["shipping_address"]["city"], "London");
+    let stranger = call(&app, "GET", &format!("/api/v1/orders/{first}"))
+        .bearer(&app.customer("bob"))
+        .send()
+        .await;
+    assert_eq!(stranger.status, 404);
+
+    let page = eventually(&app, &alice, "/api/v1/orders/?page_size=2", |page| {
+        page["orders"].as_array().is_some_and(|o| o.len() == 2)
+            && page["orders"][0]["order_id"] == third.as_str()
+    })
+    .await;
+    let token = page["next_page_token"].as_str().unwrap().to_string();
+    assert!(!token.is_empty());
+    let rest = call(
+        &app,
+        "GET",
+        &format!("/api/v1/orders?pageSize=2&pageToken={token}"),
+    )
+    .bearer(&alice)
+    .send()
+    .await
+    .json();
+    let ids: Vec<&str> = rest["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [first.as_str()], "newest first, across pages");
+    assert_eq!(rest["next_page_token"], "");
+
+    for status in ["ORDER_STATUS_CANCELLED", "6"] {
+        let only = eventually(
+            &app,
+            &alice,
+            &format!("/api/v1/orders/?status={status}"),
+            |page| page["orders"].as_array().is_some_and(|o| o.len() == 1),
+        )
+        .await;
+        assert_eq!(only["orders"][0]["order_id"], second.as_str());
+    }
+
+    let history = call(&app, "GET", &format!("/api/v1/orders/{second}/events"))
+        .bearer(&alice)
+        .send()
+        .await;
+    assert_eq!(history.status, 200, "{}", history.text());
+    let history = history.json();
+    let types: Vec<&str> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"]["event_type"].as_str())
+        .collect();
+    assert_eq!(types.first(), Some(&"OrderCreated"), "{history}");
+    assert!(types.len() >= 2, "{types:?}");
+}
