@@ -177,7 +177,9 @@ pub struct OperatorNote {
 /// The order, as the saga sees it.
 #[async_trait]
 pub trait OrderPort: Send + Sync {
-    /// The facts the steps need.
+    /// The facts the steps need. Build them from `OrderApp::load_until`,
+    /// which opens the sealed personal data (address, payment method); a raw
+    /// stored payload only holds it encrypted (see `crate::privacy`).
     async fn facts(&self, order_id: Uuid) -> Result<OrderFacts, CallError>;
 
     /// Applies a command. Idempotent: a command whose effect the order already
