@@ -25,6 +25,7 @@ mod rest_client;
 mod rest_docs;
 mod rest_input;
 mod rest_orders;
+mod rest_sagas;
 mod saga;
 mod saga_admin;
 mod saga_kill;

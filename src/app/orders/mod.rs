@@ -127,7 +127,13 @@ impl OrderApp {
     /// metadata's `correlation_id`): the trace of the CreateOrder request,
     /// which the saga continues. Best effort: None when unknown or unreadable.
     pub async fn traceparent(&self, order_id: Uuid) -> Option<String> {
-        let first = self.events.read_stream(order_id, 1).await.ok()?.into_iter().next()?;
+        let first = self
+            .events
+            .read_stream(order_id, 1)
+            .await
+            .ok()?
+            .into_iter()
+            .next()?;
         first.metadata.correlation_id.filter(|id| id.starts_with("00-"))
     }
 
