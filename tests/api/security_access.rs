@@ -1,12 +1,13 @@
 //! The attack suite, part two: a customer on another customer's cart and
-//! order, a customer on admin rpcs, a caller without a token; each over gRPC
+//! order, a customer on admin rpcs (SagaAdmin, analytics, AdminService), a
+//! caller without a token; each over gRPC
 //! and REST, each with the expected code, and nothing changed in the stores.
 
 use commerce::proto::commerce::v1::{
     AddItemRequest, CancelOrderRequest, CreateCartRequest, CreateOrderRequest, DeleteCartRequest,
     ForgetCustomerRequest, GetCartAnalyticsRequest, GetCartRequest, GetOrderHistoryRequest, GetOrderRequest,
-    GetProjectionStatusRequest, ListDeadLettersRequest, ListOrdersRequest, RemoveItemRequest,
-    UpdateItemQuantityRequest,
+    GetProjectionStatusRequest, GetSagaRequest, ListDeadLettersRequest, ListOrdersRequest, ListSagasRequest,
+    RemoveItemRequest, RetrySagaRequest, UpdateItemQuantityRequest,
 };
 use serde_json::json;
 use tonic::{Code, Request};
@@ -49,9 +50,12 @@ enum Rpc {
     Forget(String),
     DeadLetters,
     ProjectionStatus,
+    ListSagas,
+    GetSaga(String),
+    RetrySaga(String),
 }
 
-fn attacks(cart: &str, order: &str) -> Vec<Attack> {
+fn attacks(cart: &str, order: &str, saga: &str) -> Vec<Attack> {
     use Caller::{Mallory, Nobody};
     let item = json!({"product_id": "x", "product_name": "X", "quantity": 1, "unit_price": "1.00"});
     let order_body = json!({
@@ -184,6 +188,31 @@ fn attacks(cart: &str, order: &str) -> Vec<Attack> {
             rest: ("GET", "/api/v1/admin/projections".into(), none),
             code: Code::PermissionDenied,
         },
+        Attack {
+            name: "a customer lists sagas",
+            caller: Mallory,
+            rpc: Rpc::ListSagas,
+            rest: ("GET", "/api/v1/admin/sagas".into(), json!({})),
+            code: Code::PermissionDenied,
+        },
+        Attack {
+            name: "a customer reads a saga",
+            caller: Mallory,
+            rpc: Rpc::GetSaga(saga.into()),
+            rest: ("GET", format!("/api/v1/admin/sagas/{saga}"), json!({})),
+            code: Code::PermissionDenied,
+        },
+        Attack {
+            name: "a customer retries a saga",
+            caller: Mallory,
+            rpc: Rpc::RetrySaga(saga.into()),
+            rest: (
+                "POST",
+                format!("/api/v1/admin/sagas/{saga}/retry"),
+                json!({"reason": "push"}),
+            ),
+            code: Code::PermissionDenied,
+        },
     ]
 }
 
@@ -195,7 +224,8 @@ async fn send(app: &TestApp, token: Option<&str>, rpc: &Rpc) -> Code {
             None => Request::new(message),
         }
     }
-    let (mut carts, mut orders, mut admin) = (app.carts(), app.orders(), app.admin_client());
+    let (mut carts, mut orders, mut admin, mut sagas) =
+        (app.carts(), app.orders(), app.admin_client(), app.sagas());
     let cart = |id: &String| id.clone();
     let result = match rpc {
         Rpc::CreateCart => carts
@@ -284,6 +314,22 @@ async fn send(app: &TestApp, token: Option<&str>, rpc: &Rpc) -> Code {
             .list_dead_letters(req(ListDeadLettersRequest::default(), token))
             .await
             .map(drop),
+        Rpc::ListSagas => sagas
+            .list_sagas(req(ListSagasRequest::default(), token))
+            .await
+            .map(drop),
+        Rpc::GetSaga(id) => sagas
+            .get_saga(req(GetSagaRequest { saga_id: id.clone() }, token))
+            .await
+            .map(drop),
+        Rpc::RetrySaga(id) => {
+            let message = RetrySagaRequest {
+                saga_id: id.clone(),
+                reason: "push".into(),
+                ..Default::default()
+            };
+            sagas.retry_saga(req(message, token)).await.map(drop)
+        }
         Rpc::ProjectionStatus => admin
             .get_projection_status(req(GetProjectionStatusRequest {}, token))
             .await
@@ -350,7 +396,8 @@ async fn customers_reach_no_one_elses_cart_or_order_nor_admin_rpcs_over_grpc_and
     let cart = filled_cart(&app, &alice).await;
     let before = alices_world(&app, &alice, &cart, &order).await;
 
-    for attack in attacks(&cart, &order) {
+    let saga = uuid::Uuid::now_v7().to_string();
+    for attack in attacks(&cart, &order, &saga) {
         let token = match attack.caller {
             Caller::Nobody => None,
             Caller::Mallory => Some(mallory.as_str()),
@@ -396,4 +443,5 @@ async fn customers_reach_no_one_elses_cart_or_order_nor_admin_rpcs_over_grpc_and
         Code::Ok
     );
     assert_eq!(send(&app, Some(&admin), &Rpc::Analytics).await, Code::Ok);
+    assert_eq!(send(&app, Some(&admin), &Rpc::ListSagas).await, Code::Ok);
 }
