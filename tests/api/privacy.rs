@@ -490,3 +490,43 @@ async fn assert_read_side_shows_no_personal_data_of_erin(
     );
     assert!(rows.contains(ERASED), "{backend:?}: the projection ran: {rows}");
 }
+
+#[tokio::test]
+async fn after_a_full_saga_the_database_file_holds_no_personal_data_in_the_clear() {
+    let app = spawn_app_with(Backend::Embedded, &[]).await;
+    let ada = app.customer("ada");
+    let order = create_order(&app, &ada, order_request(&filled_cart(&app, &ada).await, "k1"))
+        .await
+        .unwrap();
+    // Wait for the saga to ship and confirm (the stubs got the address).
+    let mut status = String::new();
+    for _ in 0..200 {
+        let detail = app
+            .app
+            .queries
+            .get_order(&customer("ada"), &order.order_id, 0)
+            .await
+            .unwrap();
+        status = detail.summary.status.as_str().to_string();
+        if detail.summary.status.is_terminal() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "CONFIRMED");
+    let path = std::path::PathBuf::from(&app.config.sqlite_path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
+    assert!(
+        bytes
+            .windows(SEALED_FIELD.len())
+            .any(|w| w == SEALED_FIELD.as_bytes()),
+        "the order is in the file"
+    );
+    for secret in ["Analytical Way", "Ada Lovelace", "N1 9GU", "pm_card_visa"] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} is stored in the clear"
+        );
+    }
+}
