@@ -433,3 +433,33 @@ fn sql_is_only_constant_text_with_bound_parameters_unless_a_reviewed_comment_say
         unjustified.join("\n")
     );
 }
+
+#[test]
+fn the_token_command_mints_development_tokens_and_refuses_to_in_production() {
+    let run = |environment: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_commerce"))
+            .args(["token", "--sub", "carol", "--role", "customer", "--role", "admin"])
+            .env_clear()
+            .env("ENVIRONMENT", environment)
+            .output()
+            .expect("run commerce token")
+    };
+    let minted = run("development");
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let token = String::from_utf8(minted.stdout).unwrap();
+    let config = commerce::config::Config::from_vars(&std::collections::HashMap::new()).unwrap();
+    let principal = commerce::auth::Authenticator::from_config(&config)
+        .unwrap()
+        .verify(token.trim())
+        .unwrap();
+    assert_eq!(principal.subject, "carol");
+    assert_eq!(principal.roles, vec![Role::Customer, Role::Admin]);
+
+    let refused = run("production");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("production"));
+}
