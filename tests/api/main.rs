@@ -15,6 +15,7 @@ mod order_commands;
 mod order_queries;
 mod orders;
 mod privacy;
+mod privacy_leaks;
 mod projections;
 mod proxy;
 mod read_models;
