@@ -6,6 +6,7 @@
 //! and trace tests run the real binary as a child; the metrics test shares
 //! the recorder with parallel tests and so asserts growth, not exact values.
 
+mod order_flow;
 pub mod support;
 
 use std::{collections::HashMap, time::Duration};

@@ -105,4 +105,8 @@ impl OrderPort for OrderAppPort {
             .map(drop)
             .map_err(call_error)
     }
+
+    async fn traceparent(&self, order_id: Uuid) -> Option<String> {
+        self.orders.traceparent(order_id).await
+    }
 }

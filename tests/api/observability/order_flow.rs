@@ -1,0 +1,205 @@
+//! The whole order path as an operator sees it: one trace from CreateOrder
+//! through the saga to payment, inventory and shipping, and the order, saga
+//! and pipeline series moving on `/metrics`.
+
+use std::{collections::HashMap, time::Duration};
+
+use commerce::{
+    auth::{Role, mint_token},
+    config::Config,
+    proto::commerce::v1::{
+        AddItemRequest, CreateCartRequest, GetOrderRequest, OrderStatus,
+        cart_service_client::CartServiceClient, order_service_client::OrderServiceClient,
+    },
+};
+use tonic::transport::Channel;
+
+use super::support::{Collector, ExportedSpan, ServerProcess, fresh_traceparent, sample};
+use crate::{
+    health::http_get,
+    helpers::{authed, spawn_app},
+    orders::order_request,
+};
+
+/// A customer's cart with one line, then CreateOrder from it with `traceparent`
+/// (when given); returns the order id.
+async fn place_order(channel: &Channel, token: &str, traceparent: Option<&str>) -> String {
+    let mut carts = CartServiceClient::new(channel.clone());
+    let cart = carts
+        .create_cart(authed(CreateCartRequest::default(), token))
+        .await
+        .unwrap()
+        .into_inner()
+        .cart
+        .unwrap();
+    let item = AddItemRequest {
+        cart_id: cart.cart_id.clone(),
+        product_id: "obs-book".into(),
+        product_name: "A book".into(),
+        quantity: 1,
+        unit_price: "12.50".into(),
+        expected_version: None,
+    };
+    carts.add_item(authed(item, token)).await.unwrap();
+    let key = uuid::Uuid::new_v4().to_string();
+    let mut request = authed(order_request(&cart.cart_id, &key), token);
+    if let Some(traceparent) = traceparent {
+        request
+            .metadata_mut()
+            .insert("traceparent", traceparent.parse().unwrap());
+    }
+    let order = OrderServiceClient::new(channel.clone())
+        .create_order(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    order.order_id
+}
+
+/// Polls GetOrder until the order reaches `status`.
+async fn wait_for_status(channel: &Channel, token: &str, order_id: &str, status: OrderStatus) {
+    let mut orders = OrderServiceClient::new(channel.clone());
+    for _ in 0..200 {
+        let request = GetOrderRequest {
+            order_id: order_id.into(),
+            ..Default::default()
+        };
+        if let Ok(response) = orders.get_order(authed(request, token)).await
+            && response
+                .into_inner()
+                .order
+                .is_some_and(|o| o.status == status as i32)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("order {order_id} never reached {status:?}");
+}
+
+/// The chain of span names from `span` up through its exported ancestors.
+fn ancestry(spans: &[ExportedSpan], span: &ExportedSpan) -> Vec<String> {
+    let by_id: HashMap<String, &ExportedSpan> = spans
+        .iter()
+        .filter(|s| s.trace_id() == span.trace_id())
+        .map(|s| (hex::encode(&s.span.span_id), s))
+        .collect();
+    let mut chain = vec![span.span.name.clone()];
+    let mut parent = span.parent_id();
+    while let Some(next) = by_id.get(&parent) {
+        chain.push(next.span.name.clone());
+        parent = next.parent_id();
+    }
+    chain
+}
+
+const SIBLING_CALLS: [&str; 4] = [
+    "payment.v1.PaymentService/Authorize",
+    "inventory.v1.InventoryService/Reserve",
+    "shipping.v1.ShippingService/CreateShipment",
+    "payment.v1.PaymentService/Capture",
+];
+
+#[tokio::test]
+async fn one_trace_runs_from_create_order_through_the_saga_to_every_sibling_call() {
+    let collector = Collector::start().await;
+    let server = ServerProcess::spawn(&[
+        ("ENABLE_TRACING", "true"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ])
+    .await;
+    let config = Config::from_vars(&HashMap::from([("ENVIRONMENT".into(), "test".into())])).unwrap();
+    let token = mint_token(&config, "obs-tracer", &[Role::Customer], Duration::from_secs(120)).unwrap();
+    let channel = Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (traceparent, trace_id, caller_span) = fresh_traceparent();
+    let order_id = place_order(&channel, &token, Some(&traceparent)).await;
+    wait_for_status(&channel, &token, &order_id, OrderStatus::Confirmed).await;
+
+    // Each sibling call's server span, followed up its parents, reaches the
+    // CreateOrder request span, which is the child of the caller's span.
+    let create_order = "commerce.v1.OrderService/CreateOrder";
+    let spans = collector
+        .wait_for(|spans| {
+            SIBLING_CALLS.iter().all(|call| {
+                spans.iter().any(|s| {
+                    s.trace_id() == trace_id
+                        && s.span.name == *call
+                        && ancestry(spans, s).iter().any(|name| name == create_order)
+                })
+            })
+        })
+        .await;
+    let request = spans
+        .iter()
+        .find(|s| s.trace_id() == trace_id && s.span.name == create_order)
+        .unwrap();
+    assert_eq!(request.parent_id(), caller_span);
+    let authorize = spans
+        .iter()
+        .find(|s| s.trace_id() == trace_id && s.span.name == SIBLING_CALLS[0])
+        .unwrap();
+    let chain = ancestry(&spans, authorize);
+    assert!(chain.contains(&"saga_step".to_string()), "{chain:?}");
+    assert!(chain.contains(&"saga".to_string()), "{chain:?}");
+    // The log lines of the saga carry the order and saga ids and the same trace.
+    let saga_line = server
+        .wait_for_log(|line| line["order_id"] == order_id.as_str() && line["saga_id"].is_string())
+        .await;
+    assert_eq!(saga_line["trace_id"], trace_id.as_str(), "{saga_line}");
+}
+
+#[tokio::test]
+async fn a_placed_and_fulfilled_order_moves_the_order_saga_and_pipeline_series() {
+    let app = spawn_app().await;
+    let token = app.customer("obs-orders");
+    let before = commerce::metrics::render();
+    let order_id = place_order(&app.channel, &token, None).await;
+    wait_for_status(&app.channel, &token, &order_id, OrderStatus::Confirmed).await;
+
+    let after = super::body_of(&http_get(app.port, "/metrics").await);
+    let grew =
+        |name: &str, labels: &[(&str, &str)]| sample(&after, name, labels) - sample(&before, name, labels);
+    assert!(grew("carts_converted_total", &[]) >= 1.0);
+    for status in [
+        "PENDING",
+        "PAYMENT_AUTHORIZED",
+        "INVENTORY_RESERVED",
+        "SHIPPING_ARRANGED",
+        "CONFIRMED",
+    ] {
+        assert!(
+            grew("orders_status_transitions_total", &[("to", status)]) >= 1.0,
+            "{status}"
+        );
+    }
+    for step in [
+        "authorize_payment",
+        "reserve_inventory",
+        "create_shipment",
+        "capture_payment",
+    ] {
+        let succeeded = [("step", step), ("outcome", "succeeded")];
+        assert!(grew("saga_steps_total", &succeeded) >= 1.0, "{step}");
+        assert!(
+            grew("saga_step_duration_seconds_count", &[("step", step)]) >= 1.0,
+            "{step}"
+        );
+    }
+    assert!(grew("saga_duration_seconds_count", &[("outcome", "completed")]) >= 1.0);
+    let create = [
+        ("service", "commerce.v1.OrderService"),
+        ("method", "CreateOrder"),
+        ("code", "OK"),
+    ];
+    assert!(grew("grpc_server_requests_total", &create) >= 1.0);
+    assert!(after.contains("\noutbox_backlog "), "{after}");
+    assert!(after.contains("projection_lag_events{projection="), "{after}");
+    assert!(!after.contains(&order_id), "an order id leaked into a label");
+}
