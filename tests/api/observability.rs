@@ -425,11 +425,17 @@ fn the_dashboard_and_alert_rules_query_only_series_and_labels_the_service_export
             let labels = families
                 .get(family)
                 .unwrap_or_else(|| panic!("{file} queries {name}, which the service does not export"));
-            for key in keys {
+            for (key, value) in keys {
                 let known = labels.contains(&key.as_str())
                     || scrape_labels.contains(&key.as_str())
                     || (bucket && key == "le");
                 assert!(known, "{file}: {name} has no label {key}");
+                for alternative in value.split('|') {
+                    assert!(
+                        label_value_exists(family, key, alternative),
+                        "{file}: {name} never has {key}=\"{alternative}\""
+                    );
+                }
             }
         }
         for label in support::grouping_labels(&text) {
@@ -438,5 +444,27 @@ fn the_dashboard_and_alert_rules_query_only_series_and_labels_the_service_export
                 || label == "le";
             assert!(known, "{file} groups by {label}, which no series has");
         }
+    }
+}
+
+/// Whether the service can emit `value` for `key` of `family` (for the labels
+/// whose values are a closed set; any value passes for the others).
+fn label_value_exists(family: &str, key: &str, value: &str) -> bool {
+    use commerce::metrics::{StepOutcome, grpc_code_name};
+    match (family, key) {
+        ("grpc_server_requests_total", "code") => {
+            (0..=16).any(|c| grpc_code_name(tonic::Code::from_i32(c)) == value)
+        }
+        ("saga_steps_total", "outcome") => [
+            StepOutcome::Succeeded,
+            StepOutcome::Refused,
+            StepOutcome::TransientError,
+            StepOutcome::Failed,
+        ]
+        .iter()
+        .any(|o| o.as_str() == value),
+        ("sagas", "status") => commerce::saga::plan::SagaStatus::parse(value).is_some(),
+        (_, "state") => ["idle", "in_use", "waiting", "max"].contains(&value),
+        _ => true,
     }
 }

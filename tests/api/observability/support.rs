@@ -276,8 +276,8 @@ pub fn fresh_traceparent() -> (String, String, String) {
 }
 
 /// Every PromQL series selector `name{key="value", ...}` in `text`, as the
-/// metric name and its label keys.
-pub fn selectors(text: &str) -> Vec<(String, Vec<String>)> {
+/// metric name and its matchers (label key, matched value or regex).
+pub fn selectors(text: &str) -> Vec<(String, Vec<(String, String)>)> {
     let mut found = Vec::new();
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
     for (at, _) in text.match_indices('{') {
@@ -293,14 +293,15 @@ pub fn selectors(text: &str) -> Vec<(String, Vec<String>)> {
             continue;
         }
         let Some(end) = text[at..].find('}') else { continue };
-        let keys = text[at + 1..at + end]
+        let matchers = text[at + 1..at + end]
             .split(',')
             .filter_map(|matcher| {
                 let key = matcher.split(['=', '!']).next()?.trim();
-                (!key.is_empty()).then(|| key.to_string())
+                let value = matcher[matcher.find('"')?..].trim().trim_matches('"');
+                (!key.is_empty()).then(|| (key.to_string(), value.to_string()))
             })
             .collect();
-        found.push((name, keys));
+        found.push((name, matchers));
     }
     found
 }
