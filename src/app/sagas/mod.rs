@@ -210,10 +210,21 @@ impl SagaApp {
         } else {
             String::new()
         };
-        let mut sagas = Vec::with_capacity(records.len());
-        for record in records {
-            sagas.push(self.view(record).await?);
-        }
+        // One query for the page's operator actions, not one per saga.
+        let ids: Vec<Uuid> = records.iter().map(|r| r.saga_id).collect();
+        let actions = self.store.operator_actions_of(&ids).await?;
+        let now = Utc::now();
+        let sagas = records
+            .into_iter()
+            .map(|record| {
+                let own = actions
+                    .iter()
+                    .filter(|(id, _)| *id == record.saga_id)
+                    .map(|(_, a)| a.clone())
+                    .collect();
+                view_of(record, own, now)
+            })
+            .collect();
         Ok(SagaPage {
             sagas,
             next_page_token,
@@ -320,17 +331,22 @@ impl SagaApp {
 
     async fn view(&self, record: SagaRecord) -> Result<SagaView, AppError> {
         let actions = self.store.operator_actions(record.saga_id).await?;
-        let mut steps = record.steps.clone();
-        for planned in record.state().plan(&record.seed, Utc::now()) {
-            if !steps.iter().any(|s| s.step == planned.step) {
-                steps.push(pending_row(&record, planned.step));
-            }
+        Ok(view_of(record, actions, Utc::now()))
+    }
+}
+
+/// The operator's view: started steps, then those still to come as PENDING.
+fn view_of(record: SagaRecord, actions: Vec<OperatorActionRecord>, now: DateTime<Utc>) -> SagaView {
+    let mut steps = record.steps.clone();
+    for planned in record.state().plan(&record.seed, now) {
+        if !steps.iter().any(|s| s.step == planned.step) {
+            steps.push(pending_row(&record, planned.step));
         }
-        Ok(SagaView {
-            record,
-            steps,
-            actions,
-        })
+    }
+    SagaView {
+        record,
+        steps,
+        actions,
     }
 }
 

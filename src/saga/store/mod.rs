@@ -349,8 +349,18 @@ pub trait SagaStore: Send + Sync + std::fmt::Debug {
     /// How many sagas are in each status (for the `sagas` gauge).
     async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError>;
 
-    /// Operator actions on a saga, oldest first.
-    async fn operator_actions(&self, saga_id: Uuid) -> Result<Vec<OperatorActionRecord>, SagaStoreError>;
+    /// Operator actions on these sagas, oldest first, with their saga's id
+    /// (one query for a whole ListSagas page).
+    async fn operator_actions_of(
+        &self,
+        saga_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, OperatorActionRecord)>, SagaStoreError>;
+
+    /// Operator actions on one saga, oldest first.
+    async fn operator_actions(&self, saga_id: Uuid) -> Result<Vec<OperatorActionRecord>, SagaStoreError> {
+        let actions = self.operator_actions_of(std::slice::from_ref(&saga_id)).await?;
+        Ok(actions.into_iter().map(|(_, action)| action).collect())
+    }
 
     /// Applies an operator action: if the saga is still at `expected_updated_at`
     /// and no live worker leases it, writes the columns and step, records the

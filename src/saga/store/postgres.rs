@@ -399,22 +399,30 @@ impl SagaStore for PostgresSagaStore {
         rows.into_iter().map(AttemptRow::decode).collect()
     }
 
-    async fn operator_actions(&self, saga_id: Uuid) -> Result<Vec<OperatorActionRecord>, SagaStoreError> {
-        let rows: Vec<(String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT action, step, operator, reason, at FROM saga_operator_actions WHERE saga_id = $1 ORDER BY id",
+    async fn operator_actions_of(
+        &self,
+        saga_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, OperatorActionRecord)>, SagaStoreError> {
+        let rows: Vec<(Uuid, String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT saga_id, action, step, operator, reason, at FROM saga_operator_actions \
+             WHERE saga_id = ANY($1) ORDER BY id",
         )
-        .bind(saga_id)
+        .bind(saga_ids)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(action, step, operator, reason, at)| {
-                Ok(OperatorActionRecord {
-                    action,
-                    step: parse_step(&step)?,
-                    operator,
-                    reason,
-                    at,
-                })
+            .map(|(saga_id, action, step, operator, reason, at)| {
+                let step = parse_step(&step)?;
+                Ok((
+                    saga_id,
+                    OperatorActionRecord {
+                        action,
+                        step,
+                        operator,
+                        reason,
+                        at,
+                    },
+                ))
             })
             .collect()
     }

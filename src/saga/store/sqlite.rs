@@ -444,22 +444,32 @@ impl SagaStore for SqliteSagaStore {
             .collect()
     }
 
-    async fn operator_actions(&self, saga_id: Uuid) -> Result<Vec<OperatorActionRecord>, SagaStoreError> {
-        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
-            "SELECT action, step, operator, reason, at FROM saga_operator_actions WHERE saga_id = ?1 ORDER BY id",
+    async fn operator_actions_of(
+        &self,
+        saga_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, OperatorActionRecord)>, SagaStoreError> {
+        let ids: Vec<String> = saga_ids.iter().map(Uuid::to_string).collect();
+        let ids = serde_json::to_string(&ids).map_err(anyhow::Error::from)?;
+        let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT saga_id, action, step, operator, reason, at FROM saga_operator_actions \
+             WHERE saga_id IN (SELECT value FROM json_each(?1)) ORDER BY id",
         )
-        .bind(saga_id.to_string())
+        .bind(ids)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(action, step, operator, reason, when)| {
-                Ok(OperatorActionRecord {
-                    action,
-                    step: parse_step(&step)?,
-                    operator,
-                    reason,
-                    at: at(when)?,
-                })
+            .map(|(saga_id, action, step, operator, reason, when)| {
+                let step = parse_step(&step)?;
+                Ok((
+                    uuid(&saga_id)?,
+                    OperatorActionRecord {
+                        action,
+                        step,
+                        operator,
+                        reason,
+                        at: at(when)?,
+                    },
+                ))
             })
             .collect()
     }

@@ -297,8 +297,22 @@ impl SagaStore for SimStore {
         Ok(counts.into_values().collect())
     }
 
-    async fn operator_actions(&self, saga_id: Uuid) -> Result<Vec<OperatorActionRecord>, SagaStoreError> {
-        Ok(self.lock().actions.get(&saga_id).cloned().unwrap_or_default())
+    async fn operator_actions_of(
+        &self,
+        saga_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, OperatorActionRecord)>, SagaStoreError> {
+        let inner = self.lock();
+        Ok(saga_ids
+            .iter()
+            .flat_map(|id| {
+                inner
+                    .actions
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .map(|a| (*id, a.clone()))
+            })
+            .collect())
     }
 
     async fn apply_operator_action(
