@@ -11,7 +11,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    process::Stdio,
     time::Duration,
 };
 
@@ -25,10 +24,10 @@ use commerce::proto::{
     payment::v1::{AuthorizationStatus, ListAuthorizationsRequest},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use tokio::process::{Child, Command};
 use tonic::{Code, transport::Channel};
 
 use crate::{
+    child::{free_port, spawn},
     helpers::{Backend, Isolation, authed},
     stubs::StubClients,
 };
@@ -36,72 +35,6 @@ use crate::{
 /// Products of the run, each seeded with this much stock.
 const PRODUCTS: [&str; 3] = ["kill-widget", "kill-gadget", "kill-gizmo"];
 const STOCK: i64 = 10_000;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process of the real binary, killed when dropped.
-struct Proc {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-fn spawn(args: &[&str], env: &HashMap<String, String>, log: std::path::PathBuf, port: u16) -> Proc {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_commerce"))
-        .args(args)
-        .env_clear()
-        .envs(env)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(file))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn commerce");
-    Proc { child, port, log }
-}
-
-impl Proc {
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Waits until the port accepts gRPC.
-    async fn ready(&mut self) -> Channel {
-        for _ in 0..300 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "{status}: {}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            if let Ok(channel) = Channel::from_shared(self.url()).unwrap().connect().await {
-                return channel;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "not ready: {}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-    }
-
-    /// SIGKILL: no shutdown, no drain.
-    async fn kill9(mut self) {
-        self.child.start_kill().unwrap();
-        self.child.wait().await.unwrap();
-    }
-}
 
 /// The service's environment: the isolated database, the stubs, short
 /// timeouts so that a killed process's leases and keys expire quickly.
@@ -479,7 +412,12 @@ async fn killed_at_random_moments_the_service_loses_no_order_and_captures_no_pay
     }
     let order_ids: Vec<String> = placed.into_iter().flatten().collect();
     wait_terminal(&channel, &admin, Duration::from_secs(60)).await;
-    let violations = check_outcome(&isolation, &stubs, &order_ids).await;
+    let mut violations = check_outcome(&isolation, &stubs, &order_ids).await;
+    // The read models, projected across the kills, equal a rebuild from the events.
+    for v in crate::rebuild_check::compare_with_rebuild(&isolation.backends().await.db).await {
+        println!("VIOLATION: {v}");
+        violations += 1;
+    }
     println!(
         "kill test: {} orders, {kills} kills, stub failure rate 0.1, {violations} violations (seed {seed})",
         order_ids.len()
@@ -572,7 +510,12 @@ async fn two_service_processes_on_one_database_share_the_sagas_and_never_run_a_s
         order_ids.push(order_id);
     }
     wait_terminal(&channels[0], &admin, Duration::from_secs(60)).await;
-    let violations = check_outcome(&isolation, &stubs, &order_ids).await;
+    let mut violations = check_outcome(&isolation, &stubs, &order_ids).await;
+    // The read models, projected across the kills, equal a rebuild from the events.
+    for v in crate::rebuild_check::compare_with_rebuild(&isolation.backends().await.db).await {
+        println!("VIOLATION: {v}");
+        violations += 1;
+    }
     assert_eq!(violations, 0, "see VIOLATION lines");
 
     // Attempts of one step never overlap in time, whichever replica sent them.

@@ -11,6 +11,8 @@
 //! Every suite runs on PostgreSQL and Redis when `TEST_DATABASE_URL` /
 //! `TEST_REDIS_URL` are set (CI sets them), embedded otherwise.
 
+#[path = "../api/child.rs"]
+mod child;
 #[path = "../api/helpers.rs"]
 mod helpers;
 #[path = "../api/proxy.rs"]

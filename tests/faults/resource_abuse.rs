@@ -13,11 +13,9 @@ use tonic_health::pb::{
 };
 
 use crate::{
+    child::{free_port, spawn},
     helpers::{Backend, Isolation, authed},
-    support::{
-        self,
-        child::{ChildProcess, free_port},
-    },
+    support,
 };
 
 /// What one client of the flood achieved.
@@ -102,14 +100,12 @@ async fn serving(channel: &Channel) -> bool {
 async fn oversized_messages_are_resource_exhausted_and_a_reset_flood_keeps_memory_flat() {
     let isolation = Isolation::new(Backend::from_env()).await;
     let mut vars = isolation.vars.clone();
+    let port = free_port();
     vars.insert("MAX_MESSAGE_BYTES".into(), "4096".into());
-    vars.insert("LOG_FORMAT".into(), "json".into());
-    let server = ChildProcess::start("serve", &vars, free_port()).await;
-    let channel = Channel::from_shared(server.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    vars.insert("PORT".into(), port.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn(&["serve"], &vars, dir.path().join("serve.log"), port);
+    let channel = server.ready().await;
     let config = isolation.config(&[]);
     let token = commerce::auth::mint_token(
         &config,
@@ -160,5 +156,5 @@ async fn oversized_messages_are_resource_exhausted_and_a_reset_flood_keeps_memor
         after < before + 64 * 1024,
         "RSS grew from {before} KiB to {after} KiB"
     );
-    server.kill().await;
+    server.kill9().await;
 }

@@ -2,7 +2,6 @@
 
 #![allow(dead_code)]
 
-pub mod child;
 pub mod ledgers;
 pub mod shop;
 
