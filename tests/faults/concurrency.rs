@@ -196,3 +196,117 @@ async fn concurrent_clients_on_one_cart_leave_it_equal_to_a_serial_order_of_the_
         accepted.len()
     );
 }
+
+/// Per order: events as stored (type per version, gapless from 1).
+async fn stream_types(app: &TestApp, order_id: &str) -> Vec<String> {
+    let id = order_id.parse().expect("a UUID");
+    let events = app.app.events.read_stream(id, 1).await.expect("readable");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.version, i as u64 + 1, "{order_id}: versions are gapless");
+    }
+    events.into_iter().map(|e| e.event_type).collect()
+}
+
+#[tokio::test]
+async fn concurrent_cancels_racing_the_saga_on_one_order_leave_one_consistent_history() {
+    let seed = support::seed("order concurrency");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let orders = support::scale(12, 60);
+    let app = spawn_app_with(
+        Backend::from_env(),
+        &[("RATE_LIMIT_PER_SECOND", "0"), ("STUB_LATENCY_MS", "3")],
+    )
+    .await;
+    let payments = commerce::proto::payment::v1::payment_service_client::PaymentServiceClient::connect(
+        app.app.sagas.sibling_urls().payment.clone(),
+    )
+    .await
+    .expect("the embedded stubs");
+    let (mut cancelled, mut confirmed, mut accepted_cancels, mut refused_cancels) = (0, 0, 0, 0);
+    for n in 0..orders {
+        let customer = format!("racer-{n}");
+        let token = app.customer(&customer);
+        let cart = cart_with(&app, &token, &[("drum", 1, "40.00")]).await;
+        let order = app
+            .orders()
+            .create_order(authed(
+                crate::support::shop::order_request(&cart.cart_id, "k"),
+                &token,
+            ))
+            .await
+            .expect("placed")
+            .into_inner()
+            .order
+            .unwrap();
+        // Eight cancels at a random moment of the saga, all at once.
+        tokio::time::sleep(std::time::Duration::from_millis(rng.random_range(0..40))).await;
+        let results = join_all((0..8).map(|_| {
+            let (app, token, id) = (&app, token.clone(), order.order_id.clone());
+            async move {
+                let request = commerce::proto::commerce::v1::CancelOrderRequest {
+                    order_id: id,
+                    reason: "changed my mind".into(),
+                };
+                app.orders().cancel_order(authed(request, &token)).await
+            }
+        }))
+        .await;
+        for result in &results {
+            match result {
+                Ok(_) => accepted_cancels += 1,
+                // Past the capture a cancel is refused: that is the pivot.
+                Err(s) if s.code() == Code::FailedPrecondition => refused_cancels += 1,
+                Err(s) => panic!("seed {seed}: cancel answered {s:?}"),
+            }
+        }
+        crate::helpers::wait_for_within("the order to end", std::time::Duration::from_secs(30), || async {
+            let types = stream_types(&app, &order.order_id).await;
+            types
+                .iter()
+                .any(|t| t == "OrderConfirmed" || t == "OrderCancelled")
+        })
+        .await;
+        let types = stream_types(&app, &order.order_id).await;
+        let count = |t: &str| types.iter().filter(|x| *x == t).count();
+        assert_eq!(count("OrderCreated"), 1, "{types:?}");
+        assert!(
+            count("CancellationRequested") <= 1,
+            "one request recorded, the rest no-ops: {types:?}"
+        );
+        assert_eq!(count("OrderConfirmed") + count("OrderCancelled"), 1, "{types:?}");
+        let accepted_here = results.iter().filter(|r| r.is_ok()).count();
+        if accepted_here > 0 {
+            assert_eq!(
+                count("CancellationRequested"),
+                1,
+                "an accepted cancel is recorded: {types:?}"
+            );
+        }
+        let auths = payments
+            .clone()
+            .list_authorizations(commerce::proto::payment::v1::ListAuthorizationsRequest {
+                order_id: order.order_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .authorizations;
+        assert!(auths.len() <= 1, "{auths:?}");
+        let captured: i32 = auths.iter().map(|a| a.capture_count).sum();
+        if count("OrderCancelled") == 1 {
+            cancelled += 1;
+            assert_eq!(captured, 0, "a cancelled order keeps no payment");
+            assert_eq!(count("PaymentCaptured"), 0);
+        } else {
+            confirmed += 1;
+            assert_eq!((captured, count("PaymentCaptured")), (1, 1), "{types:?}");
+            // Confirmed although cancels were accepted: only if capture came first
+            // or was already under way (the pivot), never after a compensation.
+            assert_eq!(count("OrderCancelled"), 0);
+        }
+    }
+    println!(
+        "order concurrency: seed {seed}, {orders} orders x 8 concurrent cancels racing the saga: \
+         {cancelled} cancelled, {confirmed} confirmed; {accepted_cancels} cancels accepted, {refused_cancels} refused"
+    );
+}
