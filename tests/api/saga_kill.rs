@@ -511,7 +511,7 @@ async fn two_service_processes_on_one_database_share_the_sagas_and_never_run_a_s
     }
     wait_terminal(&channels[0], &admin, Duration::from_secs(60)).await;
     let mut violations = check_outcome(&isolation, &stubs, &order_ids).await;
-    // The read models, projected across the kills, equal a rebuild from the events.
+    // The read models, projected by two replicas at once, equal a rebuild from the events.
     for v in crate::rebuild_check::compare_with_rebuild(&isolation.backends().await.db).await {
         println!("VIOLATION: {v}");
         violations += 1;
