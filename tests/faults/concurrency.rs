@@ -214,7 +214,7 @@ async fn concurrent_cancels_racing_the_saga_on_one_order_leave_one_consistent_hi
     let orders = support::scale(12, 60);
     let app = spawn_app_with(
         Backend::from_env(),
-        &[("RATE_LIMIT_PER_SECOND", "0"), ("STUB_LATENCY_MS", "3")],
+        &[("RATE_LIMIT_PER_SECOND", "0"), ("STUB_LATENCY_MS", "15")],
     )
     .await;
     let payments = commerce::proto::payment::v1::payment_service_client::PaymentServiceClient::connect(
@@ -239,7 +239,7 @@ async fn concurrent_cancels_racing_the_saga_on_one_order_leave_one_consistent_hi
             .order
             .unwrap();
         // Eight cancels at a random moment of the saga, all at once.
-        tokio::time::sleep(std::time::Duration::from_millis(rng.random_range(0..250))).await;
+        tokio::time::sleep(std::time::Duration::from_millis(rng.random_range(0..120))).await;
         let results = join_all((0..8).map(|_| {
             let (app, token, id) = (&app, token.clone(), order.order_id.clone());
             async move {
