@@ -29,8 +29,8 @@ use super::{
     },
     ports::{CallError, FailureKind, OrderCommand, OrderFacts, OrderPort, Siblings},
     store::{
-        AttemptEnd, AttemptWrite, Fresh, Lease, SagaColumns, SagaRecord, SagaStore, SagaStoreError,
-        StepRecord,
+        AttemptEnd, AttemptWrite, Fresh, Lease, Release, SagaColumns, SagaRecord, SagaStore, SagaStoreError,
+        StepRecord, Write,
     },
 };
 use crate::{metrics, shutdown::Shutdown};
@@ -43,6 +43,22 @@ pub struct Engine {
     policy: RetryPolicy,
     lease: Lease,
     shutdown: Shutdown,
+}
+
+/// An attempt's outcome not yet written.
+#[derive(Debug, Clone)]
+struct Unwritten {
+    /// Its step row (and the forward step it undid, if any).
+    rows: Vec<StepRecord>,
+    /// Its attempt's end.
+    attempt: AttemptWrite,
+}
+
+/// An attempt recorded as started, about to be sent.
+struct Begun {
+    step: Step,
+    key: String,
+    row: StepRecord,
 }
 
 /// When a halted saga would run again by itself: never (an operator or a
@@ -84,10 +100,16 @@ impl Engine {
     /// Drives a claimed saga until it is done or must wait, then releases it.
     /// A lost lease ends the drive silently: the new owner goes on.
     pub async fn drive(&self, record: SagaRecord) -> Result<(), SagaStoreError> {
-        let traceparent = self.orders.traceparent(record.order_id).await;
+        // The order's facts, read once per drive; they also carry the trace of
+        // the request that placed the order, which the saga's spans continue.
+        let facts = self.orders.facts(record.order_id).await.ok();
+        let traceparent = match facts.as_ref() {
+            Some(facts) => facts.traceparent.clone(),
+            None => self.orders.traceparent(record.order_id).await,
+        };
         let span = tracing::info_span!("saga", saga_id = %record.saga_id, order_id = %record.order_id);
         crate::telemetry::continue_trace(&span, traceparent.as_deref());
-        let result = self.drive_inner(record).instrument(span.clone()).await;
+        let result = self.drive_inner(record, facts).instrument(span.clone()).await;
         match &result {
             Err(SagaStoreError::LeaseLost) => {
                 span.in_scope(|| tracing::warn!("saga lease lost; another worker owns it now"));
@@ -103,23 +125,39 @@ impl Engine {
         }
     }
 
-    async fn drive_inner(&self, mut record: SagaRecord) -> Result<(), SagaStoreError> {
-        let mut facts = None;
+    async fn drive_inner(
+        &self,
+        mut record: SagaRecord,
+        mut facts: Option<OrderFacts>,
+    ) -> Result<(), SagaStoreError> {
+        // An attempt's outcome is written with the next write: the start of
+        // the next step, or the release. Until then a crash leaves its step
+        // IN_PROGRESS, and the next owner sends it again with its key.
+        let mut unwritten: Option<Unwritten> = None;
         loop {
             let mut state = record.state();
             let decision = state.decide(Utc::now());
             if self.shutdown.is_triggered() && matches!(decision, Decision::Run(_)) {
                 // Hand it back, due now: this or another replica resumes it.
-                return self.release(&record, Utc::now()).await;
+                return self.settle(&record, unwritten, Utc::now()).await;
             }
             match decision {
                 Decision::Run(step) => {
-                    match self.run_step(&mut record, &mut state, step, &mut facts).await? {
+                    let Some(begun) = self
+                        .begin(&mut record, &mut state, step, unwritten.take())
+                        .await?
+                    else {
+                        // The cancel flag changed under us: decide again.
+                        continue;
+                    };
+                    let (outcome, schedule) = self.attempt(&mut record, &mut state, begun, &mut facts).await;
+                    unwritten = Some(outcome);
+                    match schedule {
                         Schedule::Now => {}
-                        Schedule::At(at) => return self.release(&record, at).await,
+                        Schedule::At(at) => return self.settle(&record, unwritten, at).await,
                         Schedule::Halt => {
                             finished_metric(&record);
-                            return self.release(&record, far_future()).await;
+                            return self.settle(&record, unwritten, far_future()).await;
                         }
                     }
                 }
@@ -131,34 +169,52 @@ impl Engine {
                 Decision::Finish(status) => {
                     record.status = status;
                     record.current_step = None;
-                    let fresh = self
-                        .store
-                        .write(&self.lease, record.saga_id, &SagaColumns::of(&record), &[], None)
-                        .await?;
-                    apply_fresh(&mut record, &fresh);
                     tracing::info!(status = status.as_str(), "saga finished");
                     finished_metric(&record);
-                    return self.release(&record, far_future()).await;
+                    return self.settle(&record, unwritten, far_future()).await;
                 }
-                Decision::Idle => return self.release(&record, far_future()).await,
+                Decision::Idle => return self.settle(&record, unwritten, far_future()).await,
             }
         }
     }
 
-    async fn release(&self, record: &SagaRecord, at: DateTime<Utc>) -> Result<(), SagaStoreError> {
+    /// Writes what is left (the saga's columns, the last outcome) and gives
+    /// the saga up until `at`, in one statement.
+    async fn settle(
+        &self,
+        record: &SagaRecord,
+        unwritten: Option<Unwritten>,
+        at: DateTime<Utc>,
+    ) -> Result<(), SagaStoreError> {
+        let (rows, attempts) = unwritten.map_or_else(Default::default, |u| (u.rows, vec![u.attempt]));
+        let columns = SagaColumns::of(record);
+        let write = Write {
+            columns: &columns,
+            steps: &rows,
+            attempts: &attempts,
+            expect_cancel: None,
+            release: Some(Release {
+                next_run_at: at,
+                cancel_seen: record.cancel_requested,
+            }),
+        };
         self.store
-            .release(&self.lease, record.saga_id, at, record.cancel_requested)
+            .write(&self.lease, record.saga_id, &write)
             .await
+            .map(drop)
     }
 
-    /// One attempt of `step`: recorded, sent, recorded. Returns when to go on.
-    async fn run_step(
+    /// Records the start of an attempt of `step` (with the previous
+    /// attempt's outcome) *before* anything is sent. Only applies if the
+    /// cancel flag is still the one the decision was made with; otherwise the
+    /// outcome is written alone and `None` says: decide again.
+    async fn begin(
         &self,
         record: &mut SagaRecord,
         state: &mut SagaState,
         step: Step,
-        facts: &mut Option<OrderFacts>,
-    ) -> Result<Schedule, SagaStoreError> {
+        unwritten: Option<Unwritten>,
+    ) -> Result<Option<Begun>, SagaStoreError> {
         let key = idempotency_key(&record.seed, step);
         state.begin(step);
         let started_at = Utc::now();
@@ -180,31 +236,62 @@ impl Engine {
         row.round_attempts = progress.round_attempts;
         row.started_at.get_or_insert(started_at);
         row.finished_at = None;
-        sync_columns(record, state);
-        record.current_step = Some(step);
-        let attempt = row.attempts;
-        let begin = AttemptWrite::Started {
+        let (mut rows, mut attempts) = unwritten
+            .clone()
+            .map_or_else(Default::default, |u| (u.rows, vec![u.attempt]));
+        rows.retain(|r| r.step != step);
+        rows.push(row.clone());
+        attempts.push(AttemptWrite::Started {
             step,
-            attempt,
+            attempt: row.attempts,
             worker: self.lease.owner.clone(),
             idempotency_key: key.clone(),
             started_at,
+        });
+        let mut columns = SagaColumns::of(record);
+        columns.current_step = Some(step);
+        let write = Write {
+            columns: &columns,
+            steps: &rows,
+            attempts: &attempts,
+            expect_cancel: Some(record.cancel_requested),
+            release: None,
         };
-        // Before the call: if this write fails, nothing is sent.
-        let fresh = self
-            .store
-            .write(
-                &self.lease,
-                record.saga_id,
-                &SagaColumns::of(record),
-                std::slice::from_ref(&row),
-                Some(&begin),
-            )
-            .await?;
-        apply_fresh(record, &fresh);
-        let cancel_before = record.cancel_requested;
-        put_step(record, row.clone());
+        match self.store.write(&self.lease, record.saga_id, &write).await {
+            Ok(fresh) => {
+                apply_fresh(record, &fresh);
+                record.current_step = Some(step);
+                put_step(record, row.clone());
+                Ok(Some(Begun { step, key, row }))
+            }
+            Err(SagaStoreError::LeaseLost) => {
+                // Lost lease, or a cancel arrived: this write tells which.
+                let (rows, attempts) = unwritten.map_or_else(Default::default, |u| (u.rows, vec![u.attempt]));
+                let columns = SagaColumns::of(record);
+                let write = Write {
+                    steps: &rows,
+                    attempts: &attempts,
+                    ..Write::columns(&columns)
+                };
+                let fresh = self.store.write(&self.lease, record.saga_id, &write).await?;
+                apply_fresh(record, &fresh);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
 
+    /// Sends a begun attempt and applies its outcome to the record (in
+    /// memory: it is written with the next write). Returns it and when to go on.
+    async fn attempt(
+        &self,
+        record: &mut SagaRecord,
+        state: &mut SagaState,
+        begun: Begun,
+        facts: &mut Option<OrderFacts>,
+    ) -> (Unwritten, Schedule) {
+        let Begun { step, key, mut row } = begun;
+        let attempt = row.attempts;
         let span = tracing::info_span!("saga_step", step = step.name(), attempt, idempotency_key = %key);
         let clock = Instant::now();
         let result = self
@@ -221,8 +308,9 @@ impl Engine {
         };
         let finished_at = Utc::now();
         let jitter = rand::rng().random_range(0..1000);
-        let mut schedule = state.record(step, &outcome, &self.policy, finished_at, jitter);
+        let schedule = state.record(step, &outcome, &self.policy, finished_at, jitter);
         span.in_scope(|| log_outcome(&outcome, &schedule, latency));
+        step_metric(step, &outcome, &schedule, latency);
 
         row.status = state.step(step).status;
         row.duration_ms += millis(latency);
@@ -248,6 +336,9 @@ impl Engine {
         }
         sync_columns(record, state);
         record.current_step = state.next_step();
+        for row in &rows {
+            put_step(record, row.clone());
+        }
         let end = AttemptWrite::Finished {
             step,
             attempt,
@@ -264,26 +355,7 @@ impl Engine {
                 trace_id,
             },
         };
-        let fresh = self
-            .store
-            .write(
-                &self.lease,
-                record.saga_id,
-                &SagaColumns::of(record),
-                &rows,
-                Some(&end),
-            )
-            .await?;
-        apply_fresh(record, &fresh);
-        for row in rows {
-            put_step(record, row);
-        }
-        step_metric(step, &outcome, &schedule, latency);
-        // A cancel that arrived during the call is decided on now, not after a backoff.
-        if record.cancel_requested && !cancel_before {
-            schedule = Schedule::Now;
-        }
-        Ok(schedule)
+        (Unwritten { rows, attempt: end }, schedule)
     }
 
     /// The step's effect: the sibling call (unless its id is already known)

@@ -85,6 +85,9 @@ pub struct OrderFacts {
     pub lines: Vec<(String, i32)>,
     /// Where to ship.
     pub address: ShippingAddress,
+    /// W3C `traceparent` of the request that placed the order, when known:
+    /// the saga's spans continue that trace.
+    pub traceparent: Option<String>,
 }
 
 impl std::fmt::Debug for OrderFacts {

@@ -11,7 +11,7 @@ use commerce::{
     },
     saga::{
         plan::Step,
-        store::{AttemptEnd, AttemptWrite, Lease, SagaColumns, saga_store},
+        store::{AttemptEnd, AttemptWrite, Lease, SagaColumns, Write, saga_store},
     },
     store::event_store::AppendOptions,
 };
@@ -232,16 +232,12 @@ async fn history_merges_events_with_saga_attempts_for_the_owner_only() {
             },
         },
     ] {
-        sagas
-            .write(
-                &lease,
-                record.saga_id,
-                &SagaColumns::of(&record),
-                &[],
-                Some(&attempt),
-            )
-            .await
-            .unwrap();
+        let columns = SagaColumns::of(&record);
+        let write = Write {
+            attempts: std::slice::from_ref(&attempt),
+            ..Write::columns(&columns)
+        };
+        sagas.write(&lease, record.saga_id, &write).await.unwrap();
     }
 
     let request = || GetOrderHistoryRequest {

@@ -157,6 +157,7 @@ fn debug_output_of_every_type_holding_personal_data_shows_none_of_it() {
                     line1: secret.into(),
                     ..Default::default()
                 },
+                traceparent: None,
             }
         ),
     ];

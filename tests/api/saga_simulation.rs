@@ -230,6 +230,7 @@ fn order_facts(order_id: Uuid, rng: &mut StdRng) -> OrderFacts {
             country: country.into(),
             ..Default::default()
         },
+        traceparent: None,
     }
 }
 

@@ -9,8 +9,8 @@ use commerce::{
     saga::{
         plan::{SagaStatus, Step, StepStatus},
         store::{
-            AttemptEnd, AttemptWrite, Lease, OperatorActionRecord, SagaColumns, SagaStore, SagaStoreError,
-            StepRecord, saga_store,
+            AttemptEnd, AttemptWrite, Lease, OperatorActionRecord, Release, SagaColumns, SagaStore,
+            SagaStoreError, StepRecord, Write, saga_store,
         },
     },
     store::event_store::{
@@ -143,13 +143,13 @@ async fn a_saga_is_claimed_by_one_worker_until_its_lease_expires_and_stale_write
         let taken = f.sagas.claim_due(contender, 10).await.unwrap();
         assert_eq!(taken.len(), 1, "{backend:?}: an expired lease is taken over");
         let columns = SagaColumns::of(record);
-        let stale = f.sagas.write(holder, saga_id, &columns, &[], None).await;
+        let stale = f.sagas.write(holder, saga_id, &Write::columns(&columns)).await;
         assert!(
             matches!(stale, Err(SagaStoreError::LeaseLost)),
             "{backend:?}: {stale:?}"
         );
         f.sagas
-            .write(contender, saga_id, &columns, &[], None)
+            .write(contender, saga_id, &Write::columns(&columns))
             .await
             .unwrap();
     }
@@ -176,9 +176,11 @@ async fn steps_and_attempts_are_recorded_before_and_after_the_call() {
             .write(
                 &worker,
                 saga_id,
-                &columns,
-                std::slice::from_ref(&step),
-                Some(&started),
+                &Write {
+                    steps: std::slice::from_ref(&step),
+                    attempts: std::slice::from_ref(&started),
+                    ..Write::columns(&columns)
+                },
             )
             .await
             .unwrap();
@@ -216,9 +218,11 @@ async fn steps_and_attempts_are_recorded_before_and_after_the_call() {
             .write(
                 &worker,
                 saga_id,
-                &columns,
-                &[step.clone(), voided],
-                Some(&finished),
+                &Write {
+                    steps: &[step.clone(), voided],
+                    attempts: std::slice::from_ref(&finished),
+                    ..Write::columns(&columns)
+                },
             )
             .await
             .unwrap();
@@ -294,9 +298,11 @@ async fn failed_sagas_wait_for_an_operator_whose_action_is_recorded_and_fenced_b
             .write(
                 &worker,
                 saga_id,
-                &columns,
-                std::slice::from_ref(&step),
-                Some(&started),
+                &Write {
+                    steps: std::slice::from_ref(&step),
+                    attempts: std::slice::from_ref(&started),
+                    ..Write::columns(&columns)
+                },
             )
             .await
             .unwrap();
@@ -380,5 +386,65 @@ async fn sagas_list_newest_first_by_status_in_pages() {
                 .unwrap()
                 .is_empty()
         );
+    }
+}
+
+#[tokio::test]
+async fn a_write_guarded_by_the_cancel_flag_applies_only_while_the_flag_holds_and_can_release_the_saga() {
+    for backend in Backend::all() {
+        let f = fixture(backend).await;
+        let (saga_id, order_id) = f.start().await;
+        let worker = lease("w", 30_000);
+        let record = f.sagas.claim_due(&worker, 1).await.unwrap().remove(0);
+        let mut columns = SagaColumns::of(&record);
+        columns.current_step = Some(Step::CapturePayment);
+        let step = step_record(Step::CapturePayment, StepStatus::InProgress, 1);
+        let guarded = |expect| Write {
+            steps: std::slice::from_ref(&step),
+            expect_cancel: Some(expect),
+            ..Write::columns(&columns)
+        };
+        f.cancel(order_id).await;
+        // Decided before the cancel: refused, and nothing of it is stored.
+        let stale = f.sagas.write(&worker, saga_id, &guarded(false)).await;
+        assert!(
+            matches!(stale, Err(SagaStoreError::LeaseLost)),
+            "{backend:?}: {stale:?}"
+        );
+        assert!(
+            f.sagas.get(saga_id).await.unwrap().unwrap().steps.is_empty(),
+            "{backend:?}"
+        );
+        let fresh = f.sagas.write(&worker, saga_id, &guarded(true)).await.unwrap();
+        assert!(fresh.cancel_requested);
+
+        // Released in the same write, with the cancel seen: due at the given time.
+        let later = Utc::now() + TimeDelta::hours(1);
+        let release = Write {
+            release: Some(Release {
+                next_run_at: later,
+                cancel_seen: true,
+            }),
+            ..Write::columns(&columns)
+        };
+        f.sagas.write(&worker, saga_id, &release).await.unwrap();
+        assert!(
+            f.sagas
+                .claim_due(&lease("other", 30_000), 1)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{backend:?}"
+        );
+        let saga = f.sagas.get(saga_id).await.unwrap().unwrap();
+        assert_eq!(saga.current_step, Some(Step::CapturePayment));
+        assert!(
+            (saga.next_run_at - later).num_milliseconds().abs() < 5,
+            "{backend:?}"
+        );
+        assert!(matches!(
+            f.sagas.write(&worker, saga_id, &Write::columns(&columns)).await,
+            Err(SagaStoreError::LeaseLost)
+        ));
     }
 }

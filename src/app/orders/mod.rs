@@ -73,6 +73,8 @@ pub struct LoadedOrder {
     pub created_at: DateTime<Utc>,
     /// `recorded_at` of the last event.
     pub updated_at: DateTime<Utc>,
+    /// The W3C `traceparent` of the request that placed it (see [`OrderApp::traceparent`]).
+    pub traceparent: Option<String>,
 }
 
 impl LoadedOrder {
@@ -152,6 +154,11 @@ impl OrderApp {
             return Ok(None);
         };
         let (created_at, updated_at) = (first.recorded_at, last.recorded_at);
+        let traceparent = first
+            .metadata
+            .correlation_id
+            .clone()
+            .filter(|id| id.starts_with("00-"));
         let mut order = Order::default();
         for event in stored {
             let event = self.open(event).await?;
@@ -161,6 +168,7 @@ impl OrderApp {
             order,
             created_at,
             updated_at,
+            traceparent,
         }))
     }
 

@@ -46,6 +46,7 @@ impl OrderPort for OrderAppPort {
             .await
             .map_err(call_error)?
             .ok_or_else(|| CallError::refused("NOT_FOUND", format!("order {order_id} not found")))?;
+        let traceparent = loaded.traceparent;
         let placed = loaded
             .order
             .placed
@@ -75,6 +76,7 @@ impl OrderPort for OrderAppPort {
                 postal_code: address.postal_code,
                 country: address.country,
             },
+            traceparent,
         })
     }
 

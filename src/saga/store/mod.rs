@@ -250,6 +250,45 @@ pub struct Lease {
     pub duration: Duration,
 }
 
+/// Gives the lease up as part of a write: the saga is due again at
+/// `next_run_at`, or at once if a cancel arrived that the worker did not see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    /// When the saga is due again.
+    pub next_run_at: DateTime<Utc>,
+    /// The cancel flag the worker decided with.
+    pub cancel_seen: bool,
+}
+
+/// One fenced worker write.
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    /// The saga columns.
+    pub columns: &'a SagaColumns,
+    /// Step rows to upsert.
+    pub steps: &'a [StepRecord],
+    /// Attempt rows to start or finish.
+    pub attempts: &'a [AttemptWrite],
+    /// Apply only while `cancel_requested` still has this value: a worker
+    /// never records (and so never sends) a step decided on a stale flag.
+    pub expect_cancel: Option<bool>,
+    /// Release the lease in the same statement.
+    pub release: Option<Release>,
+}
+
+impl<'a> Write<'a> {
+    /// A write of `columns` alone.
+    pub fn columns(columns: &'a SagaColumns) -> Self {
+        Self {
+            columns,
+            steps: &[],
+            attempts: &[],
+            expect_cancel: None,
+            release: None,
+        }
+    }
+}
+
 /// What a fenced write reads back: CancelOrder may have changed it meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fresh {
@@ -308,16 +347,11 @@ pub trait SagaStore: Send + Sync + std::fmt::Debug {
     /// FAILED with a cancel request) and not leased by a live worker.
     async fn claim_due(&self, lease: &Lease, limit: usize) -> Result<Vec<SagaRecord>, SagaStoreError>;
 
-    /// Writes the saga columns, the given step rows and optionally an attempt,
-    /// in one transaction, fenced by `lease` (renewed).
-    async fn write(
-        &self,
-        lease: &Lease,
-        saga_id: Uuid,
-        columns: &SagaColumns,
-        steps: &[StepRecord],
-        attempt: Option<&AttemptWrite>,
-    ) -> Result<Fresh, SagaStoreError>;
+    /// Writes the saga columns, step rows and attempts in one transaction,
+    /// fenced by `lease` (renewed, or released with [`Write::release`]).
+    /// [`SagaStoreError::LeaseLost`] when the lease is gone or, with
+    /// [`Write::expect_cancel`], when the cancel flag is not the expected one.
+    async fn write(&self, lease: &Lease, saga_id: Uuid, write: &Write<'_>) -> Result<Fresh, SagaStoreError>;
 
     /// Gives the saga up until `next_run_at` (sooner if a cancel arrived that
     /// the worker did not see: `cancel_seen` says what it saw).
@@ -381,6 +415,52 @@ pub fn saga_store(db: &Db) -> std::sync::Arc<dyn SagaStore> {
         Db::Postgres(pool) => std::sync::Arc::new(PostgresSagaStore::new(pool.clone())),
         Db::Sqlite(pool) => std::sync::Arc::new(SqliteSagaStore::new(pool.clone())),
     }
+}
+
+/// A step row as the claim queries aggregate it (times in microseconds).
+#[derive(serde::Deserialize)]
+struct StepJson {
+    step: String,
+    status: String,
+    attempts: i32,
+    round_attempts: i32,
+    idempotency_key: String,
+    last_error: Option<String>,
+    last_grpc_code: Option<String>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    duration_ms: i64,
+}
+
+/// Step rows from a claim's JSON array, in the order they started.
+fn steps_from_json(json: &str) -> Result<Vec<StepRecord>, SagaStoreError> {
+    let rows: Vec<StepJson> = serde_json::from_str(json).map_err(|e| anyhow::anyhow!("stored steps: {e}"))?;
+    let time = |micros: Option<i64>| -> Result<Option<DateTime<Utc>>, SagaStoreError> {
+        micros
+            .map(|m| {
+                DateTime::from_timestamp_micros(m).ok_or_else(|| anyhow::anyhow!("stored time {m}").into())
+            })
+            .transpose()
+    };
+    let mut steps = rows
+        .into_iter()
+        .map(|r| {
+            Ok(StepRecord {
+                step: parse_step(&r.step)?,
+                status: parse_step_status(&r.status)?,
+                attempts: count(r.attempts),
+                round_attempts: count(r.round_attempts),
+                idempotency_key: r.idempotency_key,
+                last_error: r.last_error,
+                last_grpc_code: r.last_grpc_code,
+                started_at: time(r.started_at)?,
+                finished_at: time(r.finished_at)?,
+                duration_ms: r.duration_ms,
+            })
+        })
+        .collect::<Result<Vec<_>, SagaStoreError>>()?;
+    steps.sort_by_key(|s| (s.started_at.is_none(), s.started_at, s.step));
+    Ok(steps)
 }
 
 /// Parses a stored step name.

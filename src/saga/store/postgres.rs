@@ -15,12 +15,12 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Row, postgres::PgArguments, query::Query};
+use sqlx::{FromRow, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
 use uuid::Uuid;
 
 use super::{
     AttemptEnd, AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns,
-    SagaRecord, SagaStore, SagaStoreError, SiblingRefs, StepRecord, count, lease_millis, parse_status,
+    SagaRecord, SagaStore, SagaStoreError, SiblingRefs, StepRecord, Write, count, lease_millis, parse_status,
     parse_step, parse_step_status, stored_count,
 };
 use crate::saga::plan::SagaStatus;
@@ -134,12 +134,37 @@ impl SagaRow {
     }
 }
 
-/// The fenced saga update every worker write starts with ($1..$13).
-const FENCED_UPDATE: &str = "UPDATE sagas SET status = $3, current_step = $4, past_pivot = $5, \
-    compensation_reason = $6, last_error = $7, authorization_id = $8, reservation_id = $9, \
-    shipment_id = $10, tracking_number = $11, capture_id = $12, updated_at = now(), \
-    lease_until = now() + $13 * interval '1 millisecond' \
-    WHERE saga_id = $1 AND lease_owner = $2 RETURNING saga_id, cancel_requested, cancel_reason";
+/// One worker write, as one statement: the fenced saga update `s` ($1..$17:
+/// id, owner, columns, lease, expected cancel flag, release), the step rows
+/// ($18..$28), attempts started ($29..$33) and finished ($34..$41), the last
+/// three as parallel arrays that only apply where `s` went through.
+fn write_sql() -> String {
+    format!(
+        "WITH s AS (UPDATE sagas SET status = $3, current_step = $4, past_pivot = $5, \
+            compensation_reason = $6, last_error = $7, authorization_id = $8, reservation_id = $9, \
+            shipment_id = $10, tracking_number = $11, capture_id = $12, updated_at = now(), \
+            lease_owner = CASE WHEN $15 THEN NULL ELSE lease_owner END, \
+            lease_until = CASE WHEN $15 THEN NULL ELSE now() + $13 * interval '1 millisecond' END, \
+            next_run_at = CASE WHEN NOT $15 THEN next_run_at \
+                WHEN cancel_requested AND NOT $17 THEN now() ELSE $16 END \
+            WHERE saga_id = $1 AND lease_owner = $2 AND ($14::bool IS NULL OR cancel_requested = $14) \
+            RETURNING saga_id, cancel_requested, cancel_reason), \
+        st AS ({}), \
+        started AS (INSERT INTO saga_attempts (saga_id, step, attempt, worker, idempotency_key, started_at) \
+            SELECT s.saga_id, x.* FROM s, \
+            UNNEST($29::text[], $30::int4[], $31::text[], $32::text[], $33::timestamptz[]) AS x \
+            ON CONFLICT (saga_id, step, attempt) DO UPDATE SET worker = EXCLUDED.worker, \
+            started_at = EXCLUDED.started_at), \
+        finished AS (UPDATE saga_attempts a SET finished_at = x.finished_at, outcome = x.outcome, \
+            grpc_code = x.grpc_code, error = x.error, latency_ms = x.latency_ms, trace_id = x.trace_id \
+            FROM s, UNNEST($34::text[], $35::int4[], $36::timestamptz[], $37::text[], $38::text[], \
+                $39::text[], $40::int8[], $41::text[]) \
+                AS x (step, attempt, finished_at, outcome, grpc_code, error, latency_ms, trace_id) \
+            WHERE a.saga_id = s.saga_id AND a.step = x.step AND a.attempt = x.attempt) \
+        SELECT cancel_requested, cancel_reason FROM s",
+        step_upsert(18)
+    )
+}
 
 /// The upsert of every step row given as parallel arrays from `$first` on
 /// (11 of them), only where the saga update `s` went through.
@@ -248,84 +273,105 @@ impl PostgresSagaStore {
 #[async_trait]
 impl SagaStore for PostgresSagaStore {
     async fn claim_due(&self, lease: &Lease, limit: usize) -> Result<Vec<SagaRecord>, SagaStoreError> {
-        let rows: Vec<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE sagas SET lease_owner = $1, lease_until = now() + $2 * interval '1 millisecond' \
+        // One round trip: the claim, and each claimed saga's steps as JSON.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH c AS (UPDATE sagas SET lease_owner = $1, lease_until = now() + $2 * interval '1 millisecond' \
              WHERE saga_id IN (SELECT saga_id FROM sagas \
                  WHERE (status IN ('RUNNING', 'COMPENSATING') OR (status = 'FAILED' AND cancel_requested)) \
                    AND next_run_at <= now() AND (lease_until IS NULL OR lease_until < now()) \
                  ORDER BY next_run_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING {SAGA_COLUMNS}"
+             RETURNING {SAGA_COLUMNS}) \
+             SELECT c.*, COALESCE((SELECT json_agg(json_build_object('step', st.step, 'status', st.status, \
+                 'attempts', st.attempts, 'round_attempts', st.round_attempts, \
+                 'idempotency_key', st.idempotency_key, 'last_error', st.last_error, \
+                 'last_grpc_code', st.last_grpc_code, \
+                 'started_at', (extract(epoch FROM st.started_at) * 1000000)::bigint, \
+                 'finished_at', (extract(epoch FROM st.finished_at) * 1000000)::bigint, \
+                 'duration_ms', st.duration_ms)) FROM saga_steps st WHERE st.saga_id = c.saga_id), \
+                 '[]'::json)::text AS steps_json FROM c"
         )))
         .bind(&lease.owner)
         .bind(lease_millis(lease))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        self.with_steps(rows).await
+        rows.iter()
+            .map(|row| {
+                let saga = SagaRow::from_row(row)?;
+                let steps = super::steps_from_json(row.try_get("steps_json")?)?;
+                saga.decode(steps)
+            })
+            .collect()
     }
 
-    async fn write(
-        &self,
-        lease: &Lease,
-        saga_id: Uuid,
-        columns: &SagaColumns,
-        steps: &[StepRecord],
-        attempt: Option<&AttemptWrite>,
-    ) -> Result<Fresh, SagaStoreError> {
-        let attempt_sql = match attempt {
-            None => "",
-            Some(AttemptWrite::Started { .. }) => {
-                ", a AS (INSERT INTO saga_attempts (saga_id, step, attempt, worker, idempotency_key, started_at) \
-                 SELECT s.saga_id, $25, $26, $27, $28, $29 FROM s \
-                 ON CONFLICT (saga_id, step, attempt) DO UPDATE SET worker = EXCLUDED.worker, \
-                 started_at = EXCLUDED.started_at)"
-            }
-            Some(AttemptWrite::Finished { .. }) => {
-                ", a AS (UPDATE saga_attempts SET finished_at = $27, outcome = $28, grpc_code = $29, \
-                 error = $30, latency_ms = $31, trace_id = $32 FROM s \
-                 WHERE saga_attempts.saga_id = s.saga_id AND saga_attempts.step = $25 \
-                 AND saga_attempts.attempt = $26)"
-            }
-        };
-        let sql = format!(
-            "WITH s AS ({FENCED_UPDATE}), st AS ({}){attempt_sql} SELECT cancel_requested, cancel_reason FROM s",
-            step_upsert(14)
-        );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+    async fn write(&self, lease: &Lease, saga_id: Uuid, write: &Write<'_>) -> Result<Fresh, SagaStoreError> {
+        let started: Vec<_> = write
+            .attempts
+            .iter()
+            .filter_map(|a| match a {
+                AttemptWrite::Started {
+                    step,
+                    attempt,
+                    worker,
+                    idempotency_key,
+                    started_at,
+                } => Some((
+                    step.name(),
+                    stored_count(*attempt),
+                    worker.as_str(),
+                    idempotency_key.as_str(),
+                    *started_at,
+                )),
+                AttemptWrite::Finished { .. } => None,
+            })
+            .collect();
+        let finished: Vec<_> = write
+            .attempts
+            .iter()
+            .filter_map(|a| match a {
+                AttemptWrite::Finished {
+                    step,
+                    attempt,
+                    finished_at,
+                    end,
+                } => Some((step.name(), stored_count(*attempt), *finished_at, end)),
+                AttemptWrite::Started { .. } => None,
+            })
+            .collect();
+        let release = write.release;
+        let query = sqlx::query(sqlx::AssertSqlSafe(write_sql()))
             .bind(saga_id)
             .bind(&lease.owner);
-        let query = bind_columns(query, columns).bind(lease_millis(lease));
-        let mut query = bind_steps(query, steps);
-        query = match attempt {
-            None => query,
-            Some(AttemptWrite::Started {
-                step,
-                attempt,
-                worker,
-                idempotency_key,
-                started_at,
-            }) => query
-                .bind(step.name())
-                .bind(stored_count(*attempt))
-                .bind(worker.as_str())
-                .bind(idempotency_key.as_str())
-                .bind(*started_at),
-            Some(AttemptWrite::Finished {
-                step,
-                attempt,
-                finished_at,
-                end,
-            }) => query
-                .bind(step.name())
-                .bind(stored_count(*attempt))
-                .bind(*finished_at)
-                .bind(end.outcome)
-                .bind(end.grpc_code.as_deref())
-                .bind(end.error.as_deref())
-                .bind(end.latency_ms)
-                .bind(end.trace_id.as_deref()),
-        };
-        let row = query
+        let query = bind_columns(query, write.columns)
+            .bind(lease_millis(lease))
+            .bind(write.expect_cancel)
+            .bind(release.is_some())
+            .bind(release.map(|r| r.next_run_at).unwrap_or_else(Utc::now))
+            .bind(release.is_some_and(|r| r.cancel_seen));
+        let row = bind_steps(query, write.steps)
+            .bind(started.iter().map(|a| a.0).collect::<Vec<_>>())
+            .bind(started.iter().map(|a| a.1).collect::<Vec<_>>())
+            .bind(started.iter().map(|a| a.2).collect::<Vec<_>>())
+            .bind(started.iter().map(|a| a.3).collect::<Vec<_>>())
+            .bind(started.iter().map(|a| a.4).collect::<Vec<_>>())
+            .bind(finished.iter().map(|a| a.0).collect::<Vec<_>>())
+            .bind(finished.iter().map(|a| a.1).collect::<Vec<_>>())
+            .bind(finished.iter().map(|a| a.2).collect::<Vec<_>>())
+            .bind(finished.iter().map(|a| a.3.outcome).collect::<Vec<_>>())
+            .bind(
+                finished
+                    .iter()
+                    .map(|a| a.3.grpc_code.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(finished.iter().map(|a| a.3.error.as_deref()).collect::<Vec<_>>())
+            .bind(finished.iter().map(|a| a.3.latency_ms).collect::<Vec<_>>())
+            .bind(
+                finished
+                    .iter()
+                    .map(|a| a.3.trace_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
             .fetch_optional(&self.pool)
             .await?
             .ok_or(SagaStoreError::LeaseLost)?;

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{
     AttemptEnd, AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns,
-    SagaRecord, SagaStore, SagaStoreError, SiblingRefs, StepRecord, count, lease_millis, outcome_name,
+    SagaRecord, SagaStore, SagaStoreError, SiblingRefs, StepRecord, Write, count, lease_millis, outcome_name,
     parse_status, parse_step, parse_step_status, stored_count,
 };
 use crate::saga::plan::SagaStatus;
@@ -316,26 +316,29 @@ impl SagaStore for SqliteSagaStore {
         self.with_steps(rows).await
     }
 
-    async fn write(
-        &self,
-        lease: &Lease,
-        saga_id: Uuid,
-        columns: &SagaColumns,
-        steps: &[StepRecord],
-        attempt: Option<&AttemptWrite>,
-    ) -> Result<Fresh, SagaStoreError> {
+    async fn write(&self, lease: &Lease, saga_id: Uuid, write: &Write<'_>) -> Result<Fresh, SagaStoreError> {
         let id = saga_id.to_string();
         let now = ms(Utc::now());
+        let release = write.release;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let sql = format!(
-            "UPDATE sagas SET {SET_COLUMNS}, updated_at = ?12, lease_until = ?12 + ?13 \
-             WHERE saga_id = ?1 AND lease_owner = ?14 RETURNING cancel_requested, cancel_reason"
+            "UPDATE sagas SET {SET_COLUMNS}, updated_at = ?12, \
+             lease_owner = CASE WHEN ?16 THEN NULL ELSE lease_owner END, \
+             lease_until = CASE WHEN ?16 THEN NULL ELSE ?12 + ?13 END, \
+             next_run_at = CASE WHEN NOT ?16 THEN next_run_at \
+                 WHEN cancel_requested = 1 AND NOT ?18 THEN ?12 ELSE ?17 END \
+             WHERE saga_id = ?1 AND lease_owner = ?14 AND (?15 IS NULL OR cancel_requested = ?15) \
+             RETURNING cancel_requested, cancel_reason"
         );
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str());
-        let fresh = bind_columns(query, columns)
+        let fresh = bind_columns(query, write.columns)
             .bind(now)
             .bind(lease_millis(lease))
             .bind(&lease.owner)
+            .bind(write.expect_cancel)
+            .bind(release.is_some())
+            .bind(release.map_or(now, |r| ms(r.next_run_at)))
+            .bind(release.is_some_and(|r| r.cancel_seen))
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(SagaStoreError::LeaseLost)?;
@@ -343,10 +346,10 @@ impl SagaStore for SqliteSagaStore {
             cancel_requested: fresh.try_get("cancel_requested")?,
             cancel_reason: fresh.try_get("cancel_reason")?,
         };
-        for step in steps {
+        for step in write.steps {
             upsert_step(&mut tx, &id, step).await?;
         }
-        if let Some(attempt) = attempt {
+        for attempt in write.attempts {
             write_attempt(&mut tx, &id, attempt).await?;
         }
         tx.commit().await?;

@@ -15,7 +15,7 @@ use commerce::saga::{
     plan::{SagaStatus, Step},
     store::{
         AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns, SagaRecord,
-        SagaStore, SagaStoreError, StepRecord,
+        SagaStore, SagaStoreError, StepRecord, Write,
     },
 };
 use uuid::Uuid;
@@ -178,59 +178,77 @@ impl SagaStore for SimStore {
         Ok(claimed)
     }
 
-    async fn write(
-        &self,
-        lease: &Lease,
-        saga_id: Uuid,
-        columns: &SagaColumns,
-        steps: &[StepRecord],
-        attempt: Option<&AttemptWrite>,
-    ) -> Result<Fresh, SagaStoreError> {
-        self.fenced(lease, saga_id, |inner, now| {
-            let saga = inner.sagas.get_mut(&saga_id).expect("claimed saga exists");
-            set_columns(saga, columns, now);
-            for row in steps {
+    async fn write(&self, lease: &Lease, saga_id: Uuid, write: &Write<'_>) -> Result<Fresh, SagaStoreError> {
+        let applied = self.fenced(lease, saga_id, |inner, now| {
+            let Inner {
+                sagas,
+                owners,
+                halted,
+                attempts,
+                ..
+            } = inner;
+            let saga = sagas.get_mut(&saga_id).expect("claimed saga exists");
+            // A flag that changed since the worker decided: nothing applies.
+            if write
+                .expect_cancel
+                .is_some_and(|flag| flag != saga.cancel_requested)
+            {
+                return None;
+            }
+            set_columns(saga, write.columns, now);
+            for row in write.steps {
                 put_step(saga, row);
             }
             let fresh = Fresh {
                 cancel_requested: saga.cancel_requested,
                 cancel_reason: saga.cancel_reason.clone(),
             };
-            let attempts = inner.attempts.entry(saga_id).or_default();
-            match attempt {
-                Some(AttemptWrite::Started {
-                    step,
-                    attempt,
-                    worker,
-                    idempotency_key,
-                    started_at,
-                }) => attempts.push(AttemptRecord {
-                    step: *step,
-                    attempt: *attempt,
-                    worker: worker.clone(),
-                    idempotency_key: idempotency_key.clone(),
-                    started_at: *started_at,
-                    finished_at: None,
-                    end: None,
-                }),
-                Some(AttemptWrite::Finished {
-                    step,
-                    attempt,
-                    finished_at,
-                    end,
-                }) => {
-                    if let Some(a) = attempts
-                        .iter_mut()
-                        .find(|a| a.step == *step && a.attempt == *attempt)
-                    {
-                        a.finished_at = Some(*finished_at);
-                        a.end = Some(end.clone());
+            if let Some(release) = write.release {
+                owners.remove(&saga_id);
+                // As in `release`: virtual time, "never" is halted unless an
+                // unseen cancel makes it due at once.
+                let unseen_cancel = saga.cancel_requested && !release.cancel_seen;
+                let far = release.next_run_at > Utc::now() + TimeDelta::days(365);
+                saga.next_run_at = if unseen_cancel { now } else { release.next_run_at };
+                halted.insert(saga_id, far && !unseen_cancel);
+            }
+            let attempts = attempts.entry(saga_id).or_default();
+            for attempt in write.attempts {
+                match attempt {
+                    AttemptWrite::Started {
+                        step,
+                        attempt,
+                        worker,
+                        idempotency_key,
+                        started_at,
+                    } => attempts.push(AttemptRecord {
+                        step: *step,
+                        attempt: *attempt,
+                        worker: worker.clone(),
+                        idempotency_key: idempotency_key.clone(),
+                        started_at: *started_at,
+                        finished_at: None,
+                        end: None,
+                    }),
+                    AttemptWrite::Finished {
+                        step,
+                        attempt,
+                        finished_at,
+                        end,
+                    } => {
+                        if let Some(a) = attempts
+                            .iter_mut()
+                            .find(|a| a.step == *step && a.attempt == *attempt)
+                        {
+                            a.finished_at = Some(*finished_at);
+                            a.end = Some(end.clone());
+                        }
                     }
                 }
-                None => {}
             }
-            fresh
-        })
+            Some(fresh)
+        })?;
+        applied.ok_or(SagaStoreError::LeaseLost)
     }
 
     async fn release(

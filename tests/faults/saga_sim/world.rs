@@ -262,6 +262,7 @@ impl OrderPort for World {
                 postal_code: a.postal_code.clone(),
                 country: a.country.clone(),
             },
+            traceparent: None,
         })
     }
 
