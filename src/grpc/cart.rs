@@ -2,7 +2,7 @@
 //! [`crate::app::cart::CartApp`]. The domain-to-proto conversions here are
 //! public so the REST shim renders carts the same way.
 
-use chrono::{DateTime, Utc};
+use crate::proto::timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -199,11 +199,4 @@ pub fn analytics_to_proto(a: &CartAnalytics) -> GetCartAnalyticsResponse {
 
 fn clamp_i32(n: i64) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-fn timestamp(at: DateTime<Utc>) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or_default(),
-    }
 }

@@ -1,21 +1,14 @@
 //! Conversions between proto messages and application types shared by the
 //! gRPC services (and the REST shim, which speaks the same messages).
 
-use chrono::{DateTime, Utc};
-
 use crate::{
     app::orders::{AddressInput, CreateOrderInput, OrderView},
     domain::order::{OrderLine, OrderStatus, ShippingAddress},
     proto::commerce::v1 as pb,
 };
 
-/// A protobuf timestamp.
-pub fn timestamp(at: DateTime<Utc>) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+/// A protobuf timestamp (one implementation, in [`crate::proto`]).
+pub use crate::proto::timestamp;
 
 /// The proto enum of a domain status.
 pub fn order_status(status: OrderStatus) -> pb::OrderStatus {
