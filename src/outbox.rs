@@ -93,32 +93,23 @@ impl OutboxRelay {
         match &self.db {
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-                    .bind(ADVISORY_KEY)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if !locked {
-                    return Ok(0);
+                // Roll back at once on failure: a rollback left to the drop
+                // would keep the advisory lock until the connection is reused.
+                match self.relay_pg(&mut tx).await {
+                    Ok(published) => {
+                        tx.commit().await?;
+                        let backlog = match published {
+                            0 => 0,
+                            _ => backlog_pg(pool).await.unwrap_or(0),
+                        };
+                        crate::metrics::outbox_backlog(backlog);
+                        Ok(published)
+                    }
+                    Err(error) => {
+                        let _ = tx.rollback().await;
+                        Err(error)
+                    }
                 }
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"
-                )))
-                .bind(BATCH)
-                .fetch_all(&mut *tx)
-                .await?;
-                let (ids, events) = pg_envelopes(&rows)?;
-                if ids.is_empty() {
-                    crate::metrics::outbox_backlog(0);
-                    return Ok(0);
-                }
-                self.bus.publish(&events).await?;
-                sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-                    .bind(&ids)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                crate::metrics::outbox_backlog(backlog_pg(pool).await.unwrap_or(0));
-                Ok(ids.len())
             }
             Db::Sqlite(pool) => {
                 let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -143,6 +134,35 @@ impl OutboxRelay {
                 Ok(ids.len())
             }
         }
+    }
+}
+
+impl OutboxRelay {
+    /// One PostgreSQL round inside `tx` (which holds the advisory lock on success).
+    async fn relay_pg(&self, tx: &mut sqlx::PgConnection) -> anyhow::Result<usize> {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(ADVISORY_KEY)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Ok(0);
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"
+        )))
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let (ids, events) = pg_envelopes(&rows)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.bus.publish(&events).await?;
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        Ok(ids.len())
     }
 }
 

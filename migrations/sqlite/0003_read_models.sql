@@ -1,7 +1,7 @@
 -- 0003 (read side): see migrations/postgres/0003_read_models.sql. SQLite conventions of 0002:
 -- UUIDs TEXT, timestamps INTEGER milliseconds UTC, JSON TEXT, booleans INTEGER 0/1; decimals
--- are TEXT (sqlx-sqlite has no rust_decimal). The rebuild creates its shadow tables from the
--- same DDL (src/store/read_models/sqlite_schema.rs), checked equal by a test.
+-- are TEXT (sqlx-sqlite has no rust_decimal). The rebuild creates its shadow tables from the live
+-- tables' own DDL in sqlite_master (src/store/read_models/shadows.rs).
 
 CREATE TABLE projection_checkpoints (
     name                 TEXT    PRIMARY KEY,

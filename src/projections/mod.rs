@@ -119,12 +119,52 @@ pub struct Folded<R> {
     pub gaps: Vec<Gap>,
 }
 
+/// An event with its domain form, decoded on first use and then shared (a
+/// rebuild folds every event into three projections; a sweep skips most
+/// events as duplicates without decoding them).
+pub struct Decoded<'a> {
+    /// The stored event.
+    pub stored: &'a StoredEvent,
+    event: std::sync::OnceLock<Result<OrderEvent, String>>,
+}
+
+impl<'a> Decoded<'a> {
+    /// `stored`, not decoded yet.
+    pub fn new(stored: &'a StoredEvent) -> Self {
+        Self {
+            stored,
+            event: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Every event of `events`.
+    pub fn all(events: &'a [StoredEvent]) -> Vec<Self> {
+        events.iter().map(Self::new).collect()
+    }
+
+    /// The domain event; poison when it does not decode.
+    pub fn event(&self) -> Result<&OrderEvent, ProjectionError> {
+        self.event
+            .get_or_init(|| order_event::decode(self.stored).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|why| ProjectionError::poison(self.stored, why.clone()))
+    }
+}
+
 /// Folds `events` (in delivery order) into `current` (the rows of their
 /// streams, as stored): each event is applied only at its stream's next
 /// version. Events of other stream types are ignored.
 pub fn fold<R: ReadModel>(
-    mut current: HashMap<Uuid, R>,
+    current: HashMap<Uuid, R>,
     events: &[StoredEvent],
+) -> Result<Folded<R>, ProjectionError> {
+    fold_decoded(current, &Decoded::all(events))
+}
+
+/// [`fold`] over events decoded once for several projections.
+pub fn fold_decoded<R: ReadModel>(
+    mut current: HashMap<Uuid, R>,
+    events: &[Decoded<'_>],
 ) -> Result<Folded<R>, ProjectionError> {
     // Changed streams in first-change order (deterministic upserts).
     let mut changed: Vec<Uuid> = Vec::new();
@@ -132,7 +172,8 @@ pub fn fold<R: ReadModel>(
     let mut gaps: Vec<Gap> = Vec::new();
     let mut gapped: HashSet<Uuid> = HashSet::new();
     let (mut applied, mut duplicates) = (0, 0);
-    for event in events.iter().filter(|e| e.stream_type == ORDER_STREAM) {
+    for decoded in events.iter().filter(|d| d.stored.stream_type == ORDER_STREAM) {
+        let event = decoded.stored;
         let have = current.get(&event.stream_id).map_or(0, R::version);
         if event.version <= have {
             duplicates += 1;
@@ -150,9 +191,8 @@ pub fn fold<R: ReadModel>(
             });
             continue;
         }
-        let decoded = order_event::decode(event)?;
         let state = current.remove(&event.stream_id);
-        let next = R::apply(state, event, &decoded)?;
+        let next = R::apply(state, event, decoded.event()?)?;
         current.insert(event.stream_id, next);
         if seen.insert(event.stream_id) {
             changed.push(event.stream_id);

@@ -18,9 +18,12 @@
 //! compare-and-set and writes nothing).
 
 use std::{
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
+
+use uuid::Uuid;
 
 use super::{
     cart_conversion::CartConversion, customer_orders::CustomerOrder, order_detail::OrderDetail,
@@ -28,15 +31,15 @@ use super::{
 };
 use crate::{
     error::AppError,
-    projections::ReadModel,
+    projections::{Decoded, ReadModel, fold_decoded},
     store::{
         event_store::{EventStore, StoredEvent},
-        read_models::{ReadModelStore, StoredModel, shadow_table},
+        read_models::{ReadModelStore, StoredModel, distinct_streams, shadow_table},
     },
 };
 
 /// Events per read of the replay.
-pub const DEFAULT_BATCH: usize = 5000;
+pub const DEFAULT_BATCH: usize = 20_000;
 
 /// Live tables, in [`PROJECTIONS`] order.
 const TABLES: [&str; 3] = [OrderDetail::TABLE, CustomerOrder::TABLE, CartConversion::TABLE];
@@ -140,6 +143,9 @@ impl Rebuild {
         let mut cursor = 0;
         // Read ahead: the next batch is fetched while this one is applied.
         let mut next = Some(tokio::spawn(read(self.events.clone(), cursor, self.batch)));
+        let mut details = Shadow::<OrderDetail>::new();
+        let mut lists = Shadow::<CustomerOrder>::new();
+        let mut conversions = Shadow::<CartConversion>::new();
         while let Some(reading) = next.take() {
             let batch = reading.await.map_err(|e| AppError::Internal(e.into()))??;
             let Some(last) = batch.last() else { break };
@@ -147,10 +153,12 @@ impl Rebuild {
             if batch.len() == self.batch {
                 next = Some(tokio::spawn(read(self.events.clone(), cursor, self.batch)));
             }
+            // Decoded once, folded three times.
+            let decoded = Decoded::all(&batch);
             tokio::try_join!(
-                self.apply::<OrderDetail>(&batch),
-                self.apply::<CustomerOrder>(&batch),
-                self.apply::<CartConversion>(&batch),
+                details.apply(&self.store, &decoded),
+                lists.apply(&self.store, &decoded),
+                conversions.apply(&self.store, &decoded),
             )?;
             progress.replayed += batch.len() as i64;
             progress.total = progress.total.max(progress.replayed);
@@ -173,23 +181,58 @@ impl Rebuild {
             position: cursor,
         })
     }
+}
 
-    async fn apply<R: StoredModel>(&self, batch: &[StoredEvent]) -> Result<(), AppError> {
-        let folded = self
-            .store
-            .apply::<R>(&shadow_table(R::TABLE), batch, None)
-            .await?;
-        match folded.gaps.first() {
+/// What the rebuild knows of one shadow table, so that it rarely reads it
+/// back: the rows the last batch wrote (an order's events are close together
+/// in the log) and the ids of every row written (any other id is new).
+struct Shadow<R> {
+    recent: HashMap<Uuid, R>,
+    written: HashSet<Uuid>,
+}
+
+impl<R: StoredModel> Shadow<R> {
+    fn new() -> Self {
+        Self {
+            recent: HashMap::new(),
+            written: HashSet::new(),
+        }
+    }
+
+    async fn apply(&mut self, store: &ReadModelStore, batch: &[Decoded<'_>]) -> Result<(), AppError> {
+        let table = shadow_table(R::TABLE);
+        let ids = distinct_streams(batch);
+        let mut current: HashMap<Uuid, R> = HashMap::with_capacity(ids.len());
+        let mut unknown = Vec::new();
+        for id in ids {
+            match self.recent.remove(&id) {
+                Some(row) => drop(current.insert(id, row)),
+                None if self.written.contains(&id) => unknown.push(id),
+                None => {}
+            }
+        }
+        for row in store.load::<R>(&table, &unknown).await? {
+            current.insert(row.stream_id(), row);
+        }
+        let folded = fold_decoded::<R>(current, batch).map_err(|e| AppError::Internal(e.into()))?;
+        if let Some(gap) = folded.gaps.first() {
             // A replay from the start cannot meet a gap unless the log is broken.
-            Some(gap) => Err(AppError::Internal(anyhow::anyhow!(
+            return Err(AppError::Internal(anyhow::anyhow!(
                 "{}: stream {} jumps from version {} to {} in the settled log",
                 R::NAME,
                 gap.stream_id,
                 gap.have,
                 gap.wanted
-            ))),
-            None => Ok(()),
+            )));
         }
+        store.upsert::<R>(&table, &folded.changed).await?;
+        self.written.extend(folded.changed.iter().map(R::stream_id));
+        self.recent = folded
+            .changed
+            .into_iter()
+            .map(|row| (row.stream_id(), row))
+            .collect();
+        Ok(())
     }
 }
 

@@ -362,7 +362,9 @@ impl Projector {
                     retries += 1;
                     self.fill_gaps::<P>(&gaps).await.map_err(|e| format!("{e:?}"))?;
                 }
-                Err(ReadModelError::CheckpointMoved(_)) if retries < 3 => retries += 1,
+                // Another replica's sweep (or a rebuild swap) moved it first:
+                // nothing was written; the next sweep starts from there.
+                Err(ReadModelError::CheckpointMoved(_)) => return Ok(read),
                 Err(error) => return Err(format!("{error:#}")),
             }
         }

@@ -162,21 +162,6 @@ pub enum OrderCommand {
     },
 }
 
-/// An operator's action on the order's saga, for the order's audit trail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OperatorNote {
-    /// The saga.
-    pub saga_id: Uuid,
-    /// "retry" or "skip".
-    pub action: String,
-    /// The step.
-    pub step: String,
-    /// Token subject.
-    pub operator: String,
-    /// Why.
-    pub reason: String,
-}
-
 /// The order, as the saga sees it.
 #[async_trait]
 pub trait OrderPort: Send + Sync {
@@ -188,12 +173,6 @@ pub trait OrderPort: Send + Sync {
     /// Applies a command. Idempotent: a command whose effect the order already
     /// shows succeeds without a new event (a resumed step re-applies it).
     async fn apply(&self, order_id: Uuid, command: OrderCommand) -> Result<(), CallError>;
-
-    /// Records an operator action on the order's stream, when the order model
-    /// has such an event (default: the saga's own table is the record).
-    async fn note_operator_action(&self, _order_id: Uuid, _note: &OperatorNote) -> Result<(), CallError> {
-        Ok(())
-    }
 
     /// The W3C `traceparent` of the request that placed the order, so that the
     /// saga's spans (and the sibling calls under them) join that request's

@@ -129,7 +129,9 @@ async fn details(store: &ReadModelStore, ids: &[Uuid]) -> Vec<OrderDetail> {
     rows
 }
 
-async fn all_summaries(store: &ReadModelStore) -> Vec<commerce::projections::customer_orders::OrderSummary> {
+pub async fn all_summaries(
+    store: &ReadModelStore,
+) -> Vec<commerce::projections::customer_orders::OrderSummary> {
     store
         .list_orders(&ListQuery {
             customer_id: None,
@@ -470,6 +472,46 @@ async fn a_rebuild_while_events_keep_coming_swaps_in_complete_read_models() {
                 .iter()
                 .all(|s| !s.rebuilding && s.checkpoint.generation == 1),
             "{status:?}"
+        );
+        rig.trigger.trigger();
+        for task in tasks {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_share_a_projection_without_undoing_each_other() {
+    for backend in Backend::all() {
+        let rig = Rig::new(backend).await;
+        let (a, b) = (
+            rig.projector("replica-a", Duration::from_millis(50)),
+            rig.projector("replica-b", Duration::from_millis(50)),
+        );
+        let tasks = [
+            spawn::<OrderDetail>(&a, &rig.shutdown),
+            spawn::<OrderDetail>(&b, &rig.shutdown),
+            rig.relay(),
+        ];
+        let orders: Vec<SampleOrder> = (0..40)
+            .map(|i| SampleOrder::new(&format!("s{}", i % 4), 1))
+            .collect();
+        // Each order in two appends: its events reach both replicas.
+        for order in &orders {
+            rig.append(order, &order.confirmed()[..3]).await;
+        }
+        for order in &orders {
+            rig.append(order, &order.confirmed()).await;
+        }
+        let ids: Vec<Uuid> = orders.iter().map(|o| o.order_id).collect();
+        assert!(rig.converged::<OrderDetail>(&ids, 6).await, "{backend:?}");
+        assert_eq!(
+            details(&rig.store, &ids).await,
+            rig.truth::<OrderDetail>(&ids).await,
+            "{backend:?}"
         );
         rig.trigger.trigger();
         for task in tasks {

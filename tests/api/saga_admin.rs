@@ -128,6 +128,20 @@ async fn transient_failures_are_retried_then_the_saga_fails_until_retry_saga_com
         assert_eq!(order_state(&app, &order.order_id).await.0, OrderStatus::Confirmed);
         let (auths, _, _) = ledger(&app, &order.order_id).await;
         assert_eq!((auths.len(), auths[0].capture_count), (1, 1));
+        // The action is an event too, on the saga's own stream.
+        let audit = app
+            .app
+            .events
+            .read_stream(done.saga_id.parse().unwrap(), 1)
+            .await
+            .unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(
+            (audit[0].event_type.as_str(), audit[0].stream_type.as_str()),
+            ("SagaStepRetried", "saga")
+        );
+        assert_eq!(audit[0].payload["operator"], "admin-1");
+        assert_eq!(audit[0].payload["step"], "authorize_payment");
 
         let again = retry(
             &app,
@@ -212,6 +226,17 @@ async fn a_compensation_that_keeps_failing_waits_for_an_operator_who_may_skip_it
         let void = done.steps.iter().find(|s| s.name == "void_payment").unwrap();
         assert_eq!(void.status(), SagaStepStatus::Skipped);
         assert_eq!(done.operator_actions[0].action, "skip");
+        let audit = app
+            .app
+            .events
+            .read_stream(done.saga_id.parse().unwrap(), 1)
+            .await
+            .unwrap();
+        assert_eq!(audit[0].event_type, "SagaStepSkipped");
+        assert_eq!(
+            audit[0].payload["reason"],
+            "voided by hand in the provider's console"
+        );
         assert_eq!(
             order_state(&app, &order.order_id).await.0,
             OrderStatus::Cancelled,

@@ -2,9 +2,8 @@
 //! as child processes (the stubs failing transiently at random), orders are
 //! placed over gRPC while the service is killed at seeded random moments and
 //! restarted; then every saga must end terminal, no order may be lost, no
-//! payment captured twice and no stock leaked. A second test runs two service
-//! processes on one database and checks that they share the work without ever
-//! running one step twice at once.
+//! payment captured twice and no stock leaked. (`saga_replicas.rs` runs two
+//! service processes on one database with the same helpers.)
 //!
 //! CI runs a short variant; `LONG_TESTS=1` places more orders with more kills.
 //! The seed is printed; `KILL_SEED=<seed>` replays a run's schedule.
@@ -38,7 +37,7 @@ const STOCK: i64 = 10_000;
 
 /// The service's environment: the isolated database, the stubs, short
 /// timeouts so that a killed process's leases and keys expire quickly.
-fn service_env(isolation: &Isolation, stubs_url: &str, port: u16) -> HashMap<String, String> {
+pub fn service_env(isolation: &Isolation, stubs_url: &str, port: u16) -> HashMap<String, String> {
     let mut env = isolation.vars.clone();
     for (k, v) in [
         ("PORT", port.to_string()),
@@ -59,15 +58,15 @@ fn service_env(isolation: &Isolation, stubs_url: &str, port: u16) -> HashMap<Str
 
 /// What one simulated customer orders.
 #[derive(Clone, Debug)]
-struct Plan {
-    customer: String,
+pub struct Plan {
+    pub customer: String,
     product: String,
     quantity: i32,
     payment_method: &'static str,
     country: &'static str,
 }
 
-fn plans(count: usize, rng: &mut StdRng) -> Vec<Plan> {
+pub fn plans(count: usize, rng: &mut StdRng) -> Vec<Plan> {
     (0..count)
         .map(|i| {
             let roll = rng.random_range(0..100);
@@ -92,7 +91,7 @@ fn plans(count: usize, rng: &mut StdRng) -> Vec<Plan> {
 
 /// A customer's progress: the cart in use and the idempotency key's number.
 #[derive(Default, Clone)]
-struct Progress {
+pub struct Progress {
     cart_id: Option<String>,
     attempt: u32,
 }
@@ -101,7 +100,7 @@ struct Progress {
 /// (a repeat answers the first order). A cart lost with the in-process store
 /// is recreated with a new key: the old key never completed, or its repeat
 /// would have answered. None while the service is down.
-async fn place(channel: &Channel, token: &str, plan: &Plan, progress: &mut Progress) -> Option<String> {
+pub async fn place(channel: &Channel, token: &str, plan: &Plan, progress: &mut Progress) -> Option<String> {
     let mut carts = CartServiceClient::new(channel.clone());
     let mut orders = OrderServiceClient::new(channel.clone());
     if progress.cart_id.is_none() {
@@ -152,7 +151,7 @@ async fn place(channel: &Channel, token: &str, plan: &Plan, progress: &mut Progr
 }
 
 /// Seeds stock so that conservation can be checked exactly.
-async fn seed_stock(stubs: &StubClients) {
+pub async fn seed_stock(stubs: &StubClients) {
     let mut inventory = stubs.inventory.clone();
     for product in PRODUCTS {
         inventory
@@ -166,7 +165,7 @@ async fn seed_stock(stubs: &StubClients) {
 }
 
 /// Waits until no saga is RUNNING or COMPENSATING.
-async fn wait_terminal(channel: &Channel, admin: &str, within: Duration) {
+pub async fn wait_terminal(channel: &Channel, admin: &str, within: Duration) {
     let mut sagas = SagaAdminClient::new(channel.clone());
     let deadline = tokio::time::Instant::now() + within;
     loop {
@@ -220,7 +219,7 @@ async fn order_events(isolation: &Isolation) -> HashMap<String, Vec<String>> {
 
 /// Every order terminal and consistent with the stub ledgers; returns the
 /// number of violations found (asserted zero by the caller, after printing).
-async fn check_outcome(isolation: &Isolation, stubs: &StubClients, order_ids: &[String]) -> usize {
+pub async fn check_outcome(isolation: &Isolation, stubs: &StubClients, order_ids: &[String]) -> usize {
     let streams = order_events(isolation).await;
     let mut s = stubs.clone();
     let auths = s
@@ -317,6 +316,15 @@ async fn check_outcome(isolation: &Isolation, stubs: &StubClients, order_ids: &[
             ));
         }
     }
+    let confirmed = streams
+        .values()
+        .filter(|e| e.iter().any(|t| t == "OrderConfirmed"))
+        .count();
+    let cancelled = streams
+        .values()
+        .filter(|e| e.iter().any(|t| t == "OrderCancelled"))
+        .count();
+    println!("outcome: {confirmed} orders confirmed, {cancelled} cancelled");
     for v in &violations {
         println!("VIOLATION: {v}");
     }
@@ -430,118 +438,4 @@ async fn killed_at_random_moments_the_service_loses_no_order_and_captures_no_pay
         log.display()
     );
     drop(stubs_proc);
-}
-
-/// (saga, step, attempt, worker, started ms, finished ms) of one attempt.
-type AttemptRow = (String, String, i32, String, i64, Option<i64>);
-
-/// Every attempt the replicas recorded.
-async fn attempts(isolation: &Isolation) -> Vec<AttemptRow> {
-    match isolation.backends().await.db {
-        commerce::db::Db::Postgres(pool) => sqlx::query_as(
-            "SELECT saga_id::text, step, attempt, worker, \
-             (extract(epoch FROM started_at) * 1000)::bigint, \
-             (extract(epoch FROM finished_at) * 1000)::bigint FROM saga_attempts",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap(),
-        commerce::db::Db::Sqlite(pool) => sqlx::query_as(
-            "SELECT saga_id, step, attempt, worker, started_at, finished_at FROM saga_attempts",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap(),
-    }
-}
-
-#[tokio::test]
-async fn two_service_processes_on_one_database_share_the_sagas_and_never_run_a_step_twice_at_once() {
-    let isolation = Isolation::new(Backend::from_env()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let stubs_port = free_port();
-    let stubs_env = HashMap::from([
-        ("STUBS_PORT".to_string(), stubs_port.to_string()),
-        ("HOST".to_string(), "127.0.0.1".to_string()),
-        ("STUB_FAILURE_RATE".to_string(), "0.05".to_string()),
-    ]);
-    let mut stubs_proc = spawn(&["stubs"], &stubs_env, dir.path().join("stubs.log"), stubs_port);
-    stubs_proc.ready().await;
-    let stubs = StubClients::at(&stubs_proc.url());
-    seed_stock(&stubs).await;
-
-    let mut replicas = Vec::new();
-    let mut channels = Vec::new();
-    for name in ["a", "b"] {
-        let port = free_port();
-        let env = service_env(&isolation, &stubs_proc.url(), port);
-        let mut replica = spawn(
-            &["serve"],
-            &env,
-            dir.path().join(format!("serve-{name}.log")),
-            port,
-        );
-        channels.push(replica.ready().await);
-        replicas.push(replica);
-    }
-    let config = isolation.config(&[]);
-    let admin = commerce::auth::mint_token(
-        &config,
-        "admin-1",
-        &[commerce::auth::Role::Admin],
-        Duration::from_secs(3600),
-    )
-    .unwrap();
-    let mut rng = StdRng::seed_from_u64(7);
-    let plans = plans(40, &mut rng);
-    let mut order_ids = Vec::new();
-    for (i, plan) in plans.iter().enumerate() {
-        let token = commerce::auth::mint_token(
-            &config,
-            &plan.customer,
-            &[commerce::auth::Role::Customer],
-            Duration::from_secs(3600),
-        )
-        .unwrap();
-        let mut progress = Progress::default();
-        let order_id = place(&channels[i % 2], &token, plan, &mut progress)
-            .await
-            .expect("placed");
-        order_ids.push(order_id);
-    }
-    wait_terminal(&channels[0], &admin, Duration::from_secs(60)).await;
-    let mut violations = check_outcome(&isolation, &stubs, &order_ids).await;
-    // The read models, projected by two replicas at once, equal a rebuild from the events.
-    for v in crate::rebuild_check::compare_with_rebuild(&isolation.backends().await.db).await {
-        println!("VIOLATION: {v}");
-        violations += 1;
-    }
-    assert_eq!(violations, 0, "see VIOLATION lines");
-
-    // Attempts of one step never overlap in time, whichever replica sent them.
-    let mut by_step: HashMap<(String, String), Vec<AttemptRow>> = HashMap::new();
-    for row in attempts(&isolation).await {
-        by_step
-            .entry((row.0.clone(), row.1.clone()))
-            .or_default()
-            .push(row);
-    }
-    let mut workers = HashSet::new();
-    for ((saga, step), mut list) in by_step {
-        list.sort_by_key(|a| a.2);
-        for pair in list.windows(2) {
-            let (earlier, later) = (&pair[0], &pair[1]);
-            let finished = earlier.5.expect("no attempt left unfinished without a crash");
-            assert!(
-                finished <= later.4,
-                "{saga} {step}: attempts {} and {} overlap",
-                earlier.2,
-                later.2
-            );
-        }
-        workers.extend(list.into_iter().map(|a| a.3));
-    }
-    assert!(workers.len() >= 2, "both replicas worked: {workers:?}");
-    println!("two replicas: {} orders, workers {workers:?}", order_ids.len());
-    drop(replicas);
 }

@@ -327,18 +327,46 @@ async fn failed_sagas_wait_for_an_operator_whose_action_is_recorded_and_fenced_b
             reason: "payment provider is back".into(),
             at: Utc::now(),
         };
+        let audit = action.audit_event(saga_id, failed.order_id);
         let stale = f
             .sagas
-            .apply_operator_action(saga_id, record.updated_at, &retry_columns, &retry_step, &action)
+            .apply_operator_action(
+                saga_id,
+                record.updated_at,
+                &retry_columns,
+                &retry_step,
+                &action,
+                &audit,
+            )
             .await;
         assert!(
             matches!(stale, Err(SagaStoreError::Conflict)),
             "{backend:?}: {stale:?}"
         );
+        assert_eq!(
+            f.events.stream_version(saga_id).await.unwrap(),
+            0,
+            "{backend:?}: a refused action leaves no event"
+        );
         f.sagas
-            .apply_operator_action(saga_id, failed.updated_at, &retry_columns, &retry_step, &action)
+            .apply_operator_action(
+                saga_id,
+                failed.updated_at,
+                &retry_columns,
+                &retry_step,
+                &action,
+                &audit,
+            )
             .await
             .unwrap();
+        // The action and its audit event are one write.
+        let stream = f.events.read_stream(saga_id, 1).await.unwrap();
+        assert_eq!(stream.len(), 1, "{backend:?}");
+        assert_eq!(
+            (stream[0].event_type.as_str(), stream[0].stream_type.as_str()),
+            ("SagaStepRetried", "saga")
+        );
+        assert_eq!(stream[0].payload["reason"], "payment provider is back");
 
         let resumed = f.sagas.claim_due(&worker, 1).await.unwrap();
         assert_eq!(resumed.len(), 1, "{backend:?}: due at once");

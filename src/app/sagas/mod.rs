@@ -20,7 +20,7 @@ use crate::{
         engine::Engine,
         grpc_siblings::{GrpcSiblings, SiblingUrls},
         plan::{OperatorError, PlannedStep, RetryPolicy, SagaStatus, Step, StepStatus},
-        ports::{OperatorNote, OrderPort, Siblings},
+        ports::{OrderPort, Siblings},
         store::{
             AttemptRecord, Cursor, Lease, OperatorActionRecord, SagaColumns, SagaRecord, SagaStore,
             StepRecord, saga_store,
@@ -299,21 +299,11 @@ impl SagaApp {
             reason: reason.clone(),
             at: now,
         };
+        let audit = action.audit_event(record.saga_id, record.order_id);
         self.store
-            .apply_operator_action(record.saga_id, record.updated_at, &columns, &row, &action)
+            .apply_operator_action(record.saga_id, record.updated_at, &columns, &row, &action, &audit)
             .await?;
         tracing::info!(action = %action.action, step = step.name(), operator = %action.operator, "operator action on saga");
-        let note = OperatorNote {
-            saga_id: record.saga_id,
-            action: action.action.clone(),
-            step: step.name().into(),
-            operator: action.operator.clone(),
-            reason,
-        };
-        if let Err(e) = self.orders.note_operator_action(record.order_id, &note).await {
-            // The saga's table already holds the action; the order's stream copy can lag.
-            tracing::warn!(error = %e, "operator action not recorded on the order stream");
-        }
         self.wake();
         let saga = self.load(&input.saga_id).await?;
         let saga = self.view(saga).await?;

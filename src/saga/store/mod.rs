@@ -9,6 +9,7 @@
 //! over once the lease expired, and from then on the first one's writes are
 //! refused: two replicas never advance one saga at once.
 
+mod decode;
 mod postgres;
 mod sqlite;
 
@@ -18,9 +19,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use self::decode::{
+    count, lease_millis, outcome_name, parse_status, parse_step, parse_step_status, steps_from_json,
+    stored_count,
+};
 pub use self::{postgres::PostgresSagaStore, sqlite::SqliteSagaStore};
 use super::plan::{SagaState, SagaStatus, Step, StepState, StepStatus};
-use crate::{db::Db, error::AppError};
+use crate::{
+    db::Db,
+    error::AppError,
+    store::event_store::{EventMetadata, NewEvent},
+};
 
 /// Ids the siblings answered, needed by later steps and compensations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -241,6 +250,37 @@ pub struct OperatorActionRecord {
     pub at: DateTime<Utc>,
 }
 
+impl OperatorActionRecord {
+    /// The audit event of this action on the saga's own stream
+    /// ([`crate::store::event_store::SAGA_STREAM`]): `SagaStepSkipped` or
+    /// `SagaStepRetried`. The store appends it in the transaction that records
+    /// the action, so neither exists without the other.
+    pub fn audit_event(&self, saga_id: Uuid, order_id: Uuid) -> NewEvent {
+        let event_type = if self.action == "skip" {
+            "SagaStepSkipped"
+        } else {
+            "SagaStepRetried"
+        };
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            payload: serde_json::json!({
+                "saga_id": saga_id,
+                "order_id": order_id,
+                "step": self.step.name(),
+                "operator": self.operator,
+                "reason": self.reason,
+                "at": self.at.to_rfc3339(),
+            }),
+            metadata: EventMetadata {
+                causation_id: Some(saga_id.to_string()),
+                ..Default::default()
+            },
+        }
+    }
+}
+
 /// A worker's claim on sagas.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -325,6 +365,17 @@ impl From<sqlx::Error> for SagaStoreError {
     }
 }
 
+impl From<crate::store::event_store::EventStoreError> for SagaStoreError {
+    fn from(err: crate::store::event_store::EventStoreError) -> Self {
+        use crate::store::event_store::EventStoreError;
+        match err {
+            EventStoreError::Conflict { .. } => Self::Conflict,
+            EventStoreError::Unavailable(reason) => Self::Unavailable(reason),
+            EventStoreError::Other(e) => Self::Other(e),
+        }
+    }
+}
+
 impl From<SagaStoreError> for AppError {
     fn from(err: SagaStoreError) -> Self {
         match err {
@@ -398,7 +449,9 @@ pub trait SagaStore: Send + Sync + std::fmt::Debug {
 
     /// Applies an operator action: if the saga is still at `expected_updated_at`
     /// and no live worker leases it, writes the columns and step, records the
-    /// action and makes the saga due now. [`SagaStoreError::Conflict`] otherwise.
+    /// action, appends `audit` to the saga's stream in the event store (one
+    /// transaction for all of it) and makes the saga due now.
+    /// [`SagaStoreError::Conflict`] otherwise.
     async fn apply_operator_action(
         &self,
         saga_id: Uuid,
@@ -406,6 +459,7 @@ pub trait SagaStore: Send + Sync + std::fmt::Debug {
         columns: &SagaColumns,
         step: &StepRecord,
         action: &OperatorActionRecord,
+        audit: &NewEvent,
     ) -> Result<(), SagaStoreError>;
 }
 
@@ -415,88 +469,4 @@ pub fn saga_store(db: &Db) -> std::sync::Arc<dyn SagaStore> {
         Db::Postgres(pool) => std::sync::Arc::new(PostgresSagaStore::new(pool.clone())),
         Db::Sqlite(pool) => std::sync::Arc::new(SqliteSagaStore::new(pool.clone())),
     }
-}
-
-/// A step row as the claim queries aggregate it (times in microseconds).
-#[derive(serde::Deserialize)]
-struct StepJson {
-    step: String,
-    status: String,
-    attempts: i32,
-    round_attempts: i32,
-    idempotency_key: String,
-    last_error: Option<String>,
-    last_grpc_code: Option<String>,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    duration_ms: i64,
-}
-
-/// Step rows from a claim's JSON array, in the order they started.
-fn steps_from_json(json: &str) -> Result<Vec<StepRecord>, SagaStoreError> {
-    let rows: Vec<StepJson> = serde_json::from_str(json).map_err(|e| anyhow::anyhow!("stored steps: {e}"))?;
-    let time = |micros: Option<i64>| -> Result<Option<DateTime<Utc>>, SagaStoreError> {
-        micros
-            .map(|m| {
-                DateTime::from_timestamp_micros(m).ok_or_else(|| anyhow::anyhow!("stored time {m}").into())
-            })
-            .transpose()
-    };
-    let mut steps = rows
-        .into_iter()
-        .map(|r| {
-            Ok(StepRecord {
-                step: parse_step(&r.step)?,
-                status: parse_step_status(&r.status)?,
-                attempts: count(r.attempts),
-                round_attempts: count(r.round_attempts),
-                idempotency_key: r.idempotency_key,
-                last_error: r.last_error,
-                last_grpc_code: r.last_grpc_code,
-                started_at: time(r.started_at)?,
-                finished_at: time(r.finished_at)?,
-                duration_ms: r.duration_ms,
-            })
-        })
-        .collect::<Result<Vec<_>, SagaStoreError>>()?;
-    steps.sort_by_key(|s| (s.started_at.is_none(), s.started_at, s.step));
-    Ok(steps)
-}
-
-/// Parses a stored step name.
-fn parse_step(name: &str) -> Result<Step, SagaStoreError> {
-    Step::parse(name).ok_or_else(|| anyhow::anyhow!("stored step {name:?} unknown").into())
-}
-
-/// Parses a stored saga status.
-fn parse_status(text: &str) -> Result<SagaStatus, SagaStoreError> {
-    SagaStatus::parse(text).ok_or_else(|| anyhow::anyhow!("stored saga status {text:?} unknown").into())
-}
-
-/// Parses a stored step status.
-fn parse_step_status(text: &str) -> Result<StepStatus, SagaStoreError> {
-    StepStatus::parse(text).ok_or_else(|| anyhow::anyhow!("stored step status {text:?} unknown").into())
-}
-
-/// The static name of a stored attempt outcome.
-fn outcome_name(text: &str) -> Result<&'static str, SagaStoreError> {
-    ["SUCCEEDED", "REFUSED", "TRANSIENT"]
-        .into_iter()
-        .find(|o| *o == text)
-        .ok_or_else(|| anyhow::anyhow!("stored attempt outcome {text:?} unknown").into())
-}
-
-/// A stored count as u32 (never negative by construction).
-fn count(n: i32) -> u32 {
-    u32::try_from(n).unwrap_or(0)
-}
-
-/// A count as stored.
-fn stored_count(n: u32) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-/// Lease duration in milliseconds, as bound into SQL.
-fn lease_millis(lease: &Lease) -> i64 {
-    i64::try_from(lease.duration.as_millis()).unwrap_or(i64::MAX)
 }

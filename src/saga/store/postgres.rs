@@ -18,12 +18,17 @@ use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
 use uuid::Uuid;
 
+mod rows;
+
+use self::rows::{AttemptRow, SagaRow, StepRow};
 use super::{
-    AttemptEnd, AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns,
-    SagaRecord, SagaStore, SagaStoreError, SiblingRefs, StepRecord, Write, count, lease_millis, parse_status,
-    parse_step, parse_step_status, stored_count,
+    AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns, SagaRecord,
+    SagaStore, SagaStoreError, StepRecord, Write, lease_millis, parse_status, parse_step, stored_count,
 };
-use crate::saga::plan::SagaStatus;
+use crate::{
+    saga::plan::SagaStatus,
+    store::event_store::{NewEvent, PostgresEventStore, SAGA_STREAM},
+};
 
 /// The saga store on PostgreSQL.
 #[derive(Debug, Clone)]
@@ -49,90 +54,6 @@ const SAGA_COLUMNS: &str = "saga_id, order_id, idempotency_seed, status, current
 
 const STEP_COLUMNS: &str = "saga_id, step, status, attempts, round_attempts, idempotency_key, last_error, \
     last_grpc_code, started_at, finished_at, duration_ms";
-
-#[derive(sqlx::FromRow)]
-struct SagaRow {
-    saga_id: Uuid,
-    order_id: Uuid,
-    idempotency_seed: String,
-    status: String,
-    current_step: Option<String>,
-    past_pivot: bool,
-    cancel_requested: bool,
-    cancel_reason: Option<String>,
-    deadline: DateTime<Utc>,
-    next_run_at: DateTime<Utc>,
-    compensation_reason: Option<String>,
-    last_error: Option<String>,
-    authorization_id: Option<String>,
-    reservation_id: Option<String>,
-    shipment_id: Option<String>,
-    tracking_number: Option<String>,
-    capture_id: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-#[derive(sqlx::FromRow)]
-struct StepRow {
-    saga_id: Uuid,
-    step: String,
-    status: String,
-    attempts: i32,
-    round_attempts: i32,
-    idempotency_key: String,
-    last_error: Option<String>,
-    last_grpc_code: Option<String>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-    duration_ms: i64,
-}
-
-impl StepRow {
-    fn decode(self) -> Result<StepRecord, SagaStoreError> {
-        Ok(StepRecord {
-            step: parse_step(&self.step)?,
-            status: parse_step_status(&self.status)?,
-            attempts: count(self.attempts),
-            round_attempts: count(self.round_attempts),
-            idempotency_key: self.idempotency_key,
-            last_error: self.last_error,
-            last_grpc_code: self.last_grpc_code,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            duration_ms: self.duration_ms,
-        })
-    }
-}
-
-impl SagaRow {
-    fn decode(self, steps: Vec<StepRecord>) -> Result<SagaRecord, SagaStoreError> {
-        Ok(SagaRecord {
-            saga_id: self.saga_id,
-            order_id: self.order_id,
-            seed: self.idempotency_seed,
-            status: parse_status(&self.status)?,
-            current_step: self.current_step.as_deref().map(parse_step).transpose()?,
-            past_pivot: self.past_pivot,
-            cancel_requested: self.cancel_requested,
-            cancel_reason: self.cancel_reason,
-            deadline: self.deadline,
-            next_run_at: self.next_run_at,
-            compensation_reason: self.compensation_reason,
-            last_error: self.last_error,
-            refs: SiblingRefs {
-                authorization_id: self.authorization_id,
-                reservation_id: self.reservation_id,
-                shipment_id: self.shipment_id,
-                tracking_number: self.tracking_number,
-                capture_id: self.capture_id,
-            },
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            steps,
-        })
-    }
-}
 
 /// One worker write, as one statement: the fenced saga update `s` ($1..$17:
 /// id, owner, columns, lease, expected cancel flag, release), the step rows
@@ -489,9 +410,11 @@ impl SagaStore for PostgresSagaStore {
         columns: &SagaColumns,
         step: &StepRecord,
         action: &OperatorActionRecord,
+        audit: &NewEvent,
     ) -> Result<(), SagaStoreError> {
         // Fenced by version and status instead of a lease: no live worker may
-        // hold it. pg_notify wakes the replicas' workers at commit.
+        // hold it. pg_notify wakes the replicas' workers at commit. The saga
+        // row stays locked until then, so the audit append has no rival.
         let sql = format!(
             "WITH s AS (UPDATE sagas SET status = $3, current_step = $4, past_pivot = $5, \
                 compensation_reason = $6, last_error = $7, authorization_id = $8, reservation_id = $9, \
@@ -516,50 +439,14 @@ impl SagaStore for PostgresSagaStore {
             .bind(action.operator.as_str())
             .bind(action.reason.as_str())
             .bind(action.at);
-        let row = query.fetch_one(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        let row = query.fetch_one(&mut *tx).await?;
         let applied: i64 = row.try_get("applied")?;
         if applied == 0 {
             return Err(SagaStoreError::Conflict);
         }
+        PostgresEventStore::append_in(&mut tx, saga_id, SAGA_STREAM, std::slice::from_ref(audit)).await?;
+        tx.commit().await?;
         Ok(())
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct AttemptRow {
-    step: String,
-    attempt: i32,
-    worker: String,
-    idempotency_key: String,
-    started_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
-    outcome: Option<String>,
-    grpc_code: Option<String>,
-    error: Option<String>,
-    latency_ms: Option<i64>,
-    trace_id: Option<String>,
-}
-
-impl AttemptRow {
-    fn decode(self) -> Result<AttemptRecord, SagaStoreError> {
-        let end = match self.outcome.as_deref() {
-            None => None,
-            Some(outcome) => Some(AttemptEnd {
-                outcome: super::outcome_name(outcome)?,
-                grpc_code: self.grpc_code,
-                error: self.error,
-                latency_ms: self.latency_ms.unwrap_or(0),
-                trace_id: self.trace_id,
-            }),
-        };
-        Ok(AttemptRecord {
-            step: parse_step(&self.step)?,
-            attempt: count(self.attempt),
-            worker: self.worker,
-            idempotency_key: self.idempotency_key,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            end,
-        })
     }
 }

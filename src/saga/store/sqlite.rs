@@ -11,7 +11,7 @@
 //! CTEs) chosen by `match`; `one(column, ..)` is called only with the literal
 //! "saga_id" or "order_id"; every value is bound.
 
-use std::{collections::HashMap, str::FromStr};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -20,10 +20,17 @@ use uuid::Uuid;
 
 use super::{
     AttemptEnd, AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns,
-    SagaRecord, SagaStore, SagaStoreError, SiblingRefs, StepRecord, Write, count, lease_millis, outcome_name,
-    parse_status, parse_step, parse_step_status, stored_count,
+    SagaRecord, SagaStore, SagaStoreError, StepRecord, Write, count, lease_millis, outcome_name,
+    parse_status, parse_step, stored_count,
 };
-use crate::saga::plan::SagaStatus;
+use crate::{
+    saga::plan::SagaStatus,
+    store::event_store::{NewEvent, SAGA_STREAM, SqliteEventStore},
+};
+
+mod rows;
+
+use self::rows::{SagaRow, StepRow, at, ms, uuid};
 
 /// The saga store on SQLite.
 #[derive(Debug, Clone)]
@@ -38,108 +45,12 @@ impl SqliteSagaStore {
     }
 }
 
-fn ms(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
-}
-
-fn at(ms: i64) -> Result<DateTime<Utc>, SagaStoreError> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| anyhow::anyhow!("stored time {ms} out of range").into())
-}
-
-fn uuid(text: &str) -> Result<Uuid, SagaStoreError> {
-    Uuid::from_str(text).map_err(|e| anyhow::anyhow!("stored uuid {text:?}: {e}").into())
-}
-
 const SAGA_COLUMNS: &str = "saga_id, order_id, idempotency_seed, status, current_step, past_pivot, \
     cancel_requested, cancel_reason, deadline, next_run_at, compensation_reason, last_error, \
     authorization_id, reservation_id, shipment_id, tracking_number, capture_id, created_at, updated_at";
 
 const DUE: &str = "(status IN ('RUNNING', 'COMPENSATING') OR (status = 'FAILED' AND cancel_requested = 1)) \
     AND next_run_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1)";
-
-#[derive(sqlx::FromRow)]
-struct SagaRow {
-    saga_id: String,
-    order_id: String,
-    idempotency_seed: String,
-    status: String,
-    current_step: Option<String>,
-    past_pivot: bool,
-    cancel_requested: bool,
-    cancel_reason: Option<String>,
-    deadline: i64,
-    next_run_at: i64,
-    compensation_reason: Option<String>,
-    last_error: Option<String>,
-    authorization_id: Option<String>,
-    reservation_id: Option<String>,
-    shipment_id: Option<String>,
-    tracking_number: Option<String>,
-    capture_id: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl SagaRow {
-    fn decode(self, steps: Vec<StepRecord>) -> Result<SagaRecord, SagaStoreError> {
-        Ok(SagaRecord {
-            saga_id: uuid(&self.saga_id)?,
-            order_id: uuid(&self.order_id)?,
-            seed: self.idempotency_seed,
-            status: parse_status(&self.status)?,
-            current_step: self.current_step.as_deref().map(parse_step).transpose()?,
-            past_pivot: self.past_pivot,
-            cancel_requested: self.cancel_requested,
-            cancel_reason: self.cancel_reason,
-            deadline: at(self.deadline)?,
-            next_run_at: at(self.next_run_at)?,
-            compensation_reason: self.compensation_reason,
-            last_error: self.last_error,
-            refs: SiblingRefs {
-                authorization_id: self.authorization_id,
-                reservation_id: self.reservation_id,
-                shipment_id: self.shipment_id,
-                tracking_number: self.tracking_number,
-                capture_id: self.capture_id,
-            },
-            created_at: at(self.created_at)?,
-            updated_at: at(self.updated_at)?,
-            steps,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct StepRow {
-    saga_id: String,
-    step: String,
-    status: String,
-    attempts: i32,
-    round_attempts: i32,
-    idempotency_key: String,
-    last_error: Option<String>,
-    last_grpc_code: Option<String>,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    duration_ms: i64,
-}
-
-impl StepRow {
-    fn decode(self) -> Result<StepRecord, SagaStoreError> {
-        Ok(StepRecord {
-            step: parse_step(&self.step)?,
-            status: parse_step_status(&self.status)?,
-            attempts: count(self.attempts),
-            round_attempts: count(self.round_attempts),
-            idempotency_key: self.idempotency_key,
-            last_error: self.last_error,
-            last_grpc_code: self.last_grpc_code,
-            started_at: self.started_at.map(at).transpose()?,
-            finished_at: self.finished_at.map(at).transpose()?,
-            duration_ms: self.duration_ms,
-        })
-    }
-}
 
 /// Saga columns as `?2..?11` after the id.
 const SET_COLUMNS: &str = "status = ?2, current_step = ?3, past_pivot = ?4, compensation_reason = ?5, \
@@ -493,6 +404,7 @@ impl SagaStore for SqliteSagaStore {
         columns: &SagaColumns,
         step: &StepRecord,
         action: &OperatorActionRecord,
+        audit: &NewEvent,
     ) -> Result<(), SagaStoreError> {
         let id = saga_id.to_string();
         let now = ms(Utc::now());
@@ -524,6 +436,7 @@ impl SagaStore for SqliteSagaStore {
         .bind(ms(action.at))
         .execute(&mut *tx)
         .await?;
+        SqliteEventStore::append_in(&mut tx, saga_id, SAGA_STREAM, std::slice::from_ref(audit)).await?;
         tx.commit().await?;
         Ok(())
     }

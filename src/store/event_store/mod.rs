@@ -37,8 +37,13 @@ pub use self::{
 };
 use crate::{db::Db, error::AppError};
 
-/// The stream type of order streams (the only aggregate stored here so far).
+/// The stream type of order streams.
 pub const ORDER_STREAM: &str = "order";
+
+/// The stream type of a saga's audit stream (stream id = saga id): the
+/// operator actions on it, written with the saga's own row. Order projections
+/// skip it.
+pub const SAGA_STREAM: &str = "saga";
 
 /// Tracing context and provenance of an event, stored beside it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,7 +27,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction, types::Json};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction, types::Json};
 use uuid::Uuid;
 
 use super::{
@@ -128,9 +128,35 @@ impl PostgresEventStore {
         })
     }
 
+    /// Appends `events` after the stream's current version inside a caller's
+    /// transaction, so another table's write and the events commit together
+    /// (the saga store records operator actions this way). The caller must
+    /// serialise writers of the stream (a row lock); a collision is an error.
+    pub(crate) async fn append_in(
+        conn: &mut PgConnection,
+        stream_id: Uuid,
+        stream_type: &str,
+        events: &[NewEvent],
+    ) -> Result<(), EventStoreError> {
+        check_batch(events)?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1")
+                .bind(stream_id)
+                .fetch_one(&mut *conn)
+                .await?;
+        let expected = u64_version(current)?;
+        match Self::insert_events(conn, stream_id, expected, events, stream_type).await? {
+            Some(_) => Ok(()),
+            None => Err(EventStoreError::Conflict {
+                expected,
+                actual: expected + 1,
+            }),
+        }
+    }
+
     /// Inserts the batch; `Ok(None)` when the guard refused (stream moved).
     async fn insert_events(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut PgConnection,
         stream_id: Uuid,
         expected_version: u64,
         events: &[NewEvent],
@@ -151,7 +177,7 @@ impl PostgresEventStore {
                     .bind(event.schema_version)
                     .bind(&event.payload)
                     .bind(Json(&event.metadata))
-                    .fetch_one(&mut **tx)
+                    .fetch_one(&mut *tx)
                     .await?;
             match (position, at) {
                 (Some(position), Some(at)) => {

@@ -14,7 +14,7 @@ use std::{str::FromStr, time::Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
@@ -89,21 +89,34 @@ impl SqliteEventStore {
         })
     }
 
-    async fn current_version(
-        tx: &mut Transaction<'static, Sqlite>,
-        stream_id: &str,
-    ) -> Result<u64, EventStoreError> {
+    async fn current_version(tx: &mut SqliteConnection, stream_id: &str) -> Result<u64, EventStoreError> {
         let version: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?")
                 .bind(stream_id)
-                .fetch_one(&mut **tx)
+                .fetch_one(&mut *tx)
                 .await?;
         u64_version(version)
     }
 
+    /// Appends `events` after the stream's current version inside a caller's
+    /// write transaction (`BEGIN IMMEDIATE`), so another table's write and the
+    /// events commit together (the saga store records operator actions this way).
+    pub(crate) async fn append_in(
+        conn: &mut SqliteConnection,
+        stream_id: Uuid,
+        stream_type: &str,
+        events: &[NewEvent],
+    ) -> Result<(), EventStoreError> {
+        check_batch(events)?;
+        let stream = stream_id.to_string();
+        let current = Self::current_version(conn, &stream).await?;
+        Self::insert_events(conn, &stream, current, events, stream_type, millis(Utc::now())).await?;
+        Ok(())
+    }
+
     /// Inserts the batch and its outbox rows (the write lock is held).
     async fn insert_events(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut SqliteConnection,
         stream_id: &str,
         expected_version: u64,
         events: &[NewEvent],
@@ -131,7 +144,7 @@ impl SqliteEventStore {
             .bind(&payload)
             .bind(&metadata)
             .bind(now)
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *tx)
             .await?;
             sqlx::query(
                 "INSERT INTO outbox (event_id, stream_id, stream_type, stream_version, global_position, \
@@ -147,7 +160,7 @@ impl SqliteEventStore {
             .bind(&payload)
             .bind(&metadata)
             .bind(now)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
             positions.push(position);
         }

@@ -3,12 +3,11 @@
 //! Projection code is shared ([`crate::projections`] folds events into rows);
 //! each backend only loads and upserts rows ([`postgres`], [`sqlite`]), keeps
 //! the checkpoints and answers the queries. Upserts never lower a row's
-//! version (`ON CONFLICT .. WHERE version < excluded.version`).
-//!
-//! SQL-SAFE: `drop_shadows` splices only shadow names of the models' `TABLE`
-//! constants; no table name is ever request input.
+//! version (`ON CONFLICT .. WHERE version < excluded.version`). What a
+//! rebuild needs (shadow tables, swap) is in [`shadows`].
 
 pub mod postgres;
+pub mod shadows;
 pub mod sqlite;
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +16,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-pub use self::{postgres::PgModel, sqlite::SqliteModel};
+pub use self::{postgres::PgModel, shadows::shadow_table, sqlite::SqliteModel};
 use crate::{
     db::Db,
     domain::{
@@ -26,8 +25,8 @@ use crate::{
     },
     error::AppError,
     projections::{
-        Folded, Gap, ProjectionError, ReadModel, cart_conversion::ConversionFigures,
-        customer_orders::OrderSummary, fold, order_detail::OrderDetail,
+        Decoded, Folded, Gap, ProjectionError, ReadModel, cart_conversion::ConversionFigures,
+        customer_orders::OrderSummary, fold_decoded, order_detail::OrderDetail,
     },
     store::event_store::StoredEvent,
 };
@@ -183,12 +182,17 @@ impl ReadModelStore {
         events: &[StoredEvent],
         advance: Option<Advance>,
     ) -> Result<Folded<R>, ReadModelError> {
-        let mut seen = HashSet::new();
-        let ids: Vec<Uuid> = events
-            .iter()
-            .map(|e| e.stream_id)
-            .filter(|id| seen.insert(*id))
-            .collect();
+        self.apply_decoded(table, &Decoded::all(events), advance).await
+    }
+
+    /// [`ReadModelStore::apply`] of events decoded once for several projections.
+    pub async fn apply_decoded<R: StoredModel>(
+        &self,
+        table: &str,
+        events: &[Decoded<'_>],
+        advance: Option<Advance>,
+    ) -> Result<Folded<R>, ReadModelError> {
+        let ids = distinct_streams(events);
         match self {
             Self::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
@@ -196,7 +200,7 @@ impl ReadModelStore {
                     postgres::advance(&mut tx, R::NAME, advance).await?;
                 }
                 let current = by_stream(R::load_pg(&mut tx, table, &ids).await?);
-                let folded = fold::<R>(current, events)?;
+                let folded = fold_decoded::<R>(current, events)?;
                 if advance.is_some() && !folded.gaps.is_empty() {
                     return Err(ReadModelError::Gaps(folded.gaps));
                 }
@@ -212,7 +216,7 @@ impl ReadModelStore {
                     sqlite::advance(&mut tx, R::NAME, advance).await?;
                 }
                 let current = by_stream(R::load_sqlite(&mut tx, table, &ids).await?);
-                let folded = fold::<R>(current, events)?;
+                let folded = fold_decoded::<R>(current, events)?;
                 if advance.is_some() && !folded.gaps.is_empty() {
                     return Err(ReadModelError::Gaps(folded.gaps));
                 }
@@ -225,10 +229,7 @@ impl ReadModelStore {
 
     /// The stored versions of `ids` in `R`'s live table (absent: 0).
     pub async fn versions<R: StoredModel>(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, ReadModelError> {
-        let rows = match self {
-            Self::Postgres(pool) => R::load_pg(&mut *pool.acquire().await?, R::TABLE, ids).await?,
-            Self::Sqlite(pool) => R::load_sqlite(&mut *pool.acquire().await?, R::TABLE, ids).await?,
-        };
+        let rows = self.load::<R>(R::TABLE, ids).await?;
         Ok(rows.iter().map(|row| (row.stream_id(), row.version())).collect())
     }
 
@@ -297,87 +298,36 @@ fn money_from(currency: String, amount: Decimal) -> sqlx::Result<(Currency, Mone
     Ok((currency, total))
 }
 
-fn by_stream<R: ReadModel>(rows: Vec<R>) -> HashMap<Uuid, R> {
-    rows.into_iter().map(|row| (row.stream_id(), row)).collect()
-}
-
-/// The shadow table a rebuild fills for `table`.
-pub fn shadow_table(table: &str) -> String {
-    format!("{table}_rebuild")
+/// The streams of `events`, each once, in first-seen order.
+pub fn distinct_streams(events: &[Decoded<'_>]) -> Vec<Uuid> {
+    let mut seen = HashSet::new();
+    events
+        .iter()
+        .map(|e| e.stored.stream_id)
+        .filter(|id| seen.insert(*id))
+        .collect()
 }
 
 impl ReadModelStore {
-    /// Marks projections `names` as rebuilding, expecting `total` events;
-    /// refused (ABORTED) while another rebuild of one of them reports.
-    pub async fn begin_rebuild(&self, names: &[&str], total: i64) -> Result<(), AppError> {
-        let claimed = match self {
-            Self::Postgres(pool) => postgres::begin_rebuild(pool, names, total).await?,
-            Self::Sqlite(pool) => sqlite::begin_rebuild(pool, names, total).await?,
-        };
-        // The claim is all or nothing (one transaction).
-        if claimed == names.len() as u64 {
-            return Ok(());
-        }
-        Err(AppError::Aborted(
-            "a rebuild of the projections is already running".into(),
-        ))
+    /// The rows of `ids` in `table`, outside a transaction (the rebuild, sole
+    /// writer of its shadow tables).
+    pub async fn load<R: StoredModel>(&self, table: &str, ids: &[Uuid]) -> Result<Vec<R>, ReadModelError> {
+        Ok(match self {
+            Self::Postgres(pool) => R::load_pg(&mut *pool.acquire().await?, table, ids).await?,
+            Self::Sqlite(pool) => R::load_sqlite(&mut *pool.acquire().await?, table, ids).await?,
+        })
     }
 
-    /// Reports rebuild progress (also the heartbeat that keeps the claim).
-    pub async fn rebuild_progress(
-        &self,
-        names: &[&str],
-        replayed: i64,
-        total: i64,
-    ) -> Result<(), ReadModelError> {
+    /// Upserts `rows` into `table` (never lowering a version).
+    pub async fn upsert<R: StoredModel>(&self, table: &str, rows: &[R]) -> Result<(), ReadModelError> {
         match self {
-            Self::Postgres(pool) => postgres::rebuild_progress(pool, names, replayed, total).await,
-            Self::Sqlite(pool) => sqlite::rebuild_progress(pool, names, replayed, total).await,
-        }
-    }
-
-    /// Clears the rebuilding mark of `names` (a rebuild failed or finished).
-    pub async fn end_rebuild(&self, names: &[&str]) -> Result<(), ReadModelError> {
-        match self {
-            Self::Postgres(pool) => postgres::end_rebuild(pool, names).await,
-            Self::Sqlite(pool) => sqlite::end_rebuild(pool, names).await,
-        }
-    }
-
-    /// (Re)creates the empty shadow of each live table, same columns and indexes.
-    pub async fn create_shadows(&self, tables: &[&str]) -> Result<(), ReadModelError> {
-        for table in tables {
-            match self {
-                Self::Postgres(pool) => postgres::create_shadow(pool, table).await?,
-                Self::Sqlite(pool) => sqlite::create_shadow(pool, table).await?,
-            }
+            Self::Postgres(pool) => R::upsert_pg(&mut *pool.acquire().await?, table, rows).await?,
+            Self::Sqlite(pool) => R::upsert_sqlite(&mut *pool.acquire().await?, table, rows).await?,
         }
         Ok(())
     }
+}
 
-    /// Drops the shadows (a failed rebuild).
-    pub async fn drop_shadows(&self, tables: &[&str]) -> Result<(), ReadModelError> {
-        for table in tables {
-            let sql = format!("DROP TABLE IF EXISTS {}", shadow_table(table));
-            match self {
-                Self::Postgres(pool) => {
-                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
-                }
-                Self::Sqlite(pool) => {
-                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Swaps every shadow in for its live table in one transaction, and sets
-    /// the projections' checkpoints to `position` (bumping their generation,
-    /// so a sweep still working on the old tables writes nothing).
-    pub async fn swap_shadows(&self, swaps: &[(&str, &str)], position: i64) -> Result<(), ReadModelError> {
-        match self {
-            Self::Postgres(pool) => postgres::swap_shadows(pool, swaps, position).await,
-            Self::Sqlite(pool) => sqlite::swap_shadows(pool, swaps, position).await,
-        }
-    }
+fn by_stream<R: ReadModel>(rows: Vec<R>) -> HashMap<Uuid, R> {
+    rows.into_iter().map(|row| (row.stream_id(), row)).collect()
 }

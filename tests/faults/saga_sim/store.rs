@@ -11,12 +11,15 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use commerce::saga::{
-    plan::{SagaStatus, Step},
-    store::{
-        AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns, SagaRecord,
-        SagaStore, SagaStoreError, StepRecord, Write,
+use commerce::{
+    saga::{
+        plan::{SagaStatus, Step},
+        store::{
+            AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns, SagaRecord,
+            SagaStore, SagaStoreError, StepRecord, Write,
+        },
     },
+    store::event_store::NewEvent,
 };
 use uuid::Uuid;
 
@@ -340,7 +343,9 @@ impl SagaStore for SimStore {
         columns: &SagaColumns,
         step: &StepRecord,
         action: &OperatorActionRecord,
+        _audit: &NewEvent,
     ) -> Result<(), SagaStoreError> {
+        // The simulation checks saga outcomes; it keeps no event store.
         let mut inner = self.lock();
         let now = self.now(&mut inner);
         let leased = inner.owners.contains_key(&saga_id);

@@ -1,0 +1,92 @@
+//! The steps of the fulfillment saga and their idempotency keys.
+
+/// One step of the saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    /// Payment: hold the amount.
+    AuthorizePayment,
+    /// Inventory: reserve every line.
+    ReserveInventory,
+    /// Shipping: create the shipment.
+    CreateShipment,
+    /// Payment: capture the hold. The pivot.
+    CapturePayment,
+    /// Order: confirm (local).
+    ConfirmOrder,
+    /// Undoes CreateShipment.
+    CancelShipment,
+    /// Undoes ReserveInventory.
+    ReleaseInventory,
+    /// Undoes AuthorizePayment.
+    VoidPayment,
+    /// Order: cancel with the compensation reason (local, last).
+    CancelOrder,
+}
+
+impl Step {
+    /// Forward steps in order.
+    pub const FORWARD: [Step; 5] = [
+        Step::AuthorizePayment,
+        Step::ReserveInventory,
+        Step::CreateShipment,
+        Step::CapturePayment,
+        Step::ConfirmOrder,
+    ];
+    /// Compensation steps in order.
+    pub const COMPENSATION: [Step; 4] = [
+        Step::CancelShipment,
+        Step::ReleaseInventory,
+        Step::VoidPayment,
+        Step::CancelOrder,
+    ];
+
+    /// The step's name, as stored and shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AuthorizePayment => "authorize_payment",
+            Self::ReserveInventory => "reserve_inventory",
+            Self::CreateShipment => "create_shipment",
+            Self::CapturePayment => "capture_payment",
+            Self::ConfirmOrder => "confirm_order",
+            Self::CancelShipment => "cancel_shipment",
+            Self::ReleaseInventory => "release_inventory",
+            Self::VoidPayment => "void_payment",
+            Self::CancelOrder => "cancel_order",
+        }
+    }
+
+    /// The step named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::FORWARD
+            .into_iter()
+            .chain(Self::COMPENSATION)
+            .find(|s| s.name() == name)
+    }
+
+    /// True for compensation steps.
+    pub fn is_compensation(self) -> bool {
+        Self::COMPENSATION.contains(&self)
+    }
+
+    /// The forward step a compensation undoes.
+    pub fn undoes(self) -> Option<Step> {
+        match self {
+            Self::CancelShipment => Some(Self::CreateShipment),
+            Self::ReleaseInventory => Some(Self::ReserveInventory),
+            Self::VoidPayment => Some(Self::AuthorizePayment),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The idempotency key of `step` for the saga seeded with `seed`: the same
+/// key on every attempt, every replica and every restart.
+pub fn idempotency_key(seed: &str, step: Step) -> String {
+    format!("{seed}:{}", step.name())
+}

@@ -1,0 +1,131 @@
+//! Two `commerce serve` processes on one database (and `commerce stubs`):
+//! they share the sagas, and no attempt of a step ever overlaps another,
+//! whichever replica sent it. One authorization per order, per the ledger.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use rand::{SeedableRng, rngs::StdRng};
+
+use crate::{
+    child::{free_port, spawn},
+    helpers::{Backend, Isolation},
+    saga_kill::{Progress, check_outcome, place, plans, seed_stock, service_env, wait_terminal},
+    stubs::StubClients,
+};
+
+/// (saga, step, attempt, worker, started ms, finished ms) of one attempt.
+type AttemptRow = (String, String, i32, String, i64, Option<i64>);
+
+/// Every attempt the replicas recorded.
+async fn attempts(isolation: &Isolation) -> Vec<AttemptRow> {
+    match isolation.backends().await.db {
+        commerce::db::Db::Postgres(pool) => sqlx::query_as(
+            "SELECT saga_id::text, step, attempt, worker, \
+             (extract(epoch FROM started_at) * 1000)::bigint, \
+             (extract(epoch FROM finished_at) * 1000)::bigint FROM saga_attempts",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap(),
+        commerce::db::Db::Sqlite(pool) => sqlx::query_as(
+            "SELECT saga_id, step, attempt, worker, started_at, finished_at FROM saga_attempts",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn two_service_processes_on_one_database_share_the_sagas_and_never_run_a_step_twice_at_once() {
+    let isolation = Isolation::new(Backend::from_env()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let stubs_port = free_port();
+    let stubs_env = HashMap::from([
+        ("STUBS_PORT".to_string(), stubs_port.to_string()),
+        ("HOST".to_string(), "127.0.0.1".to_string()),
+        ("STUB_FAILURE_RATE".to_string(), "0.05".to_string()),
+    ]);
+    let mut stubs_proc = spawn(&["stubs"], &stubs_env, dir.path().join("stubs.log"), stubs_port);
+    stubs_proc.ready().await;
+    let stubs = StubClients::at(&stubs_proc.url());
+    seed_stock(&stubs).await;
+
+    let mut replicas = Vec::new();
+    let mut channels = Vec::new();
+    for name in ["a", "b"] {
+        let port = free_port();
+        let env = service_env(&isolation, &stubs_proc.url(), port);
+        let mut replica = spawn(
+            &["serve"],
+            &env,
+            dir.path().join(format!("serve-{name}.log")),
+            port,
+        );
+        channels.push(replica.ready().await);
+        replicas.push(replica);
+    }
+    let config = isolation.config(&[]);
+    let admin = commerce::auth::mint_token(
+        &config,
+        "admin-1",
+        &[commerce::auth::Role::Admin],
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    let plans = plans(40, &mut rng);
+    let mut order_ids = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        let token = commerce::auth::mint_token(
+            &config,
+            &plan.customer,
+            &[commerce::auth::Role::Customer],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let mut progress = Progress::default();
+        let order_id = place(&channels[i % 2], &token, plan, &mut progress)
+            .await
+            .expect("placed");
+        order_ids.push(order_id);
+    }
+    wait_terminal(&channels[0], &admin, Duration::from_secs(60)).await;
+    let mut violations = check_outcome(&isolation, &stubs, &order_ids).await;
+    // The read models, projected by two replicas at once, equal a rebuild from the events.
+    for v in crate::rebuild_check::compare_with_rebuild(&isolation.backends().await.db).await {
+        println!("VIOLATION: {v}");
+        violations += 1;
+    }
+    assert_eq!(violations, 0, "see VIOLATION lines");
+
+    // Attempts of one step never overlap in time, whichever replica sent them.
+    let mut by_step: HashMap<(String, String), Vec<AttemptRow>> = HashMap::new();
+    for row in attempts(&isolation).await {
+        by_step
+            .entry((row.0.clone(), row.1.clone()))
+            .or_default()
+            .push(row);
+    }
+    let mut workers = HashSet::new();
+    for ((saga, step), mut list) in by_step {
+        list.sort_by_key(|a| a.2);
+        for pair in list.windows(2) {
+            let (earlier, later) = (&pair[0], &pair[1]);
+            let finished = earlier.5.expect("no attempt left unfinished without a crash");
+            assert!(
+                finished <= later.4,
+                "{saga} {step}: attempts {} and {} overlap",
+                earlier.2,
+                later.2
+            );
+        }
+        workers.extend(list.into_iter().map(|a| a.3));
+    }
+    assert!(workers.len() >= 2, "both replicas worked: {workers:?}");
+    println!("two replicas: {} orders, workers {workers:?}", order_ids.len());
+    drop(replicas);
+}
