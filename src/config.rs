@@ -112,6 +112,9 @@ pub struct Config {
     pub enable_cqrs: bool,
     /// ENABLE_OPTIMISTIC_LOCKING (default true): see the README.
     pub enable_optimistic_locking: bool,
+    /// EVENT_STORE_GROUP_COMMIT (default true): on PostgreSQL concurrent
+    /// appends share a transaction; off gives each its own (for comparison).
+    pub event_store_group_commit: bool,
     /// CART_TTL_HOURS (default 24; decimals allowed, e.g. 0.5).
     pub cart_ttl: Duration,
     /// ORDER_TIMEOUT_MINUTES (default 30; decimals allowed).
@@ -204,6 +207,7 @@ impl Config {
             enable_event_sourcing: env.flag("ENABLE_EVENT_SOURCING", true)?,
             enable_cqrs: env.flag("ENABLE_CQRS", true)?,
             enable_optimistic_locking: env.flag("ENABLE_OPTIMISTIC_LOCKING", true)?,
+            event_store_group_commit: env.flag("EVENT_STORE_GROUP_COMMIT", true)?,
             cart_ttl: env.duration("CART_TTL_HOURS", "24", 3600)?,
             order_timeout: env.duration("ORDER_TIMEOUT_MINUTES", "30", 60)?,
             saga_retry_attempts: env.parse_in("SAGA_RETRY_ATTEMPTS", 3, 0..=100)?,

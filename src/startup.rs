@@ -26,7 +26,7 @@ use crate::{
     },
     ratelimit::RateLimiter,
     shutdown::{self, ShutdownTrigger},
-    store::event_store::{OrderCodec, event_store},
+    store::event_store::{OrderCodec, event_store_with},
 };
 
 /// Every gRPC service of the public API, fully qualified (for health).
@@ -81,7 +81,11 @@ impl Application {
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
             .with_context(|| format!("binding {}:{}", config.host, config.port))?;
-        let events = event_store(&backends.db, OrderCodec::upcasters());
+        let events = event_store_with(
+            &backends.db,
+            OrderCodec::upcasters(),
+            config.event_store_group_commit,
+        );
         let carts = crate::app::cart::CartApp::from_config(&config, &backends);
         let config = std::sync::Arc::new(config);
         let privacy = Vault::on_db(backends.db.clone(), master_key);

@@ -39,6 +39,22 @@ static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 /// (the OTLP channel is created on it). Safe to call twice (tests): the
 /// second call does nothing.
 pub fn init(config: &Config) {
+    install(config, LogOutput::Stderr);
+}
+
+/// [`init`] for in-process test servers: the logs go through the test
+/// harness's capture (shown for a failing test only), not straight to stderr.
+pub fn init_captured(config: &Config) {
+    install(config, LogOutput::TestCapture);
+}
+
+#[derive(Clone, Copy)]
+enum LogOutput {
+    Stderr,
+    TestCapture,
+}
+
+fn install(config: &Config, output: LogOutput) {
     if PROVIDER.get().is_some() {
         return;
     }
@@ -59,15 +75,23 @@ pub fn init(config: &Config) {
                 .iter()
                 .any(|internal| meta.target().starts_with(internal))
         }));
-    let fmt = match config.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
+    let fmt = match (config.log_format, output) {
+        (LogFormat::Json, LogOutput::Stderr) => tracing_subscriber::fmt::layer()
             .fmt_fields(JsonFields::new())
             .event_format(json::JsonLines)
             .with_writer(std::io::stderr)
             .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+        (LogFormat::Json, LogOutput::TestCapture) => tracing_subscriber::fmt::layer()
+            .fmt_fields(JsonFields::new())
+            .event_format(json::JsonLines)
+            .with_test_writer()
+            .boxed(),
+        (LogFormat::Pretty, LogOutput::Stderr) => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .boxed(),
+        (LogFormat::Pretty, LogOutput::TestCapture) => {
+            tracing_subscriber::fmt::layer().with_test_writer().boxed()
+        }
     };
     if tracing_subscriber::registry()
         .with(filter)

@@ -231,6 +231,128 @@ async fn the_saga_start_cancel_request_and_idempotency_key_commit_with_the_event
     }
 }
 
+/// On PostgreSQL concurrent appends share a transaction (group commit, each
+/// under its own savepoint): a conflict, a repeat or a failing option in a
+/// batch must change nothing for the other appends in it.
+#[tokio::test]
+async fn in_a_burst_of_appends_conflicts_and_failures_touch_only_their_own_append() {
+    for backend in Backend::all() {
+        let (_iso, db, store) = store_on(backend, Upcasters::none()).await;
+        let contested: Vec<Uuid> = (0..10).map(|_| Uuid::now_v7()).collect();
+        let repeated = event("Repeated", json!({}));
+        let repeated_stream = Uuid::now_v7();
+        store
+            .append(
+                repeated_stream,
+                0,
+                vec![repeated.clone()],
+                AppendOptions::default(),
+            )
+            .await
+            .unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(300));
+        let mut tasks = Vec::new();
+        for i in 0..300usize {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            let contested = contested[i % 10];
+            let repeated = repeated.clone();
+            tasks.push(tokio::spawn(async move {
+                let fresh = Uuid::now_v7();
+                let (kind, stream, events, options) = match i % 3 {
+                    // A fresh stream with two events: must succeed.
+                    0 => (
+                        "fresh",
+                        fresh,
+                        vec![event("A", json!({"i": i})), event("B", json!({"i": i}))],
+                        AppendOptions::default(),
+                    ),
+                    // Ten streams, ten writers each at version 0: one wins each.
+                    1 => (
+                        "contested",
+                        contested,
+                        vec![event("Contested", json!({"i": i}))],
+                        AppendOptions::default(),
+                    ),
+                    // Every third of the rest fails in its options (a key never
+                    // claimed), the others repeat a stored append.
+                    _ if i % 9 == 2 => (
+                        "doomed",
+                        fresh,
+                        vec![event("Doomed", json!({"i": i}))],
+                        AppendOptions {
+                            complete_idempotency: Some(IdempotencyCompletion {
+                                customer_id: "nobody".into(),
+                                key: format!("never-claimed-{i}"),
+                                response: json!({}),
+                            }),
+                            ..Default::default()
+                        },
+                    ),
+                    _ => (
+                        "repeat",
+                        repeated_stream,
+                        vec![repeated],
+                        AppendOptions::default(),
+                    ),
+                };
+                barrier.wait().await;
+                loop {
+                    match store.append(stream, 0, events.clone(), options.clone()).await {
+                        // A busy database (SQLite under 300 writers): nothing was written; again.
+                        Err(EventStoreError::Unavailable(_)) => {
+                            tokio::time::sleep(Duration::from_millis(5)).await
+                        }
+                        outcome => return outcome.map(|done| (kind, done.new_version, done.already_stored)),
+                    }
+                }
+            }));
+        }
+        let mut outcomes: HashMap<String, usize> = HashMap::new();
+        for task in tasks {
+            let label = match task.await.unwrap() {
+                Ok((kind, version, repeat)) => format!("{kind} v{version} repeat={repeat}"),
+                Err(EventStoreError::Conflict { .. }) => "conflict".to_string(),
+                Err(EventStoreError::Other(_)) => "failed".to_string(),
+                Err(EventStoreError::Unavailable(_)) => unreachable!("retried"),
+            };
+            *outcomes.entry(label).or_default() += 1;
+        }
+        let expected: HashMap<String, usize> = [
+            ("fresh v2 repeat=false", 100),
+            ("contested v1 repeat=false", 10),
+            ("conflict", 90),
+            ("failed", 34),
+            ("repeat v1 repeat=true", 66),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(outcomes, expected, "{backend:?}");
+        // 100 fresh streams x 2 + 10 contested + the repeated one; nothing of the doomed.
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM events").await,
+            211,
+            "{backend:?}"
+        );
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM outbox").await,
+            211,
+            "{backend:?}"
+        );
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM events WHERE event_type = 'Doomed'").await,
+            0,
+            "{backend:?}"
+        );
+        let settled = read_all_settled(&store, 211).await;
+        assert_eq!(
+            settled.len(),
+            211,
+            "{backend:?}: every committed event is readable"
+        );
+    }
+}
+
 #[tokio::test]
 async fn fifty_concurrent_writers_on_one_stream_win_exactly_one_version_each() {
     for backend in Backend::all() {

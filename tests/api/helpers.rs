@@ -214,7 +214,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
 /// Starts a server on existing isolated resources (e.g. a restart).
 pub async fn spawn_on(isolation: Isolation, overrides: &[(&str, &str)]) -> TestApp {
     let config = isolation.config(overrides);
-    commerce::telemetry::init(&config);
+    commerce::telemetry::init_captured(&config);
     let application = Application::build(config.clone()).await.expect("build app");
     let port = application.port();
     let app = application.app().clone();

@@ -288,10 +288,18 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     async fn stream_version(&self, stream_id: Uuid) -> Result<u64, EventStoreError>;
 }
 
-/// The event store on `db`, upcasting with `upcasters`.
+/// The event store on `db`, upcasting with `upcasters` (group commit on).
 pub fn event_store(db: &Db, upcasters: Upcasters) -> Arc<dyn EventStore> {
+    event_store_with(db, upcasters, true)
+}
+
+/// [`event_store`], with PostgreSQL's group commit on or off
+/// (EVENT_STORE_GROUP_COMMIT). SQLite has one writer at a time either way.
+pub fn event_store_with(db: &Db, upcasters: Upcasters, group_commit: bool) -> Arc<dyn EventStore> {
     match db {
-        Db::Postgres(pool) => Arc::new(PostgresEventStore::new(pool.clone(), upcasters)),
+        Db::Postgres(pool) => {
+            Arc::new(PostgresEventStore::new(pool.clone(), upcasters).with_group_commit(group_commit))
+        }
         Db::Sqlite(pool) => Arc::new(SqliteEventStore::new(pool.clone(), upcasters)),
     }
 }

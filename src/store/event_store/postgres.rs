@@ -22,14 +22,20 @@
 //! The price: a long-running transaction anywhere in the cluster holds the
 //! horizon back (readers wait, they never skip).
 
-use std::time::Instant;
+mod group_commit;
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool, Postgres, Transaction, types::Json};
+use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
+use self::group_commit::{Append, GroupCommit, Written};
 use super::{
     AppendOptions, AppendResult, EventMetadata, EventStore, EventStoreError, NewEvent, StoredEvent,
     Upcasters, check_batch, classify_existing, i64_version, u64_version,
@@ -40,6 +46,9 @@ use super::{
 pub struct PostgresEventStore {
     pool: PgPool,
     upcasters: Upcasters,
+    /// Started by the first append (it needs the runtime), shared by clones.
+    writers: Arc<OnceLock<GroupCommit>>,
+    group_commit: bool,
 }
 
 const COLUMNS: &str = "event_id, stream_id, stream_type, version, global_position, event_type, \
@@ -106,7 +115,42 @@ struct EventRow {
 impl PostgresEventStore {
     /// A store on `pool` (migrated), upcasting with `upcasters`.
     pub fn new(pool: PgPool, upcasters: Upcasters) -> Self {
-        Self { pool, upcasters }
+        Self {
+            pool,
+            upcasters,
+            writers: Arc::default(),
+            group_commit: true,
+        }
+    }
+
+    /// Off: every append commits in a transaction of its own.
+    pub fn with_group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
+        self
+    }
+
+    fn writers(&self) -> &GroupCommit {
+        self.writers.get_or_init(|| GroupCommit::start(self.pool.clone()))
+    }
+
+    /// One append inside a batch's transaction: its events, then its options.
+    /// `Ok(None)`: the guard refused (the stream is not at the expected version).
+    async fn write_one(
+        conn: &mut PgConnection,
+        append: &Append,
+    ) -> Result<Option<(Vec<i64>, DateTime<Utc>)>, EventStoreError> {
+        let inserted = Self::insert_events(
+            conn,
+            append.stream_id,
+            append.expected_version,
+            &append.events,
+            &append.options.stream_type,
+        )
+        .await?;
+        if inserted.is_some() {
+            Self::apply_options(conn, &append.options).await?;
+        }
+        Ok(inserted)
     }
 
     fn decode(&self, row: EventRow) -> Result<StoredEvent, EventStoreError> {
@@ -191,10 +235,7 @@ impl PostgresEventStore {
     }
 
     /// Writes what the options ask for, in the events' transaction.
-    async fn apply_options(
-        tx: &mut Transaction<'static, Postgres>,
-        options: &AppendOptions,
-    ) -> Result<(), EventStoreError> {
+    async fn apply_options(conn: &mut PgConnection, options: &AppendOptions) -> Result<(), EventStoreError> {
         if let Some(saga) = &options.start_saga {
             sqlx::query(
                 "INSERT INTO sagas (saga_id, order_id, status, idempotency_seed, deadline, next_run_at, \
@@ -204,7 +245,7 @@ impl PostgresEventStore {
             .bind(saga.order_id)
             .bind(&saga.idempotency_seed)
             .bind(saga.deadline)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
         }
         if let Some(cancel) = &options.request_cancel {
@@ -215,7 +256,7 @@ impl PostgresEventStore {
             )
             .bind(cancel.order_id)
             .bind(&cancel.reason)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
         }
         if let Some(done) = &options.complete_idempotency {
@@ -226,7 +267,7 @@ impl PostgresEventStore {
             .bind(&done.customer_id)
             .bind(&done.key)
             .bind(&done.response)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
             if updated.rows_affected() != 1 {
                 return Err(anyhow::anyhow!("idempotency key to complete was never claimed").into());
@@ -271,38 +312,29 @@ impl EventStore for PostgresEventStore {
         check_batch(&events)?;
         i64_version(expected_version + events.len() as u64)?;
         let started = Instant::now();
-        let mut tx = self.pool.begin().await?;
-        let inserted = Self::insert_events(
-            &mut tx,
+        let append = Append {
             stream_id,
             expected_version,
-            &events,
-            &options.stream_type,
-        )
-        .await;
-        let (positions, recorded_at) = match inserted {
-            Ok(Some(inserted)) => inserted,
-            Ok(None) => {
-                tx.rollback().await?;
-                return self.explain_refusal(stream_id, expected_version, &events).await;
-            }
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                // A concurrent writer took the version (or the ids exist): the
-                // transaction is aborted; look at what is stored now.
-                drop(tx);
-                return self.explain_refusal(stream_id, expected_version, &events).await;
-            }
-            Err(other) => return Err(other.into()),
+            events,
+            options,
         };
-        Self::apply_options(&mut tx, &options).await?;
-        tx.commit().await?;
-        crate::metrics::event_store_append("postgres", started.elapsed());
-        Ok(AppendResult {
-            new_version: expected_version + events.len() as u64,
-            global_positions: positions,
-            recorded_at,
-            already_stored: false,
-        })
+        let written = if self.group_commit {
+            self.writers().submit(append).await?
+        } else {
+            group_commit::commit_alone(&self.pool, append).await?
+        };
+        match written {
+            Written::Committed(global_positions, recorded_at) => {
+                crate::metrics::event_store_append("postgres", started.elapsed());
+                Ok(AppendResult {
+                    new_version: expected_version + global_positions.len() as u64,
+                    global_positions,
+                    recorded_at,
+                    already_stored: false,
+                })
+            }
+            Written::Refused(events) => self.explain_refusal(stream_id, expected_version, &events).await,
+        }
     }
 
     async fn read_stream(
