@@ -6,6 +6,7 @@
 //! open-loop phase at `--open-loop-fraction` of it gives the latency
 //! percentiles (see [`runner`]).
 
+pub mod hello;
 pub mod runner;
 pub mod scenarios;
 
@@ -52,12 +53,21 @@ pub struct BenchArgs {
     /// Redis URL (default: in-process).
     #[arg(long, env = "BENCH_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Internal: serve the bare hello-world server on this port (the
+    /// `hello_ceiling` scenario starts it as a child process).
+    #[arg(long, hide = true)]
+    pub serve_hello: Option<u16>,
 }
 
 /// Runs the benchmark.
 pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
+    if let Some(port) = args.serve_hello {
+        return hello::serve(port).await;
+    }
     let scenarios = if args.scenarios.is_empty() {
         vec![
+            Scenario::HelloCeiling,
+            Scenario::AddItem,
             Scenario::CartOps,
             Scenario::OrderPlacement,
             Scenario::Fulfillment,
@@ -71,19 +81,9 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
         Some(url) => Server::remote(url.clone()),
         None => Server::spawn(&args, &run_id).await?,
     };
-    let mut channels = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        channels.push(
-            Channel::from_shared(server.url.clone())?
-                .connect_timeout(Duration::from_secs(5))
-                .connect()
-                .await
-                .context("connecting to the server")?,
-        );
-    }
     let token_config = config.clone();
     let target = Target {
-        channels,
+        channels: connect(&server.url, args.connections).await?,
         token: Arc::new(move |subject| {
             mint_token(
                 &token_config,
@@ -97,7 +97,16 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
 
     let mut lines = Vec::new();
     for scenario in scenarios {
-        let line = run_scenario(scenario, &target, &args, &run_id).await?;
+        let line = if scenario == Scenario::HelloCeiling {
+            let hello = hello::HelloServer::spawn().await?;
+            let target = Target {
+                channels: connect(&hello.url, args.connections).await?,
+                ..target.clone()
+            };
+            run_scenario(scenario, &target, &args, &run_id).await?
+        } else {
+            run_scenario(scenario, &target, &args, &run_id).await?
+        };
         println!("{line}");
         lines.push(line);
     }
@@ -110,6 +119,21 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
     print_table(&lines, &server_line);
     server.stop().await;
     Ok(())
+}
+
+/// `n` HTTP/2 connections to `url` (workers are spread over them).
+async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::new();
+    for _ in 0..n.max(1) {
+        channels.push(
+            Channel::from_shared(url.to_string())?
+                .connect_timeout(Duration::from_secs(5))
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {url}"))?,
+        );
+    }
+    Ok(channels)
 }
 
 async fn run_scenario(

@@ -17,12 +17,17 @@ use crate::proto::commerce::v1::{
 pub enum Scenario {
     /// AddItem / GetCart, half and half, on each worker's own cart.
     CartOps,
+    /// AddItem only, on each worker's own cart.
+    AddItem,
     /// CreateCart + AddItem + CreateOrder: one order placed per operation.
     OrderPlacement,
     /// An order placed and watched until CONFIRMED: saga end to end.
     Fulfillment,
     /// GetOrder / ListOrders on orders placed beforehand.
     ReadQueries,
+    /// The ceiling: a bare tonic health Check on a server with nothing else
+    /// (see [`super::hello`]); not run by default.
+    HelloCeiling,
 }
 
 impl Scenario {
@@ -30,9 +35,11 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Self::CartOps => "cart_ops",
+            Self::AddItem => "add_item",
             Self::OrderPlacement => "order_placement",
             Self::Fulfillment => "fulfillment",
             Self::ReadQueries => "read_queries",
+            Self::HelloCeiling => "hello_ceiling",
         }
     }
 }
@@ -142,7 +149,7 @@ pub async fn workers(
     for i in 0..concurrency {
         let mut session = Session::new(target, i, &format!("{run}-{}", scenario.name()));
         workers.push(match scenario {
-            Scenario::CartOps => {
+            Scenario::CartOps | Scenario::AddItem => {
                 let cart = session
                     .carts
                     .create_cart(authed(CreateCartRequest::default(), &session.token))
@@ -154,10 +161,16 @@ pub async fn workers(
                     session,
                     cart_id: cart.cart_id,
                     n: 0,
+                    reads: scenario == Scenario::CartOps,
                 })
             }
             Scenario::OrderPlacement => Box::new(OrderPlacement { session }),
             Scenario::Fulfillment => Box::new(Fulfillment { session }),
+            Scenario::HelloCeiling => Box::new(super::hello::HelloWorker(
+                tonic_health::pb::health_client::HealthClient::new(
+                    target.channels[i % target.channels.len()].clone(),
+                ),
+            )),
             Scenario::ReadQueries => {
                 let mut order_ids = Vec::new();
                 for _ in 0..5 {
@@ -178,6 +191,8 @@ struct CartOps {
     session: Session,
     cart_id: String,
     n: u64,
+    /// Every other operation a GetCart (else AddItem only).
+    reads: bool,
 }
 
 #[tonic::async_trait]
@@ -185,7 +200,7 @@ impl Worker for CartOps {
     async fn op(&mut self) -> anyhow::Result<()> {
         self.n += 1;
         let token = &self.session.token;
-        if self.n.is_multiple_of(2) {
+        if self.reads && self.n.is_multiple_of(2) {
             self.session
                 .carts
                 .get_cart(authed(
