@@ -54,7 +54,7 @@ pub enum PrivacyError {
 
 impl From<sqlx::Error> for PrivacyError {
     fn from(err: sqlx::Error) -> Self {
-        if crate::store::event_store::is_transient(&err) {
+        if crate::db::is_transient(&err) {
             Self::Unavailable(err.to_string())
         } else {
             Self::Other(anyhow::Error::new(err).context("customer key store query"))

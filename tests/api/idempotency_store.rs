@@ -22,6 +22,7 @@ fn claim(key: &str, hash: &str, lease_ms: u64) -> Claim {
         request_hash: hash.into(),
         order_id: Uuid::now_v7(),
         lease: Duration::from_millis(lease_ms),
+        progress: None,
     }
 }
 

@@ -3,13 +3,15 @@
 //!
 //! # Steps, and why in this order
 //! 1. Validate (INVALID_ARGUMENT, nothing stored).
-//! 2. Claim the key: a new key gets its order id now, so every attempt of
-//!    this request works on the same order. Same key, other request:
-//!    INVALID_ARGUMENT. Held by a live attempt: ABORTED. Done or refused: the
-//!    first answer again.
-//! 3. Snapshot the cart and decide (PlaceOrder). Business refusals (no such
-//!    cart, converted, empty) are remembered under the key.
-//! 4. Record the snapshot under the key, then convert the cart by
+//! 2. Snapshot the cart (a read), then claim the key, recording the snapshot
+//!    with the claim (one write for both): a new key gets its order id now,
+//!    so every attempt of this request works on the same order. Same key,
+//!    other request: INVALID_ARGUMENT. Held by a live attempt: ABORTED. Done
+//!    or refused: the first answer again (the snapshot is dropped). A key an
+//!    earlier attempt recorded a snapshot under resumes from that one.
+//! 3. Decide (PlaceOrder). Business refusals (no such cart, converted,
+//!    empty) are remembered under the key.
+//! 4. With the snapshot recorded under the key, convert the cart by
 //!    compare-and-set on the snapshot's version. The cart is converted
 //!    *before* the order is appended: if the order came first and the
 //!    conversion then failed because the customer changed the cart, an order
@@ -91,12 +93,23 @@ impl OrderApp {
         input: validate::CreateOrderInput,
     ) -> Result<OrderView, AppError> {
         let request = validate::create_order(input)?;
+        // Taken before the claim so that the claim records it; a failed
+        // snapshot is only reported if this request gets to work on the key.
+        let snapshot = self
+            .carts
+            .checkout_snapshot(principal, request.cart_id)
+            .await
+            .map(|cart| CheckoutPlan::from(&cart));
         let claim = Claim {
             customer_id: principal.subject.clone(),
             key: request.idempotency_key.clone(),
             request_hash: request.request_hash(&principal.subject),
             order_id: Uuid::now_v7(),
             lease: self.config.max_request_timeout,
+            progress: match &snapshot {
+                Ok(plan) => Some(plan_json(plan)?),
+                Err(_) => None,
+            },
         };
         match self.keys.claim(&claim).await? {
             ClaimOutcome::InFlight => Err(AppError::Aborted(
@@ -109,7 +122,16 @@ impl OrderApp {
             ClaimOutcome::Done(response) => self.replay(&response).await,
             ClaimOutcome::Refused(response) => Err(refusal_from_json(&response)),
             ClaimOutcome::Claimed { order_id, progress } => {
-                let result = self.place(principal, &request, order_id, progress).await;
+                let start = match progress {
+                    // Recorded by this claim: the snapshot just taken.
+                    Some(recorded) if Some(&recorded) == claim.progress.as_ref() => Start::Recorded(snapshot),
+                    Some(recorded) => Start::Resumed(
+                        serde_json::from_value(recorded)
+                            .map_err(|e| AppError::Internal(anyhow::anyhow!("recorded checkout plan: {e}"))),
+                    ),
+                    None => Start::Recorded(snapshot),
+                };
+                let result = self.place(principal, &request, order_id, start).await;
                 if let Err(err) = &result {
                     let (customer, key) = (&claim.customer_id, &claim.key);
                     let outcome = match refusal_to_json(err) {
@@ -132,23 +154,24 @@ impl OrderApp {
         principal: &Principal,
         request: &validate::ValidCreateOrder,
         order_id: Uuid,
-        progress: Option<Value>,
+        mut start: Start,
     ) -> Result<OrderView, AppError> {
         let (customer, key) = (&principal.subject, &request.idempotency_key);
-        let mut recorded: Option<CheckoutPlan> = progress
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|e| AppError::Internal(anyhow::anyhow!("recorded checkout plan: {e}")))?;
         loop {
-            let resumed = recorded.is_some();
-            let plan = match recorded.take() {
-                Some(plan) => plan,
-                None => CheckoutPlan::from(&self.carts.checkout_snapshot(principal, request.cart_id).await?),
+            let (plan, resumed) = match start {
+                // Recorded by the claim already (or failed: nothing to record).
+                Start::Recorded(plan) => (plan?, false),
+                Start::Resumed(plan) => (plan?, true),
+                Start::Fresh => {
+                    let cart = self.carts.checkout_snapshot(principal, request.cart_id).await?;
+                    let plan = CheckoutPlan::from(&cart);
+                    self.keys.save_progress(customer, key, &plan_json(&plan)?).await?;
+                    (plan, false)
+                }
             };
+            start = Start::Fresh;
             let saga_id = self.config.enable_saga_orchestration.then(Uuid::now_v7);
             let events = decide(customer, request, order_id, &plan, saga_id)?;
-            let plan_json = serde_json::to_value(&plan).map_err(|e| AppError::Internal(e.into()))?;
-            self.keys.save_progress(customer, key, &plan_json).await?;
             match self
                 .carts
                 .mark_converted(request.cart_id, plan.cart_version, order_id)
@@ -228,6 +251,20 @@ impl OrderApp {
             })?
             .view()
     }
+}
+
+/// Where the key's holder starts from.
+enum Start {
+    /// The snapshot this request took (recorded under the key with the claim).
+    Recorded(Result<CheckoutPlan, AppError>),
+    /// A snapshot an earlier attempt recorded: it may be stale.
+    Resumed(Result<CheckoutPlan, AppError>),
+    /// Take (and record) a new snapshot.
+    Fresh,
+}
+
+fn plan_json(plan: &CheckoutPlan) -> Result<Value, AppError> {
+    serde_json::to_value(plan).map_err(|e| AppError::Internal(e.into()))
 }
 
 /// PlaceOrder from the plan: the aggregate's decision (refusals remembered).

@@ -357,7 +357,7 @@ pub enum SagaStoreError {
 
 impl From<sqlx::Error> for SagaStoreError {
     fn from(err: sqlx::Error) -> Self {
-        if crate::store::event_store::is_transient(&err) {
+        if crate::db::is_transient(&err) {
             Self::Unavailable(err.to_string())
         } else {
             Self::Other(anyhow::Error::new(err).context("saga store query"))

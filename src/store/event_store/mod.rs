@@ -197,7 +197,7 @@ pub enum EventStoreError {
 
 impl From<sqlx::Error> for EventStoreError {
     fn from(err: sqlx::Error) -> Self {
-        if is_transient(&err) {
+        if crate::db::is_transient(&err) {
             Self::Unavailable(err.to_string())
         } else {
             Self::Other(anyhow::Error::new(err).context("event store query"))
@@ -212,37 +212,6 @@ impl From<EventStoreError> for AppError {
             EventStoreError::Unavailable(msg) => AppError::Unavailable(msg),
             EventStoreError::Other(source) => AppError::Internal(source),
         }
-    }
-}
-
-/// True for errors that say "the database is not reachable right now" rather
-/// than "this request is wrong": pool exhaustion, I/O, a server shutting down,
-/// a serialization failure, SQLite busy.
-pub fn is_transient(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
-        // A connection closed during the handshake (a proxy or load balancer
-        // in front of a database that is down accepts, then hangs up) reads
-        // as an unexpected reply to the SSL request: the database is away,
-        // not the request wrong.
-        sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // PostgreSQL: 08 connection, 40001 serialization, 40P01 deadlock,
-            // 53 insufficient resources, 57P0x shutdown. SQLite: 5 BUSY, 6 LOCKED
-            // (and their extended codes, which end in the same byte).
-            code.starts_with("08")
-                || code == "40001"
-                || code == "40P01"
-                || code.starts_with("53")
-                || code.starts_with("57P0")
-                || code.parse::<i32>().is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6)
-        }
-        _ => false,
     }
 }
 

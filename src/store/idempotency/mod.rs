@@ -35,6 +35,10 @@ pub struct Claim {
     pub order_id: Uuid,
     /// How long the claim blocks other attempts unless completed or released.
     pub lease: Duration,
+    /// Progress to record with the claim when the key has none yet (saves a
+    /// [`IdempotencyStore::save_progress`] round trip); an earlier attempt's
+    /// recorded progress is kept and returned instead.
+    pub progress: Option<Value>,
 }
 
 /// What a claim found.

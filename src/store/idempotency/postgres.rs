@@ -25,10 +25,11 @@ impl PostgresIdempotencyStore {
 /// whose lease ran out (or was released). Returns a row only when this
 /// request now holds the key.
 const CLAIM: &str = "
-INSERT INTO idempotency_keys (customer_id, key, request_hash, status, order_id, lease_until)
-VALUES ($1, $2, $3, 'in_flight', $4, clock_timestamp() + make_interval(secs => $5))
+INSERT INTO idempotency_keys (customer_id, key, request_hash, status, order_id, lease_until, progress)
+VALUES ($1, $2, $3, 'in_flight', $4, clock_timestamp() + make_interval(secs => $5), $6)
 ON CONFLICT (customer_id, key) DO UPDATE
-    SET lease_until = EXCLUDED.lease_until, updated_at = now()
+    SET lease_until = EXCLUDED.lease_until, updated_at = now(),
+        progress = COALESCE(idempotency_keys.progress, EXCLUDED.progress)
     WHERE idempotency_keys.status = 'in_flight'
       AND idempotency_keys.request_hash = EXCLUDED.request_hash
       AND (idempotency_keys.lease_until IS NULL OR idempotency_keys.lease_until <= clock_timestamp())
@@ -43,6 +44,7 @@ impl IdempotencyStore for PostgresIdempotencyStore {
             .bind(&claim.request_hash)
             .bind(claim.order_id)
             .bind(claim.lease.as_secs_f64())
+            .bind(&claim.progress)
             .fetch_optional(&self.pool)
             .await?;
         if let Some((order_id, progress)) = claimed {

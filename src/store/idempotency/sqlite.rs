@@ -24,10 +24,11 @@ impl SqliteIdempotencyStore {
 
 /// See the PostgreSQL store's `CLAIM`.
 const CLAIM: &str = "
-INSERT INTO idempotency_keys (customer_id, key, request_hash, status, order_id, lease_until, created_at, updated_at)
-VALUES (?1, ?2, ?3, 'in_flight', ?4, ?5 + ?6, ?5, ?5)
+INSERT INTO idempotency_keys (customer_id, key, request_hash, status, order_id, lease_until, created_at, updated_at, progress)
+VALUES (?1, ?2, ?3, 'in_flight', ?4, ?5 + ?6, ?5, ?5, ?7)
 ON CONFLICT (customer_id, key) DO UPDATE
-    SET lease_until = excluded.lease_until, updated_at = ?5
+    SET lease_until = excluded.lease_until, updated_at = ?5,
+        progress = COALESCE(idempotency_keys.progress, excluded.progress)
     WHERE idempotency_keys.status = 'in_flight'
       AND idempotency_keys.request_hash = excluded.request_hash
       AND (idempotency_keys.lease_until IS NULL OR idempotency_keys.lease_until <= ?5)
@@ -50,6 +51,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
             .bind(claim.order_id.to_string())
             .bind(now)
             .bind(lease)
+            .bind(claim.progress.as_ref().map(Value::to_string))
             .fetch_optional(&self.pool)
             .await?;
         if let Some((order_id, progress)) = claimed {

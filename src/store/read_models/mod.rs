@@ -59,7 +59,7 @@ pub enum ReadModelError {
 
 impl From<sqlx::Error> for ReadModelError {
     fn from(err: sqlx::Error) -> Self {
-        if is_transient(&err) {
+        if crate::db::is_transient(&err) {
             Self::Unavailable(err.to_string())
         } else {
             Self::Other(anyhow::Error::new(err).context("read model query"))
@@ -73,27 +73,6 @@ impl From<ReadModelError> for AppError {
             ReadModelError::Unavailable(msg) => AppError::Unavailable(msg),
             other => AppError::Internal(anyhow::Error::new(other)),
         }
-    }
-}
-
-/// True for "try again later" database errors (pool exhausted, I/O, server
-/// shutting down, serialization failure, SQLite busy).
-fn is_transient(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            code.starts_with("08")
-                || code == "40001"
-                || code == "40P01"
-                || code.starts_with("53")
-                || code.starts_with("57P0")
-                || code.parse::<i32>().is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6)
-        }
-        _ => false,
     }
 }
 

@@ -183,7 +183,7 @@ fn fail_all(n: usize, err: &sqlx::Error) -> Vec<Outcome> {
 
 /// One database error, given to every append of a batch.
 fn copy_error(err: &sqlx::Error) -> EventStoreError {
-    if crate::store::event_store::is_transient(err) {
+    if crate::db::is_transient(err) {
         EventStoreError::Unavailable(err.to_string())
     } else {
         EventStoreError::Other(anyhow::anyhow!("event store batch: {err}"))
