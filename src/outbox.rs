@@ -32,7 +32,8 @@ use crate::{
 
 /// Rows per round.
 const BATCH: i64 = 500;
-/// Pause after a round that found less than a full batch.
+/// Pause after a round that found less than a full batch, unless an append
+/// in this process wakes the relay first.
 const IDLE_POLL: Duration = Duration::from_millis(20);
 /// Longest pause after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -80,8 +81,16 @@ impl OutboxRelay {
                     backoff
                 }
             };
+            let woken = async {
+                if !failing {
+                    crate::store::event_store::APPENDED.notified().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
+                () = woken => {}
                 _ = shutdown.wait() => break,
             }
         }

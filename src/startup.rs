@@ -6,7 +6,6 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 use anyhow::Context;
 use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
@@ -201,9 +200,8 @@ impl Application {
             // BoundsLayer answers at the capped deadline with DEADLINE_EXCEEDED;
             // tonic's own timeout (which says CANCELLED) is only a backstop.
             .timeout(config.max_request_timeout + Duration::from_secs(1))
-            .tcp_nodelay(true)
             .add_routes(tonic::service::Routes::from(router))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(crate::transport::incoming(listener), async move {
                 server_shutdown.wait().await;
             });
         tokio::spawn(async move {

@@ -18,9 +18,10 @@ pub async fn serve(port: u16) -> anyhow::Result<()> {
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve(addr)
+        .serve_with_incoming(crate::transport::incoming(listener))
         .await
         .context("serving hello")
 }

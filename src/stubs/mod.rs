@@ -12,7 +12,6 @@ pub mod shipping;
 use std::{future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::{
     config::Config,
@@ -67,7 +66,6 @@ pub async fn serve_stubs(
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         // Each call's span joins the caller's trace (W3C `traceparent` in the metadata).
         .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(crate::telemetry::request_span))
         .add_service(health)
@@ -75,7 +73,7 @@ pub async fn serve_stubs(
         .add_service(PaymentServiceServer::new(stubs.payment))
         .add_service(InventoryServiceServer::new(stubs.inventory))
         .add_service(ShippingServiceServer::new(stubs.shipping))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::transport::incoming(listener), shutdown)
         .await?;
     Ok(())
 }

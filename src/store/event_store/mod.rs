@@ -45,6 +45,13 @@ pub const ORDER_STREAM: &str = "order";
 /// skip it.
 pub const SAGA_STREAM: &str = "saga";
 
+/// Notified after every commit that wrote events in this process: the outbox
+/// relay wakes on it instead of waiting for its next poll. Only a hint
+/// (appends of other replicas are found by the poll), so one process-wide
+/// signal serves every store in it.
+pub static APPENDED: std::sync::LazyLock<tokio::sync::Notify> =
+    std::sync::LazyLock::new(tokio::sync::Notify::new);
+
 /// Tracing context and provenance of an event, stored beside it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {

@@ -325,6 +325,7 @@ impl EventStore for PostgresEventStore {
         };
         match written {
             Written::Committed(global_positions, recorded_at) => {
+                super::APPENDED.notify_one();
                 crate::metrics::event_store_append("postgres", started.elapsed());
                 Ok(AppendResult {
                     new_version: expected_version + global_positions.len() as u64,

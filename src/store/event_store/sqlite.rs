@@ -279,6 +279,7 @@ impl EventStore for SqliteEventStore {
         };
         Self::apply_options(&mut tx, &options, now).await?;
         tx.commit().await?;
+        super::APPENDED.notify_one();
         crate::metrics::event_store_append("sqlite", started.elapsed());
         Ok(AppendResult {
             new_version: expected_version + events.len() as u64,
