@@ -9,6 +9,7 @@
 pub mod hello;
 pub mod runner;
 pub mod scenarios;
+pub mod store_append;
 
 use std::{process::Stdio, sync::Arc, time::Duration};
 
@@ -65,14 +66,20 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
         return hello::serve(port).await;
     }
     let scenarios = if args.scenarios.is_empty() {
-        vec![
-            Scenario::HelloCeiling,
+        // Order placement last: the sagas of the orders it places keep the
+        // server busy for a while after it ends.
+        let mut all = vec![Scenario::HelloCeiling];
+        if args.database_url.is_some() {
+            all.push(Scenario::StoreAppend);
+        }
+        all.extend([
             Scenario::AddItem,
             Scenario::CartOps,
-            Scenario::OrderPlacement,
-            Scenario::Fulfillment,
             Scenario::ReadQueries,
-        ]
+            Scenario::Fulfillment,
+            Scenario::OrderPlacement,
+        ]);
+        all
     } else {
         args.scenarios.clone()
     };
@@ -97,6 +104,13 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
 
     let mut lines = Vec::new();
     for scenario in scenarios {
+        if scenario == Scenario::StoreAppend {
+            for line in store_append_lines(&args, &run_id).await? {
+                println!("{line}");
+                lines.push(line);
+            }
+            continue;
+        }
         let line = if scenario == Scenario::HelloCeiling {
             let hello = hello::HelloServer::spawn().await?;
             let target = Target {
@@ -142,16 +156,68 @@ async fn run_scenario(
     args: &BenchArgs,
     run_id: &str,
 ) -> anyhow::Result<serde_json::Value> {
+    measure(scenario.name(), args, async |phase| {
+        scenarios::workers(scenario, target, args.concurrency, &format!("{run_id}{phase}")).await
+    })
+    .await
+}
+
+/// `store_append` with group commit on, then off, each on a fresh database.
+async fn store_append_lines(args: &BenchArgs, run_id: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let Some(admin_url) = &args.database_url else {
+        bail!("the store_append scenario needs --database-url (PostgreSQL)");
+    };
+    let mut lines = Vec::new();
+    for (group_commit, name) in [
+        (true, "store_append_group_commit"),
+        (false, "store_append_one_tx"),
+    ] {
+        let database = format!("bench_{run_id}_{}", if group_commit { "gc" } else { "tx" });
+        create_database(admin_url, &database).await?;
+        let pool_size = u32::try_from(args.concurrency).unwrap_or(64).clamp(8, 64);
+        let result = async {
+            let store =
+                store_append::store(&database_url_for(admin_url, &database), pool_size, group_commit).await?;
+            measure(name, args, async |_phase| {
+                Ok((0..args.concurrency)
+                    .map(|worker| {
+                        Box::new(store_append::AppendWorker {
+                            store: store.clone(),
+                            worker,
+                        }) as Box<dyn runner::Worker>
+                    })
+                    .collect())
+            })
+            .await
+        }
+        .await;
+        drop_database(admin_url, &database).await;
+        lines.push(result?);
+    }
+    Ok(lines)
+}
+
+/// A closed-loop phase (throughput), then an open-loop phase at a fraction of
+/// it (latency), each on workers made for it.
+async fn measure(
+    name: &str,
+    args: &BenchArgs,
+    mut workers: impl AsyncFnMut(&str) -> anyhow::Result<Vec<Box<dyn runner::Worker>>>,
+) -> anyhow::Result<serde_json::Value> {
     let duration = Duration::from_secs(args.seconds);
-    let workers = scenarios::workers(scenario, target, args.concurrency, &format!("{run_id}c")).await?;
-    let closed = runner::closed_loop(workers, Duration::from_secs(args.warmup_seconds), duration)
+    let closed = runner::closed_loop(
+        workers("c").await?,
+        Duration::from_secs(args.warmup_seconds),
+        duration,
+    )
+    .await
+    .summary();
+    let rate = (closed.ops_per_sec * args.open_loop_fraction).max(1.0);
+    let open = runner::open_loop(workers("o").await?, rate, duration)
         .await
         .summary();
-    let rate = (closed.ops_per_sec * args.open_loop_fraction).max(1.0);
-    let workers = scenarios::workers(scenario, target, args.concurrency, &format!("{run_id}o")).await?;
-    let open = runner::open_loop(workers, rate, duration).await.summary();
     Ok(json!({
-        "scenario": scenario.name(),
+        "scenario": name,
         "concurrency": args.concurrency,
         "throughput_ops_per_sec": round(closed.ops_per_sec),
         "closed_loop": closed,
@@ -191,6 +257,34 @@ fn print_table(lines: &[serde_json::Value], server: &serde_json::Value) {
         "server peak RSS: {} MB ({})",
         server["peak_rss_mb"], server["backend"]
     );
+}
+
+/// `admin_url` with its database replaced by `name` (the query, e.g.
+/// `?sslmode=disable`, kept).
+fn database_url_for(admin_url: &str, name: &str) -> String {
+    let (path, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url, None), |(p, q)| (p, Some(q)));
+    let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bench_database_keeps_the_connection_options() {
+        assert_eq!(
+            super::database_url_for("postgres://u@h:5432/test?sslmode=disable", "bench_1"),
+            "postgres://u@h:5432/bench_1?sslmode=disable"
+        );
+        assert_eq!(
+            super::database_url_for("postgres://u@h/test", "bench_1"),
+            "postgres://u@h/bench_1"
+        );
+    }
 }
 
 /// The server under test.
@@ -245,16 +339,8 @@ impl Server {
         let mut database = None;
         if let Some(admin_url) = &args.database_url {
             let name = format!("bench_{run_id}");
-            let admin = sqlx::PgPool::connect(admin_url)
-                .await
-                .context("connecting to PostgreSQL")?;
-            // SQL-SAFE: `name` is "bench_" + a random hex run id, quoted; no input.
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                .execute(&admin)
-                .await?;
-            admin.close().await;
-            let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
-            command.env("DATABASE_URL", format!("{base}/{name}"));
+            create_database(admin_url, &name).await?;
+            command.env("DATABASE_URL", database_url_for(admin_url, &name));
             database = Some((admin_url.clone(), name));
         }
         if let Some(redis_url) = &args.redis_url {
@@ -313,15 +399,35 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
             let _ = child.kill().await;
         }
-        if let Some((admin_url, name)) = self.database.take()
-            && let Ok(admin) = sqlx::PgPool::connect(&admin_url).await
-        {
-            // SQL-SAFE: the database this run created (see above); no input.
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-            )))
-            .execute(&admin)
-            .await;
+        if let Some((admin_url, name)) = self.database.take() {
+            drop_database(&admin_url, &name).await;
         }
+    }
+}
+
+/// Creates the run's database `name` (always "bench_" + the random run id and
+/// a suffix of ours).
+async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let admin = sqlx::PgPool::connect(admin_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    // SQL-SAFE: `name` is "bench_" + a random hex run id (+ a fixed suffix), quoted; no input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    Ok(())
+}
+
+/// Drops a database [`create_database`] made (best effort).
+async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(admin) = sqlx::PgPool::connect(admin_url).await {
+        // SQL-SAFE: a database this run created (see create_database); no input.
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await;
+        admin.close().await;
     }
 }

@@ -26,8 +26,11 @@ pub enum Scenario {
     /// GetOrder / ListOrders on orders placed beforehand.
     ReadQueries,
     /// The ceiling: a bare tonic health Check on a server with nothing else
-    /// (see [`super::hello`]); not run by default.
+    /// (see [`super::hello`]).
     HelloCeiling,
+    /// The peer's workload on our event store in-process, group commit on
+    /// and off (see [`super::store_append`]); PostgreSQL only.
+    StoreAppend,
 }
 
 impl Scenario {
@@ -40,6 +43,7 @@ impl Scenario {
             Self::Fulfillment => "fulfillment",
             Self::ReadQueries => "read_queries",
             Self::HelloCeiling => "hello_ceiling",
+            Self::StoreAppend => "store_append",
         }
     }
 }
@@ -166,6 +170,7 @@ pub async fn workers(
             }
             Scenario::OrderPlacement => Box::new(OrderPlacement { session }),
             Scenario::Fulfillment => Box::new(Fulfillment { session }),
+            Scenario::StoreAppend => bail!("store_append runs in-process (see bench::store_append)"),
             Scenario::HelloCeiling => Box::new(super::hello::HelloWorker(
                 tonic_health::pb::health_client::HealthClient::new(
                     target.channels[i % target.channels.len()].clone(),

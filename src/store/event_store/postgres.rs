@@ -1,9 +1,10 @@
 //! The PostgreSQL event store.
 //!
 //! # Appending
-//! Each event is one statement: a guard reads the stream's current version,
-//! the insert happens only if it equals the version this event follows, and
-//! the outbox row is written from the inserted row (a data-modifying CTE).
+//! Each append is one statement: a guard reads the stream's current version,
+//! the events are inserted only if it equals the expected version, and their
+//! outbox rows are written from the inserted rows (a data-modifying CTE).
+//! Concurrent appends share a transaction ([`group_commit`]).
 //! Two writers that both pass the guard collide on the unique
 //! `(stream_id, version)` index: the second waits for the first to commit and
 //! then fails, so exactly one wins each version and no version is skipped.
@@ -54,15 +55,21 @@ pub struct PostgresEventStore {
 const COLUMNS: &str = "event_id, stream_id, stream_type, version, global_position, event_type, \
                        schema_version, payload, metadata, recorded_at";
 
-/// One event: insert if the stream is at `$4 - 1`, then its outbox row.
-/// Returns the stream's version before the insert and the new position (NULL
-/// when the guard refused).
-const APPEND_ONE: &str = "
+/// A stream's batch of events in one statement: inserted (versions `$3 + 1`
+/// on, in array order) only if the stream is at `$3`, then their outbox rows.
+/// Returns the stream's version before, the new positions in version order
+/// (empty when the guard refused) and the commit time.
+const APPEND: &str = "
 WITH guard AS (
-    SELECT COALESCE(MAX(version), 0) AS current FROM events WHERE stream_id = $2
+    SELECT COALESCE(MAX(version), 0) AS current FROM events WHERE stream_id = $1
 ), inserted AS (
     INSERT INTO events (event_id, stream_id, stream_type, version, event_type, schema_version, payload, metadata)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM guard WHERE guard.current = $4 - 1
+    SELECT e.event_id, $1, $2, $3 + e.ord, e.event_type, e.schema_version, e.payload, e.metadata
+    FROM guard,
+         UNNEST($4::uuid[], $5::text[], $6::int4[], $7::jsonb[], $8::jsonb[]) WITH ORDINALITY
+             AS e(event_id, event_type, schema_version, payload, metadata, ord)
+    WHERE guard.current = $3
+    ORDER BY e.ord
     RETURNING event_id, stream_id, stream_type, version, global_position, event_type, schema_version,
               payload, metadata, recorded_at
 ), outboxed AS (
@@ -72,8 +79,9 @@ WITH guard AS (
            payload, metadata, recorded_at
     FROM inserted
 )
-SELECT (SELECT current FROM guard) AS current, (SELECT global_position FROM inserted) AS position,
-       (SELECT recorded_at FROM inserted) AS recorded_at";
+SELECT (SELECT current FROM guard) AS current,
+       ARRAY(SELECT global_position FROM inserted ORDER BY version) AS positions,
+       (SELECT max(recorded_at) FROM inserted) AS recorded_at";
 
 /// Settled events after a cursor. The cursor is the (transaction, position)
 /// of the event at `$1`, or of the nearest earlier one if `$1` is not an
@@ -87,8 +95,10 @@ SELECT event_id, stream_id, stream_type, version, global_position, event_type, s
        payload, metadata, recorded_at
 FROM events
 WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-  AND (NOT EXISTS (SELECT 1 FROM cursor)
-       OR (transaction_id, global_position) > (SELECT transaction_id, global_position FROM cursor))
+  -- One row comparison (no OR), so that it bounds the index scan instead of
+  -- filtering every settled row before the cursor; xid8 '0' sorts first.
+  AND (transaction_id, global_position) > (COALESCE((SELECT transaction_id FROM cursor), '0'::xid8),
+                                           COALESCE((SELECT global_position FROM cursor), 0))
 ORDER BY transaction_id, global_position
 LIMIT $2";
 
@@ -198,40 +208,36 @@ impl PostgresEventStore {
         }
     }
 
-    /// Inserts the batch; `Ok(None)` when the guard refused (stream moved).
+    /// Inserts the events in one statement; `Ok(None)` when the guard
+    /// refused (the stream moved): then nothing was written.
     async fn insert_events(
-        tx: &mut PgConnection,
+        conn: &mut PgConnection,
         stream_id: Uuid,
         expected_version: u64,
         events: &[NewEvent],
         stream_type: &str,
     ) -> Result<Option<(Vec<i64>, DateTime<Utc>)>, sqlx::Error> {
-        let mut positions = Vec::with_capacity(events.len());
-        let mut recorded = Utc::now();
-        for (offset, event) in events.iter().enumerate() {
-            // In range: the caller checked expected_version + events.len().
-            let version = (expected_version + 1 + offset as u64) as i64;
-            let (_current, position, at): (i64, Option<i64>, Option<DateTime<Utc>>) =
-                sqlx::query_as(APPEND_ONE)
-                    .bind(event.event_id)
-                    .bind(stream_id)
-                    .bind(stream_type)
-                    .bind(version)
-                    .bind(&event.event_type)
-                    .bind(event.schema_version)
-                    .bind(&event.payload)
-                    .bind(Json(&event.metadata))
-                    .fetch_one(&mut *tx)
-                    .await?;
-            match (position, at) {
-                (Some(position), Some(at)) => {
-                    positions.push(position);
-                    recorded = at;
-                }
-                _ => return Ok(None),
-            }
-        }
-        Ok(Some((positions, recorded)))
+        let metadata = events
+            .iter()
+            .map(|e| serde_json::to_value(&e.metadata))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| sqlx::Error::Encode(e.into()))?;
+        // In range: the caller checked expected_version + events.len().
+        let (_current, positions, recorded_at): (i64, Vec<i64>, Option<DateTime<Utc>>) =
+            sqlx::query_as(APPEND)
+                .bind(stream_id)
+                .bind(stream_type)
+                .bind(expected_version as i64)
+                .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+                .bind(metadata)
+                .fetch_one(conn)
+                .await?;
+        Ok(recorded_at
+            .filter(|_| positions.len() == events.len())
+            .map(|at| (positions, at)))
     }
 
     /// Writes what the options ask for, in the events' transaction.

@@ -4,13 +4,19 @@
 //! A transaction per command pays a BEGIN, a COMMIT and a WAL flush per
 //! command; under load those dominate and cap a single database at a few
 //! thousand commands per second. Appends are therefore queued to a few
-//! writers. A writer takes everything queued (up to [`MAX_BATCH`]), runs each
-//! append under its own savepoint, and commits once. An append whose guard
-//! refuses (the stream moved) or whose statements fail is rolled back to its
-//! savepoint, so one conflict never fails the others in its batch; it is then
-//! explained (idempotent repeat or conflict) after the commit, exactly as a
-//! lone append would be. While one writer commits, the next batch gathers:
-//! the batch size follows the load, and a lone request waits for no timer.
+//! writers. A writer takes everything queued (up to [`MAX_BATCH`]), runs the
+//! appends one after the other in one transaction and commits once. While
+//! one writer commits, the next batch gathers: the batch size follows the
+//! load, and a lone request waits for no timer.
+//!
+//! One conflict never fails the others. An append whose stream moved is
+//! refused by its statement's guard, which writes nothing (each append's
+//! events are one statement), and the batch goes on; the refusal is explained
+//! after the commit (idempotent repeat or conflict) as for a lone append. An
+//! append whose statements *fail* (a unique violation from another process's
+//! transaction, an option that cannot apply) aborts the transaction: the
+//! batch is rolled back and every append in it runs again alone, so only the
+//! failing one fails. Failures are rare, so no savepoint is paid per append.
 //!
 //! Everything an append promises still holds: its events, outbox rows and
 //! options commit together or not at all, and an append is only answered once
@@ -131,50 +137,62 @@ fn written(append: Append, outcome: Outcome) -> Result<Written, EventStoreError>
     })
 }
 
-/// Runs the batch in one transaction, each append under a savepoint (a lone
-/// append needs none: it owns the transaction). One outcome per append.
+/// Runs the batch in one transaction (see the module docs); on a failure,
+/// each append again in a transaction of its own. One outcome per append.
 async fn commit_batch(pool: &PgPool, appends: &[Append]) -> Vec<Outcome> {
-    let shared = appends.len() > 1;
+    if appends.len() == 1 {
+        return vec![commit_one(pool, &appends[0]).await];
+    }
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
-        Err(err) => return appends.iter().map(|_| Err(copy_error(&err))).collect(),
+        Err(err) => return fail_all(appends.len(), &err),
     };
     let mut outcomes = Vec::with_capacity(appends.len());
     for append in appends {
-        if shared && let Err(err) = sqlx::raw_sql("SAVEPOINT append").execute(&mut *tx).await {
-            return fail_all(appends.len(), &err);
-        }
-        let outcome = match PostgresEventStore::write_one(&mut tx, append).await {
-            // Another transaction took the version, or an event id is taken.
-            Err(EventStoreError::Other(err)) if is_unique_violation(&err) => Ok(None),
-            other => other,
-        };
-        let undo = !matches!(outcome, Ok(Some(_)));
-        if undo {
-            if !shared {
+        match PostgresEventStore::write_one(&mut tx, append).await {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(_) => {
                 let _ = tx.rollback().await;
-                return vec![outcome];
-            }
-            if let Err(err) = sqlx::raw_sql("ROLLBACK TO SAVEPOINT append")
-                .execute(&mut *tx)
-                .await
-            {
-                return fail_all(appends.len(), &err);
+                return one_by_one(pool, appends).await;
             }
         }
-        outcomes.push(outcome);
     }
-    if let Err(err) = tx.commit().await {
-        // Refusals and failures stand; what was to be written is not.
-        return outcomes
+    match tx.commit().await {
+        Ok(()) => outcomes.into_iter().map(Ok).collect(),
+        // Nothing of the batch is written; refusals stand (they wrote nothing).
+        Err(err) => outcomes
             .into_iter()
             .map(|outcome| match outcome {
-                Ok(Some(_)) => Err(copy_error(&err)),
-                other => other,
+                Some(_) => Err(copy_error(&err)),
+                None => Ok(None),
             })
-            .collect();
+            .collect(),
+    }
+}
+
+async fn one_by_one(pool: &PgPool, appends: &[Append]) -> Vec<Outcome> {
+    let mut outcomes = Vec::with_capacity(appends.len());
+    for append in appends {
+        outcomes.push(commit_one(pool, append).await);
     }
     outcomes
+}
+
+/// One append in its own transaction.
+async fn commit_one(pool: &PgPool, append: &Append) -> Outcome {
+    let mut tx = pool.begin().await?;
+    let outcome = match PostgresEventStore::write_one(&mut tx, append).await {
+        // Another transaction took the version, or an event id is taken.
+        Err(EventStoreError::Other(err)) if is_unique_violation(&err) => return Ok(None),
+        other => other?,
+    };
+    match outcome {
+        Some(written) => {
+            tx.commit().await?;
+            Ok(Some(written))
+        }
+        None => Ok(None),
+    }
 }
 
 fn fail_all(n: usize, err: &sqlx::Error) -> Vec<Outcome> {
