@@ -13,6 +13,12 @@ use commerce::{
     stubs, telemetry,
 };
 
+/// mimalloc instead of glibc's allocator: a request allocates and frees many
+/// small buffers across threads, where glibc spent about an eighth of the
+/// server's CPU (BENCHMARKS.md, "Profiling").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// gRPC-first commerce service: carts, event-sourced orders, fulfillment saga.
 #[derive(Parser)]
 #[command(name = "commerce", version, about)]
