@@ -11,8 +11,9 @@ use crate::{
 
 /// The rebuild rate, measured (LONG_TESTS=1; REBUILD_ORDERS orders of 6
 /// events, default 20,000): seeds the event store through its append API,
-/// then rebuilds and prints events/s.
-#[tokio::test]
+/// then rebuilds and prints events/s. On a multi-threaded runtime, as
+/// `commerce rebuild-projections` runs (the rebuild reads ahead on another task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_rate_is_measured_on_a_large_event_store() {
     if std::env::var("LONG_TESTS").is_err() {
         return;
