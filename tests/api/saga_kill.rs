@@ -151,6 +151,22 @@ pub async fn place(channel: &Channel, token: &str, plan: &Plan, progress: &mut P
 }
 
 /// Seeds stock so that conservation can be checked exactly.
+/// `commerce stubs` as a child process failing `failure_rate` of calls
+/// transiently, with the run's products in stock; logs in `dir`.
+pub async fn start_stubs(dir: &std::path::Path, failure_rate: &str) -> (crate::child::Proc, StubClients) {
+    let port = free_port();
+    let env = HashMap::from([
+        ("STUBS_PORT".to_string(), port.to_string()),
+        ("HOST".to_string(), "127.0.0.1".to_string()),
+        ("STUB_FAILURE_RATE".to_string(), failure_rate.to_string()),
+    ]);
+    let mut process = spawn(&["stubs"], &env, dir.join("stubs.log"), port);
+    process.ready().await;
+    let stubs = StubClients::at(&process.url());
+    seed_stock(&stubs).await;
+    (process, stubs)
+}
+
 pub async fn seed_stock(stubs: &StubClients) {
     let mut inventory = stubs.inventory.clone();
     for product in PRODUCTS {
@@ -344,16 +360,7 @@ async fn killed_at_random_moments_the_service_loses_no_order_and_captures_no_pay
     let isolation = Isolation::new(Backend::from_env()).await;
     let dir = tempfile::tempdir().unwrap();
 
-    let stubs_port = free_port();
-    let stubs_env = HashMap::from([
-        ("STUBS_PORT".to_string(), stubs_port.to_string()),
-        ("HOST".to_string(), "127.0.0.1".to_string()),
-        ("STUB_FAILURE_RATE".to_string(), "0.1".to_string()),
-    ]);
-    let mut stubs_proc = spawn(&["stubs"], &stubs_env, dir.path().join("stubs.log"), stubs_port);
-    stubs_proc.ready().await;
-    let stubs = StubClients::at(&stubs_proc.url());
-    seed_stock(&stubs).await;
+    let (stubs_proc, stubs) = start_stubs(dir.path(), "0.1").await;
 
     let port = free_port();
     let env = service_env(&isolation, &stubs_proc.url(), port);

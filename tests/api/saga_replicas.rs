@@ -12,8 +12,7 @@ use rand::{SeedableRng, rngs::StdRng};
 use crate::{
     child::{free_port, spawn},
     helpers::{Backend, Isolation},
-    saga_kill::{Progress, check_outcome, place, plans, seed_stock, service_env, wait_terminal},
-    stubs::StubClients,
+    saga_kill::{Progress, check_outcome, place, plans, service_env, start_stubs, wait_terminal},
 };
 
 /// (saga, step, attempt, worker, started ms, finished ms) of one attempt.
@@ -43,16 +42,7 @@ async fn attempts(isolation: &Isolation) -> Vec<AttemptRow> {
 async fn two_service_processes_on_one_database_share_the_sagas_and_never_run_a_step_twice_at_once() {
     let isolation = Isolation::new(Backend::from_env()).await;
     let dir = tempfile::tempdir().unwrap();
-    let stubs_port = free_port();
-    let stubs_env = HashMap::from([
-        ("STUBS_PORT".to_string(), stubs_port.to_string()),
-        ("HOST".to_string(), "127.0.0.1".to_string()),
-        ("STUB_FAILURE_RATE".to_string(), "0.05".to_string()),
-    ]);
-    let mut stubs_proc = spawn(&["stubs"], &stubs_env, dir.path().join("stubs.log"), stubs_port);
-    stubs_proc.ready().await;
-    let stubs = StubClients::at(&stubs_proc.url());
-    seed_stock(&stubs).await;
+    let (stubs_proc, stubs) = start_stubs(dir.path(), "0.05").await;
 
     let mut replicas = Vec::new();
     let mut channels = Vec::new();
