@@ -292,6 +292,8 @@ struct Server {
     url: String,
     child: Option<tokio::process::Child>,
     database: Option<(String, String)>,
+    /// The Redis URL and the run's key prefix, emptied at the end.
+    redis: Option<(String, String)>,
     _dir: Option<tempfile_dir::TempDir>,
 }
 
@@ -312,6 +314,7 @@ impl Server {
             url,
             child: None,
             database: None,
+            redis: None,
             _dir: None,
         }
     }
@@ -343,16 +346,20 @@ impl Server {
             command.env("DATABASE_URL", database_url_for(admin_url, &name));
             database = Some((admin_url.clone(), name));
         }
+        let mut redis = None;
         if let Some(redis_url) = &args.redis_url {
+            let prefix = format!("bench{run_id}");
             command
                 .env("REDIS_URL", redis_url)
-                .env("REDIS_KEY_PREFIX", format!("bench{run_id}"));
+                .env("REDIS_KEY_PREFIX", &prefix);
+            redis = Some((redis_url.clone(), prefix));
         }
         let child = command.spawn().context("starting `commerce serve`")?;
         let server = Self {
             url: format!("http://127.0.0.1:{port}"),
             child: Some(child),
             database,
+            redis,
             _dir: Some(tempfile_dir::TempDir(dir)),
         };
         server.wait_ready().await?;
@@ -402,6 +409,35 @@ impl Server {
         if let Some((admin_url, name)) = self.database.take() {
             drop_database(&admin_url, &name).await;
         }
+        if let Some((url, prefix)) = self.redis.take()
+            && let Err(error) = remove_keys(&url, &prefix).await
+        {
+            eprintln!("bench: keys under {prefix}: left in Redis: {error:#}");
+        }
+    }
+}
+
+/// Removes every key under the run's prefix (carts, streams, counters).
+async fn remove_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 
