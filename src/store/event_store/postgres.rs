@@ -26,6 +26,7 @@
 mod group_commit;
 
 use std::{
+    collections::HashMap,
     sync::{Arc, OnceLock},
     time::Instant,
 };
@@ -82,6 +83,37 @@ WITH guard AS (
 SELECT (SELECT current FROM guard) AS current,
        ARRAY(SELECT global_position FROM inserted ORDER BY version) AS positions,
        (SELECT max(recorded_at) FROM inserted) AS recorded_at";
+
+/// Several appends, each to a different stream, in one statement (a group
+/// commit batch): per stream the guard, then the events of the appends whose
+/// stream is at their expected version, then their outbox rows. One row per
+/// inserted event: its stream, version, position and commit time.
+const APPEND_MANY: &str = "
+WITH input AS (
+    SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::uuid[], $6::text[],
+                         $7::int4[], $8::jsonb[], $9::jsonb[]) WITH ORDINALITY
+        AS i(stream_id, stream_type, expected, version, event_id, event_type, schema_version, payload,
+             metadata, ord)
+), guard AS (
+    SELECT s.stream_id,
+           (SELECT COALESCE(MAX(e.version), 0) FROM events e WHERE e.stream_id = s.stream_id) AS current
+    FROM (SELECT DISTINCT stream_id FROM input) s
+), inserted AS (
+    INSERT INTO events (event_id, stream_id, stream_type, version, event_type, schema_version, payload, metadata)
+    SELECT i.event_id, i.stream_id, i.stream_type, i.version, i.event_type, i.schema_version, i.payload,
+           i.metadata
+    FROM input i JOIN guard g ON g.stream_id = i.stream_id AND g.current = i.expected
+    ORDER BY i.ord
+    RETURNING event_id, stream_id, stream_type, version, global_position, event_type, schema_version,
+              payload, metadata, recorded_at
+), outboxed AS (
+    INSERT INTO outbox (event_id, stream_id, stream_type, stream_version, global_position, event_type,
+                        schema_version, payload, metadata, created_at)
+    SELECT event_id, stream_id, stream_type, version, global_position, event_type, schema_version,
+           payload, metadata, recorded_at
+    FROM inserted
+)
+SELECT stream_id, version, global_position, recorded_at FROM inserted";
 
 /// Settled events after a cursor. The cursor is the (transaction, position)
 /// of the event at `$1`, or of the nearest earlier one if `$1` is not an
@@ -238,6 +270,73 @@ impl PostgresEventStore {
         Ok(recorded_at
             .filter(|_| positions.len() == events.len())
             .map(|at| (positions, at)))
+    }
+
+    /// Inserts the events of `appends` (each to a different stream) in one
+    /// statement, then each written append's options. One outcome per append:
+    /// `None` when its guard refused (nothing of it was written).
+    async fn write_many(
+        conn: &mut PgConnection,
+        appends: &[&Append],
+    ) -> Result<Vec<Option<(Vec<i64>, DateTime<Utc>)>>, EventStoreError> {
+        let events = appends.iter().flat_map(|a| a.events.iter().map(move |e| (*a, e)));
+        let mut streams = Vec::new();
+        let mut types = Vec::new();
+        let mut expected = Vec::new();
+        let mut versions = Vec::new();
+        let mut ids = Vec::new();
+        let mut event_types = Vec::new();
+        let mut schemas = Vec::new();
+        let mut payloads = Vec::new();
+        let mut metadata = Vec::new();
+        let mut offset = HashMap::<Uuid, i64>::new();
+        for (append, event) in events {
+            let next = offset.entry(append.stream_id).or_insert(0);
+            *next += 1;
+            // In range: the caller checked expected_version + events.len().
+            let base = append.expected_version as i64;
+            streams.push(append.stream_id);
+            types.push(append.options.stream_type.as_str());
+            expected.push(base);
+            versions.push(base + *next);
+            ids.push(event.event_id);
+            event_types.push(event.event_type.as_str());
+            schemas.push(event.schema_version);
+            payloads.push(&event.payload);
+            metadata.push(serde_json::to_value(&event.metadata).map_err(anyhow::Error::from)?);
+        }
+        let rows: Vec<(Uuid, i64, i64, DateTime<Utc>)> = sqlx::query_as(APPEND_MANY)
+            .bind(streams)
+            .bind(types)
+            .bind(expected)
+            .bind(versions)
+            .bind(ids)
+            .bind(event_types)
+            .bind(schemas)
+            .bind(payloads)
+            .bind(metadata)
+            .fetch_all(&mut *conn)
+            .await?;
+        // Per stream: (version, position) of each event written, and when.
+        type Written = (Vec<(i64, i64)>, DateTime<Utc>);
+        let mut written: HashMap<Uuid, Written> = HashMap::new();
+        for (stream, version, position, at) in rows {
+            let entry = written.entry(stream).or_insert_with(|| (Vec::new(), at));
+            entry.0.push((version, position));
+        }
+        let mut outcomes = Vec::with_capacity(appends.len());
+        for append in appends {
+            match written.remove(&append.stream_id) {
+                Some((mut positions, at)) if positions.len() == append.events.len() => {
+                    Self::apply_options(conn, &append.options).await?;
+                    positions.sort_unstable();
+                    outcomes.push(Some((positions.into_iter().map(|(_, p)| p).collect(), at)));
+                }
+                Some(_) => return Err(anyhow::anyhow!("an append was written in part").into()),
+                None => outcomes.push(None),
+            }
+        }
+        Ok(outcomes)
     }
 
     /// Writes what the options ask for, in the events' transaction.

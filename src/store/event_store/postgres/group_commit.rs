@@ -4,14 +4,16 @@
 //! A transaction per command pays a BEGIN, a COMMIT and a WAL flush per
 //! command; under load those dominate and cap a single database at a few
 //! thousand commands per second. Appends are therefore queued to a few
-//! writers. A writer takes everything queued (up to [`MAX_BATCH`]), runs the
-//! appends one after the other in one transaction and commits once. While
+//! writers. A writer takes everything queued (up to [`MAX_BATCH`]), inserts
+//! the events of all of them with one statement (a second statement for a
+//! stream's second append in the batch, and so on), applies their options,
+//! and commits once. While
 //! one writer commits, the next batch gathers: the batch size follows the
 //! load, and a lone request waits for no timer.
 //!
 //! One conflict never fails the others. An append whose stream moved is
-//! refused by its statement's guard, which writes nothing (each append's
-//! events are one statement), and the batch goes on; the refusal is explained
+//! refused by its stream's guard in the statement, which writes nothing of
+//! it, and the batch goes on; the refusal is explained
 //! after the commit (idempotent repeat or conflict) as for a lone append. An
 //! append whose statements *fail* (a unique violation from another process's
 //! transaction, an option that cannot apply) aborts the transaction: the
@@ -23,7 +25,7 @@
 //! its batch's commit is durable. Appends to one stream in one batch see each
 //! other in queue order, as they would one after the other.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -147,10 +149,15 @@ async fn commit_batch(pool: &PgPool, appends: &[Append]) -> Vec<Outcome> {
         Ok(tx) => tx,
         Err(err) => return fail_all(appends.len(), &err),
     };
-    let mut outcomes = Vec::with_capacity(appends.len());
-    for append in appends {
-        match PostgresEventStore::write_one(&mut tx, append).await {
-            Ok(outcome) => outcomes.push(outcome),
+    let mut outcomes: Vec<Option<(Vec<i64>, DateTime<Utc>)>> = vec![None; appends.len()];
+    for round in rounds(appends) {
+        let members: Vec<&Append> = round.iter().map(|&i| &appends[i]).collect();
+        match PostgresEventStore::write_many(&mut tx, &members).await {
+            Ok(written) => {
+                for (i, outcome) in round.into_iter().zip(written) {
+                    outcomes[i] = outcome;
+                }
+            }
             Err(_) => {
                 let _ = tx.rollback().await;
                 return one_by_one(pool, appends).await;
@@ -168,6 +175,23 @@ async fn commit_batch(pool: &PgPool, appends: &[Append]) -> Vec<Outcome> {
             })
             .collect(),
     }
+}
+
+/// The batch split into rounds in which no stream appears twice (one
+/// statement each; a later round sees the earlier ones' events), keeping each
+/// stream's appends in queue order. Indexes into `appends`.
+fn rounds(appends: &[Append]) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut seen = HashMap::<Uuid, usize>::new();
+    for (i, append) in appends.iter().enumerate() {
+        let round = seen.entry(append.stream_id).or_insert(0);
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push(i);
+        *round += 1;
+    }
+    rounds
 }
 
 async fn one_by_one(pool: &PgPool, appends: &[Append]) -> Vec<Outcome> {
@@ -215,4 +239,25 @@ fn is_unique_violation(err: &anyhow::Error) -> bool {
             .and_then(|e| e.as_database_error())
             .is_some_and(|db| db.is_unique_violation())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(stream: Uuid) -> Append {
+        Append {
+            stream_id: stream,
+            expected_version: 0,
+            events: Vec::new(),
+            options: AppendOptions::default(),
+        }
+    }
+
+    #[test]
+    fn a_stream_appears_once_per_round_and_keeps_its_queue_order() {
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let batch = [append(a), append(b), append(a), append(c), append(a), append(b)];
+        assert_eq!(rounds(&batch), vec![vec![0, 1, 3], vec![2, 5], vec![4]]);
+    }
 }
