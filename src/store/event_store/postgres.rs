@@ -1,10 +1,11 @@
 //! The PostgreSQL event store.
 //!
 //! # Appending
-//! Each append is one statement: a guard reads the stream's current version,
+//! An append is one statement: a guard reads the stream's current version,
 //! the events are inserted only if it equals the expected version, and their
 //! outbox rows are written from the inserted rows (a data-modifying CTE).
-//! Concurrent appends share a transaction ([`group_commit`]).
+//! Concurrent appends share a transaction and one such statement, with a
+//! guard per stream ([`group_commit`]).
 //! Two writers that both pass the guard collide on the unique
 //! `(stream_id, version)` index: the second waits for the first to commit and
 //! then fails, so exactly one wins each version and no version is skipped.
