@@ -57,38 +57,10 @@ pub struct PostgresEventStore {
 const COLUMNS: &str = "event_id, stream_id, stream_type, version, global_position, event_type, \
                        schema_version, payload, metadata, recorded_at";
 
-/// A stream's batch of events in one statement: inserted (versions `$3 + 1`
-/// on, in array order) only if the stream is at `$3`, then their outbox rows.
-/// Returns the stream's version before, the new positions in version order
-/// (empty when the guard refused) and the commit time.
-const APPEND: &str = "
-WITH guard AS (
-    SELECT COALESCE(MAX(version), 0) AS current FROM events WHERE stream_id = $1
-), inserted AS (
-    INSERT INTO events (event_id, stream_id, stream_type, version, event_type, schema_version, payload, metadata)
-    SELECT e.event_id, $1, $2, $3 + e.ord, e.event_type, e.schema_version, e.payload, e.metadata
-    FROM guard,
-         UNNEST($4::uuid[], $5::text[], $6::int4[], $7::jsonb[], $8::jsonb[]) WITH ORDINALITY
-             AS e(event_id, event_type, schema_version, payload, metadata, ord)
-    WHERE guard.current = $3
-    ORDER BY e.ord
-    RETURNING event_id, stream_id, stream_type, version, global_position, event_type, schema_version,
-              payload, metadata, recorded_at
-), outboxed AS (
-    INSERT INTO outbox (event_id, stream_id, stream_type, stream_version, global_position, event_type,
-                        schema_version, payload, metadata, created_at)
-    SELECT event_id, stream_id, stream_type, version, global_position, event_type, schema_version,
-           payload, metadata, recorded_at
-    FROM inserted
-)
-SELECT (SELECT current FROM guard) AS current,
-       ARRAY(SELECT global_position FROM inserted ORDER BY version) AS positions,
-       (SELECT max(recorded_at) FROM inserted) AS recorded_at";
-
-/// Several appends, each to a different stream, in one statement (a group
-/// commit batch): per stream the guard, then the events of the appends whose
-/// stream is at their expected version, then their outbox rows. One row per
-/// inserted event: its stream, version, position and commit time.
+/// Appends, each to a different stream, in one statement (one append, or a
+/// group commit batch): per stream the guard, then the events of the appends
+/// whose stream is at their expected version, then their outbox rows. One row
+/// per inserted event: its stream, version, position and commit time.
 const APPEND_MANY: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::uuid[], $6::text[],
@@ -176,26 +148,6 @@ impl PostgresEventStore {
         self.writers.get_or_init(|| GroupCommit::start(self.pool.clone()))
     }
 
-    /// One append inside a batch's transaction: its events, then its options.
-    /// `Ok(None)`: the guard refused (the stream is not at the expected version).
-    async fn write_one(
-        conn: &mut PgConnection,
-        append: &Append,
-    ) -> Result<Option<(Vec<i64>, DateTime<Utc>)>, EventStoreError> {
-        let inserted = Self::insert_events(
-            conn,
-            append.stream_id,
-            append.expected_version,
-            &append.events,
-            &append.options.stream_type,
-        )
-        .await?;
-        if inserted.is_some() {
-            Self::apply_options(conn, &append.options).await?;
-        }
-        Ok(inserted)
-    }
-
     fn decode(&self, row: EventRow) -> Result<StoredEvent, EventStoreError> {
         let payload = self
             .upcasters
@@ -232,45 +184,22 @@ impl PostgresEventStore {
                 .fetch_one(&mut *conn)
                 .await?;
         let expected = u64_version(current)?;
-        match Self::insert_events(conn, stream_id, expected, events, stream_type).await? {
+        let append = Append {
+            stream_id,
+            expected_version: expected,
+            events: events.to_vec(),
+            options: AppendOptions {
+                stream_type: stream_type.to_string(),
+                ..Default::default()
+            },
+        };
+        match Self::write_many(conn, &[&append]).await?.pop().flatten() {
             Some(_) => Ok(()),
             None => Err(EventStoreError::Conflict {
                 expected,
                 actual: expected + 1,
             }),
         }
-    }
-
-    /// Inserts the events in one statement; `Ok(None)` when the guard
-    /// refused (the stream moved): then nothing was written.
-    async fn insert_events(
-        conn: &mut PgConnection,
-        stream_id: Uuid,
-        expected_version: u64,
-        events: &[NewEvent],
-        stream_type: &str,
-    ) -> Result<Option<(Vec<i64>, DateTime<Utc>)>, sqlx::Error> {
-        let metadata = events
-            .iter()
-            .map(|e| serde_json::to_value(&e.metadata))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| sqlx::Error::Encode(e.into()))?;
-        // In range: the caller checked expected_version + events.len().
-        let (_current, positions, recorded_at): (i64, Vec<i64>, Option<DateTime<Utc>>) =
-            sqlx::query_as(APPEND)
-                .bind(stream_id)
-                .bind(stream_type)
-                .bind(expected_version as i64)
-                .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-                .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
-                .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
-                .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
-                .bind(metadata)
-                .fetch_one(conn)
-                .await?;
-        Ok(recorded_at
-            .filter(|_| positions.len() == events.len())
-            .map(|at| (positions, at)))
     }
 
     /// Inserts the events of `appends` (each to a different stream) in one
@@ -280,7 +209,9 @@ impl PostgresEventStore {
         conn: &mut PgConnection,
         appends: &[&Append],
     ) -> Result<Vec<Option<(Vec<i64>, DateTime<Utc>)>>, EventStoreError> {
-        let events = appends.iter().flat_map(|a| a.events.iter().map(move |e| (*a, e)));
+        let events = appends
+            .iter()
+            .flat_map(|a| a.events.iter().enumerate().map(move |(i, e)| (*a, i, e)));
         let mut streams = Vec::new();
         let mut types = Vec::new();
         let mut expected = Vec::new();
@@ -290,16 +221,13 @@ impl PostgresEventStore {
         let mut schemas = Vec::new();
         let mut payloads = Vec::new();
         let mut metadata = Vec::new();
-        let mut offset = HashMap::<Uuid, i64>::new();
-        for (append, event) in events {
-            let next = offset.entry(append.stream_id).or_insert(0);
-            *next += 1;
+        for (append, offset, event) in events {
             // In range: the caller checked expected_version + events.len().
             let base = append.expected_version as i64;
             streams.push(append.stream_id);
             types.push(append.options.stream_type.as_str());
             expected.push(base);
-            versions.push(base + *next);
+            versions.push(base + 1 + offset as i64);
             ids.push(event.event_id);
             event_types.push(event.event_type.as_str());
             schemas.push(event.schema_version);

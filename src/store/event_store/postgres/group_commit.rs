@@ -125,11 +125,8 @@ async fn writer(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<(Append, Reply)
 
 /// One append in a transaction of its own, without the queue.
 pub async fn commit_alone(pool: &PgPool, append: Append) -> Result<Written, EventStoreError> {
-    let outcome = commit_batch(pool, std::slice::from_ref(&append)).await.pop();
-    written(
-        append,
-        outcome.unwrap_or_else(|| Err(anyhow::anyhow!("no outcome").into())),
-    )
+    let outcome = commit_one(pool, &append).await;
+    written(append, outcome)
 }
 
 fn written(append: Append, outcome: Outcome) -> Result<Written, EventStoreError> {
@@ -205,10 +202,10 @@ async fn one_by_one(pool: &PgPool, appends: &[Append]) -> Vec<Outcome> {
 /// One append in its own transaction.
 async fn commit_one(pool: &PgPool, append: &Append) -> Outcome {
     let mut tx = pool.begin().await?;
-    let outcome = match PostgresEventStore::write_one(&mut tx, append).await {
+    let outcome = match PostgresEventStore::write_many(&mut tx, &[append]).await {
         // Another transaction took the version, or an event id is taken.
         Err(EventStoreError::Other(err)) if is_unique_violation(&err) => return Ok(None),
-        other => other?,
+        other => other?.pop().flatten(),
     };
     match outcome {
         Some(written) => {
