@@ -81,16 +81,10 @@ impl OutboxRelay {
                     backoff
                 }
             };
-            let woken = async {
-                if !failing {
-                    crate::store::event_store::APPENDED.notified().await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                () = woken => {}
+                // While failing, the backoff decides, not new appends.
+                () = crate::store::event_store::APPENDED.notified(), if !failing => {}
                 _ = shutdown.wait() => break,
             }
         }
@@ -144,9 +138,7 @@ impl OutboxRelay {
             }
         }
     }
-}
 
-impl OutboxRelay {
     /// One PostgreSQL round inside `tx` (which holds the advisory lock on success).
     async fn relay_pg(&self, tx: &mut sqlx::PgConnection) -> anyhow::Result<usize> {
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")

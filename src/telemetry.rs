@@ -26,7 +26,10 @@ use opentelemetry_sdk::{
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::filter_fn, fmt::format::JsonFields, layer::SubscriberExt,
+    EnvFilter, Layer,
+    filter::filter_fn,
+    fmt::{TestWriter, format::JsonFields, writer::BoxMakeWriter},
+    layer::SubscriberExt,
     util::SubscriberInitExt,
 };
 
@@ -75,23 +78,17 @@ fn install(config: &Config, output: LogOutput) {
                 .iter()
                 .any(|internal| meta.target().starts_with(internal))
         }));
-    let fmt = match (config.log_format, output) {
-        (LogFormat::Json, LogOutput::Stderr) => tracing_subscriber::fmt::layer()
+    let writer = match output {
+        LogOutput::Stderr => BoxMakeWriter::new(std::io::stderr),
+        LogOutput::TestCapture => BoxMakeWriter::new(TestWriter::default()),
+    };
+    let fmt = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .fmt_fields(JsonFields::new())
             .event_format(json::JsonLines)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
-        (LogFormat::Json, LogOutput::TestCapture) => tracing_subscriber::fmt::layer()
-            .fmt_fields(JsonFields::new())
-            .event_format(json::JsonLines)
-            .with_test_writer()
-            .boxed(),
-        (LogFormat::Pretty, LogOutput::Stderr) => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .boxed(),
-        (LogFormat::Pretty, LogOutput::TestCapture) => {
-            tracing_subscriber::fmt::layer().with_test_writer().boxed()
-        }
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     };
     if tracing_subscriber::registry()
         .with(filter)

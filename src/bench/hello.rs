@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -44,18 +44,8 @@ impl HelloServer {
             .spawn()
             .context("starting the hello server")?;
         let url = format!("http://127.0.0.1:{port}");
-        for _ in 0..100 {
-            if let Ok(channel) = Channel::from_shared(url.clone())?.connect().await
-                && HealthClient::new(channel)
-                    .check(HealthCheckRequest::default())
-                    .await
-                    .is_ok()
-            {
-                return Ok(Self { _child: child, url });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("the hello server did not answer within 5 s")
+        super::wait_serving(&url, Duration::from_secs(5)).await?;
+        Ok(Self { _child: child, url })
     }
 }
 

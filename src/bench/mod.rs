@@ -104,25 +104,23 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
 
     let mut lines = Vec::new();
     for scenario in scenarios {
-        if scenario == Scenario::StoreAppend {
-            for line in store_append_lines(&args, &run_id).await? {
-                println!("{line}");
-                lines.push(line);
+        let scenario_lines = match scenario {
+            Scenario::StoreAppend => store_append_lines(&args, &run_id).await?,
+            Scenario::HelloCeiling => {
+                // Kept alive for the scenario, killed when dropped.
+                let hello = hello::HelloServer::spawn().await?;
+                let target = Target {
+                    channels: connect(&hello.url, args.connections).await?,
+                    ..target.clone()
+                };
+                vec![run_scenario(scenario, &target, &args, &run_id).await?]
             }
-            continue;
-        }
-        let line = if scenario == Scenario::HelloCeiling {
-            let hello = hello::HelloServer::spawn().await?;
-            let target = Target {
-                channels: connect(&hello.url, args.connections).await?,
-                ..target.clone()
-            };
-            run_scenario(scenario, &target, &args, &run_id).await?
-        } else {
-            run_scenario(scenario, &target, &args, &run_id).await?
+            _ => vec![run_scenario(scenario, &target, &args, &run_id).await?],
         };
-        println!("{line}");
-        lines.push(line);
+        for line in scenario_lines {
+            println!("{line}");
+            lines.push(line);
+        }
     }
     let server_line = json!({
         "scenario": "server",
@@ -133,6 +131,25 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
     print_table(&lines, &server_line);
     server.stop().await;
     Ok(())
+}
+
+/// Waits until the gRPC health service at `url` answers SERVING.
+async fn wait_serving(url: &str, within: Duration) -> anyhow::Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(channel) = Channel::from_shared(url.to_string())?.connect().await {
+            let status = HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await
+                .map(|r| r.into_inner().status);
+            if matches!(status, Ok(1)) {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{url} did not become healthy within {within:?}")
 }
 
 /// `n` HTTP/2 connections to `url` (workers are spread over them).
@@ -367,20 +384,7 @@ impl Server {
     }
 
     async fn wait_ready(&self) -> anyhow::Result<()> {
-        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-        for _ in 0..300 {
-            if let Ok(channel) = Channel::from_shared(self.url.clone())?.connect().await {
-                let status = HealthClient::new(channel)
-                    .check(HealthCheckRequest::default())
-                    .await
-                    .map(|r| r.into_inner().status);
-                if matches!(status, Ok(1)) {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("the server did not become healthy within 30 s")
+        wait_serving(&self.url, Duration::from_secs(30)).await
     }
 
     /// VmHWM of the child, in MB (None for a remote server).

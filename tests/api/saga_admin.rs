@@ -20,6 +20,15 @@ use crate::{
     saga::{OrderSpec, ledger, order_state, place, saga, wait_saga},
 };
 
+/// The saga's own stream: its operator actions as events.
+async fn audit_events(app: &TestApp, saga_id: &str) -> Vec<commerce::store::event_store::StoredEvent> {
+    app.app
+        .events
+        .read_stream(saga_id.parse().unwrap(), 1)
+        .await
+        .unwrap()
+}
+
 async fn retry(app: &TestApp, request: RetrySagaRequest) -> Result<RetrySagaResponse, tonic::Status> {
     Ok(app
         .sagas()
@@ -129,12 +138,7 @@ async fn transient_failures_are_retried_then_the_saga_fails_until_retry_saga_com
         let (auths, _, _) = ledger(&app, &order.order_id).await;
         assert_eq!((auths.len(), auths[0].capture_count), (1, 1));
         // The action is an event too, on the saga's own stream.
-        let audit = app
-            .app
-            .events
-            .read_stream(done.saga_id.parse().unwrap(), 1)
-            .await
-            .unwrap();
+        let audit = audit_events(&app, &done.saga_id).await;
         assert_eq!(audit.len(), 1);
         assert_eq!(
             (audit[0].event_type.as_str(), audit[0].stream_type.as_str()),
@@ -226,12 +230,7 @@ async fn a_compensation_that_keeps_failing_waits_for_an_operator_who_may_skip_it
         let void = done.steps.iter().find(|s| s.name == "void_payment").unwrap();
         assert_eq!(void.status(), SagaStepStatus::Skipped);
         assert_eq!(done.operator_actions[0].action, "skip");
-        let audit = app
-            .app
-            .events
-            .read_stream(done.saga_id.parse().unwrap(), 1)
-            .await
-            .unwrap();
+        let audit = audit_events(&app, &done.saga_id).await;
         assert_eq!(audit[0].event_type, "SagaStepSkipped");
         assert_eq!(
             audit[0].payload["reason"],

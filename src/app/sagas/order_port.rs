@@ -81,7 +81,24 @@ impl OrderPort for OrderAppPort {
     }
 
     async fn apply(&self, order_id: Uuid, command: OrderCommand) -> Result<(), CallError> {
-        let command = match command {
+        let command = DomainCommand::from(command);
+        self.orders
+            .handle(order_id, command)
+            .await
+            .map(drop)
+            .map_err(call_error)
+    }
+
+    async fn traceparent(&self, order_id: Uuid) -> Option<String> {
+        self.orders.traceparent(order_id).await
+    }
+}
+
+/// A saga's order command as the aggregate's command (one mapping, used by
+/// the service and by the saga simulation's in-memory orders).
+impl From<OrderCommand> for DomainCommand {
+    fn from(command: OrderCommand) -> Self {
+        match command {
             OrderCommand::MarkPaymentAuthorized { authorization_id } => {
                 DomainCommand::MarkPaymentAuthorized { authorization_id }
             }
@@ -100,15 +117,6 @@ impl OrderPort for OrderAppPort {
             }
             OrderCommand::Confirm => DomainCommand::Confirm,
             OrderCommand::Cancel { reason } => DomainCommand::Cancel { reason },
-        };
-        self.orders
-            .handle(order_id, command)
-            .await
-            .map(drop)
-            .map_err(call_error)
-    }
-
-    async fn traceparent(&self, order_id: Uuid) -> Option<String> {
-        self.orders.traceparent(order_id).await
+        }
     }
 }

@@ -267,26 +267,7 @@ impl OrderPort for World {
     }
 
     async fn apply(&self, order_id: Uuid, command: OrderCommand) -> Result<(), CallError> {
-        let domain = match command {
-            OrderCommand::MarkPaymentAuthorized { authorization_id } => {
-                DomainCommand::MarkPaymentAuthorized { authorization_id }
-            }
-            OrderCommand::MarkInventoryReserved { reservation_id } => {
-                DomainCommand::MarkInventoryReserved { reservation_id }
-            }
-            OrderCommand::MarkShippingArranged {
-                shipment_id,
-                tracking_number,
-            } => DomainCommand::MarkShippingArranged {
-                shipment_id,
-                tracking_number,
-            },
-            OrderCommand::MarkPaymentCaptured { capture_id } => {
-                DomainCommand::MarkPaymentCaptured { capture_id }
-            }
-            OrderCommand::Confirm => DomainCommand::Confirm,
-            OrderCommand::Cancel { reason } => DomainCommand::Cancel { reason },
-        };
+        let domain = DomainCommand::from(command);
         let name = domain.name();
         let orders = self.orders.clone();
         let refused = self.refused_commands.clone();
