@@ -23,7 +23,7 @@ pub use self::{
     layer::{AuthLayer, AuthService},
 };
 use crate::{
-    config::{Config, Environment},
+    config::{AuthSettings, Environment},
     error::AppError,
 };
 
@@ -118,17 +118,22 @@ pub struct Claims {
 /// Mints a development HS256 token (the `token` subcommand and tests), signed
 /// with `JWT_SECRET` or the development secret. Production tokens come from the
 /// identity provider: in production this refuses the development secret.
-pub fn mint_token(config: &Config, subject: &str, roles: &[Role], ttl: Duration) -> anyhow::Result<String> {
-    let secret = config.jwt_secret.as_deref().unwrap_or(DEVELOPMENT_SECRET);
-    if config.environment == Environment::Production && secret == DEVELOPMENT_SECRET {
+pub fn mint_token(
+    settings: &AuthSettings,
+    subject: &str,
+    roles: &[Role],
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    let secret = settings.jwt_secret.as_deref().unwrap_or(DEVELOPMENT_SECRET);
+    if settings.environment == Environment::Production && secret == DEVELOPMENT_SECRET {
         anyhow::bail!("refusing to mint a token with the development secret in production");
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let claims = Claims {
         sub: subject.to_string(),
         roles: roles.to_vec(),
-        iss: config.jwt_issuer.clone(),
-        aud: config.jwt_audience.clone(),
+        iss: settings.jwt_issuer.clone(),
+        aud: settings.jwt_audience.clone(),
         exp: now + ttl.as_secs(),
         nbf: now,
         iat: now,

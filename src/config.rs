@@ -1,5 +1,10 @@
 //! Configuration from the environment: every variable the seed names plus ours,
 //! parsed and validated once at start, with an error naming the bad variable.
+//!
+//! [`Config`] is nested by component, as zero2prod's `Settings` is: startup
+//! holds the whole of it and hands each component its own part (the
+//! authenticator [`AuthSettings`], the saga runtime [`SagaSettings`], and so
+//! on), so that what a component can be told is written in its signature.
 
 use std::{collections::HashMap, fmt::Display, str::FromStr, time::Duration};
 
@@ -9,11 +14,11 @@ use rust_decimal::Decimal;
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {var}={value:?}: {reason}")]
 pub struct ConfigError {
-    /// The variable's name.
+    /// The variable's name, e.g. `PORT`.
     pub var: String,
-    /// What it held.
+    /// The value it held (a URL with its password hidden).
     pub value: String,
-    /// Why that is wrong.
+    /// What was expected instead.
     pub reason: String,
 }
 
@@ -22,7 +27,7 @@ pub struct ConfigError {
 pub enum Environment {
     /// Local development (the default).
     Development,
-    /// Automated tests.
+    /// Automated tests: the development key is accepted without a warning.
     Test,
     /// Pre-production.
     Staging,
@@ -63,109 +68,252 @@ impl FromStr for LogFormat {
     }
 }
 
-/// The whole configuration of the service.
+/// The whole configuration of the service, one part per component.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// ENVIRONMENT.
+    /// ENVIRONMENT (default development).
     pub environment: Environment,
+    /// Where to listen and whom browsers may call from.
+    pub server: ServerSettings,
+    /// Size and time bounds of every request.
+    pub limits: LimitSettings,
+    /// The token bucket per principal.
+    pub rate_limit: RateLimitSettings,
+    /// JWT verification and development tokens.
+    pub auth: AuthSettings,
+    /// The database of events, sagas and read models.
+    pub database: DatabaseSettings,
+    /// Redis for carts and the event bus, when configured.
+    pub redis: RedisSettings,
+    /// The order command side.
+    pub orders: OrderSettings,
+    /// Shopping carts.
+    pub carts: CartSettings,
+    /// The fulfillment saga runtime.
+    pub saga: SagaSettings,
+    /// Where the payment, inventory and shipping services are.
+    pub siblings: SiblingSettings,
+    /// Order queries.
+    pub read_side: ReadSideSettings,
+    /// Encryption of personal data.
+    pub privacy: PrivacySettings,
+    /// The payment, inventory and shipping stubs.
+    pub stubs: StubSettings,
+    /// Logs and traces.
+    pub telemetry: TelemetrySettings,
+}
+
+/// The listener of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
     /// HOST: address to bind (default 0.0.0.0).
     pub host: String,
     /// PORT: the one port for gRPC and HTTP (default 8084).
     pub port: u16,
-    /// DATABASE_URL: PostgreSQL; unset means the embedded SQLite file.
-    pub database_url: Option<String>,
-    /// SQLITE_PATH: the embedded database file (default `commerce.db`).
-    pub sqlite_path: String,
-    /// REDIS_URL: Redis; unset means in-process equivalents.
-    pub redis_url: Option<String>,
-    /// REDIS_KEY_PREFIX: prefix of every Redis key (default `commerce`).
-    pub redis_key_prefix: String,
-    /// RUN_MIGRATIONS: apply migrations at start (default true).
-    pub run_migrations: bool,
-    /// DB_POOL_SIZE (default 16).
-    pub db_pool_size: u32,
-    /// REDIS_POOL_SIZE (default 32).
-    pub redis_pool_size: usize,
-    /// POOL_TIMEOUT_MS: bound on waiting for a pooled connection (default 2000).
-    pub pool_timeout: Duration,
-    /// PAYMENT_SERVICE_URL; unset (all three) means embedded stubs on loopback.
-    pub payment_service_url: Option<String>,
-    /// INVENTORY_SERVICE_URL.
-    pub inventory_service_url: Option<String>,
-    /// SHIPPING_SERVICE_URL.
-    pub shipping_service_url: Option<String>,
-    /// SIBLING_CALL_TIMEOUT_MS: deadline of each saga call (default 3000).
-    pub sibling_call_timeout: Duration,
-    /// ENABLE_TRACING: export OpenTelemetry traces (default false).
-    pub enable_tracing: bool,
-    /// OTEL_EXPORTER_OTLP_ENDPOINT: OTLP/gRPC collector, e.g. http://jaeger:4317.
-    pub otlp_endpoint: Option<String>,
-    /// JAEGER_ENDPOINT: the seed's variable; only its host is used, with Jaeger's OTLP port 4317.
-    pub jaeger_endpoint: Option<String>,
-    /// LOG_FORMAT: json (default) or pretty.
-    pub log_format: LogFormat,
-    /// ENABLE_SAGA_ORCHESTRATION (default true): off leaves orders PENDING.
-    pub enable_saga_orchestration: bool,
-    /// ENABLE_EVENT_SOURCING (default true): the write side is event-sourced; false is refused.
-    pub enable_event_sourcing: bool,
-    /// ENABLE_CQRS (default true): off serves order queries by folding the event stream.
-    pub enable_cqrs: bool,
-    /// ENABLE_OPTIMISTIC_LOCKING (default true): see the README.
-    pub enable_optimistic_locking: bool,
-    /// EVENT_STORE_GROUP_COMMIT (default true): on PostgreSQL concurrent
-    /// appends share a transaction; off gives each its own (for comparison).
-    pub event_store_group_commit: bool,
-    /// CART_TTL_HOURS (default 24; decimals allowed, e.g. 0.5).
-    pub cart_ttl: Duration,
-    /// ORDER_TIMEOUT_MINUTES (default 30; decimals allowed).
-    pub order_timeout: Duration,
-    /// SAGA_RETRY_ATTEMPTS (default 3).
-    pub saga_retry_attempts: u32,
-    /// SAGA_RETRY_DELAY_SECONDS (default 5; decimals allowed).
-    pub saga_retry_delay: Duration,
-    /// SAGA_WORKERS: concurrent saga steps per replica (default 32; 0: this
-    /// replica starts sagas but leaves running them to the others).
-    pub saga_workers: usize,
-    /// SAGA_COMPENSATION_RETRY_ATTEMPTS: retries of a transient compensation
-    /// failure before COMPENSATION_FAILED (default 10).
-    pub saga_compensation_retry_attempts: u32,
-    /// SAGA_LEASE_SECONDS: how long a replica owns a saga it works on without
-    /// writing (default 30; more than twice SIBLING_CALL_TIMEOUT_MS).
-    pub saga_lease: Duration,
-    /// JWT_SECRET: HS256 secret (development default; refused in production).
-    pub jwt_secret: Option<String>,
-    /// JWT_PUBLIC_KEY_FILE: PEM RS256/ES256 public key.
-    pub jwt_public_key_file: Option<String>,
-    /// JWT_JWKS_FILE: JWKS file of public keys.
-    pub jwt_jwks_file: Option<String>,
-    /// JWT_ISSUER (default `commerce-dev`).
-    pub jwt_issuer: String,
-    /// JWT_AUDIENCE (default `commerce`).
-    pub jwt_audience: String,
-    /// RATE_LIMIT_PER_SECOND: token refill per principal (default 100; 0 disables).
-    pub rate_limit_per_second: u32,
-    /// RATE_LIMIT_BURST: bucket size (default 200).
-    pub rate_limit_burst: u32,
-    /// MAX_MESSAGE_BYTES: max gRPC message (default 4 MiB).
+    /// CORS_ALLOWED_ORIGINS: comma-separated, or `*` (default `*` outside
+    /// production, none in production).
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// Bounds that keep one client from tying up the server.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// MAX_MESSAGE_BYTES: largest gRPC message (default 4 MiB).
     pub max_message_bytes: usize,
-    /// MAX_BODY_BYTES: max HTTP body (default 1 MiB).
+    /// MAX_BODY_BYTES: largest HTTP body (default 1 MiB).
     pub max_body_bytes: usize,
     /// MAX_REQUEST_TIMEOUT_SECONDS: cap on any request's deadline (default 30).
     pub max_request_timeout: Duration,
     /// MAX_CONCURRENT_STREAMS: HTTP/2 streams per connection (default 256).
     pub max_concurrent_streams: u32,
-    /// CORS_ALLOWED_ORIGINS: comma-separated, or `*` (default `*` outside production).
-    pub cors_allowed_origins: Vec<String>,
-    /// PII_MASTER_KEY: 64 hex chars wrapping per-customer keys (development default).
-    pub pii_master_key: Option<String>,
-    /// STUB_FAILURE_RATE: transient failure probability of the stubs, 0 to 1.
-    pub stub_failure_rate: Decimal,
-    /// STUB_LATENCY_MS: added latency of every stub call.
-    pub stub_latency: Duration,
-    /// STUB_DEFAULT_STOCK: on-hand stock of a product the inventory stub has not seen.
-    pub stub_default_stock: i64,
+}
+
+/// A token bucket per principal (per IP when anonymous).
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// RATE_LIMIT_PER_SECOND: tokens refilled per second (default 100; 0
+    /// turns rate limiting off).
+    pub per_second: u32,
+    /// RATE_LIMIT_BURST: bucket size (default 200).
+    pub burst: u32,
+}
+
+/// Which keys verify tokens, and what a token must claim.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// ENVIRONMENT, copied: production refuses the development secret.
+    pub environment: Environment,
+    /// JWT_SECRET: HS256 secret (the development secret when unset, outside
+    /// production).
+    pub jwt_secret: Option<String>,
+    /// JWT_PUBLIC_KEY_FILE: a PEM RS256/ES256 public key.
+    pub jwt_public_key_file: Option<String>,
+    /// JWT_JWKS_FILE: a JWKS file of public keys.
+    pub jwt_jwks_file: Option<String>,
+    /// JWT_ISSUER: the required `iss` (default `commerce-dev`).
+    pub jwt_issuer: String,
+    /// JWT_AUDIENCE: the required `aud` (default `commerce`).
+    pub jwt_audience: String,
+}
+
+/// PostgreSQL, or the embedded SQLite file when no URL is set.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// DATABASE_URL: PostgreSQL; unset means the embedded SQLite file.
+    pub url: Option<String>,
+    /// SQLITE_PATH: the embedded database file (default `commerce.db`).
+    pub sqlite_path: String,
+    /// RUN_MIGRATIONS: apply migrations at start (default true).
+    pub run_migrations: bool,
+    /// DB_POOL_SIZE (default 16; SQLite uses at most 8).
+    pub pool_size: u32,
+    /// POOL_TIMEOUT_MS: bound on waiting for a pooled connection (default 2000).
+    pub pool_timeout: Duration,
+    /// EVENT_STORE_GROUP_COMMIT (default true): on PostgreSQL concurrent
+    /// appends share a transaction; off gives each its own (for comparison).
+    pub group_commit: bool,
+}
+
+/// Redis, when configured; in-process equivalents otherwise.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// REDIS_URL: unset means in-process carts and event bus.
+    pub url: Option<String>,
+    /// REDIS_KEY_PREFIX: prefix of every Redis key (default `commerce`), so
+    /// that several deployments (or tests) can share one Redis.
+    pub key_prefix: String,
+    /// REDIS_POOL_SIZE (default 32).
+    pub pool_size: usize,
+    /// POOL_TIMEOUT_MS, shared with the database pool (default 2000).
+    pub pool_timeout: Duration,
+}
+
+/// What an order command does on a version conflict
+/// (ENABLE_OPTIMISTIC_LOCKING). Both re-read the stream and decide again; the
+/// store's version check itself is never off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictHandling {
+    /// `true` (the default): a few attempts, then ABORTED to the client.
+    Report,
+    /// `false`: many attempts with a growing pause, so that a client
+    /// practically never sees a conflict.
+    Absorb,
+}
+
+/// The order command side.
+#[derive(Debug, Clone)]
+pub struct OrderSettings {
+    /// ENABLE_SAGA_ORCHESTRATION, copied: whether CreateOrder starts a saga
+    /// and CancelOrder asks it to compensate (off: cancelled at once).
+    pub saga_orchestration: bool,
+    /// ORDER_TIMEOUT_MINUTES (default 30; decimals allowed): a saga not done
+    /// by then is compensated.
+    pub order_timeout: Duration,
+    /// ENABLE_OPTIMISTIC_LOCKING (default true).
+    pub conflicts: ConflictHandling,
+    /// MAX_REQUEST_TIMEOUT_SECONDS, copied: how long a CreateOrder holds its
+    /// idempotency key; no request lives longer, so a key held past it was
+    /// abandoned by a crashed replica and may be taken over.
+    pub idempotency_lease: Duration,
+}
+
+/// Shopping carts.
+#[derive(Debug, Clone)]
+pub struct CartSettings {
+    /// CART_TTL_HOURS (default 24; decimals allowed, e.g. 0.5): expiry after
+    /// the cart's last change.
+    pub ttl: Duration,
+}
+
+/// The fulfillment saga runtime of this replica.
+#[derive(Debug, Clone)]
+pub struct SagaSettings {
+    /// ENABLE_SAGA_ORCHESTRATION (default true): off starts no saga and runs
+    /// no worker; orders stay PENDING.
+    pub enabled: bool,
+    /// SAGA_WORKERS: concurrent saga steps per replica (default 32; 0: this
+    /// replica starts sagas but leaves running them to the others).
+    pub workers: usize,
+    /// SAGA_RETRY_ATTEMPTS: retries of a transient step failure (default 3).
+    pub retry_attempts: u32,
+    /// SAGA_COMPENSATION_RETRY_ATTEMPTS: retries of a transient compensation
+    /// failure before COMPENSATION_FAILED (default 10).
+    pub compensation_retry_attempts: u32,
+    /// SAGA_RETRY_DELAY_SECONDS: first backoff delay, doubled per retry with
+    /// jitter (default 5; decimals allowed).
+    pub retry_delay: Duration,
+    /// SAGA_LEASE_SECONDS: how long a replica owns a saga it works on without
+    /// writing (default 30; more than twice SIBLING_CALL_TIMEOUT_MS).
+    pub lease: Duration,
+    /// SIBLING_CALL_TIMEOUT_MS: deadline of each call to a sibling (default 3000).
+    pub call_timeout: Duration,
+}
+
+/// The sibling services; each one left unset is served by stubs embedded in
+/// the process (refused in production).
+#[derive(Debug, Clone)]
+pub struct SiblingSettings {
+    /// PAYMENT_SERVICE_URL.
+    pub payment_url: Option<String>,
+    /// INVENTORY_SERVICE_URL.
+    pub inventory_url: Option<String>,
+    /// SHIPPING_SERVICE_URL.
+    pub shipping_url: Option<String>,
+}
+
+/// Where GetOrder and WatchOrder read an order from (ENABLE_CQRS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderQuerySource {
+    /// `true` (the default): the `order_details` read model.
+    ReadModel,
+    /// `false`: fold the order's event stream on every query.
+    EventStream,
+}
+
+/// Order queries.
+#[derive(Debug, Clone)]
+pub struct ReadSideSettings {
+    /// ENABLE_CQRS (default true). Projections run either way: ListOrders
+    /// has no event-store equivalent.
+    pub order_queries: OrderQuerySource,
+}
+
+/// Encryption of personal data.
+#[derive(Debug, Clone)]
+pub struct PrivacySettings {
+    /// ENVIRONMENT, copied: production refuses the development key.
+    pub environment: Environment,
+    /// PII_MASTER_KEY: 64 hex chars wrapping per-customer keys (a development
+    /// key when unset, outside production).
+    pub master_key: Option<String>,
+}
+
+/// The payment, inventory and shipping stubs (`commerce stubs`, or embedded).
+#[derive(Debug, Clone)]
+pub struct StubSettings {
+    /// STUB_FAILURE_RATE: probability of a transient failure per call, 0 to 1.
+    pub failure_rate: Decimal,
+    /// STUB_LATENCY_MS: added latency of every call.
+    pub latency: Duration,
+    /// STUB_DEFAULT_STOCK: on-hand stock of a product the inventory stub has
+    /// not seen (default 1000000).
+    pub default_stock: i64,
     /// STUBS_PORT: port of `commerce stubs` (default 8085).
-    pub stubs_port: u16,
+    pub port: u16,
+}
+
+/// Logs and traces.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// ENABLE_TRACING: export OpenTelemetry traces (default false).
+    pub tracing: bool,
+    /// OTEL_EXPORTER_OTLP_ENDPOINT: OTLP/gRPC collector, e.g. http://jaeger:4317.
+    pub otlp_endpoint: Option<String>,
+    /// JAEGER_ENDPOINT: the seed's variable; only its host is used, with
+    /// Jaeger's OTLP port 4317.
+    pub jaeger_endpoint: Option<String>,
+    /// LOG_FORMAT: json (default) or pretty.
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -178,54 +326,101 @@ impl Config {
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let env = Env(vars);
         let environment: Environment = env.parse("ENVIRONMENT", Environment::Development)?;
-        let production = environment == Environment::Production;
-        let config = Self {
+        // The write side is event-sourced; there is no other to switch to, so
+        // asking for one stops the process rather than being ignored.
+        if !env.flag("ENABLE_EVENT_SOURCING", true)? {
+            return Err(ConfigError {
+                var: "ENABLE_EVENT_SOURCING".into(),
+                value: "false".into(),
+                reason: "the order write side is event-sourced and cannot be turned off".into(),
+            });
+        }
+        let limits = LimitSettings::read(&env)?;
+        let saga = SagaSettings::read(&env)?;
+        let pool_timeout = Duration::from_millis(env.parse_in("POOL_TIMEOUT_MS", 2000, 1..=600_000)?);
+        Ok(Self {
             environment,
+            server: ServerSettings::read(&env, environment)?,
+            rate_limit: RateLimitSettings {
+                per_second: env.parse("RATE_LIMIT_PER_SECOND", 100)?,
+                burst: env.parse_in("RATE_LIMIT_BURST", 200, 1..=1_000_000)?,
+            },
+            auth: AuthSettings {
+                environment,
+                jwt_secret: env.optional("JWT_SECRET"),
+                jwt_public_key_file: env.optional("JWT_PUBLIC_KEY_FILE"),
+                jwt_jwks_file: env.optional("JWT_JWKS_FILE"),
+                jwt_issuer: env.string("JWT_ISSUER", "commerce-dev"),
+                jwt_audience: env.string("JWT_AUDIENCE", "commerce"),
+            },
+            database: DatabaseSettings::read(&env, pool_timeout)?,
+            redis: RedisSettings::read(&env, pool_timeout)?,
+            orders: OrderSettings {
+                saga_orchestration: saga.enabled,
+                order_timeout: env.duration("ORDER_TIMEOUT_MINUTES", "30", 60)?,
+                conflicts: if env.flag("ENABLE_OPTIMISTIC_LOCKING", true)? {
+                    ConflictHandling::Report
+                } else {
+                    ConflictHandling::Absorb
+                },
+                idempotency_lease: limits.max_request_timeout,
+            },
+            carts: CartSettings {
+                ttl: env.duration("CART_TTL_HOURS", "24", 3600)?,
+            },
+            saga,
+            siblings: SiblingSettings {
+                payment_url: env.optional("PAYMENT_SERVICE_URL"),
+                inventory_url: env.optional("INVENTORY_SERVICE_URL"),
+                shipping_url: env.optional("SHIPPING_SERVICE_URL"),
+            },
+            read_side: ReadSideSettings {
+                order_queries: if env.flag("ENABLE_CQRS", true)? {
+                    OrderQuerySource::ReadModel
+                } else {
+                    OrderQuerySource::EventStream
+                },
+            },
+            privacy: PrivacySettings {
+                environment,
+                master_key: env.optional("PII_MASTER_KEY"),
+            },
+            stubs: StubSettings::read(&env)?,
+            telemetry: TelemetrySettings {
+                tracing: env.flag("ENABLE_TRACING", false)?,
+                otlp_endpoint: env.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                jaeger_endpoint: env.optional("JAEGER_ENDPOINT"),
+                log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
+            },
+            limits,
+        })
+    }
+}
+
+impl ServerSettings {
+    fn read(env: &Env, environment: Environment) -> Result<Self, ConfigError> {
+        let any_origin = if environment == Environment::Production {
+            ""
+        } else {
+            "*"
+        };
+        Ok(Self {
             host: env.string("HOST", "0.0.0.0"),
             port: env.parse("PORT", 8084)?,
-            database_url: env.optional("DATABASE_URL").map(normalize_database_url),
-            sqlite_path: env.string("SQLITE_PATH", "commerce.db"),
-            redis_url: env.optional("REDIS_URL"),
-            redis_key_prefix: env.string("REDIS_KEY_PREFIX", "commerce"),
-            run_migrations: env.flag("RUN_MIGRATIONS", true)?,
-            db_pool_size: env.parse_in("DB_POOL_SIZE", 16, 1..=1000)?,
-            redis_pool_size: env.parse_in("REDIS_POOL_SIZE", 32, 1..=10_000)?,
-            pool_timeout: Duration::from_millis(env.parse_in("POOL_TIMEOUT_MS", 2000, 1..=600_000)?),
-            payment_service_url: env.optional("PAYMENT_SERVICE_URL"),
-            inventory_service_url: env.optional("INVENTORY_SERVICE_URL"),
-            shipping_service_url: env.optional("SHIPPING_SERVICE_URL"),
-            sibling_call_timeout: Duration::from_millis(env.parse_in(
-                "SIBLING_CALL_TIMEOUT_MS",
-                3000,
-                1..=600_000,
-            )?),
-            enable_tracing: env.flag("ENABLE_TRACING", false)?,
-            otlp_endpoint: env.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
-            jaeger_endpoint: env.optional("JAEGER_ENDPOINT"),
-            log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
-            enable_saga_orchestration: env.flag("ENABLE_SAGA_ORCHESTRATION", true)?,
-            enable_event_sourcing: env.flag("ENABLE_EVENT_SOURCING", true)?,
-            enable_cqrs: env.flag("ENABLE_CQRS", true)?,
-            enable_optimistic_locking: env.flag("ENABLE_OPTIMISTIC_LOCKING", true)?,
-            event_store_group_commit: env.flag("EVENT_STORE_GROUP_COMMIT", true)?,
-            cart_ttl: env.duration("CART_TTL_HOURS", "24", 3600)?,
-            order_timeout: env.duration("ORDER_TIMEOUT_MINUTES", "30", 60)?,
-            saga_retry_attempts: env.parse_in("SAGA_RETRY_ATTEMPTS", 3, 0..=100)?,
-            saga_retry_delay: env.duration("SAGA_RETRY_DELAY_SECONDS", "5", 1)?,
-            saga_workers: env.parse_in("SAGA_WORKERS", 32, 0..=10_000)?,
-            saga_compensation_retry_attempts: env.parse_in(
-                "SAGA_COMPENSATION_RETRY_ATTEMPTS",
-                10,
-                0..=1000,
-            )?,
-            saga_lease: env.duration("SAGA_LEASE_SECONDS", "30", 1)?,
-            jwt_secret: env.optional("JWT_SECRET"),
-            jwt_public_key_file: env.optional("JWT_PUBLIC_KEY_FILE"),
-            jwt_jwks_file: env.optional("JWT_JWKS_FILE"),
-            jwt_issuer: env.string("JWT_ISSUER", "commerce-dev"),
-            jwt_audience: env.string("JWT_AUDIENCE", "commerce"),
-            rate_limit_per_second: env.parse("RATE_LIMIT_PER_SECOND", 100)?,
-            rate_limit_burst: env.parse_in("RATE_LIMIT_BURST", 200, 1..=1_000_000)?,
+            cors_allowed_origins: env
+                .string("CORS_ALLOWED_ORIGINS", any_origin)
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        })
+    }
+}
+
+impl LimitSettings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
             max_message_bytes: env.parse_in("MAX_MESSAGE_BYTES", 4 << 20, 1024..=(64 << 20))?,
             max_body_bytes: env.parse_in("MAX_BODY_BYTES", 1 << 20, 1024..=(64 << 20))?,
             max_request_timeout: Duration::from_secs(env.parse_in(
@@ -234,81 +429,104 @@ impl Config {
                 1..=3600,
             )?),
             max_concurrent_streams: env.parse_in("MAX_CONCURRENT_STREAMS", 256, 1..=100_000)?,
-            cors_allowed_origins: env
-                .string("CORS_ALLOWED_ORIGINS", if production { "" } else { "*" })
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
-            pii_master_key: env.optional("PII_MASTER_KEY"),
-            stub_failure_rate: env.parse("STUB_FAILURE_RATE", Decimal::ZERO)?,
-            stub_latency: Duration::from_millis(env.parse_in("STUB_LATENCY_MS", 0, 0..=60_000)?),
-            stub_default_stock: env.parse_in("STUB_DEFAULT_STOCK", 1_000_000, 0..=i64::MAX)?,
-            stubs_port: env.parse("STUBS_PORT", 8085)?,
-        };
-        config.validate()
+        })
     }
+}
 
-    fn validate(self) -> Result<Self, ConfigError> {
-        let bad = |var: &str, value: String, reason: &str| ConfigError {
-            var: var.into(),
-            value,
-            reason: reason.into(),
+impl DatabaseSettings {
+    fn read(env: &Env, pool_timeout: Duration) -> Result<Self, ConfigError> {
+        let url = env.optional("DATABASE_URL").map(normalize_database_url);
+        if let Some(url) = &url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(env.invalid("DATABASE_URL", redact(url), "expected a postgres:// URL"));
+        }
+        Ok(Self {
+            url,
+            sqlite_path: env.string("SQLITE_PATH", "commerce.db"),
+            run_migrations: env.flag("RUN_MIGRATIONS", true)?,
+            pool_size: env.parse_in("DB_POOL_SIZE", 16, 1..=1000)?,
+            pool_timeout,
+            group_commit: env.flag("EVENT_STORE_GROUP_COMMIT", true)?,
+        })
+    }
+}
+
+impl RedisSettings {
+    fn read(env: &Env, pool_timeout: Duration) -> Result<Self, ConfigError> {
+        let url = env.optional("REDIS_URL");
+        if let Some(url) = &url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(env.invalid("REDIS_URL", redact(url), "expected a redis:// URL"));
+        }
+        let key_prefix = env.string("REDIS_KEY_PREFIX", "commerce");
+        if key_prefix.is_empty() || key_prefix.contains(char::is_whitespace) {
+            return Err(env.invalid("REDIS_KEY_PREFIX", key_prefix, "expected a non-empty word"));
+        }
+        Ok(Self {
+            url,
+            key_prefix,
+            pool_size: env.parse_in("REDIS_POOL_SIZE", 32, 1..=10_000)?,
+            pool_timeout,
+        })
+    }
+}
+
+impl SagaSettings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        let settings = Self {
+            enabled: env.flag("ENABLE_SAGA_ORCHESTRATION", true)?,
+            workers: env.parse_in("SAGA_WORKERS", 32, 0..=10_000)?,
+            retry_attempts: env.parse_in("SAGA_RETRY_ATTEMPTS", 3, 0..=100)?,
+            compensation_retry_attempts: env.parse_in("SAGA_COMPENSATION_RETRY_ATTEMPTS", 10, 0..=1000)?,
+            retry_delay: env.duration("SAGA_RETRY_DELAY_SECONDS", "5", 1)?,
+            lease: env.duration("SAGA_LEASE_SECONDS", "30", 1)?,
+            call_timeout: Duration::from_millis(env.parse_in(
+                "SIBLING_CALL_TIMEOUT_MS",
+                3000,
+                1..=600_000,
+            )?),
         };
-        if !self.enable_event_sourcing {
-            return Err(bad(
-                "ENABLE_EVENT_SOURCING",
-                "false".into(),
-                "the order write side is event-sourced and cannot be turned off",
-            ));
-        }
-        if self.stub_failure_rate < Decimal::ZERO || self.stub_failure_rate > Decimal::ONE {
-            return Err(bad(
-                "STUB_FAILURE_RATE",
-                self.stub_failure_rate.to_string(),
-                "expected 0 to 1",
-            ));
-        }
         // A lease shorter than a call would let a second replica run the same
         // step while the first still waits for its answer.
-        if self.saga_lease < self.sibling_call_timeout * 2 + Duration::from_millis(500) {
-            return Err(bad(
+        if settings.lease < settings.call_timeout * 2 + Duration::from_millis(500) {
+            return Err(env.invalid(
                 "SAGA_LEASE_SECONDS",
-                format!("{:?}", self.saga_lease),
+                format!("{:?}", settings.lease),
                 "must exceed twice SIBLING_CALL_TIMEOUT_MS plus 0.5 s",
             ));
         }
-        if let Some(url) = &self.database_url
-            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
-            return Err(bad("DATABASE_URL", redact(url), "expected a postgres:// URL"));
-        }
-        if let Some(url) = &self.redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            return Err(bad("REDIS_URL", redact(url), "expected a redis:// URL"));
-        }
-        if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(char::is_whitespace) {
-            return Err(bad(
-                "REDIS_KEY_PREFIX",
-                self.redis_key_prefix.clone(),
-                "expected a non-empty word",
-            ));
-        }
-        Ok(self)
+        Ok(settings)
     }
+}
 
+impl SiblingSettings {
     /// True when no sibling URL is set: `serve` runs the stubs itself on loopback.
-    pub fn embedded_stubs(&self) -> bool {
-        self.payment_service_url.is_none()
-            && self.inventory_service_url.is_none()
-            && self.shipping_service_url.is_none()
+    pub fn all_embedded(&self) -> bool {
+        self.payment_url.is_none() && self.inventory_url.is_none() && self.shipping_url.is_none()
     }
+}
 
+impl StubSettings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        let failure_rate = env.parse("STUB_FAILURE_RATE", Decimal::ZERO)?;
+        if failure_rate < Decimal::ZERO || failure_rate > Decimal::ONE {
+            return Err(env.invalid("STUB_FAILURE_RATE", failure_rate.to_string(), "expected 0 to 1"));
+        }
+        Ok(Self {
+            failure_rate,
+            latency: Duration::from_millis(env.parse_in("STUB_LATENCY_MS", 0, 0..=60_000)?),
+            default_stock: env.parse_in("STUB_DEFAULT_STOCK", 1_000_000, 0..=i64::MAX)?,
+            port: env.parse("STUBS_PORT", 8085)?,
+        })
+    }
+}
+
+impl TelemetrySettings {
     /// The OTLP endpoint to export to, when tracing is on and one is known.
     pub fn tracing_endpoint(&self) -> Option<String> {
-        if !self.enable_tracing {
+        if !self.tracing {
             return None;
         }
         self.otlp_endpoint.clone().or_else(|| {
@@ -337,9 +555,19 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The variables being read; every read names its variable, so that an error
+/// can say which one is wrong.
 struct Env<'a>(&'a HashMap<String, String>);
 
 impl Env<'_> {
+    fn invalid(&self, name: &str, value: String, reason: &str) -> ConfigError {
+        ConfigError {
+            var: name.into(),
+            value,
+            reason: reason.into(),
+        }
+    }
+
     fn optional(&self, name: &str) -> Option<String> {
         self.0
             .get(name)
@@ -357,11 +585,9 @@ impl Env<'_> {
     {
         match self.optional(name) {
             None => Ok(default),
-            Some(value) => value.parse().map_err(|e: T::Err| ConfigError {
-                var: name.into(),
-                reason: e.to_string(),
-                value,
-            }),
+            Some(value) => value
+                .parse()
+                .map_err(|e: T::Err| self.invalid(name, value, &e.to_string())),
         }
     }
 
@@ -379,11 +605,11 @@ impl Env<'_> {
         if range.contains(&value) {
             Ok(value)
         } else {
-            Err(ConfigError {
-                var: name.into(),
-                value: value.to_string(),
-                reason: format!("expected {} to {}", range.start(), range.end()),
-            })
+            Err(self.invalid(
+                name,
+                value.to_string(),
+                &format!("expected {} to {}", range.start(), range.end()),
+            ))
         }
     }
 
@@ -392,22 +618,14 @@ impl Env<'_> {
             None => Ok(default),
             Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => Ok(true),
             Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => Ok(false),
-            Some(value) => Err(ConfigError {
-                var: name.into(),
-                value,
-                reason: "expected true or false".into(),
-            }),
+            Some(value) => Err(self.invalid(name, value, "expected true or false")),
         }
     }
 
     /// A positive decimal number of `unit_seconds`, as a Duration (no floats).
     fn duration(&self, name: &str, default: &str, unit_seconds: u64) -> Result<Duration, ConfigError> {
         let raw = self.string(name, default);
-        let err = |reason: &str| ConfigError {
-            var: name.into(),
-            value: raw.clone(),
-            reason: reason.into(),
-        };
+        let err = |reason: &str| self.invalid(name, raw.clone(), reason);
         let amount: Decimal = raw.parse().map_err(|_| err("expected a number"))?;
         let millis = amount
             .checked_mul(Decimal::from(unit_seconds * 1000))
@@ -424,67 +642,4 @@ impl Env<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn defaults_match_the_seed() {
-        let c = Config::from_vars(&vars(&[])).unwrap();
-        assert_eq!(c.port, 8084);
-        assert_eq!(c.cart_ttl, Duration::from_secs(24 * 3600));
-        assert_eq!(c.order_timeout, Duration::from_secs(30 * 60));
-        assert_eq!(c.saga_retry_attempts, 3);
-        assert_eq!(c.saga_retry_delay, Duration::from_secs(5));
-        assert!(c.enable_saga_orchestration && c.enable_cqrs && c.enable_optimistic_locking);
-        assert!(c.embedded_stubs());
-    }
-
-    #[test]
-    fn bad_values_name_the_variable() {
-        for (var, value) in [
-            ("PORT", "eighty"),
-            ("PORT", "70000"),
-            ("CART_TTL_HOURS", "-1"),
-            ("SAGA_RETRY_ATTEMPTS", "x"),
-            ("ENABLE_CQRS", "maybe"),
-            ("DATABASE_URL", "mysql://x"),
-            ("ENVIRONMENT", "moon"),
-            ("STUB_FAILURE_RATE", "1.5"),
-            ("SAGA_LEASE_SECONDS", "1"),
-            ("STUBS_PORT", "-1"),
-        ] {
-            let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
-            assert_eq!(err.var, var, "{err}");
-        }
-    }
-
-    #[test]
-    fn fractional_durations_and_seed_urls_are_accepted() {
-        let c = Config::from_vars(&vars(&[
-            ("CART_TTL_HOURS", "0.001"),
-            ("SAGA_RETRY_DELAY_SECONDS", "0.05"),
-            ("DATABASE_URL", "postgresql+asyncpg://u:p@h:5432/db"),
-        ]))
-        .unwrap();
-        assert_eq!(c.cart_ttl, Duration::from_millis(3600));
-        assert_eq!(c.saga_retry_delay, Duration::from_millis(50));
-        assert_eq!(c.database_url.as_deref(), Some("postgresql://u:p@h:5432/db"));
-    }
-
-    #[test]
-    fn jaeger_endpoint_maps_to_its_otlp_port() {
-        let c = Config::from_vars(&vars(&[
-            ("ENABLE_TRACING", "true"),
-            ("JAEGER_ENDPOINT", "http://jaeger:14268/api/traces"),
-        ]))
-        .unwrap();
-        assert_eq!(c.tracing_endpoint().as_deref(), Some("http://jaeger:4317"));
-    }
-}
+mod tests;

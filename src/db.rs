@@ -10,7 +10,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use crate::config::Config;
+use crate::config::{DatabaseSettings, RedisSettings};
 
 /// The relational database: PostgreSQL in production, SQLite embedded.
 #[derive(Clone, Debug)]
@@ -24,30 +24,30 @@ pub enum Db {
 impl Db {
     /// Connects as the configuration says (lazily: a database that is down at
     /// start makes health NOT_SERVING instead of failing the process).
-    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        match &config.database_url {
+    pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        match &settings.url {
             Some(url) => {
                 let options = PgConnectOptions::from_str(url).context("parsing DATABASE_URL")?;
                 let pool = PgPoolOptions::new()
-                    .max_connections(config.db_pool_size)
-                    .acquire_timeout(config.pool_timeout)
+                    .max_connections(settings.pool_size)
+                    .acquire_timeout(settings.pool_timeout)
                     .connect_lazy_with(options.application_name("commerce"));
                 Ok(Self::Postgres(pool))
             }
             None => {
                 let options = SqliteConnectOptions::new()
-                    .filename(&config.sqlite_path)
+                    .filename(&settings.sqlite_path)
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(5))
                     .foreign_keys(true);
                 let pool = SqlitePoolOptions::new()
-                    .max_connections(config.db_pool_size.min(8))
-                    .acquire_timeout(config.pool_timeout)
+                    .max_connections(settings.pool_size.min(8))
+                    .acquire_timeout(settings.pool_timeout)
                     .connect_with(options)
                     .await
-                    .with_context(|| format!("opening SQLite file {}", config.sqlite_path))?;
+                    .with_context(|| format!("opening SQLite file {}", settings.sqlite_path))?;
                 Ok(Self::Sqlite(pool))
             }
         }
@@ -81,17 +81,17 @@ impl Db {
 }
 
 /// Redis, when configured.
-pub fn redis_pool(config: &Config) -> anyhow::Result<Option<deadpool_redis::Pool>> {
-    let Some(url) = &config.redis_url else {
+pub fn redis_pool(settings: &RedisSettings) -> anyhow::Result<Option<deadpool_redis::Pool>> {
+    let Some(url) = &settings.url else {
         return Ok(None);
     };
     let mut cfg = deadpool_redis::Config::from_url(url.clone());
     cfg.pool = Some(deadpool_redis::PoolConfig {
-        max_size: config.redis_pool_size,
+        max_size: settings.pool_size,
         timeouts: deadpool_redis::Timeouts {
-            wait: Some(config.pool_timeout),
-            create: Some(config.pool_timeout),
-            recycle: Some(config.pool_timeout),
+            wait: Some(settings.pool_timeout),
+            create: Some(settings.pool_timeout),
+            recycle: Some(settings.pool_timeout),
         },
         ..Default::default()
     });

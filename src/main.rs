@@ -72,28 +72,29 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     match cli.command {
         Command::Serve => {
-            telemetry::init(&config);
+            telemetry::init(&config.telemetry);
             let application = Application::build(config).await?;
             let result = application.run_until_stopped(shutdown::os_signal()).await;
             telemetry::shutdown().await;
             result
         }
         Command::Stubs => {
-            telemetry::init(&config);
-            let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.stubs_port))
+            telemetry::init(&config.telemetry);
+            let (host, port) = (config.server.host.as_str(), config.stubs.port);
+            let listener = tokio::net::TcpListener::bind((host, port))
                 .await
-                .with_context(|| format!("binding {}:{}", config.host, config.stubs_port))?;
+                .with_context(|| format!("binding {host}:{port}"))?;
             tracing::info!(addr = %listener.local_addr()?, "serving the sibling stubs");
             stubs::serve_stubs(
                 listener,
-                stubs::Stubs::from_config(&config),
+                stubs::Stubs::from_settings(&config.stubs),
                 shutdown::os_signal(),
             )
             .await
         }
         Command::Migrate => {
-            telemetry::init(&config);
-            let db = Db::connect(&config).await?;
+            telemetry::init(&config.telemetry);
+            let db = Db::connect(&config.database).await?;
             db.migrate().await.context("running migrations")?;
             tracing::info!(database = db.kind(), "migrations applied");
             Ok(())
@@ -105,16 +106,16 @@ async fn main() -> anyhow::Result<()> {
         } => {
             println!(
                 "{}",
-                mint_token(&config, &sub, &roles, Duration::from_secs(ttl_seconds))?
+                mint_token(&config.auth, &sub, &roles, Duration::from_secs(ttl_seconds))?
             );
             Ok(())
         }
         Command::RebuildProjections { batch } => {
-            telemetry::init(&config);
-            commerce::projections::rebuild::command(&config, batch)
+            telemetry::init(&config.telemetry);
+            commerce::projections::rebuild::command(&config.database, batch)
                 .await
                 .map(drop)
         }
-        Command::Bench(args) => commerce::bench::run(args, &config).await,
+        Command::Bench(args) => commerce::bench::run(args, &config.auth).await,
     }
 }

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::config::Config;
+use crate::config::RateLimitSettings;
 
 /// Most buckets kept at once (a few MB); see the module doc for eviction.
 pub const MAX_BUCKETS: usize = 100_000;
@@ -45,8 +45,8 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// The limiter the configuration asks for; None when RATE_LIMIT_PER_SECOND is 0.
-    pub fn from_config(config: &Config) -> Option<Self> {
-        Self::new(config.rate_limit_per_second, config.rate_limit_burst)
+    pub fn from_settings(settings: &RateLimitSettings) -> Option<Self> {
+        Self::new(settings.per_second, settings.burst)
     }
 
     /// `per_second` tokens refilled each second, at most `burst` banked; None when `per_second` is 0.

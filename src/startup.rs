@@ -15,7 +15,7 @@ use crate::{
     app::App,
     auth::{AuthLayer, Authenticator},
     bounds::BoundsLayer,
-    config::Config,
+    config::{Config, Environment, LimitSettings, ServerSettings, SiblingSettings, StubSettings},
     db::{Backends, Db, redis_pool},
     health::Health,
     privacy::{self, Vault},
@@ -52,6 +52,8 @@ pub struct Application {
     health_reporter: tonic_health::server::HealthReporter,
     auth: AuthLayer,
     stubs: Option<crate::stubs::EmbeddedStubs>,
+    server: ServerSettings,
+    limits: LimitSettings,
 }
 
 impl Application {
@@ -59,16 +61,16 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         crate::metrics::install();
         // Keys first: a production deployment without real keys must not start.
-        let auth = AuthLayer::new(Authenticator::from_config(&config).context("JWT keys")?)
-            .with_rate_limiter(RateLimiter::from_config(&config));
-        let master_key = privacy::master_key(&config).context("PII_MASTER_KEY")?;
-        let db = Db::connect(&config).await?;
-        if config.run_migrations {
+        let auth = AuthLayer::new(Authenticator::from_settings(&config.auth).context("JWT keys")?)
+            .with_rate_limiter(RateLimiter::from_settings(&config.rate_limit));
+        let master_key = privacy::master_key(&config.privacy).context("PII_MASTER_KEY")?;
+        let db = Db::connect(&config.database).await?;
+        if config.database.run_migrations {
             db.migrate().await.context("running migrations")?;
         }
         let backends = Backends {
             db,
-            redis: redis_pool(&config)?,
+            redis: redis_pool(&config.redis)?,
         };
         let (trigger, shutdown) = shutdown::channel();
         let reporter = tonic_health::server::HealthReporter::new();
@@ -77,43 +79,42 @@ impl Application {
             SERVICE_NAMES.iter().map(|s| s.to_string()).collect(),
             &backends,
         );
-        let listener = TcpListener::bind((config.host.as_str(), config.port))
+        let (host, port) = (config.server.host.as_str(), config.server.port);
+        let listener = TcpListener::bind((host, port))
             .await
-            .with_context(|| format!("binding {}:{}", config.host, config.port))?;
+            .with_context(|| format!("binding {host}:{port}"))?;
         let events = event_store_with(
             &backends.db,
             OrderCodec::upcasters(),
-            config.event_store_group_commit,
+            config.database.group_commit,
         );
-        let carts = crate::app::cart::CartApp::from_config(&config, &backends);
-        let config = std::sync::Arc::new(config);
+        let carts = crate::app::cart::CartApp::from_settings(&config.carts, &config.redis, &backends);
         let privacy = Vault::on_db(backends.db.clone(), master_key);
-        let orders = crate::app::orders::OrderApp::from_config(
-            config.clone(),
+        let orders = crate::app::orders::OrderApp::from_settings(
+            config.orders,
             &backends,
             events.clone(),
             carts.clone(),
             privacy.clone(),
         );
-        let bus = crate::bus::from_backends(&config, &backends);
+        let bus = crate::bus::from_backends(&config.redis, &backends);
         let queries = crate::app::queries::QueryApp::new(
             crate::store::read_models::ReadModelStore::new(&backends.db),
             events.clone(),
             crate::saga::store::saga_store(&backends.db),
             bus.clone(),
-            config.enable_cqrs,
+            config.read_side.order_queries,
             shutdown.clone(),
             privacy.clone(),
         );
-        let (stubs, urls) = siblings(&config).await?;
+        let (stubs, urls) = siblings(&config.siblings, &config.stubs, config.environment).await?;
         let sagas = crate::app::sagas::SagaApp::new(
-            config.clone(),
+            config.saga,
             &backends.db,
             urls,
             std::sync::Arc::new(crate::app::sagas::OrderAppPort::new(orders.clone())),
         )?;
         let app = App {
-            config,
             backends,
             health,
             shutdown,
@@ -132,6 +133,8 @@ impl Application {
             health_reporter: reporter,
             auth,
             stubs,
+            server: config.server,
+            limits: config.limits,
         })
     }
 
@@ -165,8 +168,9 @@ impl Application {
             health_reporter,
             auth,
             stubs,
+            server,
+            limits,
         } = self;
-        let config = app.config.clone();
         let monitor = tokio::spawn(app.health.clone().monitor(
             app.backends.clone(),
             Duration::from_secs(2),
@@ -189,17 +193,17 @@ impl Application {
             .sagas
             .start_workers(app.backends.db.clone(), app.shutdown.clone());
 
-        let router = build_router(&app, health_reporter, auth)?;
+        let router = build_router(&app, health_reporter, auth, &server, &limits)?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, database = app.backends.db.kind(), redis = app.backends.redis.is_some(), "serving gRPC and HTTP");
 
         let server_shutdown = app.shutdown.clone();
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
-            .max_concurrent_streams(config.max_concurrent_streams)
+            .max_concurrent_streams(limits.max_concurrent_streams)
             // BoundsLayer answers at the capped deadline with DEADLINE_EXCEEDED;
             // tonic's own timeout (which says CANCELLED) is only a backstop.
-            .timeout(config.max_request_timeout + Duration::from_secs(1))
+            .timeout(limits.max_request_timeout + Duration::from_secs(1))
             .add_routes(tonic::service::Routes::from(router))
             .serve_with_incoming_shutdown(crate::transport::incoming(listener), async move {
                 server_shutdown.wait().await;
@@ -231,15 +235,17 @@ impl Application {
 /// this process on a loopback port (reached over real gRPC), except in
 /// production, which must name all three.
 async fn siblings(
-    config: &Config,
+    siblings: &SiblingSettings,
+    stub_settings: &StubSettings,
+    environment: Environment,
 ) -> anyhow::Result<(
     Option<crate::stubs::EmbeddedStubs>,
     crate::saga::grpc_siblings::SiblingUrls,
 )> {
     let configured = [
-        ("PAYMENT_SERVICE_URL", &config.payment_service_url),
-        ("INVENTORY_SERVICE_URL", &config.inventory_service_url),
-        ("SHIPPING_SERVICE_URL", &config.shipping_service_url),
+        ("PAYMENT_SERVICE_URL", &siblings.payment_url),
+        ("INVENTORY_SERVICE_URL", &siblings.inventory_url),
+        ("SHIPPING_SERVICE_URL", &siblings.shipping_url),
     ];
     let missing: Vec<&str> = configured
         .iter()
@@ -249,26 +255,26 @@ async fn siblings(
     if missing.is_empty() {
         let url = |u: &Option<String>| u.clone().unwrap_or_default();
         let urls = crate::saga::grpc_siblings::SiblingUrls {
-            payment: url(&config.payment_service_url),
-            inventory: url(&config.inventory_service_url),
-            shipping: url(&config.shipping_service_url),
+            payment: url(&siblings.payment_url),
+            inventory: url(&siblings.inventory_url),
+            shipping: url(&siblings.shipping_url),
         };
         return Ok((None, urls));
     }
-    if config.environment == crate::config::Environment::Production {
+    if environment == Environment::Production {
         anyhow::bail!(
             "production needs real sibling services: set {}",
             missing.join(", ")
         );
     }
-    let stubs = crate::stubs::EmbeddedStubs::start(config)
+    let stubs = crate::stubs::EmbeddedStubs::start(stub_settings)
         .await
         .context("embedded stubs")?;
     let pick = |u: &Option<String>| u.clone().unwrap_or_else(|| stubs.url.clone());
     let urls = crate::saga::grpc_siblings::SiblingUrls {
-        payment: pick(&config.payment_service_url),
-        inventory: pick(&config.inventory_service_url),
-        shipping: pick(&config.shipping_service_url),
+        payment: pick(&siblings.payment_url),
+        inventory: pick(&siblings.inventory_url),
+        shipping: pick(&siblings.shipping_url),
     };
     Ok((Some(stubs), urls))
 }
@@ -278,12 +284,13 @@ fn build_router(
     app: &App,
     health_reporter: tonic_health::server::HealthReporter,
     auth: AuthLayer,
+    server: &ServerSettings,
+    limits: &LimitSettings,
 ) -> anyhow::Result<Router> {
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(health_reporter),
     );
-    let config = &app.config;
-    let max = config.max_message_bytes;
+    let max = limits.max_message_bytes;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -302,7 +309,7 @@ fn build_router(
     let http_routes = Router::new()
         .route("/health", get(health_json))
         .route("/metrics", get(crate::metrics::scrape))
-        .merge(crate::rest::router(services.clone(), config)?)
+        .merge(crate::rest::router(services.clone(), limits.max_body_bytes)?)
         .fallback(not_found)
         .with_state(app.clone());
 
@@ -318,10 +325,10 @@ fn build_router(
     Ok(routes
         .into_axum_router()
         .layer(auth)
-        .layer(BoundsLayer::new(config.max_request_timeout))
+        .layer(BoundsLayer::new(limits.max_request_timeout))
         .layer(axum::middleware::from_fn(crate::metrics::track_requests))
         // Outside auth, so that browsers also read a refusal (401) as such.
-        .layer(crate::rest::cors_layer(config)?)
+        .layer(crate::rest::cors_layer(&server.cors_allowed_origins)?)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))

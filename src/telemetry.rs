@@ -33,7 +33,7 @@ use tracing_subscriber::{
     util::SubscriberInitExt,
 };
 
-use crate::config::{Config, LogFormat};
+use crate::config::{LogFormat, TelemetrySettings};
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
@@ -41,14 +41,14 @@ static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 /// `RUST_LOG` overrides the default filter. Must run inside the tokio runtime
 /// (the OTLP channel is created on it). Safe to call twice (tests): the
 /// second call does nothing.
-pub fn init(config: &Config) {
-    install(config, LogOutput::Stderr);
+pub fn init(settings: &TelemetrySettings) {
+    install(settings, LogOutput::Stderr);
 }
 
 /// [`init`] for in-process test servers: the logs go through the test
 /// harness's capture (shown for a failing test only), not straight to stderr.
-pub fn init_captured(config: &Config) {
-    install(config, LogOutput::TestCapture);
+pub fn init_captured(settings: &TelemetrySettings) {
+    install(settings, LogOutput::TestCapture);
 }
 
 #[derive(Clone, Copy)]
@@ -57,12 +57,12 @@ enum LogOutput {
     TestCapture,
 }
 
-fn install(config: &Config, output: LogOutput) {
+fn install(settings: &TelemetrySettings, output: LogOutput) {
     if PROVIDER.get().is_some() {
         return;
     }
     global::set_text_map_propagator(TraceContextPropagator::new());
-    let endpoint = config.tracing_endpoint();
+    let endpoint = settings.tracing_endpoint();
     let (provider, exporter_error) = tracer_provider(endpoint.as_deref());
     let tracer = provider.tracer("commerce");
     global::set_tracer_provider(provider.clone());
@@ -82,7 +82,7 @@ fn install(config: &Config, output: LogOutput) {
         LogOutput::Stderr => BoxMakeWriter::new(std::io::stderr),
         LogOutput::TestCapture => BoxMakeWriter::new(TestWriter::default()),
     };
-    let fmt = match config.log_format {
+    let fmt = match settings.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .fmt_fields(JsonFields::new())
             .event_format(json::JsonLines)

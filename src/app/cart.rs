@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::Principal,
-    config::Config,
+    config::{CartSettings, RedisSettings},
     db::Backends,
     domain::{
         cart::{Cart, CartChange, CartError, CartStatus, NewItem, parse_product_id, parse_quantity},
@@ -56,16 +56,16 @@ impl CartApp {
 
     /// Redis when configured, the in-process store otherwise; TTL from
     /// `CART_TTL_HOURS`, keys under `REDIS_KEY_PREFIX`.
-    pub fn from_config(config: &Config, backends: &Backends) -> Self {
+    pub fn from_settings(settings: &CartSettings, redis: &RedisSettings, backends: &Backends) -> Self {
         let store: Arc<dyn CartStore> = match &backends.redis {
             Some(pool) => Arc::new(RedisCartStore::new(
                 pool.clone(),
-                &config.redis_key_prefix,
-                config.pool_timeout,
+                &redis.key_prefix,
+                redis.pool_timeout,
             )),
             None => Arc::new(MemoryCartStore::new()),
         };
-        Self::new(store, config.cart_ttl)
+        Self::new(store, settings.ttl)
     }
 
     /// CreateCart: the caller's active cart, created (`true`) unless one exists

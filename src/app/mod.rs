@@ -10,15 +10,13 @@ pub mod sagas;
 use std::sync::Arc;
 
 use crate::{
-    bus::EventBus, config::Config, db::Backends, health::Health, privacy::Vault, shutdown::Shutdown,
+    bus::EventBus, db::Backends, health::Health, privacy::Vault, shutdown::Shutdown,
     store::event_store::EventStore,
 };
 
 /// Everything a request handler needs, cheap to clone.
 #[derive(Clone)]
 pub struct App {
-    /// The configuration.
-    pub config: Arc<Config>,
     /// Database and Redis.
     pub backends: Backends,
     /// Dependency health.

@@ -38,6 +38,7 @@ use crate::{
     app::orders::OrderView,
     auth::Principal,
     bus::{DeadLetter, EventBus},
+    config::OrderQuerySource,
     domain::order::{OrderStatus, ShippingAddress},
     error::AppError,
     privacy::Vault,
@@ -102,7 +103,7 @@ pub struct QueryApp {
     sagas: Arc<dyn SagaStore>,
     bus: Arc<dyn EventBus>,
     changes: OrderChanges,
-    cqrs: bool,
+    order_queries: OrderQuerySource,
     shutdown: Shutdown,
     privacy: Vault,
 }
@@ -135,13 +136,13 @@ fn page_size(field: &str, requested: i32) -> Result<i64, AppError> {
 }
 
 impl QueryApp {
-    /// The queries over these stores; `cqrs` false folds the event stream.
+    /// The queries over these stores, orders read from `order_queries`.
     pub fn new(
         store: ReadModelStore,
         events: Arc<dyn EventStore>,
         sagas: Arc<dyn SagaStore>,
         bus: Arc<dyn EventBus>,
-        cqrs: bool,
+        order_queries: OrderQuerySource,
         shutdown: Shutdown,
         privacy: Vault,
     ) -> Self {
@@ -151,7 +152,7 @@ impl QueryApp {
             sagas,
             bus,
             changes: OrderChanges::new(),
-            cqrs,
+            order_queries,
             shutdown,
             privacy,
         }
@@ -178,7 +179,7 @@ impl QueryApp {
         let id = parse_order_id(order_id)?;
         let wanted = u64::try_from(min_version)
             .map_err(|_| AppError::invalid("min_version", "must not be negative"))?;
-        let detail = if self.cqrs {
+        let detail = if self.order_queries == OrderQuerySource::ReadModel {
             self.read_at_least(id, wanted).await?
         } else {
             self.fold(id).await?
@@ -380,7 +381,7 @@ impl QueryApp {
                     }
                     _ = sender.closed() => return,
                 }
-                let current = if this.cqrs {
+                let current = if this.order_queries == OrderQuerySource::ReadModel {
                     this.store.order_detail(id).await
                 } else {
                     Ok(None)

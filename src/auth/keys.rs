@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::{DEVELOPMENT_SECRET, Principal, Role};
 use crate::{
-    config::{Config, Environment},
+    config::{AuthSettings, Environment},
     error::AppError,
 };
 
@@ -87,18 +87,18 @@ impl Authenticator {
     /// public key), JWT_JWKS_FILE (a JWKS), JWT_SECRET (HS256). With none of
     /// them, development uses the development secret; `ENVIRONMENT=production`
     /// refuses that, the development secret itself, and secrets under 32 bytes.
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let production = config.environment == Environment::Production;
+    pub fn from_settings(settings: &AuthSettings) -> anyhow::Result<Self> {
+        let production = settings.environment == Environment::Production;
         let mut keys: Vec<(Option<String>, Algorithm, DecodingKey)> = Vec::new();
-        if let Some(path) = &config.jwt_public_key_file {
+        if let Some(path) = &settings.jwt_public_key_file {
             let (algorithm, key) =
                 pem_key(path).with_context(|| format!("loading JWT_PUBLIC_KEY_FILE {path}"))?;
             keys.push((None, algorithm, key));
         }
-        if let Some(path) = &config.jwt_jwks_file {
+        if let Some(path) = &settings.jwt_jwks_file {
             keys.extend(jwks_keys(path).with_context(|| format!("loading JWT_JWKS_FILE {path}"))?);
         }
-        match config.jwt_secret.as_deref() {
+        match settings.jwt_secret.as_deref() {
             Some(DEVELOPMENT_SECRET) if production => {
                 bail!("JWT_SECRET is the development secret, which ENVIRONMENT=production refuses")
             }
@@ -117,7 +117,7 @@ impl Authenticator {
                  JWT_JWKS_FILE (or a strong JWT_SECRET) and refuses the development secret"
             ),
             None if keys.is_empty() => {
-                if config.environment != Environment::Test {
+                if settings.environment != Environment::Test {
                     tracing::warn!(
                         "no JWT key configured: accepting tokens signed with the development secret"
                     );
@@ -136,7 +136,7 @@ impl Authenticator {
                 kid,
                 algorithm,
                 key,
-                validation: validation(config, algorithm),
+                validation: validation(settings, algorithm),
             })
             .collect();
         Ok(Self { keys })
@@ -212,10 +212,10 @@ fn header_alg(token: &str) -> Option<String> {
 }
 
 /// Standard-claim checks for one algorithm: exp, iss, aud required; nbf when present.
-fn validation(config: &Config, algorithm: Algorithm) -> Validation {
+fn validation(settings: &AuthSettings, algorithm: Algorithm) -> Validation {
     let mut validation = Validation::new(algorithm);
-    validation.set_issuer(&[&config.jwt_issuer]);
-    validation.set_audience(&[&config.jwt_audience]);
+    validation.set_issuer(&[&settings.jwt_issuer]);
+    validation.set_audience(&[&settings.jwt_audience]);
     validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
     validation.leeway = LEEWAY_SECONDS;
     validation.validate_exp = true;

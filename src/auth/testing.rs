@@ -9,7 +9,7 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 
 use super::Role;
-use crate::config::Config;
+use crate::config::AuthSettings;
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {
@@ -19,13 +19,13 @@ pub fn now() -> u64 {
 }
 
 /// Claims the configuration accepts: its issuer and audience, valid for ten minutes.
-pub fn valid_claims(config: &Config, subject: &str, roles: &[Role]) -> Value {
+pub fn valid_claims(settings: &AuthSettings, subject: &str, roles: &[Role]) -> Value {
     let now = now();
     json!({
         "sub": subject,
         "roles": roles,
-        "iss": config.jwt_issuer,
-        "aud": config.jwt_audience,
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
         "exp": now + 600,
         "nbf": now,
         "iat": now,

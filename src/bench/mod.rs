@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 
 use crate::{
     auth::{Role, mint_token},
-    config::Config,
+    config::AuthSettings,
 };
 use scenarios::{Scenario, Target};
 
@@ -61,7 +61,7 @@ pub struct BenchArgs {
 }
 
 /// Runs the benchmark.
-pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
     if let Some(port) = args.serve_hello {
         return hello::serve(port).await;
     }
@@ -88,17 +88,11 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
         Some(url) => Server::remote(url.clone()),
         None => Server::spawn(&args, &run_id).await?,
     };
-    let token_config = config.clone();
+    let auth = auth.clone();
     let target = Target {
         channels: connect(&server.url, args.connections).await?,
         token: Arc::new(move |subject| {
-            mint_token(
-                &token_config,
-                subject,
-                &[Role::Customer],
-                Duration::from_secs(7200),
-            )
-            .unwrap_or_default()
+            mint_token(&auth, subject, &[Role::Customer], Duration::from_secs(7200)).unwrap_or_default()
         }),
     };
 

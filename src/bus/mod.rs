@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    config::Config,
+    config::RedisSettings,
     db::Backends,
     store::event_store::{EventMetadata, StoredEvent, Upcasters},
 };
@@ -225,11 +225,11 @@ pub trait EventBus: Send + Sync + 'static {
 }
 
 /// The bus for these backends: Redis Streams with Redis, else in-process.
-pub fn from_backends(config: &Config, backends: &Backends) -> Arc<dyn EventBus> {
+pub fn from_backends(redis: &RedisSettings, backends: &Backends) -> Arc<dyn EventBus> {
     match &backends.redis {
         Some(pool) => Arc::new(redis_streams::RedisStreamsBus::new(
             pool.clone(),
-            &config.redis_key_prefix,
+            &redis.key_prefix,
             DEFAULT_MAX_LEN,
         )),
         None => Arc::new(in_process::InProcessBus::new(DEFAULT_MAX_LEN)),

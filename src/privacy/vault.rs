@@ -31,7 +31,7 @@ use super::{
     store::{KeyStore, SqlKeyStore, StoredKey, Tombstone},
 };
 use crate::{
-    config::{Config, Environment},
+    config::{Environment, PrivacySettings},
     db::Db,
 };
 
@@ -52,9 +52,9 @@ pub const SEALED_FIELD: &str = "personal_sealed";
 
 /// PII_MASTER_KEY, or the development key outside production; production
 /// refuses a missing key and the development key.
-pub fn master_key(config: &Config) -> Result<MasterKey, PrivacyError> {
-    let production = config.environment == Environment::Production;
-    match config.pii_master_key.as_deref() {
+pub fn master_key(settings: &PrivacySettings) -> Result<MasterKey, PrivacyError> {
+    let production = settings.environment == Environment::Production;
+    match settings.master_key.as_deref() {
         Some(DEVELOPMENT_MASTER_KEY) | None if production => Err(PrivacyError::Config(
             "ENVIRONMENT=production needs PII_MASTER_KEY (64 hex characters, not the development key)".into(),
         )),

@@ -243,11 +243,11 @@ async fn read(events: Arc<dyn EventStore>, after: i64, limit: usize) -> Result<V
 /// `commerce rebuild-projections`: rebuilds against the configured database,
 /// drawing progress on stderr (a bar on a terminal, a line every few seconds
 /// otherwise), and prints the rate at the end.
-pub async fn command(config: &crate::config::Config, batch: usize) -> anyhow::Result<Report> {
+pub async fn command(database: &crate::config::DatabaseSettings, batch: usize) -> anyhow::Result<Report> {
     use std::io::{IsTerminal, Write};
 
-    let db = crate::db::Db::connect(config).await?;
-    if config.run_migrations {
+    let db = crate::db::Db::connect(database).await?;
+    if database.run_migrations {
         db.migrate().await?;
     }
     let events =

@@ -25,7 +25,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     app::App,
-    config::Config,
     grpc::{admin::AdminGrpc, cart::CartGrpc, order::OrderGrpc, saga_admin::SagaAdminGrpc},
 };
 use rules::{HttpRule, RULES};
@@ -68,14 +67,14 @@ pub(crate) struct Shared {
 /// The REST routes, `/openapi.json` and `/docs`, to merge into the HTTP router.
 pub fn router<S: Clone + Send + Sync + 'static>(
     services: Services,
-    config: &Config,
+    max_body_bytes: usize,
 ) -> anyhow::Result<Router<S>> {
     let schema = Schema::decode(crate::proto::FILE_DESCRIPTOR_SET)?;
     let openapi = openapi::document(&schema, RULES).to_string();
     let shared = Arc::new(Shared {
         services: Arc::new(services),
         schema,
-        max_body_bytes: config.max_body_bytes,
+        max_body_bytes,
     });
 
     let mut by_path: BTreeMap<&'static str, Vec<&'static HttpRule>> = BTreeMap::new();
@@ -103,9 +102,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 
 /// CORS for browsers: CORS_ALLOWED_ORIGINS (`*` or a list; empty allows none).
 /// Bearer tokens travel in a header, not cookies, so credentials stay off.
-pub fn cors_layer(config: &Config) -> anyhow::Result<CorsLayer> {
+pub fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
     use http::{Method, header};
-    let origins = &config.cors_allowed_origins;
     let allow_origin = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {

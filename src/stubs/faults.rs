@@ -11,7 +11,7 @@ use rand::Rng;
 use rust_decimal::Decimal;
 use tonic::Status;
 
-use crate::config::Config;
+use crate::config::StubSettings;
 
 /// Resolution of the failure probability: parts per million.
 const PPM: u32 = 1_000_000;
@@ -28,8 +28,8 @@ pub struct Faults {
 
 impl Faults {
     /// From STUB_FAILURE_RATE and STUB_LATENCY_MS.
-    pub fn from_config(config: &Config) -> Self {
-        Self::new(config.stub_failure_rate, config.stub_latency)
+    pub fn from_settings(settings: &StubSettings) -> Self {
+        Self::new(settings.failure_rate, settings.latency)
     }
 
     /// A failure rate in [0, 1] (clamped) and an added latency.

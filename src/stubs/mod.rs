@@ -14,7 +14,7 @@ use std::{future::Future, sync::Arc};
 use tokio::net::TcpListener;
 
 use crate::{
-    config::Config,
+    config::StubSettings,
     proto::{
         inventory::v1::inventory_service_server::InventoryServiceServer,
         payment::v1::payment_service_server::PaymentServiceServer,
@@ -35,11 +35,11 @@ pub struct Stubs {
 
 impl Stubs {
     /// Stubs with the configured faults and default stock.
-    pub fn from_config(config: &Config) -> Self {
-        let faults = Arc::new(faults::Faults::from_config(config));
+    pub fn from_settings(settings: &StubSettings) -> Self {
+        let faults = Arc::new(faults::Faults::from_settings(settings));
         Self {
             payment: payment::PaymentStub::new(faults.clone()),
-            inventory: inventory::InventoryStub::new(faults.clone(), config.stub_default_stock),
+            inventory: inventory::InventoryStub::new(faults.clone(), settings.default_stock),
             shipping: shipping::ShippingStub::new(faults),
         }
     }
@@ -89,11 +89,11 @@ pub struct EmbeddedStubs {
 
 impl EmbeddedStubs {
     /// Binds a loopback port and starts serving.
-    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+    pub async fn start(settings: &StubSettings) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = crate::shutdown::channel();
-        let stubs = Stubs::from_config(config);
+        let stubs = Stubs::from_settings(settings);
         let task = tokio::spawn(async move {
             if let Err(e) = serve_stubs(listener, stubs, async move { stopped.wait().await }).await {
                 tracing::error!(error = format!("{e:#}"), "embedded stubs stopped");

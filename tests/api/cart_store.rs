@@ -27,13 +27,13 @@ async fn stores() -> Vec<(&'static str, Arc<dyn CartStore>, Option<RedisScope>)>
     if Backend::from_env() == Backend::Real && std::env::var("TEST_REDIS_URL").is_ok() {
         let isolation = Isolation::new(Backend::Real).await;
         let config = isolation.config(&[]);
-        let pool = commerce::db::redis_pool(&config)
+        let pool = commerce::db::redis_pool(&config.redis)
             .unwrap()
             .expect("redis configured");
-        let store = RedisCartStore::new(pool.clone(), &config.redis_key_prefix, config.pool_timeout);
+        let store = RedisCartStore::new(pool.clone(), &config.redis.key_prefix, config.redis.pool_timeout);
         let scope = RedisScope {
             pool,
-            prefix: config.redis_key_prefix.clone(),
+            prefix: config.redis.key_prefix.clone(),
             _isolation: isolation,
         };
         stores.push(("redis", Arc::new(store), Some(scope)));

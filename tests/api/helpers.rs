@@ -118,11 +118,11 @@ impl Isolation {
     /// Connected, migrated backends (for store-level conformance suites).
     pub async fn backends(&self) -> Backends {
         let config = self.config(&[]);
-        let db = Db::connect(&config).await.expect("connect");
+        let db = Db::connect(&config.database).await.expect("connect");
         db.migrate().await.expect("migrate");
         Backends {
             db,
-            redis: commerce::db::redis_pool(&config).expect("redis pool"),
+            redis: commerce::db::redis_pool(&config.redis).expect("redis pool"),
         }
     }
 }
@@ -214,7 +214,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
 /// Starts a server on existing isolated resources (e.g. a restart).
 pub async fn spawn_on(isolation: Isolation, overrides: &[(&str, &str)]) -> TestApp {
     let config = isolation.config(overrides);
-    commerce::telemetry::init_captured(&config);
+    commerce::telemetry::init_captured(&config.telemetry);
     let application = Application::build(config.clone()).await.expect("build app");
     let port = application.port();
     let app = application.app().clone();
@@ -251,7 +251,7 @@ pub async fn spawn_on(isolation: Isolation, overrides: &[(&str, &str)]) -> TestA
 impl TestApp {
     /// A bearer token for `subject` with `roles`.
     pub fn token(&self, subject: &str, roles: &[Role]) -> String {
-        mint_token(&self.config, subject, roles, Duration::from_secs(600)).unwrap()
+        mint_token(&self.config.auth, subject, roles, Duration::from_secs(600)).unwrap()
     }
 
     /// A customer token for `subject`.

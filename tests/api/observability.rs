@@ -235,7 +235,13 @@ async fn log_lines_are_json_with_request_and_trace_ids_and_no_secrets_even_with_
     let response = HealthClient::new(channel.clone()).check(request).await.unwrap();
     assert_eq!(response.metadata().get("x-request-id").unwrap(), "grpc-1");
     let config = Config::from_vars(&HashMap::from([("ENVIRONMENT".into(), "test".into())])).unwrap();
-    let token = mint_token(&config, "obs-logger", &[Role::Customer], Duration::from_secs(60)).unwrap();
+    let token = mint_token(
+        &config.auth,
+        "obs-logger",
+        &[Role::Customer],
+        Duration::from_secs(60),
+    )
+    .unwrap();
     let mut request = authed(CreateCartRequest::default(), &token);
     request
         .metadata_mut()

@@ -383,7 +383,7 @@ async fn a_transient_failure_after_the_cart_is_converted_is_not_remembered_and_t
             fail_next: AtomicBool::new(true),
         });
         let orders = OrderApp::new(
-            app.app.config.clone(),
+            app.config.orders.clone(),
             flaky,
             idempotency_store(&app.app.backends.db),
             app.app.carts.clone(),

@@ -28,8 +28,8 @@ async fn personal_data_never_reaches_the_log_even_at_debug_level() {
         .await
         .unwrap();
     let config = Config::from_vars(&HashMap::from([("ENVIRONMENT".into(), "test".into())])).unwrap();
-    let token = mint_token(&config, "zeb", &[Role::Customer], Duration::from_secs(60)).unwrap();
-    let admin = mint_token(&config, "ops", &[Role::Admin], Duration::from_secs(60)).unwrap();
+    let token = mint_token(&config.auth, "zeb", &[Role::Customer], Duration::from_secs(60)).unwrap();
+    let admin = mint_token(&config.auth, "ops", &[Role::Admin], Duration::from_secs(60)).unwrap();
     let mut carts = CartServiceClient::new(channel.clone());
     let cart = carts
         .create_cart(authed(CreateCartRequest::default(), &token))
@@ -189,7 +189,7 @@ async fn after_a_full_saga_the_database_file_holds_no_personal_data_in_the_clear
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, "CONFIRMED");
-    let path = std::path::PathBuf::from(&app.config.sqlite_path);
+    let path = std::path::PathBuf::from(&app.config.database.sqlite_path);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.extend(std::fs::read(path.with_extension("db-wal")).unwrap_or_default());
     assert!(

@@ -47,7 +47,7 @@ impl Rig {
         let config = isolation.config(&[]);
         let (trigger, shutdown) = shutdown::channel();
         Self {
-            bus: bus::from_backends(&config, &backends),
+            bus: bus::from_backends(&config.redis, &backends),
             events: event_store(&backends.db, OrderCodec::upcasters()),
             store: ReadModelStore::new(&backends.db),
             db: backends.db,

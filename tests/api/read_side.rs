@@ -201,7 +201,7 @@ async fn rebuild_projections_runs_while_the_service_keeps_answering() {
     })
     .await;
     // The command as `commerce rebuild-projections` runs it: its own pool.
-    let report = commerce::projections::rebuild::command(&app.config, 50)
+    let report = commerce::projections::rebuild::command(&app.config.database, 50)
         .await
         .unwrap();
     assert_eq!(report.events, 180);

@@ -368,7 +368,7 @@ async fn killed_at_random_moments_the_service_loses_no_order_and_captures_no_pay
     let mut service = spawn(&["serve"], &env, log.clone(), port);
     let mut channel = service.ready().await;
     let admin = commerce::auth::mint_token(
-        &isolation.config(&[]),
+        &isolation.config(&[]).auth,
         "admin-1",
         &[commerce::auth::Role::Admin],
         Duration::from_secs(3600),
@@ -386,7 +386,8 @@ async fn killed_at_random_moments_the_service_loses_no_order_and_captures_no_pay
         .iter()
         .map(|plan| {
             let roles = [commerce::auth::Role::Customer];
-            commerce::auth::mint_token(&config, &plan.customer, &roles, Duration::from_secs(3600)).unwrap()
+            commerce::auth::mint_token(&config.auth, &plan.customer, &roles, Duration::from_secs(3600))
+                .unwrap()
         })
         .collect();
     // Place the orders eight at a time; kill the service whenever the schedule

@@ -60,7 +60,7 @@ async fn two_service_processes_on_one_database_share_the_sagas_and_never_run_a_s
     }
     let config = isolation.config(&[]);
     let admin = commerce::auth::mint_token(
-        &config,
+        &config.auth,
         "admin-1",
         &[commerce::auth::Role::Admin],
         Duration::from_secs(3600),
@@ -71,7 +71,7 @@ async fn two_service_processes_on_one_database_share_the_sagas_and_never_run_a_s
     let mut order_ids = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
         let token = commerce::auth::mint_token(
-            &config,
+            &config.auth,
             &plan.customer,
             &[commerce::auth::Role::Customer],
             Duration::from_secs(3600),

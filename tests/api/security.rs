@@ -27,7 +27,7 @@ struct Attack {
 
 /// Every credential attack a server on the development secret must refuse.
 fn token_attacks(app: &TestApp) -> Vec<Attack> {
-    let config = &app.config;
+    let config = &app.config.auth;
     let hs = |claims: &serde_json::Value, secret: &[u8]| {
         sign(
             &Header::new(Algorithm::HS256),
@@ -155,7 +155,7 @@ async fn forged_stale_and_misdirected_tokens_are_refused_over_grpc_and_rest() {
 async fn a_server_with_an_rsa_key_refuses_hs256_confusion_and_development_tokens() {
     let key = fixture_path("rs256-public.pem");
     let app = spawn_app_with(Backend::Embedded, &[("JWT_PUBLIC_KEY_FILE", &key)]).await;
-    let claims = valid_claims(&app.config, "alice", &[Role::Admin]);
+    let claims = valid_claims(&app.config.auth, "alice", &[Role::Admin]);
     let public_pem = fixture("rs256-public.pem").unwrap();
     let rsa = EncodingKey::from_rsa_pem(&fixture("rs256-private.pem").unwrap()).unwrap();
     let cases = [
@@ -452,7 +452,7 @@ fn the_token_command_mints_development_tokens_and_refuses_to_in_production() {
     );
     let token = String::from_utf8(minted.stdout).unwrap();
     let config = commerce::config::Config::from_vars(&std::collections::HashMap::new()).unwrap();
-    let principal = commerce::auth::Authenticator::from_config(&config)
+    let principal = commerce::auth::Authenticator::from_settings(&config.auth)
         .unwrap()
         .verify(token.trim())
         .unwrap();

@@ -57,7 +57,7 @@ pub async fn spawn_stubs(overrides: &[(&str, &str)]) -> (String, StubClients) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(serve_stubs(
         listener,
-        Stubs::from_config(&config),
+        Stubs::from_settings(&config.stubs),
         std::future::pending(),
     ));
     (url.clone(), StubClients::at(&url))

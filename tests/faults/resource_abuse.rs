@@ -110,7 +110,7 @@ async fn oversized_messages_are_resource_exhausted_and_a_reset_flood_keeps_memor
     let channel = server.ready().await;
     let config = isolation.config(&[]);
     let token = commerce::auth::mint_token(
-        &config,
+        &config.auth,
         "alice",
         &[commerce::auth::Role::Customer],
         Duration::from_secs(600),

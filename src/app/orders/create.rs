@@ -105,7 +105,7 @@ impl OrderApp {
             key: request.idempotency_key.clone(),
             request_hash: request.request_hash(&principal.subject),
             order_id: Uuid::now_v7(),
-            lease: self.config.max_request_timeout,
+            lease: self.settings.idempotency_lease,
             progress: match &snapshot {
                 Ok(plan) => Some(plan_json(plan)?),
                 Err(_) => None,
@@ -170,7 +170,7 @@ impl OrderApp {
                 }
             };
             start = Start::Fresh;
-            let saga_id = self.config.enable_saga_orchestration.then(Uuid::now_v7);
+            let saga_id = self.settings.saga_orchestration.then(Uuid::now_v7);
             let events = decide(customer, request, order_id, &plan, saga_id)?;
             match self
                 .carts
@@ -212,7 +212,8 @@ impl OrderApp {
                 order_id,
                 idempotency_seed: format!("{order_id}/{key}"),
                 deadline: chrono::Utc::now()
-                    + chrono::Duration::from_std(self.config.order_timeout).unwrap_or(chrono::Duration::MAX),
+                    + chrono::Duration::from_std(self.settings.order_timeout)
+                        .unwrap_or(chrono::Duration::MAX),
             }),
             complete_idempotency: Some(IdempotencyCompletion {
                 customer_id: customer.to_string(),

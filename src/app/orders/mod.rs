@@ -12,10 +12,11 @@
 //! # Optimistic locking
 //! The event store always checks the expected version, so no event is ever
 //! lost or overwritten. Every order command here re-decides on fresh state, so
-//! a conflict is retried automatically: up to [`LOCKED_ATTEMPTS`] attempts
-//! with `ENABLE_OPTIMISTIC_LOCKING=true` (the default), after which the caller
-//! gets ABORTED; with `false`, conflicts are never surfaced in practice: up to
-//! [`UNLOCKED_ATTEMPTS`] attempts with a growing jittered pause (the cap only
+//! a conflict is retried automatically: up to [`REPORTING_ATTEMPTS`] attempts
+//! with `ENABLE_OPTIMISTIC_LOCKING=true` (the default,
+//! [`ConflictHandling::Report`]), after which the caller gets ABORTED; with
+//! `false` ([`ConflictHandling::Absorb`]), conflicts are never surfaced in
+//! practice: up to [`ABSORBING_ATTEMPTS`] attempts with a growing jittered pause (the cap only
 //! keeps a pathological hot stream from spinning forever).
 
 mod create;
@@ -35,7 +36,7 @@ pub use self::{
 use crate::{
     app::cart::CartApp,
     auth::Principal,
-    config::Config,
+    config::{ConflictHandling, OrderSettings},
     db::Backends,
     domain::order::{Order, OrderCommand, OrderError, OrderEvent},
     error::AppError,
@@ -48,15 +49,17 @@ use crate::{
     },
 };
 
-/// Attempts of a command on version conflicts, optimistic locking on.
-pub const LOCKED_ATTEMPTS: u32 = 4;
-/// Attempts of a command on version conflicts, optimistic locking off.
-pub const UNLOCKED_ATTEMPTS: u32 = 50;
+/// Attempts of a command on version conflicts before ABORTED, when conflicts
+/// are reported to the client.
+pub const REPORTING_ATTEMPTS: u32 = 4;
+/// Attempts of a command on version conflicts when they are absorbed: only a
+/// pathologically hot stream exhausts them.
+pub const ABSORBING_ATTEMPTS: u32 = 50;
 
 /// The order command service; cheap to clone.
 #[derive(Clone)]
 pub struct OrderApp {
-    config: Arc<Config>,
+    settings: OrderSettings,
     events: Arc<dyn EventStore>,
     keys: Arc<dyn IdempotencyStore>,
     carts: CartApp,
@@ -97,14 +100,14 @@ impl From<OrderError> for AppError {
 impl OrderApp {
     /// The service over its stores.
     pub fn new(
-        config: Arc<Config>,
+        settings: OrderSettings,
         events: Arc<dyn EventStore>,
         keys: Arc<dyn IdempotencyStore>,
         carts: CartApp,
         privacy: Vault,
     ) -> Self {
         Self {
-            config,
+            settings,
             events,
             keys,
             carts,
@@ -114,15 +117,15 @@ impl OrderApp {
     }
 
     /// The service on the configured backends.
-    pub fn from_config(
-        config: Arc<Config>,
+    pub fn from_settings(
+        settings: OrderSettings,
         backends: &Backends,
         events: Arc<dyn EventStore>,
         carts: CartApp,
         privacy: Vault,
     ) -> Self {
         let keys = idempotency_store(&backends.db);
-        Self::new(config, events, keys, carts, privacy)
+        Self::new(settings, events, keys, carts, privacy)
     }
 
     /// The W3C `traceparent` recorded with the order's first event (its
@@ -209,7 +212,7 @@ impl OrderApp {
         let order_id =
             validate::uuid_field("order_id", order_id, &mut bad).ok_or(AppError::InvalidArgument(bad))?;
         let reason = validate::cancel_reason(reason)?;
-        let orchestrated = self.config.enable_saga_orchestration;
+        let orchestrated = self.settings.saga_orchestration;
         self.execute(order_id, |order| {
             let placed = order.placed.as_ref().ok_or_else(not_found)?;
             if !principal.may_access(&placed.customer_id) {
@@ -280,10 +283,9 @@ impl OrderApp {
     }
 
     fn max_attempts(&self) -> u32 {
-        if self.config.enable_optimistic_locking {
-            LOCKED_ATTEMPTS
-        } else {
-            UNLOCKED_ATTEMPTS
+        match self.settings.conflicts {
+            ConflictHandling::Report => REPORTING_ATTEMPTS,
+            ConflictHandling::Absorb => ABSORBING_ATTEMPTS,
         }
     }
 

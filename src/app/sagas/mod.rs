@@ -13,7 +13,7 @@ use uuid::Uuid;
 pub use self::order_port::OrderAppPort;
 use crate::{
     auth::Principal,
-    config::Config,
+    config::SagaSettings,
     db::Db,
     error::AppError,
     saga::{
@@ -75,7 +75,7 @@ pub struct RetryOutcome {
 /// The sagas of this service.
 #[derive(Clone)]
 pub struct SagaApp {
-    config: Arc<Config>,
+    settings: SagaSettings,
     store: Arc<dyn SagaStore>,
     siblings: Arc<dyn Siblings>,
     orders: Arc<dyn OrderPort>,
@@ -90,18 +90,18 @@ const MAX_REASON: usize = 500;
 impl SagaApp {
     /// Sagas on `db`, calling the siblings at `urls` over gRPC.
     pub fn new(
-        config: Arc<Config>,
+        settings: SagaSettings,
         db: &Db,
         urls: SiblingUrls,
         orders: Arc<dyn OrderPort>,
     ) -> anyhow::Result<Self> {
-        let siblings = Arc::new(GrpcSiblings::new(&urls, config.sibling_call_timeout)?);
-        Ok(Self::with_parts(config, saga_store(db), siblings, orders, urls))
+        let siblings = Arc::new(GrpcSiblings::new(&urls, settings.call_timeout)?);
+        Ok(Self::with_parts(settings, saga_store(db), siblings, orders, urls))
     }
 
     /// Sagas over explicit parts (a simulation plugs in its own siblings).
     pub fn with_parts(
-        config: Arc<Config>,
+        settings: SagaSettings,
         store: Arc<dyn SagaStore>,
         siblings: Arc<dyn Siblings>,
         orders: Arc<dyn OrderPort>,
@@ -114,7 +114,7 @@ impl SagaApp {
             &Uuid::new_v4().simple().to_string()[..8]
         );
         Self {
-            config,
+            settings,
             store,
             siblings,
             orders,
@@ -136,11 +136,11 @@ impl SagaApp {
     }
 
     /// The retry policy from the configuration.
-    pub fn policy(config: &Config) -> RetryPolicy {
+    pub fn policy(settings: &SagaSettings) -> RetryPolicy {
         RetryPolicy {
-            forward_retries: config.saga_retry_attempts,
-            compensation_retries: config.saga_compensation_retry_attempts,
-            base_delay: config.saga_retry_delay,
+            forward_retries: settings.retry_attempts,
+            compensation_retries: settings.compensation_retry_attempts,
+            base_delay: settings.retry_delay,
             max_delay: std::time::Duration::from_secs(300),
         }
     }
@@ -149,11 +149,11 @@ impl SagaApp {
     /// listener) until `shutdown`; `None` when ENABLE_SAGA_ORCHESTRATION is
     /// off or SAGA_WORKERS is 0.
     pub fn start_workers(&self, db: Db, shutdown: Shutdown) -> Option<JoinHandle<()>> {
-        if !self.config.enable_saga_orchestration {
+        if !self.settings.enabled {
             tracing::info!("saga orchestration disabled: orders stay PENDING");
             return None;
         }
-        if self.config.saga_workers == 0 {
+        if self.settings.workers == 0 {
             tracing::info!("SAGA_WORKERS=0: sagas are left to the other replicas");
             return None;
         }
@@ -161,10 +161,10 @@ impl SagaApp {
             self.store.clone(),
             self.siblings.clone(),
             self.orders.clone(),
-            Self::policy(&self.config),
+            Self::policy(&self.settings),
             Lease {
                 owner: self.owner.clone(),
-                duration: self.config.saga_lease,
+                duration: self.settings.lease,
             },
             shutdown.clone(),
         ));
@@ -173,7 +173,7 @@ impl SagaApp {
             Db::Sqlite(_) => std::time::Duration::from_millis(20),
         };
         let settings = PoolSettings {
-            workers: self.config.saga_workers,
+            workers: self.settings.workers,
             poll,
         };
         let listener = tokio::spawn(listen_for_wakeups(db, self.wake.clone(), shutdown.clone()));

@@ -11,9 +11,9 @@ use crate::auth::{
     testing::{fixture, fixture_path, sign, unsigned, valid_claims},
 };
 
-fn config(vars: &[(&str, &str)]) -> Config {
+fn config(vars: &[(&str, &str)]) -> AuthSettings {
     let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    Config::from_vars(&vars).unwrap()
+    crate::config::Config::from_vars(&vars).unwrap().auth
 }
 
 fn rsa_private() -> EncodingKey {
@@ -34,7 +34,7 @@ fn refusal(auth: &Authenticator, token: &str) -> String {
 #[test]
 fn development_tokens_verify_with_their_subject_and_roles() {
     let config = config(&[]);
-    let auth = Authenticator::from_config(&config).unwrap();
+    let auth = Authenticator::from_settings(&config).unwrap();
     assert_eq!(auth.algorithms(), vec![Algorithm::HS256]);
     let token = mint_token(
         &config,
@@ -56,14 +56,14 @@ fn production_refuses_the_development_secret_a_weak_secret_and_no_key() {
         vec![("ENVIRONMENT", "production"), ("JWT_SECRET", "short")],
     ] {
         let config = config(&vars);
-        let err = Authenticator::from_config(&config).err().expect("refused");
+        let err = Authenticator::from_settings(&config).err().expect("refused");
         assert!(err.to_string().contains("production"), "{err}");
         let minted = mint_token(&config, "a", &[], std::time::Duration::from_secs(1));
         assert_eq!(minted.is_err(), config.jwt_secret.as_deref() != Some("short"));
     }
     let key = fixture_path("rs256-public.pem");
     let config = config(&[("ENVIRONMENT", "production"), ("JWT_PUBLIC_KEY_FILE", &key)]);
-    let auth = Authenticator::from_config(&config).unwrap();
+    let auth = Authenticator::from_settings(&config).unwrap();
     assert_eq!(auth.algorithms(), vec![Algorithm::RS256]);
 }
 
@@ -71,7 +71,7 @@ fn production_refuses_the_development_secret_a_weak_secret_and_no_key() {
 fn an_rsa_public_key_accepts_its_tokens_and_refuses_confusion_and_other_keys() {
     let key_path = fixture_path("rs256-public.pem");
     let config = config(&[("JWT_PUBLIC_KEY_FILE", &key_path)]);
-    let auth = Authenticator::from_config(&config).unwrap();
+    let auth = Authenticator::from_settings(&config).unwrap();
     let claims = valid_claims(&config, "alice", &[Role::Customer]);
 
     let good = sign(&Header::new(Algorithm::RS256), &claims, &rsa_private()).unwrap();
@@ -109,7 +109,7 @@ fn an_rsa_public_key_accepts_its_tokens_and_refuses_confusion_and_other_keys() {
 #[test]
 fn alg_none_and_garbage_are_refused() {
     let config = config(&[]);
-    let auth = Authenticator::from_config(&config).unwrap();
+    let auth = Authenticator::from_settings(&config).unwrap();
     let claims = valid_claims(&config, "mallory", &[Role::Admin]);
     assert_eq!(
         refusal(&auth, &unsigned(&claims)),
@@ -123,7 +123,7 @@ fn alg_none_and_garbage_are_refused() {
 #[test]
 fn expiry_not_before_issuer_and_audience_are_checked_with_a_small_leeway() {
     let config = config(&[]);
-    let auth = Authenticator::from_config(&config).unwrap();
+    let auth = Authenticator::from_settings(&config).unwrap();
     let key = EncodingKey::from_secret(DEVELOPMENT_SECRET.as_bytes());
     let header = Header::new(Algorithm::HS256);
     let now = crate::auth::testing::now();
@@ -191,7 +191,7 @@ fn a_jwks_selects_keys_by_kid_and_skips_keys_it_must_not_use() {
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, json!({ "keys": [rsa, ec, oct] }).to_string()).unwrap();
     let config = config(&[("JWT_JWKS_FILE", path.to_str().unwrap())]);
-    let auth = Authenticator::from_config(&config).unwrap();
+    let auth = Authenticator::from_settings(&config).unwrap();
     assert_eq!(auth.algorithms(), vec![Algorithm::RS256, Algorithm::ES256]);
 
     let claims = valid_claims(&config, "alice", &[Role::Customer]);
@@ -230,7 +230,7 @@ fn a_jwks_selects_keys_by_kid_and_skips_keys_it_must_not_use() {
 #[test]
 fn an_ec_pem_key_verifies_es256_and_private_keys_are_refused_as_key_files() {
     let config_ok = config(&[("JWT_PUBLIC_KEY_FILE", &fixture_path("es256-public.pem"))]);
-    let auth = Authenticator::from_config(&config_ok).unwrap();
+    let auth = Authenticator::from_settings(&config_ok).unwrap();
     assert_eq!(auth.algorithms(), vec![Algorithm::ES256]);
     let claims = valid_claims(&config_ok, "bob", &[Role::Customer]);
     assert!(
@@ -239,8 +239,8 @@ fn an_ec_pem_key_verifies_es256_and_private_keys_are_refused_as_key_files() {
     );
 
     let private = config(&[("JWT_PUBLIC_KEY_FILE", &fixture_path("rs256-private.pem"))]);
-    let err = Authenticator::from_config(&private).err().expect("refused");
+    let err = Authenticator::from_settings(&private).err().expect("refused");
     assert!(format!("{err:#}").contains("private key"), "{err:#}");
     let missing = config(&[("JWT_JWKS_FILE", "/nonexistent/jwks.json")]);
-    assert!(Authenticator::from_config(&missing).is_err());
+    assert!(Authenticator::from_settings(&missing).is_err());
 }

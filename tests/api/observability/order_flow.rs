@@ -112,7 +112,13 @@ async fn one_trace_runs_from_create_order_through_the_saga_to_every_sibling_call
     ])
     .await;
     let config = Config::from_vars(&HashMap::from([("ENVIRONMENT".into(), "test".into())])).unwrap();
-    let token = mint_token(&config, "obs-tracer", &[Role::Customer], Duration::from_secs(120)).unwrap();
+    let token = mint_token(
+        &config.auth,
+        "obs-tracer",
+        &[Role::Customer],
+        Duration::from_secs(120),
+    )
+    .unwrap();
     let channel = Channel::from_shared(server.url())
         .unwrap()
         .connect()

@@ -102,7 +102,7 @@ const POLICY: RetryPolicy = RetryPolicy {
 impl Sim {
     async fn start(seed: u64, rates: Rates) -> Self {
         let config = Config::from_vars(&HashMap::new()).expect("default config");
-        let stubs = Stubs::from_config(&config);
+        let stubs = Stubs::from_settings(&config.stubs);
         let (stop, shutdown) = shutdown::channel();
         // Only the operator API wants URLs; nothing is reached through them.
         let urls = SiblingUrls {
@@ -114,7 +114,7 @@ impl Sim {
         let store = SimStore::new(chaos.clone());
         let world = World::new(chaos.clone(), store.clone(), stubs.clone());
         let operator = SagaApp::with_parts(
-            Arc::new(config),
+            config.saga,
             Arc::new(store.clone()),
             Arc::new(world.clone()),
             Arc::new(world.clone()),
