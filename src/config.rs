@@ -305,7 +305,8 @@ pub struct StubSettings {
 /// Logs and traces.
 #[derive(Debug, Clone)]
 pub struct TelemetrySettings {
-    /// ENABLE_TRACING: export OpenTelemetry traces (default false).
+    /// ENABLE_TRACING: export OpenTelemetry traces (default false); on with
+    /// no endpoint named, to the OTLP default, `http://localhost:4317`.
     pub tracing: bool,
     /// OTEL_EXPORTER_OTLP_ENDPOINT: OTLP/gRPC collector, e.g. http://jaeger:4317.
     pub otlp_endpoint: Option<String>,
@@ -524,20 +525,32 @@ impl StubSettings {
 }
 
 impl TelemetrySettings {
-    /// The OTLP endpoint to export to, when tracing is on and one is known.
+    /// The OTLP endpoint to export to; None when tracing is off. A switched-on
+    /// ENABLE_TRACING always exports: without OTEL_EXPORTER_OTLP_ENDPOINT or
+    /// JAEGER_ENDPOINT it uses the endpoint the OTLP specification defaults to.
     pub fn tracing_endpoint(&self) -> Option<String> {
         if !self.tracing {
             return None;
         }
-        self.otlp_endpoint.clone().or_else(|| {
+        let from_jaeger = || {
             // The seed's JAEGER_ENDPOINT names the collector host; Jaeger takes OTLP/gRPC on 4317.
             let url = self.jaeger_endpoint.as_deref()?;
             let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
             let host = rest.split(['/', ':']).next()?;
             Some(format!("{scheme}://{host}:4317"))
-        })
+        };
+        Some(
+            self.otlp_endpoint
+                .clone()
+                .or_else(from_jaeger)
+                .unwrap_or_else(|| OTLP_DEFAULT_ENDPOINT.to_string()),
+        )
     }
 }
+
+/// Where OTLP/gRPC exporters send when no endpoint is configured (the
+/// OpenTelemetry specification's default).
+const OTLP_DEFAULT_ENDPOINT: &str = "http://localhost:4317";
 
 /// The seed's SQLAlchemy URLs (`postgresql+asyncpg://`) name the same database.
 fn normalize_database_url(url: String) -> String {

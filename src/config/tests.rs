@@ -81,3 +81,14 @@ fn jaeger_endpoint_maps_to_its_otlp_port() {
         Some("http://jaeger:4317")
     );
 }
+
+#[test]
+fn tracing_switched_on_exports_even_without_an_endpoint() {
+    let on = Config::from_vars(&vars(&[("ENABLE_TRACING", "true")])).unwrap();
+    assert_eq!(
+        on.telemetry.tracing_endpoint().as_deref(),
+        Some("http://localhost:4317")
+    );
+    let off = Config::from_vars(&vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")])).unwrap();
+    assert_eq!(off.telemetry.tracing_endpoint(), None);
+}
