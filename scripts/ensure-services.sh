@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts PostgreSQL and Redis on 127.0.0.1 if they are down (the commands of design.md section 7),
+# Starts PostgreSQL and Redis on 127.0.0.1 if they are down,
 # then prints the TEST_DATABASE_URL / TEST_REDIS_URL exports for the test suite.
 set -euo pipefail
 

@@ -100,12 +100,12 @@ pub fn principal_from(extensions: &http::Extensions) -> Result<Principal, AppErr
 pub struct Claims {
     /// Subject: the customer id.
     pub sub: String,
-    /// Roles.
+    /// Not a registered claim; a token without it has no role.
     #[serde(default)]
     pub roles: Vec<Role>,
-    /// Issuer.
+    /// Must equal JWT_ISSUER.
     pub iss: String,
-    /// Audience.
+    /// Must equal JWT_AUDIENCE.
     pub aud: String,
     /// Expiry, seconds since the epoch.
     pub exp: u64,

@@ -29,7 +29,7 @@ pub enum Environment {
     Development,
     /// Automated tests: the development key is accepted without a warning.
     Test,
-    /// Pre-production.
+    /// Pre-production: a shared deployment that is not production yet.
     Staging,
     /// Production: refuses development secrets.
     Production,
@@ -48,7 +48,7 @@ impl FromStr for Environment {
     }
 }
 
-/// Log line format.
+/// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// One JSON object per line (the default).
@@ -71,7 +71,8 @@ impl FromStr for LogFormat {
 /// The whole configuration of the service, one part per component.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// ENVIRONMENT (default development).
+    /// ENVIRONMENT (default development): startup also refuses embedded stubs
+    /// in production.
     pub environment: Environment,
     /// Where to listen and whom browsers may call from.
     pub server: ServerSettings,
@@ -87,19 +88,19 @@ pub struct Config {
     pub redis: RedisSettings,
     /// The order command side.
     pub orders: OrderSettings,
-    /// Shopping carts.
+    /// Cart expiry.
     pub carts: CartSettings,
     /// The fulfillment saga runtime.
     pub saga: SagaSettings,
     /// Where the payment, inventory and shipping services are.
     pub siblings: SiblingSettings,
-    /// Order queries.
+    /// Where order queries read from.
     pub read_side: ReadSideSettings,
     /// Encryption of personal data.
     pub privacy: PrivacySettings,
     /// The payment, inventory and shipping stubs.
     pub stubs: StubSettings,
-    /// Logs and traces.
+    /// Log format and trace export.
     pub telemetry: TelemetrySettings,
 }
 
@@ -182,7 +183,7 @@ pub struct RedisSettings {
     /// REDIS_KEY_PREFIX: prefix of every Redis key (default `commerce`), so
     /// that several deployments (or tests) can share one Redis.
     pub key_prefix: String,
-    /// REDIS_POOL_SIZE (default 32).
+    /// REDIS_POOL_SIZE (default 32): connections shared by carts and the bus.
     pub pool_size: usize,
     /// POOL_TIMEOUT_MS, shared with the database pool (default 2000).
     pub pool_timeout: Duration,
@@ -209,7 +210,7 @@ pub struct OrderSettings {
     /// ORDER_TIMEOUT_MINUTES (default 30; decimals allowed): a saga not done
     /// by then is compensated.
     pub order_timeout: Duration,
-    /// ENABLE_OPTIMISTIC_LOCKING (default true).
+    /// ENABLE_OPTIMISTIC_LOCKING (default true: conflicts are reported).
     pub conflicts: ConflictHandling,
     /// MAX_REQUEST_TIMEOUT_SECONDS, copied: how long a CreateOrder holds its
     /// idempotency key; no request lives longer, so a key held past it was
@@ -217,7 +218,7 @@ pub struct OrderSettings {
     pub idempotency_lease: Duration,
 }
 
-/// Shopping carts.
+/// Carts (Redis or in-process; the Redis part is [`RedisSettings`]).
 #[derive(Debug, Clone)]
 pub struct CartSettings {
     /// CART_TTL_HOURS (default 24; decimals allowed, e.g. 0.5): expiry after
@@ -253,11 +254,11 @@ pub struct SagaSettings {
 /// the process (refused in production).
 #[derive(Debug, Clone)]
 pub struct SiblingSettings {
-    /// PAYMENT_SERVICE_URL.
+    /// PAYMENT_SERVICE_URL, e.g. `http://payment:8085`.
     pub payment_url: Option<String>,
-    /// INVENTORY_SERVICE_URL.
+    /// INVENTORY_SERVICE_URL, e.g. `http://inventory:8085`.
     pub inventory_url: Option<String>,
-    /// SHIPPING_SERVICE_URL.
+    /// SHIPPING_SERVICE_URL, e.g. `http://shipping:8085`.
     pub shipping_url: Option<String>,
 }
 
@@ -270,7 +271,7 @@ pub enum OrderQuerySource {
     EventStream,
 }
 
-/// Order queries.
+/// The read side as order queries see it.
 #[derive(Debug, Clone)]
 pub struct ReadSideSettings {
     /// ENABLE_CQRS (default true). Projections run either way: ListOrders
@@ -302,7 +303,8 @@ pub struct StubSettings {
     pub port: u16,
 }
 
-/// Logs and traces.
+/// Log format and trace export; `RUST_LOG` and the `OTEL_*` tuning
+/// variables are read by the libraries themselves.
 #[derive(Debug, Clone)]
 pub struct TelemetrySettings {
     /// ENABLE_TRACING: export OpenTelemetry traces (default false); on with

@@ -15,7 +15,7 @@ use crate::config::{DatabaseSettings, RedisSettings};
 /// The relational database: PostgreSQL in production, SQLite embedded.
 #[derive(Clone, Debug)]
 pub enum Db {
-    /// PostgreSQL.
+    /// DATABASE_URL set.
     Postgres(PgPool),
     /// The embedded SQLite file.
     Sqlite(SqlitePool),
@@ -80,7 +80,7 @@ impl Db {
     }
 }
 
-/// Redis, when configured.
+/// A Redis pool when REDIS_URL is set; None means in-process carts and bus.
 pub fn redis_pool(settings: &RedisSettings) -> anyhow::Result<Option<deadpool_redis::Pool>> {
     let Some(url) = &settings.url else {
         return Ok(None);
@@ -101,7 +101,7 @@ pub fn redis_pool(settings: &RedisSettings) -> anyhow::Result<Option<deadpool_re
     Ok(Some(pool))
 }
 
-/// Pings Redis.
+/// One PING through the pool, for the health monitor.
 pub async fn redis_ping(pool: &deadpool_redis::Pool) -> anyhow::Result<()> {
     let mut conn = pool.get().await?;
     let _: String = deadpool_redis::redis::cmd("PING").query_async(&mut conn).await?;
@@ -111,7 +111,7 @@ pub async fn redis_ping(pool: &deadpool_redis::Pool) -> anyhow::Result<()> {
 /// Both backends, handed to every store constructor.
 #[derive(Clone)]
 pub struct Backends {
-    /// The relational database.
+    /// Events, outbox, sagas, read models, idempotency keys.
     pub db: Db,
     /// Redis, or None for the in-process equivalents.
     pub redis: Option<deadpool_redis::Pool>,

@@ -38,7 +38,7 @@ pub enum AppError {
     /// Absent, or owned by someone else (no existence leak).
     #[error("{0} not found")]
     NotFound(String),
-    /// Exists already.
+    /// The resource exists already (HTTP 409).
     #[error("already exists: {0}")]
     AlreadyExists(String),
     /// A concurrent change won (stale version, key in flight): retry.
@@ -50,7 +50,7 @@ pub enum AppError {
     /// Rate limit or size bound hit.
     #[error("resource exhausted: {message}")]
     ResourceExhausted {
-        /// What was exhausted.
+        /// Which bound was hit, for the client.
         message: String,
         /// When to retry, if known.
         retry_after: Option<std::time::Duration>,

@@ -29,9 +29,9 @@ pub struct DependencyStatus {
 pub struct HealthReport {
     /// "ok" or "degraded".
     pub status: &'static str,
-    /// Crate version.
+    /// The crate version, to tell replicas of a rolling update apart.
     pub version: &'static str,
-    /// Database status.
+    /// PostgreSQL or the SQLite file.
     pub database: DependencyStatus,
     /// Redis (or in-process) status.
     pub cache: DependencyStatus,
@@ -74,7 +74,7 @@ impl Health {
         }
     }
 
-    /// The latest report.
+    /// The report of the monitor's latest check (no dependency is called here).
     pub async fn report(&self) -> HealthReport {
         self.report.read().await.clone()
     }

@@ -26,7 +26,7 @@ impl ShutdownTrigger {
         let _ = self.sender.send(true);
     }
 
-    /// A new handle.
+    /// A handle for a task started after the channel was made.
     pub fn subscribe(&self) -> Shutdown {
         Shutdown {
             receiver: self.sender.subscribe(),

@@ -17,9 +17,9 @@ use crate::{
 /// Everything a request handler needs, cheap to clone.
 #[derive(Clone)]
 pub struct App {
-    /// Database and Redis.
+    /// Database and Redis pools, for health checks and background tasks.
     pub backends: Backends,
-    /// Dependency health.
+    /// What `/health` and gRPC health report; the monitor updates it.
     pub health: Health,
     /// Fires on graceful shutdown (streams end, workers stop).
     pub shutdown: Shutdown,

@@ -168,7 +168,8 @@ impl QueryApp {
         &self.changes
     }
 
-    /// GetOrder.
+    /// GetOrder: the caller's order (any order for an admin), at least at
+    /// `min_version` (see the module docs).
     #[tracing::instrument(skip(self, principal), fields(customer = %principal.subject))]
     pub async fn get_order(
         &self,

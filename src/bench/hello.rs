@@ -29,7 +29,7 @@ pub async fn serve(port: u16) -> anyhow::Result<()> {
 /// The bare server as a child process, killed on drop.
 pub struct HelloServer {
     _child: tokio::process::Child,
-    /// Its URL.
+    /// `http://127.0.0.1:PORT`.
     pub url: String,
 }
 

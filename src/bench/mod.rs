@@ -60,7 +60,8 @@ pub struct BenchArgs {
     pub serve_hello: Option<u16>,
 }
 
-/// Runs the benchmark.
+/// Runs the chosen scenarios (all when none is named) against `--target` or
+/// a server it spawns, printing a JSON line per scenario and a summary table.
 pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
     if let Some(port) = args.serve_hello {
         return hello::serve(port).await;
@@ -310,7 +311,6 @@ struct Server {
 
 /// A temporary directory removed on drop (no extra dependency).
 mod tempfile_dir {
-    /// The directory.
     pub struct TempDir(pub std::path::PathBuf);
     impl Drop for TempDir {
         fn drop(&mut self) {

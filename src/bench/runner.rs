@@ -58,7 +58,7 @@ impl Recording {
         self.errors += other.errors;
     }
 
-    /// Sorts and summarizes.
+    /// Percentiles over every latency recorded (consumes the recording).
     pub fn summary(mut self) -> Summary {
         self.latencies_us.sort_unstable();
         let n = self.latencies_us.len();

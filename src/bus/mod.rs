@@ -44,7 +44,7 @@ pub const DEFAULT_MAX_LEN: usize = 100_000;
 /// projections consume, whether it came over the bus or from the event store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventEnvelope {
-    /// Event id (unique).
+    /// Unique: consumers deduplicate on it, since delivery is at least once.
     pub event_id: Uuid,
     /// The stream (aggregate id).
     pub stream_id: Uuid,
@@ -139,7 +139,7 @@ pub struct DeadLetter {
     pub raw: String,
     /// Deliveries before it was dead-lettered.
     pub deliveries: u64,
-    /// The last error.
+    /// The error of the last delivery, as the projection reported it.
     pub error: String,
     /// When it was dead-lettered.
     pub dead_lettered_at: DateTime<Utc>,

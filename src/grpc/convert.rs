@@ -35,7 +35,7 @@ pub fn domain_status(status: pb::OrderStatus) -> Option<OrderStatus> {
     }
 }
 
-/// An order line.
+/// A domain order line as the proto's `OrderItem` (money as decimal text).
 pub fn order_item(line: &OrderLine) -> pb::OrderItem {
     pb::OrderItem {
         product_id: line.product_id.clone(),
@@ -46,7 +46,7 @@ pub fn order_item(line: &OrderLine) -> pb::OrderItem {
     }
 }
 
-/// An address.
+/// A domain address as the proto's `Address`.
 pub fn address(address: &ShippingAddress) -> pb::Address {
     pb::Address {
         recipient_name: address.recipient_name.clone(),

@@ -27,7 +27,7 @@ macro_rules! string_enum {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name { $($(#[$vmeta])* $variant),+ }
         impl $name {
-            /// The stored text.
+            /// The text stored in the database and shown to operators.
             pub fn as_str(self) -> &'static str { match self { $(Self::$variant => $text),+ } }
             /// From the stored text.
             pub fn parse(text: &str) -> Option<Self> { match text { $($text => Some(Self::$variant),)+ _ => None } }
@@ -38,9 +38,9 @@ macro_rules! string_enum {
 string_enum!(
     /// Status of a saga.
     SagaStatus {
-        /// Running forward steps.
+        /// Driving the forward steps.
         Running = "RUNNING",
-        /// Running compensation steps.
+        /// Undoing the steps that took effect, last first.
         Compensating = "COMPENSATING",
         /// Done; order confirmed. Terminal.
         Completed = "COMPLETED",
@@ -60,7 +60,7 @@ string_enum!(
         Pending = "PENDING",
         /// A call is out (recorded before the call).
         InProgress = "IN_PROGRESS",
-        /// Done.
+        /// Took effect; a later compensation may still undo it.
         Succeeded = "SUCCEEDED",
         /// Refused by the sibling: no effect.
         Refused = "REFUSED",
@@ -74,7 +74,8 @@ string_enum!(
 );
 
 impl SagaStatus {
-    /// Completed or Compensated.
+    /// Completed or Compensated: nothing will ever run again. FAILED and
+    /// COMPENSATION_FAILED are not terminal: an operator may retry them.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Compensated)
     }
@@ -83,9 +84,8 @@ impl SagaStatus {
 /// Progress of one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepState {
-    /// Status.
     pub status: StepStatus,
-    /// Attempts ever made.
+    /// Attempts ever made, across operator retries (shown to operators).
     pub attempts: u32,
     /// Attempts since the last operator retry: what the retry budget counts.
     pub round_attempts: u32,
@@ -150,7 +150,7 @@ pub enum Outcome {
 /// What the saga should do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Run this step.
+    /// Call this step's sibling (or the order, for a local step).
     Run(Step),
     /// Switch to compensation for this reason, then decide again.
     Compensate(String),
@@ -185,22 +185,21 @@ pub enum OperatorError {
 /// One step an operator retry would run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedStep {
-    /// The step.
     pub step: Step,
-    /// Its idempotency key.
+    /// The step's one key ([`idempotency_key`]), as on every earlier
+    /// attempt: a sibling that already acted answers with its earlier result.
     pub idempotency_key: String,
 }
 
 /// The whole state the rules look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SagaState {
-    /// Status.
     pub status: SagaStatus,
     /// True once capture succeeded.
     pub past_pivot: bool,
     /// The customer asked to cancel.
     pub cancel_requested: bool,
-    /// The customer's reason.
+    /// The customer's reason, which becomes the compensation reason.
     pub cancel_reason: Option<String>,
     /// Compensate if not completed by then (unless capture may have happened).
     pub deadline: DateTime<Utc>,
@@ -297,7 +296,8 @@ impl SagaState {
         (now >= self.deadline).then(|| "order timed out before fulfillment completed".to_string())
     }
 
-    /// Switches to compensation.
+    /// Switches to compensation; `reason` becomes the order's cancellation
+    /// reason.
     pub fn start_compensation(&mut self, reason: String) {
         self.status = SagaStatus::Compensating;
         self.compensation_reason = Some(reason);

@@ -20,7 +20,7 @@ pub enum FailureKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct CallError {
-    /// Refused or transient.
+    /// Decides whether the saga retries the call or gives up on the step.
     pub kind: FailureKind,
     /// gRPC code name (e.g. `UNAVAILABLE`), or `LOCAL` for the order itself.
     pub code: String,
@@ -29,7 +29,7 @@ pub struct CallError {
 }
 
 impl CallError {
-    /// A refusal.
+    /// A business refusal: the step fails without retries.
     pub fn refused(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             kind: FailureKind::Refused,
@@ -38,7 +38,7 @@ impl CallError {
         }
     }
 
-    /// A transient failure.
+    /// A failure worth retrying with backoff.
     pub fn transient(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             kind: FailureKind::Transient,
@@ -48,22 +48,20 @@ impl CallError {
     }
 }
 
-/// Where to ship (`Debug` prints no field).
+/// Where to ship, as the customer gave it: personal data, so `Debug` prints
+/// no field.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ShippingAddress {
-    /// Recipient.
     pub recipient_name: String,
     /// Street and number.
     pub line1: String,
-    /// Apartment, suite.
+    /// Apartment, suite, floor; may be empty.
     pub line2: String,
-    /// City.
     pub city: String,
-    /// Region.
+    /// State or province; may be empty.
     pub region: String,
-    /// Postal code.
     pub postal_code: String,
-    /// ISO 3166-1 alpha-2.
+    /// ISO 3166-1 alpha-2 code, e.g. `GB`.
     pub country: String,
 }
 
@@ -73,17 +71,17 @@ crate::redacted_debug!(ShippingAddress);
 /// `Debug` leaves out the payment method and the address.
 #[derive(Clone, PartialEq, Eq)]
 pub struct OrderFacts {
-    /// The order.
     pub order_id: Uuid,
-    /// Total, decimal string.
+    /// Decimal string, as the payment service takes it (no float on the wire).
     pub total: String,
-    /// ISO 4217.
+    /// ISO 4217 code, e.g. `USD`.
     pub currency: String,
-    /// Payment method reference.
+    /// The payment service's reference (e.g. `pm_card_visa`), opened from
+    /// the sealed personal data.
     pub payment_method: String,
     /// (product id, quantity) per line.
     pub lines: Vec<(String, i32)>,
-    /// Where to ship.
+    /// Opened from the sealed personal data.
     pub address: ShippingAddress,
     /// W3C `traceparent` of the request that placed the order, when known:
     /// the saga's spans continue that trace.
@@ -102,7 +100,7 @@ impl std::fmt::Debug for OrderFacts {
 }
 
 impl OrderFacts {
-    /// Items to ship.
+    /// Units over all lines, as CreateShipment's `item_count` (saturating).
     pub fn item_count(&self) -> i32 {
         self.lines.iter().map(|(_, q)| *q).fold(0, i32::saturating_add)
     }
@@ -116,48 +114,50 @@ pub trait Siblings: Send + Sync {
     async fn authorize(&self, key: &str, order: &OrderFacts) -> Result<String, CallError>;
     /// Captures an authorization; the capture id.
     async fn capture(&self, key: &str, authorization_id: &str) -> Result<String, CallError>;
-    /// Voids an authorization.
+    /// Voids an authorization (compensation: no money moves).
     async fn void(&self, key: &str, authorization_id: &str) -> Result<(), CallError>;
     /// Reserves every line; the reservation id.
     async fn reserve(&self, key: &str, order: &OrderFacts) -> Result<String, CallError>;
-    /// Releases a reservation.
+    /// Releases a reservation (compensation: the stock is available again).
     async fn release(&self, key: &str, reservation_id: &str) -> Result<(), CallError>;
     /// Creates the shipment; (shipment id, tracking number).
     async fn create_shipment(&self, key: &str, order: &OrderFacts) -> Result<(String, String), CallError>;
-    /// Cancels a shipment.
+    /// Cancels a shipment (compensation).
     async fn cancel_shipment(&self, key: &str, shipment_id: &str) -> Result<(), CallError>;
 }
 
 /// What the saga tells the order (commands of the Order aggregate).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderCommand {
-    /// Payment authorized.
+    /// After AuthorizePayment succeeded.
     MarkPaymentAuthorized {
         /// From the payment service.
         authorization_id: String,
     },
-    /// Stock reserved.
+    /// After ReserveInventory succeeded.
     MarkInventoryReserved {
         /// From the inventory service.
         reservation_id: String,
     },
-    /// Shipment created.
+    /// After CreateShipment succeeded.
     MarkShippingArranged {
         /// From the shipping service.
         shipment_id: String,
-        /// Carrier tracking number.
+        /// The carrier's, shown to the customer.
         tracking_number: String,
     },
-    /// Payment captured.
+    /// After CapturePayment succeeded: the pivot, past which the order can
+    /// no longer be cancelled.
     MarkPaymentCaptured {
         /// From the payment service.
         capture_id: String,
     },
-    /// Fulfilled.
+    /// Every forward step done.
     Confirm,
-    /// Compensated.
+    /// Every compensation done, after a refused step, a timeout or the
+    /// customer's cancel.
     Cancel {
-        /// Why.
+        /// Shown to the customer as the cancellation reason.
         reason: String,
     },
 }

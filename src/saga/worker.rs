@@ -25,7 +25,7 @@ use crate::{db::Db, metrics, shutdown::Shutdown};
 /// The claim loop's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
-    /// Concurrent drives.
+    /// Sagas driven at once (SAGA_WORKERS); each holds one at a time.
     pub workers: usize,
     /// Poll interval when nothing woke the loop.
     pub poll: Duration,

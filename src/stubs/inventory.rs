@@ -51,7 +51,7 @@ fn level_of(stock: &BTreeMap<String, (i64, i64)>, product_id: &str, default_stoc
     })
 }
 
-/// The inventory stub.
+/// The inventory service's stand-in; clones share one stock book.
 #[derive(Clone)]
 pub struct InventoryStub {
     state: Arc<Mutex<State>>,

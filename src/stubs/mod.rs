@@ -25,11 +25,8 @@ use crate::{
 /// The three stubs of one process, sharing one fault injector.
 #[derive(Clone)]
 pub struct Stubs {
-    /// Payment.
     pub payment: payment::PaymentStub,
-    /// Inventory.
     pub inventory: inventory::InventoryStub,
-    /// Shipping.
     pub shipping: shipping::ShippingStub,
 }
 

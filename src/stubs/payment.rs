@@ -43,7 +43,7 @@ struct State {
     void: Replays<VoidResponse>,
 }
 
-/// The payment stub.
+/// The payment service's stand-in; clones share one ledger of authorizations.
 #[derive(Clone)]
 pub struct PaymentStub {
     state: Arc<Mutex<State>>,

@@ -30,7 +30,7 @@ struct State {
     cancel: Replays<CancelShipmentResponse>,
 }
 
-/// The shipping stub.
+/// The shipping service's stand-in; clones share one ledger of shipments.
 #[derive(Clone)]
 pub struct ShippingStub {
     state: Arc<Mutex<State>>,

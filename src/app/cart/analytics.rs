@@ -8,7 +8,7 @@ use crate::{
     store::cart::CartStats,
 };
 
-/// The cart funnel.
+/// The cart funnel: how many carts reach each stage, for GetCartAnalytics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CartAnalytics {
     /// Carts ever created.

@@ -13,11 +13,11 @@ use crate::{
 pub struct AddItem {
     /// Cart id (UUID text).
     pub cart_id: String,
-    /// Product id.
+    /// The catalogue's id; a second AddItem of it adds to the same line.
     pub product_id: String,
-    /// Display name.
+    /// Kept with the line as given: the cart does not look it up.
     pub product_name: String,
-    /// Quantity to add.
+    /// Added to the line's quantity, which stays within 1..=999.
     pub quantity: i64,
     /// Unit price, decimal text.
     pub unit_price: String,

@@ -81,7 +81,7 @@ pub struct LoadedOrder {
 }
 
 impl LoadedOrder {
-    /// The reply shape.
+    /// The order as commands and queries reply with it.
     pub fn view(&self) -> Result<OrderView, AppError> {
         OrderView::from_order(&self.order, self.created_at, self.updated_at)
             .ok_or_else(|| AppError::Internal(anyhow::anyhow!("an order stream without OrderCreated")))

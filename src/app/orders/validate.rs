@@ -42,9 +42,9 @@ pub struct AddressInput {
 /// `Debug` leaves out the personal fields.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct CreateOrderInput {
-    /// The cart (UUID).
+    /// UUID text; the cart must be the caller's and active.
     pub cart_id: String,
-    /// Payment method reference.
+    /// The payment service's reference (e.g. `pm_card_visa`); personal data.
     pub payment_method: String,
     /// Shipping address (required).
     pub shipping_address: Option<AddressInput>,
@@ -66,11 +66,10 @@ impl std::fmt::Debug for CreateOrderInput {
 /// A valid CreateOrder request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidCreateOrder {
-    /// The cart.
     pub cart_id: Uuid,
-    /// Address and payment method.
+    /// Address and payment method, sealed before they are stored.
     pub personal: PersonalData,
-    /// The idempotency key.
+    /// A retry with the same key and request gets the first answer.
     pub idempotency_key: String,
 }
 

@@ -12,23 +12,24 @@ use crate::domain::{
 /// An order, flattened for replies. `Debug` leaves out the personal fields.
 #[derive(Clone, PartialEq, Eq)]
 pub struct OrderView {
-    /// Order id.
+    /// Also the id of the order's event stream.
     pub order_id: Uuid,
-    /// Owner.
+    /// The `sub` of the token that placed the order.
     pub customer_id: String,
     /// The cart it was created from.
     pub cart_id: Uuid,
-    /// Current status.
+    /// As of `version`.
     pub status: OrderStatus,
     /// Lines with price snapshot.
     pub items: Vec<OrderLine>,
-    /// Currency.
+    /// The cart's currency; every line and the total are in it.
     pub currency: Currency,
     /// Sum of the line totals.
     pub total: Money,
-    /// Payment method reference.
+    /// The payment service's reference; "[erased]" once the customer is
+    /// forgotten.
     pub payment_method: String,
-    /// Where to ship.
+    /// "[erased]" fields once the customer is forgotten.
     pub shipping_address: ShippingAddress,
     /// Why it was cancelled, once CANCELLED.
     pub cancellation_reason: Option<String>,

@@ -11,13 +11,14 @@ pub enum Step {
     CreateShipment,
     /// Payment: capture the hold. The pivot.
     CapturePayment,
-    /// Order: confirm (local).
+    /// Order: confirm (local, last forward step).
     ConfirmOrder,
-    /// Undoes CreateShipment.
+    /// Shipping: compensates CreateShipment.
     CancelShipment,
-    /// Undoes ReserveInventory.
+    /// Inventory: compensates ReserveInventory.
     ReleaseInventory,
-    /// Undoes AuthorizePayment.
+    /// Payment: compensates AuthorizePayment (never a capture: compensation
+    /// only runs before the pivot).
     VoidPayment,
     /// Order: cancel with the compensation reason (local, last).
     CancelOrder,
