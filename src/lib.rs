@@ -4,7 +4,8 @@
 //! side and a durable fulfillment saga.
 //!
 //! # Layout
-//! - [`config`]: environment to [`config::Config`], validated once.
+//! - [`config`]: environment to [`config::Config`], validated once, one part
+//!   per component.
 //! - [`startup`]: builds the [`startup::Application`]: one port for gRPC and HTTP.
 //! - [`app`]: the application layer, the only API the transports call.
 //! - [`grpc`]: tonic services, thin over [`app`].

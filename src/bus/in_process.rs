@@ -20,13 +20,15 @@ use super::{BusError, DeadLetter, Delivery, EventBus, EventEnvelope};
 
 /// The in-process [`EventBus`].
 pub struct InProcessBus {
-    state: Mutex<State>,
+    state: Mutex<StreamLog>,
     /// Woken on every publish, for blocked [`EventBus::read_new`] calls.
     published: Notify,
 }
 
+/// The one stream, its consumer groups and its dead letters, as Redis would
+/// hold them.
 #[derive(Default)]
-struct State {
+struct StreamLog {
     max_len: usize,
     next_id: u64,
     entries: BTreeMap<u64, String>,
@@ -60,17 +62,17 @@ impl InProcessBus {
     /// An empty bus keeping at most about `max_len` entries.
     pub fn new(max_len: usize) -> Self {
         Self {
-            state: Mutex::new(State {
+            state: Mutex::new(StreamLog {
                 max_len: max_len.max(1),
                 next_id: 1,
                 next_dead_id: 1,
-                ..State::default()
+                ..StreamLog::default()
             }),
             published: Notify::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StreamLog> {
         // A panic while holding the lock leaves consistent data (every
         // mutation below is a single step), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -78,7 +80,7 @@ impl InProcessBus {
 
     fn take_new(&self, group: &str, consumer: &str, count: usize) -> Vec<Delivery> {
         let mut state = self.lock();
-        let State { entries, groups, .. } = &mut *state;
+        let StreamLog { entries, groups, .. } = &mut *state;
         let group = groups.entry(group.to_string()).or_default();
         let fresh: Vec<(u64, String)> = entries
             .range(group.last_delivered + 1..)
@@ -116,7 +118,7 @@ impl InProcessBus {
         pick: impl Fn(&Pending) -> bool,
     ) -> Vec<Delivery> {
         let mut state = self.lock();
-        let State { entries, groups, .. } = &mut *state;
+        let StreamLog { entries, groups, .. } = &mut *state;
         let Some(group) = groups.get_mut(group) else {
             return Vec::new();
         };

@@ -23,8 +23,9 @@ use crate::proto::inventory::v1::{
 /// Product ids with this prefix are always out of stock.
 pub const OUT_OF_STOCK_PREFIX: &str = "oos-";
 
+/// Stock and reservations, behind one mutex.
 #[derive(Default)]
-struct State {
+struct StockBook {
     /// Product -> (on hand, reserved), for every product seen.
     stock: BTreeMap<String, (i64, i64)>,
     reservations: HashMap<String, Reservation>,
@@ -33,7 +34,7 @@ struct State {
     release: Replays<ReleaseResponse>,
 }
 
-impl State {
+impl StockBook {
     fn level(&self, product_id: &str, default_stock: i64) -> (i64, i64) {
         level_of(&self.stock, product_id, default_stock)
     }
@@ -54,7 +55,7 @@ fn level_of(stock: &BTreeMap<String, (i64, i64)>, product_id: &str, default_stoc
 /// The inventory service's stand-in; clones share one stock book.
 #[derive(Clone)]
 pub struct InventoryStub {
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<StockBook>>,
     faults: Arc<Faults>,
     default_stock: i64,
 }
@@ -69,7 +70,7 @@ impl InventoryStub {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> std::sync::MutexGuard<'_, StockBook> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

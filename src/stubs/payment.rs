@@ -32,8 +32,9 @@ pub const DECLINED: &str = "pm_card_declined";
 /// Authorized, but Capture is refused.
 pub const CAPTURE_DECLINED: &str = "pm_capture_declined";
 
+/// Everything the payment stub remembers, behind one mutex.
 #[derive(Default)]
-struct State {
+struct PaymentBook {
     /// Authorization id -> (ledger entry, payment method).
     authorizations: HashMap<String, (Authorization, String)>,
     /// Authorization ids in creation order, for a stable ledger.
@@ -46,7 +47,7 @@ struct State {
 /// The payment service's stand-in; clones share one ledger of authorizations.
 #[derive(Clone)]
 pub struct PaymentStub {
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<PaymentBook>>,
     faults: Arc<Faults>,
 }
 
@@ -59,7 +60,7 @@ impl PaymentStub {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> std::sync::MutexGuard<'_, PaymentBook> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -22,8 +22,9 @@ pub const UNSHIPPABLE_COUNTRY: &str = "ZZ";
 /// A postal code no carrier serves.
 pub const UNSHIPPABLE_POSTAL_CODE: &str = "00000";
 
+/// Everything the shipping stub remembers, behind one mutex.
 #[derive(Default)]
-struct State {
+struct ShipmentBook {
     shipments: HashMap<String, Shipment>,
     created: Vec<String>,
     create: Replays<CreateShipmentResponse>,
@@ -33,7 +34,7 @@ struct State {
 /// The shipping service's stand-in; clones share one ledger of shipments.
 #[derive(Clone)]
 pub struct ShippingStub {
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<ShipmentBook>>,
     faults: Arc<Faults>,
 }
 
@@ -46,7 +47,7 @@ impl ShippingStub {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> std::sync::MutexGuard<'_, ShipmentBook> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -31,19 +31,19 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut found = Found::default();
+        let mut found = FoundIds::default();
         attrs.record(&mut found);
         lift(found, id, &ctx);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let mut found = Found::default();
+        let mut found = FoundIds::default();
         values.record(&mut found);
         lift(found, id, &ctx);
     }
 }
 
-fn lift<S>(found: Found, id: &Id, ctx: &Context<'_, S>)
+fn lift<S>(found: FoundIds, id: &Id, ctx: &Context<'_, S>)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -62,9 +62,9 @@ where
 
 /// Picks the business ids out of a span's fields.
 #[derive(Default)]
-struct Found(BTreeMap<&'static str, String>);
+struct FoundIds(BTreeMap<&'static str, String>);
 
-impl Found {
+impl FoundIds {
     fn keep(&mut self, field: &Field, value: String) {
         if let Some(name) = BUSINESS_IDS.iter().find(|name| **name == field.name()) {
             self.0.insert(name, value);
@@ -72,7 +72,7 @@ impl Found {
     }
 }
 
-impl Visit for Found {
+impl Visit for FoundIds {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.keep(field, value.to_string());
     }
