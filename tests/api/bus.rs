@@ -7,7 +7,7 @@ use chrono::Utc;
 use commerce::bus::{EventBus, EventEnvelope, in_process::InProcessBus, redis_streams::RedisStreamsBus};
 use uuid::Uuid;
 
-use crate::helpers::{Backend, Isolation};
+use crate::support::app::{Backend, Isolation};
 
 /// Every bus available here, each with its isolation guard (keeps the Redis
 /// prefix alive until the test ends).

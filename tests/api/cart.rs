@@ -14,7 +14,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
-use crate::helpers::{Backend, TestApp, authed, spawn_app, spawn_app_with};
+use crate::support::app::{Backend, TestApp, authed, spawn_app, spawn_app_with};
 
 async fn create(app: &TestApp, token: &str) -> Cart {
     app.carts()

@@ -13,8 +13,9 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    helpers::{Backend, TestApp, authed, spawn_app_with, wait_for},
-    proxy::Proxy,
+    support::app::{Backend, TestApp, authed, spawn_app_with},
+    support::proxy::Proxy,
+    support::wait_for,
 };
 
 /// Bound on how long a cart call may take to fail while Redis is away: the

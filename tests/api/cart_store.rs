@@ -16,7 +16,7 @@ use commerce::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{Backend, Isolation};
+use crate::support::app::{Backend, Isolation};
 
 const TTL: Duration = Duration::from_secs(3600);
 

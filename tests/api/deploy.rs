@@ -15,7 +15,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{Backend, spawn_app_with};
+use crate::support::app::{Backend, spawn_app_with};
 
 /// Variables read by libraries rather than by `Config` (tracing's EnvFilter, std).
 const STANDARD: &[&str] = &["RUST_LOG", "RUST_BACKTRACE"];

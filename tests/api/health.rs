@@ -4,7 +4,8 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{Backend, spawn_app_with};
+use crate::support::app::{Backend, spawn_app_with};
+use crate::support::rest::http_get;
 
 #[tokio::test]
 async fn every_service_reports_serving_and_health_json_answers() {
@@ -43,15 +44,4 @@ async fn unknown_routes_answer_json_404_with_a_request_id() {
         "{response}"
     );
     assert!(response.contains("\"code\":5"), "{response}");
-}
-
-/// A raw HTTP/1.1 GET (no client crate needed), returning the whole response.
-pub async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    String::from_utf8_lossy(&response).into_owned()
 }

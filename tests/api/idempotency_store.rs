@@ -11,8 +11,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    event_store::{event, store_on},
-    helpers::Backend,
+    support::app::Backend,
+    support::store::{event, store_on},
 };
 
 fn claim(key: &str, hash: &str, lease_ms: u64) -> Claim {

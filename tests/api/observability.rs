@@ -7,7 +7,6 @@
 //! the recorder with parallel tests and so asserts growth, not exact values.
 
 mod order_flow;
-pub mod support;
 
 use std::{collections::HashMap, time::Duration};
 
@@ -25,11 +24,12 @@ use commerce::{
 use tonic::metadata::MetadataValue;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+use crate::support::observability::{Collector, ServerProcess, fresh_traceparent, sample};
+use crate::support::rest::http_get_with;
 use crate::{
-    health::http_get,
-    helpers::{Backend, authed, spawn_app, spawn_app_with},
+    support::app::{Backend, authed, spawn_app, spawn_app_with},
+    support::rest::http_get,
 };
-use support::{Collector, ServerProcess, fresh_traceparent, http_get_with, sample};
 
 #[tokio::test]
 async fn metrics_count_grpc_and_http_requests_by_method_and_code_without_ids_in_labels() {
@@ -411,7 +411,7 @@ fn the_dashboard_and_alert_rules_query_only_series_and_labels_the_service_export
         let text = std::fs::read_to_string(root.join(file))
             .unwrap()
             .replace("\\\"", "\"");
-        let selectors = support::selectors(&text);
+        let selectors = crate::support::observability::selectors(&text);
         assert!(selectors.len() > 5, "{file}: found no queries");
         for (name, keys) in &selectors {
             let name = name.as_str();
@@ -444,7 +444,7 @@ fn the_dashboard_and_alert_rules_query_only_series_and_labels_the_service_export
                 }
             }
         }
-        for label in support::grouping_labels(&text) {
+        for label in crate::support::observability::grouping_labels(&text) {
             let known = all_labels.contains(&label.as_str())
                 || scrape_labels.contains(&label.as_str())
                 || label == "le";

@@ -10,9 +10,9 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::{
-    event_store::{count, exec},
-    helpers::{Backend, spawn_app_with},
-    orders::{NO_SAGA, cancel, create_order, customer, filled_cart, order_request},
+    support::app::{Backend, spawn_app_with},
+    support::orders::{NO_SAGA, cancel, create_order, customer, filled_cart, order_request},
+    support::store::{count, exec},
 };
 
 #[tokio::test]

@@ -10,10 +10,8 @@ use std::sync::{
 use async_trait::async_trait;
 use commerce::{
     app::orders::{CreateOrderInput, OrderApp},
-    auth::{Principal, Role},
     proto::commerce::v1::{
-        AddItemRequest, Address, CancelOrderRequest, CreateCartRequest, CreateOrderRequest,
-        GetActiveCartRequest, GetCartRequest, Order, OrderStatus as PbStatus,
+        AddItemRequest, CreateCartRequest, GetActiveCartRequest, GetCartRequest, OrderStatus as PbStatus,
     },
     store::{
         event_store::{AppendOptions, AppendResult, EventStore, EventStoreError, NewEvent, StoredEvent},
@@ -23,88 +21,12 @@ use commerce::{
 use tonic::Code;
 use uuid::Uuid;
 
+use crate::support::orders::{NO_SAGA, cancel, create_order, customer, filled_cart, order_request};
 use crate::{
-    event_store::count,
-    helpers::{Backend, TestApp, authed, spawn_app_with},
-    rest_client::call,
+    support::app::{Backend, authed, spawn_app_with},
+    support::rest::call,
+    support::store::count,
 };
-
-pub const NO_SAGA: &[(&str, &str)] = &[("ENABLE_SAGA_ORCHESTRATION", "false")];
-
-/// A cart of `alice`-like `token` holding 2 x 19.99 and 1 x 5.00; returns its id.
-pub async fn filled_cart(app: &TestApp, token: &str) -> String {
-    let cart = app
-        .carts()
-        .create_cart(authed(CreateCartRequest::default(), token))
-        .await
-        .unwrap()
-        .into_inner()
-        .cart
-        .unwrap();
-    for (product, quantity, price) in [("book", 2, "19.99"), ("pen", 1, "5.00")] {
-        let request = AddItemRequest {
-            cart_id: cart.cart_id.clone(),
-            product_id: product.into(),
-            product_name: format!("A {product}"),
-            quantity,
-            unit_price: price.into(),
-            expected_version: None,
-        };
-        app.carts().add_item(authed(request, token)).await.unwrap();
-    }
-    cart.cart_id
-}
-
-pub fn order_request(cart_id: &str, key: &str) -> CreateOrderRequest {
-    CreateOrderRequest {
-        cart_id: cart_id.into(),
-        payment_method: "pm_card_visa".into(),
-        shipping_address: Some(Address {
-            recipient_name: "Ada Lovelace".into(),
-            line1: "1 Analytical Way".into(),
-            city: "London".into(),
-            postal_code: "N1 9GU".into(),
-            country: "GB".into(),
-            ..Default::default()
-        }),
-        idempotency_key: key.into(),
-    }
-}
-
-pub async fn create_order(
-    app: &TestApp,
-    token: &str,
-    request: CreateOrderRequest,
-) -> Result<Order, tonic::Status> {
-    let response = app.orders().create_order(authed(request, token)).await?;
-    Ok(response.into_inner().order.unwrap())
-}
-
-pub async fn cancel(
-    app: &TestApp,
-    token: &str,
-    order_id: &str,
-    reason: &str,
-) -> Result<Order, tonic::Status> {
-    let request = CancelOrderRequest {
-        order_id: order_id.into(),
-        reason: reason.into(),
-    };
-    Ok(app
-        .orders()
-        .cancel_order(authed(request, token))
-        .await?
-        .into_inner()
-        .order
-        .unwrap())
-}
-
-pub fn customer(subject: &str) -> Principal {
-    Principal {
-        subject: subject.into(),
-        roles: vec![Role::Customer],
-    }
-}
 
 #[tokio::test]
 async fn an_order_is_created_from_the_callers_cart_with_a_price_snapshot_and_the_cart_is_converted() {

@@ -17,8 +17,8 @@ use serde_json::json;
 use tonic::Code;
 
 use crate::{
-    helpers::{Backend, Isolation, TestApp, authed, spawn_app_with},
-    orders::{NO_SAGA, cancel, create_order, customer, filled_cart, order_request},
+    support::app::{Backend, Isolation, TestApp, authed, spawn_app_with},
+    support::orders::{NO_SAGA, cancel, create_order, customer, filled_cart, order_request},
 };
 
 fn master() -> MasterKey {

@@ -5,9 +5,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use crate::{
-    helpers::{Backend, authed, spawn_app_with},
-    observability::support::ServerProcess,
-    orders::{create_order, customer, filled_cart, order_request},
+    support::app::{Backend, authed, spawn_app_with},
+    support::observability::ServerProcess,
+    support::orders::{create_order, customer, filled_cart, order_request},
 };
 use commerce::{
     auth::{Role, mint_token},

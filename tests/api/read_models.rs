@@ -11,7 +11,7 @@ use commerce::{
     store::read_models::{Advance, Checkpoint, ListCursor, ListQuery, ReadModelError, ReadModelStore},
 };
 
-use crate::helpers::{Backend, Isolation};
+use crate::support::app::{Backend, Isolation};
 
 async fn stores() -> Vec<(ReadModelStore, Isolation)> {
     let mut all = Vec::new();

@@ -5,30 +5,13 @@ use std::time::Duration;
 
 use commerce::{
     bus::EventEnvelope,
-    projections::samples::SampleOrder,
     proto::commerce::v1::{GetProjectionStatusRequest, ListDeadLettersRequest, ReplayDeadLettersRequest},
-    store::event_store::AppendOptions,
 };
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::helpers::{Backend, TestApp, authed, spawn_app_with};
-
-/// Appends the whole confirmed life of a new order of `customer`.
-pub async fn place(app: &TestApp, customer: &str) -> SampleOrder {
-    let order = SampleOrder::new(customer, 2);
-    app.app
-        .events
-        .append(
-            order.order_id,
-            0,
-            SampleOrder::encode(&order.confirmed()),
-            AppendOptions::default(),
-        )
-        .await
-        .unwrap();
-    order
-}
+use crate::support::app::{Backend, authed, spawn_app_with};
+use crate::support::read_side::place;
 
 #[tokio::test]
 async fn admins_see_projection_status_and_health_reports_lag() {
@@ -196,7 +179,7 @@ async fn rebuild_projections_runs_while_the_service_keeps_answering() {
         })
     };
     // PostgreSQL readers see events once every older transaction in the cluster ended.
-    crate::helpers::wait_for_within("settled events", Duration::from_secs(30), || async {
+    crate::support::wait_for_within("settled events", Duration::from_secs(30), || async {
         app.app.events.read_all(0, 200).await.unwrap().len() == 180
     })
     .await;

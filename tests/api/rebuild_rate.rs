@@ -5,8 +5,8 @@ use commerce::{
 };
 
 use crate::{
-    helpers::Backend,
-    projections::{Rig, all_summaries},
+    support::app::Backend,
+    support::read_side::{Rig, all_summaries},
 };
 
 /// The rebuild rate, measured (LONG_TESTS=1; REBUILD_ORDERS orders of 6

@@ -4,8 +4,8 @@
 use commerce::rest::rules::RULES;
 
 use crate::{
-    helpers::{Backend, spawn_app, spawn_app_with},
-    rest_client::call,
+    support::app::{Backend, spawn_app, spawn_app_with},
+    support::rest::call,
 };
 
 /// A concrete path for a rule's template (a fresh UUID per variable).

@@ -5,8 +5,8 @@ use commerce::proto::commerce::v1::GetCartRequest;
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{TestApp, authed, spawn_app},
-    rest_client::{Reply, call},
+    support::app::{TestApp, authed, spawn_app},
+    support::rest::{Reply, call},
 };
 
 /// The seed README's "Add item to cart" body.

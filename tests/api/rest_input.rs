@@ -4,8 +4,8 @@
 use serde_json::json;
 
 use crate::{
-    helpers::{Backend, TestApp, spawn_app, spawn_app_with},
-    rest_client::{Reply, call},
+    support::app::{Backend, TestApp, spawn_app, spawn_app_with},
+    support::rest::{Reply, call},
 };
 
 fn items_path() -> String {

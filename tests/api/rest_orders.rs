@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Backend, TestApp, spawn_app_with},
-    rest_client::call,
+    support::app::{Backend, TestApp, spawn_app_with},
+    support::rest::{call, get_until},
 };
 
 const NO_SAGA: &[(&str, &str)] = &[("ENABLE_SAGA_ORCHESTRATION", "false")];
@@ -151,19 +151,6 @@ async fn place_order(app: &TestApp, token: &str, key: &str) -> String {
     created.json()["order"]["order_id"].as_str().unwrap().to_string()
 }
 
-/// GETs `path` until `done` holds (the read side is eventually consistent).
-async fn eventually(app: &TestApp, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..250 {
-        let reply = call(app, "GET", path).bearer(token).send().await;
-        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
-        if done(&reply.json()) {
-            return reply.json();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("{path} never satisfied the condition");
-}
-
 #[tokio::test]
 async fn orders_are_read_listed_by_page_and_status_and_audited_over_rest() {
     let app = spawn_app_with(Backend::from_env(), NO_SAGA).await;
@@ -191,7 +178,7 @@ async fn orders_are_read_listed_by_page_and_status_and_audited_over_rest() {
         .await;
     assert_eq!(stranger.status, 404);
 
-    let page = eventually(&app, &alice, "/api/v1/orders/?page_size=2", |page| {
+    let page = get_until(&app, &alice, "/api/v1/orders/?page_size=2", |page| {
         page["orders"].as_array().is_some_and(|o| o.len() == 2)
             && page["orders"][0]["order_id"] == third.as_str()
     })
@@ -217,7 +204,7 @@ async fn orders_are_read_listed_by_page_and_status_and_audited_over_rest() {
     assert_eq!(rest["next_page_token"], "");
 
     for status in ["ORDER_STATUS_CANCELLED", "6"] {
-        let only = eventually(
+        let only = get_until(
             &app,
             &alice,
             &format!("/api/v1/orders/?status={status}"),

@@ -1,25 +1,12 @@
 //! Saga administration over REST: a saga that ran out of retries is listed,
 //! inspected, dry-run and resumed through the shim, by admins only.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
-    helpers::{Backend, TestApp, spawn_app_with},
-    rest_client::call,
+    support::app::{Backend, spawn_app_with},
+    support::rest::{call, get_until},
 };
-
-/// GETs `path` as `token` until `done` holds.
-async fn eventually(app: &TestApp, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..500 {
-        let reply = call(app, "GET", path).bearer(token).send().await;
-        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
-        if done(&reply.json()) {
-            return reply.json();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("{path} never satisfied the condition");
-}
 
 #[tokio::test]
 async fn a_failed_saga_is_listed_dry_run_and_resumed_over_rest() {
@@ -53,7 +40,7 @@ async fn a_failed_saga_is_listed_dry_run_and_resumed_over_rest() {
     let order_id = order["order"]["order_id"].as_str().unwrap().to_string();
     let path = format!("/api/v1/admin/sagas/{saga}");
 
-    let failed = eventually(&app, &admin, &path, |s| {
+    let failed = get_until(&app, &admin, &path, |s| {
         s["saga"]["status"] == "SAGA_STATUS_FAILED"
     })
     .await;
@@ -105,11 +92,11 @@ async fn a_failed_saga_is_listed_dry_run_and_resumed_over_rest() {
         .send()
         .await;
     assert_eq!(resumed.status, 200, "{}", resumed.text());
-    eventually(&app, &admin, &path, |s| {
+    get_until(&app, &admin, &path, |s| {
         s["saga"]["status"] == "SAGA_STATUS_COMPLETED"
     })
     .await;
-    eventually(&app, &alice, &format!("/api/v1/orders/{order_id}"), |o| {
+    get_until(&app, &alice, &format!("/api/v1/orders/{order_id}"), |o| {
         o["order"]["status"] == "ORDER_STATUS_CONFIRMED"
     })
     .await;

@@ -8,165 +8,18 @@ use commerce::{
     domain::order::OrderStatus,
     proto::{
         commerce::v1::{
-            AddItemRequest, Address, CancelOrderRequest, CreateCartRequest, CreateOrderRequest,
-            GetSagaRequest, Order, Saga, SagaStatus, SagaStepStatus,
+            AddItemRequest, Address, CancelOrderRequest, CreateCartRequest, CreateOrderRequest, SagaStatus,
+            SagaStepStatus,
         },
-        inventory::v1::{GetStockRequest, ListReservationsRequest, Reservation, ReservationStatus},
-        payment::v1::{Authorization, AuthorizationStatus, ListAuthorizationsRequest},
-        shipping::v1::{ListShipmentsRequest, Shipment, ShipmentStatus},
+        inventory::v1::{GetStockRequest, ReservationStatus},
+        payment::v1::AuthorizationStatus,
+        shipping::v1::ShipmentStatus,
     },
 };
 use uuid::Uuid;
 
-use crate::{
-    helpers::{Backend, TestApp, authed, spawn_app_with},
-    stubs::StubClients,
-};
-
-/// What an order is made of in these tests.
-pub struct OrderSpec<'a> {
-    /// Cart lines: (product, quantity).
-    pub lines: &'a [(&'a str, i32)],
-    /// Payment method (magic values steer the payment stub).
-    pub payment_method: &'a str,
-    /// Shipping country (`ZZ` is unshippable).
-    pub country: &'a str,
-}
-
-impl Default for OrderSpec<'_> {
-    fn default() -> Self {
-        Self {
-            lines: &[("book", 2), ("pen", 1)],
-            payment_method: "pm_card_visa",
-            country: "US",
-        }
-    }
-}
-
-/// Places an order for `customer` through CartService and CreateOrder.
-pub async fn place(app: &TestApp, customer: &str, spec: OrderSpec<'_>) -> Order {
-    let token = app.customer(customer);
-    let cart = app
-        .carts()
-        .create_cart(authed(CreateCartRequest::default(), &token))
-        .await
-        .unwrap()
-        .into_inner()
-        .cart
-        .unwrap();
-    for (product, quantity) in spec.lines {
-        let add = AddItemRequest {
-            cart_id: cart.cart_id.clone(),
-            product_id: product.to_string(),
-            product_name: format!("A {product}"),
-            quantity: *quantity,
-            unit_price: "10.00".into(),
-            expected_version: None,
-        };
-        app.carts().add_item(authed(add, &token)).await.unwrap();
-    }
-    let request = CreateOrderRequest {
-        cart_id: cart.cart_id,
-        payment_method: spec.payment_method.into(),
-        shipping_address: Some(Address {
-            recipient_name: "Ada Lovelace".into(),
-            line1: "1 Main St".into(),
-            city: "Springfield".into(),
-            postal_code: "12345".into(),
-            country: spec.country.into(),
-            ..Default::default()
-        }),
-        idempotency_key: format!("{customer}-order"),
-    };
-    let order = app
-        .orders()
-        .create_order(authed(request, &token))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
-    assert!(!order.saga_id.is_empty(), "the saga starts with the order");
-    order
-}
-
-/// The saga as SagaAdmin shows it.
-pub async fn saga(app: &TestApp, saga_id: &str) -> Saga {
-    let request = GetSagaRequest {
-        saga_id: saga_id.into(),
-    };
-    app.sagas()
-        .get_saga(authed(request, &app.admin()))
-        .await
-        .unwrap()
-        .into_inner()
-        .saga
-        .unwrap()
-}
-
-/// Waits (up to 15 s) until the saga reaches `status`.
-pub async fn wait_saga(app: &TestApp, saga_id: &str, status: SagaStatus) -> Saga {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let current = saga(app, saga_id).await;
-        if current.status() == status {
-            return current;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "saga never reached {status:?}: {current:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The order's status and cancellation reason, folded from its stream.
-pub async fn order_state(app: &TestApp, order_id: &str) -> (OrderStatus, Option<String>) {
-    let id = Uuid::parse_str(order_id).unwrap();
-    let loaded = app.app.orders.load_until(id, None).await.unwrap().unwrap();
-    (loaded.order.status, loaded.order.cancellation_reason)
-}
-
-/// Clients of the stubs the app calls (embedded in it).
-pub fn stubs(app: &TestApp) -> StubClients {
-    StubClients::at(&app.app.sagas.sibling_urls().payment)
-}
-
-/// The three ledgers' entries for one order.
-pub async fn ledger(app: &TestApp, order_id: &str) -> (Vec<Authorization>, Vec<Reservation>, Vec<Shipment>) {
-    let mut s = stubs(app);
-    let order_id = order_id.to_string();
-    let auths = s
-        .payment
-        .list_authorizations(ListAuthorizationsRequest {
-            order_id: order_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .authorizations;
-    let reservations = s
-        .inventory
-        .list_reservations(ListReservationsRequest {
-            order_id: order_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .reservations;
-    let shipments = s
-        .shipping
-        .list_shipments(ListShipmentsRequest { order_id })
-        .await
-        .unwrap()
-        .into_inner()
-        .shipments;
-    (auths, reservations, shipments)
-}
-
-fn step_statuses(saga: &Saga) -> Vec<(String, SagaStepStatus)> {
-    saga.steps.iter().map(|s| (s.name.clone(), s.status())).collect()
-}
+use crate::support::app::{Backend, authed, spawn_app_with};
+use crate::support::saga::{OrderSpec, ledger, order_state, place, step_statuses, stubs, wait_saga};
 
 #[tokio::test]
 async fn an_order_is_fulfilled_to_confirmed_with_one_capture_and_keys_derived_from_the_clients_key() {

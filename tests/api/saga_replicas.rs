@@ -10,9 +10,11 @@ use std::{
 use rand::{SeedableRng, rngs::StdRng};
 
 use crate::{
-    child::{free_port, spawn},
-    helpers::{Backend, Isolation},
-    saga_kill::{Progress, check_outcome, place, plans, service_env, start_stubs, wait_terminal},
+    support::app::{Backend, Isolation},
+    support::child::{free_port, spawn},
+    support::saga_processes::{
+        Progress, check_outcome, place, plans, service_env, start_stubs, wait_terminal,
+    },
 };
 
 /// (saga, step, attempt, worker, started ms, finished ms) of one attempt.
@@ -86,7 +88,7 @@ async fn two_service_processes_on_one_database_share_the_sagas_and_never_run_a_s
     wait_terminal(&channels[0], &admin, Duration::from_secs(60)).await;
     let mut violations = check_outcome(&isolation, &stubs, &order_ids).await;
     // The read models, projected by two replicas at once, equal a rebuild from the events.
-    for v in crate::rebuild_check::compare_with_rebuild(&isolation.backends().await.db).await {
+    for v in crate::support::rebuild_check::compare_with_rebuild(&isolation.backends().await.db).await {
         println!("VIOLATION: {v}");
         violations += 1;
     }

@@ -41,8 +41,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::{
-    helpers::{Backend, Isolation},
-    stubs::{StubClients, spawn_stubs},
+    support::app::{Backend, Isolation},
+    support::stubs::{StubClients, spawn_stubs},
 };
 
 /// Siblings that fail on purpose: before the call (nothing applied) or after

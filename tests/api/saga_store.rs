@@ -20,7 +20,7 @@ use commerce::{
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{Backend, Isolation};
+use crate::support::app::{Backend, Isolation};
 
 struct Fixture {
     _isolation: Isolation,

@@ -15,8 +15,8 @@ use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
 use crate::{
-    helpers::{Backend, Isolation, TestApp, authed, spawn_app_with},
-    rest_client::call as rest,
+    support::app::{Backend, Isolation, TestApp, authed, spawn_app_with},
+    support::rest::call as rest,
 };
 
 /// One forged or misdirected credential and why it must fail.

@@ -13,9 +13,9 @@ use serde_json::json;
 use tonic::{Code, Request};
 
 use crate::{
-    helpers::{Backend, TestApp, spawn_app_with},
-    orders::{NO_SAGA, create_order, filled_cart, order_request},
-    rest_client::call,
+    support::app::{Backend, TestApp, spawn_app_with},
+    support::orders::{NO_SAGA, create_order, filled_cart, order_request},
+    support::rest::call,
 };
 
 /// Whose credentials an attack uses.
@@ -220,7 +220,7 @@ fn attacks(cart: &str, order: &str, saga: &str) -> Vec<Attack> {
 async fn send(app: &TestApp, token: Option<&str>, rpc: &Rpc) -> Code {
     fn req<T>(message: T, token: Option<&str>) -> Request<T> {
         match token {
-            Some(token) => crate::helpers::authed(message, token),
+            Some(token) => crate::support::app::authed(message, token),
             None => Request::new(message),
         }
     }
@@ -342,7 +342,7 @@ async fn send(app: &TestApp, token: Option<&str>, rpc: &Rpc) -> Code {
 async fn alices_world(app: &TestApp, alice: &str, cart: &str, order: &str) -> (String, String, usize) {
     let cart = app
         .carts()
-        .get_cart(crate::helpers::authed(
+        .get_cart(crate::support::app::authed(
             GetCartRequest { cart_id: cart.into() },
             alice,
         ))
@@ -353,7 +353,7 @@ async fn alices_world(app: &TestApp, alice: &str, cart: &str, order: &str) -> (S
         .unwrap();
     let order = app
         .orders()
-        .get_order(crate::helpers::authed(
+        .get_order(crate::support::app::authed(
             GetOrderRequest {
                 order_id: order.into(),
                 min_version: 1,
@@ -367,7 +367,7 @@ async fn alices_world(app: &TestApp, alice: &str, cart: &str, order: &str) -> (S
         .unwrap();
     let listed = app
         .orders()
-        .list_orders(crate::helpers::authed(ListOrdersRequest::default(), alice))
+        .list_orders(crate::support::app::authed(ListOrdersRequest::default(), alice))
         .await
         .unwrap()
         .into_inner()
@@ -431,7 +431,10 @@ async fn customers_reach_no_one_elses_cart_or_order_nor_admin_rpcs_over_grpc_and
     assert!(before.1.contains("Analytical"), "{}", before.1);
     let mallorys = app
         .orders()
-        .list_orders(crate::helpers::authed(ListOrdersRequest::default(), &mallory))
+        .list_orders(crate::support::app::authed(
+            ListOrdersRequest::default(),
+            &mallory,
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -1,107 +1,17 @@
 //! The sibling stubs over real gRPC: idempotency, ledgers, stock, and the
 //! magic inputs the saga tests rely on.
 
-use std::collections::HashMap;
-
-use commerce::{
-    config::Config,
-    proto::{
-        inventory::v1::{
-            GetStockRequest, ListReservationsRequest, ReleaseRequest, ReservationStatus, ReserveRequest,
-            SetStockRequest, StockLine, inventory_service_client::InventoryServiceClient,
-        },
-        payment::v1::{
-            AuthorizationStatus, AuthorizeRequest, CaptureRequest, ListAuthorizationsRequest, VoidRequest,
-            payment_service_client::PaymentServiceClient,
-        },
-        shipping::v1::{
-            CancelShipmentRequest, CreateShipmentRequest, Destination, ListShipmentsRequest, ShipmentStatus,
-            shipping_service_client::ShippingServiceClient,
-        },
+use crate::support::stubs::{StubClients, authorize, reserve, shipment, spawn_stubs};
+use commerce::proto::{
+    inventory::v1::{
+        GetStockRequest, ListReservationsRequest, ReleaseRequest, ReservationStatus, SetStockRequest,
     },
-    stubs::{Stubs, serve_stubs},
+    payment::v1::{
+        AuthorizationStatus, AuthorizeRequest, CaptureRequest, ListAuthorizationsRequest, VoidRequest,
+    },
+    shipping::v1::{CancelShipmentRequest, ListShipmentsRequest, ShipmentStatus},
 };
-use tonic::{Code, transport::Channel};
-
-/// Clients of one set of stubs (embedded in a test app, or standalone).
-#[derive(Clone)]
-pub struct StubClients {
-    /// Payment.
-    pub payment: PaymentServiceClient<Channel>,
-    /// Inventory.
-    pub inventory: InventoryServiceClient<Channel>,
-    /// Shipping.
-    pub shipping: ShippingServiceClient<Channel>,
-}
-
-impl StubClients {
-    /// Clients of the stubs at `url` (all three on one address).
-    pub fn at(url: &str) -> Self {
-        let channel = Channel::from_shared(url.to_string()).unwrap().connect_lazy();
-        Self {
-            payment: PaymentServiceClient::new(channel.clone()),
-            inventory: InventoryServiceClient::new(channel.clone()),
-            shipping: ShippingServiceClient::new(channel),
-        }
-    }
-}
-
-/// Standalone stubs on a random loopback port with `overrides` (STUB_* vars).
-pub async fn spawn_stubs(overrides: &[(&str, &str)]) -> (String, StubClients) {
-    let vars: HashMap<String, String> = overrides
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let config = Config::from_vars(&vars).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve_stubs(
-        listener,
-        Stubs::from_settings(&config.stubs),
-        std::future::pending(),
-    ));
-    (url.clone(), StubClients::at(&url))
-}
-
-fn authorize(key: &str, order: &str, method: &str) -> AuthorizeRequest {
-    AuthorizeRequest {
-        idempotency_key: key.into(),
-        order_id: order.into(),
-        amount: "59.98".into(),
-        currency: "USD".into(),
-        payment_method: method.into(),
-    }
-}
-
-fn reserve(key: &str, order: &str, lines: &[(&str, i32)]) -> ReserveRequest {
-    ReserveRequest {
-        idempotency_key: key.into(),
-        order_id: order.into(),
-        lines: lines
-            .iter()
-            .map(|(p, q)| StockLine {
-                product_id: p.to_string(),
-                quantity: *q,
-            })
-            .collect(),
-    }
-}
-
-fn shipment(key: &str, order: &str, country: &str) -> CreateShipmentRequest {
-    CreateShipmentRequest {
-        idempotency_key: key.into(),
-        order_id: order.into(),
-        destination: Some(Destination {
-            recipient_name: "Ada".into(),
-            line1: "1 Main St".into(),
-            city: "Springfield".into(),
-            postal_code: "12345".into(),
-            country: country.into(),
-            ..Default::default()
-        }),
-        item_count: 2,
-    }
-}
+use tonic::Code;
 
 #[tokio::test]
 async fn payment_applies_a_key_once_and_never_captures_twice() {

@@ -10,9 +10,10 @@ use commerce::proto::commerce::v1::{
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Backend, TestApp, authed, spawn_app_with},
-    rest_client::call,
-    support::shop::{cart_with, count, order_request, violated_fields},
+    support::app::{Backend, TestApp, authed, spawn_app_with},
+    support::orders::{cart_with, order_request, violated_fields},
+    support::rest::call,
+    support::store::count,
 };
 
 fn names(fields: &[String], field: &str) -> bool {

@@ -16,8 +16,8 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use tonic::Code;
 
 use crate::{
-    helpers::{Backend, TestApp, authed, spawn_app_with},
-    support::{self, shop::cart_with},
+    support::app::{Backend, TestApp, authed, spawn_app_with},
+    support::{self, orders::cart_with},
 };
 
 const PRODUCTS: [&str; 4] = ["apple", "pear", "fig", "kiwi"];
@@ -230,7 +230,7 @@ async fn concurrent_cancels_racing_the_saga_on_one_order_leave_one_consistent_hi
         let order = app
             .orders()
             .create_order(authed(
-                crate::support::shop::order_request(&cart.cart_id, "k"),
+                crate::support::orders::order_request(&cart.cart_id, "k"),
                 &token,
             ))
             .await
@@ -259,7 +259,7 @@ async fn concurrent_cancels_racing_the_saga_on_one_order_leave_one_consistent_hi
                 Err(s) => panic!("seed {seed}: cancel answered {s:?}"),
             }
         }
-        crate::helpers::wait_for_within("the order to end", std::time::Duration::from_secs(30), || async {
+        crate::support::wait_for_within("the order to end", std::time::Duration::from_secs(30), || async {
             let types = stream_types(&app, &order.order_id).await;
             types
                 .iter()

@@ -28,8 +28,8 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use uuid::Uuid;
 
 use crate::{
-    helpers::{Backend, TestApp, spawn_app_with, wait_for_within},
-    support::{self, shop::count},
+    support::app::{Backend, TestApp, spawn_app_with},
+    support::{self, store::count, wait_for_within},
 };
 
 /// An `OrderCreated` as the codec stores it.

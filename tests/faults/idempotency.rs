@@ -13,10 +13,11 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::{
-    helpers::{Backend, TestApp, authed, spawn_app_with},
+    support::app::{Backend, TestApp, authed, spawn_app_with},
     support::{
         self,
-        shop::{cart_with, count, order_request, violated_fields},
+        orders::{cart_with, order_request, violated_fields},
+        store::count,
     },
 };
 
@@ -106,7 +107,7 @@ async fn one_key_sent_a_thousand_times_half_at_once_makes_one_order_with_identic
     .await
     .expect("the embedded stubs");
     let order_id: Uuid = first.order_id.parse().unwrap();
-    crate::helpers::wait_for_within("the order's saga to end", Duration::from_secs(30), || async {
+    crate::support::wait_for_within("the order's saga to end", Duration::from_secs(30), || async {
         let events = app.app.events.read_stream(order_id, 1).await.unwrap();
         events
             .iter()

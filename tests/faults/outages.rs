@@ -15,9 +15,11 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    helpers::{Backend, Isolation, TestApp, authed, spawn_on, wait_for, wait_for_within},
-    proxy::Proxy,
-    support::shop::{cart_with, count, order_request},
+    support::app::{Backend, Isolation, TestApp, authed, spawn_on},
+    support::orders::{cart_with, order_request},
+    support::proxy::Proxy,
+    support::store::count,
+    support::{wait_for, wait_for_within},
 };
 
 /// POOL_TIMEOUT_MS of these tests.

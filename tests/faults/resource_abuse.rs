@@ -13,9 +13,9 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    child::{free_port, spawn},
-    helpers::{Backend, Isolation, authed},
     support,
+    support::app::{Backend, Isolation, authed},
+    support::child::{free_port, spawn},
 };
 
 /// What one client of the flood achieved.

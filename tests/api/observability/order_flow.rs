@@ -14,11 +14,11 @@ use commerce::{
 };
 use tonic::transport::Channel;
 
-use super::support::{Collector, ExportedSpan, ServerProcess, fresh_traceparent, sample};
+use crate::support::observability::{Collector, ExportedSpan, ServerProcess, fresh_traceparent, sample};
 use crate::{
-    health::http_get,
-    helpers::{authed, spawn_app},
-    orders::order_request,
+    support::app::{authed, spawn_app},
+    support::orders::order_request,
+    support::rest::http_get,
 };
 
 /// A customer's cart with one line, then CreateOrder from it with `traceparent`

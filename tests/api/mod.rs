@@ -1,12 +1,9 @@
-//! One integration-test binary for the running service (zero-to-production style).
-
-mod helpers;
+//! The running service through its API, its stores and its processes.
 
 mod bus;
 mod cart;
 mod cart_outage;
 mod cart_store;
-mod child;
 mod deploy;
 mod event_store;
 mod health;
@@ -18,15 +15,12 @@ mod orders;
 mod privacy;
 mod privacy_leaks;
 mod projections;
-mod proxy;
 mod read_models;
 mod read_side;
-mod rebuild_check;
 mod rebuild_rate;
 mod relay;
 mod rest;
 mod rest_cart;
-mod rest_client;
 mod rest_docs;
 mod rest_input;
 mod rest_orders;

@@ -1,9 +1,6 @@
 //! The real binary as a child process (`commerce serve`, `commerce stubs`):
 //! started on a port picked here with its log in a file, killed with SIGKILL
-//! (a crash: no drain) and measured (RSS from /proc). Shared by the `api` and
-//! `faults` test binaries.
-
-#![allow(dead_code)]
+//! (a crash: no drain) and measured (RSS from /proc).
 
 use std::{collections::HashMap, process::Stdio, time::Duration};
 

@@ -3,25 +3,11 @@
 //! # Layout
 //! - `fuzz_*`: property-based fuzzing (proptest) of money parsing and
 //!   arithmetic, event decoding and upcasting, and request validation. A short
-//!   run in CI; a long one with `PROPTEST_CASES=100000 cargo test --test faults fuzz_`.
+//!   run in CI; a long one with `PROPTEST_CASES=100000 cargo test --test integration
+//!   faults::fuzz_`.
 //! - The service-level suites (crash, outages, concurrency, bad input,
 //!   idempotency, event gaps, resource abuse) run the real server, in process
 //!   or as a child process; long variants behind `LONG_TESTS=1`.
-//!
-//! Every suite runs on PostgreSQL and Redis when `TEST_DATABASE_URL` /
-//! `TEST_REDIS_URL` are set (CI sets them), embedded otherwise.
-
-#[path = "../api/child.rs"]
-mod child;
-#[path = "../api/helpers.rs"]
-mod helpers;
-#[path = "../api/proxy.rs"]
-mod proxy;
-#[allow(dead_code)]
-#[path = "../api/rest_client.rs"]
-mod rest_client;
-
-mod support;
 
 mod bad_input;
 mod concurrency;

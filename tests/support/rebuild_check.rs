@@ -1,8 +1,5 @@
 //! "Read models equal a rebuild": the projected read models, once caught up,
 //! must be exactly what replaying the event store from scratch produces.
-//! Shared by the `api` and `faults` test binaries.
-
-#![allow(dead_code)]
 
 use std::{sync::Arc, time::Duration};
 
@@ -53,7 +50,7 @@ async fn read_all(store: &ReadModelStore) -> ReadModels {
 pub async fn caught_up(db: &Db) {
     let store = ReadModelStore::new(db);
     let events = event_store(db, OrderCodec::upcasters());
-    crate::helpers::wait_for_within("projections at the head", Duration::from_secs(60), || async {
+    crate::support::wait_for_within("projections at the head", Duration::from_secs(60), || async {
         let head = events.head_position().await.unwrap_or(-1);
         store
             .checkpoints()

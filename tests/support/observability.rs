@@ -17,7 +17,9 @@ use opentelemetry_proto::tonic::{
     trace::v1::Span,
 };
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::eventually;
 
 /// How long a test waits for a log line or a span before failing.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -97,11 +99,13 @@ impl ServerProcess {
 
     /// The first JSON log line matching `wanted`, waiting for it to be written.
     pub async fn wait_for_log(&self, wanted: impl Fn(&Value) -> bool) -> Value {
-        let found = eventually(|| {
-            self.lines()
+        let found = eventually(PATIENCE, || {
+            let line = self
+                .lines()
                 .iter()
                 .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .find(|line| wanted(line))
+                .find(|line| wanted(line));
+            async move { line }
         })
         .await;
         found.unwrap_or_else(|| panic!("no such log line in:\n{}", self.lines().join("\n")))
@@ -207,9 +211,10 @@ impl Collector {
 
     /// Waits until the spans received satisfy `done`, and returns them.
     pub async fn wait_for(&self, done: impl Fn(&[ExportedSpan]) -> bool) -> Vec<ExportedSpan> {
-        let found = eventually(|| {
+        let found = eventually(PATIENCE, || {
             let spans = self.spans();
-            done(&spans).then_some(spans)
+            let found = done(&spans).then_some(spans);
+            async move { found }
         })
         .await;
         found.unwrap_or_else(|| {
@@ -217,34 +222,6 @@ impl Collector {
             panic!("the collector never saw the expected spans; it saw {names:?}")
         })
     }
-}
-
-/// Polls `probe` until it yields something or [`PATIENCE`] runs out.
-async fn eventually<T>(probe: impl Fn() -> Option<T>) -> Option<T> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(found) = probe() {
-            return Some(found);
-        }
-        if tokio::time::Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A raw HTTP/1.1 GET with extra headers, returning the whole response.
-pub async fn http_get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> String {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// The sum of the samples of `name` whose labels include all of `labels`

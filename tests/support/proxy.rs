@@ -1,8 +1,6 @@
 //! A TCP proxy the tests put between the service and a dependency (PostgreSQL,
 //! Redis) to make it vanish and come back, without touching the machine's
-//! shared servers. Shared by the `api` and `faults` test binaries.
-
-#![allow(dead_code)]
+//! shared servers.
 
 use std::{
     net::SocketAddr,

@@ -4,8 +4,6 @@
 //! Backend: PostgreSQL and Redis when `TEST_DATABASE_URL` / `TEST_REDIS_URL`
 //! are set (CI sets both), the embedded SQLite file and in-process stores otherwise.
 
-#![allow(dead_code)]
-
 use std::{collections::HashMap, time::Duration};
 
 use commerce::{
@@ -283,29 +281,6 @@ impl TestApp {
     pub fn admin_client(&self) -> AdminServiceClient<Channel> {
         AdminServiceClient::new(self.channel.clone())
     }
-
-    /// Stops the server gracefully and returns its resources (for a restart).
-    pub async fn stop(mut self) -> Isolation {
-        self.shutdown().await;
-        std::mem::replace(
-            &mut self.isolation,
-            Isolation {
-                vars: HashMap::new(),
-                database: None,
-                redis: None,
-                _dir: tempfile::tempdir().unwrap(),
-            },
-        )
-    }
-
-    async fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-        }
-    }
 }
 
 impl Drop for TestApp {
@@ -326,30 +301,4 @@ pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
-}
-
-/// Polls `condition` every 100 ms until it holds; fails the test after 10 s
-/// (the health monitor checks every 2 s).
-pub async fn wait_for<F, Fut>(what: &str, condition: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    wait_for_within(what, Duration::from_secs(10), condition).await;
-}
-
-/// [`wait_for`] with its own time limit.
-pub async fn wait_for_within<F, Fut>(what: &str, limit: Duration, condition: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + limit;
-    while !condition().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -6,7 +6,11 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use crate::helpers::TestApp;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{app::TestApp, eventually};
 
 /// An answer of the server.
 #[derive(Debug)]
@@ -115,4 +119,36 @@ pub fn call(app: &TestApp, method: &str, path: &str) -> Call {
         request: http::Request::builder().method(method).uri(path),
         body: Bytes::new(),
     }
+}
+
+/// GETs `path` as `token` until the JSON answer satisfies `done` (the read
+/// side is eventually consistent); fails the test after 20 s.
+pub async fn get_until(app: &TestApp, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let found = eventually(Duration::from_secs(20), || async {
+        let reply = call(app, "GET", path).bearer(token).send().await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        let body = reply.json();
+        done(&body).then_some(body)
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("{path} never satisfied the condition"))
+}
+
+/// A raw HTTP/1.1 GET (no client crate needed), returning the whole response.
+pub async fn http_get(port: u16, path: &str) -> String {
+    http_get_with(port, path, &[]).await
+}
+
+/// A raw HTTP/1.1 GET with extra headers, returning the whole response.
+pub async fn http_get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response).into_owned()
 }

@@ -1,0 +1,138 @@
+//! Orders as a client places them: request fixtures with sensible defaults (a
+//! card that succeeds, an address in London), carts filled over gRPC, and the
+//! calls around them.
+
+use commerce::{
+    auth::{Principal, Role},
+    proto::commerce::v1::{
+        AddItemRequest, Address, CancelOrderRequest, Cart, CreateCartRequest, CreateOrderRequest, Order,
+    },
+};
+use tonic::transport::Channel;
+
+use crate::support::app::{TestApp, authed};
+
+/// Overrides that keep orders PENDING: no saga runs.
+pub const NO_SAGA: &[(&str, &str)] = &[("ENABLE_SAGA_ORCHESTRATION", "false")];
+
+/// The lines of [`filled_cart`]: 2 x 19.99 and 1 x 5.00.
+pub const BOOK_AND_PEN: &[(&str, i32, &str)] = &[("book", 2, "19.99"), ("pen", 1, "5.00")];
+
+/// AddItem of `quantity` x `product` at `price`, named "A {product}"; vary the
+/// rest with struct update syntax (`AddItemRequest { expected_version, ..add_item(..) }`).
+pub fn add_item(cart_id: &str, product: &str, quantity: i32, price: &str) -> AddItemRequest {
+    AddItemRequest {
+        cart_id: cart_id.into(),
+        product_id: product.into(),
+        product_name: format!("A {product}"),
+        quantity,
+        unit_price: price.into(),
+        expected_version: None,
+    }
+}
+
+/// The shipping address of every fixture order (tests look for its words in
+/// logs and stored rows).
+pub fn address() -> Address {
+    Address {
+        recipient_name: "Ada Lovelace".into(),
+        line1: "1 Analytical Way".into(),
+        city: "London".into(),
+        postal_code: "N1 9GU".into(),
+        country: "GB".into(),
+        ..Default::default()
+    }
+}
+
+/// A valid CreateOrder for `cart_id` under `key`, paid by a card that
+/// succeeds; vary it with struct update syntax.
+pub fn order_request(cart_id: &str, key: &str) -> CreateOrderRequest {
+    CreateOrderRequest {
+        cart_id: cart_id.into(),
+        payment_method: "pm_card_visa".into(),
+        shipping_address: Some(address()),
+        idempotency_key: key.into(),
+    }
+}
+
+/// A new cart of `token`'s customer with `items` (product, quantity, price).
+pub async fn cart_with(app: &TestApp, token: &str, items: &[(&str, i32, &str)]) -> Cart {
+    fill_cart(&app.channel, token, items).await
+}
+
+/// A cart of `token`'s customer holding [`BOOK_AND_PEN`]; returns its id.
+pub async fn filled_cart(app: &TestApp, token: &str) -> String {
+    cart_with(app, token, BOOK_AND_PEN).await.cart_id
+}
+
+/// A new cart of `token`'s customer on `channel` (an app in process or a
+/// child process) with `items` (product, quantity, price).
+pub async fn fill_cart(channel: &Channel, token: &str, items: &[(&str, i32, &str)]) -> Cart {
+    let mut carts =
+        commerce::proto::commerce::v1::cart_service_client::CartServiceClient::new(channel.clone());
+    let mut cart = carts
+        .create_cart(authed(CreateCartRequest::default(), token))
+        .await
+        .expect("create cart")
+        .into_inner()
+        .cart
+        .expect("a cart");
+    for (product, quantity, price) in items {
+        let request = add_item(&cart.cart_id, product, *quantity, price);
+        cart = carts
+            .add_item(authed(request, token))
+            .await
+            .expect("add item")
+            .into_inner()
+            .cart
+            .expect("a cart");
+    }
+    cart
+}
+
+/// CreateOrder as `token`.
+pub async fn create_order(
+    app: &TestApp,
+    token: &str,
+    request: CreateOrderRequest,
+) -> Result<Order, tonic::Status> {
+    let response = app.orders().create_order(authed(request, token)).await?;
+    Ok(response.into_inner().order.unwrap())
+}
+
+/// CancelOrder of `order_id` as `token`, with `reason`.
+pub async fn cancel(
+    app: &TestApp,
+    token: &str,
+    order_id: &str,
+    reason: &str,
+) -> Result<Order, tonic::Status> {
+    let request = CancelOrderRequest {
+        order_id: order_id.into(),
+        reason: reason.into(),
+    };
+    Ok(app
+        .orders()
+        .cancel_order(authed(request, token))
+        .await?
+        .into_inner()
+        .order
+        .unwrap())
+}
+
+/// A customer principal, for calls to the application layer.
+pub fn customer(subject: &str) -> Principal {
+    Principal {
+        subject: subject.into(),
+        roles: vec![Role::Customer],
+    }
+}
+
+/// The fields named by an INVALID_ARGUMENT's BadRequest details.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let details = status.get_error_details();
+    let bad = details.bad_request().expect("bad request details");
+    bad.field_violations.iter().map(|v| v.field.clone()).collect()
+}

@@ -1,0 +1,157 @@
+//! The read side below the transports: a rig of backends, bus, event store and
+//! read models, and sample orders appended to an app's event store.
+
+use std::{sync::Arc, time::Duration};
+
+use commerce::{
+    bus::{self, EventBus},
+    db::Db,
+    outbox::OutboxRelay,
+    projections::{
+        ReadModel, fold_stream,
+        order_detail::OrderDetail,
+        runner::{Projection, Projector},
+        samples::SampleOrder,
+    },
+    shutdown::{self, Shutdown, ShutdownTrigger},
+    store::{
+        event_store::{AppendOptions, EventStore, OrderCodec, event_store},
+        read_models::{ListQuery, ReadModelStore},
+    },
+};
+use uuid::Uuid;
+
+use crate::support::app::{Backend, Isolation, TestApp};
+
+/// Backends, bus, event store and read models of one test.
+pub struct Rig {
+    pub db: Db,
+    pub bus: Arc<dyn EventBus>,
+    pub events: Arc<dyn EventStore>,
+    pub store: ReadModelStore,
+    pub trigger: ShutdownTrigger,
+    pub shutdown: Shutdown,
+    _isolation: Isolation,
+}
+
+impl Rig {
+    pub async fn new(backend: Backend) -> Self {
+        let isolation = Isolation::new(backend).await;
+        let backends = isolation.backends().await;
+        let config = isolation.config(&[]);
+        let (trigger, shutdown) = shutdown::channel();
+        Self {
+            bus: bus::from_backends(&config.redis, &backends),
+            events: event_store(&backends.db, OrderCodec::upcasters()),
+            store: ReadModelStore::new(&backends.db),
+            db: backends.db,
+            trigger,
+            shutdown,
+            _isolation: isolation,
+        }
+    }
+
+    /// A projector whose sweep waits `sweep_every` (long: only the bus works).
+    pub fn projector(&self, consumer: &str, sweep_every: Duration) -> Projector {
+        let mut projector = Projector::new(
+            self.bus.clone(),
+            self.store.clone(),
+            self.events.clone(),
+            Default::default(),
+        );
+        projector.consumer = consumer.to_string();
+        projector.settings.sweep_every = sweep_every;
+        projector.settings.batch = 25;
+        projector
+    }
+
+    /// Starts the relay.
+    pub fn relay(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(OutboxRelay::new(self.db.clone(), self.bus.clone()).run(self.shutdown.clone()))
+    }
+
+    /// Appends the confirmed life of `order`, in `chunks` appends.
+    pub async fn append(&self, order: &SampleOrder, events: &[commerce::domain::order::OrderEvent]) {
+        let current = self.events.stream_version(order.order_id).await.unwrap();
+        let new = SampleOrder::encode(&events[current as usize..]);
+        self.events
+            .append(order.order_id, current, new, AppendOptions::default())
+            .await
+            .unwrap();
+    }
+
+    /// The fold of each stream straight from the event store.
+    pub async fn truth<R: ReadModel>(&self, ids: &[Uuid]) -> Vec<R> {
+        let mut rows = Vec::new();
+        for id in ids {
+            let events = self.events.read_stream(*id, 1).await.unwrap();
+            rows.push(fold_stream::<R>(&events).unwrap().expect("a stream"));
+        }
+        rows
+    }
+
+    /// Waits until at least `count` events are settled (readable by `read_all`).
+    pub async fn settled(&self, count: usize) -> bool {
+        for _ in 0..300 {
+            if self.events.read_all(0, count).await.unwrap().len() >= count {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Waits until every order's detail row is at `version`.
+    pub async fn converged<R: Projection>(&self, ids: &[Uuid], version: u64) -> bool {
+        for _ in 0..300 {
+            let versions = self.store.versions::<R>(ids).await.unwrap();
+            if ids.iter().all(|id| versions.get(id) == Some(&version)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+/// Every row of the detail table, for comparisons.
+pub async fn details(store: &ReadModelStore, ids: &[Uuid]) -> Vec<OrderDetail> {
+    let mut rows = Vec::new();
+    for id in ids {
+        rows.push(store.order_detail(*id).await.unwrap().expect("row"));
+    }
+    rows
+}
+
+pub async fn all_summaries(
+    store: &ReadModelStore,
+) -> Vec<commerce::projections::customer_orders::OrderSummary> {
+    store
+        .list_orders(&ListQuery {
+            customer_id: None,
+            status: None,
+            after: None,
+            limit: 10_000,
+        })
+        .await
+        .unwrap()
+}
+
+pub fn spawn<P: Projection>(projector: &Projector, shutdown: &Shutdown) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(projector.clone().run::<P>(shutdown.clone()))
+}
+/// Appends the whole confirmed life of a new order of `customer`.
+pub async fn place(app: &TestApp, customer: &str) -> SampleOrder {
+    let order = SampleOrder::new(customer, 2);
+    app.app
+        .events
+        .append(
+            order.order_id,
+            0,
+            SampleOrder::encode(&order.confirmed()),
+            AppendOptions::default(),
+        )
+        .await
+        .unwrap();
+    order
+}
