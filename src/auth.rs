@@ -7,10 +7,12 @@
 //! - [`keys`]: the [`Authenticator`]: which keys verify which algorithms.
 //! - [`layer`]: the [`AuthLayer`] in front of every route of the one port, which
 //!   also applies the rate limit of [`crate::ratelimit`].
-//! - [`testing`]: forged and odd tokens for the attack suites.
+//! - `testing` (unit tests and the `testing` feature of the integration tests
+//!   only): forged and odd tokens for the attack suites.
 
 mod keys;
 mod layer;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

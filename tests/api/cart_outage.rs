@@ -12,10 +12,10 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{
-    support::app::{Backend, TestApp, authed, spawn_app_with},
-    support::proxy::Proxy,
-    support::wait_for,
+use crate::support::{
+    app::{Backend, TestApp, authed, spawn_app_with},
+    proxy::Proxy,
+    wait_for,
 };
 
 /// Bound on how long a cart call may take to fail while Redis is away: the

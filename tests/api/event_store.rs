@@ -18,8 +18,10 @@ use commerce::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::app::Backend;
-use crate::support::store::{count, event, exec, read_all_settled, store_on};
+use crate::support::{
+    app::Backend,
+    store::{count, event, exec, read_all_settled, store_on},
+};
 
 #[tokio::test]
 async fn streams_are_gapless_conflicts_are_typed_and_repeats_are_stored_once() {

@@ -4,8 +4,10 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::support::app::{Backend, spawn_app_with};
-use crate::support::rest::http_get;
+use crate::support::{
+    app::{Backend, spawn_app_with},
+    rest::http_get,
+};
 
 #[tokio::test]
 async fn every_service_reports_serving_and_health_json_answers() {

@@ -10,9 +10,9 @@ use commerce::store::{
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::{
-    support::app::Backend,
-    support::store::{event, store_on},
+use crate::support::{
+    app::Backend,
+    store::{event, store_on},
 };
 
 fn claim(key: &str, hash: &str, lease_ms: u64) -> Claim {

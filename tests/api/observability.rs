@@ -24,11 +24,11 @@ use commerce::{
 use tonic::metadata::MetadataValue;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::support::observability::{Collector, ServerProcess, fresh_traceparent, sample};
-use crate::support::rest::http_get_with;
-use crate::{
-    support::app::{Backend, authed, spawn_app, spawn_app_with},
-    support::rest::http_get,
+use crate::support::{
+    app::{Backend, authed, spawn_app, spawn_app_with},
+    observability::{Collector, ServerProcess, fresh_traceparent, sample},
+    rest::http_get,
+    rest::http_get_with,
 };
 
 #[tokio::test]

@@ -9,10 +9,10 @@ use commerce::{
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::{
-    support::app::{Backend, spawn_app_with},
-    support::orders::{NO_SAGA, cancel, create_order, customer, filled_cart, order_request},
-    support::store::{count, exec},
+use crate::support::{
+    app::{Backend, spawn_app_with},
+    orders::{NO_SAGA, cancel, create_order, customer, filled_cart, order_request},
+    store::{count, exec},
 };
 
 #[tokio::test]

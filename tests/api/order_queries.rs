@@ -17,11 +17,11 @@ use commerce::{
 };
 use tonic::Code;
 
-use crate::{
-    support::app::{Backend, TestApp, authed, spawn_app_with},
-    support::orders::{create_order, filled_cart, order_request},
-    support::read_side::place,
-    support::wait_for_within,
+use crate::support::{
+    app::{Backend, TestApp, authed, spawn_app_with},
+    orders::{create_order, filled_cart, order_request},
+    read_side::place,
+    wait_for_within,
 };
 
 async fn get(app: &TestApp, token: &str, order_id: &str, min_version: i64) -> Result<Order, tonic::Status> {

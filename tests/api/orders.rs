@@ -21,11 +21,11 @@ use commerce::{
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::support::orders::{NO_SAGA, cancel, create_order, customer, filled_cart, order_request};
-use crate::{
-    support::app::{Backend, authed, spawn_app_with},
-    support::rest::call,
-    support::store::count,
+use crate::support::{
+    app::{Backend, authed, spawn_app_with},
+    orders::{NO_SAGA, cancel, create_order, customer, filled_cart, order_request},
+    rest::call,
+    store::count,
 };
 
 #[tokio::test]

@@ -16,9 +16,9 @@ use commerce::{
 use serde_json::json;
 use tonic::Code;
 
-use crate::{
-    support::app::{Backend, Isolation, TestApp, authed, spawn_app_with},
-    support::orders::{NO_SAGA, cancel, create_order, customer, filled_cart, order_request},
+use crate::support::{
+    app::{Backend, Isolation, TestApp, authed, spawn_app_with},
+    orders::{NO_SAGA, cancel, create_order, customer, filled_cart, order_request},
 };
 
 fn master() -> MasterKey {

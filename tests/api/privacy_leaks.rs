@@ -4,10 +4,10 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use crate::{
-    support::app::{Backend, authed, spawn_app_with},
-    support::observability::ServerProcess,
-    support::orders::{create_order, customer, filled_cart, order_request},
+use crate::support::{
+    app::{Backend, authed, spawn_app_with},
+    observability::ServerProcess,
+    orders::{create_order, customer, filled_cart, order_request},
 };
 use commerce::{
     auth::{Role, mint_token},

@@ -16,8 +16,10 @@ use commerce::{
 };
 use uuid::Uuid;
 
-use crate::support::app::Backend;
-use crate::support::read_side::{Rig, all_summaries, details, spawn};
+use crate::support::{
+    app::Backend,
+    read_side::{Rig, all_summaries, details, spawn},
+};
 
 #[tokio::test]
 async fn appended_events_reach_every_read_model_through_the_relay_and_the_bus() {

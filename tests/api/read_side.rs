@@ -10,8 +10,10 @@ use commerce::{
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::support::app::{Backend, authed, spawn_app_with};
-use crate::support::read_side::place;
+use crate::support::{
+    app::{Backend, authed, spawn_app_with},
+    read_side::place,
+};
 
 #[tokio::test]
 async fn admins_see_projection_status_and_health_reports_lag() {

@@ -4,9 +4,10 @@ use commerce::{
     projections::rebuild::Rebuild, projections::samples::SampleOrder, store::event_store::AppendOptions,
 };
 
-use crate::{
-    support::app::Backend,
-    support::read_side::{Rig, all_summaries},
+use crate::support::{
+    self,
+    app::Backend,
+    read_side::{Rig, all_summaries},
 };
 
 /// The rebuild rate, measured (LONG_TESTS=1; REBUILD_ORDERS orders of 6
@@ -15,7 +16,7 @@ use crate::{
 /// `commerce rebuild-projections` runs (the rebuild reads ahead on another task).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_rate_is_measured_on_a_large_event_store() {
-    if std::env::var("LONG_TESTS").is_err() {
+    if !support::long() {
         return;
     }
     let orders: usize = std::env::var("REBUILD_ORDERS")

@@ -9,7 +9,7 @@ use commerce::{
 };
 use uuid::Uuid;
 
-use crate::{support::app::Backend, support::read_side::Rig};
+use crate::support::{app::Backend, read_side::Rig};
 
 /// A bus that refuses to publish while `down` is set (Redis unreachable).
 struct FlakyBus {

@@ -3,9 +3,9 @@
 
 use commerce::rest::rules::RULES;
 
-use crate::{
-    support::app::{Backend, spawn_app, spawn_app_with},
-    support::rest::call,
+use crate::support::{
+    app::{Backend, spawn_app, spawn_app_with},
+    rest::call,
 };
 
 /// A concrete path for a rule's template (a fresh UUID per variable).

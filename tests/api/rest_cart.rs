@@ -4,9 +4,9 @@
 use commerce::proto::commerce::v1::GetCartRequest;
 use serde_json::{Value, json};
 
-use crate::{
-    support::app::{TestApp, authed, spawn_app},
-    support::rest::{Reply, call},
+use crate::support::{
+    app::{TestApp, authed, spawn_app},
+    rest::{Reply, call},
 };
 
 /// The seed README's "Add item to cart" body.

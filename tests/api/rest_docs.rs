@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use commerce::rest::rules::RULES;
 
-use crate::{support::app::spawn_app, support::rest::call};
+use crate::support::{app::spawn_app, rest::call};
 
 /// The REST column of design.md section 2.
 const DESIGN_ROUTES: &[(&str, &str, &str)] = &[

@@ -3,9 +3,9 @@
 
 use serde_json::json;
 
-use crate::{
-    support::app::{Backend, TestApp, spawn_app, spawn_app_with},
-    support::rest::{Reply, call},
+use crate::support::{
+    app::{Backend, TestApp, spawn_app, spawn_app_with},
+    rest::{Reply, call},
 };
 
 fn items_path() -> String {

@@ -3,9 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::{
-    support::app::{Backend, TestApp, spawn_app_with},
-    support::rest::{call, get_until},
+use crate::support::{
+    app::{Backend, TestApp, spawn_app_with},
+    rest::{call, get_until},
 };
 
 const NO_SAGA: &[(&str, &str)] = &[("ENABLE_SAGA_ORCHESTRATION", "false")];

@@ -3,9 +3,9 @@
 
 use serde_json::json;
 
-use crate::{
-    support::app::{Backend, spawn_app_with},
-    support::rest::{call, get_until},
+use crate::support::{
+    app::{Backend, spawn_app_with},
+    rest::{call, get_until},
 };
 
 #[tokio::test]

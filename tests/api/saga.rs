@@ -18,8 +18,10 @@ use commerce::{
 };
 use uuid::Uuid;
 
-use crate::support::app::{Backend, authed, spawn_app_with};
-use crate::support::saga::{OrderSpec, ledger, order_state, place, step_statuses, stubs, wait_saga};
+use crate::support::{
+    app::{Backend, authed, spawn_app_with},
+    saga::{OrderSpec, ledger, order_state, place, step_statuses, stubs, wait_saga},
+};
 
 #[tokio::test]
 async fn an_order_is_fulfilled_to_confirmed_with_one_capture_and_keys_derived_from_the_clients_key() {

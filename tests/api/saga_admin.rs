@@ -15,9 +15,9 @@ use commerce::{
 };
 use tonic::Code;
 
-use crate::{
-    support::app::{Backend, TestApp, authed, spawn_app_with},
-    support::saga::{OrderSpec, ledger, order_state, place, saga, wait_saga},
+use crate::support::{
+    app::{Backend, TestApp, authed, spawn_app_with},
+    saga::{OrderSpec, ledger, order_state, place, saga, wait_saga},
 };
 
 /// The saga's own stream: its operator actions as events.

@@ -12,17 +12,15 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use crate::support::saga_processes::{
-    Progress, check_outcome, place, plans, service_env, start_stubs, wait_terminal,
-};
-use crate::{
-    support::app::{Backend, Isolation},
-    support::child::{free_port, spawn},
+use crate::support::{
+    self,
+    app::{Backend, Isolation},
+    child::{free_port, spawn},
+    saga_processes::{Progress, check_outcome, place, plans, service_env, start_stubs, wait_terminal},
 };
 #[tokio::test]
 async fn killed_at_random_moments_the_service_loses_no_order_and_captures_no_payment_twice() {
-    let long = std::env::var("LONG_TESTS").is_ok();
-    let (order_count, max_kills) = if long { (300, 40) } else { (60, 8) };
+    let (order_count, max_kills) = (support::scale(60, 300), support::scale(8, 40));
     let seed: u64 = std::env::var("KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -9,12 +9,10 @@ use std::{
 
 use rand::{SeedableRng, rngs::StdRng};
 
-use crate::{
-    support::app::{Backend, Isolation},
-    support::child::{free_port, spawn},
-    support::saga_processes::{
-        Progress, check_outcome, place, plans, service_env, start_stubs, wait_terminal,
-    },
+use crate::support::{
+    app::{Backend, Isolation},
+    child::{free_port, spawn},
+    saga_processes::{Progress, check_outcome, place, plans, service_env, start_stubs, wait_terminal},
 };
 
 /// (saga, step, attempt, worker, started ms, finished ms) of one attempt.

@@ -40,9 +40,10 @@ use serde_json::json;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::{
-    support::app::{Backend, Isolation},
-    support::stubs::{StubClients, spawn_stubs},
+use crate::support::{
+    self,
+    app::{Backend, Isolation},
+    stubs::{StubClients, spawn_stubs},
 };
 
 /// Siblings that fail on purpose: before the call (nothing applied) or after
@@ -384,11 +385,7 @@ async fn sagas_end_consistent_through_lost_answers_cancels_and_killed_worker_poo
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
-    let sagas_count = if std::env::var("LONG_TESTS").is_ok() {
-        300
-    } else {
-        60
-    };
+    let sagas_count = support::scale(60, 300);
     println!("saga simulation seed {seed} ({sagas_count} sagas); rerun with SIM_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let backend = Backend::from_env();

@@ -14,9 +14,9 @@ use serde_json::json;
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
-use crate::{
-    support::app::{Backend, Isolation, TestApp, authed, spawn_app_with},
-    support::rest::call as rest,
+use crate::support::{
+    app::{Backend, Isolation, TestApp, authed, spawn_app_with},
+    rest::call as rest,
 };
 
 /// One forged or misdirected credential and why it must fail.

@@ -12,10 +12,10 @@ use commerce::proto::commerce::v1::{
 use serde_json::json;
 use tonic::{Code, Request};
 
-use crate::{
-    support::app::{Backend, TestApp, spawn_app_with},
-    support::orders::{NO_SAGA, create_order, filled_cart, order_request},
-    support::rest::call,
+use crate::support::{
+    app::{Backend, TestApp, spawn_app_with},
+    orders::{NO_SAGA, create_order, filled_cart, order_request},
+    rest::call,
 };
 
 /// Whose credentials an attack uses.

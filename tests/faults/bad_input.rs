@@ -9,11 +9,11 @@ use commerce::proto::commerce::v1::{
 };
 use serde_json::{Value, json};
 
-use crate::{
-    support::app::{Backend, TestApp, authed, spawn_app_with},
-    support::orders::{cart_with, order_request, violated_fields},
-    support::rest::call,
-    support::store::count,
+use crate::support::{
+    app::{Backend, TestApp, authed, spawn_app_with},
+    orders::{cart_with, order_request, violated_fields},
+    rest::call,
+    store::count,
 };
 
 fn names(fields: &[String], field: &str) -> bool {

@@ -15,9 +15,10 @@ use futures::future::join_all;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tonic::Code;
 
-use crate::{
-    support::app::{Backend, TestApp, authed, spawn_app_with},
-    support::{self, orders::cart_with},
+use crate::support::{
+    self,
+    app::{Backend, TestApp, authed, spawn_app_with},
+    orders::cart_with,
 };
 
 const PRODUCTS: [&str; 4] = ["apple", "pear", "fig", "kiwi"];

@@ -27,9 +27,11 @@ use futures::future::join_all;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use uuid::Uuid;
 
-use crate::{
-    support::app::{Backend, TestApp, spawn_app_with},
-    support::{self, store::count, wait_for_within},
+use crate::support::{
+    self,
+    app::{Backend, TestApp, spawn_app_with},
+    store::count,
+    wait_for_within,
 };
 
 /// An `OrderCreated` as the codec stores it.

@@ -12,13 +12,11 @@ use futures::future::join_all;
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::{
-    support::app::{Backend, TestApp, authed, spawn_app_with},
-    support::{
-        self,
-        orders::{cart_with, order_request, violated_fields},
-        store::count,
-    },
+use crate::support::{
+    self,
+    app::{Backend, TestApp, authed, spawn_app_with},
+    orders::{cart_with, order_request, violated_fields},
+    store::count,
 };
 
 /// Stored effects of CreateOrder: orders placed, sagas started (the saga's

@@ -14,12 +14,12 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{
-    support::app::{Backend, Isolation, TestApp, authed, spawn_on},
-    support::orders::{cart_with, order_request},
-    support::proxy::Proxy,
-    support::store::count,
-    support::{wait_for, wait_for_within},
+use crate::support::{
+    app::{Backend, Isolation, TestApp, authed, spawn_on},
+    orders::{cart_with, order_request},
+    proxy::Proxy,
+    store::count,
+    wait_for, wait_for_within,
 };
 
 /// POOL_TIMEOUT_MS of these tests.

@@ -12,10 +12,10 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{
-    support,
-    support::app::{Backend, Isolation, authed},
-    support::child::{free_port, spawn},
+use crate::support::{
+    self,
+    app::{Backend, Isolation, authed},
+    child::{free_port, spawn},
 };
 
 /// What one client of the flood achieved.

@@ -14,11 +14,11 @@ use commerce::{
 };
 use tonic::transport::Channel;
 
-use crate::support::observability::{Collector, ExportedSpan, ServerProcess, fresh_traceparent, sample};
-use crate::{
-    support::app::{authed, spawn_app},
-    support::orders::order_request,
-    support::rest::http_get,
+use crate::support::{
+    app::{authed, spawn_app},
+    observability::{Collector, ExportedSpan, ServerProcess, fresh_traceparent, sample},
+    orders::order_request,
+    rest::http_get,
 };
 
 /// A customer's cart with one line, then CreateOrder from it with `traceparent`
