@@ -3,18 +3,17 @@
 
 use std::time::Duration;
 
-use commerce::{
-    auth::{Principal, Role},
-    proto::commerce::v1::{
-        AddItemRequest, Cart, CartStatus, CreateCartRequest, DeleteCartRequest, GetActiveCartRequest,
-        GetCartAnalyticsRequest, GetCartRequest, RemoveItemRequest, UpdateItemQuantityRequest,
-    },
+use commerce::proto::commerce::v1::{
+    Cart, CartStatus, CreateCartRequest, DeleteCartRequest, GetActiveCartRequest, GetCartAnalyticsRequest,
+    GetCartRequest, RemoveItemRequest, UpdateItemQuantityRequest,
 };
 use tonic::Code;
-use tonic_types::StatusExt;
 use uuid::Uuid;
 
-use crate::support::app::{Backend, TestApp, authed, spawn_app, spawn_app_with};
+use crate::support::{
+    app::{Backend, TestApp, authed, spawn_app, spawn_app_with},
+    orders::{add_item, customer as principal, violated_fields},
+};
 
 async fn create(app: &TestApp, token: &str) -> Cart {
     app.carts()
@@ -24,17 +23,6 @@ async fn create(app: &TestApp, token: &str) -> Cart {
         .into_inner()
         .cart
         .unwrap()
-}
-
-fn add_request(cart_id: &str, product: &str, quantity: i32, price: &str) -> AddItemRequest {
-    AddItemRequest {
-        cart_id: cart_id.into(),
-        product_id: product.into(),
-        product_name: format!("Product {product}"),
-        quantity,
-        unit_price: price.into(),
-        expected_version: None,
-    }
 }
 
 async fn add(
@@ -47,7 +35,7 @@ async fn add(
 ) -> Result<Cart, tonic::Status> {
     let response = app
         .carts()
-        .add_item(authed(add_request(cart_id, product, quantity, price), token))
+        .add_item(authed(add_item(cart_id, product, quantity, price), token))
         .await?;
     Ok(response.into_inner().cart.unwrap())
 }
@@ -63,20 +51,6 @@ async fn get(app: &TestApp, token: &str, cart_id: &str) -> Result<Cart, tonic::S
         .into_inner()
         .cart
         .unwrap())
-}
-
-fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = status.get_error_details();
-    let bad = details.bad_request().expect("bad request details");
-    bad.field_violations.iter().map(|v| v.field.clone()).collect()
-}
-
-fn principal(subject: &str) -> Principal {
-    Principal {
-        subject: subject.into(),
-        roles: vec![Role::Customer],
-    }
 }
 
 #[tokio::test]
@@ -243,7 +217,7 @@ async fn bad_input_is_invalid_argument_naming_every_bad_field_and_stores_nothing
     let err = get(&app, &alice, "not-a-uuid").await.unwrap_err();
     assert_eq!(violated_fields(&err), ["cart_id"]);
 
-    let mut bad = add_request(id, "", 0, "1e3");
+    let mut bad = add_item(id, "", 0, "1e3");
     bad.product_name = " ".into();
     let err = app.carts().add_item(authed(bad, &alice)).await.unwrap_err();
     assert_eq!(
@@ -304,7 +278,7 @@ async fn a_stale_expected_version_is_aborted_and_the_current_one_succeeds() {
     let cart = create(&app, &alice).await;
     add(&app, &alice, &cart.cart_id, "sku", 1, "1").await.unwrap();
 
-    let mut stale = add_request(&cart.cart_id, "other", 1, "2");
+    let mut stale = add_item(&cart.cart_id, "other", 1, "2");
     stale.expected_version = Some(1);
     let err = app
         .carts()

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     app::{Backend, TestApp, authed, spawn_app_with},
-    orders::{cart_with, order_request, violated_fields},
+    orders::{add_item, cart_with, order_request, violated_fields},
     rest::call,
     store::count,
 };
@@ -101,17 +101,6 @@ async fn snapshot(app: &TestApp, token: &str, cart_id: &str) -> (Cart, i64) {
     (cart, orders)
 }
 
-fn add(cart_id: &str, product_id: &str, quantity: i32, price: &str) -> AddItemRequest {
-    AddItemRequest {
-        cart_id: cart_id.into(),
-        product_id: product_id.into(),
-        product_name: "Lamp".into(),
-        quantity,
-        unit_price: price.into(),
-        expected_version: None,
-    }
-}
-
 #[tokio::test]
 async fn hostile_grpc_messages_are_invalid_argument_naming_the_field_and_store_nothing() {
     let app = spawn_app_with(Backend::from_env(), &[("RATE_LIMIT_PER_SECOND", "0")]).await;
@@ -121,24 +110,24 @@ async fn hostile_grpc_messages_are_invalid_argument_naming_the_field_and_store_n
     let before = snapshot(&app, &alice, &id).await;
     let mut cases: Vec<(AddItemRequest, &str)> = Vec::new();
     for price in bad_prices() {
-        cases.push((add(&id, "lamp", 1, &price), "unit_price"));
+        cases.push((add_item(&id, "lamp", 1, &price), "unit_price"));
     }
     for quantity in HUGE_INTS.into_iter().chain([1000]) {
-        cases.push((add(&id, "lamp", quantity, "1.00"), "quantity"));
+        cases.push((add_item(&id, "lamp", quantity, "1.00"), "quantity"));
     }
     for product in bad_product_ids() {
-        cases.push((add(&id, &product, 1, "1.00"), "product_id"));
+        cases.push((add_item(&id, &product, 1, "1.00"), "product_id"));
     }
     for name in ["", "  ", &"n".repeat(201), "tab\there"] {
-        let mut request = add(&id, "lamp", 1, "1.00");
+        let mut request = add_item(&id, "lamp", 1, "1.00");
         request.product_name = name.into();
         cases.push((request, "product_name"));
     }
     for cart_id in bad_ids() {
-        cases.push((add(&cart_id, "lamp", 1, "1.00"), "cart_id"));
+        cases.push((add_item(&cart_id, "lamp", 1, "1.00"), "cart_id"));
     }
     for version in [-1, i64::MIN] {
-        let mut request = add(&id, "lamp", 1, "1.00");
+        let mut request = add_item(&id, "lamp", 1, "1.00");
         request.expected_version = Some(version);
         cases.push((request, "expected_version"));
     }

@@ -6,6 +6,7 @@ use commerce::{
     auth::{Principal, Role},
     proto::commerce::v1::{
         AddItemRequest, Address, CancelOrderRequest, Cart, CreateCartRequest, CreateOrderRequest, Order,
+        cart_service_client::CartServiceClient, order_service_client::OrderServiceClient,
     },
 };
 use tonic::transport::Channel;
@@ -68,8 +69,7 @@ pub async fn filled_cart(app: &TestApp, token: &str) -> String {
 /// A new cart of `token`'s customer on `channel` (an app in process or a
 /// child process) with `items` (product, quantity, price).
 pub async fn fill_cart(channel: &Channel, token: &str, items: &[(&str, i32, &str)]) -> Cart {
-    let mut carts =
-        commerce::proto::commerce::v1::cart_service_client::CartServiceClient::new(channel.clone());
+    let mut carts = CartServiceClient::new(channel.clone());
     let mut cart = carts
         .create_cart(authed(CreateCartRequest::default(), token))
         .await
@@ -88,6 +88,31 @@ pub async fn fill_cart(channel: &Channel, token: &str, items: &[(&str, i32, &str
             .expect("a cart");
     }
     cart
+}
+
+/// Fills a new cart of `token`'s customer with `items` on `channel` and places
+/// an order from it: `request` turns the cart id into the CreateOrder (usually
+/// [`order_request`] with a few fields changed), and the call carries
+/// `metadata` (e.g. a `traceparent`) besides the bearer token.
+pub async fn place_order(
+    channel: &Channel,
+    token: &str,
+    items: &[(&str, i32, &str)],
+    request: impl FnOnce(&str) -> CreateOrderRequest,
+    metadata: &[(&'static str, &str)],
+) -> Order {
+    let cart = fill_cart(channel, token, items).await;
+    let mut call = authed(request(&cart.cart_id), token);
+    for (name, value) in metadata {
+        call.metadata_mut().insert(*name, value.parse().unwrap());
+    }
+    OrderServiceClient::new(channel.clone())
+        .create_order(call)
+        .await
+        .expect("create order")
+        .into_inner()
+        .order
+        .expect("an order")
 }
 
 /// CreateOrder as `token`.

@@ -7,8 +7,7 @@ use commerce::{
     domain::order::OrderStatus,
     proto::{
         commerce::v1::{
-            AddItemRequest, Address, CreateCartRequest, CreateOrderRequest, GetSagaRequest, Order, Saga,
-            SagaStatus, SagaStepStatus,
+            Address, CreateOrderRequest, GetSagaRequest, Order, Saga, SagaStatus, SagaStepStatus,
         },
         inventory::v1::{ListReservationsRequest, Reservation},
         payment::v1::{Authorization, ListAuthorizationsRequest},
@@ -19,6 +18,8 @@ use uuid::Uuid;
 
 use crate::support::{
     app::{TestApp, authed},
+    eventually,
+    orders::{address, order_request, place_order},
     stubs::StubClients,
 };
 
@@ -45,46 +46,20 @@ impl Default for OrderSpec<'_> {
 /// Places an order for `customer` through CartService and CreateOrder.
 pub async fn place(app: &TestApp, customer: &str, spec: OrderSpec<'_>) -> Order {
     let token = app.customer(customer);
-    let cart = app
-        .carts()
-        .create_cart(authed(CreateCartRequest::default(), &token))
-        .await
-        .unwrap()
-        .into_inner()
-        .cart
-        .unwrap();
-    for (product, quantity) in spec.lines {
-        let add = AddItemRequest {
-            cart_id: cart.cart_id.clone(),
-            product_id: product.to_string(),
-            product_name: format!("A {product}"),
-            quantity: *quantity,
-            unit_price: "10.00".into(),
-            expected_version: None,
-        };
-        app.carts().add_item(authed(add, &token)).await.unwrap();
-    }
-    let request = CreateOrderRequest {
-        cart_id: cart.cart_id,
+    let items: Vec<_> = spec
+        .lines
+        .iter()
+        .map(|(product, quantity)| (*product, *quantity, "10.00"))
+        .collect();
+    let request = |cart_id: &str| CreateOrderRequest {
         payment_method: spec.payment_method.into(),
         shipping_address: Some(Address {
-            recipient_name: "Ada Lovelace".into(),
-            line1: "1 Main St".into(),
-            city: "Springfield".into(),
-            postal_code: "12345".into(),
             country: spec.country.into(),
-            ..Default::default()
+            ..address()
         }),
-        idempotency_key: format!("{customer}-order"),
+        ..order_request(cart_id, &format!("{customer}-order"))
     };
-    let order = app
-        .orders()
-        .create_order(authed(request, &token))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let order = place_order(&app.channel, &token, &items, request, &[]).await;
     assert!(!order.saga_id.is_empty(), "the saga starts with the order");
     order
 }
@@ -105,17 +80,14 @@ pub async fn saga(app: &TestApp, saga_id: &str) -> Saga {
 
 /// Waits (up to 15 s) until the saga reaches `status`.
 pub async fn wait_saga(app: &TestApp, saga_id: &str, status: SagaStatus) -> Saga {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
+    let reached = eventually(Duration::from_secs(15), || async {
         let current = saga(app, saga_id).await;
-        if current.status() == status {
-            return current;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "saga never reached {status:?}: {current:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        (current.status() == status).then_some(current)
+    })
+    .await;
+    match reached {
+        Some(current) => current,
+        None => panic!("saga never reached {status:?}: {:#?}", saga(app, saga_id).await),
     }
 }
 

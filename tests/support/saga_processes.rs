@@ -9,7 +9,7 @@ use std::{
 
 use commerce::proto::{
     commerce::v1::{
-        AddItemRequest, Address, CreateCartRequest, CreateOrderRequest, ListSagasRequest, SagaStatus,
+        Address, CreateCartRequest, CreateOrderRequest, ListSagasRequest, SagaStatus,
         cart_service_client::CartServiceClient, order_service_client::OrderServiceClient,
         saga_admin_client::SagaAdminClient,
     },
@@ -22,6 +22,7 @@ use tonic::{Code, transport::Channel};
 use crate::support::{
     app::{Isolation, authed},
     child::{Proc, free_port, spawn},
+    orders::{add_item, address, order_request},
     stubs::StubClients,
 };
 
@@ -105,30 +106,21 @@ pub async fn place(channel: &Channel, token: &str, plan: &Plan, progress: &mut P
             .into_inner()
             .cart?;
         if cart.items.is_empty() {
-            let add = AddItemRequest {
-                cart_id: cart.cart_id.clone(),
-                product_id: plan.product.clone(),
-                product_name: "Thing".into(),
-                quantity: plan.quantity,
-                unit_price: "9.99".into(),
-                expected_version: None,
-            };
+            let add = add_item(&cart.cart_id, &plan.product, plan.quantity, "9.99");
             carts.add_item(authed(add, token)).await.ok()?;
         }
         progress.cart_id = Some(cart.cart_id);
     }
     let request = CreateOrderRequest {
-        cart_id: progress.cart_id.clone()?,
         payment_method: plan.payment_method.into(),
         shipping_address: Some(Address {
-            recipient_name: "Ada Lovelace".into(),
-            line1: "1 Main St".into(),
-            city: "Springfield".into(),
-            postal_code: "12345".into(),
             country: plan.country.into(),
-            ..Default::default()
+            ..address()
         }),
-        idempotency_key: format!("{}-{}", plan.customer, progress.attempt),
+        ..order_request(
+            &progress.cart_id.clone()?,
+            &format!("{}-{}", plan.customer, progress.attempt),
+        )
     };
     match orders.create_order(authed(request, token)).await {
         Ok(response) => Some(response.into_inner().order?.order_id),

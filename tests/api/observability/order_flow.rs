@@ -7,76 +7,52 @@ use std::{collections::HashMap, time::Duration};
 use commerce::{
     auth::{Role, mint_token},
     config::Config,
-    proto::commerce::v1::{
-        AddItemRequest, CreateCartRequest, GetOrderRequest, OrderStatus,
-        cart_service_client::CartServiceClient, order_service_client::OrderServiceClient,
-    },
+    proto::commerce::v1::{GetOrderRequest, OrderStatus, order_service_client::OrderServiceClient},
 };
 use tonic::transport::Channel;
 
 use crate::support::{
     app::{authed, spawn_app},
+    eventually,
     observability::{Collector, ExportedSpan, ServerProcess, fresh_traceparent, sample},
-    orders::order_request,
+    orders::{order_request, place_order},
     rest::http_get,
 };
 
 /// A customer's cart with one line, then CreateOrder from it with `traceparent`
 /// (when given); returns the order id.
-async fn place_order(channel: &Channel, token: &str, traceparent: Option<&str>) -> String {
-    let mut carts = CartServiceClient::new(channel.clone());
-    let cart = carts
-        .create_cart(authed(CreateCartRequest::default(), token))
-        .await
-        .unwrap()
-        .into_inner()
-        .cart
-        .unwrap();
-    let item = AddItemRequest {
-        cart_id: cart.cart_id.clone(),
-        product_id: "obs-book".into(),
-        product_name: "A book".into(),
-        quantity: 1,
-        unit_price: "12.50".into(),
-        expected_version: None,
-    };
-    carts.add_item(authed(item, token)).await.unwrap();
+async fn place_traced_order(channel: &Channel, token: &str, traceparent: Option<&str>) -> String {
     let key = uuid::Uuid::new_v4().to_string();
-    let mut request = authed(order_request(&cart.cart_id, &key), token);
-    if let Some(traceparent) = traceparent {
-        request
-            .metadata_mut()
-            .insert("traceparent", traceparent.parse().unwrap());
-    }
-    let order = OrderServiceClient::new(channel.clone())
-        .create_order(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
-    order.order_id
+    let metadata: Vec<_> = traceparent.map(|t| ("traceparent", t)).into_iter().collect();
+    let items = [("obs-book", 1, "12.50")];
+    place_order(
+        channel,
+        token,
+        &items,
+        |cart_id| order_request(cart_id, &key),
+        &metadata,
+    )
+    .await
+    .order_id
 }
 
 /// Polls GetOrder until the order reaches `status`.
 async fn wait_for_status(channel: &Channel, token: &str, order_id: &str, status: OrderStatus) {
-    let mut orders = OrderServiceClient::new(channel.clone());
-    for _ in 0..200 {
+    let reached = eventually(Duration::from_secs(10), || async {
         let request = GetOrderRequest {
             order_id: order_id.into(),
             ..Default::default()
         };
-        if let Ok(response) = orders.get_order(authed(request, token)).await
-            && response
-                .into_inner()
-                .order
-                .is_some_and(|o| o.status == status as i32)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("order {order_id} never reached {status:?}");
+        let order = OrderServiceClient::new(channel.clone())
+            .get_order(authed(request, token))
+            .await
+            .ok()?
+            .into_inner()
+            .order?;
+        (order.status == status as i32).then_some(())
+    })
+    .await;
+    assert!(reached.is_some(), "order {order_id} never reached {status:?}");
 }
 
 /// The chain of span names from `span` up through its exported ancestors.
@@ -125,7 +101,7 @@ async fn one_trace_runs_from_create_order_through_the_saga_to_every_sibling_call
         .await
         .unwrap();
     let (traceparent, trace_id, caller_span) = fresh_traceparent();
-    let order_id = place_order(&channel, &token, Some(&traceparent)).await;
+    let order_id = place_traced_order(&channel, &token, Some(&traceparent)).await;
     wait_for_status(&channel, &token, &order_id, OrderStatus::Confirmed).await;
 
     // Each sibling call's server span, followed up its parents, reaches the
@@ -166,7 +142,7 @@ async fn a_placed_and_fulfilled_order_moves_the_order_saga_and_pipeline_series()
     let app = spawn_app().await;
     let token = app.customer("obs-orders");
     let before = commerce::metrics::render();
-    let order_id = place_order(&app.channel, &token, None).await;
+    let order_id = place_traced_order(&app.channel, &token, None).await;
     wait_for_status(&app.channel, &token, &order_id, OrderStatus::Confirmed).await;
 
     let after = super::body_of(&http_get(app.port, "/metrics").await);
