@@ -14,6 +14,7 @@ use tonic_health::pb::{
 
 use crate::support::{
     app::{Backend, TestApp, authed, spawn_app_with},
+    orders::cart_with,
     proxy::Proxy,
     wait_for,
 };
@@ -98,13 +99,7 @@ async fn carts_recover_by_themselves_when_redis_comes_back() {
     .await;
     let alice = app.customer("alice");
     let mut carts = app.carts();
-    let cart = carts
-        .create_cart(authed(CreateCartRequest::default(), &alice))
-        .await
-        .unwrap()
-        .into_inner()
-        .cart
-        .unwrap();
+    let cart = cart_with(&app, &alice, &[]).await;
     let get = || GetCartRequest {
         cart_id: cart.cart_id.clone(),
     };

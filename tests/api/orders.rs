@@ -10,9 +10,7 @@ use std::sync::{
 use async_trait::async_trait;
 use commerce::{
     app::orders::{CreateOrderInput, OrderApp},
-    proto::commerce::v1::{
-        AddItemRequest, CreateCartRequest, GetActiveCartRequest, GetCartRequest, OrderStatus as PbStatus,
-    },
+    proto::commerce::v1::{GetActiveCartRequest, GetCartRequest, OrderStatus as PbStatus},
     store::{
         event_store::{AppendOptions, AppendResult, EventStore, EventStoreError, NewEvent, StoredEvent},
         idempotency::idempotency_store,
@@ -23,7 +21,7 @@ use uuid::Uuid;
 
 use crate::support::{
     app::{Backend, authed, spawn_app_with},
-    orders::{NO_SAGA, cancel, create_order, customer, filled_cart, order_request},
+    orders::{NO_SAGA, add_item, cancel, cart_with, create_order, customer, filled_cart, order_request},
     rest::call,
     store::count,
 };
@@ -202,27 +200,13 @@ async fn business_refusals_are_remembered_under_the_key_and_bad_input_stores_not
     for backend in Backend::all() {
         let app = spawn_app_with(backend, NO_SAGA).await;
         let alice = app.customer("alice");
-        let cart = app
-            .carts()
-            .create_cart(authed(CreateCartRequest::default(), &alice))
-            .await
-            .unwrap()
-            .into_inner()
-            .cart
-            .unwrap();
+        let cart = cart_with(&app, &alice, &[]).await;
         let empty = create_order(&app, &alice, order_request(&cart.cart_id, "k"))
             .await
             .unwrap_err();
         assert_eq!(empty.code(), Code::FailedPrecondition, "{empty:?}");
         // The cart is filled now, but the key's answer was a refusal and stays one.
-        let request = AddItemRequest {
-            cart_id: cart.cart_id.clone(),
-            product_id: "p".into(),
-            product_name: "P".into(),
-            quantity: 1,
-            unit_price: "1.00".into(),
-            expected_version: None,
-        };
+        let request = add_item(&cart.cart_id, "p", 1, "1.00");
         app.carts().add_item(authed(request, &alice)).await.unwrap();
         let again = create_order(&app, &alice, order_request(&cart.cart_id, "k"))
             .await

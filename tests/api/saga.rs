@@ -7,10 +7,7 @@ use std::time::Duration;
 use commerce::{
     domain::order::OrderStatus,
     proto::{
-        commerce::v1::{
-            AddItemRequest, Address, CancelOrderRequest, CreateCartRequest, CreateOrderRequest, SagaStatus,
-            SagaStepStatus,
-        },
+        commerce::v1::{CancelOrderRequest, SagaStatus, SagaStepStatus},
         inventory::v1::{GetStockRequest, ReservationStatus},
         payment::v1::AuthorizationStatus,
         shipping::v1::ShipmentStatus,
@@ -20,6 +17,7 @@ use uuid::Uuid;
 
 use crate::support::{
     app::{Backend, authed, spawn_app_with},
+    orders::{order_request, place_order},
     saga::{OrderSpec, ledger, order_state, place, step_statuses, stubs, wait_saga},
 };
 
@@ -270,44 +268,15 @@ async fn a_customer_cancel_before_capture_compensates_and_cancels_with_the_custo
 async fn with_orchestration_disabled_orders_stay_pending_and_no_sibling_is_called() {
     let app = spawn_app_with(Backend::from_env(), &[("ENABLE_SAGA_ORCHESTRATION", "false")]).await;
     let token = app.customer("carol");
-    let cart = app
-        .carts()
-        .create_cart(authed(CreateCartRequest::default(), &token))
-        .await
-        .unwrap()
-        .into_inner()
-        .cart
-        .unwrap();
-    let add = AddItemRequest {
-        cart_id: cart.cart_id.clone(),
-        product_id: "book".into(),
-        product_name: "A book".into(),
-        quantity: 1,
-        unit_price: "10.00".into(),
-        expected_version: None,
-    };
-    app.carts().add_item(authed(add, &token)).await.unwrap();
-    let request = CreateOrderRequest {
-        cart_id: cart.cart_id,
-        payment_method: "pm_card_visa".into(),
-        shipping_address: Some(Address {
-            recipient_name: "Carol".into(),
-            line1: "1 Main St".into(),
-            city: "Springfield".into(),
-            postal_code: "12345".into(),
-            country: "US".into(),
-            ..Default::default()
-        }),
-        idempotency_key: "k".into(),
-    };
-    let order = app
-        .orders()
-        .create_order(authed(request, &token))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let items = [("book", 1, "10.00")];
+    let order = place_order(
+        &app.channel,
+        &token,
+        &items,
+        |cart_id| order_request(cart_id, "k"),
+        &[],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(order_state(&app, &order.order_id).await.0, OrderStatus::Pending);
     let (a, r, s) = ledger(&app, &order.order_id).await;

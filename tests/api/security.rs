@@ -16,6 +16,7 @@ use tonic_types::StatusExt;
 
 use crate::support::{
     app::{Backend, Isolation, TestApp, authed, spawn_app_with},
+    orders::cart_with,
     rest::call as rest,
 };
 
@@ -231,14 +232,7 @@ async fn oversized_messages_and_bodies_are_refused_and_store_nothing() {
     let bound = [("MAX_MESSAGE_BYTES", "4096"), ("MAX_BODY_BYTES", "4096")];
     let app = spawn_app_with(Backend::Embedded, &bound).await;
     let token = app.customer("alice");
-    let cart = app
-        .carts()
-        .create_cart(authed(CreateCartRequest::default(), &token))
-        .await
-        .unwrap()
-        .into_inner()
-        .cart
-        .unwrap();
+    let cart = cart_with(&app, &token, &[]).await;
     let big = AddItemRequest {
         cart_id: cart.cart_id.clone(),
         product_id: "p-1".into(),
