@@ -5,7 +5,7 @@
 //! panics the codec, the upcasters or the projections; bus entries decode or
 //! are refused.
 //!
-//! Long run: `PROPTEST_CASES=100000 cargo test --test faults fuzz_events`.
+//! Long run: `PROPTEST_CASES=100000 cargo test --test integration fuzz_events`.
 
 use chrono::Utc;
 use commerce::{

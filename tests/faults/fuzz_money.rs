@@ -3,7 +3,7 @@
 //! the whole `Decimal` range, and rounding happens only with a named strategy.
 //!
 //! Short in CI (proptest's default 256 cases per property); a long run:
-//! `PROPTEST_CASES=200000 cargo test --test faults fuzz_money`.
+//! `PROPTEST_CASES=200000 cargo test --test integration fuzz_money`.
 
 use commerce::domain::money::{Currency, Money, MoneyError};
 use proptest::prelude::*;

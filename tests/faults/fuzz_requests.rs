@@ -4,7 +4,7 @@
 //! accepted keeps every invariant; what is refused is INVALID_ARGUMENT (or a
 //! business refusal) naming known fields, and changes nothing.
 //!
-//! Long run: `PROPTEST_CASES=20000 cargo test --test faults fuzz_requests`.
+//! Long run: `PROPTEST_CASES=20000 cargo test --test integration fuzz_requests`.
 
 use std::{sync::Arc, time::Duration};
 
