@@ -6,9 +6,13 @@
 //! authenticator [`AuthSettings`], the saga runtime [`SagaSettings`], and so
 //! on), so that what a component can be told is written in its signature.
 
-use std::{collections::HashMap, fmt::Display, str::FromStr, time::Duration};
+mod env;
+
+use std::{collections::HashMap, str::FromStr, time::Duration};
 
 use rust_decimal::Decimal;
+
+use self::env::Env;
 
 /// A variable that is missing where required or holds a bad value.
 #[derive(Debug, thiserror::Error)]
@@ -567,92 +571,6 @@ fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(start), Some(at)) if at > start => format!("{}://***{}", &url[..start], &url[at..]),
         _ => url.to_string(),
-    }
-}
-
-/// The variables being read; every read names its variable, so that an error
-/// can say which one is wrong.
-struct Env<'a>(&'a HashMap<String, String>);
-
-impl Env<'_> {
-    fn invalid(&self, name: &str, value: String, reason: &str) -> ConfigError {
-        ConfigError {
-            var: name.into(),
-            value,
-            reason: reason.into(),
-        }
-    }
-
-    fn optional(&self, name: &str) -> Option<String> {
-        self.0
-            .get(name)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    }
-
-    fn string(&self, name: &str, default: &str) -> String {
-        self.optional(name).unwrap_or_else(|| default.to_string())
-    }
-
-    fn parse<T: FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError>
-    where
-        T::Err: Display,
-    {
-        match self.optional(name) {
-            None => Ok(default),
-            Some(value) => value
-                .parse()
-                .map_err(|e: T::Err| self.invalid(name, value, &e.to_string())),
-        }
-    }
-
-    fn parse_in<T>(
-        &self,
-        name: &str,
-        default: T,
-        range: std::ops::RangeInclusive<T>,
-    ) -> Result<T, ConfigError>
-    where
-        T: FromStr + PartialOrd + Display + Copy,
-        T::Err: Display,
-    {
-        let value = self.parse(name, default)?;
-        if range.contains(&value) {
-            Ok(value)
-        } else {
-            Err(self.invalid(
-                name,
-                value.to_string(),
-                &format!("expected {} to {}", range.start(), range.end()),
-            ))
-        }
-    }
-
-    fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.optional(name).map(|v| v.to_ascii_lowercase()) {
-            None => Ok(default),
-            Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => Ok(true),
-            Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => Ok(false),
-            Some(value) => Err(self.invalid(name, value, "expected true or false")),
-        }
-    }
-
-    /// A positive decimal number of `unit_seconds`, as a Duration (no floats).
-    fn duration(&self, name: &str, default: &str, unit_seconds: u64) -> Result<Duration, ConfigError> {
-        let raw = self.string(name, default);
-        let err = |reason: &str| self.invalid(name, raw.clone(), reason);
-        let amount: Decimal = raw.parse().map_err(|_| err("expected a number"))?;
-        let millis = amount
-            .checked_mul(Decimal::from(unit_seconds * 1000))
-            .ok_or_else(|| err("too large"))?
-            .trunc();
-        let millis: u64 = millis
-            .try_into()
-            .map_err(|_| err("expected a non-negative number"))?;
-        if millis == 0 && amount > Decimal::ZERO {
-            return Err(err("below one millisecond"));
-        }
-        Ok(Duration::from_millis(millis))
     }
 }
 
