@@ -12,7 +12,10 @@ use tower_http::{
 };
 
 use crate::{
-    app::App,
+    app::{
+        App,
+        orders::{OrderApp, OrderStores},
+    },
     auth::{AuthLayer, Authenticator},
     bounds::BoundsLayer,
     config::{Config, Environment, LimitSettings, ServerSettings, SiblingSettings, StubSettings},
@@ -25,7 +28,11 @@ use crate::{
     },
     ratelimit::RateLimiter,
     shutdown::{self, ShutdownTrigger},
-    store::event_store::{OrderCodec, event_store_with},
+    store::{
+        event_store::{OrderCodec, event_store_with},
+        idempotency::idempotency_store,
+        unit_of_work::unit_of_work,
+    },
 };
 
 /// Every gRPC service of the public API, fully qualified (for health).
@@ -90,18 +97,22 @@ impl Application {
         );
         let carts = crate::app::cart::CartApp::from_settings(&config.carts, &config.redis, &backends);
         let privacy = Vault::on_db(backends.db.clone(), master_key);
-        let orders = crate::app::orders::OrderApp::from_settings(
-            config.orders,
-            &backends,
-            events.clone(),
-            carts.clone(),
-            privacy.clone(),
+        let units = unit_of_work(
+            &backends.db,
+            OrderCodec::upcasters(),
+            config.database.group_commit,
         );
+        let stores = OrderStores {
+            events: events.clone(),
+            units: units.clone(),
+            idempotency_keys: idempotency_store(&backends.db),
+        };
+        let orders = OrderApp::new(config.orders, stores, carts.clone(), privacy.clone());
         let bus = crate::bus::from_backends(&config.redis, &backends);
         let queries = crate::app::queries::QueryApp::new(
             crate::store::read_models::ReadModelStore::new(&backends.db),
             events.clone(),
-            crate::saga::store::saga_store(&backends.db),
+            crate::store::saga::saga_store(&backends.db),
             bus.clone(),
             config.read_side.order_queries,
             shutdown.clone(),
@@ -111,6 +122,7 @@ impl Application {
         let sagas = crate::app::sagas::SagaApp::new(
             config.saga,
             &backends.db,
+            units,
             urls,
             std::sync::Arc::new(crate::app::sagas::OrderAppPort::new(orders.clone())),
         )?;

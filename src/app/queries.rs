@@ -49,8 +49,8 @@ use crate::{
         order_detail::OrderDetail,
         status::{ProjectionState, states},
     },
-    saga::store::{AttemptRecord, SagaStore},
     shutdown::Shutdown,
+    store::saga::{AttemptRecord, SagaStore},
     store::{
         event_store::{EventStore, StoredEvent},
         read_models::{ListCursor, ListQuery, ReadModelStore},

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::runner::Worker;
 use crate::{
     db::Db,
-    store::event_store::{AppendOptions, EventMetadata, EventStore, NewEvent, Upcasters, event_store_with},
+    store::event_store::{EventMetadata, EventStore, NewEvent, ORDER_STREAM, Upcasters, event_store_with},
 };
 
 /// The event store on a fresh, migrated database at `url`.
@@ -57,9 +57,7 @@ impl Worker for AppendWorker {
             ),
             event("SagaStarted", json!({"step": "authorize_payment"})),
         ];
-        self.store
-            .append(order_id, 0, events, AppendOptions::default())
-            .await?;
+        self.store.append(order_id, 0, events, ORDER_STREAM).await?;
         Ok(())
     }
 }

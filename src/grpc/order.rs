@@ -16,6 +16,7 @@ use crate::{
         ListOrdersRequest, ListOrdersResponse, WatchOrderRequest, WatchOrderResponse,
         order_service_server::OrderService,
     },
+    store::saga::AttemptOutcome,
 };
 
 /// The stream WatchOrder answers with.
@@ -171,10 +172,9 @@ fn history_entry(entry: HistoryEntry) -> pb::OrderHistoryEntry {
                 step: attempt.step.name().to_string(),
                 attempt: i32::try_from(attempt.attempt).unwrap_or(i32::MAX),
                 outcome: match end.map(|e| e.outcome) {
-                    Some("SUCCEEDED") => "succeeded",
-                    Some("REFUSED") => "refused",
-                    Some("TRANSIENT") => "transient_error",
-                    Some(_) => "unknown",
+                    Some(AttemptOutcome::Succeeded) => "succeeded",
+                    Some(AttemptOutcome::Refused) => "refused",
+                    Some(AttemptOutcome::Transient) => "transient_error",
                     // Sent, no answer recorded (in flight, or lost in a crash).
                     None => "in_flight",
                 }

@@ -18,10 +18,8 @@ use crate::{
         },
         timestamp,
     },
-    saga::{
-        plan::{SagaStatus, StepStatus},
-        store::StepRecord,
-    },
+    saga::plan::{SagaStatus, StepStatus},
+    store::saga::StepRecord,
 };
 
 /// The `SagaAdmin` implementation.

@@ -30,12 +30,15 @@ use super::{
         Decision, Outcome, RetryPolicy, SagaState, SagaStatus, Schedule, Step, StepStatus, idempotency_key,
     },
     ports::{FailureKind, OrderFacts, OrderPort, Siblings},
-    store::{
-        AttemptEnd, AttemptWrite, Fresh, Lease, Release, SagaColumns, SagaRecord, SagaStore, SagaStoreError,
-        StepRecord, Write,
+};
+use crate::{
+    metrics,
+    shutdown::Shutdown,
+    store::saga::{
+        AttemptEnd, AttemptOutcome, AttemptWrite, CancelFlag, FencedWrite, Lease, Release, SagaColumns,
+        SagaRecord, SagaStore, SagaStoreError, StepRecord,
     },
 };
-use crate::{metrics, shutdown::Shutdown};
 
 mod effects;
 
@@ -191,21 +194,16 @@ impl Engine {
         at: DateTime<Utc>,
     ) -> Result<(), SagaStoreError> {
         let (rows, attempts) = unwritten.map_or_else(Default::default, |u| (u.rows, vec![u.attempt]));
-        let columns = SagaColumns::of(record);
-        let write = Write {
-            columns: &columns,
-            steps: &rows,
-            attempts: &attempts,
-            expect_cancel: None,
+        let write = FencedWrite {
+            steps: rows,
+            attempts,
             release: Some(Release {
                 next_run_at: at,
                 cancel_seen: record.cancel_requested,
             }),
+            ..FencedWrite::columns(record.saga_id, &self.lease, SagaColumns::of(record))
         };
-        self.store
-            .write(&self.lease, record.saga_id, &write)
-            .await
-            .map(drop)
+        self.store.write(&write).await.map(drop)
     }
 
     /// Records the start of an attempt of `step` (with the previous
@@ -254,16 +252,15 @@ impl Engine {
         });
         let mut columns = SagaColumns::of(record);
         columns.current_step = Some(step);
-        let write = Write {
-            columns: &columns,
-            steps: &rows,
-            attempts: &attempts,
+        let write = FencedWrite {
+            steps: rows,
+            attempts,
             expect_cancel: Some(record.cancel_requested),
-            release: None,
+            ..FencedWrite::columns(record.saga_id, &self.lease, columns)
         };
-        match self.store.write(&self.lease, record.saga_id, &write).await {
-            Ok(fresh) => {
-                apply_fresh(record, &fresh);
+        match self.store.write(&write).await {
+            Ok(flag) => {
+                apply_cancel_flag(record, &flag);
                 record.current_step = Some(step);
                 put_step(record, row.clone());
                 Ok(Some(Begun { step, key, row }))
@@ -271,14 +268,13 @@ impl Engine {
             Err(SagaStoreError::LeaseLost) => {
                 // Lost lease, or a cancel arrived: this write tells which.
                 let (rows, attempts) = unwritten.map_or_else(Default::default, |u| (u.rows, vec![u.attempt]));
-                let columns = SagaColumns::of(record);
-                let write = Write {
-                    steps: &rows,
-                    attempts: &attempts,
-                    ..Write::columns(&columns)
+                let write = FencedWrite {
+                    steps: rows,
+                    attempts,
+                    ..FencedWrite::columns(record.saga_id, &self.lease, SagaColumns::of(record))
                 };
-                let fresh = self.store.write(&self.lease, record.saga_id, &write).await?;
-                apply_fresh(record, &fresh);
+                let flag = self.store.write(&write).await?;
+                apply_cancel_flag(record, &flag);
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -349,9 +345,9 @@ impl Engine {
             finished_at,
             end: AttemptEnd {
                 outcome: match outcome {
-                    Outcome::Succeeded => "SUCCEEDED",
-                    Outcome::Refused(_) => "REFUSED",
-                    Outcome::Transient(_) => "TRANSIENT",
+                    Outcome::Succeeded => AttemptOutcome::Succeeded,
+                    Outcome::Refused(_) => AttemptOutcome::Refused,
+                    Outcome::Transient(_) => AttemptOutcome::Transient,
                 },
                 grpc_code: rows[0].last_grpc_code.clone(),
                 error: result.as_ref().err().map(|e| e.message.clone()),
@@ -369,9 +365,9 @@ fn sync_columns(record: &mut SagaRecord, state: &SagaState) {
     record.compensation_reason.clone_from(&state.compensation_reason);
 }
 
-fn apply_fresh(record: &mut SagaRecord, fresh: &Fresh) {
-    record.cancel_requested = fresh.cancel_requested;
-    record.cancel_reason.clone_from(&fresh.cancel_reason);
+fn apply_cancel_flag(record: &mut SagaRecord, flag: &CancelFlag) {
+    record.cancel_requested = flag.cancel_requested;
+    record.cancel_reason.clone_from(&flag.cancel_reason);
 }
 
 fn put_step(record: &mut SagaRecord, row: StepRecord) {

@@ -1,7 +1,6 @@
 //! The durable fulfillment saga orchestrator.
 //!
 //! - [`plan`]: the pure rules (next step, retries, compensation, operator actions).
-//! - [`store`]: sagas, steps, attempts and operator actions on PostgreSQL or SQLite, with leases.
 //! - [`engine`]: drives one claimed saga, recording each attempt before and after its call.
 //! - [`worker`]: the claim loop of one replica (leases, wake-ups, polling).
 //! - [`ports`]: what the engine drives, behind traits (siblings, the order).
@@ -11,5 +10,4 @@ pub mod engine;
 pub mod grpc_siblings;
 pub mod plan;
 pub mod ports;
-pub mod store;
 pub mod worker;

@@ -15,12 +15,13 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::{
-    engine::Engine,
-    plan::SagaStatus,
-    store::{SagaRecord, SagaStore},
+use super::{engine::Engine, plan::SagaStatus};
+use crate::{
+    db::Db,
+    metrics,
+    shutdown::Shutdown,
+    store::saga::{SagaRecord, SagaStore},
 };
-use crate::{db::Db, metrics, shutdown::Shutdown};
 
 /// The claim loop's settings.
 #[derive(Debug, Clone, Copy)]

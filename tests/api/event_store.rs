@@ -8,12 +8,9 @@ use std::{
     time::Duration,
 };
 
-use chrono::Utc;
 use commerce::{
     db::Db,
-    store::event_store::{
-        AppendOptions, CancelRequest, EventStoreError, IdempotencyCompletion, SagaStart, Upcast, Upcasters,
-    },
+    store::event_store::{EventStoreError, NewEvent, ORDER_STREAM, Upcast, Upcasters},
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -31,7 +28,7 @@ async fn streams_are_gapless_conflicts_are_typed_and_repeats_are_stored_once() {
         let batch = vec![event("A", json!({"n": 1})), event("B", json!({"n": 2}))];
 
         let first = store
-            .append(stream, 0, batch.clone(), AppendOptions::default())
+            .append(stream, 0, batch.clone(), ORDER_STREAM)
             .await
             .unwrap();
         assert_eq!(first.new_version, 2, "{backend:?}");
@@ -54,7 +51,7 @@ async fn streams_are_gapless_conflicts_are_typed_and_repeats_are_stored_once() {
 
         // The same events again: recognised, nothing written.
         let repeat = store
-            .append(stream, 0, batch.clone(), AppendOptions::default())
+            .append(stream, 0, batch.clone(), ORDER_STREAM)
             .await
             .unwrap();
         assert!(repeat.already_stored, "{backend:?}");
@@ -63,12 +60,7 @@ async fn streams_are_gapless_conflicts_are_typed_and_repeats_are_stored_once() {
         // New events at a stale or a future version: typed conflicts.
         for expected in [0, 1, 5] {
             let err = store
-                .append(
-                    stream,
-                    expected,
-                    vec![event("C", json!({}))],
-                    AppendOptions::default(),
-                )
+                .append(stream, expected, vec![event("C", json!({}))], ORDER_STREAM)
                 .await
                 .unwrap_err();
             assert!(
@@ -78,12 +70,7 @@ async fn streams_are_gapless_conflicts_are_typed_and_repeats_are_stored_once() {
         }
         // An event id already used in another stream is refused, not duplicated.
         let err = store
-            .append(
-                Uuid::now_v7(),
-                0,
-                vec![batch[0].clone()],
-                AppendOptions::default(),
-            )
+            .append(Uuid::now_v7(), 0, vec![batch[0].clone()], ORDER_STREAM)
             .await
             .unwrap_err();
         assert!(matches!(err, EventStoreError::Other(_)), "{backend:?} {err:?}");
@@ -95,84 +82,9 @@ async fn streams_are_gapless_conflicts_are_typed_and_repeats_are_stored_once() {
     }
 }
 
-#[tokio::test]
-async fn the_saga_start_cancel_request_and_idempotency_key_commit_with_the_events_or_not_at_all() {
-    for backend in Backend::all() {
-        let (_iso, db, store) = store_on(backend, Upcasters::none()).await;
-        let order = Uuid::now_v7();
-        let saga = SagaStart {
-            saga_id: Uuid::now_v7(),
-            order_id: order,
-            idempotency_seed: format!("{order}/key-1"),
-            deadline: Utc::now() + chrono::Duration::minutes(30),
-        };
-        let completion = IdempotencyCompletion {
-            customer_id: "alice".into(),
-            key: "key-1".into(),
-            response: json!({"order_id": order.to_string()}),
-        };
-        let with_all = AppendOptions {
-            start_saga: Some(saga.clone()),
-            complete_idempotency: Some(completion.clone()),
-            ..Default::default()
-        };
-        // The key was never claimed: the whole append is rolled back.
-        store
-            .append(order, 0, vec![event("OrderCreated", json!({}))], with_all.clone())
-            .await
-            .unwrap_err();
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM events").await, 0, "{backend:?}");
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 0, "{backend:?}");
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM sagas").await, 0, "{backend:?}");
-
-        exec(
-            &db,
-            "INSERT INTO idempotency_keys (customer_id, key, request_hash, status, order_id) \
-             VALUES ($1, $2, 'h', 'in_flight', $3::uuid)",
-            "INSERT INTO idempotency_keys (customer_id, key, request_hash, status, order_id) \
-             VALUES (?, ?, 'h', 'in_flight', ?)",
-            &["alice", "key-1", &order.to_string()],
-        )
-        .await;
-        store
-            .append(order, 0, vec![event("OrderCreated", json!({}))], with_all)
-            .await
-            .unwrap();
-        assert_eq!(
-            count(&db, "SELECT COUNT(*) FROM sagas WHERE status = 'RUNNING'").await,
-            1
-        );
-        assert_eq!(
-            count(&db, "SELECT COUNT(*) FROM idempotency_keys WHERE status = 'done'").await,
-            1
-        );
-
-        let cancel = AppendOptions {
-            request_cancel: Some(CancelRequest {
-                order_id: order,
-                reason: "changed my mind".into(),
-            }),
-            ..Default::default()
-        };
-        store
-            .append(order, 1, vec![event("CancellationRequested", json!({}))], cancel)
-            .await
-            .unwrap();
-        assert_eq!(
-            count(
-                &db,
-                "SELECT COUNT(*) FROM sagas WHERE cancel_requested AND cancel_reason = 'changed my mind'"
-            )
-            .await,
-            1,
-            "{backend:?}"
-        );
-    }
-}
-
-/// On PostgreSQL concurrent appends share a transaction (group commit, each
-/// under its own savepoint): a conflict, a repeat or a failing option in a
-/// batch must change nothing for the other appends in it.
+/// On PostgreSQL concurrent appends share a transaction (group commit): a
+/// conflict, a repeat or a failing append in a batch must change nothing for
+/// the other appends in it.
 #[tokio::test]
 async fn in_a_burst_of_appends_conflicts_and_failures_touch_only_their_own_append() {
     for backend in Backend::all() {
@@ -181,12 +93,7 @@ async fn in_a_burst_of_appends_conflicts_and_failures_touch_only_their_own_appen
         let repeated = event("Repeated", json!({}));
         let repeated_stream = Uuid::now_v7();
         store
-            .append(
-                repeated_stream,
-                0,
-                vec![repeated.clone()],
-                AppendOptions::default(),
-            )
+            .append(repeated_stream, 0, vec![repeated.clone()], ORDER_STREAM)
             .await
             .unwrap();
         let barrier = Arc::new(tokio::sync::Barrier::new(300));
@@ -197,46 +104,37 @@ async fn in_a_burst_of_appends_conflicts_and_failures_touch_only_their_own_appen
             let repeated = repeated.clone();
             tasks.push(tokio::spawn(async move {
                 let fresh = Uuid::now_v7();
-                let (kind, stream, events, options) = match i % 3 {
+                let (kind, stream, events, stream_type) = match i % 3 {
                     // A fresh stream with two events: must succeed.
                     0 => (
                         "fresh",
                         fresh,
                         vec![event("A", json!({"i": i})), event("B", json!({"i": i}))],
-                        AppendOptions::default(),
+                        ORDER_STREAM,
                     ),
                     // Ten streams, ten writers each at version 0: one wins each.
                     1 => (
                         "contested",
                         contested,
                         vec![event("Contested", json!({"i": i}))],
-                        AppendOptions::default(),
+                        ORDER_STREAM,
                     ),
-                    // Every third of the rest fails in its options (a key never
-                    // claimed), the others repeat a stored append.
+                    // Every third of the rest fails (an event id already stored
+                    // in another stream), the others repeat a stored append.
                     _ if i % 9 == 2 => (
                         "doomed",
                         fresh,
-                        vec![event("Doomed", json!({"i": i}))],
-                        AppendOptions {
-                            complete_idempotency: Some(IdempotencyCompletion {
-                                customer_id: "nobody".into(),
-                                key: format!("never-claimed-{i}"),
-                                response: json!({}),
-                            }),
-                            ..Default::default()
-                        },
+                        vec![NewEvent {
+                            event_type: "Doomed".into(),
+                            ..repeated.clone()
+                        }],
+                        ORDER_STREAM,
                     ),
-                    _ => (
-                        "repeat",
-                        repeated_stream,
-                        vec![repeated],
-                        AppendOptions::default(),
-                    ),
+                    _ => ("repeat", repeated_stream, vec![repeated], ORDER_STREAM),
                 };
                 barrier.wait().await;
                 loop {
-                    match store.append(stream, 0, events.clone(), options.clone()).await {
+                    match store.append(stream, 0, events.clone(), stream_type).await {
                         // A busy database (SQLite under 300 writers): nothing was written; again.
                         Err(EventStoreError::Unavailable(_)) => {
                             tokio::time::sleep(Duration::from_millis(5)).await
@@ -309,7 +207,7 @@ async fn fifty_concurrent_writers_on_one_stream_win_exactly_one_version_each() {
                     let mut conflicts = 0u32;
                     loop {
                         match store
-                            .append(stream, expected, vec![mine.clone()], AppendOptions::default())
+                            .append(stream, expected, vec![mine.clone()], ORDER_STREAM)
                             .await
                         {
                             Ok(done) => return (mine.event_id, done.new_version, conflicts),
@@ -399,7 +297,7 @@ async fn a_reader_tailing_the_log_during_concurrent_writes_skips_nothing() {
                         ids.push(e.event_id);
                         loop {
                             match store
-                                .append(streams[s], versions[s], vec![e.clone()], AppendOptions::default())
+                                .append(streams[s], versions[s], vec![e.clone()], ORDER_STREAM)
                                 .await
                             {
                                 Ok(r) => {
@@ -484,12 +382,7 @@ async fn an_event_committed_behind_an_open_transaction_waits_until_that_transact
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .append(
-                        Uuid::now_v7(),
-                        0,
-                        vec![event("Late", json!({}))],
-                        AppendOptions::default(),
-                    )
+                    .append(Uuid::now_v7(), 0, vec![event("Late", json!({}))], ORDER_STREAM)
                     .await
                     .unwrap()
             })
@@ -566,7 +459,7 @@ async fn an_old_schema_event_stored_by_raw_sql_reads_upcast_to_the_current_schem
         let mut current = event("Paid", json!({"total": {"amount": "1.00", "currency": "EUR"}}));
         current.schema_version = 2;
         store
-            .append(stream, 1, vec![current], AppendOptions::default())
+            .append(stream, 1, vec![current], ORDER_STREAM)
             .await
             .unwrap();
         let read = store.read_stream(stream, 2).await.unwrap();

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use commerce::store::{
-    event_store::{AppendOptions, IdempotencyCompletion, Upcasters},
-    idempotency::{Claim, ClaimOutcome, idempotency_store},
+    event_store::{ORDER_STREAM, StreamAppend, Upcasters},
+    idempotency::{Claim, ClaimOutcome, IdempotencyCompletion, idempotency_store},
+    unit_of_work::{UnitOfWork, unit_of_work},
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -22,19 +23,19 @@ fn claim(key: &str, hash: &str, lease_ms: u64) -> Claim {
         request_hash: hash.into(),
         order_id: Uuid::now_v7(),
         lease: Duration::from_millis(lease_ms),
-        progress: None,
+        snapshot: None,
     }
 }
 
 #[tokio::test]
 async fn an_idempotency_key_is_claimed_once_resumed_after_release_and_answers_once_settled() {
     for backend in Backend::all() {
-        let (_iso, db, store) = store_on(backend, Upcasters::none()).await;
+        let (_iso, db, _store) = store_on(backend, Upcasters::none()).await;
         let keys = idempotency_store(&db);
         let first = claim("k1", "h1", 60_000);
         let ClaimOutcome::Claimed {
             order_id,
-            progress: None,
+            snapshot: None,
         } = keys.claim(&first).await.unwrap()
         else {
             panic!("{backend:?}: a fresh key is claimed");
@@ -57,7 +58,7 @@ async fn an_idempotency_key_is_claimed_once_resumed_after_release_and_answers_on
         ));
 
         // A transient failure releases the lease: the retry resumes with the same order and progress.
-        keys.save_progress("alice", "k1", &json!({"cart_version": 3}))
+        keys.save_snapshot("alice", "k1", &json!({"cart_version": 3}))
             .await
             .unwrap();
         keys.release("alice", "k1").await.unwrap();
@@ -66,22 +67,28 @@ async fn an_idempotency_key_is_claimed_once_resumed_after_release_and_answers_on
             resumed,
             ClaimOutcome::Claimed {
                 order_id,
-                progress: Some(json!({"cart_version": 3}))
+                snapshot: Some(json!({"cart_version": 3}))
             },
             "{backend:?}"
         );
 
-        // Completed in the events' transaction: every repeat gets the answer.
-        let done = AppendOptions {
-            complete_idempotency: Some(IdempotencyCompletion {
+        // Completed in the events' unit of work: every repeat gets the answer.
+        let done = UnitOfWork {
+            appends: vec![StreamAppend {
+                stream_id: order_id,
+                stream_type: ORDER_STREAM.into(),
+                expected_version: Some(0),
+                events: vec![event("OrderCreated", json!({}))],
+            }],
+            idempotency: Some(IdempotencyCompletion {
                 customer_id: "alice".into(),
                 key: "k1".into(),
                 response: json!({"order_id": order_id, "version": 1}),
             }),
             ..Default::default()
         };
-        store
-            .append(order_id, 0, vec![event("OrderCreated", json!({}))], done)
+        unit_of_work(&db, Upcasters::none(), true)
+            .commit(done)
             .await
             .unwrap();
         assert_eq!(

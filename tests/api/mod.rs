@@ -34,3 +34,4 @@ mod saga_store;
 mod security;
 mod security_access;
 mod stubs;
+mod unit_of_work;

@@ -19,7 +19,7 @@ use commerce::{
         },
         payment::v1::{AuthorizeRequest, payment_service_client::PaymentServiceClient},
     },
-    store::event_store::{AppendOptions, EventStoreError, NewEvent},
+    store::event_store::{EventStoreError, NewEvent, ORDER_STREAM},
 };
 use tonic::metadata::MetadataValue;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -158,12 +158,10 @@ async fn metrics_time_event_store_appends_and_count_version_conflicts_on_every_b
         };
         let events = &app.app.events;
         events
-            .append(stream, 0, vec![event()], AppendOptions::default())
+            .append(stream, 0, vec![event()], ORDER_STREAM)
             .await
             .unwrap();
-        let stale = events
-            .append(stream, 0, vec![event()], AppendOptions::default())
-            .await;
+        let stale = events.append(stream, 0, vec![event()], ORDER_STREAM).await;
         assert!(
             matches!(stale, Err(EventStoreError::Conflict { .. })),
             "{backend:?}: {stale:?}"

@@ -9,11 +9,11 @@ use commerce::{
         GetOrderHistoryRequest, GetOrderRequest, ListOrdersRequest, Order, OrderStatus, WatchOrderRequest,
         WatchOrderResponse, order_history_entry::Entry,
     },
-    saga::{
-        plan::Step,
-        store::{AttemptEnd, AttemptWrite, Lease, SagaColumns, Write, saga_store},
+    saga::plan::Step,
+    store::{
+        event_store::ORDER_STREAM,
+        saga::{AttemptEnd, AttemptOutcome, AttemptWrite, FencedWrite, Lease, SagaColumns, saga_store},
     },
-    store::event_store::AppendOptions,
 };
 use tonic::Code;
 
@@ -225,7 +225,7 @@ async fn history_merges_events_with_saga_attempts_for_the_owner_only() {
             attempt: 1,
             finished_at: started_at + chrono::Duration::milliseconds(12),
             end: AttemptEnd {
-                outcome: "TRANSIENT",
+                outcome: AttemptOutcome::Transient,
                 grpc_code: Some("UNAVAILABLE".into()),
                 error: Some("payment down".into()),
                 latency_ms: 12,
@@ -233,12 +233,11 @@ async fn history_merges_events_with_saga_attempts_for_the_owner_only() {
             },
         },
     ] {
-        let columns = SagaColumns::of(&record);
-        let write = Write {
-            attempts: std::slice::from_ref(&attempt),
-            ..Write::columns(&columns)
+        let write = FencedWrite {
+            attempts: vec![attempt],
+            ..FencedWrite::columns(record.saga_id, &lease, SagaColumns::of(&record))
         };
-        sagas.write(&lease, record.saga_id, &write).await.unwrap();
+        sagas.write(&write).await.unwrap();
     }
 
     let request = || GetOrderHistoryRequest {
@@ -315,7 +314,7 @@ async fn watch_order_streams_each_status_change_until_a_terminal_one() {
         let life = SampleOrder::encode(&order.confirmed());
         let events = &app.app.events;
         events
-            .append(order.order_id, 0, life[..1].to_vec(), AppendOptions::default())
+            .append(order.order_id, 0, life[..1].to_vec(), ORDER_STREAM)
             .await
             .unwrap();
         let id = order.order_id.to_string();
@@ -341,7 +340,7 @@ async fn watch_order_streams_each_status_change_until_a_terminal_one() {
             "{backend:?}"
         );
         events
-            .append(order.order_id, 1, life[1..2].to_vec(), AppendOptions::default())
+            .append(order.order_id, 1, life[1..2].to_vec(), ORDER_STREAM)
             .await
             .unwrap();
         let second = next(&mut stream).await.unwrap().unwrap().order.unwrap();
@@ -350,7 +349,7 @@ async fn watch_order_streams_each_status_change_until_a_terminal_one() {
             (OrderStatus::PaymentAuthorized as i32, 2)
         );
         events
-            .append(order.order_id, 2, life[2..].to_vec(), AppendOptions::default())
+            .append(order.order_id, 2, life[2..].to_vec(), ORDER_STREAM)
             .await
             .unwrap();
         let mut statuses = Vec::new();

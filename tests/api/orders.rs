@@ -9,11 +9,12 @@ use std::sync::{
 
 use async_trait::async_trait;
 use commerce::{
-    app::orders::{CreateOrderInput, OrderApp},
+    app::orders::{CreateOrderInput, OrderApp, OrderStores},
     proto::commerce::v1::{GetActiveCartRequest, GetCartRequest, OrderStatus as PbStatus},
     store::{
-        event_store::{AppendOptions, AppendResult, EventStore, EventStoreError, NewEvent, StoredEvent},
+        event_store::OrderCodec,
         idempotency::idempotency_store,
+        unit_of_work::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError, unit_of_work},
     },
 };
 use tonic::Code;
@@ -240,40 +241,20 @@ async fn business_refusals_are_remembered_under_the_key_and_bad_input_stores_not
     }
 }
 
-/// An event store whose next append fails as if the database went away.
+/// A committer whose next commit fails as if the database went away.
 #[derive(Debug)]
-struct FlakyStore {
-    inner: Arc<dyn EventStore>,
+struct FlakyCommitter {
+    inner: Arc<dyn UnitOfWorkCommitter>,
     fail_next: AtomicBool,
 }
 
 #[async_trait]
-impl EventStore for FlakyStore {
-    async fn append(
-        &self,
-        stream_id: Uuid,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-        options: AppendOptions,
-    ) -> Result<AppendResult, EventStoreError> {
+impl UnitOfWorkCommitter for FlakyCommitter {
+    async fn commit(&self, unit: UnitOfWork) -> Result<Committed, UnitOfWorkError> {
         if self.fail_next.swap(false, Ordering::SeqCst) {
-            return Err(EventStoreError::Unavailable("connection reset".into()));
+            return Err(UnitOfWorkError::Unavailable("connection reset".into()));
         }
-        self.inner
-            .append(stream_id, expected_version, events, options)
-            .await
-    }
-    async fn read_stream(&self, stream_id: Uuid, from: u64) -> Result<Vec<StoredEvent>, EventStoreError> {
-        self.inner.read_stream(stream_id, from).await
-    }
-    async fn read_all(&self, after: i64, limit: usize) -> Result<Vec<StoredEvent>, EventStoreError> {
-        self.inner.read_all(after, limit).await
-    }
-    async fn head_position(&self) -> Result<i64, EventStoreError> {
-        self.inner.head_position().await
-    }
-    async fn stream_version(&self, stream_id: Uuid) -> Result<u64, EventStoreError> {
-        self.inner.stream_version(stream_id).await
+        self.inner.commit(unit).await
     }
 }
 
@@ -284,14 +265,19 @@ async fn a_transient_failure_after_the_cart_is_converted_is_not_remembered_and_t
         let app = spawn_app_with(backend, &[]).await;
         let alice = app.customer("alice");
         let cart_id = filled_cart(&app, &alice).await;
-        let flaky = Arc::new(FlakyStore {
-            inner: app.app.events.clone(),
+        let db = &app.app.backends.db;
+        let flaky = Arc::new(FlakyCommitter {
+            inner: unit_of_work(db, OrderCodec::upcasters(), true),
             fail_next: AtomicBool::new(true),
         });
+        let stores = OrderStores {
+            events: app.app.events.clone(),
+            units: flaky,
+            idempotency_keys: idempotency_store(db),
+        };
         let orders = OrderApp::new(
             app.config.orders.clone(),
-            flaky,
-            idempotency_store(&app.app.backends.db),
+            stores,
             app.app.carts.clone(),
             app.app.privacy.clone(),
         );

@@ -12,7 +12,7 @@ use commerce::{
         cart_conversion::CartConversion, customer_orders::CustomerOrder, order_detail::OrderDetail,
         rebuild::Rebuild, samples::SampleOrder,
     },
-    store::event_store::{AppendOptions, OrderCodec},
+    store::event_store::{ORDER_STREAM, OrderCodec},
 };
 use uuid::Uuid;
 
@@ -317,10 +317,7 @@ async fn a_rebuild_while_events_keep_coming_swaps_in_complete_read_models() {
             tokio::spawn(async move {
                 for order in more {
                     let new = SampleOrder::encode(&order.confirmed());
-                    events
-                        .append(order.order_id, 0, new, AppendOptions::default())
-                        .await
-                        .unwrap();
+                    events.append(order.order_id, 0, new, ORDER_STREAM).await.unwrap();
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             })

@@ -1,7 +1,7 @@
 //! The rebuild rate, measured on a large event store (LONG_TESTS=1).
 
 use commerce::{
-    projections::rebuild::Rebuild, projections::samples::SampleOrder, store::event_store::AppendOptions,
+    projections::rebuild::Rebuild, projections::samples::SampleOrder, store::event_store::ORDER_STREAM,
 };
 
 use crate::support::{
@@ -34,10 +34,7 @@ async fn rebuild_rate_is_measured_on_a_large_event_store() {
                 for i in (w..orders).step_by(workers) {
                     let order = SampleOrder::new(&format!("bench-{}", i % 1000), 1 + i % 3);
                     let new = SampleOrder::encode(&order.confirmed());
-                    events
-                        .append(order.order_id, 0, new, AppendOptions::default())
-                        .await
-                        .unwrap();
+                    events.append(order.order_id, 0, new, ORDER_STREAM).await.unwrap();
                 }
             }));
         }

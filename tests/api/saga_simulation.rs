@@ -27,12 +27,15 @@ use commerce::{
         grpc_siblings::{GrpcSiblings, SiblingUrls},
         plan::{RetryPolicy, SagaStatus},
         ports::{CallError, OrderCommand, OrderFacts, OrderPort, ShippingAddress, Siblings},
-        store::{Lease, SagaStore, saga_store},
         worker::{PoolSettings, run_pool},
     },
     shutdown,
-    store::event_store::{
-        AppendOptions, CancelRequest, EventMetadata, EventStore, NewEvent, SagaStart, Upcasters, event_store,
+    store::{
+        event_store::{
+            EventMetadata, EventStore, NewEvent, ORDER_STREAM, StreamAppend, Upcasters, event_store,
+        },
+        saga::{CancelRequest, Lease, SagaStart, SagaStore, SagaWrite, saga_store},
+        unit_of_work::{UnitOfWork, unit_of_work},
     },
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -379,6 +382,20 @@ async fn ledgers_consistent(
     }
 }
 
+/// An order event at `version` and a saga part, in one unit of work.
+fn order_unit(order_id: Uuid, version: u64, event_type: &str, saga: SagaWrite) -> UnitOfWork {
+    UnitOfWork {
+        appends: vec![StreamAppend {
+            stream_id: order_id,
+            stream_type: ORDER_STREAM.into(),
+            expected_version: Some(version),
+            events: vec![event(event_type)],
+        }],
+        saga: Some(saga),
+        idempotency: None,
+    }
+}
+
 #[tokio::test]
 async fn sagas_end_consistent_through_lost_answers_cancels_and_killed_worker_pools() {
     let seed: u64 = std::env::var("SIM_SEED")
@@ -392,6 +409,7 @@ async fn sagas_end_consistent_through_lost_answers_cancels_and_killed_worker_poo
     let isolation = Isolation::new(backend).await;
     let db = isolation.backends().await.db;
     let events: Arc<dyn EventStore> = event_store(&db, Upcasters::none());
+    let units = unit_of_work(&db, Upcasters::none(), true);
     let store = saga_store(&db);
     let (url, stubs) = spawn_stubs(&[("STUB_DEFAULT_STOCK", "1000")]).await;
     let urls = SiblingUrls {
@@ -426,12 +444,8 @@ async fn sagas_end_consistent_through_lost_answers_cancels_and_killed_worker_poo
             idempotency_seed: format!("{order_id}/k"),
             deadline,
         };
-        let options = AppendOptions {
-            start_saga: Some(start),
-            ..Default::default()
-        };
-        events
-            .append(order_id, 0, vec![event("OrderCreated")], options)
+        units
+            .commit(order_unit(order_id, 0, "OrderCreated", SagaWrite::Start(start)))
             .await
             .unwrap();
         ids.push((saga_id, order_id));
@@ -449,15 +463,12 @@ async fn sagas_end_consistent_through_lost_answers_cancels_and_killed_worker_poo
         if rng.random_bool(0.5) {
             let (_, order_id) = ids[rng.random_range(0..ids.len())];
             let version = events.stream_version(order_id).await.unwrap();
-            let options = AppendOptions {
-                request_cancel: Some(CancelRequest {
-                    order_id,
-                    reason: "changed my mind".into(),
-                }),
-                ..Default::default()
-            };
-            if events
-                .append(order_id, version, vec![event("CancellationRequested")], options)
+            let cancel = SagaWrite::RequestCancel(CancelRequest {
+                order_id,
+                reason: "changed my mind".into(),
+            });
+            if units
+                .commit(order_unit(order_id, version, "CancellationRequested", cancel))
                 .await
                 .is_ok()
             {

@@ -6,15 +6,17 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{TimeDelta, Utc};
 use commerce::{
-    saga::{
-        plan::{SagaStatus, Step, StepStatus},
-        store::{
-            AttemptEnd, AttemptWrite, Lease, OperatorActionRecord, Release, SagaColumns, SagaStore,
-            SagaStoreError, StepRecord, Write, saga_store,
+    saga::plan::{SagaStatus, Step, StepStatus},
+    store::{
+        event_store::{
+            EventMetadata, EventStore, NewEvent, ORDER_STREAM, StreamAppend, Upcasters, event_store,
         },
-    },
-    store::event_store::{
-        AppendOptions, CancelRequest, EventMetadata, EventStore, NewEvent, SagaStart, Upcasters, event_store,
+        saga::{
+            AttemptEnd, AttemptOutcome, AttemptWrite, CancelRequest, FencedWrite, Lease,
+            OperatorActionRecord, OperatorActionWrite, Release, SAGA_STREAM, SagaColumns, SagaStart,
+            SagaStore, SagaStoreError, SagaWrite, StepRecord, saga_store,
+        },
+        unit_of_work::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError, unit_of_work},
     },
 };
 use serde_json::json;
@@ -26,6 +28,7 @@ struct Fixture {
     _isolation: Isolation,
     events: Arc<dyn EventStore>,
     sagas: Arc<dyn SagaStore>,
+    units: Arc<dyn UnitOfWorkCommitter>,
 }
 
 async fn fixture(backend: Backend) -> Fixture {
@@ -34,6 +37,7 @@ async fn fixture(backend: Backend) -> Fixture {
     Fixture {
         events: event_store(&db, Upcasters::none()),
         sagas: saga_store(&db),
+        units: unit_of_work(&db, Upcasters::none(), true),
         _isolation: isolation,
     }
 }
@@ -59,21 +63,14 @@ impl Fixture {
     /// Starts a saga as CreateOrder does; returns (saga id, order id).
     async fn start(&self) -> (Uuid, Uuid) {
         let (saga_id, order_id) = (Uuid::now_v7(), Uuid::now_v7());
-        self.events
-            .append(
-                order_id,
-                0,
-                vec![event("OrderCreated")],
-                AppendOptions {
-                    start_saga: Some(SagaStart {
-                        saga_id,
-                        order_id,
-                        idempotency_seed: format!("{order_id}/key-1"),
-                        deadline: Utc::now() + TimeDelta::minutes(30),
-                    }),
-                    ..Default::default()
-                },
-            )
+        let start = SagaWrite::Start(SagaStart {
+            saga_id,
+            order_id,
+            idempotency_seed: format!("{order_id}/key-1"),
+            deadline: Utc::now() + TimeDelta::minutes(30),
+        });
+        self.units
+            .commit(order_unit(order_id, 0, "OrderCreated", start))
             .await
             .unwrap();
         (saga_id, order_id)
@@ -81,21 +78,47 @@ impl Fixture {
 
     async fn cancel(&self, order_id: Uuid) {
         let version = self.events.stream_version(order_id).await.unwrap();
-        self.events
-            .append(
-                order_id,
-                version,
-                vec![event("CancellationRequested")],
-                AppendOptions {
-                    request_cancel: Some(CancelRequest {
-                        order_id,
-                        reason: "changed my mind".into(),
-                    }),
-                    ..Default::default()
-                },
-            )
+        let cancel = SagaWrite::RequestCancel(CancelRequest {
+            order_id,
+            reason: "changed my mind".into(),
+        });
+        self.units
+            .commit(order_unit(order_id, version, "CancellationRequested", cancel))
             .await
             .unwrap();
+    }
+
+    /// An operator action with its audit event, as SagaAdmin commits it.
+    async fn apply_operator_action(
+        &self,
+        write: OperatorActionWrite,
+        audit: NewEvent,
+    ) -> Result<Committed, UnitOfWorkError> {
+        let unit = UnitOfWork {
+            appends: vec![StreamAppend {
+                stream_id: write.saga_id,
+                stream_type: SAGA_STREAM.into(),
+                expected_version: None,
+                events: vec![audit],
+            }],
+            saga: Some(SagaWrite::OperatorAction(write)),
+            idempotency: None,
+        };
+        self.units.commit(unit).await
+    }
+}
+
+/// An order event at `version` and a saga part, in one unit of work.
+fn order_unit(order_id: Uuid, version: u64, event_type: &str, saga: SagaWrite) -> UnitOfWork {
+    UnitOfWork {
+        appends: vec![StreamAppend {
+            stream_id: order_id,
+            stream_type: ORDER_STREAM.into(),
+            expected_version: Some(version),
+            events: vec![event(event_type)],
+        }],
+        saga: Some(saga),
+        idempotency: None,
     }
 }
 
@@ -143,13 +166,16 @@ async fn a_saga_is_claimed_by_one_worker_until_its_lease_expires_and_stale_write
         let taken = f.sagas.claim_due(contender, 10).await.unwrap();
         assert_eq!(taken.len(), 1, "{backend:?}: an expired lease is taken over");
         let columns = SagaColumns::of(record);
-        let stale = f.sagas.write(holder, saga_id, &Write::columns(&columns)).await;
+        let stale = f
+            .sagas
+            .write(&FencedWrite::columns(saga_id, holder, columns.clone()))
+            .await;
         assert!(
             matches!(stale, Err(SagaStoreError::LeaseLost)),
             "{backend:?}: {stale:?}"
         );
         f.sagas
-            .write(contender, saga_id, &Write::columns(&columns))
+            .write(&FencedWrite::columns(saga_id, contender, columns.clone()))
             .await
             .unwrap();
     }
@@ -173,15 +199,11 @@ async fn steps_and_attempts_are_recorded_before_and_after_the_call() {
             started_at: Utc::now(),
         };
         f.sagas
-            .write(
-                &worker,
-                saga_id,
-                &Write {
-                    steps: std::slice::from_ref(&step),
-                    attempts: std::slice::from_ref(&started),
-                    ..Write::columns(&columns)
-                },
-            )
+            .write(&FencedWrite {
+                steps: vec![step.clone()],
+                attempts: vec![started.clone()],
+                ..FencedWrite::columns(saga_id, &worker, columns.clone())
+            })
             .await
             .unwrap();
 
@@ -205,7 +227,7 @@ async fn steps_and_attempts_are_recorded_before_and_after_the_call() {
             attempt: 1,
             finished_at: Utc::now(),
             end: AttemptEnd {
-                outcome: "SUCCEEDED",
+                outcome: AttemptOutcome::Succeeded,
                 grpc_code: Some("OK".into()),
                 error: None,
                 latency_ms: 7,
@@ -215,15 +237,11 @@ async fn steps_and_attempts_are_recorded_before_and_after_the_call() {
         let voided = step_record(Step::VoidPayment, StepStatus::Pending, 0);
         let fresh = f
             .sagas
-            .write(
-                &worker,
-                saga_id,
-                &Write {
-                    steps: &[step.clone(), voided],
-                    attempts: std::slice::from_ref(&finished),
-                    ..Write::columns(&columns)
-                },
-            )
+            .write(&FencedWrite {
+                steps: vec![step.clone(), voided],
+                attempts: vec![finished.clone()],
+                ..FencedWrite::columns(saga_id, &worker, columns.clone())
+            })
             .await
             .unwrap();
         assert!(!fresh.cancel_requested);
@@ -241,7 +259,7 @@ async fn steps_and_attempts_are_recorded_before_and_after_the_call() {
         let end = attempts[0].end.as_ref().unwrap();
         assert_eq!(
             (end.outcome, end.latency_ms, end.trace_id.as_deref()),
-            ("SUCCEEDED", 7, Some("abc"))
+            (AttemptOutcome::Succeeded, 7, Some("abc"))
         );
         assert_eq!(saga.steps.len(), 2, "{backend:?}: both step rows written");
         let counts = f.sagas.count_by_status().await.unwrap();
@@ -295,15 +313,11 @@ async fn failed_sagas_wait_for_an_operator_whose_action_is_recorded_and_fenced_b
             started_at: Utc::now(),
         };
         f.sagas
-            .write(
-                &worker,
-                saga_id,
-                &Write {
-                    steps: std::slice::from_ref(&step),
-                    attempts: std::slice::from_ref(&started),
-                    ..Write::columns(&columns)
-                },
-            )
+            .write(&FencedWrite {
+                steps: vec![step.clone()],
+                attempts: vec![started.clone()],
+                ..FencedWrite::columns(saga_id, &worker, columns.clone())
+            })
             .await
             .unwrap();
         f.sagas.release(&worker, saga_id, Utc::now(), true).await.unwrap();
@@ -328,19 +342,18 @@ async fn failed_sagas_wait_for_an_operator_whose_action_is_recorded_and_fenced_b
             at: Utc::now(),
         };
         let audit = action.audit_event(saga_id, failed.order_id);
+        let write = |expected_updated_at| OperatorActionWrite {
+            saga_id,
+            expected_updated_at,
+            columns: retry_columns.clone(),
+            step: retry_step.clone(),
+            action: action.clone(),
+        };
         let stale = f
-            .sagas
-            .apply_operator_action(
-                saga_id,
-                record.updated_at,
-                &retry_columns,
-                &retry_step,
-                &action,
-                &audit,
-            )
+            .apply_operator_action(write(record.updated_at), audit.clone())
             .await;
         assert!(
-            matches!(stale, Err(SagaStoreError::Conflict)),
+            matches!(stale, Err(UnitOfWorkError::SagaChanged)),
             "{backend:?}: {stale:?}"
         );
         assert_eq!(
@@ -348,15 +361,7 @@ async fn failed_sagas_wait_for_an_operator_whose_action_is_recorded_and_fenced_b
             0,
             "{backend:?}: a refused action leaves no event"
         );
-        f.sagas
-            .apply_operator_action(
-                saga_id,
-                failed.updated_at,
-                &retry_columns,
-                &retry_step,
-                &action,
-                &audit,
-            )
+        f.apply_operator_action(write(failed.updated_at), audit)
             .await
             .unwrap();
         // The action and its audit event are one write.
@@ -427,14 +432,14 @@ async fn a_write_guarded_by_the_cancel_flag_applies_only_while_the_flag_holds_an
         let mut columns = SagaColumns::of(&record);
         columns.current_step = Some(Step::CapturePayment);
         let step = step_record(Step::CapturePayment, StepStatus::InProgress, 1);
-        let guarded = |expect| Write {
-            steps: std::slice::from_ref(&step),
+        let guarded = |expect| FencedWrite {
+            steps: vec![step.clone()],
             expect_cancel: Some(expect),
-            ..Write::columns(&columns)
+            ..FencedWrite::columns(saga_id, &worker, columns.clone())
         };
         f.cancel(order_id).await;
         // Decided before the cancel: refused, and nothing of it is stored.
-        let stale = f.sagas.write(&worker, saga_id, &guarded(false)).await;
+        let stale = f.sagas.write(&guarded(false)).await;
         assert!(
             matches!(stale, Err(SagaStoreError::LeaseLost)),
             "{backend:?}: {stale:?}"
@@ -443,19 +448,19 @@ async fn a_write_guarded_by_the_cancel_flag_applies_only_while_the_flag_holds_an
             f.sagas.get(saga_id).await.unwrap().unwrap().steps.is_empty(),
             "{backend:?}"
         );
-        let fresh = f.sagas.write(&worker, saga_id, &guarded(true)).await.unwrap();
+        let fresh = f.sagas.write(&guarded(true)).await.unwrap();
         assert!(fresh.cancel_requested);
 
         // Released in the same write, with the cancel seen: due at the given time.
         let later = Utc::now() + TimeDelta::hours(1);
-        let release = Write {
+        let release = FencedWrite {
             release: Some(Release {
                 next_run_at: later,
                 cancel_seen: true,
             }),
-            ..Write::columns(&columns)
+            ..FencedWrite::columns(saga_id, &worker, columns.clone())
         };
-        f.sagas.write(&worker, saga_id, &release).await.unwrap();
+        f.sagas.write(&release).await.unwrap();
         assert!(
             f.sagas
                 .claim_due(&lease("other", 30_000), 1)
@@ -471,7 +476,9 @@ async fn a_write_guarded_by_the_cancel_flag_applies_only_while_the_flag_holds_an
             "{backend:?}"
         );
         assert!(matches!(
-            f.sagas.write(&worker, saga_id, &Write::columns(&columns)).await,
+            f.sagas
+                .write(&FencedWrite::columns(saga_id, &worker, columns.clone()))
+                .await,
             Err(SagaStoreError::LeaseLost)
         ));
     }

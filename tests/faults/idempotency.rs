@@ -164,7 +164,7 @@ async fn one_key_sent_a_thousand_times_half_at_once_makes_one_order_with_identic
         request_hash: hash,
         order_id: Uuid::now_v7(),
         lease: Duration::from_secs(60),
-        progress: None,
+        snapshot: None,
     };
     idempotency_store(&app.app.backends.db)
         .claim(&claim)

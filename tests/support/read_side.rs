@@ -15,7 +15,7 @@ use commerce::{
     },
     shutdown::{self, Shutdown, ShutdownTrigger},
     store::{
-        event_store::{AppendOptions, EventStore, OrderCodec, event_store},
+        event_store::{EventStore, ORDER_STREAM, OrderCodec, event_store},
         read_models::{ListQuery, ReadModelStore},
     },
 };
@@ -75,7 +75,7 @@ impl Rig {
         let current = self.events.stream_version(order.order_id).await.unwrap();
         let new = SampleOrder::encode(&events[current as usize..]);
         self.events
-            .append(order.order_id, current, new, AppendOptions::default())
+            .append(order.order_id, current, new, ORDER_STREAM)
             .await
             .unwrap();
     }
@@ -149,7 +149,7 @@ pub async fn place(app: &TestApp, customer: &str) -> SampleOrder {
             order.order_id,
             0,
             SampleOrder::encode(&order.confirmed()),
-            AppendOptions::default(),
+            ORDER_STREAM,
         )
         .await
         .unwrap();

@@ -20,8 +20,9 @@
 //!    cart changed meanwhile, the conversion is refused and the request is
 //!    ABORTED (not remembered): nothing is ordered that the client did not
 //!    see, and a retry orders the cart as it is then.
-//! 5. Append OrderCreated with expected version 0, the saga start and the
-//!    key's completion in one transaction.
+//! 5. Commit one unit of work ([`crate::store::unit_of_work`]): OrderCreated
+//!    at expected version 0 (with its outbox row), the saga start (the one
+//!    place a saga starts) and the key's completion.
 //!
 //! If step 5 fails transiently, the cart is already converted into this
 //! order: the key's lease is released (the failure is not remembered) and a
@@ -44,28 +45,31 @@ use crate::{
     },
     error::{AppError, FieldViolation},
     store::{
-        event_store::{AppendOptions, EventStoreError, IdempotencyCompletion, SagaStart},
-        idempotency::{Claim, ClaimOutcome},
+        event_store::{ORDER_STREAM, StreamAppend},
+        idempotency::{Claim, ClaimOutcome, IdempotencyCompletion},
+        saga::{SagaStart, SagaWrite},
+        unit_of_work::{UnitOfWork, UnitOfWorkError},
     },
 };
 
-/// The cart snapshot an order is placed from, recorded under the key.
+/// The checkout snapshot: the cart an order is placed from, recorded under
+/// the key so that every attempt of the request orders the same cart.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct CheckoutPlan {
+struct CheckoutSnapshot {
     cart_version: u64,
     currency: Currency,
-    items: Vec<PlanItem>,
+    items: Vec<SnapshotItem>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct PlanItem {
+struct SnapshotItem {
     product_id: String,
     product_name: String,
     quantity: u32,
     unit_price: Money,
 }
 
-impl From<&Cart> for CheckoutPlan {
+impl From<&Cart> for CheckoutSnapshot {
     fn from(cart: &Cart) -> Self {
         Self {
             cart_version: cart.version,
@@ -73,7 +77,7 @@ impl From<&Cart> for CheckoutPlan {
             items: cart
                 .items
                 .iter()
-                .map(|i| PlanItem {
+                .map(|i| SnapshotItem {
                     product_id: i.product_id.clone(),
                     product_name: i.product_name.clone(),
                     quantity: i.quantity,
@@ -99,19 +103,19 @@ impl OrderApp {
             .carts
             .checkout_snapshot(principal, request.cart_id)
             .await
-            .map(|cart| CheckoutPlan::from(&cart));
+            .map(|cart| CheckoutSnapshot::from(&cart));
         let claim = Claim {
             customer_id: principal.subject.clone(),
             key: request.idempotency_key.clone(),
             request_hash: request.request_hash(&principal.subject),
             order_id: Uuid::now_v7(),
             lease: self.settings.idempotency_lease,
-            progress: match &snapshot {
-                Ok(plan) => Some(plan_json(plan)?),
+            snapshot: match &snapshot {
+                Ok(snapshot) => Some(snapshot_json(snapshot)?),
                 Err(_) => None,
             },
         };
-        match self.keys.claim(&claim).await? {
+        match self.idempotency_keys.claim(&claim).await? {
             ClaimOutcome::InFlight => Err(AppError::Aborted(
                 "a request with this idempotency key is still in progress; retry shortly".into(),
             )),
@@ -121,22 +125,26 @@ impl OrderApp {
             )])),
             ClaimOutcome::Done(response) => self.replay(&response).await,
             ClaimOutcome::Refused(response) => Err(refusal_from_json(&response)),
-            ClaimOutcome::Claimed { order_id, progress } => {
-                let start = match progress {
+            ClaimOutcome::Claimed {
+                order_id,
+                snapshot: recorded,
+            } => {
+                let start = match recorded {
                     // Recorded by this claim: the snapshot just taken.
-                    Some(recorded) if Some(&recorded) == claim.progress.as_ref() => Start::Recorded(snapshot),
-                    Some(recorded) => Start::Resumed(
-                        serde_json::from_value(recorded)
-                            .map_err(|e| AppError::Internal(anyhow::anyhow!("recorded checkout plan: {e}"))),
-                    ),
+                    Some(recorded) if Some(&recorded) == claim.snapshot.as_ref() => Start::Recorded(snapshot),
+                    Some(recorded) => {
+                        Start::Resumed(serde_json::from_value(recorded).map_err(|e| {
+                            AppError::Internal(anyhow::anyhow!("recorded checkout snapshot: {e}"))
+                        }))
+                    }
                     None => Start::Recorded(snapshot),
                 };
                 let result = self.place(principal, &request, order_id, start).await;
                 if let Err(err) = &result {
                     let (customer, key) = (&claim.customer_id, &claim.key);
                     let outcome = match refusal_to_json(err) {
-                        Some(refusal) => self.keys.refuse(customer, key, &refusal).await,
-                        None => self.keys.release(customer, key).await,
+                        Some(refusal) => self.idempotency_keys.refuse(customer, key, &refusal).await,
+                        None => self.idempotency_keys.release(customer, key).await,
                     };
                     if let Err(store_err) = outcome {
                         // The lease still expires on its own; the answer stands.
@@ -158,23 +166,25 @@ impl OrderApp {
     ) -> Result<OrderView, AppError> {
         let (customer, key) = (&principal.subject, &request.idempotency_key);
         loop {
-            let (plan, resumed) = match start {
+            let (snapshot, resumed) = match start {
                 // Recorded by the claim already (or failed: nothing to record).
-                Start::Recorded(plan) => (plan?, false),
-                Start::Resumed(plan) => (plan?, true),
-                Start::Fresh => {
+                Start::Recorded(snapshot) => (snapshot?, false),
+                Start::Resumed(snapshot) => (snapshot?, true),
+                Start::TakeSnapshot => {
                     let cart = self.carts.checkout_snapshot(principal, request.cart_id).await?;
-                    let plan = CheckoutPlan::from(&cart);
-                    self.keys.save_progress(customer, key, &plan_json(&plan)?).await?;
-                    (plan, false)
+                    let snapshot = CheckoutSnapshot::from(&cart);
+                    self.idempotency_keys
+                        .save_snapshot(customer, key, &snapshot_json(&snapshot)?)
+                        .await?;
+                    (snapshot, false)
                 }
             };
-            start = Start::Fresh;
+            start = Start::TakeSnapshot;
             let saga_id = self.settings.saga_orchestration.then(Uuid::now_v7);
-            let events = decide(customer, request, order_id, &plan, saga_id)?;
+            let events = decide(customer, request, order_id, &snapshot, saga_id)?;
             match self
                 .carts
-                .mark_converted(request.cart_id, plan.cart_version, order_id)
+                .mark_converted(request.cart_id, snapshot.cart_version, order_id)
                 .await
             {
                 Ok(()) => {
@@ -206,34 +216,44 @@ impl OrderApp {
         saga_id: Option<Uuid>,
     ) -> Result<OrderView, AppError> {
         let response = json!({"order_id": order_id, "version": 1});
-        let options = AppendOptions {
-            start_saga: saga_id.map(|saga_id| SagaStart {
-                saga_id,
-                order_id,
-                idempotency_seed: format!("{order_id}/{key}"),
-                deadline: chrono::Utc::now()
-                    + chrono::Duration::from_std(self.settings.order_timeout)
-                        .unwrap_or(chrono::Duration::MAX),
+        let unit = UnitOfWork {
+            appends: vec![StreamAppend {
+                stream_id: order_id,
+                stream_type: ORDER_STREAM.into(),
+                expected_version: Some(0),
+                events: self.encode(&events, Some(key)).await?,
+            }],
+            saga: saga_id.map(|saga_id| {
+                SagaWrite::Start(SagaStart {
+                    saga_id,
+                    order_id,
+                    idempotency_seed: format!("{order_id}/{key}"),
+                    deadline: chrono::Utc::now()
+                        + chrono::Duration::from_std(self.settings.order_timeout)
+                            .unwrap_or(chrono::Duration::MAX),
+                })
             }),
-            complete_idempotency: Some(IdempotencyCompletion {
+            idempotency: Some(IdempotencyCompletion {
                 customer_id: customer.to_string(),
                 key: key.to_string(),
                 response: response.clone(),
             }),
-            ..Default::default()
         };
-        let new = self.encode(&events, Some(key)).await?;
-        match self.events.append(order_id, 0, new, options).await {
-            Ok(appended) => {
+        match self.units.commit(unit).await {
+            Ok(committed) => {
                 crate::metrics::order_status_transition("PENDING");
+                let recorded_at =
+                    committed.appended.first().map(|a| a.recorded_at).ok_or_else(|| {
+                        AppError::Internal(anyhow::anyhow!("OrderCreated was not appended"))
+                    })?;
                 let order = Order::from_events(&events);
-                OrderView::from_order(&order, appended.recorded_at, appended.recorded_at).ok_or_else(|| {
+                OrderView::from_order(&order, recorded_at, recorded_at).ok_or_else(|| {
                     AppError::Internal(anyhow::anyhow!("OrderCreated did not place the order"))
                 })
             }
             // Another attempt of this key appended first, completing the key
             // in the same transaction: answer as it did.
-            Err(EventStoreError::Conflict { .. }) => self.replay(&response).await,
+            Err(UnitOfWorkError::Conflict { .. }) => self.replay(&response).await,
             Err(err) => Err(err.into()),
         }
     }
@@ -257,30 +277,30 @@ impl OrderApp {
 /// Where the key's holder starts from.
 enum Start {
     /// The snapshot this request took (recorded under the key with the claim).
-    Recorded(Result<CheckoutPlan, AppError>),
+    Recorded(Result<CheckoutSnapshot, AppError>),
     /// A snapshot an earlier attempt recorded: it may be stale.
-    Resumed(Result<CheckoutPlan, AppError>),
+    Resumed(Result<CheckoutSnapshot, AppError>),
     /// Take (and record) a new snapshot.
-    Fresh,
+    TakeSnapshot,
 }
 
-fn plan_json(plan: &CheckoutPlan) -> Result<Value, AppError> {
-    serde_json::to_value(plan).map_err(|e| AppError::Internal(e.into()))
+fn snapshot_json(snapshot: &CheckoutSnapshot) -> Result<Value, AppError> {
+    serde_json::to_value(snapshot).map_err(|e| AppError::Internal(e.into()))
 }
 
-/// PlaceOrder from the plan: the aggregate's decision (refusals remembered).
+/// PlaceOrder from the snapshot: the aggregate's decision (refusals remembered).
 fn decide(
     customer: &str,
     request: &validate::ValidCreateOrder,
     order_id: Uuid,
-    plan: &CheckoutPlan,
+    snapshot: &CheckoutSnapshot,
     saga_id: Option<Uuid>,
 ) -> Result<Vec<OrderEvent>, AppError> {
     let place = PlaceOrder {
         order_id,
         customer_id: customer.to_string(),
         cart_id: request.cart_id,
-        items: plan
+        items: snapshot
             .items
             .iter()
             .map(|i| CartItem {
@@ -290,7 +310,7 @@ fn decide(
                 unit_price: i.unit_price,
             })
             .collect(),
-        currency: plan.currency,
+        currency: snapshot.currency,
         personal: request.personal.clone(),
         saga_id,
     };

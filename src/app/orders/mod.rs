@@ -1,5 +1,6 @@
 //! Orders, command side: load (read the stream, fold), decide (the
-//! aggregate), append (expected version), with bounded retry on a version
+//! aggregate), commit (the events at the expected version, in a unit of work
+//! with whatever else must commit with them), with bounded retry on a version
 //! conflict. CreateOrder lives in [`create`], the reply shape in [`view`].
 //!
 //! # Personal data
@@ -37,15 +38,16 @@ use crate::{
     app::cart::CartApp,
     auth::Principal,
     config::{ConflictHandling, OrderSettings},
-    db::Backends,
     domain::order::{Order, OrderCommand, OrderError, OrderEvent},
     error::AppError,
     privacy::Vault,
     store::{
         event_store::{
-            AppendOptions, CancelRequest, EventMetadata, EventStore, EventStoreError, OrderCodec, StoredEvent,
+            EventMetadata, EventStore, NewEvent, ORDER_STREAM, OrderCodec, StoredEvent, StreamAppend,
         },
-        idempotency::{IdempotencyStore, idempotency_store},
+        idempotency::IdempotencyStore,
+        saga::{CancelRequest, SagaWrite},
+        unit_of_work::{UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError},
     },
 };
 
@@ -56,12 +58,24 @@ pub const REPORTING_ATTEMPTS: u32 = 4;
 /// pathologically hot stream exhausts them.
 pub const ABSORBING_ATTEMPTS: u32 = 50;
 
+/// The stores the order commands read and write through.
+#[derive(Clone)]
+pub struct OrderStores {
+    /// Reads order streams.
+    pub events: Arc<dyn EventStore>,
+    /// Commits the commands' events with their other writes.
+    pub units: Arc<dyn UnitOfWorkCommitter>,
+    /// CreateOrder's idempotency keys.
+    pub idempotency_keys: Arc<dyn IdempotencyStore>,
+}
+
 /// The order command service; cheap to clone.
 #[derive(Clone)]
 pub struct OrderApp {
     settings: OrderSettings,
     events: Arc<dyn EventStore>,
-    keys: Arc<dyn IdempotencyStore>,
+    units: Arc<dyn UnitOfWorkCommitter>,
+    idempotency_keys: Arc<dyn IdempotencyStore>,
     carts: CartApp,
     codec: OrderCodec,
     privacy: Vault,
@@ -99,33 +113,16 @@ impl From<OrderError> for AppError {
 
 impl OrderApp {
     /// The service over its stores.
-    pub fn new(
-        settings: OrderSettings,
-        events: Arc<dyn EventStore>,
-        keys: Arc<dyn IdempotencyStore>,
-        carts: CartApp,
-        privacy: Vault,
-    ) -> Self {
+    pub fn new(settings: OrderSettings, stores: OrderStores, carts: CartApp, privacy: Vault) -> Self {
         Self {
             settings,
-            events,
-            keys,
+            events: stores.events,
+            units: stores.units,
+            idempotency_keys: stores.idempotency_keys,
             carts,
             codec: OrderCodec,
             privacy,
         }
-    }
-
-    /// The service on the configured backends.
-    pub fn from_settings(
-        settings: OrderSettings,
-        backends: &Backends,
-        events: Arc<dyn EventStore>,
-        carts: CartApp,
-        privacy: Vault,
-    ) -> Self {
-        let keys = idempotency_store(&backends.db);
-        Self::new(settings, events, keys, carts, privacy)
     }
 
     /// The W3C `traceparent` recorded with the order's first event (its
@@ -194,8 +191,7 @@ impl OrderApp {
     /// already recorded appends nothing and returns the current view.
     #[tracing::instrument(skip(self, command), fields(order_id = %order_id, command = command.name()))]
     pub async fn handle(&self, order_id: Uuid, command: OrderCommand) -> Result<OrderView, AppError> {
-        self.execute(order_id, |_| Ok((command.clone(), AppendOptions::default())))
-            .await
+        self.execute(order_id, |_| Ok((command.clone(), None))).await
     }
 
     /// CancelOrder: the owner (or an admin) asks to cancel. With a saga
@@ -223,56 +219,58 @@ impl OrderApp {
                     reason: reason.clone(),
                     requested_by: principal.subject.clone(),
                 };
-                let options = AppendOptions {
-                    request_cancel: Some(CancelRequest {
-                        order_id,
-                        reason: reason.clone(),
-                    }),
-                    ..Default::default()
-                };
-                Ok((command, options))
+                let cancel = SagaWrite::RequestCancel(CancelRequest {
+                    order_id,
+                    reason: reason.clone(),
+                });
+                Ok((command, Some(cancel)))
             } else {
                 let command = OrderCommand::Cancel {
                     reason: reason.clone(),
                 };
-                Ok((command, AppendOptions::default()))
+                Ok((command, None))
             }
         })
         .await
     }
 
-    /// Load, decide, append; retried on a version conflict (see the module docs).
+    /// Load, decide, commit the events with the saga part the decision
+    /// asks for; retried on a version conflict (see the module docs).
     async fn execute<F>(&self, order_id: Uuid, decide: F) -> Result<OrderView, AppError>
     where
-        F: Fn(&Order) -> Result<(OrderCommand, AppendOptions), AppError>,
+        F: Fn(&Order) -> Result<(OrderCommand, Option<SagaWrite>), AppError>,
     {
         let attempts = self.max_attempts();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let loaded = self.load_until(order_id, None).await?.ok_or_else(not_found)?;
-            let (command, options) = decide(&loaded.order)?;
+            let (command, saga) = decide(&loaded.order)?;
             let events = loaded.order.handle(command)?;
             if events.is_empty() {
                 return loaded.view();
             }
-            let new = self.encode(&events, None).await?;
-            match self
-                .events
-                .append(order_id, loaded.order.version, new, options)
-                .await
-            {
-                Ok(appended) => {
+            let unit = UnitOfWork {
+                appends: vec![self.order_append(order_id, loaded.order.version, &events).await?],
+                saga,
+                idempotency: None,
+            };
+            match self.units.commit(unit).await {
+                Ok(committed) => {
+                    let recorded_at = committed
+                        .appended
+                        .first()
+                        .map_or_else(Utc::now, |a| a.recorded_at);
                     let before = loaded.order.status;
                     let mut order = loaded.order;
                     events.iter().for_each(|e| order.apply(e));
                     if order.status != before {
                         crate::metrics::order_status_transition(order.status.as_str());
                     }
-                    return OrderView::from_order(&order, loaded.created_at, appended.recorded_at)
+                    return OrderView::from_order(&order, loaded.created_at, recorded_at)
                         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("order vanished")));
                 }
-                Err(EventStoreError::Conflict { .. }) if attempt < attempts => {
+                Err(UnitOfWorkError::Conflict { .. }) if attempt < attempts => {
                     // Someone appended first: re-read and decide again.
                     let pause = rand::rng().random_range(1..=5 * u64::from(attempt.min(20)));
                     tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -289,13 +287,28 @@ impl OrderApp {
         }
     }
 
+    /// The order's new events as a unit of work's append at `expected_version`.
+    async fn order_append(
+        &self,
+        order_id: Uuid,
+        expected_version: u64,
+        events: &[OrderEvent],
+    ) -> Result<StreamAppend, AppError> {
+        Ok(StreamAppend {
+            stream_id: order_id,
+            stream_type: ORDER_STREAM.into(),
+            expected_version: Some(expected_version),
+            events: self.encode(events, None).await?,
+        })
+    }
+
     /// Encodes events with the request's provenance, personal data sealed
     /// with the customer's key.
     async fn encode(
         &self,
         events: &[OrderEvent],
         idempotency_key: Option<&str>,
-    ) -> Result<Vec<crate::store::event_store::NewEvent>, AppError> {
+    ) -> Result<Vec<NewEvent>, AppError> {
         let metadata = EventMetadata {
             correlation_id: crate::telemetry::current_traceparent(),
             causation_id: None,

@@ -21,13 +21,17 @@ use crate::{
         grpc_siblings::{GrpcSiblings, SiblingUrls},
         plan::{OperatorError, PlannedStep, RetryPolicy, SagaStatus, Step, StepStatus},
         ports::{OrderPort, Siblings},
-        store::{
-            AttemptRecord, Cursor, Lease, OperatorActionRecord, SagaColumns, SagaRecord, SagaStore,
-            StepRecord, saga_store,
-        },
         worker::{PoolSettings, listen_for_wakeups, run_pool},
     },
     shutdown::Shutdown,
+    store::{
+        event_store::StreamAppend,
+        saga::{
+            AttemptRecord, Cursor, Lease, OperatorActionRecord, OperatorActionWrite, SAGA_STREAM,
+            SagaColumns, SagaRecord, SagaStore, SagaWrite, StepRecord, saga_store,
+        },
+        unit_of_work::{UnitOfWork, UnitOfWorkCommitter},
+    },
 };
 
 /// A saga as operators see it.
@@ -72,11 +76,25 @@ pub struct RetryOutcome {
     pub plan: Vec<PlannedStep>,
 }
 
+/// What the saga service runs on.
+#[derive(Clone)]
+pub struct SagaParts {
+    /// Reads and claims sagas.
+    pub store: Arc<dyn SagaStore>,
+    /// Commits operator actions with their audit events.
+    pub units: Arc<dyn UnitOfWorkCommitter>,
+    /// The payment, inventory and shipping services.
+    pub siblings: Arc<dyn Siblings>,
+    /// The order, as the saga sees it.
+    pub orders: Arc<dyn OrderPort>,
+}
+
 /// The sagas of this service.
 #[derive(Clone)]
 pub struct SagaApp {
     settings: SagaSettings,
     store: Arc<dyn SagaStore>,
+    units: Arc<dyn UnitOfWorkCommitter>,
     siblings: Arc<dyn Siblings>,
     orders: Arc<dyn OrderPort>,
     urls: SiblingUrls,
@@ -88,25 +106,32 @@ pub struct SagaApp {
 const MAX_REASON: usize = 500;
 
 impl SagaApp {
-    /// Sagas on `db`, calling the siblings at `urls` over gRPC.
+    /// Sagas on `db`, committing through `units`, calling the siblings at
+    /// `urls` over gRPC.
     pub fn new(
         settings: SagaSettings,
         db: &Db,
+        units: Arc<dyn UnitOfWorkCommitter>,
         urls: SiblingUrls,
         orders: Arc<dyn OrderPort>,
     ) -> anyhow::Result<Self> {
-        let siblings = Arc::new(GrpcSiblings::new(&urls, settings.call_timeout)?);
-        Ok(Self::with_parts(settings, saga_store(db), siblings, orders, urls))
+        let parts = SagaParts {
+            store: saga_store(db),
+            units,
+            siblings: Arc::new(GrpcSiblings::new(&urls, settings.call_timeout)?),
+            orders,
+        };
+        Ok(Self::with_parts(settings, parts, urls))
     }
 
     /// Sagas over explicit parts (a simulation plugs in its own siblings).
-    pub fn with_parts(
-        settings: SagaSettings,
-        store: Arc<dyn SagaStore>,
-        siblings: Arc<dyn Siblings>,
-        orders: Arc<dyn OrderPort>,
-        urls: SiblingUrls,
-    ) -> Self {
+    pub fn with_parts(settings: SagaSettings, parts: SagaParts, urls: SiblingUrls) -> Self {
+        let SagaParts {
+            store,
+            units,
+            siblings,
+            orders,
+        } = parts;
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         let owner = format!(
             "{host}-{}-{}",
@@ -116,6 +141,7 @@ impl SagaApp {
         Self {
             settings,
             store,
+            units,
             siblings,
             orders,
             urls,
@@ -300,9 +326,23 @@ impl SagaApp {
             at: now,
         };
         let audit = action.audit_event(record.saga_id, record.order_id);
-        self.store
-            .apply_operator_action(record.saga_id, record.updated_at, &columns, &row, &action, &audit)
-            .await?;
+        let unit = UnitOfWork {
+            appends: vec![StreamAppend {
+                stream_id: record.saga_id,
+                stream_type: SAGA_STREAM.into(),
+                expected_version: None,
+                events: vec![audit],
+            }],
+            saga: Some(SagaWrite::OperatorAction(OperatorActionWrite {
+                saga_id: record.saga_id,
+                expected_updated_at: record.updated_at,
+                columns,
+                step: row,
+                action: action.clone(),
+            })),
+            idempotency: None,
+        };
+        self.units.commit(unit).await?;
         tracing::info!(action = %action.action, step = step.name(), operator = %action.operator, "operator action on saga");
         self.wake();
         let saga = self.load(&input.saga_id).await?;

@@ -3,10 +3,12 @@
 //! undo, after learning what to undo.
 
 use super::Engine;
-use crate::saga::{
-    plan::{Step, idempotency_key},
-    ports::{CallError, FailureKind, OrderCommand, OrderFacts},
-    store::SagaRecord,
+use crate::{
+    saga::{
+        plan::{Step, idempotency_key},
+        ports::{CallError, FailureKind, OrderCommand, OrderFacts},
+    },
+    store::saga::SagaRecord,
 };
 
 impl Engine {

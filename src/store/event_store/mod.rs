@@ -8,8 +8,9 @@
 //! - **Idempotent append.** Appending events whose ids are already stored at
 //!   exactly those versions of that stream succeeds without writing anything
 //!   ([`AppendResult::already_stored`]): a retry after a lost reply is harmless.
-//! - **One transaction.** The events, their outbox rows, the saga start and the
-//!   idempotency-key completion named in [`AppendOptions`] commit together.
+//! - **One transaction.** The events and their outbox rows commit together;
+//!   a [unit of work](crate::store::unit_of_work) adds other tables' writes
+//!   to that transaction, through their own stores.
 //! - **Readers never skip.** [`EventStore::read_all`] returns only *settled*
 //!   events (every transaction that could still commit an event before them has
 //!   finished), in settled order. See the backend modules for how.
@@ -29,9 +30,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub(crate) use self::postgres::is_unique_violation;
 pub use self::{
     codec::{ORDER_CREATED_SCHEMA, OrderCodec},
-    postgres::PostgresEventStore,
+    postgres::{AppendWritten, PostgresEventStore},
     sqlite::SqliteEventStore,
     upcast::{Upcast, Upcasters},
 };
@@ -39,11 +41,6 @@ use crate::{db::Db, error::AppError};
 
 /// The stream type of order streams.
 pub const ORDER_STREAM: &str = "order";
-
-/// The stream type of a saga's audit stream (stream id = saga id): the
-/// operator actions on it, written with the saga's own row. Order projections
-/// skip it.
-pub const SAGA_STREAM: &str = "saga";
 
 /// Notified after every commit that wrote events in this process: the outbox
 /// relay wakes on it instead of waiting for its next poll. Only a hint
@@ -108,64 +105,22 @@ pub struct StoredEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// Starts the fulfillment saga in the transaction of an order's first events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SagaStart {
-    /// The saga's id.
-    pub saga_id: Uuid,
-    /// The order it drives.
-    pub order_id: Uuid,
-    /// Seed of the saga's per-step idempotency keys. CreateOrder sets it to
-    /// `"{order_id}/{client idempotency key}"`: the client's key travels to the
-    /// siblings, and two customers who pick the same key never collide there.
-    pub idempotency_seed: String,
-    /// When the saga gives up and compensates (now + ORDER_TIMEOUT_MINUTES).
-    pub deadline: DateTime<Utc>,
-}
-
-/// Asks the order's saga to stop and compensate, in the events' transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CancelRequest {
-    /// The order whose saga is asked.
-    pub order_id: Uuid,
-    /// Why.
-    pub reason: String,
-}
-
-/// Marks a command idempotency key done, in the events' transaction, so that
-/// the key's answer exists exactly when the events do.
+/// Events to append to one stream, as a value: the event store's part of a
+/// unit of work ([`crate::store::unit_of_work`]), and what its group commit
+/// queues.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IdempotencyCompletion {
-    /// Owner of the key.
-    pub customer_id: String,
-    /// The client's key.
-    pub key: String,
-    /// The answer to give every repeat of the request.
-    pub response: Value,
-}
-
-/// What else commits with the events.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AppendOptions {
-    /// The stream's type (default [`ORDER_STREAM`]).
+pub struct StreamAppend {
+    /// The stream (aggregate id).
+    pub stream_id: Uuid,
+    /// The stream's type, e.g. [`ORDER_STREAM`].
     pub stream_type: String,
-    /// Insert this saga row.
-    pub start_saga: Option<SagaStart>,
-    /// Flag this order's saga for cancellation (no-op if it has no saga).
-    pub request_cancel: Option<CancelRequest>,
-    /// Complete this idempotency key.
-    pub complete_idempotency: Option<IdempotencyCompletion>,
-}
-
-impl Default for AppendOptions {
-    fn default() -> Self {
-        Self {
-            stream_type: ORDER_STREAM.to_string(),
-            start_saga: None,
-            request_cancel: None,
-            complete_idempotency: None,
-        }
-    }
+    /// The version the caller decided on (0 for a new stream). `None`
+    /// appends after whatever the stream holds: only for a stream whose
+    /// writers are serialised by other means (a saga's audit stream, written
+    /// under its saga row's version check).
+    pub expected_version: Option<u64>,
+    /// What to append (at least one event).
+    pub events: Vec<NewEvent>,
 }
 
 /// The outcome of an append.
@@ -179,7 +134,7 @@ pub struct AppendResult {
     /// built from the append shows the same time as every later read.
     pub recorded_at: DateTime<Utc>,
     /// True when these exact events were already stored (an idempotent
-    /// repeat): nothing was written and no option was applied again.
+    /// repeat): nothing was written (and nothing else of a unit of work).
     pub already_stored: bool,
 }
 
@@ -225,15 +180,16 @@ impl From<EventStoreError> for AppError {
 /// The event store: see the module documentation for its guarantees.
 #[async_trait]
 pub trait EventStore: Send + Sync + fmt::Debug {
-    /// Appends `events` to `stream_id`, which must be at `expected_version`
-    /// (0 for a new stream); the events get versions `expected_version + 1..`.
-    /// The options commit in the same transaction.
+    /// Appends `events` to `stream_id` (of type `stream_type`), which must be
+    /// at `expected_version` (0 for a new stream); the events get versions
+    /// `expected_version + 1..`. To commit other tables' writes with them,
+    /// use a [unit of work](crate::store::unit_of_work).
     async fn append(
         &self,
         stream_id: Uuid,
         expected_version: u64,
         events: Vec<NewEvent>,
-        options: AppendOptions,
+        stream_type: &str,
     ) -> Result<AppendResult, EventStoreError>;
 
     /// The stream's events with version >= `from_version` (1 or 0 for all), in
@@ -281,7 +237,7 @@ pub fn event_store_with(db: &Db, upcasters: Upcasters, group_commit: bool) -> Ar
 }
 
 /// Checks that a batch is appendable at all (shared by both backends).
-fn check_batch(events: &[NewEvent]) -> Result<(), EventStoreError> {
+pub(crate) fn check_batch(events: &[NewEvent]) -> Result<(), EventStoreError> {
     if events.is_empty() {
         return Err(anyhow::anyhow!("append of an empty batch").into());
     }
@@ -297,7 +253,7 @@ fn check_batch(events: &[NewEvent]) -> Result<(), EventStoreError> {
 /// Decides what a failed version check means, given the events already
 /// stored under the batch's ids: an idempotent repeat (every event stored at
 /// exactly the version it would get now), or a conflict.
-fn classify_existing(
+pub(crate) fn classify_existing(
     stream_id: Uuid,
     expected_version: u64,
     actual: u64,

@@ -5,7 +5,8 @@
 //! the events are inserted only if it equals the expected version, and their
 //! outbox rows are written from the inserted rows (a data-modifying CTE).
 //! Concurrent appends share a transaction and one such statement, with a
-//! guard per stream ([`group_commit`]).
+//! guard per stream ([`crate::store::group_commit`]); a unit of work's
+//! appends go through the same statement ([`PostgresEventStore::write_appends`]).
 //! Two writers that both pass the guard collide on the unique
 //! `(stream_id, version)` index: the second waits for the first to commit and
 //! then fails, so exactly one wins each version and no version is skipped.
@@ -24,8 +25,6 @@
 //! The price: a long-running transaction anywhere in the cluster holds the
 //! horizon back (readers wait, they never skip).
 
-mod group_commit;
-
 use std::{
     collections::HashMap,
     sync::{Arc, OnceLock},
@@ -38,11 +37,11 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, types::Json};
 use uuid::Uuid;
 
-use self::group_commit::{Append, GroupCommit, Written};
 use super::{
-    AppendOptions, AppendResult, EventMetadata, EventStore, EventStoreError, NewEvent, StoredEvent,
-    Upcasters, check_batch, classify_existing, i64_version, u64_version,
+    AppendResult, EventMetadata, EventStore, EventStoreError, NewEvent, StoredEvent, StreamAppend, Upcasters,
+    check_batch, classify_existing, i64_version, u64_version,
 };
+use crate::store::group_commit::{self, BatchWriter, GroupCommit};
 
 /// The event store on PostgreSQL.
 #[derive(Clone, Debug)]
@@ -50,7 +49,7 @@ pub struct PostgresEventStore {
     pool: PgPool,
     upcasters: Upcasters,
     /// Started by the first append (it needs the runtime), shared by clones.
-    writers: Arc<OnceLock<GroupCommit>>,
+    writers: Arc<OnceLock<GroupCommit<AppendWriter>>>,
     group_commit: bool,
 }
 
@@ -144,8 +143,9 @@ impl PostgresEventStore {
         self
     }
 
-    fn writers(&self) -> &GroupCommit {
-        self.writers.get_or_init(|| GroupCommit::start(self.pool.clone()))
+    fn writers(&self) -> &GroupCommit<AppendWriter> {
+        self.writers
+            .get_or_init(|| GroupCommit::start(self.pool.clone(), AppendWriter))
     }
 
     fn decode(&self, row: EventRow) -> Result<StoredEvent, EventStoreError> {
@@ -167,51 +167,52 @@ impl PostgresEventStore {
         })
     }
 
-    /// Appends `events` after the stream's current version inside a caller's
-    /// transaction, so another table's write and the events commit together
-    /// (the saga store records operator actions this way). The caller must
-    /// serialise writers of the stream (a row lock); a collision is an error.
-    pub(crate) async fn append_in(
+    /// Writes `appends` inside a caller's transaction (a group commit batch,
+    /// or a unit of work), each stream's appends in the given order: one
+    /// statement per round in which no stream appears twice (a later round
+    /// sees the earlier ones' events). One outcome per append: `None` when
+    /// its stream's guard refused (nothing of it was written).
+    pub(crate) async fn write_appends(
         conn: &mut PgConnection,
-        stream_id: Uuid,
-        stream_type: &str,
-        events: &[NewEvent],
-    ) -> Result<(), EventStoreError> {
-        check_batch(events)?;
-        let current: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1")
-                .bind(stream_id)
-                .fetch_one(&mut *conn)
-                .await?;
-        let expected = u64_version(current)?;
-        let append = Append {
-            stream_id,
-            expected_version: expected,
-            events: events.to_vec(),
-            options: AppendOptions {
-                stream_type: stream_type.to_string(),
-                ..Default::default()
-            },
-        };
-        match Self::write_many(conn, &[&append]).await?.pop().flatten() {
-            Some(_) => Ok(()),
-            None => Err(EventStoreError::Conflict {
-                expected,
-                actual: expected + 1,
-            }),
+        appends: &[&StreamAppend],
+    ) -> Result<Vec<Option<AppendWritten>>, EventStoreError> {
+        let mut resolved = Vec::with_capacity(appends.len());
+        for append in appends {
+            check_batch(&append.events)?;
+            let expected = match append.expected_version {
+                Some(expected) => expected,
+                None => u64_version(
+                    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1")
+                        .bind(append.stream_id)
+                        .fetch_one(&mut *conn)
+                        .await?,
+                )?,
+            };
+            i64_version(expected + append.events.len() as u64)?;
+            resolved.push((*append, expected));
         }
+        let mut outcomes = vec![None; appends.len()];
+        for round in rounds(appends) {
+            let members: Vec<(&StreamAppend, u64)> = round.iter().map(|&i| resolved[i]).collect();
+            for (i, outcome) in round.into_iter().zip(Self::write_round(conn, &members).await?) {
+                outcomes[i] = outcome;
+            }
+        }
+        Ok(outcomes)
     }
 
-    /// Inserts the events of `appends` (each to a different stream) in one
-    /// statement, then each written append's options. One outcome per append:
-    /// `None` when its guard refused (nothing of it was written).
-    async fn write_many(
+    /// Inserts the events of `appends` (each to a different stream, at the
+    /// given expected version) in one statement.
+    async fn write_round(
         conn: &mut PgConnection,
-        appends: &[&Append],
-    ) -> Result<Vec<Option<(Vec<i64>, DateTime<Utc>)>>, EventStoreError> {
-        let events = appends
-            .iter()
-            .flat_map(|a| a.events.iter().enumerate().map(move |(i, e)| (*a, i, e)));
+        appends: &[(&StreamAppend, u64)],
+    ) -> Result<Vec<Option<AppendWritten>>, EventStoreError> {
+        let events = appends.iter().flat_map(|(a, expected)| {
+            a.events
+                .iter()
+                .enumerate()
+                .map(move |(i, e)| (*a, *expected, i, e))
+        });
         let mut streams = Vec::new();
         let mut types = Vec::new();
         let mut expected = Vec::new();
@@ -221,11 +222,11 @@ impl PostgresEventStore {
         let mut schemas = Vec::new();
         let mut payloads = Vec::new();
         let mut metadata = Vec::new();
-        for (append, offset, event) in events {
-            // In range: the caller checked expected_version + events.len().
-            let base = append.expected_version as i64;
+        for (append, base, offset, event) in events {
+            // In range: write_appends checked expected + events.len().
+            let base = base as i64;
             streams.push(append.stream_id);
-            types.push(append.options.stream_type.as_str());
+            types.push(append.stream_type.as_str());
             expected.push(base);
             versions.push(base + 1 + offset as i64);
             ids.push(event.event_id);
@@ -254,12 +255,15 @@ impl PostgresEventStore {
             entry.0.push((version, position));
         }
         let mut outcomes = Vec::with_capacity(appends.len());
-        for append in appends {
+        for (append, expected) in appends {
             match written.remove(&append.stream_id) {
-                Some((mut positions, at)) if positions.len() == append.events.len() => {
-                    Self::apply_options(conn, &append.options).await?;
+                Some((mut positions, recorded_at)) if positions.len() == append.events.len() => {
                     positions.sort_unstable();
-                    outcomes.push(Some((positions.into_iter().map(|(_, p)| p).collect(), at)));
+                    outcomes.push(Some(AppendWritten {
+                        new_version: expected + append.events.len() as u64,
+                        global_positions: positions.into_iter().map(|(_, p)| p).collect(),
+                        recorded_at,
+                    }));
                 }
                 Some(_) => return Err(anyhow::anyhow!("an append was written in part").into()),
                 None => outcomes.push(None),
@@ -268,50 +272,8 @@ impl PostgresEventStore {
         Ok(outcomes)
     }
 
-    /// Writes what the options ask for, in the events' transaction.
-    async fn apply_options(conn: &mut PgConnection, options: &AppendOptions) -> Result<(), EventStoreError> {
-        if let Some(saga) = &options.start_saga {
-            sqlx::query(
-                "INSERT INTO sagas (saga_id, order_id, status, idempotency_seed, deadline, next_run_at, \
-                 created_at, updated_at) VALUES ($1, $2, 'RUNNING', $3, $4, now(), now(), now())",
-            )
-            .bind(saga.saga_id)
-            .bind(saga.order_id)
-            .bind(&saga.idempotency_seed)
-            .bind(saga.deadline)
-            .execute(&mut *conn)
-            .await?;
-        }
-        if let Some(cancel) = &options.request_cancel {
-            // The first reason wins; waking the saga now makes it compensate promptly.
-            sqlx::query(
-                "UPDATE sagas SET cancel_requested = true, cancel_reason = COALESCE(cancel_reason, $2), \
-                 next_run_at = now(), updated_at = now() WHERE order_id = $1",
-            )
-            .bind(cancel.order_id)
-            .bind(&cancel.reason)
-            .execute(&mut *conn)
-            .await?;
-        }
-        if let Some(done) = &options.complete_idempotency {
-            let updated = sqlx::query(
-                "UPDATE idempotency_keys SET status = 'done', response = $3, lease_until = NULL, \
-                 updated_at = now() WHERE customer_id = $1 AND key = $2",
-            )
-            .bind(&done.customer_id)
-            .bind(&done.key)
-            .bind(&done.response)
-            .execute(&mut *conn)
-            .await?;
-            if updated.rows_affected() != 1 {
-                return Err(anyhow::anyhow!("idempotency key to complete was never claimed").into());
-            }
-        }
-        Ok(())
-    }
-
     /// After a refused or colliding insert: an idempotent repeat, or a conflict.
-    async fn explain_refusal(
+    pub(crate) async fn explain_refusal(
         &self,
         stream_id: Uuid,
         expected_version: u64,
@@ -335,40 +297,41 @@ impl PostgresEventStore {
 
 #[async_trait]
 impl EventStore for PostgresEventStore {
-    #[tracing::instrument(skip(self, events, options), fields(events = events.len()))]
+    #[tracing::instrument(skip(self, events), fields(events = events.len()))]
     async fn append(
         &self,
         stream_id: Uuid,
         expected_version: u64,
         events: Vec<NewEvent>,
-        options: AppendOptions,
+        stream_type: &str,
     ) -> Result<AppendResult, EventStoreError> {
         check_batch(&events)?;
         i64_version(expected_version + events.len() as u64)?;
         let started = Instant::now();
-        let append = Append {
+        let append = StreamAppend {
             stream_id,
-            expected_version,
+            stream_type: stream_type.to_string(),
+            expected_version: Some(expected_version),
             events,
-            options,
         };
         let written = if self.group_commit {
-            self.writers().submit(append).await?
+            self.writers()
+                .submit(append.clone())
+                .await
+                .ok_or_else(|| EventStoreError::Unavailable("event store writers stopped".into()))??
         } else {
-            group_commit::commit_alone(&self.pool, append).await?
+            group_commit::commit_alone(&self.pool, &AppendWriter, &append).await?
         };
         match written {
-            Written::Committed(global_positions, recorded_at) => {
+            Some(written) => {
                 super::APPENDED.notify_one();
                 crate::metrics::event_store_append("postgres", started.elapsed());
-                Ok(AppendResult {
-                    new_version: expected_version + global_positions.len() as u64,
-                    global_positions,
-                    recorded_at,
-                    already_stored: false,
-                })
+                Ok(written.into_result())
             }
-            Written::Refused(events) => self.explain_refusal(stream_id, expected_version, &events).await,
+            None => {
+                self.explain_refusal(stream_id, expected_version, &append.events)
+                    .await
+            }
         }
     }
 
@@ -408,5 +371,112 @@ impl EventStore for PostgresEventStore {
                 .fetch_one(&self.pool)
                 .await?;
         u64_version(version)
+    }
+}
+
+/// What a written append reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendWritten {
+    /// The stream's version after the append.
+    pub new_version: u64,
+    /// Global positions of the appended events, in order.
+    pub global_positions: Vec<i64>,
+    /// The transaction's time.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl AppendWritten {
+    /// The answer of a fresh (not repeated) append.
+    pub fn into_result(self) -> AppendResult {
+        AppendResult {
+            new_version: self.new_version,
+            global_positions: self.global_positions,
+            recorded_at: self.recorded_at,
+            already_stored: false,
+        }
+    }
+}
+
+/// The event store's own group commit: batches of lone appends.
+struct AppendWriter;
+
+#[async_trait]
+impl BatchWriter for AppendWriter {
+    type Item = StreamAppend;
+    type Written = AppendWritten;
+    type Error = EventStoreError;
+
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        items: &[&StreamAppend],
+    ) -> Result<Vec<Option<AppendWritten>>, EventStoreError> {
+        PostgresEventStore::write_appends(conn, items).await
+    }
+
+    fn is_refusal(err: &EventStoreError) -> bool {
+        matches!(err, EventStoreError::Other(err) if is_unique_violation(err))
+    }
+
+    fn batch_error(err: &sqlx::Error) -> EventStoreError {
+        copy_error(err)
+    }
+}
+
+/// One database error, given to every append of a batch.
+pub(crate) fn copy_error(err: &sqlx::Error) -> EventStoreError {
+    if crate::db::is_transient(err) {
+        EventStoreError::Unavailable(err.to_string())
+    } else {
+        EventStoreError::Other(anyhow::anyhow!("event store batch: {err}"))
+    }
+}
+
+/// Whether another transaction took a version or an event id first.
+pub(crate) fn is_unique_violation(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .is_some_and(|db| db.is_unique_violation())
+    })
+}
+
+/// The appends split into rounds in which no stream appears twice (one
+/// statement each), keeping each stream's appends in the given order.
+/// Indexes into `appends`.
+fn rounds(appends: &[&StreamAppend]) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut seen = HashMap::<Uuid, usize>::new();
+    for (i, append) in appends.iter().enumerate() {
+        let round = seen.entry(append.stream_id).or_insert(0);
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push(i);
+        *round += 1;
+    }
+    rounds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(stream: Uuid) -> StreamAppend {
+        StreamAppend {
+            stream_id: stream,
+            stream_type: super::super::ORDER_STREAM.into(),
+            expected_version: Some(0),
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_stream_appears_once_per_round_and_keeps_its_queue_order() {
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let batch = [append(a), append(b), append(a), append(c), append(a), append(b)];
+        let batch: Vec<&StreamAppend> = batch.iter().collect();
+        assert_eq!(rounds(&batch), vec![vec![0, 1, 3], vec![2, 5], vec![4]]);
     }
 }

@@ -14,12 +14,12 @@ use std::{str::FromStr, time::Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    AppendOptions, AppendResult, EventMetadata, EventStore, EventStoreError, NewEvent, StoredEvent,
-    Upcasters, check_batch, classify_existing, i64_version, u64_version,
+    AppendResult, AppendWritten, EventMetadata, EventStore, EventStoreError, NewEvent, StoredEvent,
+    StreamAppend, Upcasters, check_batch, classify_existing, i64_version, u64_version,
 };
 
 /// The event store on SQLite.
@@ -98,20 +98,49 @@ impl SqliteEventStore {
         u64_version(version)
     }
 
-    /// Appends `events` after the stream's current version inside a caller's
-    /// write transaction (`BEGIN IMMEDIATE`), so another table's write and the
-    /// events commit together (the saga store records operator actions this way).
-    pub(crate) async fn append_in(
+    /// Writes `append` inside a caller's write transaction (`BEGIN
+    /// IMMEDIATE`: the version read stays true until commit), at `now`
+    /// (milliseconds). `None` when the stream is not at the expected version
+    /// or an event id is taken: nothing of it is written, and the caller
+    /// rolls back and explains with [`SqliteEventStore::explain_refusal`].
+    pub(crate) async fn write_append(
         conn: &mut SqliteConnection,
-        stream_id: Uuid,
-        stream_type: &str,
-        events: &[NewEvent],
-    ) -> Result<(), EventStoreError> {
-        check_batch(events)?;
-        let stream = stream_id.to_string();
+        append: &StreamAppend,
+        now: i64,
+    ) -> Result<Option<AppendWritten>, EventStoreError> {
+        check_batch(&append.events)?;
+        let stream = append.stream_id.to_string();
         let current = Self::current_version(conn, &stream).await?;
-        Self::insert_events(conn, &stream, current, events, stream_type, millis(Utc::now())).await?;
-        Ok(())
+        let expected = append.expected_version.unwrap_or(current);
+        i64_version(expected + append.events.len() as u64)?;
+        if current != expected {
+            return Ok(None);
+        }
+        let inserted =
+            Self::insert_events(conn, &stream, expected, &append.events, &append.stream_type, now).await;
+        match inserted {
+            Ok(global_positions) => Ok(Some(AppendWritten {
+                new_version: expected + append.events.len() as u64,
+                global_positions,
+                recorded_at: from_millis(now)?,
+            })),
+            // The version was free, so an event id is taken (another stream).
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// After a refused append (its transaction rolled back): an idempotent
+    /// repeat, or a conflict.
+    pub(crate) async fn explain_refusal(
+        &self,
+        stream_id: Uuid,
+        expected_version: u64,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, EventStoreError> {
+        let actual = self.stream_version(stream_id).await?;
+        let existing = self.existing(events).await?;
+        classify_existing(stream_id, expected_version, actual, events, &existing)
     }
 
     /// Inserts the batch and its outbox rows (the write lock is held).
@@ -167,56 +196,6 @@ impl SqliteEventStore {
         Ok(positions)
     }
 
-    async fn apply_options(
-        tx: &mut Transaction<'static, Sqlite>,
-        options: &AppendOptions,
-        now: i64,
-    ) -> Result<(), EventStoreError> {
-        if let Some(saga) = &options.start_saga {
-            sqlx::query(
-                "INSERT INTO sagas (saga_id, order_id, status, idempotency_seed, deadline, next_run_at, \
-                 created_at, updated_at) VALUES (?, ?, 'RUNNING', ?, ?, ?, ?, ?)",
-            )
-            .bind(saga.saga_id.to_string())
-            .bind(saga.order_id.to_string())
-            .bind(&saga.idempotency_seed)
-            .bind(millis(saga.deadline))
-            .bind(now)
-            .bind(now)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if let Some(cancel) = &options.request_cancel {
-            sqlx::query(
-                "UPDATE sagas SET cancel_requested = 1, cancel_reason = COALESCE(cancel_reason, ?), \
-                 next_run_at = ?, updated_at = ? WHERE order_id = ?",
-            )
-            .bind(&cancel.reason)
-            .bind(now)
-            .bind(now)
-            .bind(cancel.order_id.to_string())
-            .execute(&mut **tx)
-            .await?;
-        }
-        if let Some(done) = &options.complete_idempotency {
-            let updated = sqlx::query(
-                "UPDATE idempotency_keys SET status = 'done', response = ?, lease_until = NULL, updated_at = ? \
-                 WHERE customer_id = ? AND key = ?",
-            )
-            .bind(done.response.to_string())
-            .bind(now)
-            .bind(&done.customer_id)
-            .bind(&done.key)
-            .execute(&mut **tx)
-            .await?;
-            if updated.rows_affected() != 1 {
-                return Err(anyhow::anyhow!("idempotency key to complete was never claimed").into());
-            }
-        }
-        Ok(())
-    }
-
     async fn existing(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, EventStoreError> {
         let mut found = Vec::new();
         for event in events {
@@ -235,58 +214,35 @@ impl SqliteEventStore {
 
 #[async_trait]
 impl EventStore for SqliteEventStore {
-    #[tracing::instrument(skip(self, events, options), fields(events = events.len()))]
+    #[tracing::instrument(skip(self, events), fields(events = events.len()))]
     async fn append(
         &self,
         stream_id: Uuid,
         expected_version: u64,
         events: Vec<NewEvent>,
-        options: AppendOptions,
+        stream_type: &str,
     ) -> Result<AppendResult, EventStoreError> {
-        check_batch(&events)?;
-        i64_version(expected_version + events.len() as u64)?;
         let started = Instant::now();
-        let stream = stream_id.to_string();
+        let append = StreamAppend {
+            stream_id,
+            stream_type: stream_type.to_string(),
+            expected_version: Some(expected_version),
+            events,
+        };
         // IMMEDIATE: take the write lock now, so the version we read stays true
         // until we commit (a deferred transaction could fail to upgrade).
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let actual = Self::current_version(&mut tx, &stream).await?;
-        if actual != expected_version {
-            tx.rollback().await?;
-            let existing = self.existing(&events).await?;
-            return classify_existing(stream_id, expected_version, actual, &events, &existing);
-        }
         // Millisecond precision: what a later read returns, exactly.
-        let now = millis(Utc::now());
-        let inserted = Self::insert_events(
-            &mut tx,
-            &stream,
-            expected_version,
-            &events,
-            &options.stream_type,
-            now,
-        )
-        .await;
-        let positions = match inserted {
-            Ok(positions) => positions,
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                // The version was free, so an event id is taken (another stream).
-                tx.rollback().await?;
-                let existing = self.existing(&events).await?;
-                return classify_existing(stream_id, expected_version, actual, &events, &existing);
-            }
-            Err(other) => return Err(other.into()),
+        let Some(written) = Self::write_append(&mut tx, &append, millis(Utc::now())).await? else {
+            tx.rollback().await?;
+            return self
+                .explain_refusal(stream_id, expected_version, &append.events)
+                .await;
         };
-        Self::apply_options(&mut tx, &options, now).await?;
         tx.commit().await?;
         super::APPENDED.notify_one();
         crate::metrics::event_store_append("sqlite", started.elapsed());
-        Ok(AppendResult {
-            new_version: expected_version + events.len() as u64,
-            global_positions: positions,
-            recorded_at: from_millis(now)?,
-            already_stored: false,
-        })
+        Ok(written.into_result())
     }
 
     async fn read_stream(

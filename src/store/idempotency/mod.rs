@@ -3,8 +3,9 @@
 //!
 //! Life of a key: [`IdempotencyStore::claim`] inserts it `in_flight` with a
 //! lease and the order id every attempt will use; the request then either
-//! completes it `done` in the transaction of the order's events
-//! ([`crate::store::event_store::IdempotencyCompletion`]), or records a
+//! completes it `done` in the unit of work that appends the order's events
+//! ([`IdempotencyCompletion`], written by [`PostgresIdempotencyStore::complete`]
+//! or [`SqliteIdempotencyStore::complete`]), or records a
 //! business refusal ([`IdempotencyStore::refuse`]), or, on a transient failure,
 //! [`IdempotencyStore::release`]s the lease so that a retry can resume at once.
 //! A claim whose lease ran out (a crashed request) can be taken over by a
@@ -20,7 +21,49 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use self::{postgres::PostgresIdempotencyStore, sqlite::SqliteIdempotencyStore};
-use crate::{db::Db, store::event_store::EventStoreError};
+use crate::{db::Db, error::AppError};
+
+/// Idempotency store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum IdempotencyStoreError {
+    /// The database is unreachable or overloaded; retrying later may succeed.
+    #[error("idempotency store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (a bug, corrupt data, a completion of a key never claimed).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for IdempotencyStoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if crate::db::is_transient(&err) {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Other(anyhow::Error::new(err).context("idempotency store query"))
+        }
+    }
+}
+
+impl From<IdempotencyStoreError> for AppError {
+    fn from(err: IdempotencyStoreError) -> Self {
+        match err {
+            IdempotencyStoreError::Unavailable(why) => AppError::Unavailable(why),
+            IdempotencyStoreError::Other(source) => AppError::Internal(source),
+        }
+    }
+}
+
+/// Marks a claimed key done as part of a unit of work, so that the key's
+/// answer exists exactly when the order's events do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyCompletion {
+    /// Owner of the key.
+    pub customer_id: String,
+    /// The client's key.
+    pub key: String,
+    /// The answer to give every repeat of the request.
+    pub response: Value,
+}
 
 /// A request asking for its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,22 +78,23 @@ pub struct Claim {
     pub order_id: Uuid,
     /// How long the claim blocks other attempts unless completed or released.
     pub lease: Duration,
-    /// Progress to record with the claim when the key has none yet (saves a
-    /// [`IdempotencyStore::save_progress`] round trip); an earlier attempt's
-    /// recorded progress is kept and returned instead.
-    pub progress: Option<Value>,
+    /// Checkout snapshot to record with the claim when the key has none yet
+    /// (saves a [`IdempotencyStore::save_snapshot`] round trip); an earlier
+    /// attempt's recorded snapshot is kept and returned instead.
+    pub snapshot: Option<Value>,
 }
 
 /// What a claim found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClaimOutcome {
     /// This request holds the key now: work on `order_id`, resuming from
-    /// `progress` if an earlier attempt recorded some.
+    /// `snapshot` if an earlier attempt recorded one.
     Claimed {
         /// The order id of the key (the proposed one, or the first attempt's).
         order_id: Uuid,
-        /// What an earlier attempt recorded with [`IdempotencyStore::save_progress`].
-        progress: Option<Value>,
+        /// The checkout snapshot recorded under the key (by this claim or an
+        /// earlier attempt), if any.
+        snapshot: Option<Value>,
     },
     /// Another attempt holds the key and its lease has not run out.
     InFlight,
@@ -66,22 +110,27 @@ pub enum ClaimOutcome {
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + fmt::Debug {
     /// Claims the key: see [`ClaimOutcome`].
-    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, EventStoreError>;
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, IdempotencyStoreError>;
 
-    /// Records how far the holder got (e.g. the cart snapshot it converted).
-    async fn save_progress(
+    /// Records the checkout snapshot the holder orders from.
+    async fn save_snapshot(
         &self,
         customer_id: &str,
         key: &str,
-        progress: &Value,
-    ) -> Result<(), EventStoreError>;
+        snapshot: &Value,
+    ) -> Result<(), IdempotencyStoreError>;
 
     /// Remembers a business refusal as the key's answer (only while in flight).
-    async fn refuse(&self, customer_id: &str, key: &str, response: &Value) -> Result<(), EventStoreError>;
+    async fn refuse(
+        &self,
+        customer_id: &str,
+        key: &str,
+        response: &Value,
+    ) -> Result<(), IdempotencyStoreError>;
 
     /// Ends the holder's lease after a transient failure: the next attempt
     /// may claim at once. Nothing is remembered as the answer.
-    async fn release(&self, customer_id: &str, key: &str) -> Result<(), EventStoreError>;
+    async fn release(&self, customer_id: &str, key: &str) -> Result<(), IdempotencyStoreError>;
 }
 
 /// The store on `db`.

@@ -2,11 +2,10 @@
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{Claim, ClaimOutcome, IdempotencyStore, classify};
-use crate::store::event_store::EventStoreError;
+use super::{Claim, ClaimOutcome, IdempotencyCompletion, IdempotencyStore, IdempotencyStoreError, classify};
 
 /// Idempotency keys on PostgreSQL.
 #[derive(Clone, Debug)]
@@ -18,6 +17,27 @@ impl PostgresIdempotencyStore {
     /// A store on `pool` (migrated).
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// Marks a claimed key done inside a unit of work's transaction; a key
+    /// that was never claimed fails the whole unit.
+    pub(crate) async fn complete(
+        conn: &mut PgConnection,
+        done: &IdempotencyCompletion,
+    ) -> Result<(), IdempotencyStoreError> {
+        let updated = sqlx::query(
+            "UPDATE idempotency_keys SET status = 'done', response = $3, lease_until = NULL, \
+             updated_at = now() WHERE customer_id = $1 AND key = $2",
+        )
+        .bind(&done.customer_id)
+        .bind(&done.key)
+        .bind(&done.response)
+        .execute(&mut *conn)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(anyhow::anyhow!("idempotency key to complete was never claimed").into());
+        }
+        Ok(())
     }
 }
 
@@ -37,18 +57,18 @@ RETURNING order_id, progress";
 
 #[async_trait]
 impl IdempotencyStore for PostgresIdempotencyStore {
-    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, EventStoreError> {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, IdempotencyStoreError> {
         let claimed: Option<(Uuid, Option<Value>)> = sqlx::query_as(CLAIM)
             .bind(&claim.customer_id)
             .bind(&claim.key)
             .bind(&claim.request_hash)
             .bind(claim.order_id)
             .bind(claim.lease.as_secs_f64())
-            .bind(&claim.progress)
+            .bind(&claim.snapshot)
             .fetch_optional(&self.pool)
             .await?;
-        if let Some((order_id, progress)) = claimed {
-            return Ok(ClaimOutcome::Claimed { order_id, progress });
+        if let Some((order_id, snapshot)) = claimed {
+            return Ok(ClaimOutcome::Claimed { order_id, snapshot });
         }
         let existing: Option<(String, String, Option<Value>)> = sqlx::query_as(
             "SELECT request_hash, status, response FROM idempotency_keys WHERE customer_id = $1 AND key = $2",
@@ -64,25 +84,30 @@ impl IdempotencyStore for PostgresIdempotencyStore {
         })
     }
 
-    async fn save_progress(
+    async fn save_snapshot(
         &self,
         customer_id: &str,
         key: &str,
-        progress: &Value,
-    ) -> Result<(), EventStoreError> {
+        snapshot: &Value,
+    ) -> Result<(), IdempotencyStoreError> {
         sqlx::query(
             "UPDATE idempotency_keys SET progress = $3, updated_at = now() \
              WHERE customer_id = $1 AND key = $2 AND status = 'in_flight'",
         )
         .bind(customer_id)
         .bind(key)
-        .bind(progress)
+        .bind(snapshot)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn refuse(&self, customer_id: &str, key: &str, response: &Value) -> Result<(), EventStoreError> {
+    async fn refuse(
+        &self,
+        customer_id: &str,
+        key: &str,
+        response: &Value,
+    ) -> Result<(), IdempotencyStoreError> {
         sqlx::query(
             "UPDATE idempotency_keys SET status = 'refused', response = $3, lease_until = NULL, updated_at = now() \
              WHERE customer_id = $1 AND key = $2 AND status = 'in_flight'",
@@ -95,7 +120,7 @@ impl IdempotencyStore for PostgresIdempotencyStore {
         Ok(())
     }
 
-    async fn release(&self, customer_id: &str, key: &str) -> Result<(), EventStoreError> {
+    async fn release(&self, customer_id: &str, key: &str) -> Result<(), IdempotencyStoreError> {
         sqlx::query(
             "UPDATE idempotency_keys SET lease_until = NULL, updated_at = now() \
              WHERE customer_id = $1 AND key = $2 AND status = 'in_flight'",

@@ -3,11 +3,10 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::Value;
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::{Claim, ClaimOutcome, IdempotencyStore, classify};
-use crate::store::event_store::EventStoreError;
+use super::{Claim, ClaimOutcome, IdempotencyCompletion, IdempotencyStore, IdempotencyStoreError, classify};
 
 /// Idempotency keys on SQLite.
 #[derive(Clone, Debug)]
@@ -19,6 +18,28 @@ impl SqliteIdempotencyStore {
     /// A store on `pool` (migrated).
     pub fn new(pool: SqlitePool) -> Self {
         Self { pool }
+    }
+
+    /// Marks a claimed key done inside a unit of work's transaction; a key
+    /// that was never claimed fails the whole unit.
+    pub(crate) async fn complete(
+        conn: &mut SqliteConnection,
+        done: &IdempotencyCompletion,
+    ) -> Result<(), IdempotencyStoreError> {
+        let updated = sqlx::query(
+            "UPDATE idempotency_keys SET status = 'done', response = ?, lease_until = NULL, updated_at = ? \
+             WHERE customer_id = ? AND key = ?",
+        )
+        .bind(done.response.to_string())
+        .bind(Utc::now().timestamp_millis())
+        .bind(&done.customer_id)
+        .bind(&done.key)
+        .execute(&mut *conn)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(anyhow::anyhow!("idempotency key to complete was never claimed").into());
+        }
+        Ok(())
     }
 }
 
@@ -34,14 +55,14 @@ ON CONFLICT (customer_id, key) DO UPDATE
       AND (idempotency_keys.lease_until IS NULL OR idempotency_keys.lease_until <= ?5)
 RETURNING order_id, progress";
 
-fn json(text: Option<String>) -> Result<Option<Value>, EventStoreError> {
+fn json(text: Option<String>) -> Result<Option<Value>, IdempotencyStoreError> {
     text.map(|t| serde_json::from_str(&t).map_err(|e| anyhow::anyhow!("stored idempotency JSON: {e}").into()))
         .transpose()
 }
 
 #[async_trait]
 impl IdempotencyStore for SqliteIdempotencyStore {
-    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, EventStoreError> {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, IdempotencyStoreError> {
         let now = Utc::now().timestamp_millis();
         let lease = i64::try_from(claim.lease.as_millis()).unwrap_or(i64::MAX / 2);
         let claimed: Option<(String, Option<String>)> = sqlx::query_as(CLAIM)
@@ -51,14 +72,14 @@ impl IdempotencyStore for SqliteIdempotencyStore {
             .bind(claim.order_id.to_string())
             .bind(now)
             .bind(lease)
-            .bind(claim.progress.as_ref().map(Value::to_string))
+            .bind(claim.snapshot.as_ref().map(Value::to_string))
             .fetch_optional(&self.pool)
             .await?;
-        if let Some((order_id, progress)) = claimed {
+        if let Some((order_id, snapshot)) = claimed {
             let order_id = Uuid::parse_str(&order_id).map_err(|e| anyhow::anyhow!("stored order id: {e}"))?;
             return Ok(ClaimOutcome::Claimed {
                 order_id,
-                progress: json(progress)?,
+                snapshot: json(snapshot)?,
             });
         }
         let existing: Option<(String, String, Option<String>)> = sqlx::query_as(
@@ -74,17 +95,17 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         })
     }
 
-    async fn save_progress(
+    async fn save_snapshot(
         &self,
         customer_id: &str,
         key: &str,
-        progress: &Value,
-    ) -> Result<(), EventStoreError> {
+        snapshot: &Value,
+    ) -> Result<(), IdempotencyStoreError> {
         sqlx::query(
             "UPDATE idempotency_keys SET progress = ?, updated_at = ? \
              WHERE customer_id = ? AND key = ? AND status = 'in_flight'",
         )
-        .bind(progress.to_string())
+        .bind(snapshot.to_string())
         .bind(Utc::now().timestamp_millis())
         .bind(customer_id)
         .bind(key)
@@ -93,7 +114,12 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         Ok(())
     }
 
-    async fn refuse(&self, customer_id: &str, key: &str, response: &Value) -> Result<(), EventStoreError> {
+    async fn refuse(
+        &self,
+        customer_id: &str,
+        key: &str,
+        response: &Value,
+    ) -> Result<(), IdempotencyStoreError> {
         sqlx::query(
             "UPDATE idempotency_keys SET status = 'refused', response = ?, lease_until = NULL, updated_at = ? \
              WHERE customer_id = ? AND key = ? AND status = 'in_flight'",
@@ -107,7 +133,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         Ok(())
     }
 
-    async fn release(&self, customer_id: &str, key: &str) -> Result<(), EventStoreError> {
+    async fn release(&self, customer_id: &str, key: &str) -> Result<(), IdempotencyStoreError> {
         sqlx::query(
             "UPDATE idempotency_keys SET lease_until = NULL, updated_at = ? \
              WHERE customer_id = ? AND key = ? AND status = 'in_flight'",

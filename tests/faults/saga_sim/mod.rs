@@ -17,7 +17,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{TimeDelta, Utc};
 use commerce::{
-    app::sagas::{RetryInput, SagaApp},
+    app::sagas::{RetryInput, SagaApp, SagaParts},
     auth::{Principal, Role},
     config::Config,
     domain::{
@@ -37,9 +37,9 @@ use commerce::{
         engine::Engine,
         grpc_siblings::SiblingUrls,
         plan::{RetryPolicy, SagaStatus},
-        store::{Lease, SagaStore},
     },
     shutdown::{self, Shutdown, ShutdownTrigger},
+    store::saga::{Lease, SagaStore},
     stubs::{self, Stubs},
 };
 use rand::Rng;
@@ -113,13 +113,13 @@ impl Sim {
         let chaos = Chaos::new(seed, rates);
         let store = SimStore::new(chaos.clone());
         let world = World::new(chaos.clone(), store.clone(), stubs.clone());
-        let operator = SagaApp::with_parts(
-            config.saga,
-            Arc::new(store.clone()),
-            Arc::new(world.clone()),
-            Arc::new(world.clone()),
-            urls,
-        );
+        let parts = SagaParts {
+            store: Arc::new(store.clone()),
+            units: Arc::new(store.clone()),
+            siblings: Arc::new(world.clone()),
+            orders: Arc::new(world.clone()),
+        };
+        let operator = SagaApp::with_parts(config.saga, parts, urls);
         Self {
             chaos,
             store,

@@ -12,14 +12,14 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use commerce::{
-    saga::{
-        plan::{SagaStatus, Step},
-        store::{
-            AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns, SagaRecord,
-            SagaStore, SagaStoreError, StepRecord, Write,
+    saga::plan::{SagaStatus, Step},
+    store::{
+        saga::{
+            AttemptRecord, AttemptWrite, CancelFlag, Cursor, FencedWrite, Lease, OperatorActionRecord,
+            OperatorActionWrite, SagaColumns, SagaRecord, SagaStore, SagaStoreError, SagaWrite, StepRecord,
         },
+        unit_of_work::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError},
     },
-    store::event_store::NewEvent,
 };
 use uuid::Uuid;
 
@@ -181,8 +181,9 @@ impl SagaStore for SimStore {
         Ok(claimed)
     }
 
-    async fn write(&self, lease: &Lease, saga_id: Uuid, write: &Write<'_>) -> Result<Fresh, SagaStoreError> {
-        let applied = self.fenced(lease, saga_id, |inner, now| {
+    async fn write(&self, write: &FencedWrite) -> Result<CancelFlag, SagaStoreError> {
+        let saga_id = write.saga_id;
+        let applied = self.fenced(&write.lease, saga_id, |inner, now| {
             let Inner {
                 sagas,
                 owners,
@@ -198,11 +199,11 @@ impl SagaStore for SimStore {
             {
                 return None;
             }
-            set_columns(saga, write.columns, now);
-            for row in write.steps {
+            set_columns(saga, &write.columns, now);
+            for row in &write.steps {
                 put_step(saga, row);
             }
-            let fresh = Fresh {
+            let fresh = CancelFlag {
                 cancel_requested: saga.cancel_requested,
                 cancel_reason: saga.cancel_reason.clone(),
             };
@@ -216,7 +217,7 @@ impl SagaStore for SimStore {
                 halted.insert(saga_id, far && !unseen_cancel);
             }
             let attempts = attempts.entry(saga_id).or_default();
-            for attempt in write.attempts {
+            for attempt in &write.attempts {
                 match attempt {
                     AttemptWrite::Started {
                         step,
@@ -335,17 +336,18 @@ impl SagaStore for SimStore {
             })
             .collect())
     }
+}
 
-    async fn apply_operator_action(
-        &self,
-        saga_id: Uuid,
-        expected_updated_at: DateTime<Utc>,
-        columns: &SagaColumns,
-        step: &StepRecord,
-        action: &OperatorActionRecord,
-        _audit: &NewEvent,
-    ) -> Result<(), SagaStoreError> {
-        // The simulation checks saga outcomes; it keeps no event store.
+impl SimStore {
+    fn apply_operator_action(&self, write: &OperatorActionWrite) -> Result<(), SagaStoreError> {
+        let OperatorActionWrite {
+            saga_id,
+            expected_updated_at,
+            columns,
+            step,
+            action,
+        } = write;
+        let (saga_id, expected_updated_at) = (*saga_id, *expected_updated_at);
         let mut inner = self.lock();
         let now = self.now(&mut inner);
         let leased = inner.owners.contains_key(&saga_id);
@@ -360,5 +362,27 @@ impl SagaStore for SimStore {
         inner.halted.insert(saga_id, false);
         inner.actions.entry(saga_id).or_default().push(action.clone());
         Ok(())
+    }
+}
+
+/// The simulation's units of work: the saga part applied to this store. It
+/// checks saga outcomes and keeps no event store, so appends are dropped
+/// (the world applies order commands itself).
+#[async_trait]
+impl UnitOfWorkCommitter for SimStore {
+    async fn commit(&self, unit: UnitOfWork) -> Result<Committed, UnitOfWorkError> {
+        let cancel_flag = match &unit.saga {
+            Some(SagaWrite::Fenced(write)) => Some(self.write(write).await?),
+            Some(SagaWrite::OperatorAction(write)) => {
+                self.apply_operator_action(write)?;
+                None
+            }
+            Some(other) => return Err(anyhow::anyhow!("the simulation does not write {other:?}").into()),
+            None => None,
+        };
+        Ok(Committed {
+            appended: Vec::new(),
+            cancel_flag,
+        })
     }
 }

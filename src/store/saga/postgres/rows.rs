@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::saga::store::{
-    AttemptEnd, AttemptRecord, SagaRecord, SagaStoreError, SiblingRefs, StepRecord, count, outcome_name,
+use crate::store::saga::{
+    AttemptEnd, AttemptRecord, SagaRecord, SagaStoreError, SiblingRefs, StepRecord, count, parse_outcome,
     parse_status, parse_step, parse_step_status,
 };
 
@@ -112,7 +112,7 @@ impl AttemptRow {
         let end = match self.outcome.as_deref() {
             None => None,
             Some(outcome) => Some(AttemptEnd {
-                outcome: outcome_name(outcome)?,
+                outcome: parse_outcome(outcome)?,
                 grpc_code: self.grpc_code,
                 error: self.error,
                 latency_ms: self.latency_ms.unwrap_or(0),

@@ -1,5 +1,10 @@
-//! Where sagas live: the `sagas` row (inserted by CreateOrder with OrderCreated),
-//! its steps, attempts and operator actions, on PostgreSQL or SQLite.
+//! Where sagas live: the `sagas` row, its steps, attempts and operator
+//! actions, on PostgreSQL or SQLite. This module owns those four tables: every
+//! statement that writes them is here. Writes that must commit with other
+//! tables' (a saga start with OrderCreated, a cancel request with
+//! CancellationRequested, a step's outcome with its order event, an operator
+//! action with its audit event) are [`SagaWrite`] parts of a
+//! [unit of work](crate::store::unit_of_work).
 //!
 //! # Leases and fencing
 //! A worker [`SagaStore::claim_due`]s sagas: it becomes their `lease_owner`
@@ -20,16 +25,77 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use self::decode::{
-    count, lease_millis, outcome_name, parse_status, parse_step, parse_step_status, steps_from_json,
+    count, lease_millis, parse_outcome, parse_status, parse_step, parse_step_status, steps_from_json,
     stored_count,
 };
 pub use self::{postgres::PostgresSagaStore, sqlite::SqliteSagaStore};
-use super::plan::{SagaState, SagaStatus, Step, StepState, StepStatus};
+use crate::saga::plan::{SagaState, SagaStatus, Step, StepState, StepStatus};
 use crate::{
     db::Db,
     error::AppError,
     store::event_store::{EventMetadata, NewEvent},
 };
+
+/// The stream type of a saga's audit stream in the event store (stream id =
+/// saga id): the operator actions on it, appended in the unit of work that
+/// records the action. Order projections skip it.
+pub const SAGA_STREAM: &str = "saga";
+
+/// Inserts a saga row (status RUNNING, due now): the one way a saga starts.
+/// CreateOrder commits it in the unit of work of the order's first events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaStart {
+    /// The saga's id.
+    pub saga_id: Uuid,
+    /// The order it drives.
+    pub order_id: Uuid,
+    /// Seed of the saga's per-step idempotency keys. CreateOrder sets it to
+    /// `"{order_id}/{client idempotency key}"`: the client's key travels to the
+    /// siblings, and two customers who pick the same key never collide there.
+    pub idempotency_seed: String,
+    /// When the saga gives up and compensates (now + ORDER_TIMEOUT_MINUTES).
+    pub deadline: DateTime<Utc>,
+}
+
+/// Asks the order's saga to stop and compensate (the first reason wins; the
+/// saga becomes due now). A no-op for an order without a saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelRequest {
+    /// The order whose saga is asked.
+    pub order_id: Uuid,
+    /// The customer's reason, shown as the compensation reason.
+    pub reason: String,
+}
+
+/// An operator's retry or skip: applies only if the saga is still at
+/// `expected_updated_at`, halted (FAILED or COMPENSATION_FAILED) and not
+/// leased by a live worker; [`SagaStoreError::Conflict`] otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorActionWrite {
+    /// The saga acted on.
+    pub saga_id: Uuid,
+    /// The version (`updated_at`) the operator decided on.
+    pub expected_updated_at: DateTime<Utc>,
+    /// The saga's columns after the action.
+    pub columns: SagaColumns,
+    /// The step row the action changes.
+    pub step: StepRecord,
+    /// The action, as recorded in `saga_operator_actions`.
+    pub action: OperatorActionRecord,
+}
+
+/// The saga store's part of a unit of work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SagaWrite {
+    /// A new saga (CreateOrder).
+    Start(SagaStart),
+    /// A customer's cancel request (CancelOrder).
+    RequestCancel(CancelRequest),
+    /// A worker's lease-fenced progress (a saga step).
+    Fenced(FencedWrite),
+    /// An operator's retry or skip (SagaAdmin).
+    OperatorAction(OperatorActionWrite),
+}
 
 /// Ids the siblings answered, needed by later steps and compensations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,9 +115,9 @@ pub struct SiblingRefs {
 /// One step's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepRecord {
-    /// The step.
+    /// Which step (a forward step or a compensation).
     pub step: Step,
-    /// Status.
+    /// Where the step stands.
     pub status: StepStatus,
     /// Attempts ever made.
     pub attempts: u32,
@@ -74,13 +140,13 @@ pub struct StepRecord {
 /// A saga as stored, with its steps in the order they started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SagaRecord {
-    /// Id.
+    /// The saga's id (also its audit stream's id).
     pub saga_id: Uuid,
     /// The order it drives.
     pub order_id: Uuid,
     /// Seed of the step keys (`{order_id}/{client key}`).
     pub seed: String,
-    /// Status.
+    /// Where the saga stands.
     pub status: SagaStatus,
     /// Step running or due next.
     pub current_step: Option<Step>,
@@ -98,9 +164,9 @@ pub struct SagaRecord {
     pub compensation_reason: Option<String>,
     /// Last error seen.
     pub last_error: Option<String>,
-    /// Sibling ids.
+    /// The ids the siblings answered.
     pub refs: SiblingRefs,
-    /// Created (with the order).
+    /// When CreateOrder started it (with the order).
     pub created_at: DateTime<Utc>,
     /// Last change; the version operator actions compare against.
     pub updated_at: DateTime<Utc>,
@@ -144,7 +210,7 @@ impl SagaRecord {
 /// The saga-level columns a worker (or operator) writes, all at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SagaColumns {
-    /// Status.
+    /// Where the saga stands.
     pub status: SagaStatus,
     /// Step running or due next.
     pub current_step: Option<Step>,
@@ -154,7 +220,7 @@ pub struct SagaColumns {
     pub compensation_reason: Option<String>,
     /// Last error seen.
     pub last_error: Option<String>,
-    /// Sibling ids.
+    /// The ids the siblings answered.
     pub refs: SiblingRefs,
 }
 
@@ -172,11 +238,22 @@ impl SagaColumns {
     }
 }
 
+/// How a sibling (or order) call of an attempt came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The call did what the step asked.
+    Succeeded,
+    /// A business "no": retrying will not change it.
+    Refused,
+    /// A failure that may pass: the step is retried.
+    Transient,
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptEnd {
-    /// SUCCEEDED, REFUSED or TRANSIENT.
-    pub outcome: &'static str,
+    /// How the call came out.
+    pub outcome: AttemptOutcome,
     /// gRPC code name, when a call answered.
     pub grpc_code: Option<String>,
     /// Error message.
@@ -192,7 +269,7 @@ pub struct AttemptEnd {
 pub enum AttemptWrite {
     /// Recorded before the call.
     Started {
-        /// The step.
+        /// The step sent.
         step: Step,
         /// Attempt number (1-based, over the step's whole life).
         attempt: u32,
@@ -200,18 +277,18 @@ pub enum AttemptWrite {
         worker: String,
         /// Key sent.
         idempotency_key: String,
-        /// When.
+        /// When it was recorded, just before the call.
         started_at: DateTime<Utc>,
     },
     /// Recorded after the call.
     Finished {
-        /// The step.
+        /// The step sent.
         step: Step,
         /// Attempt number.
         attempt: u32,
-        /// When.
+        /// When the answer (or the failure) came.
         finished_at: DateTime<Utc>,
-        /// How.
+        /// How the call came out.
         end: AttemptEnd,
     },
 }
@@ -219,7 +296,7 @@ pub enum AttemptWrite {
 /// One attempt as stored (for the order's audit trail).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRecord {
-    /// The step.
+    /// The step sent.
     pub step: Step,
     /// Attempt number.
     pub attempt: u32,
@@ -246,15 +323,15 @@ pub struct OperatorActionRecord {
     pub operator: String,
     /// Stated reason.
     pub reason: String,
-    /// When.
+    /// When it was applied.
     pub at: DateTime<Utc>,
 }
 
 impl OperatorActionRecord {
     /// The audit event of this action on the saga's own stream
-    /// ([`crate::store::event_store::SAGA_STREAM`]): `SagaStepSkipped` or
-    /// `SagaStepRetried`. The store appends it in the transaction that records
-    /// the action, so neither exists without the other.
+    /// ([`SAGA_STREAM`]): `SagaStepSkipped` or `SagaStepRetried`. It is
+    /// appended in the unit of work that records the action, so neither
+    /// exists without the other.
     pub fn audit_event(&self, saga_id: Uuid, order_id: Uuid) -> NewEvent {
         let event_type = if self.action == "skip" {
             "SagaStepSkipped"
@@ -300,15 +377,20 @@ pub struct Release {
     pub cancel_seen: bool,
 }
 
-/// One fenced worker write.
-#[derive(Debug, Clone, Copy)]
-pub struct Write<'a> {
+/// A worker's write, fenced by its lease: applies only while the saga row
+/// names `lease.owner` (and renews the lease, or releases it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FencedWrite {
+    /// The saga written.
+    pub saga_id: Uuid,
+    /// The writer's lease.
+    pub lease: Lease,
     /// The saga columns.
-    pub columns: &'a SagaColumns,
+    pub columns: SagaColumns,
     /// Step rows to upsert.
-    pub steps: &'a [StepRecord],
+    pub steps: Vec<StepRecord>,
     /// Attempt rows to start or finish.
-    pub attempts: &'a [AttemptWrite],
+    pub attempts: Vec<AttemptWrite>,
     /// Apply only while `cancel_requested` still has this value: a worker
     /// never records (and so never sends) a step decided on a stale flag.
     pub expect_cancel: Option<bool>,
@@ -316,25 +398,28 @@ pub struct Write<'a> {
     pub release: Option<Release>,
 }
 
-impl<'a> Write<'a> {
+impl FencedWrite {
     /// A write of `columns` alone.
-    pub fn columns(columns: &'a SagaColumns) -> Self {
+    pub fn columns(saga_id: Uuid, lease: &Lease, columns: SagaColumns) -> Self {
         Self {
+            saga_id,
+            lease: lease.clone(),
             columns,
-            steps: &[],
-            attempts: &[],
+            steps: Vec::new(),
+            attempts: Vec::new(),
             expect_cancel: None,
             release: None,
         }
     }
 }
 
-/// What a fenced write reads back: CancelOrder may have changed it meanwhile.
+/// The cancel request as a fenced write reads it back: CancelOrder may have
+/// set it since the worker claimed the saga.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fresh {
+pub struct CancelFlag {
     /// CancelOrder asked for compensation.
     pub cancel_requested: bool,
-    /// Its reason.
+    /// The customer's reason.
     pub cancel_reason: Option<String>,
 }
 
@@ -365,17 +450,6 @@ impl From<sqlx::Error> for SagaStoreError {
     }
 }
 
-impl From<crate::store::event_store::EventStoreError> for SagaStoreError {
-    fn from(err: crate::store::event_store::EventStoreError) -> Self {
-        use crate::store::event_store::EventStoreError;
-        match err {
-            EventStoreError::Conflict { .. } => Self::Conflict,
-            EventStoreError::Unavailable(reason) => Self::Unavailable(reason),
-            EventStoreError::Other(e) => Self::Other(e),
-        }
-    }
-}
-
 impl From<SagaStoreError> for AppError {
     fn from(err: SagaStoreError) -> Self {
         match err {
@@ -398,11 +472,13 @@ pub trait SagaStore: Send + Sync + std::fmt::Debug {
     /// FAILED with a cancel request) and not leased by a live worker.
     async fn claim_due(&self, lease: &Lease, limit: usize) -> Result<Vec<SagaRecord>, SagaStoreError>;
 
-    /// Writes the saga columns, step rows and attempts in one transaction,
-    /// fenced by `lease` (renewed, or released with [`Write::release`]).
-    /// [`SagaStoreError::LeaseLost`] when the lease is gone or, with
-    /// [`Write::expect_cancel`], when the cancel flag is not the expected one.
-    async fn write(&self, lease: &Lease, saga_id: Uuid, write: &Write<'_>) -> Result<Fresh, SagaStoreError>;
+    /// Writes the saga columns, step rows and attempts in one transaction of
+    /// their own, fenced by the write's lease (renewed, or released with
+    /// [`FencedWrite::release`]). [`SagaStoreError::LeaseLost`] when the
+    /// lease is gone or, with [`FencedWrite::expect_cancel`], when the cancel
+    /// flag is not the expected one. A write that must commit with other
+    /// tables goes through a unit of work as [`SagaWrite::Fenced`].
+    async fn write(&self, write: &FencedWrite) -> Result<CancelFlag, SagaStoreError>;
 
     /// Gives the saga up until `next_run_at` (sooner if a cancel arrived that
     /// the worker did not see: `cancel_seen` says what it saw).
@@ -446,21 +522,6 @@ pub trait SagaStore: Send + Sync + std::fmt::Debug {
         let actions = self.operator_actions_of(std::slice::from_ref(&saga_id)).await?;
         Ok(actions.into_iter().map(|(_, action)| action).collect())
     }
-
-    /// Applies an operator action: if the saga is still at `expected_updated_at`
-    /// and no live worker leases it, writes the columns and step, records the
-    /// action, appends `audit` to the saga's stream in the event store (one
-    /// transaction for all of it) and makes the saga due now.
-    /// [`SagaStoreError::Conflict`] otherwise.
-    async fn apply_operator_action(
-        &self,
-        saga_id: Uuid,
-        expected_updated_at: DateTime<Utc>,
-        columns: &SagaColumns,
-        step: &StepRecord,
-        action: &OperatorActionRecord,
-        audit: &NewEvent,
-    ) -> Result<(), SagaStoreError>;
 }
 
 /// The store of the configured database.

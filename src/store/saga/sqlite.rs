@@ -15,18 +15,15 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction, query::Query, sqlite::SqliteArguments};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, query::Query, sqlite::SqliteArguments};
 use uuid::Uuid;
 
 use super::{
-    AttemptEnd, AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns,
-    SagaRecord, SagaStore, SagaStoreError, StepRecord, Write, count, lease_millis, outcome_name,
-    parse_status, parse_step, stored_count,
+    AttemptEnd, AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FencedWrite, Lease,
+    OperatorActionRecord, OperatorActionWrite, SagaColumns, SagaRecord, SagaStart, SagaStore, SagaStoreError,
+    SagaWrite, StepRecord, count, lease_millis, parse_outcome, parse_status, parse_step, stored_count,
 };
-use crate::{
-    saga::plan::SagaStatus,
-    store::event_store::{NewEvent, SAGA_STREAM, SqliteEventStore},
-};
+use crate::saga::plan::SagaStatus;
 
 mod rows;
 
@@ -76,7 +73,7 @@ fn bind_columns<'q>(
 
 /// Upserts a step row (its first start time is kept).
 async fn upsert_step(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     saga_id: &str,
     step: &StepRecord,
 ) -> Result<(), SagaStoreError> {
@@ -102,13 +99,13 @@ async fn upsert_step(
     .bind(step.started_at.map(ms))
     .bind(step.finished_at.map(ms))
     .bind(step.duration_ms)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 async fn write_attempt(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     saga_id: &str,
     attempt: &AttemptWrite,
 ) -> Result<(), SagaStoreError> {
@@ -131,7 +128,7 @@ async fn write_attempt(
             .bind(worker.as_str())
             .bind(idempotency_key.as_str())
             .bind(ms(*started_at))
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         }
         AttemptWrite::Finished {
@@ -148,12 +145,12 @@ async fn write_attempt(
             .bind(step.name())
             .bind(stored_count(*attempt))
             .bind(ms(*finished_at))
-            .bind(end.outcome)
+            .bind(end.outcome.as_str())
             .bind(end.grpc_code.as_deref())
             .bind(end.error.as_deref())
             .bind(end.latency_ms)
             .bind(end.trace_id.as_deref())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         }
     }
@@ -227,44 +224,11 @@ impl SagaStore for SqliteSagaStore {
         self.with_steps(rows).await
     }
 
-    async fn write(&self, lease: &Lease, saga_id: Uuid, write: &Write<'_>) -> Result<Fresh, SagaStoreError> {
-        let id = saga_id.to_string();
-        let now = ms(Utc::now());
-        let release = write.release;
+    async fn write(&self, write: &FencedWrite) -> Result<CancelFlag, SagaStoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let sql = format!(
-            "UPDATE sagas SET {SET_COLUMNS}, updated_at = ?12, \
-             lease_owner = CASE WHEN ?16 THEN NULL ELSE lease_owner END, \
-             lease_until = CASE WHEN ?16 THEN NULL ELSE ?12 + ?13 END, \
-             next_run_at = CASE WHEN NOT ?16 THEN next_run_at \
-                 WHEN cancel_requested = 1 AND NOT ?18 THEN ?12 ELSE ?17 END \
-             WHERE saga_id = ?1 AND lease_owner = ?14 AND (?15 IS NULL OR cancel_requested = ?15) \
-             RETURNING cancel_requested, cancel_reason"
-        );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str());
-        let fresh = bind_columns(query, write.columns)
-            .bind(now)
-            .bind(lease_millis(lease))
-            .bind(&lease.owner)
-            .bind(write.expect_cancel)
-            .bind(release.is_some())
-            .bind(release.map_or(now, |r| ms(r.next_run_at)))
-            .bind(release.is_some_and(|r| r.cancel_seen))
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(SagaStoreError::LeaseLost)?;
-        let fresh = Fresh {
-            cancel_requested: fresh.try_get("cancel_requested")?,
-            cancel_reason: fresh.try_get("cancel_reason")?,
-        };
-        for step in write.steps {
-            upsert_step(&mut tx, &id, step).await?;
-        }
-        for attempt in write.attempts {
-            write_attempt(&mut tx, &id, attempt).await?;
-        }
+        let flag = Self::write_fenced(&mut tx, write, ms(Utc::now())).await?;
         tx.commit().await?;
-        Ok(fresh)
+        Ok(flag)
     }
 
     async fn release(
@@ -335,7 +299,7 @@ impl SagaStore for SqliteSagaStore {
                 let end = match outcome.as_deref() {
                     None => None,
                     Some(outcome) => Some(AttemptEnd {
-                        outcome: outcome_name(outcome)?,
+                        outcome: parse_outcome(outcome)?,
                         grpc_code: row.try_get("grpc_code")?,
                         error: row.try_get("error")?,
                         latency_ms: row.try_get::<Option<i64>, _>("latency_ms")?.unwrap_or(0),
@@ -396,19 +360,126 @@ impl SagaStore for SqliteSagaStore {
             .map(|(status, n)| Ok((parse_status(&status)?, u64::try_from(n).unwrap_or(0))))
             .collect()
     }
+}
 
-    async fn apply_operator_action(
-        &self,
-        saga_id: Uuid,
-        expected_updated_at: DateTime<Utc>,
-        columns: &SagaColumns,
-        step: &StepRecord,
-        action: &OperatorActionRecord,
-        audit: &NewEvent,
+impl SqliteSagaStore {
+    /// Writes a unit of work's saga part in `tx`, a write transaction, at
+    /// `now` (milliseconds). A fenced write reads back the cancel flag.
+    pub(crate) async fn write_part(
+        tx: &mut SqliteConnection,
+        part: &SagaWrite,
+        now: i64,
+    ) -> Result<Option<CancelFlag>, SagaStoreError> {
+        match part {
+            SagaWrite::Start(start) => Self::write_start(tx, start, now).await.map(|()| None),
+            SagaWrite::RequestCancel(cancel) => {
+                Self::write_cancel_request(tx, cancel, now).await.map(|()| None)
+            }
+            SagaWrite::Fenced(write) => Self::write_fenced(tx, write, now).await.map(Some),
+            SagaWrite::OperatorAction(action) => {
+                Self::write_operator_action(tx, action, now).await.map(|()| None)
+            }
+        }
+    }
+
+    async fn write_start(
+        tx: &mut SqliteConnection,
+        saga: &SagaStart,
+        now: i64,
     ) -> Result<(), SagaStoreError> {
+        sqlx::query(
+            "INSERT INTO sagas (saga_id, order_id, status, idempotency_seed, deadline, next_run_at, \
+             created_at, updated_at) VALUES (?, ?, 'RUNNING', ?, ?, ?, ?, ?)",
+        )
+        .bind(saga.saga_id.to_string())
+        .bind(saga.order_id.to_string())
+        .bind(&saga.idempotency_seed)
+        .bind(ms(saga.deadline))
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn write_cancel_request(
+        tx: &mut SqliteConnection,
+        cancel: &CancelRequest,
+        now: i64,
+    ) -> Result<(), SagaStoreError> {
+        // The first reason wins; waking the saga now makes it compensate promptly.
+        sqlx::query(
+            "UPDATE sagas SET cancel_requested = 1, cancel_reason = COALESCE(cancel_reason, ?), \
+             next_run_at = ?, updated_at = ? WHERE order_id = ?",
+        )
+        .bind(&cancel.reason)
+        .bind(now)
+        .bind(now)
+        .bind(cancel.order_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// A worker's fenced write in `tx`, a write transaction.
+    async fn write_fenced(
+        tx: &mut SqliteConnection,
+        write: &FencedWrite,
+        now: i64,
+    ) -> Result<CancelFlag, SagaStoreError> {
+        let lease = &write.lease;
+        let id = write.saga_id.to_string();
+        let release = write.release;
+        let sql = format!(
+            "UPDATE sagas SET {SET_COLUMNS}, updated_at = ?12, \
+             lease_owner = CASE WHEN ?16 THEN NULL ELSE lease_owner END, \
+             lease_until = CASE WHEN ?16 THEN NULL ELSE ?12 + ?13 END, \
+             next_run_at = CASE WHEN NOT ?16 THEN next_run_at \
+                 WHEN cancel_requested = 1 AND NOT ?18 THEN ?12 ELSE ?17 END \
+             WHERE saga_id = ?1 AND lease_owner = ?14 AND (?15 IS NULL OR cancel_requested = ?15) \
+             RETURNING cancel_requested, cancel_reason"
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str());
+        let fresh = bind_columns(query, &write.columns)
+            .bind(now)
+            .bind(lease_millis(lease))
+            .bind(&lease.owner)
+            .bind(write.expect_cancel)
+            .bind(release.is_some())
+            .bind(release.map_or(now, |r| ms(r.next_run_at)))
+            .bind(release.is_some_and(|r| r.cancel_seen))
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(SagaStoreError::LeaseLost)?;
+        let flag = CancelFlag {
+            cancel_requested: fresh.try_get("cancel_requested")?,
+            cancel_reason: fresh.try_get("cancel_reason")?,
+        };
+        for step in &write.steps {
+            upsert_step(tx, &id, step).await?;
+        }
+        for attempt in &write.attempts {
+            write_attempt(tx, &id, attempt).await?;
+        }
+        Ok(flag)
+    }
+
+    /// An operator action in `tx`, a write transaction: fenced by version
+    /// and status instead of a lease (no live worker may hold the saga).
+    async fn write_operator_action(
+        tx: &mut SqliteConnection,
+        write: &OperatorActionWrite,
+        now: i64,
+    ) -> Result<(), SagaStoreError> {
+        let OperatorActionWrite {
+            saga_id,
+            expected_updated_at,
+            columns,
+            step,
+            action,
+        } = write;
         let id = saga_id.to_string();
-        let now = ms(Utc::now());
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let sql = format!(
             "UPDATE sagas SET {SET_COLUMNS}, updated_at = ?12, next_run_at = ?12, lease_owner = NULL, \
              lease_until = NULL WHERE saga_id = ?1 AND updated_at = ?13 \
@@ -417,13 +488,13 @@ impl SagaStore for SqliteSagaStore {
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str());
         let done = bind_columns(query, columns)
             .bind(now)
-            .bind(ms(expected_updated_at))
+            .bind(ms(*expected_updated_at))
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(SagaStoreError::Conflict);
         }
-        upsert_step(&mut tx, &id, step).await?;
+        upsert_step(tx, &id, step).await?;
         sqlx::query(
             "INSERT INTO saga_operator_actions (saga_id, action, step, operator, reason, at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -436,8 +507,6 @@ impl SagaStore for SqliteSagaStore {
         .bind(ms(action.at))
         .execute(&mut *tx)
         .await?;
-        SqliteEventStore::append_in(&mut tx, saga_id, SAGA_STREAM, std::slice::from_ref(audit)).await?;
-        tx.commit().await?;
         Ok(())
     }
 }

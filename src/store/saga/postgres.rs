@@ -15,20 +15,18 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
 use uuid::Uuid;
 
 mod rows;
 
 use self::rows::{AttemptRow, SagaRow, StepRow};
 use super::{
-    AttemptRecord, AttemptWrite, Cursor, Fresh, Lease, OperatorActionRecord, SagaColumns, SagaRecord,
-    SagaStore, SagaStoreError, StepRecord, Write, lease_millis, parse_status, parse_step, stored_count,
+    AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FencedWrite, Lease, OperatorActionRecord,
+    OperatorActionWrite, SagaColumns, SagaRecord, SagaStart, SagaStore, SagaStoreError, SagaWrite,
+    StepRecord, lease_millis, parse_status, parse_step, stored_count,
 };
-use crate::{
-    saga::plan::SagaStatus,
-    store::event_store::{NewEvent, PostgresEventStore, SAGA_STREAM},
-};
+use crate::saga::plan::SagaStatus;
 
 /// The saga store on PostgreSQL.
 #[derive(Debug, Clone)]
@@ -225,81 +223,9 @@ impl SagaStore for PostgresSagaStore {
             .collect()
     }
 
-    async fn write(&self, lease: &Lease, saga_id: Uuid, write: &Write<'_>) -> Result<Fresh, SagaStoreError> {
-        let started: Vec<_> = write
-            .attempts
-            .iter()
-            .filter_map(|a| match a {
-                AttemptWrite::Started {
-                    step,
-                    attempt,
-                    worker,
-                    idempotency_key,
-                    started_at,
-                } => Some((
-                    step.name(),
-                    stored_count(*attempt),
-                    worker.as_str(),
-                    idempotency_key.as_str(),
-                    *started_at,
-                )),
-                AttemptWrite::Finished { .. } => None,
-            })
-            .collect();
-        let finished: Vec<_> = write
-            .attempts
-            .iter()
-            .filter_map(|a| match a {
-                AttemptWrite::Finished {
-                    step,
-                    attempt,
-                    finished_at,
-                    end,
-                } => Some((step.name(), stored_count(*attempt), *finished_at, end)),
-                AttemptWrite::Started { .. } => None,
-            })
-            .collect();
-        let release = write.release;
-        let query = sqlx::query(sqlx::AssertSqlSafe(write_sql()))
-            .bind(saga_id)
-            .bind(&lease.owner);
-        let query = bind_columns(query, write.columns)
-            .bind(lease_millis(lease))
-            .bind(write.expect_cancel)
-            .bind(release.is_some())
-            .bind(release.map(|r| r.next_run_at).unwrap_or_else(Utc::now))
-            .bind(release.is_some_and(|r| r.cancel_seen));
-        let row = bind_steps(query, write.steps)
-            .bind(started.iter().map(|a| a.0).collect::<Vec<_>>())
-            .bind(started.iter().map(|a| a.1).collect::<Vec<_>>())
-            .bind(started.iter().map(|a| a.2).collect::<Vec<_>>())
-            .bind(started.iter().map(|a| a.3).collect::<Vec<_>>())
-            .bind(started.iter().map(|a| a.4).collect::<Vec<_>>())
-            .bind(finished.iter().map(|a| a.0).collect::<Vec<_>>())
-            .bind(finished.iter().map(|a| a.1).collect::<Vec<_>>())
-            .bind(finished.iter().map(|a| a.2).collect::<Vec<_>>())
-            .bind(finished.iter().map(|a| a.3.outcome).collect::<Vec<_>>())
-            .bind(
-                finished
-                    .iter()
-                    .map(|a| a.3.grpc_code.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(finished.iter().map(|a| a.3.error.as_deref()).collect::<Vec<_>>())
-            .bind(finished.iter().map(|a| a.3.latency_ms).collect::<Vec<_>>())
-            .bind(
-                finished
-                    .iter()
-                    .map(|a| a.3.trace_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(SagaStoreError::LeaseLost)?;
-        Ok(Fresh {
-            cancel_requested: row.try_get("cancel_requested")?,
-            cancel_reason: row.try_get("cancel_reason")?,
-        })
+    async fn write(&self, write: &FencedWrite) -> Result<CancelFlag, SagaStoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::write_fenced(&mut conn, write).await
     }
 
     async fn release(
@@ -402,19 +328,151 @@ impl SagaStore for PostgresSagaStore {
             .map(|(status, n)| Ok((parse_status(&status)?, u64::try_from(n).unwrap_or(0))))
             .collect()
     }
+}
 
-    async fn apply_operator_action(
-        &self,
-        saga_id: Uuid,
-        expected_updated_at: DateTime<Utc>,
-        columns: &SagaColumns,
-        step: &StepRecord,
-        action: &OperatorActionRecord,
-        audit: &NewEvent,
+impl PostgresSagaStore {
+    /// Writes a unit of work's saga part in `conn`'s transaction. A fenced
+    /// write reads back the cancel flag.
+    pub(crate) async fn write_part(
+        conn: &mut PgConnection,
+        part: &SagaWrite,
+    ) -> Result<Option<CancelFlag>, SagaStoreError> {
+        match part {
+            SagaWrite::Start(start) => Self::write_start(conn, start).await.map(|()| None),
+            SagaWrite::RequestCancel(cancel) => Self::write_cancel_request(conn, cancel).await.map(|()| None),
+            SagaWrite::Fenced(write) => Self::write_fenced(conn, write).await.map(Some),
+            SagaWrite::OperatorAction(action) => {
+                Self::write_operator_action(conn, action).await.map(|()| None)
+            }
+        }
+    }
+
+    async fn write_start(conn: &mut PgConnection, saga: &SagaStart) -> Result<(), SagaStoreError> {
+        sqlx::query(
+            "INSERT INTO sagas (saga_id, order_id, status, idempotency_seed, deadline, next_run_at, \
+             created_at, updated_at) VALUES ($1, $2, 'RUNNING', $3, $4, now(), now(), now())",
+        )
+        .bind(saga.saga_id)
+        .bind(saga.order_id)
+        .bind(&saga.idempotency_seed)
+        .bind(saga.deadline)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn write_cancel_request(
+        conn: &mut PgConnection,
+        cancel: &CancelRequest,
     ) -> Result<(), SagaStoreError> {
-        // Fenced by version and status instead of a lease: no live worker may
-        // hold it. pg_notify wakes the replicas' workers at commit. The saga
-        // row stays locked until then, so the audit append has no rival.
+        // The first reason wins; waking the saga now makes it compensate promptly.
+        sqlx::query(
+            "UPDATE sagas SET cancel_requested = true, cancel_reason = COALESCE(cancel_reason, $2), \
+             next_run_at = now(), updated_at = now() WHERE order_id = $1",
+        )
+        .bind(cancel.order_id)
+        .bind(&cancel.reason)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// A worker's fenced write, as one statement on `conn`.
+    async fn write_fenced(
+        conn: &mut PgConnection,
+        write: &FencedWrite,
+    ) -> Result<CancelFlag, SagaStoreError> {
+        let lease = &write.lease;
+        let started: Vec<_> = write
+            .attempts
+            .iter()
+            .filter_map(|a| match a {
+                AttemptWrite::Started {
+                    step,
+                    attempt,
+                    worker,
+                    idempotency_key,
+                    started_at,
+                } => Some((
+                    step.name(),
+                    stored_count(*attempt),
+                    worker.as_str(),
+                    idempotency_key.as_str(),
+                    *started_at,
+                )),
+                AttemptWrite::Finished { .. } => None,
+            })
+            .collect();
+        let finished: Vec<_> = write
+            .attempts
+            .iter()
+            .filter_map(|a| match a {
+                AttemptWrite::Finished {
+                    step,
+                    attempt,
+                    finished_at,
+                    end,
+                } => Some((step.name(), stored_count(*attempt), *finished_at, end)),
+                AttemptWrite::Started { .. } => None,
+            })
+            .collect();
+        let release = write.release;
+        let query = sqlx::query(sqlx::AssertSqlSafe(write_sql()))
+            .bind(write.saga_id)
+            .bind(&lease.owner);
+        let query = bind_columns(query, &write.columns)
+            .bind(lease_millis(lease))
+            .bind(write.expect_cancel)
+            .bind(release.is_some())
+            .bind(release.map(|r| r.next_run_at).unwrap_or_else(Utc::now))
+            .bind(release.is_some_and(|r| r.cancel_seen));
+        let row = bind_steps(query, &write.steps)
+            .bind(started.iter().map(|a| a.0).collect::<Vec<_>>())
+            .bind(started.iter().map(|a| a.1).collect::<Vec<_>>())
+            .bind(started.iter().map(|a| a.2).collect::<Vec<_>>())
+            .bind(started.iter().map(|a| a.3).collect::<Vec<_>>())
+            .bind(started.iter().map(|a| a.4).collect::<Vec<_>>())
+            .bind(finished.iter().map(|a| a.0).collect::<Vec<_>>())
+            .bind(finished.iter().map(|a| a.1).collect::<Vec<_>>())
+            .bind(finished.iter().map(|a| a.2).collect::<Vec<_>>())
+            .bind(finished.iter().map(|a| a.3.outcome.as_str()).collect::<Vec<_>>())
+            .bind(
+                finished
+                    .iter()
+                    .map(|a| a.3.grpc_code.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(finished.iter().map(|a| a.3.error.as_deref()).collect::<Vec<_>>())
+            .bind(finished.iter().map(|a| a.3.latency_ms).collect::<Vec<_>>())
+            .bind(
+                finished
+                    .iter()
+                    .map(|a| a.3.trace_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(SagaStoreError::LeaseLost)?;
+        Ok(CancelFlag {
+            cancel_requested: row.try_get("cancel_requested")?,
+            cancel_reason: row.try_get("cancel_reason")?,
+        })
+    }
+
+    /// An operator action, as one statement on `conn`: fenced by version and
+    /// status instead of a lease (no live worker may hold the saga).
+    /// pg_notify wakes the replicas' workers at commit.
+    async fn write_operator_action(
+        conn: &mut PgConnection,
+        write: &OperatorActionWrite,
+    ) -> Result<(), SagaStoreError> {
+        let OperatorActionWrite {
+            saga_id,
+            expected_updated_at,
+            columns,
+            step,
+            action,
+        } = write;
         let sql = format!(
             "WITH s AS (UPDATE sagas SET status = $3, current_step = $4, past_pivot = $5, \
                 compensation_reason = $6, last_error = $7, authorization_id = $8, reservation_id = $9, \
@@ -439,14 +497,11 @@ impl SagaStore for PostgresSagaStore {
             .bind(action.operator.as_str())
             .bind(action.reason.as_str())
             .bind(action.at);
-        let mut tx = self.pool.begin().await?;
-        let row = query.fetch_one(&mut *tx).await?;
+        let row = query.fetch_one(&mut *conn).await?;
         let applied: i64 = row.try_get("applied")?;
         if applied == 0 {
             return Err(SagaStoreError::Conflict);
         }
-        PostgresEventStore::append_in(&mut tx, saga_id, SAGA_STREAM, std::slice::from_ref(audit)).await?;
-        tx.commit().await?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::saga::store::{
+use crate::store::saga::{
     SagaRecord, SagaStoreError, SiblingRefs, StepRecord, count, parse_status, parse_step, parse_step_status,
 };
 

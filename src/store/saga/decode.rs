@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Lease, SagaStoreError, StepRecord};
+use super::{AttemptOutcome, Lease, SagaStoreError, StepRecord};
 use crate::saga::plan::{SagaStatus, Step, StepStatus};
 
 /// A step row as the claim queries aggregate it (times in microseconds).
@@ -67,12 +67,27 @@ pub(super) fn parse_step_status(text: &str) -> Result<StepStatus, SagaStoreError
     StepStatus::parse(text).ok_or_else(|| anyhow::anyhow!("stored step status {text:?} unknown").into())
 }
 
-/// The static name of a stored attempt outcome.
-pub(super) fn outcome_name(text: &str) -> Result<&'static str, SagaStoreError> {
-    ["SUCCEEDED", "REFUSED", "TRANSIENT"]
-        .into_iter()
-        .find(|o| *o == text)
-        .ok_or_else(|| anyhow::anyhow!("stored attempt outcome {text:?} unknown").into())
+impl AttemptOutcome {
+    /// The outcome as stored.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "SUCCEEDED",
+            Self::Refused => "REFUSED",
+            Self::Transient => "TRANSIENT",
+        }
+    }
+}
+
+/// Parses a stored attempt outcome.
+pub(super) fn parse_outcome(text: &str) -> Result<AttemptOutcome, SagaStoreError> {
+    [
+        AttemptOutcome::Succeeded,
+        AttemptOutcome::Refused,
+        AttemptOutcome::Transient,
+    ]
+    .into_iter()
+    .find(|o| o.as_str() == text)
+    .ok_or_else(|| anyhow::anyhow!("stored attempt outcome {text:?} unknown").into())
 }
 
 /// A stored count as u32 (never negative by construction).

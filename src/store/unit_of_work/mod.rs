@@ -1,0 +1,263 @@
+//! The unit of work: one database transaction that several stores write
+//! through, so that every table has exactly one owning module and a caller
+//! still commits several tables atomically.
+//!
+//! # Shape
+//! A [`UnitOfWork`] is a plain value that collects each owner's write
+//! intent: the events to append (per stream, with the expected version), the
+//! saga store's part ([`SagaWrite`]: a start, a cancel request, a worker's
+//! fenced step write, an operator action) and the idempotency store's part
+//! (a key's completion). A [`UnitOfWorkCommitter`] of the configured backend
+//! opens one transaction and hands each part to its owner's writer
+//! (`fn(&mut PgConnection | &mut SqliteConnection, &Part)`), in a fixed
+//! order: events, then the saga part, then the idempotency key. A refusal in
+//! any part (a stream that moved, a lost lease, a saga an operator raced, a
+//! key never claimed) rolls back the whole unit.
+//!
+//! # Why values and not restate's trait-per-table transaction
+//! restate's storage-api gives each table a small trait and implements all
+//! of them on one `Transaction` type that callers drive step by step. That
+//! needs a transaction object alive across the caller's awaits, one per
+//! caller, which rules out PostgreSQL group commit: many callers' writes in
+//! one database transaction, and a failing one rerun alone. A value can be
+//! queued, batched with other units (one statement for all their events) and
+//! written again by itself, so the group commit of [`crate::store::group_commit`]
+//! serves units of work as it serves lone appends. The owners keep restate's
+//! other half: each table's SQL lives in one module, behind that module's
+//! writer function.
+//!
+//! # Where a saga starts
+//! In one place: CreateOrder's unit of work carries a [`SagaWrite::Start`]
+//! beside OrderCreated, and the saga store's writer inserts the `sagas` row.
+//! Waking the workers afterwards is only a hint (a poll finds it anyway).
+//!
+//! # Owners (every table and the one module whose SQL writes it)
+//! | table | owner |
+//! |---|---|
+//! | `events`, `outbox` (inserted with the events) | [`crate::store::event_store`] |
+//! | `sagas`, `saga_steps`, `saga_attempts`, `saga_operator_actions` | [`crate::store::saga`] |
+//! | `idempotency_keys` | [`crate::store::idempotency`] |
+//!
+//! The relay deletes delivered `outbox` rows ([`crate::outbox`]); the read
+//! models, projection checkpoints and the privacy vault keep their own
+//! tables (see their modules), none of which a unit of work writes.
+
+mod postgres;
+mod sqlite;
+
+use std::{fmt, sync::Arc};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub use self::{postgres::PostgresUnitOfWork, sqlite::SqliteUnitOfWork};
+use crate::{
+    db::Db,
+    error::AppError,
+    store::{
+        event_store::{AppendResult, EventStoreError, StreamAppend, Upcasters},
+        idempotency::{IdempotencyCompletion, IdempotencyStoreError},
+        saga::{CancelFlag, SagaStoreError, SagaWrite},
+    },
+};
+
+/// The writes of several owners that commit together or not at all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UnitOfWork {
+    /// Events to append, per stream (event store).
+    pub appends: Vec<StreamAppend>,
+    /// The saga store's part.
+    pub saga: Option<SagaWrite>,
+    /// The idempotency key this unit answers (idempotency store).
+    pub idempotency: Option<IdempotencyCompletion>,
+}
+
+/// What a committed unit of work reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// One per append, in order. An append that was already stored (an
+    /// idempotent repeat of a one-append unit) says so, and then nothing
+    /// else of the unit was written.
+    pub appended: Vec<AppendResult>,
+    /// What a fenced saga write read back.
+    pub cancel_flag: Option<CancelFlag>,
+}
+
+/// Why a unit of work wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitOfWorkError {
+    /// A stream was not at the expected version.
+    #[error("version conflict on stream {stream_id}: expected version {expected}, stream is at {actual}")]
+    Conflict {
+        /// The stream that moved.
+        stream_id: Uuid,
+        /// The version the caller decided on.
+        expected: u64,
+        /// The stream's version now.
+        actual: u64,
+    },
+    /// A fenced saga write's lease is gone (or its cancel flag changed).
+    #[error("saga lease lost")]
+    LeaseLost,
+    /// An operator action's saga changed since it was read.
+    #[error("saga changed concurrently")]
+    SagaChanged,
+    /// The database is unreachable or overloaded; retrying later may succeed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (a bug, corrupt data, a key never claimed).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl UnitOfWorkError {
+    fn from_events(stream_id: Uuid, err: EventStoreError) -> Self {
+        match err {
+            EventStoreError::Conflict { expected, actual } => Self::Conflict {
+                stream_id,
+                expected,
+                actual,
+            },
+            EventStoreError::Unavailable(why) => Self::Unavailable(why),
+            EventStoreError::Other(source) => Self::Other(source),
+        }
+    }
+
+    /// Whether another transaction took a version or an event id first
+    /// (a lone unit then is refused, not failed).
+    fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Other(err) if crate::store::event_store::is_unique_violation(err))
+    }
+}
+
+impl From<EventStoreError> for UnitOfWorkError {
+    fn from(err: EventStoreError) -> Self {
+        Self::from_events(Uuid::nil(), err)
+    }
+}
+
+impl From<SagaStoreError> for UnitOfWorkError {
+    fn from(err: SagaStoreError) -> Self {
+        match err {
+            SagaStoreError::LeaseLost => Self::LeaseLost,
+            SagaStoreError::Conflict => Self::SagaChanged,
+            SagaStoreError::Unavailable(why) => Self::Unavailable(why),
+            SagaStoreError::Other(source) => Self::Other(source),
+        }
+    }
+}
+
+impl From<IdempotencyStoreError> for UnitOfWorkError {
+    fn from(err: IdempotencyStoreError) -> Self {
+        match err {
+            IdempotencyStoreError::Unavailable(why) => Self::Unavailable(why),
+            IdempotencyStoreError::Other(source) => Self::Other(source),
+        }
+    }
+}
+
+impl From<sqlx::Error> for UnitOfWorkError {
+    fn from(err: sqlx::Error) -> Self {
+        if crate::db::is_transient(&err) {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Other(anyhow::Error::new(err).context("unit of work"))
+        }
+    }
+}
+
+impl From<UnitOfWorkError> for AppError {
+    fn from(err: UnitOfWorkError) -> Self {
+        match err {
+            UnitOfWorkError::Conflict { .. } => AppError::Aborted(err.to_string()),
+            UnitOfWorkError::LeaseLost | UnitOfWorkError::SagaChanged => {
+                AppError::Aborted("the saga changed meanwhile; read it again and retry".into())
+            }
+            UnitOfWorkError::Unavailable(why) => AppError::Unavailable(why),
+            UnitOfWorkError::Other(source) => AppError::Internal(source),
+        }
+    }
+}
+
+/// Commits units of work on one backend.
+#[async_trait]
+pub trait UnitOfWorkCommitter: Send + Sync + fmt::Debug {
+    /// Writes every part of `unit` in one transaction, or nothing.
+    async fn commit(&self, unit: UnitOfWork) -> Result<Committed, UnitOfWorkError>;
+}
+
+/// The committer of `db` (PostgreSQL: group commit on or off, as
+/// EVENT_STORE_GROUP_COMMIT says), reading refused appends back with `upcasters`.
+pub fn unit_of_work(db: &Db, upcasters: Upcasters, group_commit: bool) -> Arc<dyn UnitOfWorkCommitter> {
+    match db {
+        Db::Postgres(pool) => Arc::new(PostgresUnitOfWork::new(pool.clone(), upcasters, group_commit)),
+        Db::Sqlite(pool) => Arc::new(SqliteUnitOfWork::new(pool.clone(), upcasters)),
+    }
+}
+
+/// Checks that a unit can be written at all: something to write, and no
+/// stream twice (a unit decides each stream's version once).
+fn check_unit(unit: &UnitOfWork) -> Result<(), UnitOfWorkError> {
+    if unit.appends.is_empty() && unit.saga.is_none() && unit.idempotency.is_none() {
+        return Err(anyhow::anyhow!("an empty unit of work").into());
+    }
+    for (i, append) in unit.appends.iter().enumerate() {
+        if unit.appends[..i].iter().any(|a| a.stream_id == append.stream_id) {
+            return Err(
+                anyhow::anyhow!("a unit of work appends to stream {} twice", append.stream_id).into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An event store that can say why an append was refused.
+#[async_trait]
+trait ExplainRefusal: Send + Sync {
+    /// An idempotent repeat (the events are stored at those versions), or the
+    /// conflict.
+    async fn explain_refusal(
+        &self,
+        stream_id: Uuid,
+        expected_version: u64,
+        events: &[crate::store::event_store::NewEvent],
+    ) -> Result<AppendResult, EventStoreError>;
+
+    /// The stream's version now.
+    async fn version_of(&self, stream_id: Uuid) -> Result<u64, EventStoreError>;
+}
+
+/// After a unit was refused (nothing of it written): the conflict, or, for a
+/// one-append unit whose events are already stored, the idempotent repeat.
+/// An append with no expected version is refused only when a concurrent
+/// writer took the version it read: reported as a conflict one behind.
+async fn explain_refused(
+    store: &dyn ExplainRefusal,
+    unit: &UnitOfWork,
+) -> Result<Committed, UnitOfWorkError> {
+    let mut appended = Vec::with_capacity(unit.appends.len());
+    for append in &unit.appends {
+        let stream_id = append.stream_id;
+        let explained = match append.expected_version {
+            Some(expected) => store.explain_refusal(stream_id, expected, &append.events).await,
+            None => {
+                let actual = store
+                    .version_of(stream_id)
+                    .await
+                    .map_err(|e| UnitOfWorkError::from_events(stream_id, e))?;
+                Err(EventStoreError::Conflict {
+                    expected: actual.saturating_sub(1),
+                    actual,
+                })
+            }
+        };
+        appended.push(explained.map_err(|e| UnitOfWorkError::from_events(stream_id, e))?);
+    }
+    match appended.as_slice() {
+        [repeat] if repeat.already_stored => Ok(Committed {
+            appended,
+            cancel_flag: None,
+        }),
+        _ => Err(anyhow::anyhow!("a unit of work was refused, but none of its appends conflicts").into()),
+    }
+}
