@@ -1,8 +1,16 @@
 //! Drives one claimed saga: asks [`plan`](super::plan) what to do, records
 //! each attempt in the database *before* sending it and its outcome *after*
-//! (with the next write: the next step's start, or the release, so a step
-//! costs one write), and releases the saga when it must wait (backoff,
-//! operator) or is done.
+//! (with the next write: the next step's start, or the release), and
+//! releases the saga when it must wait (backoff, operator) or is done.
+//!
+//! # One transaction per step
+//! A step's order command is decided right after its sibling call but not
+//! written then: its events ([`OrderChange`]) travel with the step's outcome
+//! and are committed in the same unit of work as the next write (the next
+//! step's start, or the release), fenced by the lease. So a step costs one
+//! transaction: its start record, carrying the previous step's outcome and
+//! order events. If the order moved meanwhile (a customer's cancel request),
+//! the command is decided again and the write retried.
 //!
 //! # Crash safety
 //! Every effect is keyed: a sibling call carries `{seed}:{step}`, and order
@@ -29,14 +37,17 @@ use super::{
     plan::{
         Decision, Outcome, RetryPolicy, SagaState, SagaStatus, Schedule, Step, StepStatus, idempotency_key,
     },
-    ports::{FailureKind, OrderFacts, OrderPort, Siblings},
+    ports::{FailureKind, OrderChange, OrderFacts, OrderPort, SagaPorts, Siblings},
 };
 use crate::{
     metrics,
     shutdown::Shutdown,
-    store::saga::{
-        AttemptEnd, AttemptOutcome, AttemptWrite, CancelFlag, FencedWrite, Lease, Release, SagaColumns,
-        SagaRecord, SagaStore, SagaStoreError, StepRecord,
+    store::{
+        saga::{
+            AttemptEnd, AttemptOutcome, AttemptWrite, CancelFlag, FencedWrite, Lease, Release, SagaColumns,
+            SagaRecord, SagaStore, SagaStoreError, SagaWrite, StepRecord,
+        },
+        unit_of_work::{UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError},
     },
 };
 
@@ -45,6 +56,7 @@ mod effects;
 /// Runs sagas for one worker pool (one lease owner).
 pub struct Engine {
     store: Arc<dyn SagaStore>,
+    units: Arc<dyn UnitOfWorkCommitter>,
     siblings: Arc<dyn Siblings>,
     orders: Arc<dyn OrderPort>,
     policy: RetryPolicy,
@@ -59,7 +71,12 @@ struct Unwritten {
     rows: Vec<StepRecord>,
     /// Its attempt's end.
     attempt: AttemptWrite,
+    /// The order events its command decided.
+    order: Option<OrderChange>,
 }
+
+/// Attempts of a step write whose order events meet a moved order.
+const ORDER_ATTEMPTS: u32 = 4;
 
 /// An attempt recorded as started, about to be sent.
 struct Begun {
@@ -76,16 +93,16 @@ fn far_future() -> DateTime<Utc> {
 
 impl Engine {
     /// An engine writing as `lease.owner`.
-    pub fn new(
-        store: Arc<dyn SagaStore>,
-        siblings: Arc<dyn Siblings>,
-        orders: Arc<dyn OrderPort>,
-        policy: RetryPolicy,
-        lease: Lease,
-        shutdown: Shutdown,
-    ) -> Self {
+    pub fn new(ports: SagaPorts, policy: RetryPolicy, lease: Lease, shutdown: Shutdown) -> Self {
+        let SagaPorts {
+            store,
+            units,
+            siblings,
+            orders,
+        } = ports;
         Self {
             store,
+            units,
             siblings,
             orders,
             policy,
@@ -193,7 +210,7 @@ impl Engine {
         unwritten: Option<Unwritten>,
         at: DateTime<Utc>,
     ) -> Result<(), SagaStoreError> {
-        let (rows, attempts) = unwritten.map_or_else(Default::default, |u| (u.rows, vec![u.attempt]));
+        let (rows, attempts, order) = split(unwritten);
         let write = FencedWrite {
             steps: rows,
             attempts,
@@ -203,7 +220,7 @@ impl Engine {
             }),
             ..FencedWrite::columns(record.saga_id, &self.lease, SagaColumns::of(record))
         };
-        self.store.write(&write).await.map(drop)
+        self.commit(write, order).await.map(drop)
     }
 
     /// Records the start of an attempt of `step` (with the previous
@@ -238,9 +255,7 @@ impl Engine {
         row.round_attempts = progress.round_attempts;
         row.started_at.get_or_insert(started_at);
         row.finished_at = None;
-        let (mut rows, mut attempts) = unwritten
-            .clone()
-            .map_or_else(Default::default, |u| (u.rows, vec![u.attempt]));
+        let (mut rows, mut attempts, order) = split(unwritten.clone());
         rows.retain(|r| r.step != step);
         rows.push(row.clone());
         attempts.push(AttemptWrite::Started {
@@ -258,7 +273,7 @@ impl Engine {
             expect_cancel: Some(record.cancel_requested),
             ..FencedWrite::columns(record.saga_id, &self.lease, columns)
         };
-        match self.store.write(&write).await {
+        match self.commit(write, order).await {
             Ok(flag) => {
                 apply_cancel_flag(record, &flag);
                 record.current_step = Some(step);
@@ -267,13 +282,13 @@ impl Engine {
             }
             Err(SagaStoreError::LeaseLost) => {
                 // Lost lease, or a cancel arrived: this write tells which.
-                let (rows, attempts) = unwritten.map_or_else(Default::default, |u| (u.rows, vec![u.attempt]));
+                let (rows, attempts, order) = split(unwritten);
                 let write = FencedWrite {
                     steps: rows,
                     attempts,
                     ..FencedWrite::columns(record.saga_id, &self.lease, SagaColumns::of(record))
                 };
-                let flag = self.store.write(&write).await?;
+                let flag = self.commit(write, order).await?;
                 apply_cancel_flag(record, &flag);
                 Ok(None)
             }
@@ -302,7 +317,7 @@ impl Engine {
         let trace_id = span.in_scope(current_trace_id);
 
         let outcome = match &result {
-            Ok(()) => Outcome::Succeeded,
+            Ok(_) => Outcome::Succeeded,
             Err(e) if e.kind == FailureKind::Refused => Outcome::Refused(e.message.clone()),
             Err(e) => Outcome::Transient(format!("{}: {}", e.code, e.message)),
         };
@@ -314,7 +329,7 @@ impl Engine {
 
         row.status = state.step(step).status;
         row.duration_ms += millis(latency);
-        row.last_grpc_code = Some(result.as_ref().map_or_else(|e| e.code.clone(), |()| "OK".into()));
+        row.last_grpc_code = Some(result.as_ref().map_or_else(|e| e.code.clone(), |_| "OK".into()));
         if let Err(e) = &result {
             row.last_error = Some(e.message.clone());
             record.last_error = Some(format!("{step}: {e}"));
@@ -355,7 +370,71 @@ impl Engine {
                 trace_id,
             },
         };
-        (Unwritten { rows, attempt: end }, schedule)
+        let order = result.ok().flatten();
+        (
+            Unwritten {
+                rows,
+                attempt: end,
+                order,
+            },
+            schedule,
+        )
+    }
+
+    /// Commits a fenced write and the order events that go with it as one
+    /// unit of work. When the order moved since the command was decided, the
+    /// command is decided again on it (a refusal then stops the drive: the
+    /// step is still recorded as started and resumes after the lease).
+    async fn commit(
+        &self,
+        write: FencedWrite,
+        mut order: Option<OrderChange>,
+    ) -> Result<CancelFlag, SagaStoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let unit = UnitOfWork {
+                appends: order.iter().map(|change| change.append.clone()).collect(),
+                saga: Some(SagaWrite::Fenced(write.clone())),
+                idempotency: None,
+            };
+            match self.units.commit(unit).await {
+                Ok(committed) => {
+                    if let Some(status) = order.as_ref().and_then(|change| change.status_after) {
+                        metrics::order_status_transition(status);
+                    }
+                    return committed
+                        .cancel_flag
+                        .ok_or_else(|| anyhow::anyhow!("a fenced write read back no cancel flag").into());
+                }
+                Err(UnitOfWorkError::Conflict { stream_id, .. }) if attempt < ORDER_ATTEMPTS => {
+                    let Some(change) = order.take() else {
+                        return Err(anyhow::anyhow!("a saga write without order events conflicted").into());
+                    };
+                    order = self
+                        .orders
+                        .decide(stream_id, change.command)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("order command decided again: {e}"))?;
+                }
+                Err(err) => return Err(store_error(err)),
+            }
+        }
+    }
+}
+
+/// The parts of an unwritten outcome, empty when there is none.
+fn split(unwritten: Option<Unwritten>) -> (Vec<StepRecord>, Vec<AttemptWrite>, Option<OrderChange>) {
+    unwritten.map_or_else(Default::default, |u| (u.rows, vec![u.attempt], u.order))
+}
+
+/// A unit of work's failure as the engine acts on it.
+fn store_error(err: UnitOfWorkError) -> SagaStoreError {
+    match err {
+        UnitOfWorkError::LeaseLost => SagaStoreError::LeaseLost,
+        UnitOfWorkError::Conflict { .. } | UnitOfWorkError::SagaChanged => SagaStoreError::Conflict,
+        UnitOfWorkError::Unavailable(why) => SagaStoreError::Unavailable(why),
+        UnitOfWorkError::Other(source) => SagaStoreError::Other(source),
     }
 }
 

@@ -1,9 +1,28 @@
-//! What the engine drives, behind traits: the sibling services and the order.
-//! The tonic implementation of [`Siblings`] lives in [`super::grpc_siblings`];
-//! a simulation can plug in its own, with seeded faults.
+//! What the engine drives, behind traits: the sibling services, the order,
+//! and the stores it records its progress in. The tonic implementation of
+//! [`Siblings`] lives in [`super::grpc_siblings`]; a simulation can plug in
+//! its own, with seeded faults.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use uuid::Uuid;
+
+use crate::store::{event_store::StreamAppend, saga::SagaStore, unit_of_work::UnitOfWorkCommitter};
+
+/// Everything the saga runtime reads and writes through.
+#[derive(Clone)]
+pub struct SagaPorts {
+    /// Reads and claims sagas.
+    pub store: Arc<dyn SagaStore>,
+    /// Commits each step's progress with its order events (and operator
+    /// actions with their audit events), one transaction each.
+    pub units: Arc<dyn UnitOfWorkCommitter>,
+    /// The payment, inventory and shipping services.
+    pub siblings: Arc<dyn Siblings>,
+    /// The order, as the saga sees it.
+    pub orders: Arc<dyn OrderPort>,
+}
 
 /// How a failed call should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +181,21 @@ pub enum OrderCommand {
     },
 }
 
+/// A saga command decided on the order but not yet written: the order's new
+/// events, committed in the unit of work that records the step's outcome, so
+/// that a step costs one transaction. If the order moved before that commit,
+/// the command is decided again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderChange {
+    /// The command, to decide again on a moved order.
+    pub command: OrderCommand,
+    /// The events at the order's version when decided.
+    pub append: StreamAppend,
+    /// The order's status after the events, when they change it (counted in
+    /// the status-transition metric once committed).
+    pub status_after: Option<&'static str>,
+}
+
 /// The order, as the saga sees it.
 #[async_trait]
 pub trait OrderPort: Send + Sync {
@@ -170,9 +204,11 @@ pub trait OrderPort: Send + Sync {
     /// stored payload only holds it encrypted (see `crate::privacy`).
     async fn facts(&self, order_id: Uuid) -> Result<OrderFacts, CallError>;
 
-    /// Applies a command. Idempotent: a command whose effect the order already
-    /// shows succeeds without a new event (a resumed step re-applies it).
-    async fn apply(&self, order_id: Uuid, command: OrderCommand) -> Result<(), CallError>;
+    /// Decides a command on the order as stored, writing nothing: the change
+    /// to commit with the step, or `None` when the order already shows the
+    /// command's effect (a resumed step decides it again). A refusal is an
+    /// error, as the sibling's would be.
+    async fn decide(&self, order_id: Uuid, command: OrderCommand) -> Result<Option<OrderChange>, CallError>;
 
     /// The W3C `traceparent` of the request that placed the order, so that the
     /// saga's spans (and the sibling calls under them) join that request's

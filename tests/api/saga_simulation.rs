@@ -26,7 +26,7 @@ use commerce::{
         engine::Engine,
         grpc_siblings::{GrpcSiblings, SiblingUrls},
         plan::{RetryPolicy, SagaStatus},
-        ports::{CallError, OrderCommand, OrderFacts, OrderPort, ShippingAddress, Siblings},
+        ports::{CallError, OrderChange, OrderCommand, OrderFacts, OrderPort, SagaPorts, ShippingAddress, Siblings},
         worker::{PoolSettings, run_pool},
     },
     shutdown,
@@ -137,7 +137,8 @@ impl OrderPort for FakeOrders {
         facts.ok_or_else(|| CallError::refused("NOT_FOUND", "no such order"))
     }
 
-    async fn apply(&self, order_id: Uuid, command: OrderCommand) -> Result<(), CallError> {
+    /// Applies the command at once (no event store: nothing left to commit).
+    async fn decide(&self, order_id: Uuid, command: OrderCommand) -> Result<Option<OrderChange>, CallError> {
         let mut orders = self.orders.lock().unwrap();
         let order = orders.entry(order_id).or_insert_with(|| FakeOrder {
             status: "PENDING",
@@ -162,7 +163,7 @@ impl OrderPort for FakeOrders {
             OrderCommand::MarkShippingArranged { .. } => ("SHIPPING_ARRANGED", "INVENTORY_RESERVED"),
             OrderCommand::MarkPaymentCaptured { capture_id } => {
                 order.capture_id = Some(capture_id.clone());
-                return Ok(());
+                return Ok(None);
             }
             OrderCommand::Confirm => {
                 if order.capture_id.is_none() {
@@ -176,7 +177,7 @@ impl OrderPort for FakeOrders {
                     return Err(CallError::refused("FAILED_PRECONDITION", "captured"));
                 }
                 order.status = "CANCELLED";
-                return Ok(());
+                return Ok(None);
             }
         };
         if order.status == "CANCELLED" {
@@ -184,7 +185,7 @@ impl OrderPort for FakeOrders {
         }
         // Idempotent: a repeat of a command already reflected succeeds quietly.
         if rank(order.status) >= rank(target) {
-            return Ok(());
+            return Ok(None);
         }
         if order.status != expected_before {
             order
@@ -192,7 +193,7 @@ impl OrderPort for FakeOrders {
                 .push(format!("{command:?} while {}", order.status));
         }
         order.status = target;
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -238,12 +239,7 @@ fn order_facts(order_id: Uuid, rng: &mut StdRng) -> OrderFacts {
     }
 }
 
-fn start_pool(
-    store: &Arc<dyn SagaStore>,
-    siblings: &Arc<dyn Siblings>,
-    orders: &Arc<FakeOrders>,
-    owner: String,
-) -> tokio::task::JoinHandle<()> {
+fn start_pool(ports: &SagaPorts, owner: String) -> tokio::task::JoinHandle<()> {
     let (_trigger, stop) = shutdown::channel();
     // Keep the trigger alive inside the task: the pool stops only by abort (a crash).
     let policy = RetryPolicy {
@@ -256,14 +252,7 @@ fn start_pool(
         owner,
         duration: Duration::from_millis(600),
     };
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        siblings.clone(),
-        orders.clone(),
-        policy,
-        lease,
-        stop.clone(),
-    ));
+    let engine = Arc::new(Engine::new(ports.clone(), policy, lease, stop.clone()));
     let settings = PoolSettings {
         workers: 8,
         poll: Duration::from_millis(10),
@@ -451,10 +440,13 @@ async fn sagas_end_consistent_through_lost_answers_cancels_and_killed_worker_poo
         ids.push((saga_id, order_id));
     }
 
-    let mut pools = vec![
-        start_pool(&store, &siblings, &orders, "a0".into()),
-        start_pool(&store, &siblings, &orders, "b0".into()),
-    ];
+    let ports = SagaPorts {
+        store: store.clone(),
+        units: units.clone(),
+        siblings: siblings.clone(),
+        orders: orders.clone(),
+    };
+    let mut pools = vec![start_pool(&ports, "a0".into()), start_pool(&ports, "b0".into())];
     let (mut kills, mut cancels) = (0, 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     for round in 1.. {
@@ -479,7 +471,7 @@ async fn sagas_end_consistent_through_lost_answers_cancels_and_killed_worker_poo
         if rng.random_bool(0.4) {
             let victim = rng.random_range(0..pools.len());
             pools[victim].abort();
-            pools[victim] = start_pool(&store, &siblings, &orders, format!("p{round}"));
+            pools[victim] = start_pool(&ports, format!("p{round}"));
             kills += 1;
         }
         let live = store

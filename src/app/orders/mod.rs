@@ -194,6 +194,28 @@ impl OrderApp {
         self.execute(order_id, |_| Ok((command.clone(), None))).await
     }
 
+    /// Decides a saga's `command` on the order as stored, writing nothing:
+    /// the events to append at the order's version and the status they lead
+    /// to (when it changes), or `None` when the order already records the
+    /// command's outcome. The saga commits them with its step's progress.
+    pub async fn decide(
+        &self,
+        order_id: Uuid,
+        command: OrderCommand,
+    ) -> Result<Option<(StreamAppend, Option<&'static str>)>, AppError> {
+        let loaded = self.load_until(order_id, None).await?.ok_or_else(not_found)?;
+        let events = loaded.order.handle(command)?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let (before, expected_version) = (loaded.order.status, loaded.order.version);
+        let mut order = loaded.order;
+        events.iter().for_each(|e| order.apply(e));
+        let status_after = (order.status != before).then(|| order.status.as_str());
+        let append = self.order_append(order_id, expected_version, &events).await?;
+        Ok(Some((append, status_after)))
+    }
+
     /// CancelOrder: the owner (or an admin) asks to cancel. With a saga
     /// driving the order, the request is recorded and the saga is woken to
     /// compensate (then it cancels); without one the order is cancelled now.

@@ -20,7 +20,7 @@ use crate::{
         engine::Engine,
         grpc_siblings::{GrpcSiblings, SiblingUrls},
         plan::{OperatorError, PlannedStep, RetryPolicy, SagaStatus, Step, StepStatus},
-        ports::{OrderPort, Siblings},
+        ports::{OrderPort, SagaPorts, Siblings},
         worker::{PoolSettings, listen_for_wakeups, run_pool},
     },
     shutdown::Shutdown,
@@ -76,19 +76,6 @@ pub struct RetryOutcome {
     pub plan: Vec<PlannedStep>,
 }
 
-/// What the saga service runs on.
-#[derive(Clone)]
-pub struct SagaParts {
-    /// Reads and claims sagas.
-    pub store: Arc<dyn SagaStore>,
-    /// Commits operator actions with their audit events.
-    pub units: Arc<dyn UnitOfWorkCommitter>,
-    /// The payment, inventory and shipping services.
-    pub siblings: Arc<dyn Siblings>,
-    /// The order, as the saga sees it.
-    pub orders: Arc<dyn OrderPort>,
-}
-
 /// The sagas of this service.
 #[derive(Clone)]
 pub struct SagaApp {
@@ -115,7 +102,7 @@ impl SagaApp {
         urls: SiblingUrls,
         orders: Arc<dyn OrderPort>,
     ) -> anyhow::Result<Self> {
-        let parts = SagaParts {
+        let parts = SagaPorts {
             store: saga_store(db),
             units,
             siblings: Arc::new(GrpcSiblings::new(&urls, settings.call_timeout)?),
@@ -125,8 +112,8 @@ impl SagaApp {
     }
 
     /// Sagas over explicit parts (a simulation plugs in its own siblings).
-    pub fn with_parts(settings: SagaSettings, parts: SagaParts, urls: SiblingUrls) -> Self {
-        let SagaParts {
+    pub fn with_parts(settings: SagaSettings, parts: SagaPorts, urls: SiblingUrls) -> Self {
+        let SagaPorts {
             store,
             units,
             siblings,
@@ -183,10 +170,14 @@ impl SagaApp {
             tracing::info!("SAGA_WORKERS=0: sagas are left to the other replicas");
             return None;
         }
+        let ports = SagaPorts {
+            store: self.store.clone(),
+            units: self.units.clone(),
+            siblings: self.siblings.clone(),
+            orders: self.orders.clone(),
+        };
         let engine = Arc::new(Engine::new(
-            self.store.clone(),
-            self.siblings.clone(),
-            self.orders.clone(),
+            ports,
             Self::policy(&self.settings),
             Lease {
                 owner: self.owner.clone(),

@@ -9,7 +9,7 @@ use crate::{
     app::orders::OrderApp,
     domain::order::OrderCommand as DomainCommand,
     error::AppError,
-    saga::ports::{CallError, OrderCommand, OrderFacts, OrderPort, ShippingAddress},
+    saga::ports::{CallError, OrderChange, OrderCommand, OrderFacts, OrderPort, ShippingAddress},
 };
 
 /// [`OrderPort`] over the order command service.
@@ -80,13 +80,17 @@ impl OrderPort for OrderAppPort {
         })
     }
 
-    async fn apply(&self, order_id: Uuid, command: OrderCommand) -> Result<(), CallError> {
-        let command = DomainCommand::from(command);
-        self.orders
-            .handle(order_id, command)
+    async fn decide(&self, order_id: Uuid, command: OrderCommand) -> Result<Option<OrderChange>, CallError> {
+        let decided = self
+            .orders
+            .decide(order_id, DomainCommand::from(command.clone()))
             .await
-            .map(drop)
-            .map_err(call_error)
+            .map_err(call_error)?;
+        Ok(decided.map(|(append, status_after)| OrderChange {
+            command,
+            append,
+            status_after,
+        }))
     }
 
     async fn traceparent(&self, order_id: Uuid) -> Option<String> {

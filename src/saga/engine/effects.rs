@@ -1,26 +1,28 @@
 //! What each step does: the sibling call (unless its answer is known
-//! already) and the order command that records it; for a compensation, the
-//! undo, after learning what to undo.
+//! already) and the order command that records it, decided but not yet
+//! written (the engine commits it with the step's outcome); for a
+//! compensation, the undo, after learning what to undo.
 
 use super::Engine;
 use crate::{
     saga::{
         plan::{Step, idempotency_key},
-        ports::{CallError, FailureKind, OrderCommand, OrderFacts},
+        ports::{CallError, FailureKind, OrderChange, OrderCommand, OrderFacts},
     },
     store::saga::SagaRecord,
 };
 
 impl Engine {
     /// The step's effect: the sibling call (unless its id is already known)
-    /// and the order command that records it.
+    /// and the order change that records it (none for an undo, or when the
+    /// order shows it already).
     pub(super) async fn call(
         &self,
         step: Step,
         key: &str,
         record: &mut SagaRecord,
         facts: &mut Option<OrderFacts>,
-    ) -> Result<(), CallError> {
+    ) -> Result<Option<OrderChange>, CallError> {
         let order_id = record.order_id;
         let command = match step {
             Step::AuthorizePayment => OrderCommand::MarkPaymentAuthorized {
@@ -47,19 +49,19 @@ impl Engine {
                 if let Some(id) = self.undo_target(Step::AuthorizePayment, record, facts).await? {
                     self.siblings.void(key, &id).await?;
                 }
-                return Ok(());
+                return Ok(None);
             }
             Step::ReleaseInventory => {
                 if let Some(id) = self.undo_target(Step::ReserveInventory, record, facts).await? {
                     self.siblings.release(key, &id).await?;
                 }
-                return Ok(());
+                return Ok(None);
             }
             Step::CancelShipment => {
                 if let Some(id) = self.undo_target(Step::CreateShipment, record, facts).await? {
                     self.siblings.cancel_shipment(key, &id).await?;
                 }
-                return Ok(());
+                return Ok(None);
             }
             Step::CancelOrder => OrderCommand::Cancel {
                 reason: record
@@ -68,7 +70,7 @@ impl Engine {
                     .unwrap_or_else(|| "fulfillment compensated".into()),
             },
         };
-        self.orders.apply(order_id, command).await
+        self.orders.decide(order_id, command).await
     }
 
     /// What a compensation undoes: the forward step's id, or `None` when the

@@ -17,7 +17,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{TimeDelta, Utc};
 use commerce::{
-    app::sagas::{RetryInput, SagaApp, SagaParts},
+    app::sagas::{RetryInput, SagaApp},
     auth::{Principal, Role},
     config::Config,
     domain::{
@@ -37,6 +37,7 @@ use commerce::{
         engine::Engine,
         grpc_siblings::SiblingUrls,
         plan::{RetryPolicy, SagaStatus},
+        ports::SagaPorts,
     },
     shutdown::{self, Shutdown, ShutdownTrigger},
     store::saga::{Lease, SagaStore},
@@ -113,7 +114,7 @@ impl Sim {
         let chaos = Chaos::new(seed, rates);
         let store = SimStore::new(chaos.clone());
         let world = World::new(chaos.clone(), store.clone(), stubs.clone());
-        let parts = SagaParts {
+        let parts = SagaPorts {
             store: Arc::new(store.clone()),
             units: Arc::new(store.clone()),
             siblings: Arc::new(world.clone()),
@@ -134,14 +135,13 @@ impl Sim {
     }
 
     fn engine(&self) -> Engine {
-        Engine::new(
-            Arc::new(self.store.clone()),
-            Arc::new(self.world.clone()),
-            Arc::new(self.world.clone()),
-            POLICY,
-            self.lease(),
-            self.shutdown.clone(),
-        )
+        let ports = SagaPorts {
+            store: Arc::new(self.store.clone()),
+            units: Arc::new(self.store.clone()),
+            siblings: Arc::new(self.world.clone()),
+            orders: Arc::new(self.world.clone()),
+        };
+        Engine::new(ports, POLICY, self.lease(), self.shutdown.clone())
     }
 
     fn lease(&self) -> Lease {

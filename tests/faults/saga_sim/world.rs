@@ -27,7 +27,7 @@ use commerce::{
     },
     saga::{
         grpc_siblings::classify,
-        ports::{CallError, OrderCommand, OrderFacts, OrderPort, ShippingAddress, Siblings},
+        ports::{CallError, OrderChange, OrderCommand, OrderFacts, OrderPort, ShippingAddress, Siblings},
     },
     stubs::Stubs,
 };
@@ -266,7 +266,9 @@ impl OrderPort for World {
         })
     }
 
-    async fn apply(&self, order_id: Uuid, command: OrderCommand) -> Result<(), CallError> {
+    /// Applies the command to the in-memory order at once (the simulation
+    /// keeps no event store, so there is no change left to commit).
+    async fn decide(&self, order_id: Uuid, command: OrderCommand) -> Result<Option<OrderChange>, CallError> {
         let domain = DomainCommand::from(command);
         let name = domain.name();
         let orders = self.orders.clone();
@@ -279,7 +281,7 @@ impl OrderPort for World {
                     for event in &events {
                         order.apply(event);
                     }
-                    Ok(())
+                    Ok(None)
                 }
                 Err(e) => {
                     refused.lock().unwrap().push(format!("{name}: {e}"));
