@@ -30,6 +30,7 @@ mod saga_admin;
 mod saga_kill;
 mod saga_replicas;
 mod saga_simulation;
+mod saga_step_commits;
 mod saga_store;
 mod security;
 mod security_access;
