@@ -5,6 +5,7 @@
 //! also lists the owner of every table.
 
 pub mod cart;
+pub mod columns;
 pub mod event_store;
 pub mod group_commit;
 pub mod idempotency;

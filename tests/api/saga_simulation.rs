@@ -26,7 +26,9 @@ use commerce::{
         engine::Engine,
         grpc_siblings::{GrpcSiblings, SiblingUrls},
         plan::{RetryPolicy, SagaStatus},
-        ports::{CallError, OrderChange, OrderCommand, OrderFacts, OrderPort, SagaPorts, ShippingAddress, Siblings},
+        ports::{
+            CallError, OrderChange, OrderCommand, OrderFacts, OrderPort, SagaPorts, ShippingAddress, Siblings,
+        },
         worker::{PoolSettings, run_pool},
     },
     shutdown,

@@ -14,8 +14,8 @@ use commerce::{
     },
 };
 
-use crate::{
-    helpers::{Backend, spawn_app_with},
+use crate::support::{
+    app::{Backend, spawn_app_with},
     saga::{OrderSpec, place, wait_saga},
 };
 

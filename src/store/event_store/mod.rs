@@ -37,7 +37,11 @@ pub use self::{
     sqlite::SqliteEventStore,
     upcast::{Upcast, Upcasters},
 };
-use crate::{db::Db, error::AppError};
+use crate::{
+    db::Db,
+    error::AppError,
+    store::columns::{DbJson, DbTime, DbUuid},
+};
 
 /// The stream type of order streams.
 pub const ORDER_STREAM: &str = "order";
@@ -75,14 +79,14 @@ pub struct NewEvent {
     pub schema_version: i32,
     /// The event as JSON.
     pub payload: Value,
-    /// Provenance.
+    /// The request and command the event comes from.
     pub metadata: EventMetadata,
 }
 
 /// An event as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
-    /// Unique id.
+    /// Unique over the whole log.
     pub event_id: Uuid,
     /// The stream (aggregate id).
     pub stream_id: Uuid,
@@ -92,14 +96,14 @@ pub struct StoredEvent {
     pub version: u64,
     /// Position in the global log: unique, but see [`EventStore::read_all`] on order.
     pub global_position: i64,
-    /// Type name.
+    /// The event's name, e.g. `OrderCreated`: what the payload means.
     pub event_type: String,
     /// Schema version the payload was *stored* with (for audit); `payload`
     /// itself is always upcast to the current schema.
     pub schema_version: i32,
     /// The payload at the current schema.
     pub payload: Value,
-    /// Provenance.
+    /// The request and command the event came from.
     pub metadata: EventMetadata,
     /// When the append committed (transaction time).
     pub recorded_at: DateTime<Utc>,
@@ -293,6 +297,49 @@ pub(crate) fn classify_existing(
         expected: expected_version,
         actual,
     })
+}
+
+/// An event row as both backends return it (the column types decode each
+/// database's form).
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    event_id: DbUuid,
+    stream_id: DbUuid,
+    stream_type: String,
+    version: i64,
+    global_position: i64,
+    event_type: String,
+    schema_version: i32,
+    payload: DbJson,
+    metadata: DbJson,
+    recorded_at: DbTime,
+}
+
+/// The columns of [`EventRow`], in a SELECT.
+const EVENT_COLUMNS: &str = "event_id, stream_id, stream_type, version, global_position, event_type, \
+                             schema_version, payload, metadata, recorded_at";
+
+impl EventRow {
+    /// The stored event, its payload upcast to the current schema.
+    fn decode(self, upcasters: &Upcasters) -> Result<StoredEvent, EventStoreError> {
+        let payload = upcasters
+            .upcast(&self.event_type, self.schema_version, self.payload.0)
+            .map_err(anyhow::Error::msg)?;
+        let metadata: EventMetadata =
+            serde_json::from_value(self.metadata.0).map_err(|e| anyhow::anyhow!("stored metadata: {e}"))?;
+        Ok(StoredEvent {
+            event_id: self.event_id.0,
+            stream_id: self.stream_id.0,
+            stream_type: self.stream_type,
+            version: u64_version(self.version)?,
+            global_position: self.global_position,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            payload,
+            metadata,
+            recorded_at: self.recorded_at.0,
+        })
+    }
 }
 
 fn u64_version(version: i64) -> Result<u64, EventStoreError> {

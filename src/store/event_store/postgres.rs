@@ -33,13 +33,12 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
-use sqlx::{PgConnection, PgPool, types::Json};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
-    AppendResult, EventMetadata, EventStore, EventStoreError, NewEvent, StoredEvent, StreamAppend, Upcasters,
-    check_batch, classify_existing, i64_version, u64_version,
+    AppendResult, EVENT_COLUMNS, EventRow, EventStore, EventStoreError, NewEvent, StoredEvent, StreamAppend,
+    Upcasters, check_batch, classify_existing, i64_version, u64_version,
 };
 use crate::store::group_commit::{self, BatchWriter, GroupCommit};
 
@@ -52,9 +51,6 @@ pub struct PostgresEventStore {
     writers: Arc<OnceLock<GroupCommit<AppendWriter>>>,
     group_commit: bool,
 }
-
-const COLUMNS: &str = "event_id, stream_id, stream_type, version, global_position, event_type, \
-                       schema_version, payload, metadata, recorded_at";
 
 /// Appends, each to a different stream, in one statement (one append, or a
 /// group commit batch): per stream the guard, then the events of the appends
@@ -112,20 +108,6 @@ WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY transaction_id DESC, global_position DESC
 LIMIT 1";
 
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    event_id: Uuid,
-    stream_id: Uuid,
-    stream_type: String,
-    version: i64,
-    global_position: i64,
-    event_type: String,
-    schema_version: i32,
-    payload: Value,
-    metadata: Json<EventMetadata>,
-    recorded_at: DateTime<Utc>,
-}
-
 impl PostgresEventStore {
     /// A store on `pool` (migrated), upcasting with `upcasters`.
     pub fn new(pool: PgPool, upcasters: Upcasters) -> Self {
@@ -149,22 +131,7 @@ impl PostgresEventStore {
     }
 
     fn decode(&self, row: EventRow) -> Result<StoredEvent, EventStoreError> {
-        let payload = self
-            .upcasters
-            .upcast(&row.event_type, row.schema_version, row.payload)
-            .map_err(anyhow::Error::msg)?;
-        Ok(StoredEvent {
-            event_id: row.event_id,
-            stream_id: row.stream_id,
-            stream_type: row.stream_type,
-            version: u64_version(row.version)?,
-            global_position: row.global_position,
-            event_type: row.event_type,
-            schema_version: row.schema_version,
-            payload,
-            metadata: row.metadata.0,
-            recorded_at: row.recorded_at,
-        })
+        row.decode(&self.upcasters)
     }
 
     /// Writes `appends` inside a caller's transaction (a group commit batch,
@@ -282,7 +249,7 @@ impl PostgresEventStore {
         let actual = self.stream_version(stream_id).await?;
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
         let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM events WHERE event_id = ANY($1)"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1)"
         )))
         .bind(&ids)
         .fetch_all(&self.pool)
@@ -341,7 +308,7 @@ impl EventStore for PostgresEventStore {
         from_version: u64,
     ) -> Result<Vec<StoredEvent>, EventStoreError> {
         let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version"
         )))
         .bind(stream_id)
         .bind(i64_version(from_version)?)

@@ -10,7 +10,7 @@
 //! Storage conventions (see the migration): UUIDs as TEXT, timestamps as
 //! INTEGER milliseconds since the epoch, JSON as TEXT.
 
-use std::{str::FromStr, time::Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,7 +18,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    AppendResult, AppendWritten, EventMetadata, EventStore, EventStoreError, NewEvent, StoredEvent,
+    AppendResult, AppendWritten, EVENT_COLUMNS, EventRow, EventStore, EventStoreError, NewEvent, StoredEvent,
     StreamAppend, Upcasters, check_batch, classify_existing, i64_version, u64_version,
 };
 
@@ -28,23 +28,6 @@ pub struct SqliteEventStore {
     pool: SqlitePool,
     upcasters: Upcasters,
 }
-
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    event_id: String,
-    stream_id: String,
-    stream_type: String,
-    version: i64,
-    global_position: i64,
-    event_type: String,
-    schema_version: i32,
-    payload: String,
-    metadata: String,
-    recorded_at: i64,
-}
-
-const SELECT: &str = "SELECT event_id, stream_id, stream_type, version, global_position, event_type, \
-                      schema_version, payload, metadata, recorded_at FROM events";
 
 /// Milliseconds since the epoch, the SQLite timestamp convention of this service.
 pub fn millis(at: DateTime<Utc>) -> i64 {
@@ -56,10 +39,6 @@ pub fn from_millis(ms: i64) -> Result<DateTime<Utc>, EventStoreError> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| anyhow::anyhow!("timestamp {ms} out of range").into())
 }
 
-fn parse_uuid(text: &str) -> Result<Uuid, EventStoreError> {
-    Uuid::from_str(text).map_err(|e| anyhow::anyhow!("stored uuid {text:?}: {e}").into())
-}
-
 impl SqliteEventStore {
     /// A store on `pool` (migrated), upcasting with `upcasters`.
     pub fn new(pool: SqlitePool, upcasters: Upcasters) -> Self {
@@ -67,26 +46,7 @@ impl SqliteEventStore {
     }
 
     fn decode(&self, row: EventRow) -> Result<StoredEvent, EventStoreError> {
-        let stored: serde_json::Value =
-            serde_json::from_str(&row.payload).map_err(|e| anyhow::anyhow!("stored payload: {e}"))?;
-        let payload = self
-            .upcasters
-            .upcast(&row.event_type, row.schema_version, stored)
-            .map_err(anyhow::Error::msg)?;
-        let metadata: EventMetadata =
-            serde_json::from_str(&row.metadata).map_err(|e| anyhow::anyhow!("stored metadata: {e}"))?;
-        Ok(StoredEvent {
-            event_id: parse_uuid(&row.event_id)?,
-            stream_id: parse_uuid(&row.stream_id)?,
-            stream_type: row.stream_type,
-            version: u64_version(row.version)?,
-            global_position: row.global_position,
-            event_type: row.event_type,
-            schema_version: row.schema_version,
-            payload,
-            metadata,
-            recorded_at: from_millis(row.recorded_at)?,
-        })
+        row.decode(&self.upcasters)
     }
 
     async fn current_version(tx: &mut SqliteConnection, stream_id: &str) -> Result<u64, EventStoreError> {
@@ -199,11 +159,12 @@ impl SqliteEventStore {
     async fn existing(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, EventStoreError> {
         let mut found = Vec::new();
         for event in events {
-            let row: Option<EventRow> =
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE event_id = ?")))
-                    .bind(event.event_id.to_string())
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let row: Option<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"
+            )))
+            .bind(event.event_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
             if let Some(row) = row {
                 found.push(self.decode(row)?);
             }
@@ -251,7 +212,7 @@ impl EventStore for SqliteEventStore {
         from_version: u64,
     ) -> Result<Vec<StoredEvent>, EventStoreError> {
         let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SELECT} WHERE stream_id = ? AND version >= ? ORDER BY version"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version >= ? ORDER BY version"
         )))
         .bind(stream_id.to_string())
         .bind(i64_version(from_version)?)
@@ -262,7 +223,7 @@ impl EventStore for SqliteEventStore {
 
     async fn read_all(&self, after_position: i64, limit: usize) -> Result<Vec<StoredEvent>, EventStoreError> {
         let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SELECT} WHERE global_position > ? ORDER BY global_position LIMIT ?"
+            "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?"
         )))
         .bind(after_position)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::Value;
 use sqlx::{SqliteConnection, SqlitePool};
-use uuid::Uuid;
+
+use crate::store::columns::{DbJson, DbUuid};
 
 use super::{Claim, ClaimOutcome, IdempotencyCompletion, IdempotencyStore, IdempotencyStoreError, classify};
 
@@ -55,17 +56,12 @@ ON CONFLICT (customer_id, key) DO UPDATE
       AND (idempotency_keys.lease_until IS NULL OR idempotency_keys.lease_until <= ?5)
 RETURNING order_id, progress";
 
-fn json(text: Option<String>) -> Result<Option<Value>, IdempotencyStoreError> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| anyhow::anyhow!("stored idempotency JSON: {e}").into()))
-        .transpose()
-}
-
 #[async_trait]
 impl IdempotencyStore for SqliteIdempotencyStore {
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, IdempotencyStoreError> {
         let now = Utc::now().timestamp_millis();
         let lease = i64::try_from(claim.lease.as_millis()).unwrap_or(i64::MAX / 2);
-        let claimed: Option<(String, Option<String>)> = sqlx::query_as(CLAIM)
+        let claimed: Option<(DbUuid, Option<DbJson>)> = sqlx::query_as(CLAIM)
             .bind(&claim.customer_id)
             .bind(&claim.key)
             .bind(&claim.request_hash)
@@ -76,13 +72,12 @@ impl IdempotencyStore for SqliteIdempotencyStore {
             .fetch_optional(&self.pool)
             .await?;
         if let Some((order_id, snapshot)) = claimed {
-            let order_id = Uuid::parse_str(&order_id).map_err(|e| anyhow::anyhow!("stored order id: {e}"))?;
             return Ok(ClaimOutcome::Claimed {
-                order_id,
-                snapshot: json(snapshot)?,
+                order_id: order_id.0,
+                snapshot: snapshot.map(|s| s.0),
             });
         }
-        let existing: Option<(String, String, Option<String>)> = sqlx::query_as(
+        let existing: Option<(String, String, Option<DbJson>)> = sqlx::query_as(
             "SELECT request_hash, status, response FROM idempotency_keys WHERE customer_id = ? AND key = ?",
         )
         .bind(&claim.customer_id)
@@ -90,7 +85,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(match existing {
-            Some((hash, status, response)) => classify(claim, &hash, &status, json(response)?),
+            Some((hash, status, response)) => classify(claim, &hash, &status, response.map(|r| r.0)),
             None => ClaimOutcome::InFlight,
         })
     }

@@ -16,6 +16,7 @@
 
 mod decode;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::time::Duration;
@@ -304,7 +305,7 @@ pub struct AttemptRecord {
     pub worker: String,
     /// Key sent.
     pub idempotency_key: String,
-    /// Sent at.
+    /// When it was recorded, just before the call.
     pub started_at: DateTime<Utc>,
     /// Answered at; None while in flight (or lost in a crash).
     pub finished_at: Option<DateTime<Utc>>,
@@ -435,7 +436,7 @@ pub enum SagaStoreError {
     /// The database is unreachable or overloaded.
     #[error("saga store unavailable: {0}")]
     Unavailable(String),
-    /// Anything else.
+    /// Anything else (a bug, corrupt data).
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -490,7 +491,7 @@ pub trait SagaStore: Send + Sync + std::fmt::Debug {
         cancel_seen: bool,
     ) -> Result<(), SagaStoreError>;
 
-    /// One saga.
+    /// A saga by its id, with its steps.
     async fn get(&self, saga_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError>;
 
     /// The saga of an order.

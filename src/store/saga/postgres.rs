@@ -11,20 +11,16 @@
 //! CTEs) chosen by `match`; `one(column, ..)` is called only with the literal
 //! "saga_id" or "order_id"; every value is bound.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
 use uuid::Uuid;
 
-mod rows;
-
-use self::rows::{AttemptRow, SagaRow, StepRow};
+use super::rows::{AttemptRow, OperatorActionRow, SagaRow, StepRow, assemble};
 use super::{
     AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FencedWrite, Lease, OperatorActionRecord,
     OperatorActionWrite, SagaColumns, SagaRecord, SagaStart, SagaStore, SagaStoreError, SagaWrite,
-    StepRecord, lease_millis, parse_status, parse_step, stored_count,
+    StepRecord, lease_millis, parse_status, stored_count,
 };
 use crate::saga::plan::SagaStatus;
 
@@ -158,7 +154,7 @@ impl PostgresSagaStore {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.saga_id).collect();
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.saga_id.0).collect();
         let step_rows: Vec<StepRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {STEP_COLUMNS} FROM saga_steps WHERE saga_id = ANY($1) \
              ORDER BY started_at NULLS LAST, step"
@@ -166,16 +162,7 @@ impl PostgresSagaStore {
         .bind(&ids)
         .fetch_all(&self.pool)
         .await?;
-        let mut steps: HashMap<Uuid, Vec<StepRecord>> = HashMap::new();
-        for row in step_rows {
-            steps.entry(row.saga_id).or_default().push(row.decode()?);
-        }
-        rows.into_iter()
-            .map(|row| {
-                let own = steps.remove(&row.saga_id).unwrap_or_default();
-                row.decode(own)
-            })
-            .collect()
+        assemble(rows, step_rows)
     }
 
     async fn one(&self, column: &str, id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
@@ -296,28 +283,14 @@ impl SagaStore for PostgresSagaStore {
         &self,
         saga_ids: &[Uuid],
     ) -> Result<Vec<(Uuid, OperatorActionRecord)>, SagaStoreError> {
-        let rows: Vec<(Uuid, String, String, String, String, DateTime<Utc>)> = sqlx::query_as(
+        let rows: Vec<OperatorActionRow> = sqlx::query_as(
             "SELECT saga_id, action, step, operator, reason, at FROM saga_operator_actions \
              WHERE saga_id = ANY($1) ORDER BY id",
         )
         .bind(saga_ids)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(saga_id, action, step, operator, reason, at)| {
-                let step = parse_step(&step)?;
-                Ok((
-                    saga_id,
-                    OperatorActionRecord {
-                        action,
-                        step,
-                        operator,
-                        reason,
-                        at,
-                    },
-                ))
-            })
-            .collect()
+        rows.into_iter().map(OperatorActionRow::decode).collect()
     }
 
     async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {

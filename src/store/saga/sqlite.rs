@@ -11,23 +11,24 @@
 //! CTEs) chosen by `match`; `one(column, ..)` is called only with the literal
 //! "saga_id" or "order_id"; every value is bound.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, query::Query, sqlite::SqliteArguments};
 use uuid::Uuid;
 
 use super::{
-    AttemptEnd, AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FencedWrite, Lease,
-    OperatorActionRecord, OperatorActionWrite, SagaColumns, SagaRecord, SagaStart, SagaStore, SagaStoreError,
-    SagaWrite, StepRecord, count, lease_millis, parse_outcome, parse_status, parse_step, stored_count,
+    AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FencedWrite, Lease, OperatorActionRecord,
+    OperatorActionWrite, SagaColumns, SagaRecord, SagaStart, SagaStore, SagaStoreError, SagaWrite,
+    StepRecord, lease_millis, parse_status, stored_count,
 };
 use crate::saga::plan::SagaStatus;
 
-mod rows;
+use super::rows::{AttemptRow, OperatorActionRow, SagaRow, StepRow, assemble};
 
-use self::rows::{SagaRow, StepRow, at, ms, uuid};
+/// Milliseconds since the epoch, the SQLite time convention of this service.
+fn ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
 
 /// The saga store on SQLite.
 #[derive(Debug, Clone)]
@@ -162,7 +163,7 @@ impl SqliteSagaStore {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<&str> = rows.iter().map(|r| r.saga_id.as_str()).collect();
+        let ids: Vec<String> = rows.iter().map(|r| r.saga_id.0.to_string()).collect();
         let ids = serde_json::to_string(&ids).map_err(anyhow::Error::from)?;
         let step_rows: Vec<StepRow> = sqlx::query_as(
             "SELECT saga_id, step, status, attempts, round_attempts, idempotency_key, last_error, \
@@ -173,17 +174,7 @@ impl SqliteSagaStore {
         .bind(ids)
         .fetch_all(&self.pool)
         .await?;
-        let mut steps: HashMap<String, Vec<StepRecord>> = HashMap::new();
-        for row in step_rows {
-            let saga_id = row.saga_id.clone();
-            steps.entry(saga_id).or_default().push(row.decode()?);
-        }
-        rows.into_iter()
-            .map(|row| {
-                let own = steps.remove(&row.saga_id).unwrap_or_default();
-                row.decode(own)
-            })
-            .collect()
+        assemble(rows, step_rows)
     }
 
     async fn one(&self, column: &str, id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
@@ -286,40 +277,14 @@ impl SagaStore for SqliteSagaStore {
     }
 
     async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<AttemptRow> = sqlx::query_as(
             "SELECT step, attempt, worker, idempotency_key, started_at, finished_at, outcome, grpc_code, \
              error, latency_ms, trace_id FROM saga_attempts WHERE saga_id = ?1 ORDER BY started_at, step, attempt",
         )
         .bind(saga_id.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let outcome: Option<String> = row.try_get("outcome")?;
-                let end = match outcome.as_deref() {
-                    None => None,
-                    Some(outcome) => Some(AttemptEnd {
-                        outcome: parse_outcome(outcome)?,
-                        grpc_code: row.try_get("grpc_code")?,
-                        error: row.try_get("error")?,
-                        latency_ms: row.try_get::<Option<i64>, _>("latency_ms")?.unwrap_or(0),
-                        trace_id: row.try_get("trace_id")?,
-                    }),
-                };
-                Ok(AttemptRecord {
-                    step: parse_step(row.try_get("step")?)?,
-                    attempt: count(row.try_get("attempt")?),
-                    worker: row.try_get("worker")?,
-                    idempotency_key: row.try_get("idempotency_key")?,
-                    started_at: at(row.try_get("started_at")?)?,
-                    finished_at: row
-                        .try_get::<Option<i64>, _>("finished_at")?
-                        .map(at)
-                        .transpose()?,
-                    end,
-                })
-            })
-            .collect()
+        rows.into_iter().map(AttemptRow::decode).collect()
     }
 
     async fn operator_actions_of(
@@ -328,28 +293,14 @@ impl SagaStore for SqliteSagaStore {
     ) -> Result<Vec<(Uuid, OperatorActionRecord)>, SagaStoreError> {
         let ids: Vec<String> = saga_ids.iter().map(Uuid::to_string).collect();
         let ids = serde_json::to_string(&ids).map_err(anyhow::Error::from)?;
-        let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
+        let rows: Vec<OperatorActionRow> = sqlx::query_as(
             "SELECT saga_id, action, step, operator, reason, at FROM saga_operator_actions \
              WHERE saga_id IN (SELECT value FROM json_each(?1)) ORDER BY id",
         )
         .bind(ids)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(saga_id, action, step, operator, reason, when)| {
-                let step = parse_step(&step)?;
-                Ok((
-                    uuid(&saga_id)?,
-                    OperatorActionRecord {
-                        action,
-                        step,
-                        operator,
-                        reason,
-                        at: at(when)?,
-                    },
-                ))
-            })
-            .collect()
+        rows.into_iter().map(OperatorActionRow::decode).collect()
     }
 
     async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {

@@ -1,0 +1,178 @@
+//! Rows of the saga tables, one struct per row for both backends (the
+//! [column types](crate::store::columns) decode each database's form), and
+//! their decoding into records.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use crate::store::{
+    columns::{DbTime, DbUuid},
+    saga::{
+        AttemptEnd, AttemptRecord, OperatorActionRecord, SagaRecord, SagaStoreError, SiblingRefs, StepRecord,
+        count, parse_outcome, parse_status, parse_step, parse_step_status,
+    },
+};
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SagaRow {
+    pub(super) saga_id: DbUuid,
+    order_id: DbUuid,
+    idempotency_seed: String,
+    status: String,
+    current_step: Option<String>,
+    past_pivot: bool,
+    cancel_requested: bool,
+    cancel_reason: Option<String>,
+    deadline: DbTime,
+    next_run_at: DbTime,
+    compensation_reason: Option<String>,
+    last_error: Option<String>,
+    authorization_id: Option<String>,
+    reservation_id: Option<String>,
+    shipment_id: Option<String>,
+    tracking_number: Option<String>,
+    capture_id: Option<String>,
+    created_at: DbTime,
+    updated_at: DbTime,
+}
+
+impl SagaRow {
+    pub(super) fn decode(self, steps: Vec<StepRecord>) -> Result<SagaRecord, SagaStoreError> {
+        Ok(SagaRecord {
+            saga_id: self.saga_id.0,
+            order_id: self.order_id.0,
+            seed: self.idempotency_seed,
+            status: parse_status(&self.status)?,
+            current_step: self.current_step.as_deref().map(parse_step).transpose()?,
+            past_pivot: self.past_pivot,
+            cancel_requested: self.cancel_requested,
+            cancel_reason: self.cancel_reason,
+            deadline: self.deadline.0,
+            next_run_at: self.next_run_at.0,
+            compensation_reason: self.compensation_reason,
+            last_error: self.last_error,
+            refs: SiblingRefs {
+                authorization_id: self.authorization_id,
+                reservation_id: self.reservation_id,
+                shipment_id: self.shipment_id,
+                tracking_number: self.tracking_number,
+                capture_id: self.capture_id,
+            },
+            created_at: self.created_at.0,
+            updated_at: self.updated_at.0,
+            steps,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct StepRow {
+    pub(super) saga_id: DbUuid,
+    step: String,
+    status: String,
+    attempts: i32,
+    round_attempts: i32,
+    idempotency_key: String,
+    last_error: Option<String>,
+    last_grpc_code: Option<String>,
+    started_at: Option<DbTime>,
+    finished_at: Option<DbTime>,
+    duration_ms: i64,
+}
+
+impl StepRow {
+    pub(super) fn decode(self) -> Result<StepRecord, SagaStoreError> {
+        Ok(StepRecord {
+            step: parse_step(&self.step)?,
+            status: parse_step_status(&self.status)?,
+            attempts: count(self.attempts),
+            round_attempts: count(self.round_attempts),
+            idempotency_key: self.idempotency_key,
+            last_error: self.last_error,
+            last_grpc_code: self.last_grpc_code,
+            started_at: self.started_at.map(|t| t.0),
+            finished_at: self.finished_at.map(|t| t.0),
+            duration_ms: self.duration_ms,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AttemptRow {
+    step: String,
+    attempt: i32,
+    worker: String,
+    idempotency_key: String,
+    started_at: DbTime,
+    finished_at: Option<DbTime>,
+    outcome: Option<String>,
+    grpc_code: Option<String>,
+    error: Option<String>,
+    latency_ms: Option<i64>,
+    trace_id: Option<String>,
+}
+
+impl AttemptRow {
+    pub(super) fn decode(self) -> Result<AttemptRecord, SagaStoreError> {
+        let end = match self.outcome.as_deref() {
+            None => None,
+            Some(outcome) => Some(AttemptEnd {
+                outcome: parse_outcome(outcome)?,
+                grpc_code: self.grpc_code,
+                error: self.error,
+                latency_ms: self.latency_ms.unwrap_or(0),
+                trace_id: self.trace_id,
+            }),
+        };
+        Ok(AttemptRecord {
+            step: parse_step(&self.step)?,
+            attempt: count(self.attempt),
+            worker: self.worker,
+            idempotency_key: self.idempotency_key,
+            started_at: self.started_at.0,
+            finished_at: self.finished_at.map(|t| t.0),
+            end,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct OperatorActionRow {
+    saga_id: DbUuid,
+    action: String,
+    step: String,
+    operator: String,
+    reason: String,
+    at: DbTime,
+}
+
+impl OperatorActionRow {
+    pub(super) fn decode(self) -> Result<(Uuid, OperatorActionRecord), SagaStoreError> {
+        Ok((
+            self.saga_id.0,
+            OperatorActionRecord {
+                action: self.action,
+                step: parse_step(&self.step)?,
+                operator: self.operator,
+                reason: self.reason,
+                at: self.at.0,
+            },
+        ))
+    }
+}
+
+/// Sagas with their step rows (given in the order the steps started).
+pub(super) fn assemble(sagas: Vec<SagaRow>, steps: Vec<StepRow>) -> Result<Vec<SagaRecord>, SagaStoreError> {
+    let mut by_saga: HashMap<Uuid, Vec<StepRecord>> = HashMap::new();
+    for row in steps {
+        by_saga.entry(row.saga_id.0).or_default().push(row.decode()?);
+    }
+    sagas
+        .into_iter()
+        .map(|row| {
+            let own = by_saga.remove(&row.saga_id.0).unwrap_or_default();
+            row.decode(own)
+        })
+        .collect()
+}
