@@ -4,9 +4,8 @@
 //! Life of a key: [`IdempotencyStore::claim`] inserts it `in_flight` with a
 //! lease and the order id every attempt will use; the request then either
 //! completes it `done` in the unit of work that appends the order's events
-//! ([`IdempotencyCompletion`], written by [`PostgresIdempotencyStore::complete`]
-//! or [`SqliteIdempotencyStore::complete`]), or records a
-//! business refusal ([`IdempotencyStore::refuse`]), or, on a transient failure,
+//! ([`IdempotencyCompletion`], written by this module's backends inside
+//! [`crate::store::unit_of_work`]), or records a business refusal ([`IdempotencyStore::refuse`]), or, on a transient failure,
 //! [`IdempotencyStore::release`]s the lease so that a retry can resume at once.
 //! A claim whose lease ran out (a crashed request) can be taken over by a
 //! retry of the same request.

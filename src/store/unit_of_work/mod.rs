@@ -26,21 +26,34 @@
 //! other half: each table's SQL lives in one module, behind that module's
 //! writer function.
 //!
+//! # Who commits through it
+//! - CreateOrder: OrderCreated (and its outbox row), the saga start and the
+//!   idempotency key's completion.
+//! - CancelOrder: CancellationRequested and the saga's cancel flag.
+//! - Each saga step: the step's outcome and the next step's start (a fenced
+//!   write), the order event the step's command decided and its outbox row:
+//!   one transaction per step ([`crate::saga::engine`]).
+//! - SagaAdmin's retry and skip: the operator action row, the saga's columns
+//!   and the `SagaStepRetried`/`SagaStepSkipped` audit event.
+//!
 //! # Where a saga starts
 //! In one place: CreateOrder's unit of work carries a [`SagaWrite::Start`]
 //! beside OrderCreated, and the saga store's writer inserts the `sagas` row.
 //! Waking the workers afterwards is only a hint (a poll finds it anyway).
 //!
-//! # Owners (every table and the one module whose SQL writes it)
-//! | table | owner |
+//! # Owners (every table and the module whose SQL writes it)
+//! | table | written by |
 //! |---|---|
-//! | `events`, `outbox` (inserted with the events) | [`crate::store::event_store`] |
+//! | `events` | [`crate::store::event_store`] |
+//! | `outbox` | [`crate::store::event_store`] inserts a row with each event; the relay ([`crate::outbox`]) marks it published |
 //! | `sagas`, `saga_steps`, `saga_attempts`, `saga_operator_actions` | [`crate::store::saga`] |
 //! | `idempotency_keys` | [`crate::store::idempotency`] |
+//! | `order_details`, `customer_orders`, `cart_conversions`, `projection_checkpoints` | [`crate::store::read_models`] |
+//! | `customer_keys`, `forgotten_customers` | [`crate::privacy::store`] |
+//! | `service_info` | the migrations only |
 //!
-//! The relay deletes delivered `outbox` rows ([`crate::outbox`]); the read
-//! models, projection checkpoints and the privacy vault keep their own
-//! tables (see their modules), none of which a unit of work writes.
+//! A unit of work writes only the first four rows' tables; carts live in
+//! Redis ([`crate::store::cart`]).
 
 mod postgres;
 mod sqlite;
