@@ -3,8 +3,13 @@
 # subcommands (the Helm chart runs each with `args`). Kubernetes probes check health over
 # gRPC, so there is no HEALTHCHECK here.
 #
-#   docker build -t commerce:local .
-#   docker run --rm -p 8084:8084 commerce:local          # embedded demo (SQLite in /data)
+#   docker build -t commerce:0.1.0 .                     # the tag the Helm chart and compose use
+#   docker run --rm -p 8084:8084 commerce:0.1.0          # embedded demo (SQLite in /data)
+#
+# What the build needs, and nothing else (.dockerignore is an allowlist): build.rs compiles
+# proto/ with protox (pure Rust: no protoc in any stage), sqlx embeds migrations/, the /docs
+# page embeds assets/. scripts/check-deploy.sh checks that every file the crate embeds passes
+# .dockerignore, that the binary is the crate's, and that the runtime user is not root.
 
 # --- Build stages -------------------------------------------------------------------------
 # cargo-chef caches the dependency build in its own layer: editing src/ rebuilds only our
@@ -18,7 +23,8 @@ COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
-# sqlx macros may only use the committed .sqlx/ metadata: there is no database at build time.
+# There is no database at build time: the crate uses no checked `query!` macros, and this keeps
+# any that appear from trying to reach one (they would need a committed .sqlx/).
 ENV SQLX_OFFLINE=true
 COPY --from=planner /build/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json --bin commerce

@@ -5,7 +5,11 @@
 #      (kubernetes-validate, strict) plus pod policy, cross references and env drift
 #      (scripts/validate-manifests.py; CRDs are checked structurally, said in the output);
 #   3. the chart's guards: renders that must fail do, with the intended message;
-#   4. compose.yaml, the Prometheus config and rules, the Grafana provisioning and dashboard
+#   4. the documented first install: README's image tag = the chart's default image = compose's,
+#      the Dockerfile builds the crate's binary as non-root from a context holding every
+#      compile-time input, and the chart's JWT issuer is the service's
+#      (scripts/check-first-install.py);
+#   5. compose.yaml, the Prometheus config and rules, the Grafana provisioning and dashboard
 #      parse, and every file they mount exists.
 # Takes a few seconds once the tools are installed (scripts/install-tools.sh).
 set -euo pipefail
@@ -38,6 +42,9 @@ for values in "$chart"/ci/*-values.yaml; do
   render "$(basename "$values" .yaml)" -f "$values"
 done
 "$py" scripts/validate-manifests.py --kube-version "$KUBE_VERSION" --config-rs src/config.rs "$out"/*.yaml
+
+step "the documented first install (image tag, Dockerfile context, issuer)"
+"$py" scripts/check-first-install.py "$out/default.yaml"
 
 step "what each render must contain"
 expect() { # file, grep -E pattern, why
