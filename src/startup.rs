@@ -8,7 +8,7 @@ use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
 use tokio::net::TcpListener;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
+    trace::{DefaultOnFailure, TraceLayer},
 };
 
 use crate::{
@@ -342,7 +342,14 @@ fn build_router(
         // Outside auth, so that browsers also read a refusal (401) as such.
         .layer(crate::rest::cors_layer(&server.cors_allowed_origins)?)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(crate::telemetry::request_span)
+                // tower-http logs every 5xx at ERROR; a 503 from /health while a dependency
+                // starts or an UNAVAILABLE answer is expected. The access line records each
+                // response, and error.rs logs an internal error (what needs a human) at ERROR.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))
 }
 

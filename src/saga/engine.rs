@@ -472,7 +472,8 @@ fn log_outcome(outcome: &Outcome, schedule: &Schedule, latency: Duration) {
         (Outcome::Succeeded, _) => tracing::debug!(latency_ms, "saga step succeeded"),
         (Outcome::Refused(why), _) => tracing::info!(latency_ms, reason = %why, "saga step refused"),
         (Outcome::Transient(why), Schedule::At(at)) => {
-            tracing::warn!(latency_ms, error = %why, retry_at = %at, "saga step failed; retrying");
+            let retry_at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            tracing::warn!(latency_ms, error = %why, retry_at, "saga step failed; retrying");
         }
         (Outcome::Transient(why), _) => tracing::error!(latency_ms, error = %why, "saga step out of retries"),
     }

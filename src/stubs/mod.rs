@@ -64,7 +64,13 @@ pub async fn serve_stubs(
         .build_v1alpha()?;
     tonic::transport::Server::builder()
         // Each call's span joins the caller's trace (W3C `traceparent` in the metadata).
-        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(crate::telemetry::request_span))
+        // tower-http logs every non-OK gRPC code at ERROR; a stub's refusals (a declined card,
+        // out of stock) and its injected UNAVAILABLE answers are the outcomes it exists for.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_grpc()
+                .make_span_with(crate::telemetry::request_span)
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .add_service(health)
         .add_service(reflection)
         .add_service(PaymentServiceServer::new(stubs.payment))

@@ -36,6 +36,19 @@ async fn place_traced_order(channel: &Channel, token: &str, traceparent: Option<
     .order_id
 }
 
+/// An order of one `product_id` paid with `payment_method` (the stubs' magic inputs); its id.
+async fn place_paid_order(channel: &Channel, token: &str, product_id: &str, payment_method: &str) -> String {
+    let key = uuid::Uuid::new_v4().to_string();
+    let order = |cart_id: &str| {
+        let mut request = order_request(cart_id, &key);
+        request.payment_method = payment_method.into();
+        request
+    };
+    place_order(channel, token, &[(product_id, 1, "12.50")], order, &[])
+        .await
+        .order_id
+}
+
 /// Polls GetOrder until the order reaches `status`.
 async fn wait_for_status(channel: &Channel, token: &str, order_id: &str, status: OrderStatus) {
     let reached = eventually(Duration::from_secs(10), || async {
@@ -184,4 +197,59 @@ async fn a_placed_and_fulfilled_order_moves_the_order_saga_and_pipeline_series()
     assert!(after.contains("\noutbox_backlog "), "{after}");
     assert!(after.contains("projection_lag_events{projection="), "{after}");
     assert!(!after.contains(&order_id), "an order id leaked into a label");
+}
+
+#[tokio::test]
+async fn expected_business_outcomes_log_no_error_only_what_needs_a_human_does() {
+    // Retries run out after one transient answer here, so the third order's saga goes FAILED:
+    // that one waits for an operator, and is the only ERROR line wanted.
+    let server = ServerProcess::spawn(&[
+        ("SAGA_RETRY_DELAY_SECONDS", "0.02"),
+        ("SAGA_RETRY_ATTEMPTS", "2"),
+    ])
+    .await;
+    let config = Config::from_vars(&HashMap::from([("ENVIRONMENT".into(), "test".into())])).unwrap();
+    let token = mint_token(&config, "obs-levels", &[Role::Customer], Duration::from_secs(120)).unwrap();
+    let channel = Channel::from_shared(server.url()).unwrap().connect().await.unwrap();
+
+    // A declined card, an out-of-stock product and a payment stub refusing once (then fine):
+    // a cancelled, a cancelled and a confirmed order, none of which needs anyone.
+    let declined = place_paid_order(&channel, &token, "obs-book", "pm_card_declined").await;
+    let out_of_stock = place_paid_order(&channel, &token, "oos-book", "pm_card_visa").await;
+    let flaky = place_paid_order(&channel, &token, "obs-book", "pm_transient_1").await;
+    wait_for_status(&channel, &token, &declined, OrderStatus::Cancelled).await;
+    wait_for_status(&channel, &token, &out_of_stock, OrderStatus::Cancelled).await;
+    wait_for_status(&channel, &token, &flaky, OrderStatus::Confirmed).await;
+    server
+        .wait_for_log(|line| line["message"] == "saga step failed; retrying" && line["level"] == "WARN")
+        .await;
+    let level_of = |level: &str| -> Vec<String> {
+        server
+            .lines()
+            .into_iter()
+            .filter(|line| serde_json::from_str::<serde_json::Value>(line).is_ok_and(|l| l["level"] == level))
+            .collect()
+    };
+    assert!(level_of("ERROR").is_empty(), "ERROR lines for expected outcomes:\n{}", level_of("ERROR").join("\n"));
+    let refusal = server
+        .wait_for_log(|line| line["message"] == "saga step refused" && line["order_id"] == declined.as_str())
+        .await;
+    assert_eq!(refusal["level"], "INFO", "{refusal}");
+    let retry_at = server
+        .wait_for_log(|line| line["message"] == "saga step failed; retrying")
+        .await["retry_at"]
+        .as_str()
+        .expect("retry_at")
+        .to_string();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&retry_at).is_ok() && retry_at.ends_with('Z'),
+        "retry_at {retry_at} is not RFC 3339 in UTC"
+    );
+
+    // Retries running out leaves the saga FAILED until an operator acts: that is an ERROR.
+    let stuck = place_paid_order(&channel, &token, "obs-book", "pm_transient_5").await;
+    let out_of_retries = server
+        .wait_for_log(|line| line["message"] == "saga step out of retries" && line["order_id"] == stuck.as_str())
+        .await;
+    assert_eq!(out_of_retries["level"], "ERROR", "{out_of_retries}");
 }
