@@ -80,6 +80,29 @@ impl Db {
     }
 }
 
+/// The database `settings` point at, for an operator reading a command's output:
+/// `PostgreSQL database shop on db.internal:5432 as commerce` or
+/// `SQLite file /srv/commerce.db` (never a password).
+pub fn describe(settings: &DatabaseSettings) -> String {
+    match &settings.url {
+        Some(url) => match PgConnectOptions::from_str(url) {
+            Ok(options) => format!(
+                "PostgreSQL database {} on {}:{} as {}",
+                options.get_database().unwrap_or("(the user's default)"),
+                options.get_host(),
+                options.get_port(),
+                options.get_username()
+            ),
+            Err(_) => "PostgreSQL (DATABASE_URL does not parse)".to_string(),
+        },
+        None => {
+            let path = std::path::Path::new(&settings.sqlite_path);
+            let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            format!("SQLite file {}", shown.display())
+        }
+    }
+}
+
 /// A Redis pool when REDIS_URL is set; None means in-process carts and bus.
 pub fn redis_pool(settings: &RedisSettings) -> anyhow::Result<Option<deadpool_redis::Pool>> {
     let Some(url) = &settings.url else {

@@ -53,6 +53,11 @@ enum Command {
         /// Events per read of the event store.
         #[arg(long, default_value_t = commerce::projections::rebuild::DEFAULT_BATCH)]
         batch: usize,
+        /// Rebuild even when the event store holds no events (or, without DATABASE_URL,
+        /// the SQLite file does not exist yet and is created): refused otherwise, since it
+        /// usually means the wrong database.
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Load-test a server (started here unless --target) and print figures.
     Bench(commerce::bench::BenchArgs),
@@ -110,9 +115,11 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::RebuildProjections { batch } => {
+        Command::RebuildProjections { batch, allow_empty } => {
+            use commerce::projections::rebuild::{EmptyStore, command};
             telemetry::init(&config.telemetry);
-            commerce::projections::rebuild::command(&config.database, batch)
+            let empty = if allow_empty { EmptyStore::Allow } else { EmptyStore::Refuse };
+            command(&config.database, batch, empty)
                 .await
                 .map(drop)
         }

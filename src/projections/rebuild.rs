@@ -240,18 +240,48 @@ async fn read(events: Arc<dyn EventStore>, after: i64, limit: usize) -> Result<V
     Ok(events.read_all(after, limit).await?)
 }
 
-/// `commerce rebuild-projections`: rebuilds against the configured database,
-/// drawing progress on stderr (a bar on a terminal, a line every few seconds
-/// otherwise), and prints the rate at the end.
-pub async fn command(database: &crate::config::DatabaseSettings, batch: usize) -> anyhow::Result<Report> {
+/// What `commerce rebuild-projections` does with an event store that holds no events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmptyStore {
+    /// Stop with an error: an empty store usually means the command was pointed at the wrong
+    /// database (without DATABASE_URL it would otherwise create `./commerce.db` and "succeed").
+    Refuse,
+    /// Rebuild anyway (`--allow-empty`): empty read models, creating the SQLite file if needed.
+    Allow,
+}
+
+/// `commerce rebuild-projections`: says which database it works on, refuses a
+/// missing or empty one unless `empty` allows it, rebuilds, drawing progress
+/// on stderr (a bar on a terminal, a line every few seconds otherwise), and
+/// prints the rate at the end.
+pub async fn command(
+    database: &crate::config::DatabaseSettings,
+    batch: usize,
+    empty: EmptyStore,
+) -> anyhow::Result<Report> {
     use std::io::{IsTerminal, Write};
 
+    let target = crate::db::describe(database);
+    eprintln!("rebuilding the read models of {target}");
+    let allow_empty = "pass --allow-empty to rebuild empty read models anyway";
+    if empty == EmptyStore::Refuse
+        && database.url.is_none()
+        && !std::path::Path::new(&database.sqlite_path).exists()
+    {
+        anyhow::bail!(
+            "{target} does not exist: no event store to rebuild from (DATABASE_URL is unset). \
+             Set DATABASE_URL or SQLITE_PATH to the service's database, or {allow_empty}"
+        );
+    }
     let db = crate::db::Db::connect(database).await?;
     if database.run_migrations {
         db.migrate().await?;
     }
     let events =
         crate::store::event_store::event_store(&db, crate::store::event_store::OrderCodec::upcasters());
+    if empty == EmptyStore::Refuse && events.head_position().await? == 0 {
+        anyhow::bail!("the event store of {target} holds no events: is this the service's database? {allow_empty}");
+    }
     let rebuild = Rebuild::new(ReadModelStore::new(&db), events).with_batch(batch);
     let terminal = std::io::stderr().is_terminal();
     let mut last_draw: Option<Instant> = None;
@@ -288,7 +318,7 @@ pub async fn command(database: &crate::config::DatabaseSettings, batch: usize) -
         );
     }
     println!(
-        "rebuilt {} projections from {} events in {:.2} s: {:.0} events/s (checkpoint {})",
+        "rebuilt {} projections of {target} from {} events in {:.2} s: {:.0} events/s (checkpoint {})",
         PROJECTIONS.len(),
         report.events,
         report.elapsed.as_secs_f64(),

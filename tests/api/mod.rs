@@ -17,6 +17,7 @@ mod privacy_leaks;
 mod projections;
 mod read_models;
 mod read_side;
+mod rebuild_command;
 mod rebuild_rate;
 mod relay;
 mod rest;

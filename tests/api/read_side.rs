@@ -186,7 +186,7 @@ async fn rebuild_projections_runs_while_the_service_keeps_answering() {
     })
     .await;
     // The command as `commerce rebuild-projections` runs it: its own pool.
-    let report = commerce::projections::rebuild::command(&app.config.database, 50)
+    let report = commerce::projections::rebuild::command(&app.config.database, 50, commerce::projections::rebuild::EmptyStore::Refuse)
         .await
         .unwrap();
     assert_eq!(report.events, 180);
