@@ -40,6 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .generate_default_stubs(true)
         .compile_well_known_types(true)
+        // Timestamps have their own type for the proto3 JSON form (`Z`, see src/proto/timestamp.rs).
+        .extern_path(".google.protobuf.Timestamp", "crate::proto::Timestamp")
         .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(file_descriptors.clone())?;
 

@@ -55,20 +55,28 @@ impl Db {
 
     /// Applies the migrations of this backend.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        match self {
-            Self::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
-            Self::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
-        }
-        Ok(())
+        let result = match self {
+            Self::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
+            Self::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
+        };
+        result.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(inner) => {
+                operator_error(inner).context("while executing migrations")
+            }
+            sqlx::migrate::MigrateError::ExecuteMigration(inner, version) => {
+                operator_error(inner).context(format!("while executing migration {version}"))
+            }
+            other => other.into(),
+        })
     }
 
     /// A cheap round trip, for health.
     pub async fn ping(&self) -> anyhow::Result<()> {
-        match self {
-            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
-            Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
-        }
-        Ok(())
+        let result = match self {
+            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        };
+        result.map_err(operator_error)
     }
 
     /// "postgres" or "sqlite".
@@ -77,6 +85,20 @@ impl Db {
             Self::Postgres(_) => "postgres",
             Self::Sqlite(_) => "sqlite",
         }
+    }
+}
+
+/// `error` as an operator should read it (health, logs, a command's output): sqlx's text of a
+/// PostgreSQL error ends in the line of PostgreSQL's own C source that raised it
+/// (`database "shop" does not exist at line 948`), which says nothing to anyone here; the
+/// message and the SQLSTATE do.
+pub fn operator_error(error: sqlx::Error) -> anyhow::Error {
+    match error.as_database_error() {
+        Some(db) => match db.code() {
+            Some(code) => anyhow::anyhow!("{} (SQLSTATE {code})", db.message()),
+            None => anyhow::anyhow!("{}", db.message()),
+        },
+        None => anyhow::Error::new(error),
     }
 }
 

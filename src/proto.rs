@@ -37,10 +37,10 @@ pub mod shipping {
 /// (google.api.http options kept): feeds reflection and the REST shim.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
 
+mod timestamp;
+pub use timestamp::Timestamp;
+
 /// A `google.protobuf.Timestamp` for a UTC time.
-pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> Timestamp {
+    at.into()
 }

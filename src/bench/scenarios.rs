@@ -25,11 +25,12 @@ pub enum Scenario {
     Fulfillment,
     /// GetOrder / ListOrders on orders placed beforehand.
     ReadQueries,
-    /// The ceiling: a bare tonic health Check on a server with nothing else
-    /// (see [`super::hello`]).
+    // These docs are `commerce bench --help` text (clap shows them as written): no rustdoc links.
+    /// The ceiling: a bare tonic health Check on a server with nothing else, started as a
+    /// child process.
     HelloCeiling,
-    /// The peer's workload on our event store in-process, group commit on
-    /// and off (see [`super::store_append`]); PostgreSQL only.
+    /// The peer's workload on our event store in-process, group commit on and off;
+    /// PostgreSQL only.
     StoreAppend,
 }
 

@@ -54,10 +54,7 @@ impl AdminService for AdminGrpc {
             crate::app::privacy::forget_customer(&self.app, &caller, &message.customer_id, &message.reason)
                 .await?;
         Ok(Response::new(ForgetCustomerResponse {
-            forgotten_at: Some(pbjson_types::Timestamp {
-                seconds: at.timestamp(),
-                nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-            }),
+            forgotten_at: Some(crate::proto::timestamp(at)),
         }))
     }
 

@@ -92,7 +92,10 @@ where
 /// The JSON answer (fields in proto order); a response carrying a cart gets
 /// `ETag: "<version>"`, the value `If-Match` takes back.
 fn encode<Resp: Serialize>(message: &Resp) -> http::Response<Body> {
-    let json = match serde_json::to_vec(message) {
+    let json = match serde_json::to_value(message).and_then(|mut value| {
+        whole_doubles_as_integers(&mut value);
+        serde_json::to_vec(&value)
+    }) {
         Ok(json) => json,
         Err(err) => {
             return error(AppError::Internal(anyhow::anyhow!(
@@ -119,6 +122,26 @@ fn encode<Resp: Serialize>(message: &Resp) -> http::Response<Body> {
         headers.insert(http::header::ETAG, etag);
     }
     response
+}
+
+/// Writes a double holding a whole number as protobuf's own JSON printers do (`1`, not `1.0`).
+/// Only `google.protobuf.Struct` values (an event payload in GetOrderHistory) hold doubles
+/// here; pbjson writes them through `f64`, so a quantity of 1 read `1.0`.
+fn whole_doubles_as_integers(value: &mut Value) {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53: every whole f64 below is exact
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < EXACT) {
+                // The filter makes the cast exact.
+                #[allow(clippy::cast_possible_truncation)]
+                let whole = f as i64;
+                *n = whole.into();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_doubles_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_doubles_as_integers),
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
+    }
 }
 
 /// Just the cart version of a response, if it has one.

@@ -7,8 +7,8 @@ use commerce::{
     domain::order::OrderStatus,
     proto::{
         commerce::v1::{
-            CancelOrderRequest, GetSagaRequest, ListSagasRequest, RetrySagaRequest, RetrySagaResponse,
-            SagaStatus, SagaStepStatus,
+            CancelOrderRequest, GetOrderHistoryRequest, GetSagaRequest, ListSagasRequest, RetrySagaRequest, RetrySagaResponse,
+            SagaStatus, SagaStepStatus, order_history_entry::Entry,
         },
         payment::v1::AuthorizationStatus,
     },
@@ -58,6 +58,33 @@ async fn transient_failures_are_retried_then_the_saga_fails_until_retry_saga_com
             ("authorize_payment", SagaStepStatus::Failed, 3)
         );
         assert_eq!(step.last_grpc_code, "UNAVAILABLE");
+        // duration_ms is the time spent in calls: the sum of the step's attempts' latencies,
+        // never the waits between them, which finished_at - started_at includes (two backoff
+        // waits of at least 20 and 40 ms here).
+        let history = app
+            .orders()
+            .get_order_history(authed(
+                GetOrderHistoryRequest {
+                    order_id: order.order_id.clone(),
+                },
+                &app.customer("dave"),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let latencies: Vec<i64> = history
+            .entries
+            .iter()
+            .filter_map(|e| match &e.entry {
+                Some(Entry::StepAttempt(a)) if a.step == "authorize_payment" => Some(a.latency_ms),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(latencies.len(), 3, "{latencies:?}");
+        assert_eq!(step.duration_ms, latencies.iter().sum::<i64>());
+        let wall = |t: &Option<commerce::proto::Timestamp>| t.unwrap().to_datetime().unwrap();
+        let elapsed = (wall(&step.finished_at) - wall(&step.started_at)).num_milliseconds();
+        assert!(elapsed >= step.duration_ms + 60, "{elapsed} ms from start to end, {} in calls", step.duration_ms);
         assert!(
             failed.last_error.contains("authorize_payment"),
             "{}",
