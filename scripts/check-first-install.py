@@ -3,7 +3,8 @@
 
 A newcomer builds the image with the README's `docker build` command, loads it into a local
 cluster and runs `helm install` with no values. That works only while:
-  * the tag the README builds is the image the chart renders by default (and compose's);
+  * the tag the README builds is the image the chart renders by default (and compose's and
+    the Makefile's `docker-build`);
   * the chart's appVersion is the crate's version (the default tag);
   * the Dockerfile builds the crate's binary, runs it as a non-root user, and its build context
     (.dockerignore, an allowlist) holds every file the crate reads at compile time;
@@ -88,6 +89,9 @@ def main():
     images = rendered_images(default_render)
     if images != {built}:
         fail(f"the chart's default image {sorted(images)} is not what README's build makes ({built!r})")
+    makefile_image = re.search(r"(?m)^IMAGE \?= (\S+)", read("Makefile"))
+    if not makefile_image or makefile_image.group(1) != built:
+        fail(f"the Makefile's IMAGE is not what README's build makes ({built!r})")
     if compose["x-commerce-image"]["image"] != built:
         fail(f"compose runs {compose['x-commerce-image']['image']!r}, README builds {built!r}")
     for m in re.findall(r"(?:kind load docker-image|minikube image load|k3d image import) (\S+)", readme):
@@ -125,7 +129,7 @@ def main():
     if errors:
         print("\n".join(["FAILED:"] + errors), file=sys.stderr)
         sys.exit(1)
-    print(f"  image {built} (README build = chart default = compose); issuer {service_issuer}; "
+    print(f"  image {built} (README build = chart default = compose = Makefile); issuer {service_issuer}; "
           f"{len(compile_time_inputs())} compile-time inputs in the Docker context")
 
 
