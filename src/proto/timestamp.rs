@@ -59,8 +59,14 @@ mod tests {
         let at = |s: &str| Timestamp::from(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc));
         let json = |t: Timestamp| serde_json::to_string(&t).unwrap();
         assert_eq!(json(at("2026-12-05T10:00:00+00:00")), r#""2026-12-05T10:00:00Z""#);
-        assert_eq!(json(at("2026-12-05T10:00:00.120+00:00")), r#""2026-12-05T10:00:00.120Z""#);
-        assert_eq!(json(at("2026-12-05T11:00:00.000123+01:00")), r#""2026-12-05T10:00:00.000123Z""#);
+        assert_eq!(
+            json(at("2026-12-05T10:00:00.120+00:00")),
+            r#""2026-12-05T10:00:00.120Z""#
+        );
+        assert_eq!(
+            json(at("2026-12-05T11:00:00.000123+01:00")),
+            r#""2026-12-05T10:00:00.000123Z""#
+        );
         let back: Timestamp = serde_json::from_str(r#""2026-12-05T11:00:00.5+01:00""#).unwrap();
         assert_eq!(back, at("2026-12-05T10:00:00.500Z"));
         assert!(serde_json::from_str::<Timestamp>(r#""yesterday""#).is_err());

@@ -131,7 +131,10 @@ fn whole_doubles_as_integers(value: &mut Value) {
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53: every whole f64 below is exact
     match value {
         Value::Number(n) => {
-            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < EXACT) {
+            if let Some(f) = n
+                .as_f64()
+                .filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < EXACT)
+            {
                 // The filter makes the cast exact.
                 #[allow(clippy::cast_possible_truncation)]
                 let whole = f as i64;

@@ -32,15 +32,24 @@ async fn rebuild_without_database_url_names_the_sqlite_file_and_refuses_to_creat
     let stderr = text(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     let file = std::path::absolute(cwd.path().join("commerce.db")).unwrap();
-    assert!(stderr.contains(&format!("SQLite file {}", file.display())), "{stderr}");
-    assert!(stderr.contains("DATABASE_URL is unset") && stderr.contains("--allow-empty"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("SQLite file {}", file.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("DATABASE_URL is unset") && stderr.contains("--allow-empty"),
+        "{stderr}"
+    );
     assert!(!file.exists(), "the refused rebuild created {}", file.display());
 
     let allowed = rebuild(&vars, cwd.path(), &["--allow-empty"]);
     let stdout = text(&allowed.stdout);
     assert!(allowed.status.success(), "{}", text(&allowed.stderr));
     assert!(
-        stdout.contains(&format!("projections of SQLite file {} from 0 events", file.display())),
+        stdout.contains(&format!(
+            "projections of SQLite file {} from 0 events",
+            file.display()
+        )),
         "{stdout}"
     );
     assert!(file.exists());
@@ -56,7 +65,10 @@ async fn rebuild_of_an_empty_event_store_names_the_database_and_is_refused_unles
         let described = commerce::db::describe(&config.database);
         if let Some(url) = &config.database.url {
             let database = url.rsplit('/').next().unwrap().split('?').next().unwrap();
-            assert!(described.starts_with(&format!("PostgreSQL database {database} on ")), "{described}");
+            assert!(
+                described.starts_with(&format!("PostgreSQL database {database} on ")),
+                "{described}"
+            );
             assert!(!described.contains("password"), "{described}");
         }
         // An existing but empty store (migrated, no event): the wrong database, most likely.
@@ -65,11 +77,21 @@ async fn rebuild_of_an_empty_event_store_names_the_database_and_is_refused_unles
         let refused = rebuild(&vars, cwd.path(), &[]);
         let stderr = text(&refused.stderr);
         assert!(!refused.status.success(), "{backend:?}: {stderr}");
-        assert!(stderr.contains(&format!("rebuilding the read models of {described}")), "{stderr}");
-        assert!(stderr.contains("holds no events") && stderr.contains("--allow-empty"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("rebuilding the read models of {described}")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("holds no events") && stderr.contains("--allow-empty"),
+            "{stderr}"
+        );
 
         let allowed = rebuild(&vars, cwd.path(), &["--allow-empty"]);
         assert!(allowed.status.success(), "{backend:?}: {}", text(&allowed.stderr));
-        assert!(text(&allowed.stdout).contains("from 0 events"), "{}", text(&allowed.stdout));
+        assert!(
+            text(&allowed.stdout).contains("from 0 events"),
+            "{}",
+            text(&allowed.stdout)
+        );
     }
 }

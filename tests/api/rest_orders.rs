@@ -236,10 +236,16 @@ async fn orders_are_read_listed_by_page_and_status_and_audited_over_rest() {
         .iter()
         .map(|line| &line["quantity"])
         .collect();
-    assert!(!quantities.is_empty() && quantities.iter().all(|q| q.is_u64()), "{quantities:?}");
+    assert!(
+        !quantities.is_empty() && quantities.iter().all(|q| q.is_u64()),
+        "{quantities:?}"
+    );
     let occurred_at = history["entries"][0]["occurred_at"].as_str().unwrap();
     assert!(occurred_at.ends_with('Z'), "{occurred_at}");
     assert!(!history.to_string().contains("+00:00"), "{history}");
     let created_at = read.json()["order"]["created_at"].as_str().unwrap().to_string();
-    assert!(created_at.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(&created_at).is_ok(), "{created_at}");
+    assert!(
+        created_at.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(&created_at).is_ok(),
+        "{created_at}"
+    );
 }

@@ -7,8 +7,8 @@ use commerce::{
     domain::order::OrderStatus,
     proto::{
         commerce::v1::{
-            CancelOrderRequest, GetOrderHistoryRequest, GetSagaRequest, ListSagasRequest, RetrySagaRequest, RetrySagaResponse,
-            SagaStatus, SagaStepStatus, order_history_entry::Entry,
+            CancelOrderRequest, GetOrderHistoryRequest, GetSagaRequest, ListSagasRequest, RetrySagaRequest,
+            RetrySagaResponse, SagaStatus, SagaStepStatus, order_history_entry::Entry,
         },
         payment::v1::AuthorizationStatus,
     },
@@ -84,7 +84,11 @@ async fn transient_failures_are_retried_then_the_saga_fails_until_retry_saga_com
         assert_eq!(step.duration_ms, latencies.iter().sum::<i64>());
         let wall = |t: &Option<commerce::proto::Timestamp>| t.unwrap().to_datetime().unwrap();
         let elapsed = (wall(&step.finished_at) - wall(&step.started_at)).num_milliseconds();
-        assert!(elapsed >= step.duration_ms + 60, "{elapsed} ms from start to end, {} in calls", step.duration_ms);
+        assert!(
+            elapsed >= step.duration_ms + 60,
+            "{elapsed} ms from start to end, {} in calls",
+            step.duration_ms
+        );
         assert!(
             failed.last_error.contains("authorize_payment"),
             "{}",

@@ -203,14 +203,15 @@ async fn a_placed_and_fulfilled_order_moves_the_order_saga_and_pipeline_series()
 async fn expected_business_outcomes_log_no_error_only_what_needs_a_human_does() {
     // Retries run out after one transient answer here, so the third order's saga goes FAILED:
     // that one waits for an operator, and is the only ERROR line wanted.
-    let server = ServerProcess::spawn(&[
-        ("SAGA_RETRY_DELAY_SECONDS", "0.02"),
-        ("SAGA_RETRY_ATTEMPTS", "2"),
-    ])
-    .await;
+    let server =
+        ServerProcess::spawn(&[("SAGA_RETRY_DELAY_SECONDS", "0.02"), ("SAGA_RETRY_ATTEMPTS", "2")]).await;
     let config = Config::from_vars(&HashMap::from([("ENVIRONMENT".into(), "test".into())])).unwrap();
     let token = mint_token(&config, "obs-levels", &[Role::Customer], Duration::from_secs(120)).unwrap();
-    let channel = Channel::from_shared(server.url()).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
 
     // A declined card, an out-of-stock product and a payment stub refusing once (then fine):
     // a cancelled, a cancelled and a confirmed order, none of which needs anyone.
@@ -230,7 +231,11 @@ async fn expected_business_outcomes_log_no_error_only_what_needs_a_human_does() 
             .filter(|line| serde_json::from_str::<serde_json::Value>(line).is_ok_and(|l| l["level"] == level))
             .collect()
     };
-    assert!(level_of("ERROR").is_empty(), "ERROR lines for expected outcomes:\n{}", level_of("ERROR").join("\n"));
+    assert!(
+        level_of("ERROR").is_empty(),
+        "ERROR lines for expected outcomes:\n{}",
+        level_of("ERROR").join("\n")
+    );
     let refusal = server
         .wait_for_log(|line| line["message"] == "saga step refused" && line["order_id"] == declined.as_str())
         .await;
@@ -249,7 +254,9 @@ async fn expected_business_outcomes_log_no_error_only_what_needs_a_human_does() 
     // Retries running out leaves the saga FAILED until an operator acts: that is an ERROR.
     let stuck = place_paid_order(&channel, &token, "obs-book", "pm_transient_5").await;
     let out_of_retries = server
-        .wait_for_log(|line| line["message"] == "saga step out of retries" && line["order_id"] == stuck.as_str())
+        .wait_for_log(|line| {
+            line["message"] == "saga step out of retries" && line["order_id"] == stuck.as_str()
+        })
         .await;
     assert_eq!(out_of_retries["level"], "ERROR", "{out_of_retries}");
 }
