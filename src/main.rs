@@ -118,10 +118,12 @@ async fn main() -> anyhow::Result<()> {
         Command::RebuildProjections { batch, allow_empty } => {
             use commerce::projections::rebuild::{EmptyStore, command};
             telemetry::init(&config.telemetry);
-            let empty = if allow_empty { EmptyStore::Allow } else { EmptyStore::Refuse };
-            command(&config.database, batch, empty)
-                .await
-                .map(drop)
+            let empty = if allow_empty {
+                EmptyStore::Allow
+            } else {
+                EmptyStore::Refuse
+            };
+            command(&config.database, batch, empty).await.map(drop)
         }
         Command::Bench(args) => commerce::bench::run(args, &config.auth).await,
     }

@@ -280,7 +280,9 @@ pub async fn command(
     let events =
         crate::store::event_store::event_store(&db, crate::store::event_store::OrderCodec::upcasters());
     if empty == EmptyStore::Refuse && events.head_position().await? == 0 {
-        anyhow::bail!("the event store of {target} holds no events: is this the service's database? {allow_empty}");
+        anyhow::bail!(
+            "the event store of {target} holds no events: is this the service's database? {allow_empty}"
+        );
     }
     let rebuild = Rebuild::new(ReadModelStore::new(&db), events).with_batch(batch);
     let terminal = std::io::stderr().is_terminal();

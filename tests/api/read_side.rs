@@ -186,9 +186,13 @@ async fn rebuild_projections_runs_while_the_service_keeps_answering() {
     })
     .await;
     // The command as `commerce rebuild-projections` runs it: its own pool.
-    let report = commerce::projections::rebuild::command(&app.config.database, 50, commerce::projections::rebuild::EmptyStore::Refuse)
-        .await
-        .unwrap();
+    let report = commerce::projections::rebuild::command(
+        &app.config.database,
+        50,
+        commerce::projections::rebuild::EmptyStore::Refuse,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.events, 180);
     assert!(report.rate() > 0.0);
     assert_eq!(reader.await.unwrap(), 40);
