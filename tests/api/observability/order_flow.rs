@@ -206,7 +206,13 @@ async fn expected_business_outcomes_log_no_error_only_what_needs_a_human_does() 
     let server =
         ServerProcess::spawn(&[("SAGA_RETRY_DELAY_SECONDS", "0.02"), ("SAGA_RETRY_ATTEMPTS", "2")]).await;
     let config = Config::from_vars(&HashMap::from([("ENVIRONMENT".into(), "test".into())])).unwrap();
-    let token = mint_token(&config.auth, "obs-levels", &[Role::Customer], Duration::from_secs(120)).unwrap();
+    let token = mint_token(
+        &config.auth,
+        "obs-levels",
+        &[Role::Customer],
+        Duration::from_secs(120),
+    )
+    .unwrap();
     let channel = Channel::from_shared(server.url())
         .unwrap()
         .connect()
