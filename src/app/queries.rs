@@ -482,6 +482,7 @@ impl From<OrderSummary> for OrderView {
             },
             cancellation_reason: (summary.status == OrderStatus::Cancelled)
                 .then_some(summary.cancellation_reason),
+            cancellation_requested: None,
             version: summary.version,
             created_at: summary.created_at,
             updated_at: summary.updated_at,

@@ -77,6 +77,8 @@ pub fn order(view: &OrderView) -> pb::Order {
         updated_at: Some(timestamp(view.updated_at)),
         saga_id: view.saga_id.map(|id| id.to_string()).unwrap_or_default(),
         item_count: i32::try_from(view.item_count).unwrap_or(i32::MAX),
+        cancellation_requested: view.cancellation_requested.is_some(),
+        cancellation_request_reason: view.cancellation_requested.clone().unwrap_or_default(),
     }
 }
 

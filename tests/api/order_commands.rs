@@ -118,6 +118,40 @@ async fn with_a_saga_cancel_order_records_the_request_and_flags_the_saga_in_one_
 }
 
 #[tokio::test]
+async fn a_pending_cancellation_is_reported_with_the_first_reason_over_grpc_and_rest() {
+    // No saga worker in this replica: the cancellation stays requested, the order PENDING.
+    let app = spawn_app_with(Backend::from_env(), &[("SAGA_WORKERS", "0")]).await;
+    let alice = app.customer("alice");
+    let order = create_order(&app, &alice, order_request(&filled_cart(&app, &alice).await, "c"))
+        .await
+        .unwrap();
+    assert!(!order.cancellation_requested && order.cancellation_request_reason.is_empty());
+
+    let first = cancel(&app, &alice, &order.order_id, "found it cheaper").await.unwrap();
+    assert_eq!(first.status, PbStatus::Pending as i32);
+    assert!(first.cancellation_requested);
+    assert_eq!(first.cancellation_request_reason, "found it cheaper");
+    assert_eq!(first.cancellation_reason, "", "not cancelled yet");
+
+    // A second request changes nothing and says which reason stands.
+    let second = cancel(&app, &alice, &order.order_id, "changed my mind").await.unwrap();
+    assert_eq!(second.version, first.version);
+    assert!(second.cancellation_requested);
+    assert_eq!(second.cancellation_request_reason, "found it cheaper");
+
+    let rest = crate::rest_client::call(&app, "POST", &format!("/api/v1/orders/{}/cancel", order.order_id))
+        .bearer(&alice)
+        .json(&serde_json::json!({"reason": "third time"}))
+        .send()
+        .await;
+    assert_eq!(rest.status, 200, "{}", rest.text());
+    let json = rest.json();
+    assert_eq!(json["order"]["status"], "ORDER_STATUS_PENDING");
+    assert_eq!(json["order"]["cancellation_requested"], true);
+    assert_eq!(json["order"]["cancellation_request_reason"], "found it cheaper");
+}
+
+#[tokio::test]
 async fn concurrent_commands_on_one_order_never_lose_or_duplicate_an_event_with_locking_on_or_off() {
     for (backend, locking) in Backend::all()
         .into_iter()

@@ -33,6 +33,9 @@ pub struct OrderView {
     pub shipping_address: ShippingAddress,
     /// Why it was cancelled, once CANCELLED.
     pub cancellation_reason: Option<String>,
+    /// The reason of the first accepted cancellation request, while the saga compensates and
+    /// after (None when nobody asked, or for views of a read model, which does not keep it).
+    pub cancellation_requested: Option<String>,
     /// Stream version this view reflects.
     pub version: u64,
     /// When the first event was recorded.
@@ -60,6 +63,7 @@ impl OrderView {
             payment_method: placed.personal.payment_method.clone(),
             shipping_address: placed.personal.shipping_address.clone(),
             cancellation_reason: order.cancellation_reason.clone(),
+            cancellation_requested: order.cancellation_requested.as_ref().map(|r| r.reason.clone()),
             version: order.version,
             created_at,
             updated_at,
