@@ -10,6 +10,7 @@ pub mod hello;
 pub mod runner;
 pub mod scenarios;
 pub mod store_append;
+pub mod target;
 
 use std::{process::Stdio, sync::Arc, time::Duration};
 
@@ -44,7 +45,10 @@ pub struct BenchArgs {
     /// HTTP/2 connections to spread the workers over.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
-    /// Benchmark a running server at this URL instead of starting one.
+    /// Benchmark a running server at this URL instead of starting one. Start it without a
+    /// rate limit (RATE_LIMIT_PER_SECOND=0 commerce serve), as the bench does its own: at the
+    /// default 100 requests/s per customer the figures measure the limiter. Refusals are
+    /// counted by code and backed off.
     #[arg(long)]
     pub target: Option<String>,
     /// PostgreSQL admin URL: a fresh database is created for the run
@@ -114,18 +118,45 @@ pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
         };
         for line in scenario_lines {
             println!("{line}");
+            warn_of_refusals(&line, &args);
             lines.push(line);
         }
     }
     let server_line = json!({
         "scenario": "server",
+        "url": server.url,
         "peak_rss_mb": server.peak_rss_mb(),
-        "backend": if args.database_url.is_some() { "postgres+redis" } else { "embedded" },
+        "backend": target::backends(&server.url)
+            .await
+            .unwrap_or_else(|e| format!("unknown ({e:#})")),
     });
     println!("{server_line}");
     print_table(&lines, &server_line);
     server.stop().await;
     Ok(())
+}
+
+/// Says on stderr when the server refused requests with its rate limit, and what to do.
+fn warn_of_refusals(line: &serde_json::Value, args: &BenchArgs) {
+    let refused = line["errors_by_code"][runner::RATE_LIMITED].as_u64().unwrap_or(0);
+    if refused == 0 {
+        return;
+    }
+    let scenario = line["scenario"].as_str().unwrap_or_default();
+    match &args.target {
+        Some(url) => eprintln!(
+            "bench: {scenario}: {url} refused {refused} requests with {} (its rate limit, \
+             RATE_LIMIT_PER_SECOND, default 100/s per customer): these figures measure the \
+             limiter. Restart the target with RATE_LIMIT_PER_SECOND=0 (no limit), e.g. \
+             `RATE_LIMIT_PER_SECOND=0 commerce serve`, or run `commerce bench` without --target.",
+            runner::RATE_LIMITED
+        ),
+        None => eprintln!(
+            "bench: {scenario}: the server refused {refused} requests with {} although the \
+             bench starts it with RATE_LIMIT_PER_SECOND=0",
+            runner::RATE_LIMITED
+        ),
+    }
 }
 
 /// Waits until the gRPC health service at `url` answers SERVING.
@@ -239,7 +270,17 @@ async fn measure(
         "p99_ms": open.p99_ms,
         "max_ms": open.max_ms,
         "errors": closed.errors + open.errors,
+        "errors_by_code": errors_by_code(&closed, &open),
     }))
+}
+
+/// The two phases' failures by gRPC code, added up.
+fn errors_by_code(closed: &runner::Summary, open: &runner::Summary) -> serde_json::Value {
+    let mut total = std::collections::BTreeMap::<&str, u64>::new();
+    for (code, n) in closed.errors_by_code.iter().chain(&open.errors_by_code) {
+        *total.entry(code).or_default() += n;
+    }
+    json!(total)
 }
 
 fn round(x: f64) -> f64 {
@@ -265,9 +306,16 @@ fn print_table(lines: &[serde_json::Value], server: &serde_json::Value) {
             l["errors"].as_u64().unwrap_or_default(),
         );
     }
+    for l in lines.iter().filter(|l| l["errors"].as_u64().unwrap_or(0) > 0) {
+        println!("{} errors by code: {}", l["scenario"].as_str().unwrap_or_default(), l["errors_by_code"]);
+    }
+    let rss = server["peak_rss_mb"]
+        .as_f64()
+        .map_or_else(|| "unknown (not a process of this machine)".to_string(), |mb| format!("{mb} MB"));
     println!(
-        "server peak RSS: {} MB ({})",
-        server["peak_rss_mb"], server["backend"]
+        "server {}: peak RSS {rss}, backend {}",
+        server["url"].as_str().unwrap_or_default(),
+        server["backend"].as_str().unwrap_or_default()
     );
 }
 
@@ -303,6 +351,8 @@ mod tests {
 struct Server {
     url: String,
     child: Option<tokio::process::Child>,
+    /// The process of a `--target` on this machine, for its memory.
+    target_pid: Option<u32>,
     database: Option<(String, String)>,
     /// The Redis URL and the run's key prefix, emptied at the end.
     redis: Option<(String, String)>,
@@ -322,6 +372,7 @@ mod tempfile_dir {
 impl Server {
     fn remote(url: String) -> Self {
         Self {
+            target_pid: target::local_pid(&url),
             url,
             child: None,
             database: None,
@@ -369,6 +420,7 @@ impl Server {
         let server = Self {
             url: format!("http://127.0.0.1:{port}"),
             child: Some(child),
+            target_pid: None,
             database,
             redis,
             _dir: Some(tempfile_dir::TempDir(dir)),
@@ -381,18 +433,14 @@ impl Server {
         wait_serving(&self.url, Duration::from_secs(30)).await
     }
 
-    /// VmHWM of the child, in MB (None for a remote server).
+    /// VmHWM of the server in MB: the child's, or the process listening on a `--target`'s
+    /// port on this machine (None for a server elsewhere).
     fn peak_rss_mb(&self) -> Option<f64> {
-        let pid = self.child.as_ref()?.id()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kb: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some(round(kb / 1024.0))
+        let pid = match &self.child {
+            Some(child) => child.id()?,
+            None => self.target_pid?,
+        };
+        target::peak_rss_mb(pid)
     }
 
     async fn stop(mut self) {

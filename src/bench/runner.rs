@@ -11,9 +11,15 @@
 //! idle machine; that much lateness is the clock's, not the server's, and is
 //! not counted. Lateness beyond it is.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use serde::Serialize;
+
+/// The gRPC code a server refuses with when its rate limit is reached.
+pub const RATE_LIMITED: &str = "RESOURCE_EXHAUSTED";
 
 /// One worker of a scenario: owns its clients and state.
 #[tonic::async_trait]
@@ -29,6 +35,8 @@ pub struct Recording {
     pub latencies_us: Vec<u64>,
     /// Failed operations.
     pub errors: u64,
+    /// Failed operations by gRPC code name (`other` for a failure without one).
+    pub errors_by_code: BTreeMap<&'static str, u64>,
     /// Measured wall time.
     pub elapsed: Duration,
 }
@@ -40,6 +48,9 @@ pub struct Summary {
     pub ops: u64,
     /// Failed operations.
     pub errors: u64,
+    /// Failed operations by gRPC code name: a server's refusals (RESOURCE_EXHAUSTED from its
+    /// rate limit) are told apart from failures.
+    pub errors_by_code: BTreeMap<&'static str, u64>,
     /// Successful operations per second.
     pub ops_per_sec: f64,
     /// Median latency, ms.
@@ -56,6 +67,14 @@ impl Recording {
     fn merge(&mut self, other: Recording) {
         self.latencies_us.extend(other.latencies_us);
         self.errors += other.errors;
+        for (code, n) in other.errors_by_code {
+            *self.errors_by_code.entry(code).or_default() += n;
+        }
+    }
+
+    fn failed(&mut self, code: &'static str) {
+        self.errors += 1;
+        *self.errors_by_code.entry(code).or_default() += 1;
     }
 
     /// Percentiles over every latency recorded (consumes the recording).
@@ -72,6 +91,7 @@ impl Recording {
         Summary {
             ops: n as u64,
             errors: self.errors,
+            errors_by_code: self.errors_by_code,
             ops_per_sec: n as f64 / self.elapsed.as_secs_f64().max(1e-9),
             p50_ms: pct(0.50),
             p90_ms: pct(0.90),
@@ -81,7 +101,23 @@ impl Recording {
     }
 }
 
-/// Runs every worker as fast as it can for `warmup` (discarded) then `duration`.
+/// The gRPC code name of a failed operation (`other` when it carries no status).
+pub fn failure_code(error: &anyhow::Error) -> &'static str {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<tonic::Status>())
+        .map_or("other", |status| crate::saga::grpc_siblings::code_name(status.code()))
+}
+
+/// How long a closed-loop worker waits after its `refusals`-th refusal in a row by the
+/// server's rate limit: 50 ms doubling to 1 s. Sending again at once would measure
+/// nothing but the limiter (and flood it); the refusals are counted and reported.
+pub fn refusal_backoff(refusals: u32) -> Duration {
+    Duration::from_millis(50u64 << refusals.saturating_sub(1).min(5)).min(Duration::from_secs(1))
+}
+
+/// Runs every worker as fast as it can for `warmup` (discarded) then `duration`;
+/// a worker refused by the rate limit backs off (see [`refusal_backoff`]).
 pub async fn closed_loop(workers: Vec<Box<dyn Worker>>, warmup: Duration, duration: Duration) -> Recording {
     let start = Instant::now() + Duration::from_millis(20);
     let measure_from = start + warmup;
@@ -92,18 +128,25 @@ pub async fn closed_loop(workers: Vec<Box<dyn Worker>>, warmup: Duration, durati
             tokio::spawn(async move {
                 tokio::time::sleep_until(start.into()).await;
                 let mut recording = Recording::default();
+                let mut refusals = 0;
                 loop {
                     let sent = Instant::now();
                     if sent >= deadline {
                         break;
                     }
                     let result = worker.op().await;
-                    if sent < measure_from {
-                        continue;
+                    let code = result.as_ref().err().map(failure_code);
+                    let measured = sent >= measure_from;
+                    match code {
+                        None if measured => recording.latencies_us.push(sent.elapsed().as_micros() as u64),
+                        Some(code) if measured => recording.failed(code),
+                        _ => {}
                     }
-                    match result {
-                        Ok(()) => recording.latencies_us.push(sent.elapsed().as_micros() as u64),
-                        Err(_) => recording.errors += 1,
+                    if code == Some(RATE_LIMITED) {
+                        refusals += 1;
+                        tokio::time::sleep(refusal_backoff(refusals).min(deadline.saturating_duration_since(Instant::now()))).await;
+                    } else {
+                        refusals = 0;
                     }
                 }
                 recording
@@ -146,7 +189,7 @@ pub async fn open_loop(workers: Vec<Box<dyn Worker>>, rate: f64, duration: Durat
                         Ok(()) => recording
                             .latencies_us
                             .push(open_loop_latency(due, sent, Instant::now()).as_micros() as u64),
-                        Err(_) => recording.errors += 1,
+                        Err(error) => recording.failed(failure_code(&error)),
                     }
                     due += interval;
                 }
@@ -191,6 +234,7 @@ mod tests {
         let recording = Recording {
             latencies_us: (1..=100).map(|ms| ms * 1000).collect(),
             errors: 2,
+            errors_by_code: BTreeMap::from([("UNAVAILABLE", 2)]),
             elapsed: Duration::from_secs(10),
         };
         let s = recording.summary();
@@ -200,6 +244,31 @@ mod tests {
         );
         assert_eq!(s.ops, 100);
         assert!((s.ops_per_sec - 10.0).abs() < 1e-9);
+    }
+
+    /// Refused by the rate limit on every call.
+    struct Limited(std::sync::Arc<std::sync::atomic::AtomicU64>);
+    #[tonic::async_trait]
+    impl Worker for Limited {
+        async fn op(&mut self) -> anyhow::Result<()> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(tonic::Status::resource_exhausted("rate limit exceeded").into())
+        }
+    }
+
+    #[tokio::test]
+    async fn rate_limit_refusals_are_counted_by_code_and_backed_off() {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let worker = Limited(calls.clone());
+        let summary = closed_loop(vec![Box::new(worker)], Duration::ZERO, Duration::from_millis(600))
+            .await
+            .summary();
+        assert_eq!(summary.errors_by_code.get(RATE_LIMITED), Some(&summary.errors));
+        // Backing off 50, 100, 200 ms...: a handful of calls, not thousands.
+        let calls = calls.load(std::sync::atomic::Ordering::Relaxed);
+        assert!((2..=8).contains(&calls), "{calls} calls in 600 ms");
+        assert_eq!(refusal_backoff(1), Duration::from_millis(50));
+        assert_eq!(refusal_backoff(30), Duration::from_secs(1));
     }
 
     struct Sleepy;

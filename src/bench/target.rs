@@ -1,0 +1,103 @@
+//! What `commerce bench` reports about the server it measures, whether it started it or was
+//! given `--target`: its backends (from its own `/health`) and its peak memory (VmHWM from
+//! /proc, found through the process listening on the target's port when that is this machine).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The server's backends as its `/health` names them: `postgres+redis`, `sqlite+in-process`.
+pub async fn backends(url: &str) -> anyhow::Result<String> {
+    let uri: http::Uri = url.parse().context("parsing the target URL")?;
+    let authority = uri.authority().context("the target URL has no host")?.as_str().to_string();
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(&authority).await?;
+        let request = format!("GET /health HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        anyhow::Ok(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .context("GET /health timed out")??;
+    let text = String::from_utf8_lossy(&response);
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body).context("GET /health: no body")?;
+    let health: serde_json::Value = serde_json::from_str(body).context("GET /health: not JSON")?;
+    let kind = |part: &str| health[part]["kind"].as_str().map(str::to_string);
+    match (kind("database"), kind("cache")) {
+        (Some(database), Some(cache)) => Ok(format!("{database}+{cache}")),
+        _ => anyhow::bail!("GET /health names no database or cache kind"),
+    }
+}
+
+/// The process serving `url`, when its host is a loopback address of this machine.
+pub fn local_pid(url: &str) -> Option<u32> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.host()?.trim_matches(['[', ']']);
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return None;
+    }
+    let port = uri.port_u16().unwrap_or(80);
+    listener_pid(port)
+}
+
+/// The pid holding the listening socket of `port` (Linux: /proc/net/tcp{,6}, then /proc/*/fd).
+fn listener_pid(port: u16) -> Option<u32> {
+    const LISTEN: &str = "0A";
+    let mut sockets = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)
+                .and_then(|local| local.rsplit(':').next())
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            if local_port == Some(port) && fields.get(3) == Some(&LISTEN) {
+                sockets.extend(fields.get(9).map(|inode| format!("socket:[{inode}]")));
+            }
+        }
+    }
+    if sockets.is_empty() {
+        return None;
+    }
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+        let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+        fds.flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|link| sockets.iter().any(|s| link.as_os_str() == s.as_str()))
+            .then_some(pid)
+    })
+}
+
+/// VmHWM (the peak resident set) of `pid`, in MB.
+pub fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn the_process_listening_on_a_loopback_port_is_found() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        assert_eq!(super::local_pid(&url), Some(std::process::id()));
+        assert!(super::peak_rss_mb(std::process::id()).is_some_and(|mb| mb > 0.0));
+        assert_eq!(super::local_pid("http://192.0.2.1:8084"), None, "not this machine");
+    }
+}
