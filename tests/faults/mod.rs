@@ -19,3 +19,4 @@ mod idempotency;
 mod outages;
 mod resource_abuse;
 mod saga_sim;
+mod soak;

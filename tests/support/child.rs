@@ -44,6 +44,19 @@ pub fn spawn(args: &[&str], env: &HashMap<String, String>, log: std::path::PathB
     Proc { child, port, log }
 }
 
+impl Drop for Proc {
+    /// Kills the process and reaps it before the test's other resources go (tokio's
+    /// `kill_on_drop` only sends the signal): a process still running while its Isolation is
+    /// cleaned up could write a Redis key (its event stream) after the cleanup.
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 impl Proc {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
