@@ -91,8 +91,11 @@ struct Probe {
 }
 
 impl Probe {
+    async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.db).await.unwrap()
+    }
+
     async fn footprint(&mut self, rss_kib: u64) -> Footprint {
-        let scalar = |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.db).await.unwrap() };
         let db_connections = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1")
             .bind(&self.database)
             .fetch_one(&self.admin)
@@ -112,9 +115,11 @@ impl Probe {
             rss_mib: rss_kib / 1024,
             db_connections,
             redis_structure,
-            checkpoints: scalar("SELECT COUNT(*) FROM projection_checkpoints").await,
-            unpublished: scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await,
-            unfinished_sagas: scalar("SELECT COUNT(*) FROM sagas WHERE status NOT IN ('COMPLETED', 'COMPENSATED')").await,
+            checkpoints: self.count("SELECT COUNT(*) FROM projection_checkpoints").await,
+            unpublished: self.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await,
+            unfinished_sagas: self
+                .count("SELECT COUNT(*) FROM sagas WHERE status NOT IN ('COMPLETED', 'COMPENSATED')")
+                .await,
         }
     }
 }
