@@ -278,7 +278,7 @@ async fn measure(
 fn errors_by_code(closed: &runner::Summary, open: &runner::Summary) -> serde_json::Value {
     let mut total = std::collections::BTreeMap::<&str, u64>::new();
     for (code, n) in closed.errors_by_code.iter().chain(&open.errors_by_code) {
-        *total.entry(code).or_default() += n;
+        *total.entry(*code).or_default() += n;
     }
     json!(total)
 }
