@@ -139,7 +139,7 @@ async fn a_pending_cancellation_is_reported_with_the_first_reason_over_grpc_and_
     assert!(second.cancellation_requested);
     assert_eq!(second.cancellation_request_reason, "found it cheaper");
 
-    let rest = crate::rest_client::call(&app, "POST", &format!("/api/v1/orders/{}/cancel", order.order_id))
+    let rest = crate::support::rest::call(&app, "POST", &format!("/api/v1/orders/{}/cancel", order.order_id))
         .bearer(&alice)
         .json(&serde_json::json!({"reason": "third time"}))
         .send()

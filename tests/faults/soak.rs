@@ -19,11 +19,12 @@ use commerce::proto::commerce::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::{
+use crate::support::{
+    app::{Backend, Isolation, authed},
     child::{free_port, spawn},
-    helpers::{Backend, Isolation, authed},
+    long,
+    orders::order_request,
     proxy::Proxy,
-    support::{long, shop::order_request},
 };
 
 const CUSTOMERS: usize = 6;
