@@ -307,11 +307,16 @@ fn print_table(lines: &[serde_json::Value], server: &serde_json::Value) {
         );
     }
     for l in lines.iter().filter(|l| l["errors"].as_u64().unwrap_or(0) > 0) {
-        println!("{} errors by code: {}", l["scenario"].as_str().unwrap_or_default(), l["errors_by_code"]);
+        println!(
+            "{} errors by code: {}",
+            l["scenario"].as_str().unwrap_or_default(),
+            l["errors_by_code"]
+        );
     }
-    let rss = server["peak_rss_mb"]
-        .as_f64()
-        .map_or_else(|| "unknown (not a process of this machine)".to_string(), |mb| format!("{mb} MB"));
+    let rss = server["peak_rss_mb"].as_f64().map_or_else(
+        || "unknown (not a process of this machine)".to_string(),
+        |mb| format!("{mb} MB"),
+    );
     println!(
         "server {}: peak RSS {rss}, backend {}",
         server["url"].as_str().unwrap_or_default(),

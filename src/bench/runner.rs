@@ -106,7 +106,9 @@ pub fn failure_code(error: &anyhow::Error) -> &'static str {
     error
         .chain()
         .find_map(|cause| cause.downcast_ref::<tonic::Status>())
-        .map_or("other", |status| crate::saga::grpc_siblings::code_name(status.code()))
+        .map_or("other", |status| {
+            crate::saga::grpc_siblings::code_name(status.code())
+        })
 }
 
 /// How long a closed-loop worker waits after its `refusals`-th refusal in a row by the
@@ -144,7 +146,10 @@ pub async fn closed_loop(workers: Vec<Box<dyn Worker>>, warmup: Duration, durati
                     }
                     if code == Some(RATE_LIMITED) {
                         refusals += 1;
-                        tokio::time::sleep(refusal_backoff(refusals).min(deadline.saturating_duration_since(Instant::now()))).await;
+                        tokio::time::sleep(
+                            refusal_backoff(refusals).min(deadline.saturating_duration_since(Instant::now())),
+                        )
+                        .await;
                     } else {
                         refusals = 0;
                     }

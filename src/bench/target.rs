@@ -10,7 +10,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The server's backends as its `/health` names them: `postgres+redis`, `sqlite+in-process`.
 pub async fn backends(url: &str) -> anyhow::Result<String> {
     let uri: http::Uri = url.parse().context("parsing the target URL")?;
-    let authority = uri.authority().context("the target URL has no host")?.as_str().to_string();
+    let authority = uri
+        .authority()
+        .context("the target URL has no host")?
+        .as_str()
+        .to_string();
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(&authority).await?;
         let request = format!("GET /health HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
@@ -23,7 +27,10 @@ pub async fn backends(url: &str) -> anyhow::Result<String> {
         .await
         .context("GET /health timed out")??;
     let text = String::from_utf8_lossy(&response);
-    let body = text.split_once("\r\n\r\n").map(|(_, body)| body).context("GET /health: no body")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .context("GET /health: no body")?;
     let health: serde_json::Value = serde_json::from_str(body).context("GET /health: not JSON")?;
     let kind = |part: &str| health[part]["kind"].as_str().map(str::to_string);
     match (kind("database"), kind("cache")) {
@@ -98,6 +105,10 @@ mod tests {
         let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         assert_eq!(super::local_pid(&url), Some(std::process::id()));
         assert!(super::peak_rss_mb(std::process::id()).is_some_and(|mb| mb > 0.0));
-        assert_eq!(super::local_pid("http://192.0.2.1:8084"), None, "not this machine");
+        assert_eq!(
+            super::local_pid("http://192.0.2.1:8084"),
+            None,
+            "not this machine"
+        );
     }
 }

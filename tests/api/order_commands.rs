@@ -127,14 +127,18 @@ async fn a_pending_cancellation_is_reported_with_the_first_reason_over_grpc_and_
         .unwrap();
     assert!(!order.cancellation_requested && order.cancellation_request_reason.is_empty());
 
-    let first = cancel(&app, &alice, &order.order_id, "found it cheaper").await.unwrap();
+    let first = cancel(&app, &alice, &order.order_id, "found it cheaper")
+        .await
+        .unwrap();
     assert_eq!(first.status, PbStatus::Pending as i32);
     assert!(first.cancellation_requested);
     assert_eq!(first.cancellation_request_reason, "found it cheaper");
     assert_eq!(first.cancellation_reason, "", "not cancelled yet");
 
     // A second request changes nothing and says which reason stands.
-    let second = cancel(&app, &alice, &order.order_id, "changed my mind").await.unwrap();
+    let second = cancel(&app, &alice, &order.order_id, "changed my mind")
+        .await
+        .unwrap();
     assert_eq!(second.version, first.version);
     assert!(second.cancellation_requested);
     assert_eq!(second.cancellation_request_reason, "found it cheaper");

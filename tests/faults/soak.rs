@@ -93,15 +93,19 @@ struct Probe {
 
 impl Probe {
     async fn count(&self, sql: &'static str) -> i64 {
-        sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.db).await.unwrap()
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
     }
 
     async fn footprint(&mut self, rss_kib: u64) -> Footprint {
-        let db_connections = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1")
-            .bind(&self.database)
-            .fetch_one(&self.admin)
-            .await
-            .unwrap();
+        let db_connections =
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1")
+                .bind(&self.database)
+                .fetch_one(&self.admin)
+                .await
+                .unwrap();
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self.prefix))
             .query_async(&mut self.redis)
@@ -117,7 +121,9 @@ impl Probe {
             db_connections,
             redis_structure,
             checkpoints: self.count("SELECT COUNT(*) FROM projection_checkpoints").await,
-            unpublished: self.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await,
+            unpublished: self
+                .count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+                .await,
             unfinished_sagas: self
                 .count("SELECT COUNT(*) FROM sagas WHERE status NOT IN ('COMPLETED', 'COMPENSATED')")
                 .await,
@@ -147,11 +153,23 @@ async fn a_sustained_mixed_load_with_a_redis_cut_leaves_memory_connections_and_b
     let mut server = spawn(&["serve"], &vars, dir.path().join("serve.log"), port);
     let channel = server.ready().await;
     let config = isolation.config(&[]);
-    let database = config.database.url.as_deref().unwrap().rsplit('/').next().unwrap().to_string();
+    let database = config
+        .database
+        .url
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
     let prefix = config.redis.key_prefix.clone();
     let mut probe = Probe {
-        admin: sqlx::PgPool::connect(&std::env::var("TEST_DATABASE_URL").unwrap()).await.unwrap(),
-        db: sqlx::PgPool::connect(config.database.url.as_deref().unwrap()).await.unwrap(),
+        admin: sqlx::PgPool::connect(&std::env::var("TEST_DATABASE_URL").unwrap())
+            .await
+            .unwrap(),
+        db: sqlx::PgPool::connect(config.database.url.as_deref().unwrap())
+            .await
+            .unwrap(),
         database: database.clone(),
         redis: redis::Client::open(isolation.vars["REDIS_URL"].clone())
             .unwrap()
@@ -166,9 +184,13 @@ async fn a_sustained_mixed_load_with_a_redis_cut_leaves_memory_connections_and_b
     let (done, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut customers = Vec::new();
     for c in 0..CUSTOMERS {
-        let token =
-            commerce::auth::mint_token(&config.auth, &format!("soak-{c}"), &[commerce::auth::Role::Customer], Duration::from_secs(3600))
-                .unwrap();
+        let token = commerce::auth::mint_token(
+            &config.auth,
+            &format!("soak-{c}"),
+            &[commerce::auth::Role::Customer],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
         let (channel, done, refused) = (channel.clone(), done.clone(), refused.clone());
         customers.push(tokio::spawn(async move {
             let mut round = 0u64;
@@ -179,7 +201,12 @@ async fn a_sustained_mixed_load_with_a_redis_cut_leaves_memory_connections_and_b
                     Err(status) => {
                         // Only the Redis cut may refuse, and only as a dependency outage.
                         assert!(
-                            matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Aborted),
+                            matches!(
+                                status.code(),
+                                tonic::Code::Unavailable
+                                    | tonic::Code::DeadlineExceeded
+                                    | tonic::Code::Aborted
+                            ),
                             "{status:?}"
                         );
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -201,7 +228,10 @@ async fn a_sustained_mixed_load_with_a_redis_cut_leaves_memory_connections_and_b
         customer.await.unwrap();
     }
     let ordered = done.load(Ordering::Relaxed);
-    assert!(ordered > 0 && refused.load(Ordering::Relaxed) < ordered, "{ordered} rounds done, {refused:?} refused");
+    assert!(
+        ordered > 0 && refused.load(Ordering::Relaxed) < ordered,
+        "{ordered} rounds done, {refused:?} refused"
+    );
 
     // Settled: the sagas finished, the outbox drained (the relay retried past the cut).
     let mut end_state = probe.footprint(server.rss_kib()).await;
@@ -212,16 +242,32 @@ async fn a_sustained_mixed_load_with_a_redis_cut_leaves_memory_connections_and_b
         tokio::time::sleep(Duration::from_millis(100)).await;
         end_state = probe.footprint(server.rss_kib()).await;
     }
-    println!("soak {seconds} s: {ordered} rounds, {} refused during the cut; warm {warm:?}, end {end_state:?}", refused.load(Ordering::Relaxed));
-    assert_eq!((end_state.unpublished, end_state.unfinished_sagas), (0, 0), "{end_state:?}");
+    println!(
+        "soak {seconds} s: {ordered} rounds, {} refused during the cut; warm {warm:?}, end {end_state:?}",
+        refused.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        (end_state.unpublished, end_state.unfinished_sagas),
+        (0, 0),
+        "{end_state:?}"
+    );
     assert_eq!(end_state.checkpoints, warm.checkpoints);
-    assert_eq!(end_state.redis_structure, warm.redis_structure, "only cart data may come and go");
+    assert_eq!(
+        end_state.redis_structure, warm.redis_structure,
+        "only cart data may come and go"
+    );
     // The pool is bounded; after the cut it reconnects instead of piling up connections.
     let pool_bound = i64::from(config.database.pool_size) + 2;
-    assert!(end_state.db_connections <= pool_bound.max(warm.db_connections), "{end_state:?} vs {warm:?}");
+    assert!(
+        end_state.db_connections <= pool_bound.max(warm.db_connections),
+        "{end_state:?} vs {warm:?}"
+    );
     // Memory: a quarter in, the allocator and pools have their working set; what follows
     // (three quarters more traffic, a dependency outage) may not add more than a little.
-    assert!(end_state.rss_mib <= warm.rss_mib + warm.rss_mib / 4 + 16, "{end_state:?} vs {warm:?}");
+    assert!(
+        end_state.rss_mib <= warm.rss_mib + warm.rss_mib / 4 + 16,
+        "{end_state:?} vs {warm:?}"
+    );
 
     // Nothing left behind: the process, then its database and every key of its prefix.
     server.kill9().await;
