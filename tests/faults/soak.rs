@@ -100,21 +100,25 @@ impl Probe {
     }
 
     async fn footprint(&mut self, rss_kib: u64) -> Footprint {
-        let db_connections =
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1")
-                .bind(&self.database)
-                .fetch_one(&self.admin)
-                .await
-                .unwrap();
+        let db_connections = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'commerce'",
+        )
+        .bind(&self.database)
+        .fetch_one(&self.admin)
+        .await
+        .unwrap();
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self.prefix))
             .query_async(&mut self.redis)
             .await
             .unwrap();
-        // Cart hashes and owner indexes are the traffic's data (they expire with their TTL).
+        // Cart hashes, owner indexes and the set of active carts by expiry are the traffic's
+        // data (they expire with their TTL; the set is gone while no cart is active).
         let redis_structure = keys
             .into_iter()
-            .filter(|k| !k.contains(":cart:id:") && !k.contains(":cart:owner:"))
+            .filter(|k| {
+                !k.contains(":cart:id:") && !k.contains(":cart:owner:") && !k.ends_with(":cart:expiring")
+            })
             .collect();
         Footprint {
             rss_mib: rss_kib / 1024,
@@ -224,13 +228,14 @@ async fn a_sustained_mixed_load_with_a_redis_cut_leaves_memory_connections_and_b
     redis_proxy.cut();
     tokio::time::sleep(Duration::from_secs(3)).await;
     redis_proxy.restore();
+    let done_at_restore = done.load(Ordering::Relaxed);
     for customer in customers {
         customer.await.unwrap();
     }
     let ordered = done.load(Ordering::Relaxed);
     assert!(
-        ordered > 0 && refused.load(Ordering::Relaxed) < ordered,
-        "{ordered} rounds done, {refused:?} refused"
+        ordered > done_at_restore,
+        "no round completed after Redis came back ({ordered} in all)"
     );
 
     // Settled: the sagas finished, the outbox drained (the relay retried past the cut).
@@ -256,7 +261,8 @@ async fn a_sustained_mixed_load_with_a_redis_cut_leaves_memory_connections_and_b
         end_state.redis_structure, warm.redis_structure,
         "only cart data may come and go"
     );
-    // The pool is bounded; after the cut it reconnects instead of piling up connections.
+    // The service's connections (its pool and the saga LISTEN connection, named `commerce`;
+    // not this test's probe) stay within the pool: nothing piles up.
     let pool_bound = i64::from(config.database.pool_size) + 2;
     assert!(
         end_state.db_connections <= pool_bound.max(warm.db_connections),
