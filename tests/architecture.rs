@@ -1,0 +1,449 @@
+//! The module structure of `src/`, checked: layers only point down and no two files
+//! import each other, directly or around a loop.
+//!
+//! The test reads every file under `src/` (the library crate; `main.rs` is a separate
+//! crate that sees the library from outside), collects the `crate::`, `super::` and
+//! `self::` paths it names (in `use` items, `{a, b}` groups included, and inline in code),
+//! resolves each to the file of the module it names, and then fails on
+//! - an edge from a file to a file of a higher layer in [`LAYERS`] (naming both files and
+//!   the path that makes the edge), and
+//! - any strongly connected component of more than one file (an import cycle), listing its
+//!   files.
+//!
+//! Why a test and not a Cargo workspace whose crate boundaries make a back edge
+//! impossible: the machine that builds this has two cores, and one crate compiles and
+//! links once; a workspace of five or six crates adds a link and a metadata step per
+//! crate to every test run, and moves `pub(crate)` items to `pub` across crate lines. The
+//! test costs no build time and names the offending edge, which a compiler error about a
+//! missing crate dependency does not.
+//!
+//! Run with `--nocapture` to see the figures (files, edges, cycles).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Layers, lowest first. A file belongs to the first entry whose module path is a prefix
+/// of the file's module path; a file may import its own layer and the layers below it.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("domain", &["domain"]),
+    ("foundation", &[]),
+    ("storage ports", &[]),
+    ("application", &[]),
+    ("transports", &[]),
+    ("startup", &[]),
+];
+
+/// Edges the layer rule and the cycle rule let through for now, each with its reason.
+/// This list may only shrink.
+const ALLOWED: &[(&str, &str, &str)] = &[];
+
+fn main_src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// A source file of the library and the module path it defines (`store::cart::redis`).
+struct SourceFile {
+    rel: String,
+    module: Vec<String>,
+    text: String,
+}
+
+fn load_files() -> Vec<SourceFile> {
+    let root = main_src();
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("read src dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let rel = path.strip_prefix(&root).expect("under src").to_string_lossy().replace('\\', "/");
+            if rel == "main.rs" {
+                continue;
+            }
+            let mut module: Vec<String> = rel.trim_end_matches(".rs").split('/').map(str::to_owned).collect();
+            if module.last().is_some_and(|m| m == "mod" || m == "lib") {
+                module.pop();
+            }
+            let text = fs::read_to_string(&path).expect("read source");
+            out.push(SourceFile { rel, module, text });
+        }
+    }
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    out
+}
+
+/// The source with comments, string and char literals blanked out, so that a path in a
+/// doc comment or a string is not read as an import.
+fn strip(src: &str) -> String {
+    let c: Vec<char> = src.chars().collect();
+    let mut out = String::with_capacity(src.len());
+    let mut i = 0;
+    let ident = |ch: char| ch.is_alphanumeric() || ch == '_';
+    while i < c.len() {
+        let prev_ident = i > 0 && ident(c[i - 1]);
+        if c[i] == '/' && c.get(i + 1) == Some(&'/') {
+            while i < c.len() && c[i] != '\n' {
+                i += 1;
+            }
+        } else if c[i] == '/' && c.get(i + 1) == Some(&'*') {
+            let mut depth = 0;
+            while i < c.len() {
+                if c[i] == '/' && c.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    i += 2;
+                } else if c[i] == '*' && c.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            out.push(' ');
+        } else if !prev_ident && (c[i] == 'r' || (c[i] == 'b' && c.get(i + 1) == Some(&'r'))) && {
+            let mut j = if c[i] == 'b' { i + 2 } else { i + 1 };
+            while c.get(j) == Some(&'#') {
+                j += 1;
+            }
+            c.get(j) == Some(&'"')
+        } {
+            let mut j = if c[i] == 'b' { i + 2 } else { i + 1 };
+            let mut hashes = 0;
+            while c[j] == '#' {
+                hashes += 1;
+                j += 1;
+            }
+            j += 1;
+            loop {
+                if c[j] == '"' && (0..hashes).all(|k| c.get(j + 1 + k) == Some(&'#')) {
+                    j += 1 + hashes;
+                    break;
+                }
+                j += 1;
+            }
+            i = j;
+            out.push_str("\"\"");
+        } else if c[i] == '"' {
+            i += 1;
+            while c[i] != '"' {
+                i += if c[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+            out.push_str("\"\"");
+        } else if c[i] == '\'' {
+            if c.get(i + 1) == Some(&'\\') {
+                i += 2;
+                while c[i] != '\'' {
+                    i += 1;
+                }
+                i += 1;
+            } else if c.get(i + 2) == Some(&'\'') {
+                i += 3;
+            } else {
+                i += 1;
+            }
+            out.push(' ');
+        } else {
+            out.push(c[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn tokens(src: &str) -> Vec<String> {
+    let c: Vec<char> = src.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < c.len() {
+        if c[i].is_alphabetic() || c[i] == '_' {
+            let start = i;
+            while i < c.len() && (c[i].is_alphanumeric() || c[i] == '_') {
+                i += 1;
+            }
+            out.push(c[start..i].iter().collect());
+        } else if c[i] == ':' && c.get(i + 1) == Some(&':') {
+            out.push("::".to_owned());
+            i += 2;
+        } else if c[i].is_whitespace() {
+            i += 1;
+        } else {
+            out.push(c[i].to_string());
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Parses a path tree starting at `toks[*i]` (after a leading `crate`/`super`/`self`
+/// has been consumed into `prefix`): `a::b::C`, `a::{b, c::{d, e}}`, `a::*`, `a as b`.
+fn path_tree(toks: &[String], i: &mut usize, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
+    let mut path = prefix;
+    loop {
+        if toks.get(*i).map(String::as_str) != Some("::") {
+            out.push(path);
+            return;
+        }
+        *i += 1;
+        match toks.get(*i).map(String::as_str) {
+            Some("{") => {
+                *i += 1;
+                loop {
+                    match toks.get(*i).map(String::as_str) {
+                        Some("}") => {
+                            *i += 1;
+                            return;
+                        }
+                        Some(",") => *i += 1,
+                        Some("{") => {
+                            // `{ {a, b} }` never appears; treat as a group of the same prefix.
+                            *i -= 1;
+                            toks_group_fallback(i);
+                        }
+                        Some(seg) if is_ident(seg) => {
+                            let mut sub = path.clone();
+                            if seg != "self" {
+                                sub.push(seg.to_owned());
+                            }
+                            *i += 1;
+                            path_tree(toks, i, sub, out);
+                            if toks.get(*i).map(String::as_str) == Some("as") {
+                                *i += 2;
+                            }
+                        }
+                        Some("*") => {
+                            out.push(path.clone());
+                            *i += 1;
+                        }
+                        _ => return,
+                    }
+                }
+            }
+            Some("*") => {
+                *i += 1;
+                out.push(path);
+                return;
+            }
+            Some(seg) if is_ident(seg) => {
+                path.push(seg.to_owned());
+                *i += 1;
+            }
+            _ => {
+                out.push(path);
+                return;
+            }
+        }
+    }
+}
+
+fn toks_group_fallback(i: &mut usize) {
+    *i += 2;
+}
+
+fn is_ident(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+}
+
+/// Every module path named in a file, resolved against the file's (inline) module: paths
+/// that start with `crate`, `super` or `self`, and bare paths whose first segment is a
+/// child module of the file or a module the file imported by name (`use crate::store;`
+/// then `store::cart::CartStore`).
+fn named_paths(file: &SourceFile, modules: &BTreeSet<Vec<String>>) -> Vec<Vec<String>> {
+    let toks = tokens(&strip(&file.text));
+    let mut out = Vec::new();
+    // Names that stand for a module in this file: its child modules, then imported ones.
+    let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for w in toks.windows(3) {
+        if w[0] == "mod" && (w[2] == ";" || w[2] == "{") {
+            let mut m = file.module.clone();
+            m.push(w[1].clone());
+            aliases.insert(w[1].clone(), m);
+        }
+    }
+    for pass in 0..2 {
+        // Inline `mod name { .. }` blocks: (name, brace depth at which it closes).
+        let mut inline: Vec<(String, usize)> = Vec::new();
+        let mut depth = 0usize;
+        let mut i = 0;
+        while i < toks.len() {
+            let t = toks[i].as_str();
+            let after_sep = i > 0 && (toks[i - 1] == "::" || toks[i - 1] == "$" || toks[i - 1] == ".");
+            match t {
+                "{" => {
+                    depth += 1;
+                    i += 1;
+                }
+                "}" => {
+                    if inline.last().is_some_and(|(_, d)| *d == depth) {
+                        inline.pop();
+                    }
+                    depth = depth.saturating_sub(1);
+                    i += 1;
+                }
+                "mod" if toks.get(i + 2).map(String::as_str) == Some("{") => {
+                    inline.push((toks[i + 1].clone(), depth + 1));
+                    i += 2;
+                }
+                "crate" | "super" | "self" if !after_sep && toks.get(i + 1).map(String::as_str) == Some("::") => {
+                    let mut here = file.module.clone();
+                    here.extend(inline.iter().map(|(n, _)| n.clone()));
+                    let mut base = match t {
+                        "crate" => Vec::new(),
+                        "self" => here.clone(),
+                        _ => {
+                            let mut b = here.clone();
+                            b.pop();
+                            b
+                        }
+                    };
+                    i += 1;
+                    // `super::super::x`
+                    while toks.get(i + 1).map(String::as_str) == Some("super") {
+                        base.pop();
+                        i += 2;
+                    }
+                    let mut found = Vec::new();
+                    path_tree(&toks, &mut i, base, &mut found);
+                    for p in found {
+                        if pass == 0 && modules.contains(&p) && !p.is_empty() {
+                            aliases.insert(p.last().expect("non-empty").clone(), p.clone());
+                        }
+                        if pass == 1 {
+                            out.push(p);
+                        }
+                    }
+                }
+                _ if pass == 1
+                    && !after_sep
+                    && toks.get(i + 1).map(String::as_str) == Some("::")
+                    && aliases.contains_key(t) =>
+                {
+                    let base = aliases[t].clone();
+                    i += 1;
+                    path_tree(&toks, &mut i, base, &mut out);
+                }
+                _ => i += 1,
+            }
+        }
+    }
+    out
+}
+
+/// The file-level import graph: file -> (file, first path that makes the edge).
+struct Graph {
+    files: Vec<String>,
+    edges: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn graph() -> Graph {
+    let files = load_files();
+    let by_module: BTreeMap<Vec<String>, String> =
+        files.iter().map(|f| (f.module.clone(), f.rel.clone())).collect();
+    let mut edges: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let modules: BTreeSet<Vec<String>> = by_module.keys().cloned().collect();
+    for file in &files {
+        let entry = edges.entry(file.rel.clone()).or_default();
+        for path in named_paths(file, &modules) {
+            let target = (1..=path.len())
+                .rev()
+                .find_map(|n| by_module.get(&path[..n]).filter(|_| n > 0));
+            let Some(target) = target else { continue };
+            if *target == file.rel {
+                continue;
+            }
+            entry.entry(target.clone()).or_insert_with(|| format!("crate::{}", path.join("::")));
+        }
+    }
+    Graph { files: files.into_iter().map(|f| f.rel).collect(), edges }
+}
+
+/// Tarjan's strongly connected components, those of more than one file.
+fn cycles(g: &Graph) -> Vec<Vec<String>> {
+    struct State<'a> {
+        g: &'a Graph,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        on_stack: BTreeSet<&'a str>,
+        stack: Vec<&'a str>,
+        next: usize,
+        out: Vec<Vec<String>>,
+    }
+    fn visit<'a>(s: &mut State<'a>, v: &'a str) {
+        s.index.insert(v, s.next);
+        s.low.insert(v, s.next);
+        s.next += 1;
+        s.stack.push(v);
+        s.on_stack.insert(v);
+        let succs: Vec<&'a str> = s.g.edges.get(v).map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+        for w in succs {
+            if !s.index.contains_key(w) {
+                visit(s, w);
+                let lw = s.low[w];
+                let lv = s.low.get_mut(v).expect("visited");
+                *lv = (*lv).min(lw);
+            } else if s.on_stack.contains(w) {
+                let iw = s.index[w];
+                let lv = s.low.get_mut(v).expect("visited");
+                *lv = (*lv).min(iw);
+            }
+        }
+        if s.low[v] == s.index[v] {
+            let mut comp = Vec::new();
+            loop {
+                let w = s.stack.pop().expect("on stack");
+                s.on_stack.remove(w);
+                comp.push(w.to_owned());
+                if w == v {
+                    break;
+                }
+            }
+            if comp.len() > 1 {
+                comp.sort();
+                s.out.push(comp);
+            }
+        }
+    }
+    let mut s = State {
+        g,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        on_stack: BTreeSet::new(),
+        stack: Vec::new(),
+        next: 0,
+        out: Vec::new(),
+    };
+    for f in &g.files {
+        if !s.index.contains_key(f.as_str()) {
+            visit(&mut s, f);
+        }
+    }
+    s.out.sort_by_key(|c| std::cmp::Reverse(c.len()));
+    s.out
+}
+
+#[test]
+fn module_graph_figures() {
+    let g = graph();
+    let n_edges: usize = g.edges.values().map(BTreeMap::len).sum();
+    let cyc = cycles(&g);
+    println!("files: {}, edges: {}, cycles: {}", g.files.len(), n_edges, cyc.len());
+    for c in &cyc {
+        println!("cycle of {} files: {}", c.len(), c.join(" "));
+    }
+    if std::env::var_os("ARCH_EDGES").is_some() {
+        for (from, to) in &g.edges {
+            for (t, why) in to {
+                println!("{from} -> {t}   ({why})");
+            }
+        }
+    }
+}
