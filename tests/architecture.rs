@@ -257,7 +257,9 @@ fn is_ident(s: &str) -> bool {
 /// that start with `crate`, `super` or `self`, and bare paths whose first segment is a
 /// child module of the file or a module the file imported by name (`use crate::store;`
 /// then `store::cart::CartStore`).
-fn named_paths(file: &SourceFile, modules: &BTreeSet<Vec<String>>) -> Vec<Vec<String>> {
+///
+/// Each path comes with whether it is named in a `pub use` item (a re-export).
+fn named_paths(file: &SourceFile, modules: &BTreeSet<Vec<String>>) -> Vec<(Vec<String>, bool)> {
     let toks = tokens(&strip(&file.text));
     let mut out = Vec::new();
     // Names that stand for a module in this file: its child modules, then imported ones.
@@ -274,8 +276,15 @@ fn named_paths(file: &SourceFile, modules: &BTreeSet<Vec<String>>) -> Vec<Vec<St
         let mut inline: Vec<(String, usize)> = Vec::new();
         let mut depth = 0usize;
         let mut i = 0;
+        // Inside a `pub use .. ;` item.
+        let mut reexport = false;
         while i < toks.len() {
             let t = toks[i].as_str();
+            if t == "use" && i > 0 && (toks[i - 1] == "pub" || toks[i - 1] == ")") {
+                reexport = true;
+            } else if t == ";" {
+                reexport = false;
+            }
             let after_sep = i > 0 && (toks[i - 1] == "::" || toks[i - 1] == "$" || toks[i - 1] == ".");
             match t {
                 "{" => {
@@ -318,7 +327,7 @@ fn named_paths(file: &SourceFile, modules: &BTreeSet<Vec<String>>) -> Vec<Vec<St
                             aliases.insert(p.last().expect("non-empty").clone(), p.clone());
                         }
                         if pass == 1 {
-                            out.push(p);
+                            out.push((p, reexport));
                         }
                     }
                 }
@@ -329,7 +338,9 @@ fn named_paths(file: &SourceFile, modules: &BTreeSet<Vec<String>>) -> Vec<Vec<St
                 {
                     let base = aliases[t].clone();
                     i += 1;
-                    path_tree(&toks, &mut i, base, &mut out);
+                    let mut found = Vec::new();
+                    path_tree(&toks, &mut i, base, &mut found);
+                    out.extend(found.into_iter().map(|p| (p, reexport)));
                 }
                 _ => i += 1,
             }
@@ -352,12 +363,15 @@ fn graph() -> Graph {
     let modules: BTreeSet<Vec<String>> = by_module.keys().cloned().collect();
     for file in &files {
         let entry = edges.entry(file.rel.clone()).or_default();
-        for path in named_paths(file, &modules) {
-            let target = (1..=path.len())
-                .rev()
-                .find_map(|n| by_module.get(&path[..n]).filter(|_| n > 0));
-            let Some(target) = target else { continue };
-            if *target == file.rel {
+        for (path, reexport) in named_paths(file, &modules) {
+            let Some(n) = (1..=path.len()).rev().find(|n| by_module.contains_key(&path[..*n])) else {
+                continue;
+            };
+            let target = &by_module[&path[..n]];
+            // A parent re-exporting its child's item is the module's facade: the parent's
+            // own code does not depend on the child through it.
+            let facade = reexport && n > file.module.len() && path.starts_with(&file.module);
+            if *target == file.rel || facade {
                 continue;
             }
             entry.entry(target.clone()).or_insert_with(|| format!("crate::{}", path.join("::")));
