@@ -1,21 +1,21 @@
-//! Prometheus metrics: the global recorder, the `/metrics` route, and one typed
-//! function per metric family, so that names, labels and buckets live in this
-//! one file and every call site is one line.
+//! Prometheus metrics: the global recorder and one typed function per metric
+//! family, so that names, labels and buckets live in this module and every call
+//! site is one line. The `/metrics` route is [`endpoint`], a transport.
 //!
 //! Labels only ever take bounded values (names chosen in code, status codes,
 //! outcomes), never an id: a label per cart or order would grow the series
-//! without bound. The `metrics` macros are used here and nowhere else.
+//! without bound. The `metrics` macros are used in this module and nowhere else.
 
+pub mod endpoint;
 mod requests;
 
 use std::{sync::OnceLock, time::Duration};
 
-use axum::{extract::State, response::IntoResponse};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub use requests::{grpc_code_name, track_requests};
 
-use crate::{app::App, db::Backends, error::AppError, shutdown::Shutdown};
+use crate::{error::AppError, shutdown::Shutdown};
 
 /// Request latency buckets (seconds): 1 ms to 10 s.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -192,19 +192,6 @@ pub fn render() -> String {
     })
 }
 
-/// `GET /metrics`: refreshes the gauges read from this process's pools, then
-/// renders every series.
-pub async fn scrape(State(app): State<App>) -> impl IntoResponse {
-    pool_gauges(&app.backends);
-    (
-        [(
-            http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        render(),
-    )
-}
-
 /// Drains histogram buffers every few seconds, so memory stays flat when
 /// nobody scrapes; ends on shutdown.
 pub async fn upkeep(shutdown: Shutdown) {
@@ -361,28 +348,6 @@ pub fn sagas_by_status<'a>(all: &[&'static str], counts: impl IntoIterator<Item 
     for status in all {
         let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
         gauge!("sagas", "status" => *status).set(count as f64);
-    }
-}
-
-// ---- pools ----
-
-/// Sets the pool gauges from the pools' own counters (no I/O).
-pub fn pool_gauges(backends: &Backends) {
-    let (size, idle, max) = match &backends.db {
-        crate::db::Db::Postgres(pool) => (pool.size(), pool.num_idle(), pool.options().get_max_connections()),
-        crate::db::Db::Sqlite(pool) => (pool.size(), pool.num_idle(), pool.options().get_max_connections()),
-    };
-    let idle = idle as f64;
-    gauge!("db_pool_connections", "state" => "idle").set(idle);
-    gauge!("db_pool_connections", "state" => "in_use").set((f64::from(size) - idle).max(0.0));
-    gauge!("db_pool_connections", "state" => "max").set(f64::from(max));
-    if let Some(redis) = &backends.redis {
-        let status = redis.status();
-        gauge!("redis_pool_connections", "state" => "idle").set(status.available as f64);
-        gauge!("redis_pool_connections", "state" => "in_use")
-            .set(status.size.saturating_sub(status.available) as f64);
-        gauge!("redis_pool_connections", "state" => "waiting").set(status.waiting as f64);
-        gauge!("redis_pool_connections", "state" => "max").set(status.max_size as f64);
     }
 }
 

@@ -190,7 +190,7 @@ impl Application {
         ));
         tokio::spawn(crate::metrics::upkeep(app.shutdown.clone()));
         // Outbox relay, projections and their status: stop on shutdown.
-        let read_side = crate::projections::start(&app);
+        let read_side = start_read_side(&app);
 
         health_reporter
             .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
@@ -241,6 +241,36 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Starts the read side of `app`: the outbox relay, one runner per
+/// projection and the status reporter; each stops on `app.shutdown`.
+fn start_read_side(app: &App) -> Vec<tokio::task::JoinHandle<()>> {
+    use crate::projections::{
+        cart_conversion::CartConversion, customer_orders::CustomerOrder, order_detail::OrderDetail,
+        runner::Projector, status,
+    };
+    let shutdown = &app.shutdown;
+    let projector = Projector::new(
+        app.bus.clone(),
+        app.queries.store().clone(),
+        app.events.clone(),
+        app.queries.changes().clone(),
+    );
+    let relay = crate::outbox::OutboxRelay::new(app.backends.db.clone(), app.bus.clone());
+    vec![
+        tokio::spawn(relay.run(shutdown.clone())),
+        tokio::spawn(projector.clone().run::<OrderDetail>(shutdown.clone())),
+        tokio::spawn(projector.clone().run::<CustomerOrder>(shutdown.clone())),
+        tokio::spawn(projector.run::<CartConversion>(shutdown.clone())),
+        tokio::spawn(status::report(
+            app.queries.store().clone(),
+            app.events.clone(),
+            app.health.clone(),
+            Duration::from_secs(2),
+            shutdown.clone(),
+        )),
+    ]
 }
 
 /// Where the siblings are. A URL left unset is served by stubs embedded in
@@ -320,7 +350,10 @@ fn build_router(
     let services = crate::rest::Services::new(app);
     let http_routes = Router::new()
         .route("/health", get(health_json))
-        .route("/metrics", get(crate::metrics::scrape))
+        .route("/metrics", {
+            let backends = app.backends.clone();
+            get(move || crate::metrics::endpoint::scrape(backends.clone()))
+        })
         .merge(crate::rest::router(services.clone(), limits.max_body_bytes)?)
         .fallback(not_found)
         .with_state(app.clone());

@@ -63,11 +63,19 @@ fn load_files() -> Vec<SourceFile> {
             if path.extension().is_none_or(|e| e != "rs") {
                 continue;
             }
-            let rel = path.strip_prefix(&root).expect("under src").to_string_lossy().replace('\\', "/");
+            let rel = path
+                .strip_prefix(&root)
+                .expect("under src")
+                .to_string_lossy()
+                .replace('\\', "/");
             if rel == "main.rs" {
                 continue;
             }
-            let mut module: Vec<String> = rel.trim_end_matches(".rs").split('/').map(str::to_owned).collect();
+            let mut module: Vec<String> = rel
+                .trim_end_matches(".rs")
+                .split('/')
+                .map(str::to_owned)
+                .collect();
             if module.last().is_some_and(|m| m == "mod" || m == "lib") {
                 module.pop();
             }
@@ -302,7 +310,9 @@ fn named_paths(file: &SourceFile, modules: &BTreeSet<Vec<String>>) -> Vec<(Vec<S
                     inline.push((toks[i + 1].clone(), depth + 1));
                     i += 2;
                 }
-                "crate" | "super" | "self" if !after_sep && toks.get(i + 1).map(String::as_str) == Some("::") => {
+                "crate" | "super" | "self"
+                    if !after_sep && toks.get(i + 1).map(String::as_str) == Some("::") =>
+                {
                     let mut here = file.module.clone();
                     here.extend(inline.iter().map(|(n, _)| n.clone()));
                     let mut base = match t {
@@ -364,7 +374,10 @@ fn graph() -> Graph {
     for file in &files {
         let entry = edges.entry(file.rel.clone()).or_default();
         for (path, reexport) in named_paths(file, &modules) {
-            let Some(n) = (1..=path.len()).rev().find(|n| by_module.contains_key(&path[..*n])) else {
+            let Some(n) = (1..=path.len())
+                .rev()
+                .find(|n| by_module.contains_key(&path[..*n]))
+            else {
                 continue;
             };
             let target = &by_module[&path[..n]];
@@ -374,10 +387,15 @@ fn graph() -> Graph {
             if *target == file.rel || facade {
                 continue;
             }
-            entry.entry(target.clone()).or_insert_with(|| format!("crate::{}", path.join("::")));
+            entry
+                .entry(target.clone())
+                .or_insert_with(|| format!("crate::{}", path.join("::")));
         }
     }
-    Graph { files: files.into_iter().map(|f| f.rel).collect(), edges }
+    Graph {
+        files: files.into_iter().map(|f| f.rel).collect(),
+        edges,
+    }
 }
 
 /// Tarjan's strongly connected components, those of more than one file.
@@ -397,7 +415,11 @@ fn cycles(g: &Graph) -> Vec<Vec<String>> {
         s.next += 1;
         s.stack.push(v);
         s.on_stack.insert(v);
-        let succs: Vec<&'a str> = s.g.edges.get(v).map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+        let succs: Vec<&'a str> =
+            s.g.edges
+                .get(v)
+                .map(|m| m.keys().map(String::as_str).collect())
+                .unwrap_or_default();
         for w in succs {
             if !s.index.contains_key(w) {
                 visit(s, w);
@@ -449,7 +471,12 @@ fn module_graph_figures() {
     let g = graph();
     let n_edges: usize = g.edges.values().map(BTreeMap::len).sum();
     let cyc = cycles(&g);
-    println!("files: {}, edges: {}, cycles: {}", g.files.len(), n_edges, cyc.len());
+    println!(
+        "files: {}, edges: {}, cycles: {}",
+        g.files.len(),
+        n_edges,
+        cyc.len()
+    );
     for c in &cyc {
         println!("cycle of {} files: {}", c.len(), c.join(" "));
     }

@@ -1,124 +1,70 @@
 //! The customer order list: one summary row per order (no personal data),
 //! indexed for "my orders, newest first" (ListOrders).
 
-use chrono::{DateTime, Utc};
-use uuid::Uuid;
-
 use super::{ProjectionError, ReadModel};
+pub use crate::store::read_models::rows::{CustomerOrder, OrderSummary};
 use crate::{
-    domain::{
-        money::{Currency, Money},
-        order::{OrderEvent, OrderLine, OrderStatus},
-    },
+    domain::order::{OrderEvent, OrderStatus},
     store::event_store::StoredEvent,
 };
 
-/// An order without its personal data: the list row, and the shared part of
-/// the detail row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrderSummary {
-    /// Order id (= its stream id).
-    pub order_id: Uuid,
-    /// Owner.
-    pub customer_id: String,
-    /// The converted cart.
-    pub cart_id: Uuid,
-    /// The fulfillment saga, when orchestration is on.
-    pub saga_id: Option<Uuid>,
-    /// Current status.
-    pub status: OrderStatus,
-    /// Lines with the price snapshot.
-    pub items: Vec<OrderLine>,
-    /// Currency of every amount.
-    pub currency: Currency,
-    /// Sum of line totals.
-    pub total: Money,
-    /// Sum of quantities.
-    pub item_count: u32,
-    /// Why it was cancelled; empty unless CANCELLED.
-    pub cancellation_reason: String,
-    /// Version of the stream folded in.
-    pub version: u64,
-    /// When the order was created (its first event's time).
-    pub created_at: DateTime<Utc>,
-    /// When the last event was recorded.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl OrderSummary {
-    /// The summary after `event`; shared by every order-shaped read model.
-    pub fn next(
-        state: Option<Self>,
-        stored: &StoredEvent,
-        event: &OrderEvent,
-    ) -> Result<Self, ProjectionError> {
-        let mut order = match (state, event) {
-            (None, OrderEvent::Created(created)) => Self {
-                order_id: stored.stream_id,
-                customer_id: created.customer_id.clone(),
-                cart_id: created.cart_id,
-                saga_id: created.saga_id,
-                status: OrderStatus::Pending,
-                item_count: created.items.iter().map(|line| line.quantity).sum(),
-                items: created.items.clone(),
-                currency: created.currency,
-                total: created.total,
-                cancellation_reason: String::new(),
-                version: 0,
-                created_at: stored.recorded_at,
-                updated_at: stored.recorded_at,
-            },
-            (None, _) => {
-                return Err(ProjectionError::poison(
-                    stored,
-                    "the stream does not start with OrderCreated",
-                ));
-            }
-            (Some(_), OrderEvent::Created(_)) => {
-                return Err(ProjectionError::poison(
-                    stored,
-                    "OrderCreated after the stream's start",
-                ));
-            }
-            (Some(order), _) => order,
-        };
-        match event {
-            OrderEvent::PaymentAuthorized(_) => order.status = OrderStatus::PaymentAuthorized,
-            OrderEvent::InventoryReserved(_) => order.status = OrderStatus::InventoryReserved,
-            OrderEvent::ShippingArranged(_) => order.status = OrderStatus::ShippingArranged,
-            OrderEvent::Confirmed(_) => order.status = OrderStatus::Confirmed,
-            OrderEvent::Cancelled(cancelled) => {
-                order.status = OrderStatus::Cancelled;
-                order.cancellation_reason = cancelled.reason.clone();
-            }
-            OrderEvent::Created(_)
-            | OrderEvent::PaymentCaptured(_)
-            | OrderEvent::CancellationRequested(_) => {}
+/// The summary after `event`; shared by every order-shaped read model.
+pub fn next_summary(
+    state: Option<OrderSummary>,
+    stored: &StoredEvent,
+    event: &OrderEvent,
+) -> Result<OrderSummary, ProjectionError> {
+    let mut order = match (state, event) {
+        (None, OrderEvent::Created(created)) => OrderSummary {
+            order_id: stored.stream_id,
+            customer_id: created.customer_id.clone(),
+            cart_id: created.cart_id,
+            saga_id: created.saga_id,
+            status: OrderStatus::Pending,
+            item_count: created.items.iter().map(|line| line.quantity).sum(),
+            items: created.items.clone(),
+            currency: created.currency,
+            total: created.total,
+            cancellation_reason: String::new(),
+            version: 0,
+            created_at: stored.recorded_at,
+            updated_at: stored.recorded_at,
+        },
+        (None, _) => {
+            return Err(ProjectionError::poison(
+                stored,
+                "the stream does not start with OrderCreated",
+            ));
         }
-        order.version = stored.version;
-        order.updated_at = stored.recorded_at;
-        Ok(order)
+        (Some(_), OrderEvent::Created(_)) => {
+            return Err(ProjectionError::poison(
+                stored,
+                "OrderCreated after the stream's start",
+            ));
+        }
+        (Some(order), _) => order,
+    };
+    match event {
+        OrderEvent::PaymentAuthorized(_) => order.status = OrderStatus::PaymentAuthorized,
+        OrderEvent::InventoryReserved(_) => order.status = OrderStatus::InventoryReserved,
+        OrderEvent::ShippingArranged(_) => order.status = OrderStatus::ShippingArranged,
+        OrderEvent::Confirmed(_) => order.status = OrderStatus::Confirmed,
+        OrderEvent::Cancelled(cancelled) => {
+            order.status = OrderStatus::Cancelled;
+            order.cancellation_reason = cancelled.reason.clone();
+        }
+        OrderEvent::Created(_) | OrderEvent::PaymentCaptured(_) | OrderEvent::CancellationRequested(_) => {}
     }
+    order.version = stored.version;
+    order.updated_at = stored.recorded_at;
+    Ok(order)
 }
-
-/// A row of the customer order list.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CustomerOrder(pub OrderSummary);
 
 impl ReadModel for CustomerOrder {
     const NAME: &'static str = "customer_orders";
-    const TABLE: &'static str = "customer_orders";
-
-    fn stream_id(&self) -> Uuid {
-        self.0.order_id
-    }
-
-    fn version(&self) -> u64 {
-        self.0.version
-    }
 
     fn apply(state: Option<Self>, stored: &StoredEvent, event: &OrderEvent) -> Result<Self, ProjectionError> {
-        OrderSummary::next(state.map(|row| row.0), stored, event).map(Self)
+        next_summary(state.map(|row| row.0), stored, event).map(Self)
     }
 }
 

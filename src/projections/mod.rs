@@ -41,7 +41,10 @@ use uuid::Uuid;
 
 use crate::{
     domain::order::OrderEvent,
-    store::event_store::{ORDER_STREAM, StoredEvent},
+    store::{
+        event_store::{ORDER_STREAM, StoredEvent},
+        read_models::{Advance, ChangedRows, ReadModelError, ReadModelStore, StoredModel},
+    },
 };
 
 /// A failure to apply an event.
@@ -77,18 +80,26 @@ impl ProjectionError {
     }
 }
 
-/// A read model: one row per order, folded from the order's events.
-pub trait ReadModel: Sized + Clone + Send + Sync + 'static {
+/// Why events could not be applied to a read model.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// An event that can never be applied.
+    #[error(transparent)]
+    Poison(#[from] ProjectionError),
+    /// A batch that moves the checkpoint met streams behind a gap: nothing was
+    /// written (the checkpoint must not pass an unapplied event).
+    #[error("{} stream(s) behind a gap", .0.len())]
+    Gaps(Vec<Gap>),
+    /// The store failed (or the checkpoint moved): nothing was written.
+    #[error(transparent)]
+    Store(#[from] ReadModelError),
+}
+
+/// A read model: one row per order (a [`StoredModel`] of the store), folded
+/// from the order's events.
+pub trait ReadModel: StoredModel {
     /// The projection's name (checkpoint key and consumer group).
     const NAME: &'static str;
-    /// The live table.
-    const TABLE: &'static str;
-
-    /// The stream the row was folded from.
-    fn stream_id(&self) -> Uuid;
-
-    /// The version of the last event folded in.
-    fn version(&self) -> u64;
 
     /// The row after `event`, the next event of its stream (`state` is None
     /// before the first).
@@ -105,6 +116,12 @@ pub struct Gap {
     pub have: u64,
     /// The version of the event that arrived.
     pub wanted: u64,
+}
+
+impl<R> ChangedRows<R> for Folded<R> {
+    fn changed(&self) -> &[R] {
+        &self.changed
+    }
 }
 
 /// What [`fold`] did with a batch.
@@ -208,39 +225,64 @@ pub fn fold_decoded<R: ReadModel>(
     })
 }
 
-/// Starts the read side of `app`: the outbox relay, one runner per
-/// projection and the status reporter; each stops on `app.shutdown`.
-pub fn start(app: &crate::app::App) -> Vec<tokio::task::JoinHandle<()>> {
-    use self::{
-        cart_conversion::CartConversion, customer_orders::CustomerOrder, order_detail::OrderDetail,
-        runner::Projector,
-    };
-    let shutdown = &app.shutdown;
-    let projector = Projector::new(
-        app.bus.clone(),
-        app.queries.store().clone(),
-        app.events.clone(),
-        app.queries.changes().clone(),
-    );
-    let relay = crate::outbox::OutboxRelay::new(app.backends.db.clone(), app.bus.clone());
-    vec![
-        tokio::spawn(relay.run(shutdown.clone())),
-        tokio::spawn(projector.clone().run::<OrderDetail>(shutdown.clone())),
-        tokio::spawn(projector.clone().run::<CustomerOrder>(shutdown.clone())),
-        tokio::spawn(projector.run::<CartConversion>(shutdown.clone())),
-        tokio::spawn(status::report(
-            app.queries.store().clone(),
-            app.events.clone(),
-            app.health.clone(),
-            std::time::Duration::from_secs(2),
-            shutdown.clone(),
-        )),
-    ]
-}
-
 /// Folds a whole stream from its first event (ENABLE_CQRS=false reads, and
 /// reads that cannot wait for the projection).
 pub fn fold_stream<R: ReadModel>(events: &[StoredEvent]) -> Result<Option<R>, ProjectionError> {
     let folded = fold::<R>(HashMap::new(), events)?;
     Ok(folded.changed.into_iter().next())
+}
+
+/// The streams of `events`, each once, in first-seen order.
+pub fn distinct_streams(events: &[Decoded<'_>]) -> Vec<Uuid> {
+    let mut seen = HashSet::new();
+    events
+        .iter()
+        .map(|e| e.stored.stream_id)
+        .filter(|id| seen.insert(*id))
+        .collect()
+}
+
+/// Applies events to a read model's table in the store.
+#[async_trait::async_trait]
+pub trait ApplyEvents {
+    /// Applies `events` to `table` (the live table or a rebuild's shadow) in
+    /// one transaction, each at its stream's next version; with `advance`, the
+    /// projection's checkpoint moves in the same transaction (or nothing is
+    /// written: [`ReadModelError::CheckpointMoved`]).
+    async fn apply<R: ReadModel>(
+        &self,
+        table: &str,
+        events: &[StoredEvent],
+        advance: Option<Advance>,
+    ) -> Result<Folded<R>, ApplyError> {
+        self.apply_decoded(table, &Decoded::all(events), advance).await
+    }
+
+    /// [`ApplyEvents::apply`] of events decoded once for several projections.
+    async fn apply_decoded<R: ReadModel>(
+        &self,
+        table: &str,
+        events: &[Decoded<'_>],
+        advance: Option<Advance>,
+    ) -> Result<Folded<R>, ApplyError>;
+}
+
+#[async_trait::async_trait]
+impl ApplyEvents for ReadModelStore {
+    async fn apply_decoded<R: ReadModel>(
+        &self,
+        table: &str,
+        events: &[Decoded<'_>],
+        advance: Option<Advance>,
+    ) -> Result<Folded<R>, ApplyError> {
+        let ids = distinct_streams(events);
+        self.update(table, &ids, advance.map(|a| (R::NAME, a)), |current| {
+            let folded = fold_decoded::<R>(current, events)?;
+            if advance.is_some() && !folded.gaps.is_empty() {
+                return Err(ApplyError::Gaps(folded.gaps));
+            }
+            Ok(folded)
+        })
+        .await
+    }
 }

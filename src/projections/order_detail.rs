@@ -1,34 +1,12 @@
 //! The order detail read model: everything GetOrder and WatchOrder show,
 //! personal fields included (as the event carries them).
 
-use uuid::Uuid;
-
-use super::{ProjectionError, ReadModel, customer_orders::OrderSummary, order_event::project_personal};
-use crate::{
-    domain::order::{OrderEvent, PersonalData},
-    store::event_store::StoredEvent,
-};
-
-/// A row of the order detail read model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrderDetail {
-    /// Everything but the personal data.
-    pub summary: OrderSummary,
-    /// Payment method and shipping address, as the creation event gave them.
-    pub personal: PersonalData,
-}
+use super::{ProjectionError, ReadModel, customer_orders::next_summary, order_event::project_personal};
+pub use crate::store::read_models::rows::OrderDetail;
+use crate::{domain::order::OrderEvent, store::event_store::StoredEvent};
 
 impl ReadModel for OrderDetail {
     const NAME: &'static str = "order_detail";
-    const TABLE: &'static str = "order_details";
-
-    fn stream_id(&self) -> Uuid {
-        self.summary.order_id
-    }
-
-    fn version(&self) -> u64 {
-        self.summary.version
-    }
 
     fn apply(state: Option<Self>, stored: &StoredEvent, event: &OrderEvent) -> Result<Self, ProjectionError> {
         let (summary, personal) = match state {
@@ -36,7 +14,7 @@ impl ReadModel for OrderDetail {
             None => (None, None),
         };
         // Refuses a stream that does not start with OrderCreated.
-        let summary = OrderSummary::next(summary, stored, event)?;
+        let summary = next_summary(summary, stored, event)?;
         let personal = match event {
             OrderEvent::Created(created) => project_personal(created),
             _ => personal.ok_or_else(|| ProjectionError::poison(stored, "no OrderCreated folded"))?,

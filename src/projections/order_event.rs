@@ -3,7 +3,7 @@
 //! [`project_personal`] is the one place that takes the personal fields.
 
 use crate::{
-    domain::order::{OrderCreated, OrderEvent, OrderStatus, PersonalData},
+    domain::order::{OrderCreated, OrderEvent, PersonalData},
     store::event_store::{OrderCodec, StoredEvent},
 };
 
@@ -20,19 +20,4 @@ pub fn decode(event: &StoredEvent) -> Result<OrderEvent, ProjectionError> {
 /// The personal data a read model keeps of an order, as the event gives it.
 pub fn project_personal(created: &OrderCreated) -> PersonalData {
     created.personal.clone()
-}
-
-/// Every status, in lifecycle order.
-pub const STATUSES: [OrderStatus; 6] = [
-    OrderStatus::Pending,
-    OrderStatus::PaymentAuthorized,
-    OrderStatus::InventoryReserved,
-    OrderStatus::ShippingArranged,
-    OrderStatus::Confirmed,
-    OrderStatus::Cancelled,
-];
-
-/// Parses a stored status name (`OrderStatus::as_str`).
-pub fn parse_status(name: &str) -> Option<OrderStatus> {
-    STATUSES.into_iter().find(|status| status.as_str() == name)
 }

@@ -31,10 +31,10 @@ use super::{
 };
 use crate::{
     error::AppError,
-    projections::{Decoded, ReadModel, fold_decoded},
+    projections::{Decoded, ReadModel, distinct_streams, fold_decoded},
     store::{
         event_store::{EventStore, StoredEvent},
-        read_models::{ReadModelStore, StoredModel, distinct_streams, shadow_table},
+        read_models::{ReadModelStore, StoredRow, shadow_table},
     },
 };
 
@@ -191,7 +191,7 @@ struct Shadow<R> {
     written: HashSet<Uuid>,
 }
 
-impl<R: StoredModel> Shadow<R> {
+impl<R: ReadModel> Shadow<R> {
     fn new() -> Self {
         Self {
             recent: HashMap::new(),

@@ -22,15 +22,15 @@ use std::{
 };
 
 use super::{
-    Gap, cart_conversion::CartConversion, changes::OrderChange, changes::OrderChanges,
-    customer_orders::CustomerOrder, order_detail::OrderDetail,
+    ApplyError, ApplyEvents, Gap, cart_conversion::CartConversion, changes::OrderChange,
+    changes::OrderChanges, customer_orders::CustomerOrder, order_detail::OrderDetail,
 };
 use crate::{
     bus::{Delivery, EventBus},
     shutdown::Shutdown,
     store::{
         event_store::{EventStore, EventStoreError, OrderCodec, StoredEvent, Upcasters},
-        read_models::{Advance, ReadModelError, ReadModelStore, StoredModel},
+        read_models::{Advance, ReadModelError, ReadModelStore},
     },
 };
 
@@ -68,7 +68,7 @@ impl Default for RunnerSettings {
 }
 
 /// A read model the runner can drive.
-pub trait Projection: StoredModel {
+pub trait Projection: super::ReadModel {
     /// Told about rows this process just committed.
     fn announce(_rows: &[Self], _changes: &OrderChanges) {}
 }
@@ -95,13 +95,14 @@ enum Failure {
     Poison(String),
 }
 
-impl From<ReadModelError> for Failure {
-    fn from(err: ReadModelError) -> Self {
+impl From<ApplyError> for Failure {
+    fn from(err: ApplyError) -> Self {
         match err {
-            ReadModelError::Unavailable(_) | ReadModelError::CheckpointMoved(_) | ReadModelError::Gaps(_) => {
-                Self::Transient(err.to_string())
+            ApplyError::Store(ReadModelError::Unavailable(_) | ReadModelError::CheckpointMoved(_))
+            | ApplyError::Gaps(_) => Self::Transient(err.to_string()),
+            ApplyError::Poison(_) | ApplyError::Store(ReadModelError::Other(_)) => {
+                Self::Poison(format!("{err:#}"))
             }
-            ReadModelError::Poison(_) | ReadModelError::Other(_) => Self::Poison(format!("{err:#}")),
         }
     }
 }
@@ -358,13 +359,13 @@ impl Projector {
                         return Ok(read);
                     }
                 }
-                Err(ReadModelError::Gaps(gaps)) if retries < 3 => {
+                Err(ApplyError::Gaps(gaps)) if retries < 3 => {
                     retries += 1;
                     self.fill_gaps::<P>(&gaps).await.map_err(|e| format!("{e:?}"))?;
                 }
                 // Another replica's sweep (or a rebuild swap) moved it first:
                 // nothing was written; the next sweep starts from there.
-                Err(ReadModelError::CheckpointMoved(_)) => return Ok(read),
+                Err(ApplyError::Store(ReadModelError::CheckpointMoved(_))) => return Ok(read),
                 Err(error) => return Err(format!("{error:#}")),
             }
         }

@@ -9,8 +9,8 @@ use commerce::{
     bus::EventEnvelope,
     outbox::OutboxRelay,
     projections::{
-        cart_conversion::CartConversion, customer_orders::CustomerOrder, order_detail::OrderDetail,
-        rebuild::Rebuild, samples::SampleOrder,
+        ApplyEvents, cart_conversion::CartConversion, customer_orders::CustomerOrder,
+        order_detail::OrderDetail, rebuild::Rebuild, samples::SampleOrder,
     },
     store::event_store::{ORDER_STREAM, OrderCodec},
 };

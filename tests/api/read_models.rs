@@ -5,8 +5,8 @@ use chrono::{Duration, Utc};
 use commerce::{
     domain::order::OrderStatus,
     projections::{
-        cart_conversion::CartConversion, customer_orders::CustomerOrder, order_detail::OrderDetail,
-        samples::SampleOrder,
+        ApplyError, ApplyEvents, cart_conversion::CartConversion, customer_orders::CustomerOrder,
+        order_detail::OrderDetail, samples::SampleOrder,
     },
     store::read_models::{Advance, Checkpoint, ListCursor, ListQuery, ReadModelError, ReadModelStore},
 };
@@ -123,7 +123,7 @@ async fn a_stale_upsert_never_lowers_a_row_and_a_moved_checkpoint_writes_nothing
             .apply::<OrderDetail>("order_details", &events[3..], Some(stale_advance))
             .await;
         assert!(
-            matches!(moved, Err(ReadModelError::CheckpointMoved(_))),
+            matches!(moved, Err(ApplyError::Store(ReadModelError::CheckpointMoved(_)))),
             "{moved:?}"
         );
         let detail = store.order_detail(order.order_id).await.unwrap().unwrap();

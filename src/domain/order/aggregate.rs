@@ -1,8 +1,6 @@
 //! The Order aggregate: its state, the fold of events into it, and the
 //! decisions that turn commands into events.
 
-use std::fmt;
-
 use super::{
     command::{OrderCommand, PlaceOrder},
     error::OrderError,
@@ -10,51 +8,9 @@ use super::{
         CancellationRequested, InventoryReserved, OrderCancelled, OrderConfirmed, OrderCreated, OrderEvent,
         OrderLine, PaymentAuthorized, PaymentCaptured, ShippingArranged,
     },
+    status::OrderStatus,
 };
 use crate::domain::money::Money;
-
-/// Where an order is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum OrderStatus {
-    /// Created; fulfillment not started or in progress.
-    #[default]
-    Pending,
-    /// Payment authorized.
-    PaymentAuthorized,
-    /// Stock reserved.
-    InventoryReserved,
-    /// Shipment created.
-    ShippingArranged,
-    /// Fulfilled. Terminal.
-    Confirmed,
-    /// Cancelled. Terminal.
-    Cancelled,
-}
-
-impl OrderStatus {
-    /// The API name, e.g. `PAYMENT_AUTHORIZED`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::PaymentAuthorized => "PAYMENT_AUTHORIZED",
-            Self::InventoryReserved => "INVENTORY_RESERVED",
-            Self::ShippingArranged => "SHIPPING_ARRANGED",
-            Self::Confirmed => "CONFIRMED",
-            Self::Cancelled => "CANCELLED",
-        }
-    }
-
-    /// CONFIRMED or CANCELLED: nothing changes any more.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Confirmed | Self::Cancelled)
-    }
-}
-
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What an order was placed with (its [`OrderCreated`] event).
 pub type PlacedOrder = OrderCreated;

@@ -2,7 +2,7 @@
 //! order's state does not meet (FAILED_PRECONDITION over gRPC), except
 //! [`OrderError::NotFound`].
 
-use super::aggregate::OrderStatus;
+use super::status::OrderStatus;
 use crate::domain::money::MoneyError;
 
 /// A refused order command.

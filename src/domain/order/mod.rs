@@ -17,16 +17,18 @@ mod aggregate;
 mod command;
 mod error;
 mod event;
+mod status;
 
 #[cfg(test)]
 mod tests;
 
 pub use self::{
-    aggregate::{Order, OrderStatus, PlacedOrder},
+    aggregate::{Order, PlacedOrder},
     command::{OrderCommand, PlaceOrder},
     error::OrderError,
     event::{
         CancellationRequested, InventoryReserved, OrderCancelled, OrderConfirmed, OrderCreated, OrderEvent,
         OrderLine, PaymentAuthorized, PaymentCaptured, PersonalData, ShippingAddress, ShippingArranged,
     },
+    status::{OrderStatus, UnknownStatus},
 };

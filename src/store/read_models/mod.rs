@@ -1,22 +1,32 @@
 //! The read models' storage: PostgreSQL, or the embedded SQLite file.
 //!
-//! Projection code is shared ([`crate::projections`] folds events into rows);
-//! each backend only loads and upserts rows ([`postgres`], [`sqlite`]), keeps
-//! the checkpoints and answers the queries. Upserts never lower a row's
-//! version (`ON CONFLICT .. WHERE version < excluded.version`). What a
-//! rebuild needs (shadow tables, swap) is in [`shadows`].
+//! The store keeps rows ([`rows`]), not projections: it loads the rows a batch
+//! touches, hands them to the caller's fold ([`ReadModelStore::update`]) and
+//! upserts what comes back, in one transaction that may also move the
+//! projection's checkpoint. What a row is computed from is
+//! [`crate::projections`]' business. Each backend only maps rows in and out
+//! ([`postgres`], [`sqlite`]), keeps the checkpoints and answers the queries.
+//! Upserts never lower a row's version (`ON CONFLICT .. WHERE version <
+//! excluded.version`). What a rebuild needs (shadow tables, swap) is in
+//! [`shadows`].
 
 pub mod postgres;
+pub mod rows;
 pub mod shadows;
 pub mod sqlite;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-pub use self::{postgres::PgModel, shadows::shadow_table, sqlite::SqliteModel};
+pub use self::{
+    postgres::PgModel,
+    rows::{ConversionFigures, OrderDetail, OrderSummary, StoredRow},
+    shadows::shadow_table,
+    sqlite::SqliteModel,
+};
 use crate::{
     db::Db,
     domain::{
@@ -24,31 +34,26 @@ use crate::{
         order::OrderStatus,
     },
     error::AppError,
-    projections::{
-        Decoded, Folded, Gap, ProjectionError, ReadModel, cart_conversion::ConversionFigures,
-        customer_orders::OrderSummary, fold_decoded, order_detail::OrderDetail,
-    },
-    store::event_store::StoredEvent,
 };
 
-/// A read model both backends can store.
-pub trait StoredModel: ReadModel + PgModel + SqliteModel {}
-impl<T: ReadModel + PgModel + SqliteModel> StoredModel for T {}
+/// A row both backends can store.
+pub trait StoredModel: StoredRow + PgModel + SqliteModel {}
+impl<T: StoredRow + PgModel + SqliteModel> StoredModel for T {}
+
+/// What a fold handed to [`ReadModelStore::update`] returns: the rows it changed
+/// (upserted by the store), and whatever else the caller wants back.
+pub trait ChangedRows<R> {
+    /// The rows to upsert.
+    fn changed(&self) -> &[R];
+}
 
 /// Read-model storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadModelError {
-    /// An event that can never be applied.
-    #[error(transparent)]
-    Poison(#[from] ProjectionError),
     /// The checkpoint moved under the caller (a rebuild swapped the tables):
     /// nothing was written; reload the checkpoint.
     #[error("checkpoint of {0} moved")]
     CheckpointMoved(String),
-    /// A batch that moves the checkpoint met streams behind a gap: nothing was
-    /// written (the checkpoint must not pass an unapplied event).
-    #[error("{} stream(s) behind a gap", .0.len())]
-    Gaps(Vec<Gap>),
     /// The database is unreachable or busy; retry later.
     #[error("read models unavailable: {0}")]
     Unavailable(String),
@@ -151,56 +156,51 @@ impl ReadModelStore {
         }
     }
 
-    /// Applies `events` to `table` (the live table or a rebuild's shadow) in
-    /// one transaction, each at its stream's next version; with `advance`, the
-    /// projection's checkpoint moves in the same transaction (or nothing is
-    /// written: [`ReadModelError::CheckpointMoved`]).
-    pub async fn apply<R: StoredModel>(
+    /// Loads the rows of `ids` from `table` (the live table or a rebuild's
+    /// shadow), hands them to `fold` and upserts the rows it changed, in one
+    /// transaction; with `advance`, checkpoint `name` moves in the same
+    /// transaction (or nothing is written: [`ReadModelError::CheckpointMoved`]).
+    /// An error from `fold` writes nothing.
+    pub async fn update<R, F, E>(
         &self,
         table: &str,
-        events: &[StoredEvent],
-        advance: Option<Advance>,
-    ) -> Result<Folded<R>, ReadModelError> {
-        self.apply_decoded(table, &Decoded::all(events), advance).await
-    }
-
-    /// [`ReadModelStore::apply`] of events decoded once for several projections.
-    pub async fn apply_decoded<R: StoredModel>(
-        &self,
-        table: &str,
-        events: &[Decoded<'_>],
-        advance: Option<Advance>,
-    ) -> Result<Folded<R>, ReadModelError> {
-        let ids = distinct_streams(events);
+        ids: &[Uuid],
+        advance: Option<(&str, Advance)>,
+        fold: impl FnOnce(HashMap<Uuid, R>) -> Result<F, E> + Send,
+    ) -> Result<F, E>
+    where
+        R: StoredModel,
+        F: ChangedRows<R> + Send,
+        E: From<ReadModelError>,
+    {
+        let store = |e: sqlx::Error| E::from(ReadModelError::from(e));
         match self {
             Self::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                if let Some(advance) = advance {
-                    postgres::advance(&mut tx, R::NAME, advance).await?;
+                let mut tx = pool.begin().await.map_err(store)?;
+                if let Some((name, advance)) = advance {
+                    postgres::advance(&mut tx, name, advance).await?;
                 }
-                let current = by_stream(R::load_pg(&mut tx, table, &ids).await?);
-                let folded = fold_decoded::<R>(current, events)?;
-                if advance.is_some() && !folded.gaps.is_empty() {
-                    return Err(ReadModelError::Gaps(folded.gaps));
-                }
-                R::upsert_pg(&mut tx, table, &folded.changed).await?;
-                tx.commit().await?;
+                let current = by_stream(R::load_pg(&mut tx, table, ids).await.map_err(store)?);
+                let folded = fold(current)?;
+                R::upsert_pg(&mut tx, table, folded.changed())
+                    .await
+                    .map_err(store)?;
+                tx.commit().await.map_err(store)?;
                 Ok(folded)
             }
             Self::Sqlite(pool) => {
                 // IMMEDIATE: a read-then-write transaction in WAL mode would
                 // fail (SQLITE_BUSY_SNAPSHOT) if another writer committed between.
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                if let Some(advance) = advance {
-                    sqlite::advance(&mut tx, R::NAME, advance).await?;
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(store)?;
+                if let Some((name, advance)) = advance {
+                    sqlite::advance(&mut tx, name, advance).await?;
                 }
-                let current = by_stream(R::load_sqlite(&mut tx, table, &ids).await?);
-                let folded = fold_decoded::<R>(current, events)?;
-                if advance.is_some() && !folded.gaps.is_empty() {
-                    return Err(ReadModelError::Gaps(folded.gaps));
-                }
-                R::upsert_sqlite(&mut tx, table, &folded.changed).await?;
-                tx.commit().await?;
+                let current = by_stream(R::load_sqlite(&mut tx, table, ids).await.map_err(store)?);
+                let folded = fold(current)?;
+                R::upsert_sqlite(&mut tx, table, folded.changed())
+                    .await
+                    .map_err(store)?;
+                tx.commit().await.map_err(store)?;
                 Ok(folded)
             }
         }
@@ -277,16 +277,6 @@ fn money_from(currency: String, amount: Decimal) -> sqlx::Result<(Currency, Mone
     Ok((currency, total))
 }
 
-/// The streams of `events`, each once, in first-seen order.
-pub fn distinct_streams(events: &[Decoded<'_>]) -> Vec<Uuid> {
-    let mut seen = HashSet::new();
-    events
-        .iter()
-        .map(|e| e.stored.stream_id)
-        .filter(|id| seen.insert(*id))
-        .collect()
-}
-
 impl ReadModelStore {
     /// The rows of `ids` in `table`, outside a transaction (the rebuild, sole
     /// writer of its shadow tables).
@@ -307,6 +297,6 @@ impl ReadModelStore {
     }
 }
 
-fn by_stream<R: ReadModel>(rows: Vec<R>) -> HashMap<Uuid, R> {
+fn by_stream<R: StoredRow>(rows: Vec<R>) -> HashMap<Uuid, R> {
     rows.into_iter().map(|row| (row.stream_id(), row)).collect()
 }

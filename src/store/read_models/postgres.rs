@@ -12,16 +12,9 @@ use rust_decimal::Decimal;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, QueryBuilder, Row, postgres::PgRow, types::Json};
 use uuid::Uuid;
 
+use super::rows::{CartConversion, ConversionFigures, CustomerOrder, OrderDetail, OrderSummary, Outcome};
 use super::{Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError, money_from};
-use crate::{
-    domain::order::{OrderLine, PersonalData},
-    projections::{
-        cart_conversion::{CartConversion, ConversionFigures, Outcome},
-        customer_orders::{CustomerOrder, OrderSummary},
-        order_detail::OrderDetail,
-        order_event::parse_status,
-    },
-};
+use crate::domain::order::{OrderLine, OrderStatus, PersonalData};
 
 /// Loads and upserts the rows of one read model on PostgreSQL.
 #[async_trait::async_trait]
@@ -50,7 +43,9 @@ fn summary_from(row: &PgRow) -> sqlx::Result<OrderSummary> {
         customer_id: row.try_get("customer_id")?,
         cart_id: row.try_get("cart_id")?,
         saga_id: row.try_get("saga_id")?,
-        status: parse_status(&status).ok_or_else(|| bad_column("status", &status))?,
+        status: status
+            .parse::<OrderStatus>()
+            .map_err(|_| bad_column("status", &status))?,
         items: row.try_get::<Json<Vec<OrderLine>>, _>("items")?.0,
         currency,
         total,

@@ -11,13 +11,9 @@ use rust_decimal::Decimal;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool, sqlite::SqliteRow};
 use uuid::Uuid;
 
+use super::rows::{CartConversion, ConversionFigures, CustomerOrder, OrderDetail, OrderSummary, Outcome};
 use super::{Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError, money_from};
-use crate::projections::{
-    cart_conversion::{CartConversion, ConversionFigures, Outcome},
-    customer_orders::{CustomerOrder, OrderSummary},
-    order_detail::OrderDetail,
-    order_event::parse_status,
-};
+use crate::domain::order::OrderStatus;
 
 /// Loads and upserts the rows of one read model in SQLite.
 #[async_trait::async_trait]
@@ -97,7 +93,9 @@ fn summary_from(row: &SqliteRow) -> sqlx::Result<OrderSummary> {
         customer_id: row.try_get("customer_id")?,
         cart_id: uuid_at(row, "cart_id")?,
         saga_id: optional_uuid_at(row, "saga_id")?,
-        status: parse_status(&status).ok_or_else(|| decode_error("status", &status))?,
+        status: status
+            .parse::<OrderStatus>()
+            .map_err(|e| decode_error("status", e))?,
         items: json_at(row, "items")?,
         currency,
         total,
