@@ -10,7 +10,7 @@ use axum::extract::Query;
 use serde_json::{Map, Value};
 
 use super::{
-    rules::HttpRule,
+    rule::HttpRule,
     schema::{Kind, MessageInfo, Schema},
 };
 use crate::error::AppError;

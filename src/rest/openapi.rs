@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value, json};
 
 use super::{
-    rules::HttpRule,
+    rule::HttpRule,
     schema::{Field, Kind, MessageInfo, Schema},
 };
 

@@ -2,7 +2,7 @@
 //! the tonic service method -> response message -> JSON, or the error body.
 //!
 //! Nothing here knows a particular rpc: the rules come from the protos' http
-//! options and the typed call from the generated table ([`super::rules`]).
+//! options and the typed call from the generated table ([`super::rules`], which calls [`invoke`]).
 
 use std::{collections::HashMap, future::Future, sync::Arc};
 
@@ -12,7 +12,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use tonic::Status;
 
-use super::{Shared, bind, rules::HttpRule};
+use super::{bind, rule::HttpRule, services::Shared};
 use crate::{error::AppError, transport::json_error_response};
 
 /// Serves every rule that shares one path template: picks the rule by method
