@@ -18,7 +18,9 @@ use crate::{
     },
     auth::{AuthLayer, Authenticator},
     bounds::BoundsLayer,
-    config::{Config, Environment, LimitSettings, ServerSettings, SiblingSettings, StubSettings},
+    config::{
+        Config, Environment, LimitSettings, RedisSettings, ServerSettings, SiblingSettings, StubSettings,
+    },
     db::{Backends, Db, redis_pool},
     health::Health,
     privacy::{self, Vault},
@@ -108,7 +110,7 @@ impl Application {
             idempotency_keys: idempotency_store(&backends.db),
         };
         let orders = OrderApp::new(config.orders, stores, carts.clone(), privacy.clone());
-        let bus = crate::bus::from_backends(&config.redis, &backends);
+        let bus = event_bus(&config.redis, &backends);
         let queries = crate::app::queries::QueryApp::new(
             crate::store::read_models::ReadModelStore::new(&backends.db),
             events.clone(),
@@ -240,6 +242,19 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The bus for these backends: Redis Streams with Redis, else in-process.
+pub fn event_bus(redis: &RedisSettings, backends: &Backends) -> std::sync::Arc<dyn crate::bus::EventBus> {
+    use crate::bus::{DEFAULT_MAX_LEN, in_process::InProcessBus, redis_streams::RedisStreamsBus};
+    match &backends.redis {
+        Some(pool) => std::sync::Arc::new(RedisStreamsBus::new(
+            pool.clone(),
+            &redis.key_prefix,
+            DEFAULT_MAX_LEN,
+        )),
+        None => std::sync::Arc::new(InProcessBus::new(DEFAULT_MAX_LEN)),
     }
 }
 

@@ -44,7 +44,7 @@ impl HelloServer {
             .spawn()
             .context("starting the hello server")?;
         let url = format!("http://127.0.0.1:{port}");
-        super::wait_serving(&url, Duration::from_secs(5)).await?;
+        super::runner::wait_serving(&url, Duration::from_secs(5)).await?;
         Ok(Self { _child: child, url })
     }
 }

@@ -159,25 +159,6 @@ fn warn_of_refusals(line: &serde_json::Value, args: &BenchArgs) {
     }
 }
 
-/// Waits until the gRPC health service at `url` answers SERVING.
-async fn wait_serving(url: &str, within: Duration) -> anyhow::Result<()> {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(channel) = Channel::from_shared(url.to_string())?.connect().await {
-            let status = HealthClient::new(channel)
-                .check(HealthCheckRequest::default())
-                .await
-                .map(|r| r.into_inner().status);
-            if matches!(status, Ok(1)) {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("{url} did not become healthy within {within:?}")
-}
-
 /// `n` HTTP/2 connections to `url` (workers are spread over them).
 async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::new();
@@ -435,7 +416,7 @@ impl Server {
     }
 
     async fn wait_ready(&self) -> anyhow::Result<()> {
-        wait_serving(&self.url, Duration::from_secs(30)).await
+        runner::wait_serving(&self.url, Duration::from_secs(30)).await
     }
 
     /// VmHWM of the server in MB: the child's, or the process listening on a `--target`'s

@@ -218,6 +218,28 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<Recording>>, duration: Durat
     total
 }
 
+/// Waits until the gRPC health service at `url` answers SERVING.
+pub async fn wait_serving(url: &str, within: Duration) -> anyhow::Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(channel) = tonic::transport::Channel::from_shared(url.to_string())?
+            .connect()
+            .await
+        {
+            let status = HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await
+                .map(|r| r.into_inner().status);
+            if matches!(status, Ok(1)) {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{url} did not become healthy within {within:?}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,17 +23,13 @@
 pub mod in_process;
 pub mod redis_streams;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{
-    config::RedisSettings,
-    db::Backends,
-    store::event_store::{EventMetadata, StoredEvent, Upcasters},
-};
+use crate::store::event_store::{EventMetadata, StoredEvent, Upcasters};
 
 /// Entries a stream keeps at most (approximately: `MAXLEN ~`). A group that
 /// falls further behind loses the oldest entries; the projections' sweep over
@@ -222,18 +218,6 @@ pub trait EventBus: Send + Sync + 'static {
     /// Every group sees the replayed entry; the ones that applied it already
     /// ignore it.
     async fn replay_dead_letters(&self, ids: &[String]) -> Result<u64, BusError>;
-}
-
-/// The bus for these backends: Redis Streams with Redis, else in-process.
-pub fn from_backends(redis: &RedisSettings, backends: &Backends) -> Arc<dyn EventBus> {
-    match &backends.redis {
-        Some(pool) => Arc::new(redis_streams::RedisStreamsBus::new(
-            pool.clone(),
-            &redis.key_prefix,
-            DEFAULT_MAX_LEN,
-        )),
-        None => Arc::new(in_process::InProcessBus::new(DEFAULT_MAX_LEN)),
-    }
 }
 
 /// This replica's consumer name: the host name (the pod name under

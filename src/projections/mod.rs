@@ -27,6 +27,7 @@
 pub mod cart_conversion;
 pub mod changes;
 pub mod customer_orders;
+mod error;
 pub mod order_detail;
 pub mod order_event;
 pub mod rebuild;
@@ -39,6 +40,7 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
+pub use self::error::ProjectionError;
 use crate::{
     domain::order::OrderEvent,
     store::{
@@ -46,39 +48,6 @@ use crate::{
         read_models::{Advance, ChangedRows, ReadModelError, ReadModelStore, StoredModel},
     },
 };
-
-/// A failure to apply an event.
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectionError {
-    /// The event cannot be applied, however often it is retried (bad payload,
-    /// a stream that does not start with `OrderCreated`): dead-letter it.
-    #[error("event {event_id} ({event_type} v{version} of {stream_id}) cannot be applied: {reason}")]
-    Poison {
-        /// The event.
-        event_id: Uuid,
-        /// Its type.
-        event_type: String,
-        /// Its stream.
-        stream_id: Uuid,
-        /// Its version.
-        version: u64,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl ProjectionError {
-    /// A poison error about `event`.
-    pub fn poison(event: &StoredEvent, reason: impl Into<String>) -> Self {
-        Self::Poison {
-            event_id: event.event_id,
-            event_type: event.event_type.clone(),
-            stream_id: event.stream_id,
-            version: event.version,
-            reason: reason.into(),
-        }
-    }
-}
 
 /// Why events could not be applied to a read model.
 #[derive(Debug, thiserror::Error)]

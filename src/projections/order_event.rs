@@ -7,7 +7,7 @@ use crate::{
     store::event_store::{OrderCodec, StoredEvent},
 };
 
-use super::ProjectionError;
+use super::error::ProjectionError;
 
 /// The domain event of a stored event; an event that does not decode (an
 /// unknown type, a corrupt payload) is poison.

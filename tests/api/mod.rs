@@ -1,5 +1,6 @@
 //! The running service through its API, its stores and its processes.
 
+mod architecture;
 mod bus;
 mod cart;
 mod cart_outage;

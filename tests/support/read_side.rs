@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use commerce::{
-    bus::{self, EventBus},
+    bus::EventBus,
     db::Db,
     outbox::OutboxRelay,
     projections::{
@@ -41,7 +41,7 @@ impl Rig {
         let config = isolation.config(&[]);
         let (trigger, shutdown) = shutdown::channel();
         Self {
-            bus: bus::from_backends(&config.redis, &backends),
+            bus: commerce::startup::event_bus(&config.redis, &backends),
             events: event_store(&backends.db, OrderCodec::upcasters()),
             store: ReadModelStore::new(&backends.db),
             db: backends.db,

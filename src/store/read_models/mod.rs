@@ -14,11 +14,11 @@ pub mod postgres;
 pub mod rows;
 pub mod shadows;
 pub mod sqlite;
+mod types;
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use uuid::Uuid;
 
 pub use self::{
@@ -26,15 +26,9 @@ pub use self::{
     rows::{ConversionFigures, OrderDetail, OrderSummary, StoredRow},
     shadows::shadow_table,
     sqlite::SqliteModel,
+    types::{Advance, Checkpoint, CheckpointStatus, ListCursor, ListQuery, ReadModelError},
 };
-use crate::{
-    db::Db,
-    domain::{
-        money::{Currency, Money, MoneyError},
-        order::OrderStatus,
-    },
-    error::AppError,
-};
+use crate::db::Db;
 
 /// A row both backends can store.
 pub trait StoredModel: StoredRow + PgModel + SqliteModel {}
@@ -45,97 +39,6 @@ impl<T: StoredRow + PgModel + SqliteModel> StoredModel for T {}
 pub trait ChangedRows<R> {
     /// The rows to upsert.
     fn changed(&self) -> &[R];
-}
-
-/// Read-model storage failures.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadModelError {
-    /// The checkpoint moved under the caller (a rebuild swapped the tables):
-    /// nothing was written; reload the checkpoint.
-    #[error("checkpoint of {0} moved")]
-    CheckpointMoved(String),
-    /// The database is unreachable or busy; retry later.
-    #[error("read models unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else.
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for ReadModelError {
-    fn from(err: sqlx::Error) -> Self {
-        if crate::db::is_transient(&err) {
-            Self::Unavailable(err.to_string())
-        } else {
-            Self::Other(anyhow::Error::new(err).context("read model query"))
-        }
-    }
-}
-
-impl From<ReadModelError> for AppError {
-    fn from(err: ReadModelError) -> Self {
-        match err {
-            ReadModelError::Unavailable(msg) => AppError::Unavailable(msg),
-            other => AppError::Internal(anyhow::Error::new(other)),
-        }
-    }
-}
-
-/// A projection's checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Checkpoint {
-    /// Last global position swept.
-    pub position: i64,
-    /// Bumped by every rebuild swap.
-    pub generation: i64,
-}
-
-/// Moves a checkpoint from `from` to `to`, in the transaction of the change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Advance {
-    /// The checkpoint the caller read.
-    pub from: Checkpoint,
-    /// The new position.
-    pub to: i64,
-}
-
-/// A projection's checkpoint row, for status reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckpointStatus {
-    /// Projection name.
-    pub name: String,
-    /// The checkpoint.
-    pub checkpoint: Checkpoint,
-    /// A rebuild is running.
-    pub rebuilding: bool,
-    /// Events the rebuild replayed so far.
-    pub rebuild_replayed: i64,
-    /// Events the rebuild has to replay.
-    pub rebuild_total: i64,
-    /// When the rebuild last reported progress.
-    pub rebuild_heartbeat_at: Option<DateTime<Utc>>,
-}
-
-/// ListOrders' keyset: the last row of the previous page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListCursor {
-    /// Its creation time.
-    pub created_at: DateTime<Utc>,
-    /// Its id (ties on time).
-    pub order_id: Uuid,
-}
-
-/// A ListOrders page request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListQuery {
-    /// Only this customer's orders; None: every order (admins).
-    pub customer_id: Option<String>,
-    /// Only this status.
-    pub status: Option<OrderStatus>,
-    /// Strictly after this row (newest first).
-    pub after: Option<ListCursor>,
-    /// At most this many.
-    pub limit: i64,
 }
 
 /// The read models on one database.
@@ -264,17 +167,6 @@ impl ReadModelStore {
             Self::Sqlite(pool) => sqlite::conversion_figures(pool, since, until).await,
         }
     }
-}
-
-/// A stored (currency code, amount) pair as domain money.
-fn money_from(currency: String, amount: Decimal) -> sqlx::Result<(Currency, Money)> {
-    let bad = |why: String| sqlx::Error::ColumnDecode {
-        index: "total".into(),
-        source: why.into(),
-    };
-    let currency: Currency = currency.parse().map_err(|e: MoneyError| bad(e.to_string()))?;
-    let total = Money::from_decimal(amount, currency).map_err(|e| bad(e.to_string()))?;
-    Ok((currency, total))
 }
 
 impl ReadModelStore {

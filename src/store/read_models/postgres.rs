@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, QueryBuilder, Row, pos
 use uuid::Uuid;
 
 use super::rows::{CartConversion, ConversionFigures, CustomerOrder, OrderDetail, OrderSummary, Outcome};
-use super::{Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError, money_from};
+use super::types::{Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError, money_from};
 use crate::domain::order::{OrderLine, OrderStatus, PersonalData};
 
 /// Loads and upserts the rows of one read model on PostgreSQL.

@@ -6,7 +6,7 @@
 //! (`shadow_table`), or an index name read from `sqlite_master` for those
 //! tables; no table name is ever request input, all values are bound.
 
-use super::{ReadModelError, ReadModelStore};
+use super::{ReadModelStore, types::ReadModelError};
 use crate::error::AppError;
 
 /// The shadow table a rebuild fills for `table`.
@@ -94,7 +94,7 @@ impl ReadModelStore {
 mod pg {
     use sqlx::{AssertSqlSafe, PgPool};
 
-    use super::super::ReadModelError;
+    use super::super::types::ReadModelError;
 
     pub(super) async fn begin_rebuild(
         pool: &PgPool,
@@ -207,7 +207,7 @@ mod pg {
 mod lite {
     use sqlx::{AssertSqlSafe, SqlitePool};
 
-    use super::super::ReadModelError;
+    use super::super::types::ReadModelError;
 
     fn names_json(names: &[&str]) -> String {
         serde_json::Value::from(names.to_vec()).to_string()

@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePoo
 use uuid::Uuid;
 
 use super::rows::{CartConversion, ConversionFigures, CustomerOrder, OrderDetail, OrderSummary, Outcome};
-use super::{Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError, money_from};
+use super::types::{Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError, money_from};
 use crate::domain::order::OrderStatus;
 
 /// Loads and upserts the rows of one read model in SQLite.
