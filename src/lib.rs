@@ -4,24 +4,28 @@
 //! side and a durable fulfillment saga.
 //!
 //! # Layout
-//! - [`config`]: environment to [`config::Config`], validated once, one part
-//!   per component.
-//! - [`startup`]: builds the [`startup::Application`]: one port for gRPC and HTTP.
-//! - [`app`]: the application layer, the only API the transports call.
-//! - [`grpc`]: tonic services, thin over [`app`].
-//! - [`rest`]: the REST/JSON shim, `/openapi.json` and `/docs`, over the same services.
-//! - [`auth`]: JWT bearer authentication for both transports.
-//! - [`domain`]: pure business rules (money, carts, orders).
-//! - [`ratelimit`]: per-principal token buckets (per replica).
-//! - [`privacy`]: crypto-shredding of personal data in events (ForgetCustomer).
-//! - [`bounds`]: request deadlines (capped) and the oversized-message answer.
-//! - [`db`], [`health`]: backends and their health.
-//! - [`store`]: storage traits and their PostgreSQL / Redis / embedded implementations.
-//! - [`error`], [`transport`]: one error type mapped to gRPC and HTTP.
-//! - [`telemetry`], [`metrics`]: JSON logs, OpenTelemetry traces, Prometheus `/metrics`.
-//! - [`proto`]: generated code.
-//! - [`saga`]: the durable fulfillment saga orchestrator.
-//! - [`stubs`]: the payment, inventory and shipping stubs (`commerce stubs`).
+//! Layers, each using only itself and the layers below (checked by
+//! `tests/architecture.rs`; the README's "Architecture" section has the picture):
+//! - **domain** (pure): [`domain`] (money, carts, the order aggregate) and
+//!   [`saga::plan`] (the saga's state machine).
+//! - **kernel**: [`config`] (environment to [`config::Config`], validated once, one
+//!   part per component), [`error`] and
+//!   [`transport`] (one error type mapped to gRPC and HTTP), [`shutdown`],
+//!   [`telemetry`] (JSON logs, OpenTelemetry traces), [`metrics`] (the recorders),
+//!   [`proto`] (generated code).
+//! - **storage**: [`store`] (the ports and their PostgreSQL / SQLite / Redis
+//!   backends), [`saga::store`], [`bus`], [`db`] and [`health`] (backends and their
+//!   health), [`privacy`] (crypto-shredding of personal data: ForgetCustomer).
+//! - **application**: [`app`] (the only API the transports call), [`projections`]
+//!   (the read side), [`outbox`] (the relay), [`saga`] (the durable fulfillment
+//!   saga: engine, workers, sibling clients), [`auth`] (who is calling).
+//! - **transports**: [`grpc`] (tonic services, thin over [`app`]), [`rest`] (the
+//!   REST/JSON shim, `/openapi.json`, `/docs`, over the same services),
+//!   [`metrics::endpoint`] (`/metrics`), [`auth::AuthLayer`], [`ratelimit`], [`bounds`]
+//!   (request deadlines, the oversized-message answer), [`stubs`] (the payment,
+//!   inventory and shipping stubs, `commerce stubs`).
+//! - **startup**: [`startup`] builds the [`startup::Application`] (chooses the
+//!   backends, wires the read side; one port for gRPC and HTTP); [`bench`].
 
 pub mod app;
 pub mod auth;
