@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! Layers, each using only itself and the layers below (checked by
-//! `tests/architecture.rs`; the README's "Architecture" section has the picture):
+//! `tests/api/architecture.rs`; the README's "Architecture" section has the picture):
 //! - **domain** (pure): [`domain`] (money, carts, the order aggregate) and
 //!   [`saga::plan`] (the saga's state machine).
 //! - **kernel**: [`config`] (environment to [`config::Config`], validated once, one
