@@ -14,7 +14,7 @@
 //!   [`telemetry`] (JSON logs, OpenTelemetry traces), [`metrics`] (the recorders),
 //!   [`proto`] (generated code).
 //! - **storage**: [`store`] (the ports and their PostgreSQL / SQLite / Redis
-//!   backends), [`saga::store`], [`bus`], [`db`] and [`health`] (backends and their
+//!   backends, the unit of work), [`bus`], [`db`] and [`health`] (backends and their
 //!   health), [`privacy`] (crypto-shredding of personal data: ForgetCustomer).
 //! - **application**: [`app`] (the only API the transports call), [`projections`]
 //!   (the read side), [`outbox`] (the relay), [`saga`] (the durable fulfillment
