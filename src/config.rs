@@ -82,6 +82,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// Size and time bounds of every request.
     pub limits: LimitSettings,
+    /// HTTP/2 connection lifecycle and gRPC compression of the listener.
+    pub connections: ConnectionSettings,
     /// The token bucket per principal.
     pub rate_limit: RateLimitSettings,
     /// JWT verification and development tokens.
@@ -131,6 +133,28 @@ pub struct LimitSettings {
     pub max_request_timeout: Duration,
     /// MAX_CONCURRENT_STREAMS: HTTP/2 streams per connection (default 256).
     pub max_concurrent_streams: u32,
+}
+
+/// How the listener keeps, recycles and compresses its HTTP/2 connections.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// HTTP2_KEEPALIVE_INTERVAL_SECONDS: PING an idle connection this often
+    /// (default 60; 0 turns pings off), so that a peer gone without a FIN is found.
+    pub keepalive_interval: Option<Duration>,
+    /// HTTP2_KEEPALIVE_TIMEOUT_SECONDS: close a connection whose PING is not
+    /// answered within this (default 20).
+    pub keepalive_timeout: Duration,
+    /// MAX_CONNECTION_AGE_SECONDS: send GOAWAY to a connection this old
+    /// (default 1800; 0: never), so that clients reconnect and spread over
+    /// the replicas a scale-out added.
+    pub max_age: Option<Duration>,
+    /// MAX_CONNECTION_AGE_GRACE_SECONDS: how long calls in flight at the
+    /// GOAWAY may still run before the connection is closed (default 60).
+    pub max_age_grace: Duration,
+    /// GRPC_RESPONSE_COMPRESSION (default true): compress responses with
+    /// gzip or zstd when the caller advertises it (`grpc-accept-encoding`).
+    /// Compressed requests are accepted either way.
+    pub compress_responses: bool,
 }
 
 /// A token bucket per principal (per IP when anonymous).
@@ -393,6 +417,7 @@ impl Config {
                 master_key: env.optional("PII_MASTER_KEY"),
             },
             stubs: StubSettings::read(&env)?,
+            connections: ConnectionSettings::read(&env)?,
             telemetry: TelemetrySettings {
                 tracing: env.flag("ENABLE_TRACING", false)?,
                 otlp_endpoint: env.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -436,6 +461,27 @@ impl LimitSettings {
                 1..=3600,
             )?),
             max_concurrent_streams: env.parse_in("MAX_CONCURRENT_STREAMS", 256, 1..=100_000)?,
+        })
+    }
+}
+
+impl ConnectionSettings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        let keepalive_timeout = env.duration("HTTP2_KEEPALIVE_TIMEOUT_SECONDS", "20", 1)?;
+        if keepalive_timeout.is_zero() {
+            return Err(env.invalid(
+                "HTTP2_KEEPALIVE_TIMEOUT_SECONDS",
+                "0".into(),
+                "expected a positive number",
+            ));
+        }
+        Ok(Self {
+            keepalive_interval: nonzero(env.duration("HTTP2_KEEPALIVE_INTERVAL_SECONDS", "60", 1)?),
+            keepalive_timeout,
+            max_age: nonzero(env.duration("MAX_CONNECTION_AGE_SECONDS", "1800", 1)?),
+            max_age_grace: env.duration("MAX_CONNECTION_AGE_GRACE_SECONDS", "60", 1)?,
+            compress_responses: env.flag("GRPC_RESPONSE_COMPRESSION", true)?,
         })
     }
 }

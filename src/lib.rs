@@ -10,7 +10,8 @@
 //!   [`saga::plan`] (the saga's state machine).
 //! - **kernel**: [`config`] (environment to [`config::Config`], validated once, one
 //!   part per component), [`error`] and
-//!   [`transport`] (one error type mapped to gRPC and HTTP), [`shutdown`],
+//!   [`transport`] (one error type mapped to gRPC and HTTP), [`wire`] (gRPC
+//!   compression and the HTTP/2 connection lifecycle, for every server and client), [`shutdown`],
 //!   [`telemetry`] (JSON logs, OpenTelemetry traces), [`metrics`] (the recorders),
 //!   [`proto`] (generated code).
 //! - **storage**: [`store`] (the ports and their PostgreSQL / SQLite / Redis
@@ -52,3 +53,4 @@ pub mod store;
 pub mod stubs;
 pub mod telemetry;
 pub mod transport;
+pub mod wire;

@@ -19,7 +19,8 @@ use crate::{
     auth::{AuthLayer, Authenticator},
     bounds::BoundsLayer,
     config::{
-        Config, Environment, LimitSettings, RedisSettings, ServerSettings, SiblingSettings, StubSettings,
+        Config, ConnectionSettings, Environment, LimitSettings, RedisSettings, ServerSettings, SiblingSettings,
+        StubSettings,
     },
     db::{Backends, Db, redis_pool},
     health::Health,
@@ -35,6 +36,7 @@ use crate::{
         idempotency::idempotency_store,
         unit_of_work::unit_of_work,
     },
+    wire::compressed_server,
 };
 
 /// Every gRPC service of the public API, fully qualified (for health).
@@ -43,6 +45,18 @@ pub const SERVICE_NAMES: &[&str] = &[
     "commerce.v1.OrderService",
     "commerce.v1.SagaAdmin",
     "commerce.v1.AdminService",
+];
+
+/// What this port serves, as reflection lists it: the public API, health and
+/// reflection (not the sibling services, whose descriptors it also holds).
+const SERVED: &[&str] = &[
+    "commerce.v1.CartService",
+    "commerce.v1.OrderService",
+    "commerce.v1.SagaAdmin",
+    "commerce.v1.AdminService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
 ];
 
 /// The health "service" a liveness probe asks about: SERVING for as long as the server
@@ -63,6 +77,7 @@ pub struct Application {
     stubs: Option<crate::stubs::EmbeddedStubs>,
     server: ServerSettings,
     limits: LimitSettings,
+    connections: ConnectionSettings,
 }
 
 impl Application {
@@ -149,6 +164,7 @@ impl Application {
             stubs,
             server: config.server,
             limits: config.limits,
+            connections: config.connections,
         })
     }
 
@@ -184,6 +200,7 @@ impl Application {
             stubs,
             server,
             limits,
+            connections,
         } = self;
         let monitor = tokio::spawn(app.health.clone().monitor(
             app.backends.clone(),
@@ -207,19 +224,18 @@ impl Application {
             .sagas
             .start_workers(app.backends.db.clone(), app.shutdown.clone());
 
-        let router = build_router(&app, health_reporter, auth, &server, &limits)?;
+        let router = build_router(&app, health_reporter, auth, &server, &limits, &connections)?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, database = app.backends.db.kind(), redis = app.backends.redis.is_some(), "serving gRPC and HTTP");
 
         let server_shutdown = app.shutdown.clone();
-        let server = tonic::transport::Server::builder()
+        let server = crate::wire::server(&connections, &limits)
             .accept_http1(true)
-            .max_concurrent_streams(limits.max_concurrent_streams)
             // BoundsLayer answers at the capped deadline with DEADLINE_EXCEEDED;
             // tonic's own timeout (which says CANCELLED) is only a backstop.
             .timeout(limits.max_request_timeout + Duration::from_secs(1))
             .add_routes(tonic::service::Routes::from(router))
-            .serve_with_incoming_shutdown(crate::transport::incoming(listener), async move {
+            .serve_with_incoming_shutdown(crate::wire::incoming(listener, &connections), async move {
                 server_shutdown.wait().await;
             });
         tokio::spawn(async move {
@@ -343,23 +359,14 @@ fn build_router(
     auth: AuthLayer,
     server: &ServerSettings,
     limits: &LimitSettings,
+    connections: &ConnectionSettings,
 ) -> anyhow::Result<Router> {
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(health_reporter),
     );
     let max = limits.max_message_bytes;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = crate::wire::reflection(SERVED)?;
+    let send = connections.compress_responses;
 
     // The REST shim calls these very objects; gRPC serves them below.
     let services = crate::rest::Services::new(app);
@@ -374,13 +381,25 @@ fn build_router(
         .with_state(app.clone());
 
     let routes = tonic::service::Routes::from(http_routes)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(CartServiceServer::new(services.cart_service).max_decoding_message_size(max))
-        .add_service(OrderServiceServer::new(services.order_service).max_decoding_message_size(max))
-        .add_service(SagaAdminServer::new(services.saga_admin).max_decoding_message_size(max))
-        .add_service(AdminServiceServer::new(services.admin_service).max_decoding_message_size(max));
+        .add_service(compressed_server!(health_service, send))
+        .add_service(compressed_server!(reflection_v1, send))
+        .add_service(compressed_server!(reflection_v1alpha, send))
+        .add_service(compressed_server!(
+            CartServiceServer::new(services.cart_service).max_decoding_message_size(max),
+            send
+        ))
+        .add_service(compressed_server!(
+            OrderServiceServer::new(services.order_service).max_decoding_message_size(max),
+            send
+        ))
+        .add_service(compressed_server!(
+            SagaAdminServer::new(services.saga_admin).max_decoding_message_size(max),
+            send
+        ))
+        .add_service(compressed_server!(
+            AdminServiceServer::new(services.admin_service).max_decoding_message_size(max),
+            send
+        ));
 
     Ok(routes
         .into_axum_router()

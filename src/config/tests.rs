@@ -92,3 +92,33 @@ fn tracing_switched_on_exports_even_without_an_endpoint() {
     let off = Config::from_vars(&vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")])).unwrap();
     assert_eq!(off.telemetry.tracing_endpoint(), None);
 }
+
+#[test]
+fn connection_lifecycle_defaults_and_switches() {
+    let c = Config::from_vars(&vars(&[])).unwrap().connections;
+    assert_eq!(c.keepalive_interval, Some(Duration::from_secs(60)));
+    assert_eq!(c.keepalive_timeout, Duration::from_secs(20));
+    assert_eq!(c.max_age, Some(Duration::from_secs(1800)));
+    assert_eq!(c.max_age_grace, Duration::from_secs(60));
+    assert!(c.compress_responses);
+
+    let c = Config::from_vars(&vars(&[
+        ("HTTP2_KEEPALIVE_INTERVAL_SECONDS", "0"),
+        ("MAX_CONNECTION_AGE_SECONDS", "0.5"),
+        ("GRPC_RESPONSE_COMPRESSION", "false"),
+    ]))
+    .unwrap()
+    .connections;
+    assert_eq!(c.keepalive_interval, None);
+    assert_eq!(c.max_age, Some(Duration::from_millis(500)));
+    assert!(!c.compress_responses);
+
+    for (var, value) in [
+        ("HTTP2_KEEPALIVE_TIMEOUT_SECONDS", "0"),
+        ("MAX_CONNECTION_AGE_SECONDS", "-1"),
+        ("GRPC_RESPONSE_COMPRESSION", "sometimes"),
+    ] {
+        let err = Config::from_vars(&vars(&[(var, value)])).unwrap_err();
+        assert_eq!(err.var, var, "{err}");
+    }
+}

@@ -1,6 +1,7 @@
 //! [`Siblings`] over gRPC: one lazily connected channel per sibling, a
 //! deadline on every call, the idempotency key in the body (and in the
 //! `idempotency-key` metadata, for proxies and logs) and the W3C trace context.
+//! Requests go gzip-compressed; compressed answers are accepted.
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use crate::{
         },
     },
     telemetry::inject_trace_context,
+    wire::compressed_client,
 };
 
 /// Where the siblings are.
@@ -58,9 +60,9 @@ impl GrpcSiblings {
     /// down at start only makes its calls fail transiently).
     pub fn new(urls: &SiblingUrls, timeout: Duration) -> anyhow::Result<Self> {
         Ok(Self {
-            payment: PaymentServiceClient::new(channel(&urls.payment, timeout)?),
-            inventory: InventoryServiceClient::new(channel(&urls.inventory, timeout)?),
-            shipping: ShippingServiceClient::new(channel(&urls.shipping, timeout)?),
+            payment: compressed_client!(PaymentServiceClient::new(channel(&urls.payment, timeout)?)),
+            inventory: compressed_client!(InventoryServiceClient::new(channel(&urls.inventory, timeout)?)),
+            shipping: compressed_client!(ShippingServiceClient::new(channel(&urls.shipping, timeout)?)),
             timeout,
         })
     }

@@ -20,7 +20,19 @@ use crate::{
         payment::v1::payment_service_server::PaymentServiceServer,
         shipping::v1::shipping_service_server::ShippingServiceServer,
     },
+    wire::compressed_server,
 };
+
+/// What the stubs port serves (and reflection lists): the three siblings
+/// first, then health and reflection.
+pub const STUB_SERVICE_NAMES: &[&str] = &[
+    "payment.v1.PaymentService",
+    "inventory.v1.InventoryService",
+    "shipping.v1.ShippingService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
 /// The three stubs of one process, sharing one fault injector.
 #[derive(Clone)]
@@ -50,18 +62,12 @@ pub async fn serve_stubs(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    for name in [
-        "payment.v1.PaymentService",
-        "inventory.v1.InventoryService",
-        "shipping.v1.ShippingService",
-    ] {
+    for name in &STUB_SERVICE_NAMES[..3] {
         reporter
             .set_service_status(name, tonic_health::ServingStatus::Serving)
             .await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = crate::wire::reflection(STUB_SERVICE_NAMES)?;
     tonic::transport::Server::builder()
         // Each call's span joins the caller's trace (W3C `traceparent` in the metadata).
         // tower-http logs every non-OK gRPC code at ERROR; a stub's refusals (a declined card,
@@ -71,11 +77,18 @@ pub async fn serve_stubs(
                 .make_span_with(crate::telemetry::request_span)
                 .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(PaymentServiceServer::new(stubs.payment))
-        .add_service(InventoryServiceServer::new(stubs.inventory))
-        .add_service(ShippingServiceServer::new(stubs.shipping))
+        .add_service(compressed_server!(health, true))
+        .add_service(compressed_server!(reflection_v1, true))
+        .add_service(compressed_server!(reflection_v1alpha, true))
+        .add_service(compressed_server!(PaymentServiceServer::new(stubs.payment), true))
+        .add_service(compressed_server!(
+            InventoryServiceServer::new(stubs.inventory),
+            true
+        ))
+        .add_service(compressed_server!(
+            ShippingServiceServer::new(stubs.shipping),
+            true
+        ))
         .serve_with_incoming_shutdown(crate::transport::incoming(listener), shutdown)
         .await?;
     Ok(())

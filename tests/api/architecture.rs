@@ -44,6 +44,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "metrics",
             "proto",
             "transport",
+            "wire",
         ],
     ),
     // Storage ports and their backends (chosen in startup), the bus, health of the

@@ -1,0 +1,201 @@
+//! gRPC on the wire, the same for every server and client of ours: which
+//! compression encodings are accepted and sent, and the lifecycle of the
+//! HTTP/2 connections a listener accepts (keepalive pings, max age with a
+//! grace period, streams per connection); and what reflection says a port serves.
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::{Stream, StreamExt};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    time::Sleep,
+};
+use tonic::{
+    codec::CompressionEncoding,
+    transport::server::{Connected, TcpConnectInfo},
+};
+
+use tonic_reflection::server::{
+    v1::ServerReflectionServer as ReflectionV1Server,
+    v1alpha::ServerReflectionServer as ReflectionV1AlphaServer,
+};
+
+use crate::config::{ConnectionSettings, LimitSettings};
+
+/// The encodings every server accepts (and sends, when the caller advertises
+/// one of them): gzip, which every gRPC stack speaks, and zstd.
+pub const ENCODINGS: [CompressionEncoding; 2] = [CompressionEncoding::Gzip, CompressionEncoding::Zstd];
+
+/// What our own clients compress requests with: gzip, since a sibling in any
+/// language can read it (zstd is not in every gRPC stack).
+pub const CLIENT_ENCODING: CompressionEncoding = CompressionEncoding::Gzip;
+
+/// A generated tonic server that accepts every encoding of [`ENCODINGS`] and,
+/// when `$send` is true, compresses its responses for callers that accept one.
+///
+/// tonic compresses every response message once the caller advertises an
+/// encoding: it has no size threshold (only a per-message opt-out a handler
+/// would have to set), so the switch is all or nothing.
+macro_rules! compressed_server {
+    ($server:expr, $send:expr) => {{
+        let mut server = $server;
+        for encoding in $crate::wire::ENCODINGS {
+            server = server.accept_compressed(encoding);
+            if $send {
+                server = server.send_compressed(encoding);
+            }
+        }
+        server
+    }};
+}
+pub(crate) use compressed_server;
+
+/// A generated tonic client that sends [`CLIENT_ENCODING`] and accepts
+/// compressed responses in every encoding of [`ENCODINGS`].
+macro_rules! compressed_client {
+    ($client:expr) => {{
+        let mut client = $client.send_compressed($crate::wire::CLIENT_ENCODING);
+        for encoding in $crate::wire::ENCODINGS {
+            client = client.accept_compressed(encoding);
+        }
+        client
+    }};
+}
+pub(crate) use compressed_client;
+
+/// Reflection, v1 and v1alpha (grpcurl 1.8 speaks only v1alpha; newer
+/// clients try v1 first), listing exactly `served`: the descriptor set holds
+/// the commerce and the sibling services alike, and a port must not list a
+/// service it would answer UNIMPLEMENTED. Every descriptor (ours, health's,
+/// both reflections') stays resolvable for `describe`.
+pub fn reflection(
+    served: &[&str],
+) -> Result<
+    (
+        ReflectionV1Server<impl tonic_reflection::server::v1::ServerReflection>,
+        ReflectionV1AlphaServer<impl tonic_reflection::server::v1alpha::ServerReflection>,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let builder = || {
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+        served
+            .iter()
+            .fold(builder, |builder, name| builder.with_service_name(*name))
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+}
+
+/// A server builder with the connection lifecycle of `connections`: HTTP/2
+/// keepalive pings with their timeout, GOAWAY at the maximum age (calls in
+/// flight go on; the grace period is enforced by [`incoming`]) and the cap on
+/// concurrent streams per connection.
+pub fn server(connections: &ConnectionSettings, limits: &LimitSettings) -> tonic::transport::Server {
+    let builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(connections.keepalive_interval)
+        .http2_keepalive_timeout(Some(connections.keepalive_timeout))
+        .max_concurrent_streams(limits.max_concurrent_streams);
+    // Not tonic's `max_connection_age_grace`: in tonic 0.14 setting it skips the
+    // GOAWAY at the age and only cuts the connection after age + grace, failing
+    // every call on it.
+    match connections.max_age {
+        Some(age) => builder.max_connection_age(age),
+        None => builder,
+    }
+}
+
+/// The connections accepted on `listener` (TCP_NODELAY, see
+/// [`crate::transport::incoming`]), each closed once it has outlived the
+/// maximum age plus the grace period: the GOAWAY sent at the age lets calls
+/// in flight finish, and this bounds how long a call that never ends (a
+/// WatchOrder stream) can hold an old connection.
+pub fn incoming(
+    listener: TcpListener,
+    connections: &ConnectionSettings,
+) -> impl Stream<Item = io::Result<AgedStream>> + Send + 'static {
+    let lifetime = connections.max_age.map(|age| age + connections.max_age_grace);
+    crate::transport::incoming(listener)
+        .map(move |accepted| accepted.map(|stream| AgedStream::new(stream, lifetime)))
+}
+
+/// An accepted TCP stream that fails every read and write once its lifetime
+/// is over, which ends hyper's connection (and every stream still on it).
+pub struct AgedStream {
+    stream: TcpStream,
+    end_of_life: Option<Pin<Box<Sleep>>>,
+}
+
+impl AgedStream {
+    fn new(stream: TcpStream, lifetime: Option<Duration>) -> Self {
+        Self {
+            stream,
+            end_of_life: lifetime.map(|lifetime| Box::pin(tokio::time::sleep(lifetime))),
+        }
+    }
+
+    /// Err once the lifetime is over. Polling the timer registers the
+    /// connection's task to be woken at the end of life even while idle:
+    /// hyper always has a read pending.
+    fn check_alive(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let over = self
+            .end_of_life
+            .as_mut()
+            .is_some_and(|end| end.as_mut().poll(cx).is_ready());
+        if over {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection outlived MAX_CONNECTION_AGE_SECONDS plus the grace period",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for AgedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check_alive(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AgedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.check_alive(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl Connected for AgedStream {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
