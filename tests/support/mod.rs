@@ -1,7 +1,8 @@
 //! Everything the tests share: the service in process ([`app`]) or as a child
 //! process ([`child`], [`saga_processes`], [`observability`]), request fixtures
 //! ([`orders`]), store and read-side rigs, the sibling stubs' clients and
-//! ledgers, a TCP proxy to cut dependencies, the REST client, and the switches
+//! ledgers, a TCP proxy to cut dependencies, the REST client, the outside
+//! clients (Python grpcio, grpcurl), and the switches
 //! of the randomized and long-running suites.
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ pub mod saga;
 pub mod saga_processes;
 pub mod store;
 pub mod stubs;
+pub mod tools;
 
 /// True when the long variants are asked for (`LONG_TESTS=1`).
 pub fn long() -> bool {

@@ -1,0 +1,151 @@
+//! Clients other than our own generated tonic ones: a Python grpcio sibling
+//! with gzip on, a zstd-compressing client, and grpcurl reading reflection.
+
+use commerce::proto::commerce::v1::{AddItemRequest, CreateCartRequest, cart_service_client::CartServiceClient};
+use tonic::codec::CompressionEncoding;
+
+use crate::support::{
+    app::{authed, spawn_app, spawn_app_with},
+    orders::add_item,
+    stubs::spawn_stubs,
+    tools,
+};
+
+#[tokio::test]
+async fn a_python_grpcio_client_with_gzip_on_calls_health_and_the_cart_service() {
+    let Some(python) = tools::grpcio_python() else {
+        return;
+    };
+    let app = spawn_app().await;
+    let token = app.customer("python-sibling");
+    let out = tokio::process::Command::new(python)
+        .arg(tools::fixture("grpcio_gzip.py"))
+        .arg(format!("127.0.0.1:{}", app.port))
+        .arg(&token)
+        .output()
+        .await
+        .expect("python ran");
+    assert!(
+        out.status.success(),
+        "grpcio client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    // 1 = SERVING.
+    assert_eq!(seen["health_status"], 1, "{seen}");
+    assert_eq!(seen["item_names"], serde_json::json!([seen["name_sent"]]), "{seen}");
+    assert!(!seen["cart_id"].as_str().unwrap_or_default().is_empty(), "{seen}");
+}
+
+/// A request of a long, compressible product name (200 characters).
+fn long_named_item(cart_id: &str) -> AddItemRequest {
+    AddItemRequest {
+        product_name: "zstd ".repeat(40).trim().to_string(),
+        ..add_item(cart_id, "zstd-sku", 1, "3.00")
+    }
+}
+
+#[tokio::test]
+async fn zstd_requests_are_accepted_and_answers_come_back_compressed_when_accepted() {
+    let app = spawn_app().await;
+    let token = app.customer("zstd-client");
+    let mut carts = CartServiceClient::new(app.channel.clone())
+        .send_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Zstd);
+    let cart = carts
+        .create_cart(authed(CreateCartRequest::default(), &token))
+        .await
+        .expect("zstd-compressed CreateCart")
+        .into_inner()
+        .cart
+        .expect("a cart");
+    let response = carts
+        .add_item(authed(long_named_item(&cart.cart_id), &token))
+        .await
+        .expect("zstd-compressed AddItem");
+    assert_eq!(
+        response.metadata().get("grpc-encoding").and_then(|v| v.to_str().ok()),
+        Some("zstd"),
+        "the answer is compressed with the encoding the client accepts"
+    );
+    let cart = response.into_inner().cart.expect("a cart");
+    assert_eq!(cart.items[0].product_name, long_named_item("").product_name);
+
+    // A client that accepts nothing gets plain answers.
+    let mut plain = CartServiceClient::new(app.channel.clone()).send_compressed(CompressionEncoding::Gzip);
+    let response = plain
+        .add_item(authed(add_item(&cart.cart_id, "pen", 1, "1.00"), &token))
+        .await
+        .expect("gzip-compressed AddItem");
+    assert!(response.metadata().get("grpc-encoding").is_none());
+}
+
+#[tokio::test]
+async fn response_compression_can_be_switched_off_while_compressed_requests_stay_accepted() {
+    let app = spawn_app_with(
+        crate::support::app::Backend::from_env(),
+        &[("GRPC_RESPONSE_COMPRESSION", "false")],
+    )
+    .await;
+    let token = app.customer("no-compression");
+    let mut carts = CartServiceClient::new(app.channel.clone())
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd);
+    let response = carts
+        .create_cart(authed(CreateCartRequest::default(), &token))
+        .await
+        .expect("gzip-compressed CreateCart");
+    assert!(response.metadata().get("grpc-encoding").is_none());
+}
+
+/// `grpcurl -plaintext ADDR list`, one service per line.
+async fn grpcurl_list(grpcurl: &std::path::Path, addr: &str) -> Vec<String> {
+    let out = tokio::process::Command::new(grpcurl)
+        .args(["-plaintext", addr, "list"])
+        .output()
+        .await
+        .expect("grpcurl ran");
+    assert!(out.status.success(), "grpcurl: {}", String::from_utf8_lossy(&out.stderr));
+    let mut services: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    services.sort();
+    services
+}
+
+#[tokio::test]
+async fn reflection_lists_only_what_each_port_serves() {
+    let Some(grpcurl) = tools::grpcurl() else {
+        return;
+    };
+    let app = spawn_app().await;
+    let listed = grpcurl_list(&grpcurl, &format!("127.0.0.1:{}", app.port)).await;
+    assert_eq!(
+        listed,
+        [
+            "commerce.v1.AdminService",
+            "commerce.v1.CartService",
+            "commerce.v1.OrderService",
+            "commerce.v1.SagaAdmin",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]
+    );
+
+    let (url, _) = spawn_stubs(&[]).await;
+    let listed = grpcurl_list(&grpcurl, url.trim_start_matches("http://")).await;
+    assert_eq!(
+        listed,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "inventory.v1.InventoryService",
+            "payment.v1.PaymentService",
+            "shipping.v1.ShippingService",
+        ]
+    );
+}
