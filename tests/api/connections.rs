@@ -70,7 +70,9 @@ async fn an_unanswered_keepalive_ping_closes_the_connection_and_settings_cap_str
     .await;
     let (frames, closed_after) = silent_client(app.port, Duration::from_secs(10)).await;
     assert!(
-        frames.iter().any(|(kind, flags, _)| *kind == PING && flags & ACK == 0),
+        frames
+            .iter()
+            .any(|(kind, flags, _)| *kind == PING && flags & ACK == 0),
         "the server pinged: {frames:?}"
     );
     assert!(
@@ -99,15 +101,18 @@ async fn a_client_calling_across_the_max_connection_age_sees_no_failed_call() {
     let connects = Arc::new(AtomicUsize::new(0));
     let counter = connects.clone();
     let addr = format!("127.0.0.1:{}", app.port);
-    let channel = Endpoint::from_shared(app.base_url.clone())
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let addr = addr.clone();
-            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await?)) }
-        }))
-        .await
-        .unwrap();
+    let channel =
+        Endpoint::from_shared(app.base_url.clone())
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let addr = addr.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await?))
+                }
+            }))
+            .await
+            .unwrap();
     let token = app.customer("long-lived-client");
     let mut health = HealthClient::new(channel.clone());
     let mut carts = CartServiceClient::new(channel);
@@ -129,7 +134,11 @@ async fn a_client_calling_across_the_max_connection_age_sees_no_failed_call() {
         failures.extend(fetched.err());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(failures.is_empty(), "{} of {calls} calls failed: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {failures:?}",
+        failures.len()
+    );
     assert!(
         connects.load(Ordering::SeqCst) >= 3,
         "the connection was recycled at its age: {} connections in 2.5 s",
@@ -162,13 +171,19 @@ async fn at_max_age_a_call_in_flight_finishes_and_the_grace_period_bounds_the_re
     let connection = tokio::spawn(connection);
     let mut client = client.ready().await.unwrap();
     // Two calls in flight, their bodies not sent yet.
-    let (finished_call, mut finished_body) = client.send_request(health_check_request(app.port), false).unwrap();
+    let (finished_call, mut finished_body) = client
+        .send_request(health_check_request(app.port), false)
+        .unwrap();
     let mut client = client.ready().await.unwrap();
-    let (endless_call, _endless_body) = client.send_request(health_check_request(app.port), false).unwrap();
+    let (endless_call, _endless_body) = client
+        .send_request(health_check_request(app.port), false)
+        .unwrap();
 
     // Past the age (GOAWAY sent), within the grace: the first call completes.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    finished_body.send_data(Bytes::from_static(EMPTY_MESSAGE), true).unwrap();
+    finished_body
+        .send_data(Bytes::from_static(EMPTY_MESSAGE), true)
+        .unwrap();
     let response = finished_call.await.expect("answered after the GOAWAY");
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
@@ -179,7 +194,10 @@ async fn at_max_age_a_call_in_flight_finishes_and_the_grace_period_bounds_the_re
     assert_eq!(trailers.get("grpc-status").unwrap(), "0");
 
     // The call that never ends is cut with its connection after age + grace.
-    assert!(endless_call.await.is_err(), "the endless call ends with its connection");
+    assert!(
+        endless_call.await.is_err(),
+        "the endless call ends with its connection"
+    );
     let _ = tokio::time::timeout(Duration::from_secs(5), connection)
         .await
         .expect("the connection closed");
@@ -199,7 +217,9 @@ async fn a_call_beyond_max_concurrent_streams_waits_for_a_stream_to_free() {
     let mut client = client.ready().await.unwrap();
     // Let the server's SETTINGS (one stream) arrive before opening streams.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (first_call, mut first_body) = client.send_request(health_check_request(app.port), false).unwrap();
+    let (first_call, mut first_body) = client
+        .send_request(health_check_request(app.port), false)
+        .unwrap();
     let mut client = client.ready().await.unwrap();
     let (second_call, _) = client.send_request(health_check_request(app.port), true).unwrap();
     let mut second_call = std::pin::pin!(second_call);
@@ -209,7 +229,9 @@ async fn a_call_beyond_max_concurrent_streams_waits_for_a_stream_to_free() {
             .is_err(),
         "the second call waits while the one allowed stream is taken"
     );
-    first_body.send_data(Bytes::from_static(EMPTY_MESSAGE), true).unwrap();
+    first_body
+        .send_data(Bytes::from_static(EMPTY_MESSAGE), true)
+        .unwrap();
     assert_eq!(first_call.await.unwrap().status(), 200);
     let second = tokio::time::timeout(Duration::from_secs(5), second_call)
         .await

@@ -1,7 +1,9 @@
 //! Clients other than our own generated tonic ones: a Python grpcio sibling
 //! with gzip on, a zstd-compressing client, and grpcurl reading reflection.
 
-use commerce::proto::commerce::v1::{AddItemRequest, CreateCartRequest, cart_service_client::CartServiceClient};
+use commerce::proto::commerce::v1::{
+    AddItemRequest, CreateCartRequest, cart_service_client::CartServiceClient,
+};
 use tonic::codec::CompressionEncoding;
 
 use crate::support::{
@@ -33,7 +35,11 @@ async fn a_python_grpcio_client_with_gzip_on_calls_health_and_the_cart_service()
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
     // 1 = SERVING.
     assert_eq!(seen["health_status"], 1, "{seen}");
-    assert_eq!(seen["item_names"], serde_json::json!([seen["name_sent"]]), "{seen}");
+    assert_eq!(
+        seen["item_names"],
+        serde_json::json!([seen["name_sent"]]),
+        "{seen}"
+    );
     assert!(!seen["cart_id"].as_str().unwrap_or_default().is_empty(), "{seen}");
 }
 
@@ -64,7 +70,10 @@ async fn zstd_requests_are_accepted_and_answers_come_back_compressed_when_accept
         .await
         .expect("zstd-compressed AddItem");
     assert_eq!(
-        response.metadata().get("grpc-encoding").and_then(|v| v.to_str().ok()),
+        response
+            .metadata()
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok()),
         Some("zstd"),
         "the answer is compressed with the encoding the client accepts"
     );
@@ -106,7 +115,11 @@ async fn grpcurl_list(grpcurl: &std::path::Path, addr: &str) -> Vec<String> {
         .output()
         .await
         .expect("grpcurl ran");
-    assert!(out.status.success(), "grpcurl: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "grpcurl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut services: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)

@@ -39,7 +39,10 @@ fn repo() -> &'static Path {
 fn found(tool: Option<PathBuf>, what: &str) -> Option<PathBuf> {
     if tool.is_none() {
         let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-        assert!(!ci, "CI is set but {what} is missing: run scripts/install-tools.sh");
+        assert!(
+            !ci,
+            "CI is set but {what} is missing: run scripts/install-tools.sh"
+        );
         eprintln!("{what} not installed (scripts/install-tools.sh): test skipped outside CI");
     }
     tool
