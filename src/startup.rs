@@ -39,24 +39,12 @@ use crate::{
     wire::compressed_server,
 };
 
-/// Every gRPC service of the public API, fully qualified (for health).
+/// Every gRPC service of the public API, fully qualified (for health and reflection).
 pub const SERVICE_NAMES: &[&str] = &[
     "commerce.v1.CartService",
     "commerce.v1.OrderService",
     "commerce.v1.SagaAdmin",
     "commerce.v1.AdminService",
-];
-
-/// What this port serves, as reflection lists it: the public API, health and
-/// reflection (not the sibling services, whose descriptors it also holds).
-const SERVED: &[&str] = &[
-    "commerce.v1.CartService",
-    "commerce.v1.OrderService",
-    "commerce.v1.SagaAdmin",
-    "commerce.v1.AdminService",
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
 ];
 
 /// The health "service" a liveness probe asks about: SERVING for as long as the server
@@ -365,7 +353,7 @@ fn build_router(
         tonic_health::server::HealthService::from_health_reporter(health_reporter),
     );
     let max = limits.max_message_bytes;
-    let (reflection_v1, reflection_v1alpha) = crate::wire::reflection(SERVED)?;
+    let (reflection_v1, reflection_v1alpha) = crate::wire::reflection(SERVICE_NAMES)?;
     let send = connections.compress_responses;
 
     // The REST shim calls these very objects; gRPC serves them below.

@@ -70,13 +70,21 @@ macro_rules! compressed_client {
 }
 pub(crate) use compressed_client;
 
+/// The services every port serves besides its own.
+const PROTOCOL_SERVICES: &[&str] = &[
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 /// Reflection, v1 and v1alpha (grpcurl 1.8 speaks only v1alpha; newer
-/// clients try v1 first), listing exactly `served`: the descriptor set holds
-/// the commerce and the sibling services alike, and a port must not list a
-/// service it would answer UNIMPLEMENTED. Every descriptor (ours, health's,
-/// both reflections') stays resolvable for `describe`.
+/// clients try v1 first), listing exactly the port's `services` plus health
+/// and reflection: the descriptor set holds the commerce and the sibling
+/// services alike, and a port must not list a service it would answer
+/// UNIMPLEMENTED. Every descriptor (ours, health's, both reflections') stays
+/// resolvable for `describe`.
 pub fn reflection(
-    served: &[&str],
+    services: &[&str],
 ) -> Result<
     (
         ReflectionV1Server<impl tonic_reflection::server::v1::ServerReflection>,
@@ -90,8 +98,9 @@ pub fn reflection(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
-        served
+        services
             .iter()
+            .chain(PROTOCOL_SERVICES)
             .fold(builder, |builder, name| builder.with_service_name(*name))
     };
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
