@@ -19,8 +19,8 @@ use crate::{
     auth::{AuthLayer, Authenticator},
     bounds::BoundsLayer,
     config::{
-        Config, ConnectionSettings, Environment, LimitSettings, RedisSettings, ServerSettings, SiblingSettings,
-        StubSettings,
+        Config, ConnectionSettings, Environment, LimitSettings, RedisSettings, ServerSettings,
+        SiblingSettings, StubSettings,
     },
     db::{Backends, Db, redis_pool},
     health::Health,
