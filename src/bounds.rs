@@ -7,12 +7,15 @@
 //!   header is rewritten to the capped value, so a handler that propagates the
 //!   deadline sees the real one. A request still running at its deadline is
 //!   answered DEADLINE_EXCEEDED (HTTP 504) and its handler future is dropped.
-//!   (tonic's own `Server::timeout` would answer CANCELLED; startup keeps it one
-//!   second later, as a backstop only.) For a server stream the deadline covers
-//!   the call up to its first response, as in tonic.
+//!   (tonic's own `Server::timeout` would answer CANCELLED; the server here is
+//!   our own accept loop, [`crate::serve`], which has none.) For a server
+//!   stream the deadline covers the call up to its first response, as in tonic.
 //! - Message size: tonic refuses a request above MAX_MESSAGE_BYTES with
 //!   OUT_OF_RANGE before the handler runs; the gRPC spec and other servers say
 //!   RESOURCE_EXHAUSTED, so that answer is rewritten.
+//! - Unreadable requests: tonic answers a request body that does not decode
+//!   (malformed protobuf...) with INTERNAL; it is the caller's error, so the
+//!   answer is rewritten to INVALID_ARGUMENT.
 
 use std::{
     task::{Context, Poll},
@@ -27,6 +30,14 @@ use crate::{error::AppError, transport};
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 const GRPC_STATUS: &str = "grpc-status";
 const TOO_LARGE: &str = "Error, decoded message length too large";
+/// How tonic and prost's decoders begin the INTERNAL message of a request
+/// they cannot read.
+const UNREADABLE: &[&str] = &[
+    "failed to decode Protobuf message",
+    "protocol error: received message with invalid compression flag",
+    "Unexpected EOF decoding stream",
+    "Error decompressing",
+];
 
 /// Caps deadlines and fixes the code of oversized messages.
 #[derive(Clone, Debug)]
@@ -85,7 +96,7 @@ where
         let future = self.inner.call(request);
         Box::pin(async move {
             match tokio::time::timeout(deadline, future).await {
-                Ok(result) => result.map(resource_exhausted_for_oversize),
+                Ok(result) => result.map(client_codes_for_unreadable_requests),
                 Err(_) => {
                     let err = AppError::DeadlineExceeded(format!(
                         "request deadline of {} ms exceeded",
@@ -103,20 +114,34 @@ where
     }
 }
 
-/// Rewrites tonic's OUT_OF_RANGE "message length too large" to RESOURCE_EXHAUSTED.
-fn resource_exhausted_for_oversize(mut response: http::Response<Body>) -> http::Response<Body> {
+/// Rewrites the codes tonic gives a request it cannot read: OUT_OF_RANGE
+/// "message length too large" becomes RESOURCE_EXHAUSTED, and INTERNAL for a
+/// body that does not decode (malformed protobuf, broken framing, a
+/// truncated message, a bad compressed payload) becomes INVALID_ARGUMENT: the
+/// caller sent it, nothing failed here (and it must not feed the alert on
+/// the server's error rate).
+fn client_codes_for_unreadable_requests(mut response: http::Response<Body>) -> http::Response<Body> {
     let headers = response.headers();
-    let out_of_range = headers
-        .get(GRPC_STATUS)
-        .is_some_and(|v| v.as_bytes() == (Code::OutOfRange as i32).to_string().as_bytes());
-    let too_large = headers
-        .get("grpc-message")
-        .is_some_and(|v| v.as_bytes().starts_with(percent_encoded(TOO_LARGE).as_bytes()));
-    if out_of_range && too_large {
-        response.headers_mut().insert(
-            GRPC_STATUS,
-            http::HeaderValue::from(Code::ResourceExhausted as i32),
-        );
+    let code = headers.get(GRPC_STATUS).map(http::HeaderValue::as_bytes);
+    let is = |code_wanted: Code| code == Some((code_wanted as i32).to_string().as_bytes());
+    let message_starts = |prefixes: &[&str]| {
+        headers.get("grpc-message").is_some_and(|v| {
+            prefixes
+                .iter()
+                .any(|p| v.as_bytes().starts_with(percent_encoded(p).as_bytes()))
+        })
+    };
+    let rewrite = if is(Code::OutOfRange) && message_starts(&[TOO_LARGE]) {
+        Some(Code::ResourceExhausted)
+    } else if is(Code::Internal) && message_starts(UNREADABLE) {
+        Some(Code::InvalidArgument)
+    } else {
+        None
+    };
+    if let Some(code) = rewrite {
+        response
+            .headers_mut()
+            .insert(GRPC_STATUS, http::HeaderValue::from(code as i32));
     }
     response
 }

@@ -26,17 +26,43 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-/// Deployment environment; `production` enforces real JWT keys.
+/// Deployment environment; only development and test accept the public
+/// development secrets (JWT secret, PII key) and `*` CORS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
     /// Local development (the default).
     Development,
     /// Automated tests: the development key is accepted without a warning.
     Test,
-    /// Pre-production: a shared deployment that is not production yet.
+    /// Pre-production: a shared deployment that is not production yet; it
+    /// refuses the development secrets, as production does.
     Staging,
     /// Production: refuses development secrets.
     Production,
+}
+
+impl Environment {
+    /// True for development and test, the only environments where the
+    /// development secrets, published in this repository, may protect anything.
+    pub fn allows_development_secrets(self) -> bool {
+        matches!(self, Self::Development | Self::Test)
+    }
+
+    /// The name ENVIRONMENT takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Test => "test",
+            Self::Staging => "staging",
+            Self::Production => "production",
+        }
+    }
+}
+
+impl std::fmt::Display for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl FromStr for Environment {
@@ -117,8 +143,8 @@ pub struct ServerSettings {
     pub host: String,
     /// PORT: the one port for gRPC and HTTP (default 8084).
     pub port: u16,
-    /// CORS_ALLOWED_ORIGINS: comma-separated, or `*` (default `*` outside
-    /// production, none in production).
+    /// CORS_ALLOWED_ORIGINS: comma-separated, or `*` (development and test
+    /// only, where it is the default; none elsewhere).
     pub cors_allowed_origins: Vec<String>,
 }
 
@@ -305,6 +331,33 @@ pub struct ReadSideSettings {
     /// ENABLE_CQRS (default true). Projections run either way: ListOrders
     /// has no event-store equivalent.
     pub order_queries: OrderQuerySource,
+    /// WATCH_MAX_STREAMS_PER_CALLER, WATCH_MAX_STREAMS, WATCH_MAX_LIFETIME_SECONDS:
+    /// bounds of WatchOrder streams (defaults 16, 4096, 900).
+    pub watch: WatchSettings,
+}
+
+/// Bounds of WatchOrder streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// Open streams one principal may hold.
+    pub per_principal: usize,
+    /// Open streams of this process.
+    pub total: usize,
+    /// Longest life of one stream.
+    pub lifetime: Duration,
+    /// How often the global log is read for changes other replicas projected.
+    pub poll: Duration,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            per_principal: 16,
+            total: 4096,
+            lifetime: Duration::from_secs(15 * 60),
+            poll: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Encryption of personal data.
@@ -411,6 +464,12 @@ impl Config {
                 } else {
                     OrderQuerySource::EventStream
                 },
+                watch: WatchSettings {
+                    per_principal: env.parse_in("WATCH_MAX_STREAMS_PER_CALLER", 16, 1..=10_000)?,
+                    total: env.parse_in("WATCH_MAX_STREAMS", 4096, 1..=1_000_000)?,
+                    lifetime: env.duration("WATCH_MAX_LIFETIME_SECONDS", "900", 1)?,
+                    ..Default::default()
+                },
             },
             privacy: PrivacySettings {
                 environment,
@@ -431,21 +490,27 @@ impl Config {
 
 impl ServerSettings {
     fn read(env: &Env, environment: Environment) -> Result<Self, ConfigError> {
-        let any_origin = if environment == Environment::Production {
-            ""
-        } else {
-            "*"
-        };
+        let strict = !environment.allows_development_secrets();
+        let cors_allowed_origins: Vec<String> = env
+            .string("CORS_ALLOWED_ORIGINS", if strict { "" } else { "*" })
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if strict && cors_allowed_origins.iter().any(|o| o == "*") {
+            return Err(ConfigError {
+                var: "CORS_ALLOWED_ORIGINS".into(),
+                value: "*".into(),
+                reason: format!(
+                    "ENVIRONMENT={environment} refuses `*`: list the origins (only development and test allow any)"
+                ),
+            });
+        }
         Ok(Self {
             host: env.string("HOST", "0.0.0.0"),
             port: env.parse("PORT", 8084)?,
-            cors_allowed_origins: env
-                .string("CORS_ALLOWED_ORIGINS", any_origin)
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
+            cors_allowed_origins,
         })
     }
 }

@@ -162,33 +162,44 @@ pub struct Backends {
     pub redis: Option<deadpool_redis::Pool>,
 }
 
-/// True for errors that say "the database is not reachable right now" rather
-/// than "this request is wrong": pool exhaustion, I/O, a server shutting down,
-/// a serialization failure, SQLite busy.
-pub fn is_transient(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
+/// For an error that says "the database is not reachable right now" (pool
+/// exhaustion, I/O, a server shutting down, a serialization failure, SQLite
+/// busy), why, in words fit for a client: a category, never the database's
+/// own text. None for an error about the request or a bug.
+///
+/// Codes are read per backend: PostgreSQL's SQLSTATEs are five characters,
+/// often all digits (22021 is an invalid byte sequence), so SQLite's numeric
+/// result codes must only be tested on SQLite's errors.
+pub fn unavailable(err: &sqlx::Error) -> Option<String> {
+    let reason = match err {
+        sqlx::Error::PoolTimedOut => "no connection free in time",
+        sqlx::Error::PoolClosed => "shutting down",
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => "connection lost",
         // A connection closed during the handshake (a proxy or load balancer
         // in front of a database that is down accepts, then hangs up) reads
         // as an unexpected reply to the SSL request: the database is away,
         // not the request wrong.
-        sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Protocol(_) => "connection lost",
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            // PostgreSQL: 08 connection, 40001 serialization, 40P01 deadlock,
-            // 53 insufficient resources, 57P0x shutdown. SQLite: 5 BUSY, 6 LOCKED
-            // (and their extended codes, which end in the same byte).
-            code.starts_with("08")
-                || code == "40001"
-                || code == "40P01"
-                || code.starts_with("53")
-                || code.starts_with("57P0")
-                || code.parse::<i32>().is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6)
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLite: 5 BUSY, 6 LOCKED (and their extended codes, which
+                // end in the same byte).
+                let busy = code.parse::<i32>().is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6);
+                busy.then_some("busy")?
+            } else {
+                // PostgreSQL: 08 connection, 40001 serialization, 40P01
+                // deadlock, 53 insufficient resources, 57P0x shutdown.
+                match code.as_ref() {
+                    c if c.starts_with("08") => "connection lost",
+                    "40001" | "40P01" => "conflicting transactions",
+                    c if c.starts_with("53") => "out of resources",
+                    c if c.starts_with("57P0") => "shutting down",
+                    _ => return None,
+                }
+            }
         }
-        _ => false,
-    }
+        _ => return None,
+    };
+    Some(format!("database unavailable ({reason}); retry later"))
 }

@@ -23,7 +23,8 @@
 //! - **transports**: [`grpc`] (tonic services, thin over [`app`]), [`rest`] (the
 //!   REST/JSON shim, `/openapi.json`, `/docs`, over the same services),
 //!   [`metrics::endpoint`] (`/metrics`), [`auth::AuthLayer`], [`ratelimit`], [`bounds`]
-//!   (request deadlines, the oversized-message answer), [`stubs`] (the payment,
+//!   (request deadlines, the oversized-message answer), [`serve`] (the accept loop
+//!   of the one port: HTTP/1.1 and HTTP/2, one header bound), [`stubs`] (the payment,
 //!   inventory and shipping stubs, `commerce stubs`).
 //! - **startup**: [`startup`] builds the [`startup::Application`] (chooses the
 //!   backends, wires the read side; one port for gRPC and HTTP); [`bench`].
@@ -47,6 +48,7 @@ pub mod proto;
 pub mod ratelimit;
 pub mod rest;
 pub mod saga;
+pub mod serve;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

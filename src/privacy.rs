@@ -54,8 +54,8 @@ pub enum PrivacyError {
 
 impl From<sqlx::Error> for PrivacyError {
     fn from(err: sqlx::Error) -> Self {
-        if crate::db::is_transient(&err) {
-            Self::Unavailable(err.to_string())
+        if let Some(why) = crate::db::unavailable(&err) {
+            Self::Unavailable(why)
         } else {
             Self::Other(anyhow::Error::new(err).context("customer key store query"))
         }

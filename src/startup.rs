@@ -119,7 +119,7 @@ impl Application {
             events.clone(),
             crate::store::saga::saga_store(&backends.db),
             bus.clone(),
-            config.read_side.order_queries,
+            &config.read_side,
             shutdown.clone(),
             privacy.clone(),
         );
@@ -196,6 +196,12 @@ impl Application {
             app.shutdown.clone(),
         ));
         tokio::spawn(crate::metrics::upkeep(app.shutdown.clone()));
+        // Forgets made on other replicas reach this one's key cache at once.
+        tokio::spawn(
+            app.privacy
+                .clone()
+                .follow_forgets(app.bus.clone(), app.shutdown.clone()),
+        );
         // Outbox relay, projections and their status: stop on shutdown.
         let read_side = start_read_side(&app);
 
@@ -217,15 +223,12 @@ impl Application {
         tracing::info!(%addr, database = app.backends.db.kind(), redis = app.backends.redis.is_some(), "serving gRPC and HTTP");
 
         let server_shutdown = app.shutdown.clone();
-        let server = crate::wire::server(&connections, &limits)
-            .accept_http1(true)
-            // BoundsLayer answers at the capped deadline with DEADLINE_EXCEEDED;
-            // tonic's own timeout (which says CANCELLED) is only a backstop.
-            .timeout(limits.max_request_timeout + Duration::from_secs(1))
-            .add_routes(tonic::service::Routes::from(router))
-            .serve_with_incoming_shutdown(crate::wire::incoming(listener, &connections), async move {
-                server_shutdown.wait().await;
-            });
+        // Our own accept loop rather than tonic's Server: it bounds HTTP/1.1
+        // headers too and runs the connection lifecycle (see crate::serve).
+        // BoundsLayer answers at the capped deadline with DEADLINE_EXCEEDED.
+        let server = crate::serve::serve(listener, router, &connections, &limits, async move {
+            server_shutdown.wait().await;
+        });
         tokio::spawn(async move {
             signal.await;
             tracing::info!("shutdown requested: draining");

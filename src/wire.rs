@@ -1,7 +1,8 @@
 //! gRPC on the wire, the same for every server and client of ours: which
-//! compression encodings are accepted and sent, and the lifecycle of the
-//! HTTP/2 connections a listener accepts (keepalive pings, max age with a
-//! grace period, streams per connection); and what reflection says a port serves.
+//! compression encodings are accepted and sent, the end of life of an
+//! accepted connection (max age plus grace; the rest of the lifecycle is set
+//! on the connection builder in [`crate::serve`]), and what reflection says a
+//! port serves.
 
 use std::{
     future::Future,
@@ -11,23 +12,17 @@ use std::{
     time::Duration,
 };
 
-use futures::{Stream, StreamExt};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     time::Sleep,
 };
-use tonic::{
-    codec::CompressionEncoding,
-    transport::server::{Connected, TcpConnectInfo},
-};
+use tonic::codec::CompressionEncoding;
 
 use tonic_reflection::server::{
     v1::ServerReflectionServer as ReflectionV1Server,
     v1alpha::ServerReflectionServer as ReflectionV1AlphaServer,
 };
-
-use crate::config::{ConnectionSettings, LimitSettings};
 
 /// The encodings every server accepts (and sends, when the caller advertises
 /// one of them): gzip, which every gRPC stack speaks, and zstd.
@@ -106,38 +101,6 @@ pub fn reflection(
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
-/// A server builder with the connection lifecycle of `connections`: HTTP/2
-/// keepalive pings with their timeout, GOAWAY at the maximum age (calls in
-/// flight go on; the grace period is enforced by [`incoming`]) and the cap on
-/// concurrent streams per connection.
-pub fn server(connections: &ConnectionSettings, limits: &LimitSettings) -> tonic::transport::Server {
-    let builder = tonic::transport::Server::builder()
-        .http2_keepalive_interval(connections.keepalive_interval)
-        .http2_keepalive_timeout(Some(connections.keepalive_timeout))
-        .max_concurrent_streams(limits.max_concurrent_streams);
-    // Not tonic's `max_connection_age_grace`: in tonic 0.14 setting it skips the
-    // GOAWAY at the age and only cuts the connection after age + grace, failing
-    // every call on it.
-    match connections.max_age {
-        Some(age) => builder.max_connection_age(age),
-        None => builder,
-    }
-}
-
-/// The connections accepted on `listener` (TCP_NODELAY, see
-/// [`crate::transport::incoming`]), each closed once it has outlived the
-/// maximum age plus the grace period: the GOAWAY sent at the age lets calls
-/// in flight finish, and this bounds how long a call that never ends (a
-/// WatchOrder stream) can hold an old connection.
-pub fn incoming(
-    listener: TcpListener,
-    connections: &ConnectionSettings,
-) -> impl Stream<Item = io::Result<AgedStream>> + Send + 'static {
-    let lifetime = connections.max_age.map(|age| age + connections.max_age_grace);
-    crate::transport::incoming(listener)
-        .map(move |accepted| accepted.map(|stream| AgedStream::new(stream, lifetime)))
-}
-
 /// An accepted TCP stream that fails every read and write once its lifetime
 /// is over, which ends hyper's connection (and every stream still on it).
 pub struct AgedStream {
@@ -146,7 +109,8 @@ pub struct AgedStream {
 }
 
 impl AgedStream {
-    fn new(stream: TcpStream, lifetime: Option<Duration>) -> Self {
+    /// `stream`, ended once `lifetime` (if any) is over.
+    pub fn new(stream: TcpStream, lifetime: Option<Duration>) -> Self {
         Self {
             stream,
             end_of_life: lifetime.map(|lifetime| Box::pin(tokio::time::sleep(lifetime))),
@@ -198,13 +162,5 @@ impl AsyncWrite for AgedStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-impl Connected for AgedStream {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
     }
 }

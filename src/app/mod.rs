@@ -3,9 +3,11 @@
 
 pub mod cart;
 pub mod orders;
+pub mod paging;
 pub mod privacy;
 pub mod queries;
 pub mod sagas;
+pub mod watch;
 
 use std::sync::Arc;
 

@@ -31,14 +31,14 @@ use std::{sync::Arc, time::Duration};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::{
-    app::orders::OrderView,
+    app::{orders::OrderView, watch::OrderWatches},
     auth::Principal,
     bus::{DeadLetter, EventBus},
-    config::OrderQuerySource,
+    config::{OrderQuerySource, ReadSideSettings},
     domain::order::{OrderStatus, ShippingAddress},
     error::AppError,
     privacy::Vault,
@@ -59,7 +59,7 @@ use crate::{
 
 /// Longest wait for the read model to reach a query's `min_version`.
 pub const MIN_VERSION_WAIT: Duration = Duration::from_secs(2);
-/// How often waits and watches re-read the read model (changes applied by
+/// How often a `min_version` wait re-reads the read model (changes applied by
 /// another replica are not broadcast here).
 const POLL: Duration = Duration::from_millis(250);
 /// ListOrders page size when the request says 0.
@@ -103,6 +103,7 @@ pub struct QueryApp {
     sagas: Arc<dyn SagaStore>,
     bus: Arc<dyn EventBus>,
     changes: OrderChanges,
+    watches: OrderWatches,
     order_queries: OrderQuerySource,
     shutdown: Shutdown,
     privacy: Vault,
@@ -136,22 +137,34 @@ fn page_size(field: &str, requested: i32) -> Result<i64, AppError> {
 }
 
 impl QueryApp {
-    /// The queries over these stores, orders read from `order_queries`.
+    /// The queries over these stores, as `settings` say (where orders are
+    /// read from, WatchOrder's bounds).
     pub fn new(
         store: ReadModelStore,
         events: Arc<dyn EventStore>,
         sagas: Arc<dyn SagaStore>,
         bus: Arc<dyn EventBus>,
-        order_queries: OrderQuerySource,
+        settings: &ReadSideSettings,
         shutdown: Shutdown,
         privacy: Vault,
     ) -> Self {
+        let order_queries = settings.order_queries;
+        let changes = OrderChanges::new();
+        let watches = OrderWatches::new(
+            settings.watch,
+            changes.clone(),
+            store.clone(),
+            events.clone(),
+            order_queries,
+            shutdown.clone(),
+        );
         Self {
             store,
             events,
             sagas,
             bus,
-            changes: OrderChanges::new(),
+            changes,
+            watches,
             order_queries,
             shutdown,
             privacy,
@@ -181,7 +194,7 @@ impl QueryApp {
         let wanted = u64::try_from(min_version)
             .map_err(|_| AppError::invalid("min_version", "must not be negative"))?;
         let detail = if self.order_queries == OrderQuerySource::ReadModel {
-            self.read_at_least(id, wanted).await?
+            self.read_at_least(principal, id, wanted).await?
         } else {
             self.fold(id).await?
         };
@@ -211,39 +224,53 @@ impl QueryApp {
     }
 
     /// The detail row once it is at `wanted` (bounded wait), else the fold.
-    async fn read_at_least(&self, id: Uuid, wanted: u64) -> Result<Option<OrderDetail>, AppError> {
-        let at_least =
-            |row: &Option<OrderDetail>| row.as_ref().is_some_and(|r| r.summary.version >= wanted.max(1));
+    ///
+    /// Ownership comes first: an order of someone else and an unknown id are
+    /// both None at once, never after the wait (whose length would tell that
+    /// the order exists and has not reached `wanted` yet).
+    async fn read_at_least(
+        &self,
+        principal: &Principal,
+        id: Uuid,
+        wanted: u64,
+    ) -> Result<Option<OrderDetail>, AppError> {
+        let owned = |detail: &OrderDetail| principal.may_access(&detail.summary.customer_id);
         // Subscribe before reading: a change between the two is not missed.
         let mut changes = self.changes.subscribe();
-        let row = self.store.order_detail(id).await?;
-        if at_least(&row) {
-            return Ok(row);
+        match self.store.order_detail(id).await? {
+            Some(row) if !owned(&row) => return Ok(None),
+            Some(row) if row.summary.version >= wanted.max(1) => return Ok(Some(row)),
+            Some(_) => {}
+            // Not projected yet, or no such order: the event store tells
+            // which before any wait.
+            None => match self.fold(id).await? {
+                Some(folded) if owned(&folded) && wanted == 0 => return Ok(Some(folded)),
+                // The caller's own order: wait for the projection as before.
+                Some(folded) if owned(&folded) => {}
+                _ => return Ok(None),
+            },
         }
-        if wanted > 0 {
-            let deadline = tokio::time::Instant::now() + MIN_VERSION_WAIT;
-            loop {
-                let woke = tokio::time::timeout_at(deadline, async {
-                    tokio::select! {
-                        change = changes.recv() => !matches!(change, Ok(c) if c.order_id != id),
-                        _ = tokio::time::sleep(POLL) => true,
-                    }
-                })
-                .await;
-                match woke {
-                    Err(_) => break,
-                    Ok(false) => continue,
-                    Ok(true) => {
-                        let row = self.store.order_detail(id).await?;
-                        if at_least(&row) {
-                            return Ok(row);
-                        }
+        let deadline = tokio::time::Instant::now() + MIN_VERSION_WAIT;
+        loop {
+            let woke = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    change = changes.recv() => !matches!(change, Ok(c) if c.order_id != id),
+                    _ = tokio::time::sleep(POLL) => true,
+                }
+            })
+            .await;
+            match woke {
+                Err(_) => break,
+                Ok(false) => continue,
+                Ok(true) => {
+                    let row = self.store.order_detail(id).await?;
+                    if row.as_ref().is_some_and(|r| r.summary.version >= wanted) {
+                        return Ok(row);
                     }
                 }
             }
         }
-        // Missing or behind: the event store answers (a new order whose
-        // projection lags is found, and read-your-writes holds).
+        // Still behind: the event store answers (read-your-writes holds).
         self.fold(id).await
     }
 
@@ -278,7 +305,7 @@ impl QueryApp {
                     "was made for another status filter",
                 ));
             }
-            let created_at = DateTime::from_timestamp_micros(token.t)
+            let created_at = crate::app::paging::page_token_time(token.t)
                 .ok_or_else(|| AppError::invalid("page_token", "not a token from a previous response"))?;
             Some(ListCursor {
                 created_at,
@@ -349,21 +376,25 @@ impl QueryApp {
     }
 
     /// WatchOrder: the current state, then the order at each status change,
-    /// ending after a terminal status; an error ends it early (UNAVAILABLE on
-    /// shutdown: watch again elsewhere).
+    /// ending after a terminal status, or cleanly (OK, no terminal status)
+    /// once the stream's lifetime is over: watch again to go on. An error
+    /// ends it early (UNAVAILABLE on shutdown: watch again elsewhere). Caps
+    /// and the shared feed: [`crate::app::watch`].
     pub async fn watch_order(
         &self,
         principal: &Principal,
         order_id: &str,
     ) -> Result<mpsc::Receiver<Result<OrderDetail, AppError>>, AppError> {
         let id = parse_order_id(order_id)?;
-        let mut changes = self.changes.subscribe();
+        // Subscribed before the first read: a change in between is not missed.
+        let mut ticket = self.watches.open(&principal.subject, id)?;
         let first = self.get_order(principal, order_id, 0).await?;
         // Personal data never changes after OrderCreated: open it once.
         let personal = first.personal.clone();
         let (sender, receiver) = mpsc::channel(8);
-        let this = self.clone();
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let ends_at = tokio::time::Instant::now() + ticket.lifetime();
             let mut last = first.summary.status;
             let mut version = first.summary.version;
             if sender.send(Ok(first)).await.is_err() || last.is_terminal() {
@@ -371,39 +402,27 @@ impl QueryApp {
             }
             loop {
                 tokio::select! {
-                    change = changes.recv() => match change {
-                        Ok(c) if c.order_id != id || c.version <= version => continue,
-                        Ok(_) | Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => {}
-                    },
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = this.shutdown.wait() => {
+                    changed = ticket.receiver().changed() => if changed.is_err() { return },
+                    // The clean end of a long watch (see the module doc of watch).
+                    _ = tokio::time::sleep_until(ends_at) => return,
+                    _ = shutdown.wait() => {
                         let _ = sender.send(Err(AppError::Unavailable("server shutting down; watch again".into()))).await;
                         return;
                     }
                     _ = sender.closed() => return,
                 }
-                let current = if this.order_queries == OrderQuerySource::ReadModel {
-                    this.store.order_detail(id).await
-                } else {
-                    Ok(None)
-                };
-                let current = match current {
-                    Ok(Some(row)) => Some(row),
-                    Ok(None) => this.fold(id).await.ok().flatten(),
-                    Err(error) => {
-                        tracing::warn!(order_id = %id, error = %error, "watch: read failed; retrying");
-                        None
-                    }
-                };
-                let Some(current) = current.filter(|row| row.summary.version > version) else {
+                let Some(current) = ticket.receiver().borrow_and_update().clone() else {
                     continue;
                 };
-                let mut current = current;
-                current.personal = personal.clone();
+                if current.summary.version <= version {
+                    continue;
+                }
                 version = current.summary.version;
                 if current.summary.status == last {
                     continue;
                 }
+                let mut current = OrderDetail::clone(&current);
+                current.personal = personal.clone();
                 last = current.summary.status;
                 if sender.send(Ok(current)).await.is_err() || last.is_terminal() {
                     return;
@@ -411,6 +430,11 @@ impl QueryApp {
             }
         });
         Ok(receiver)
+    }
+
+    /// The open WatchOrder streams of this process and their feed.
+    pub fn watches(&self) -> &OrderWatches {
+        &self.watches
     }
 
     /// ListDeadLetters (admin): oldest first.

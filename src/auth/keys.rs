@@ -30,7 +30,7 @@ pub const LEEWAY_SECONDS: u64 = 30;
 /// Longest token accepted; longer ones are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Shortest HS256 secret production accepts (256 bits).
+/// Shortest HS256 secret staging and production accept (256 bits).
 const MIN_SECRET_BYTES: usize = 32;
 
 /// Longest `sub` accepted (it becomes a customer id in storage).
@@ -85,10 +85,13 @@ impl RolesClaim {
 impl Authenticator {
     /// Loads the keys the configuration names: JWT_PUBLIC_KEY_FILE (one PEM
     /// public key), JWT_JWKS_FILE (a JWKS), JWT_SECRET (HS256). With none of
-    /// them, development uses the development secret; `ENVIRONMENT=production`
+    /// them, development uses the development secret; staging and production
     /// refuses that, the development secret itself, and secrets under 32 bytes.
     pub fn from_settings(settings: &AuthSettings) -> anyhow::Result<Self> {
-        let production = settings.environment == Environment::Production;
+        // Staging too: the development secret is public, and a staging
+        // deployment often holds copies of real data.
+        let strict = !settings.environment.allows_development_secrets();
+        let env = settings.environment;
         let mut keys: Vec<(Option<String>, Algorithm, DecodingKey)> = Vec::new();
         if let Some(path) = &settings.jwt_public_key_file {
             let (algorithm, key) =
@@ -99,21 +102,19 @@ impl Authenticator {
             keys.extend(jwks_keys(path).with_context(|| format!("loading JWT_JWKS_FILE {path}"))?);
         }
         match settings.jwt_secret.as_deref() {
-            Some(DEVELOPMENT_SECRET) if production => {
-                bail!("JWT_SECRET is the development secret, which ENVIRONMENT=production refuses")
+            Some(DEVELOPMENT_SECRET) if strict => {
+                bail!("JWT_SECRET is the development secret, which ENVIRONMENT={env} refuses")
             }
-            Some(secret) if production && secret.len() < MIN_SECRET_BYTES => {
-                bail!(
-                    "JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes, which ENVIRONMENT=production refuses"
-                )
+            Some(secret) if strict && secret.len() < MIN_SECRET_BYTES => {
+                bail!("JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes, which ENVIRONMENT={env} refuses")
             }
             Some(secret) => keys.push((
                 None,
                 Algorithm::HS256,
                 DecodingKey::from_secret(secret.as_bytes()),
             )),
-            None if keys.is_empty() && production => bail!(
-                "no JWT key configured: ENVIRONMENT=production needs JWT_PUBLIC_KEY_FILE or \
+            None if keys.is_empty() && strict => bail!(
+                "no JWT key configured: ENVIRONMENT={env} needs JWT_PUBLIC_KEY_FILE or \
                  JWT_JWKS_FILE (or a strong JWT_SECRET) and refuses the development secret"
             ),
             None if keys.is_empty() => {
@@ -187,6 +188,10 @@ impl Authenticator {
         })?;
         if claims.sub.trim().is_empty() || claims.sub.chars().count() > MAX_SUBJECT_CHARS {
             return Err(refuse("bad sub"));
+        }
+        // The token is genuine but its subject is not usable as a customer id.
+        if let Some(problem) = crate::domain::text::id_problem(&claims.sub) {
+            return Err(AppError::invalid("sub", problem));
         }
         Ok(Principal {
             roles: claims.roles.roles(),

@@ -35,6 +35,8 @@ struct StreamLog {
     groups: HashMap<String, Group>,
     next_dead_id: u64,
     dead: BTreeMap<u64, DeadLetter>,
+    /// Forget notices, in order; a cursor is an index into it.
+    forgotten: Vec<String>,
 }
 
 #[derive(Default)]
@@ -293,5 +295,45 @@ impl EventBus for InProcessBus {
         };
         self.published.notify_waiters();
         Ok(replayed.len() as u64)
+    }
+
+    async fn announce_forgotten(&self, customer_id: &str) -> Result<(), BusError> {
+        {
+            let mut state = self.lock();
+            // Kept for the life of the process: one short id per forget.
+            state.forgotten.push(customer_id.to_string());
+        }
+        self.published.notify_waiters();
+        Ok(())
+    }
+
+    async fn forgotten_after(
+        &self,
+        cursor: Option<&str>,
+        block: Duration,
+    ) -> Result<(String, Vec<String>), BusError> {
+        let seen = |state: &StreamLog| state.forgotten.len();
+        let Some(cursor) = cursor else {
+            return Ok((seen(&self.lock()).to_string(), Vec::new()));
+        };
+        let from: usize = cursor
+            .parse()
+            .map_err(|_| BusError::Protocol(format!("not a cursor: {cursor}")))?;
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let notified = self.published.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.lock();
+                let fresh = state.forgotten.get(from..).unwrap_or_default();
+                if !fresh.is_empty() {
+                    return Ok((seen(&state).to_string(), fresh.to_vec()));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok((cursor.to_string(), Vec::new()));
+            }
+        }
     }
 }

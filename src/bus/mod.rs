@@ -19,6 +19,9 @@
 //!   ([`EventBus::dead_letter`]), where an admin lists and replays it.
 //! - Delivery is at least once: consumers are idempotent (projections apply
 //!   an event only at the next version of its stream).
+//!
+//! Besides events, the bus carries one kind of notice every replica reads:
+//! a customer was forgotten ([`EventBus::announce_forgotten`]).
 
 pub mod in_process;
 pub mod redis_streams;
@@ -218,6 +221,20 @@ pub trait EventBus: Send + Sync + 'static {
     /// Every group sees the replayed entry; the ones that applied it already
     /// ignore it.
     async fn replay_dead_letters(&self, ids: &[String]) -> Result<u64, BusError>;
+
+    /// Tells every replica that `customer_id` was forgotten: their caches of
+    /// the customer's key must go at once (see [`crate::privacy::Vault`]).
+    /// Unlike events, every reader sees every notice (no consumer group).
+    async fn announce_forgotten(&self, customer_id: &str) -> Result<(), BusError>;
+
+    /// The customers announced forgotten after `cursor`, waiting up to
+    /// `block` for the first, and the cursor to pass next. With no cursor,
+    /// none: only the cursor of "now".
+    async fn forgotten_after(
+        &self,
+        cursor: Option<&str>,
+        block: Duration,
+    ) -> Result<(String, Vec<String>), BusError>;
 }
 
 /// This replica's consumer name: the host name (the pod name under

@@ -1,7 +1,8 @@
 //! The production bus: Redis Streams through the shared deadpool-redis pool.
 //!
-//! Keys: `<prefix>:events` (the event stream, trimmed with `MAXLEN ~`) and
-//! `<prefix>:events:dead-letters`. One consumer group per projection.
+//! Keys: `<prefix>:events` (the event stream, trimmed with `MAXLEN ~`),
+//! `<prefix>:events:dead-letters`, and `<prefix>:forgotten` (forget notices,
+//! read by every replica with plain XREAD). One consumer group per projection.
 //!
 //! Blocking reads use a short `BLOCK` (below the connection's 500 ms response
 //! timeout of redis-rs 1.x) so that pooled connections can serve them; a read
@@ -21,12 +22,16 @@ use super::{BusError, DeadLetter, Delivery, EventBus, EventEnvelope};
 const MAX_BLOCK: Duration = Duration::from_millis(400);
 /// Dead letters kept at most (approximately).
 const DEAD_LETTER_MAX_LEN: usize = 10_000;
+/// Forget notices kept at most (approximately): a reader only needs those
+/// since its last read.
+const FORGOTTEN_MAX_LEN: usize = 10_000;
 
 /// The Redis Streams [`EventBus`].
 pub struct RedisStreamsBus {
     pool: Pool,
     stream: String,
     dead_letters: String,
+    forgotten: String,
     max_len: usize,
 }
 
@@ -40,6 +45,7 @@ impl RedisStreamsBus {
             pool,
             stream: format!("{prefix}:events"),
             dead_letters: format!("{prefix}:events:dead-letters"),
+            forgotten: format!("{prefix}:forgotten"),
             max_len: max_len.max(1),
         }
     }
@@ -346,6 +352,63 @@ impl EventBus for RedisStreamsBus {
             replayed += 1;
         }
         Ok(replayed)
+    }
+
+    async fn announce_forgotten(&self, customer_id: &str) -> Result<(), BusError> {
+        let mut conn = self.pool.get().await?;
+        let _: Value = redis::cmd("XADD")
+            .arg(&self.forgotten)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(FORGOTTEN_MAX_LEN)
+            .arg("*")
+            .arg("customer_id")
+            .arg(customer_id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn forgotten_after(
+        &self,
+        cursor: Option<&str>,
+        block: Duration,
+    ) -> Result<(String, Vec<String>), BusError> {
+        let mut conn = self.pool.get().await?;
+        let Some(cursor) = cursor else {
+            let newest: Value = redis::cmd("XREVRANGE")
+                .arg(&self.forgotten)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await?;
+            let now = parse_entries(newest)?
+                .into_iter()
+                .next()
+                .map_or_else(|| "0-0".to_string(), |(id, _)| id);
+            return Ok((now, Vec::new()));
+        };
+        let reply: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1000)
+            .arg("BLOCK")
+            .arg(block.min(MAX_BLOCK).as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(&self.forgotten)
+            .arg(cursor)
+            .query_async(&mut conn)
+            .await?;
+        let entries = parse_read_reply(reply)?;
+        let next = entries
+            .last()
+            .map_or_else(|| cursor.to_string(), |(id, _)| id.clone());
+        let customers = entries
+            .into_iter()
+            .filter_map(|(_, fields)| fields.and_then(|mut f| f.remove("customer_id")))
+            .collect();
+        Ok((next, customers))
     }
 }
 

@@ -151,7 +151,7 @@ fn collect<T>(result: Result<T, Violation>, violations: &mut Vec<Violation>) -> 
     result.map_err(|v| violations.push(v)).ok()
 }
 
-/// A product id: 1..=128 characters, no control characters, no surrounding
+/// A product id: 1..=128 characters, no control or format characters, no surrounding
 /// whitespace (it is an identifier: we refuse rather than silently trim).
 pub fn parse_product_id(raw: &str) -> Result<String, Violation> {
     let field = "product_id";
@@ -165,8 +165,8 @@ pub fn parse_product_id(raw: &str) -> Result<String, Violation> {
         ))
     } else if raw.trim() != raw {
         Err(Violation::new(field, "must not start or end with whitespace"))
-    } else if raw.chars().any(char::is_control) {
-        Err(Violation::new(field, "must not contain control characters"))
+    } else if let Some(problem) = super::text::id_problem(raw) {
+        Err(Violation::new(field, problem))
     } else {
         Ok(raw.to_string())
     }
@@ -182,8 +182,8 @@ fn parse_product_name(raw: &str) -> Result<String, Violation> {
             field,
             format!("at most {MAX_PRODUCT_NAME_CHARS} characters"),
         ))
-    } else if name.chars().any(char::is_control) {
-        Err(Violation::new(field, "must not contain control characters"))
+    } else if let Some(problem) = super::text::text_problem(name, true) {
+        Err(Violation::new(field, problem))
     } else {
         Ok(name.to_string())
     }

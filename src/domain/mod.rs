@@ -3,3 +3,4 @@
 pub mod cart;
 pub mod money;
 pub mod order;
+pub mod text;

@@ -11,13 +11,19 @@
 //!
 //! # Cache and replicas
 //! Keys are cached for [`CACHE_TTL`] (at most [`CACHE_MAX`] customers). A
-//! forget clears this replica's entry at once; other replicas may keep opening
-//! that customer's data for up to [`CACHE_TTL`] after the forget. The key is
-//! gone from the database at once, so nothing written later can use it.
+//! forget clears this replica's entry at once and is announced on the bus
+//! ([`crate::bus::EventBus::announce_forgotten`]); every replica follows the
+//! announcements ([`Vault::follow_forgets`]) and drops its entry as soon as
+//! it reads one. Should the bus be down, [`CACHE_TTL`] still bounds how long
+//! another replica may keep opening that customer's data. The key is gone
+//! from the database at once, so nothing written later can use it.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -30,10 +36,7 @@ use super::{
     cipher::{DEVELOPMENT_MASTER_KEY, DataKey, MasterKey, sealed_key_id},
     store::{KeyStore, SqlKeyStore, StoredKey, Tombstone},
 };
-use crate::{
-    config::{Environment, PrivacySettings},
-    db::Db,
-};
+use crate::{bus::EventBus, config::PrivacySettings, db::Db, shutdown::Shutdown};
 
 /// How long a replica trusts a cached key (or its absence).
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
@@ -50,14 +53,15 @@ pub const PERSONAL_FIELD: &str = "personal";
 /// The payload field holding the sealed personal data.
 pub const SEALED_FIELD: &str = "personal_sealed";
 
-/// PII_MASTER_KEY, or the development key outside production; production
-/// refuses a missing key and the development key.
+/// PII_MASTER_KEY, or the development key in development and test; other
+/// environments refuse a missing key and the development key.
 pub fn master_key(settings: &PrivacySettings) -> Result<MasterKey, PrivacyError> {
-    let production = settings.environment == Environment::Production;
+    let strict = !settings.environment.allows_development_secrets();
     match settings.master_key.as_deref() {
-        Some(DEVELOPMENT_MASTER_KEY) | None if production => Err(PrivacyError::Config(
-            "ENVIRONMENT=production needs PII_MASTER_KEY (64 hex characters, not the development key)".into(),
-        )),
+        Some(DEVELOPMENT_MASTER_KEY) | None if strict => Err(PrivacyError::Config(format!(
+            "ENVIRONMENT={} needs PII_MASTER_KEY (64 hex characters, not the development key)",
+            settings.environment
+        ))),
         Some(key) => MasterKey::from_hex(key),
         None => MasterKey::from_hex(DEVELOPMENT_MASTER_KEY),
     }
@@ -73,6 +77,9 @@ struct Inner {
     store: Arc<dyn KeyStore>,
     master: MasterKey,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Bumped by every forget this vault hears of: a key loaded before a
+    /// forget it did not see yet must not be cached after it.
+    forgets_seen: AtomicU64,
 }
 
 struct Cached {
@@ -88,6 +95,7 @@ impl Vault {
                 store,
                 master,
                 cache: Mutex::new(HashMap::new()),
+                forgets_seen: AtomicU64::new(0),
             }),
         }
     }
@@ -133,8 +141,47 @@ impl Vault {
             .store
             .forget(customer_id, forgotten_by, reason, Utc::now())
             .await?;
-        self.cache().remove(customer_id);
+        self.drop_cached(customer_id);
         Ok(tombstone)
+    }
+
+    /// Drops the cached keys of customers forgotten on any replica, as the
+    /// bus announces them, until `shutdown`.
+    pub async fn follow_forgets(self, bus: Arc<dyn EventBus>, shutdown: Shutdown) {
+        let mut cursor: Option<String> = None;
+        let mut failing = false;
+        while !shutdown.is_triggered() {
+            let read = tokio::select! {
+                read = bus.forgotten_after(cursor.as_deref(), Duration::from_millis(250)) => read,
+                () = shutdown.wait() => return,
+            };
+            match read {
+                Ok((next, customers)) => {
+                    for customer in customers {
+                        self.drop_cached(&customer);
+                    }
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("following forget notices again");
+                    }
+                    cursor = Some(next);
+                }
+                Err(error) => {
+                    // Logged once per outage; CACHE_TTL bounds the staleness meanwhile.
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(%error, "reading forget notices failed; cached keys expire within 30 s meanwhile");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = shutdown.wait() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    fn drop_cached(&self, customer_id: &str) {
+        self.inner.forgets_seen.fetch_add(1, Ordering::AcqRel);
+        self.cache().remove(customer_id);
     }
 
     /// The erasure record of a customer, if any.
@@ -198,11 +245,16 @@ impl Vault {
         {
             return Ok(cached.key.clone());
         }
+        let forgets_seen = self.inner.forgets_seen.load(Ordering::Acquire);
         let key = match self.inner.store.load(customer_id).await? {
             Some(stored) => Some(self.unwrap(&stored)?),
             None => None,
         };
-        self.remember(customer_id, key.clone());
+        // A forget heard meanwhile may be this customer's: use the key once,
+        // do not cache it.
+        if self.inner.forgets_seen.load(Ordering::Acquire) == forgets_seen {
+            self.remember(customer_id, key.clone());
+        }
         Ok(key)
     }
 

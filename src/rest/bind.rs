@@ -223,16 +223,18 @@ fn set_once(
     let field = input
         .field(name)
         .ok_or_else(|| anyhow::anyhow!("no field {name}"))?;
-    let existing = object.get(&field.name).or_else(|| object.get(&field.json_name));
-    match existing {
-        None | Some(Value::Null) => {
-            object.remove(&field.json_name);
-            object.insert(field.name.clone(), value);
-            Ok(())
-        }
-        Some(existing) if as_text(existing) == as_text(&value) => Ok(()),
-        Some(_) => Err(AppError::invalid(name, conflict)),
+    // Both spellings count: `{"order_id": null, "orderId": "<other>"}` is a
+    // disagreement too, not a body that leaves the field to the path.
+    let disagrees = [&field.name, &field.json_name]
+        .into_iter()
+        .filter_map(|key| object.get(key.as_str()))
+        .any(|existing| !existing.is_null() && as_text(existing) != as_text(&value));
+    if disagrees {
+        return Err(AppError::invalid(name, conflict));
     }
+    object.remove(&field.json_name);
+    object.insert(field.name.clone(), value);
+    Ok(())
 }
 
 fn as_text(value: &Value) -> String {

@@ -52,7 +52,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("storage", &["db", "store", "bus", "health", "privacy"]),
     // Commands, queries, the saga engine, projections, the outbox relay, identity.
     ("application", &["app", "projections", "outbox", "saga", "auth"]),
-    // gRPC, REST, the /metrics endpoint, the request layers, the sibling stubs.
+    // gRPC, REST, the /metrics endpoint, the request layers, the accept loop, the sibling stubs.
     (
         "transports",
         &[
@@ -62,6 +62,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "auth::layer",
             "ratelimit",
             "bounds",
+            "serve",
             "stubs",
         ],
     ),

@@ -64,6 +64,16 @@ impl EventBus for FlakyBus {
     async fn replay_dead_letters(&self, ids: &[String]) -> Result<u64, bus::BusError> {
         self.inner.replay_dead_letters(ids).await
     }
+    async fn announce_forgotten(&self, customer_id: &str) -> Result<(), bus::BusError> {
+        self.inner.announce_forgotten(customer_id).await
+    }
+    async fn forgotten_after(
+        &self,
+        cursor: Option<&str>,
+        block: std::time::Duration,
+    ) -> Result<(String, Vec<String>), bus::BusError> {
+        self.inner.forgotten_after(cursor, block).await
+    }
 }
 
 #[tokio::test]

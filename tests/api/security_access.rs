@@ -3,6 +3,8 @@
 //! caller without a token; each over gRPC
 //! and REST, each with the expected code, and nothing changed in the stores.
 
+use std::time::Duration;
+
 use commerce::proto::commerce::v1::{
     AddItemRequest, CancelOrderRequest, CreateCartRequest, CreateOrderRequest, DeleteCartRequest,
     ForgetCustomerRequest, GetCartAnalyticsRequest, GetCartRequest, GetOrderHistoryRequest, GetOrderRequest,
@@ -14,6 +16,7 @@ use tonic::{Code, Request};
 
 use crate::support::{
     app::{Backend, TestApp, spawn_app_with},
+    eventually,
     orders::{NO_SAGA, create_order, filled_cart, order_request},
     rest::call,
 };
@@ -394,6 +397,20 @@ async fn customers_reach_no_one_elses_cart_or_order_nor_admin_rpcs_over_grpc_and
         .unwrap()
         .order_id;
     let cart = filled_cart(&app, &alice).await;
+    // The order list is its own read model: wait until it shows the order, so
+    // that `before` is a settled world and only the attacks could change it.
+    let listed = eventually(Duration::from_secs(10), || async {
+        let orders = app
+            .orders()
+            .list_orders(crate::support::app::authed(ListOrdersRequest::default(), &alice))
+            .await
+            .ok()?
+            .into_inner()
+            .orders;
+        (orders.len() == 1).then_some(())
+    })
+    .await;
+    assert!(listed.is_some(), "alice's order never reached her order list");
     let before = alices_world(&app, &alice, &cart, &order).await;
 
     let saga = uuid::Uuid::now_v7().to_string();

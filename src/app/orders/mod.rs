@@ -125,6 +125,13 @@ impl OrderApp {
         }
     }
 
+    /// ForgetCustomer's part in the order side: the request hashes of the
+    /// customer's CreateOrder keys (hashes of their address and payment
+    /// method) are replaced (see [`IdempotencyStore::forget_customer`]).
+    pub async fn forget_customer(&self, customer_id: &str) -> Result<u64, AppError> {
+        Ok(self.idempotency_keys.forget_customer(customer_id).await?)
+    }
+
     /// The W3C `traceparent` recorded with the order's first event (its
     /// metadata's `correlation_id`): the trace of the CreateOrder request,
     /// which the saga continues. Best effort: None when unknown or unreadable.

@@ -5,7 +5,10 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::{
-    domain::order::{PersonalData, ShippingAddress},
+    domain::{
+        order::{PersonalData, ShippingAddress},
+        text,
+    },
     error::{AppError, FieldViolation},
 };
 
@@ -102,7 +105,7 @@ pub fn create_order(input: CreateOrderInput) -> Result<ValidCreateOrder, AppErro
     let cart_id = uuid_field("cart_id", &input.cart_id, &mut bad);
     let payment_method = payment_method(&input.payment_method, &mut bad);
     let key = input.idempotency_key.trim().to_string();
-    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS || key.chars().any(char::is_control) {
+    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS || text::id_problem(&key).is_some() {
         bad.push(FieldViolation::new(
             "idempotency_key",
             format!("required: 1 to {MAX_KEY_CHARS} printable characters"),
@@ -131,11 +134,14 @@ pub fn create_order(input: CreateOrderInput) -> Result<ValidCreateOrder, AppErro
 /// Validates a cancellation reason; empty gives [`DEFAULT_CANCEL_REASON`].
 pub fn cancel_reason(raw: &str) -> Result<String, AppError> {
     let reason = raw.trim();
-    if reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control) {
+    if reason.chars().count() > MAX_REASON_CHARS {
         return Err(AppError::invalid(
             "reason",
-            format!("at most {MAX_REASON_CHARS} characters, no control characters"),
+            format!("at most {MAX_REASON_CHARS} characters"),
         ));
+    }
+    if let Some(problem) = text::text_problem(reason, false) {
+        return Err(AppError::invalid("reason", problem));
     }
     Ok(if reason.is_empty() {
         DEFAULT_CANCEL_REASON.to_string()
@@ -184,12 +190,12 @@ fn shipping_address(input: AddressInput, bad: &mut Vec<FieldViolation>) -> Shipp
     let mut text = |name: &str, raw: String, required: bool, max: usize| {
         let value = raw.trim().to_string();
         let count = value.chars().count();
-        if (required && count == 0) || count > max || value.chars().any(char::is_control) {
+        let field = format!("shipping_address.{name}");
+        if (required && count == 0) || count > max {
             let need = if required { "required: 1" } else { "0" };
-            bad.push(FieldViolation::new(
-                format!("shipping_address.{name}"),
-                format!("{need} to {max} characters, no control characters"),
-            ));
+            bad.push(FieldViolation::new(field, format!("{need} to {max} characters")));
+        } else if let Some(problem) = text::text_problem(&value, required) {
+            bad.push(FieldViolation::new(field, problem));
         }
         value
     };

@@ -278,6 +278,9 @@ impl SagaApp {
         if input.skip_failed_step && reason.is_empty() {
             return Err(AppError::invalid("reason", "is required to skip a step"));
         }
+        if let Some(problem) = crate::domain::text::text_problem(&reason, input.skip_failed_step) {
+            return Err(AppError::invalid("reason", problem));
+        }
         let record = self.load(&input.saga_id).await?;
         let now = Utc::now();
         let mut state = record.state();
@@ -403,7 +406,7 @@ fn decode_token(token: &str) -> Result<Option<Cursor>, AppError> {
     let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
     let (micros, id) = raw.split_once(':').ok_or_else(bad)?;
-    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    let at = crate::app::paging::page_token_time(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
     Ok(Some((at, Uuid::parse_str(id).map_err(|_| bad())?)))
 }
 

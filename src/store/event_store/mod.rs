@@ -163,8 +163,8 @@ pub enum EventStoreError {
 
 impl From<sqlx::Error> for EventStoreError {
     fn from(err: sqlx::Error) -> Self {
-        if crate::db::is_transient(&err) {
-            Self::Unavailable(err.to_string())
+        if let Some(why) = crate::db::unavailable(&err) {
+            Self::Unavailable(why)
         } else {
             Self::Other(anyhow::Error::new(err).context("event store query"))
         }

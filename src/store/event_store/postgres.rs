@@ -392,8 +392,8 @@ impl BatchWriter for AppendWriter {
 
 /// One database error, given to every append of a batch.
 pub(crate) fn copy_error(err: &sqlx::Error) -> EventStoreError {
-    if crate::db::is_transient(err) {
-        EventStoreError::Unavailable(err.to_string())
+    if let Some(why) = crate::db::unavailable(err) {
+        EventStoreError::Unavailable(why)
     } else {
         EventStoreError::Other(anyhow::anyhow!("event store batch: {err}"))
     }

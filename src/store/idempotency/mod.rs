@@ -35,8 +35,8 @@ pub enum IdempotencyStoreError {
 
 impl From<sqlx::Error> for IdempotencyStoreError {
     fn from(err: sqlx::Error) -> Self {
-        if crate::db::is_transient(&err) {
-            Self::Unavailable(err.to_string())
+        if let Some(why) = crate::db::unavailable(&err) {
+            Self::Unavailable(why)
         } else {
             Self::Other(anyhow::Error::new(err).context("idempotency store query"))
         }
@@ -130,7 +130,17 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug {
     /// Ends the holder's lease after a transient failure: the next attempt
     /// may claim at once. Nothing is remembered as the answer.
     async fn release(&self, customer_id: &str, key: &str) -> Result<(), IdempotencyStoreError>;
+
+    /// ForgetCustomer: replaces the request hashes of the customer's keys
+    /// with [`FORGOTTEN_REQUEST_HASH`]. A hash of a shipping address is
+    /// personal data too (a guessed address can be checked against it); the
+    /// keys stay, so an old key still never creates a second order (a retry
+    /// with it is a different request). Returns the keys changed.
+    async fn forget_customer(&self, customer_id: &str) -> Result<u64, IdempotencyStoreError>;
 }
+
+/// The request hash of a forgotten customer's keys: matches no request.
+pub const FORGOTTEN_REQUEST_HASH: &str = "forgotten";
 
 /// The store on `db`.
 pub fn idempotency_store(db: &Db) -> Arc<dyn IdempotencyStore> {

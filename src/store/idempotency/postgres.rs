@@ -131,4 +131,16 @@ impl IdempotencyStore for PostgresIdempotencyStore {
         .await?;
         Ok(())
     }
+
+    async fn forget_customer(&self, customer_id: &str) -> Result<u64, IdempotencyStoreError> {
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET request_hash = $2, updated_at = now() \
+             WHERE customer_id = $1 AND request_hash <> $2",
+        )
+        .bind(customer_id)
+        .bind(super::FORGOTTEN_REQUEST_HASH)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }

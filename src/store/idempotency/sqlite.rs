@@ -140,4 +140,18 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         .await?;
         Ok(())
     }
+
+    async fn forget_customer(&self, customer_id: &str) -> Result<u64, IdempotencyStoreError> {
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET request_hash = ?, updated_at = ? \
+             WHERE customer_id = ? AND request_hash <> ?",
+        )
+        .bind(super::FORGOTTEN_REQUEST_HASH)
+        .bind(Utc::now().timestamp_millis())
+        .bind(customer_id)
+        .bind(super::FORGOTTEN_REQUEST_HASH)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }

@@ -30,8 +30,8 @@ pub enum ReadModelError {
 
 impl From<sqlx::Error> for ReadModelError {
     fn from(err: sqlx::Error) -> Self {
-        if crate::db::is_transient(&err) {
-            Self::Unavailable(err.to_string())
+        if let Some(why) = crate::db::unavailable(&err) {
+            Self::Unavailable(why)
         } else {
             Self::Other(anyhow::Error::new(err).context("read model query"))
         }

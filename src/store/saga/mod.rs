@@ -443,8 +443,8 @@ pub enum SagaStoreError {
 
 impl From<sqlx::Error> for SagaStoreError {
     fn from(err: sqlx::Error) -> Self {
-        if crate::db::is_transient(&err) {
-            Self::Unavailable(err.to_string())
+        if let Some(why) = crate::db::unavailable(&err) {
+            Self::Unavailable(why)
         } else {
             Self::Other(anyhow::Error::new(err).context("saga store query"))
         }

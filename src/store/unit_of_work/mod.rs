@@ -171,8 +171,8 @@ impl From<IdempotencyStoreError> for UnitOfWorkError {
 
 impl From<sqlx::Error> for UnitOfWorkError {
     fn from(err: sqlx::Error) -> Self {
-        if crate::db::is_transient(&err) {
-            Self::Unavailable(err.to_string())
+        if let Some(why) = crate::db::unavailable(&err) {
+            Self::Unavailable(why)
         } else {
             Self::Other(anyhow::Error::new(err).context("unit of work"))
         }

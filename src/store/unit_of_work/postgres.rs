@@ -164,8 +164,8 @@ impl BatchWriter for UnitWriter {
     }
 
     fn batch_error(err: &sqlx::Error) -> UnitOfWorkError {
-        if crate::db::is_transient(err) {
-            UnitOfWorkError::Unavailable(err.to_string())
+        if let Some(why) = crate::db::unavailable(err) {
+            UnitOfWorkError::Unavailable(why)
         } else {
             UnitOfWorkError::Other(anyhow::anyhow!("unit of work batch: {err}"))
         }

@@ -1,0 +1,442 @@
+//! WatchOrder's shared change feed and its bounds.
+//!
+//! # One source per order, not one poll per stream
+//! Every stream of an order listens to one [`tokio::sync::watch`] channel of
+//! that order. One feed task per process fills those channels:
+//! - at once from the projection's change broadcast ([`OrderChanges`]), for
+//!   changes this replica's projection commits;
+//! - every [`WatchSettings::poll`] from the tail of the event store's global
+//!   log (`read_all` after a cursor), for changes another replica projected.
+//!   That read is one query per process per interval, whatever the number of
+//!   streams, and only runs while something is watched.
+//!
+//! A change of a watched order is read once (the detail row, or the fold of
+//! the stream when the read model lags or ENABLE_CQRS=false) and handed to
+//! all of its streams.
+//!
+//! # Bounds
+//! At most [`WatchSettings::per_principal`] streams per principal and
+//! [`WatchSettings::total`] per process; beyond, RESOURCE_EXHAUSTED. A stream
+//! lives at most [`WatchSettings::lifetime`], then ends cleanly (status OK)
+//! without a terminal status: the client watches again, and the first message
+//! of the new stream is the order as it is then, so nothing is lost.
+//! The feed's read failures are logged once, then at most once per
+//! [`FAILURE_LOG_EVERY`] with the count of those not logged.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{broadcast::error::RecvError, watch};
+use uuid::Uuid;
+
+use crate::{
+    config::{OrderQuerySource, WatchSettings},
+    error::AppError,
+    projections::{changes::OrderChanges, fold_stream, order_detail::OrderDetail},
+    shutdown::Shutdown,
+    store::{event_store::EventStore, read_models::ReadModelStore},
+};
+
+/// How often a repeated failure of the feed is logged at most.
+pub const FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
+/// Events read from the global log per query of the feed.
+const LOG_BATCH: usize = 500;
+
+/// The latest state of a watched order, as its streams see it.
+pub type Snapshot = Option<Arc<OrderDetail>>;
+
+/// The streams open in this process and the feed behind them; cheap to clone.
+#[derive(Clone)]
+pub struct OrderWatches {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: WatchSettings,
+    state: Mutex<State>,
+    feed_started: AtomicBool,
+    changes: OrderChanges,
+    store: ReadModelStore,
+    events: Arc<dyn EventStore>,
+    source: OrderQuerySource,
+    shutdown: Shutdown,
+}
+
+#[derive(Default)]
+struct State {
+    per_principal: HashMap<String, usize>,
+    total: usize,
+    orders: HashMap<Uuid, watch::Sender<Snapshot>>,
+    /// Watched since the feed's last poll: read once then, in case another
+    /// replica changed it between the stream's first read and the feed's cursor.
+    fresh: HashSet<Uuid>,
+}
+
+/// One open stream's place: releases its share of the caps when dropped.
+pub struct WatchTicket {
+    inner: Arc<Inner>,
+    principal: String,
+    order_id: Uuid,
+    receiver: Option<watch::Receiver<Snapshot>>,
+}
+
+impl WatchTicket {
+    /// The order's channel.
+    pub fn receiver(&mut self) -> &mut watch::Receiver<Snapshot> {
+        self.receiver
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("the receiver lives as long as the ticket"))
+    }
+
+    /// When this stream must end.
+    pub fn lifetime(&self) -> Duration {
+        self.inner.settings.lifetime
+    }
+}
+
+impl Drop for WatchTicket {
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        let mut state = self.inner.lock();
+        state.total = state.total.saturating_sub(1);
+        if let Some(count) = state.per_principal.get_mut(&self.principal) {
+            *count -= 1;
+            if *count == 0 {
+                state.per_principal.remove(&self.principal);
+            }
+        }
+        if state
+            .orders
+            .get(&self.order_id)
+            .is_some_and(|sender| sender.receiver_count() == 0)
+        {
+            state.orders.remove(&self.order_id);
+            state.fresh.remove(&self.order_id);
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves counts that are still valid.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl OrderWatches {
+    /// The watches over these stores, fed by `changes`; `source` says where an
+    /// order is read (ENABLE_CQRS).
+    pub fn new(
+        settings: WatchSettings,
+        changes: OrderChanges,
+        store: ReadModelStore,
+        events: Arc<dyn EventStore>,
+        source: OrderQuerySource,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                state: Mutex::new(State::default()),
+                feed_started: AtomicBool::new(false),
+                changes,
+                store,
+                events,
+                source,
+                shutdown,
+            }),
+        }
+    }
+
+    /// Takes a place for a stream of `principal` on `order_id`, or
+    /// RESOURCE_EXHAUSTED when a cap is reached.
+    pub fn open(&self, principal: &str, order_id: Uuid) -> Result<WatchTicket, AppError> {
+        let settings = self.inner.settings;
+        let receiver = {
+            let mut state = self.inner.lock();
+            let mine = state.per_principal.get(principal).copied().unwrap_or(0);
+            if mine >= settings.per_principal {
+                return Err(exhausted(format!(
+                    "at most {} open WatchOrder streams per caller; close one first",
+                    settings.per_principal
+                )));
+            }
+            if state.total >= settings.total {
+                return Err(exhausted("too many open WatchOrder streams; retry later".into()));
+            }
+            state.total += 1;
+            *state.per_principal.entry(principal.to_string()).or_default() += 1;
+            if !state.orders.contains_key(&order_id) {
+                state.fresh.insert(order_id);
+            }
+            state
+                .orders
+                .entry(order_id)
+                .or_insert_with(|| watch::channel(None).0)
+                .subscribe()
+        };
+        if !self.inner.feed_started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(Feed::new(self.inner.clone()).run());
+        }
+        Ok(WatchTicket {
+            inner: self.inner.clone(),
+            principal: principal.to_string(),
+            order_id,
+            receiver: Some(receiver),
+        })
+    }
+
+    /// Open streams of this process.
+    pub fn open_streams(&self) -> usize {
+        self.inner.lock().total
+    }
+
+    /// Orders with at least one open stream (each has one shared source).
+    pub fn watched_orders(&self) -> usize {
+        self.inner.lock().orders.len()
+    }
+}
+
+fn exhausted(message: String) -> AppError {
+    AppError::ResourceExhausted {
+        message,
+        retry_after: Some(Duration::from_secs(1)),
+    }
+}
+
+/// The one task that reads changes for every stream of the process.
+struct Feed {
+    inner: Arc<Inner>,
+    /// Last global position read; None while nothing is watched.
+    cursor: Option<i64>,
+    failures: FailureLog,
+}
+
+impl Feed {
+    fn new(inner: Arc<Inner>) -> Self {
+        Self {
+            inner,
+            cursor: None,
+            failures: FailureLog::new(FAILURE_LOG_EVERY),
+        }
+    }
+
+    async fn run(mut self) {
+        let mut changes = self.inner.changes.subscribe();
+        let mut ticker = tokio::time::interval(self.inner.settings.poll);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(change) => {
+                        if self.watched(change.order_id) {
+                            self.refresh(change.order_id, change.version).await;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        let all: Vec<Uuid> = self.inner.lock().orders.keys().copied().collect();
+                        for id in all {
+                            self.refresh(id, 0).await;
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                _ = ticker.tick() => self.poll().await,
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    fn watched(&self, order_id: Uuid) -> bool {
+        self.inner.lock().orders.contains_key(&order_id)
+    }
+
+    /// Reads the global log after the cursor; refreshes the watched orders in it.
+    async fn poll(&mut self) {
+        let fresh: Vec<Uuid> = {
+            let mut state = self.inner.lock();
+            if state.orders.is_empty() {
+                self.cursor = None;
+                return;
+            }
+            state.fresh.drain().collect()
+        };
+        let result = self.changed_since_cursor().await;
+        match result {
+            Ok(changed) => {
+                self.failures.recovered("WatchOrder feed");
+                let mut todo: HashMap<Uuid, u64> = fresh.into_iter().map(|id| (id, 0)).collect();
+                for (id, version) in changed {
+                    let entry = todo.entry(id).or_default();
+                    *entry = (*entry).max(version);
+                }
+                for (id, version) in todo {
+                    self.refresh(id, version).await;
+                }
+            }
+            Err(error) => {
+                self.inner.lock().fresh.extend(fresh);
+                self.failures
+                    .failed("WatchOrder feed: reading the event log", &error);
+            }
+        }
+    }
+
+    /// Watched orders that changed after the cursor, with their newest version.
+    async fn changed_since_cursor(&mut self) -> Result<Vec<(Uuid, u64)>, String> {
+        let events = &self.inner.events;
+        let mut cursor = match self.cursor {
+            Some(cursor) => cursor,
+            None => {
+                let head = events.head_position().await.map_err(|e| e.to_string())?;
+                self.cursor = Some(head);
+                return Ok(Vec::new());
+            }
+        };
+        let mut changed = HashMap::new();
+        loop {
+            let batch = events
+                .read_all(cursor, LOG_BATCH)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = batch.last() else { break };
+            cursor = last.global_position;
+            self.cursor = Some(cursor);
+            {
+                let state = self.inner.lock();
+                for event in &batch {
+                    if state.orders.contains_key(&event.stream_id) {
+                        let version: &mut u64 = changed.entry(event.stream_id).or_default();
+                        *version = (*version).max(event.version);
+                    }
+                }
+            }
+            if batch.len() < LOG_BATCH {
+                break;
+            }
+        }
+        Ok(changed.into_iter().collect())
+    }
+
+    /// Reads the order once and hands it to its streams when it moved on.
+    async fn refresh(&mut self, order_id: Uuid, at_least: u64) {
+        let known = {
+            let state = self.inner.lock();
+            let Some(sender) = state.orders.get(&order_id) else {
+                return;
+            };
+            sender.borrow().as_ref().map_or(0, |d| d.summary.version)
+        };
+        if at_least != 0 && at_least <= known {
+            return;
+        }
+        let detail = match self.load(order_id, at_least).await {
+            Ok(Some(detail)) => detail,
+            Ok(None) => return,
+            Err(error) => {
+                self.failures.failed("WatchOrder feed: reading an order", &error);
+                return;
+            }
+        };
+        let state = self.inner.lock();
+        if let Some(sender) = state.orders.get(&order_id) {
+            sender.send_if_modified(|current| {
+                let newer = current
+                    .as_ref()
+                    .is_none_or(|c| c.summary.version < detail.summary.version);
+                if newer {
+                    *current = Some(Arc::new(detail));
+                }
+                newer
+            });
+        }
+    }
+
+    /// The detail row when it has `at_least`, else the fold of the stream.
+    async fn load(&self, order_id: Uuid, at_least: u64) -> Result<Option<OrderDetail>, String> {
+        if self.inner.source == OrderQuerySource::ReadModel {
+            let row = self
+                .inner
+                .store
+                .order_detail(order_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(row) = row.filter(|r| r.summary.version >= at_least.max(1)) {
+                return Ok(Some(row));
+            }
+        }
+        let events = self
+            .inner
+            .events
+            .read_stream(order_id, 1)
+            .await
+            .map_err(|e| e.to_string())?;
+        fold_stream::<OrderDetail>(&events).map_err(|e| e.to_string())
+    }
+}
+
+/// Logs a repeated failure once, then at most once per period with the number
+/// left out, and the recovery once.
+#[derive(Debug)]
+pub struct FailureLog {
+    every: Duration,
+    last_logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl FailureLog {
+    /// A log that repeats a failure at most once per `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last_logged: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Records a failure; true when it was logged.
+    pub fn failed(&mut self, what: &str, error: &str) -> bool {
+        let due = self.last_logged.is_none_or(|t| t.elapsed() >= self.every);
+        if !due {
+            self.suppressed += 1;
+            return false;
+        }
+        tracing::warn!(error, suppressed = self.suppressed, "{what} failed; retrying");
+        self.last_logged = Some(Instant::now());
+        self.suppressed = 0;
+        true
+    }
+
+    /// Records a success: logs the recovery once after failures.
+    pub fn recovered(&mut self, what: &str) {
+        if self.last_logged.take().is_some() {
+            tracing::info!(suppressed = self.suppressed, "{what} recovered");
+            self.suppressed = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_failure_is_logged_once_per_period() {
+        let mut log = FailureLog::new(Duration::from_secs(3600));
+        assert!(log.failed("feed", "down"));
+        let logged = (0..10_000).filter(|_| log.failed("feed", "down")).count();
+        assert_eq!(logged, 0);
+        assert_eq!(log.suppressed, 10_000);
+        log.recovered("feed");
+        assert!(log.failed("feed", "down again"), "a new outage is logged at once");
+    }
+}

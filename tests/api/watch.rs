@@ -1,0 +1,252 @@
+//! WatchOrder's bounds and feed: caps per caller and in total, the stream
+//! lifetime, one shared source per order, changes another replica projected;
+//! and GetOrder's `min_version` wait, which only an owner may cause.
+
+use std::time::{Duration, Instant};
+
+use commerce::{
+    app::watch::OrderWatches,
+    config::WatchSettings,
+    projections::{changes::OrderChanges, samples::SampleOrder},
+    proto::commerce::v1::{GetOrderRequest, OrderStatus, WatchOrderRequest, WatchOrderResponse},
+    store::{
+        event_store::{ORDER_STREAM, OrderCodec, event_store},
+        read_models::ReadModelStore,
+    },
+};
+use tonic::{Code, Streaming};
+
+use crate::support::{
+    app::{Backend, Isolation, TestApp, authed, spawn_app_with},
+    wait_for_within,
+};
+
+/// An order of `customer` at PENDING (version 1); the rest of its life to append.
+async fn pending_order(
+    app: &TestApp,
+    customer: &str,
+) -> (SampleOrder, Vec<commerce::store::event_store::NewEvent>) {
+    let order = SampleOrder::new(customer, 1);
+    let life = SampleOrder::encode(&order.confirmed());
+    app.app
+        .events
+        .append(order.order_id, 0, life[..1].to_vec(), ORDER_STREAM)
+        .await
+        .unwrap();
+    (order, life)
+}
+
+async fn watch(
+    app: &TestApp,
+    token: &str,
+    order_id: &str,
+) -> Result<Streaming<WatchOrderResponse>, tonic::Status> {
+    let request = WatchOrderRequest {
+        order_id: order_id.into(),
+    };
+    Ok(app
+        .orders()
+        .watch_order(authed(request, token))
+        .await?
+        .into_inner())
+}
+
+async fn next(stream: &mut Streaming<WatchOrderResponse>) -> Option<WatchOrderResponse> {
+    tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("a message in time")
+        .expect("no error")
+}
+
+#[tokio::test]
+async fn watch_streams_are_capped_per_caller_and_in_total_with_resource_exhausted() {
+    for backend in Backend::all() {
+        let app = spawn_app_with(
+            backend,
+            &[("WATCH_MAX_STREAMS_PER_CALLER", "2"), ("WATCH_MAX_STREAMS", "3")],
+        )
+        .await;
+        let (alices, _) = pending_order(&app, "alice").await;
+        let (bobs, _) = pending_order(&app, "bob").await;
+        let (alice, bob) = (app.customer("alice"), app.customer("bob"));
+        let alice_id = alices.order_id.to_string();
+        let mut first = watch(&app, &alice, &alice_id).await.unwrap();
+        let _second = watch(&app, &alice, &alice_id).await.unwrap();
+        let third = watch(&app, &alice, &alice_id).await.unwrap_err();
+        assert_eq!(third.code(), Code::ResourceExhausted, "{backend:?}: {third:?}");
+        let _bobs = watch(&app, &bob, &bobs.order_id.to_string()).await.unwrap();
+        let over_total = watch(&app, &app.customer("carol"), &alice_id).await.unwrap_err();
+        assert_eq!(over_total.code(), Code::ResourceExhausted, "{backend:?}");
+        // A stream the client closes gives its place back.
+        assert!(next(&mut first).await.is_some());
+        drop(first);
+        wait_for_within("a freed place", Duration::from_secs(10), || async {
+            watch(&app, &alice, &alice_id).await.is_ok()
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_watch_ends_cleanly_at_its_lifetime_and_watching_again_resumes() {
+    for backend in Backend::all() {
+        let app = spawn_app_with(backend, &[("WATCH_MAX_LIFETIME_SECONDS", "1")]).await;
+        let (order, life) = pending_order(&app, "dave").await;
+        let (token, id) = (app.customer("dave"), order.order_id.to_string());
+        let mut stream = watch(&app, &token, &id).await.unwrap();
+        let first = next(&mut stream).await.unwrap().order.unwrap();
+        assert_eq!(first.status, OrderStatus::Pending as i32);
+        // Ends with status OK and no terminal status, well before any deadline.
+        let started = Instant::now();
+        assert!(next(&mut stream).await.is_none(), "{backend:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        app.app
+            .events
+            .append(order.order_id, 1, life[1..2].to_vec(), ORDER_STREAM)
+            .await
+            .unwrap();
+        // Watching again starts from the order as it is now.
+        let mut again = watch(&app, &token, &id).await.unwrap();
+        let resumed = next(&mut again).await.unwrap().order.unwrap();
+        assert!(resumed.version >= 1, "{backend:?}");
+        wait_for_within(
+            "the watch to show the change",
+            Duration::from_secs(10),
+            || async {
+                let mut stream = watch(&app, &token, &id).await.unwrap();
+                next(&mut stream).await.unwrap().order.unwrap().version == 2
+            },
+        )
+        .await;
+    }
+}
+
+/// Transactions committed so far in the test's PostgreSQL database.
+async fn committed(app: &TestApp) -> i64 {
+    let commerce::db::Db::Postgres(pool) = &app.app.backends.db else {
+        unreachable!("PostgreSQL only")
+    };
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Database transactions over `window`, read after PostgreSQL flushed its statistics.
+async fn transactions_during(app: &TestApp, window: Duration) -> i64 {
+    let before = committed(app).await;
+    tokio::time::sleep(window).await;
+    // Backends report their counts at most once a second.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    committed(app).await - before
+}
+
+#[tokio::test]
+async fn many_streams_of_one_order_cost_the_database_no_more_than_one() {
+    // The counts come from PostgreSQL's statistics; SQLite keeps none.
+    if Backend::from_env() != Backend::Real {
+        return;
+    }
+    let app = spawn_app_with(Backend::Real, &[]).await;
+    let (order, _) = pending_order(&app, "erin").await;
+    let (token, id) = (app.customer("erin"), order.order_id.to_string());
+    let mut one = watch(&app, &token, &id).await.unwrap();
+    next(&mut one).await.unwrap();
+    let window = Duration::from_secs(3);
+    let baseline = transactions_during(&app, window).await;
+    let mut many = Vec::new();
+    for _ in 0..15 {
+        let mut stream = watch(&app, &token, &id).await.unwrap();
+        next(&mut stream).await.unwrap();
+        many.push(stream);
+    }
+    let with_many = transactions_during(&app, window).await;
+    // One poll per stream would be 15 x 4/s x 3 s = 180 more; the
+    // background (projections, relay, saga polls) varies by some tens.
+    assert!(
+        with_many < baseline + 90,
+        "{baseline} transactions with one stream, {with_many} with sixteen"
+    );
+}
+
+#[tokio::test]
+async fn a_change_another_replica_projected_reaches_the_watchers_through_the_log() {
+    for backend in Backend::all() {
+        let isolation = Isolation::new(backend).await;
+        let backends = isolation.backends().await;
+        let events = event_store(&backends.db, OrderCodec::upcasters());
+        let (_trigger, shutdown) = commerce::shutdown::channel();
+        // Nothing is ever announced here: as if another replica projected it.
+        let silent = OrderChanges::new();
+        let settings = WatchSettings {
+            poll: Duration::from_millis(100),
+            ..WatchSettings::default()
+        };
+        let watches = OrderWatches::new(
+            settings,
+            silent,
+            ReadModelStore::new(&backends.db),
+            events.clone(),
+            commerce::config::OrderQuerySource::ReadModel,
+            shutdown,
+        );
+        let order = SampleOrder::new("frank", 1);
+        let life = SampleOrder::encode(&order.confirmed());
+        events
+            .append(order.order_id, 0, life[..1].to_vec(), ORDER_STREAM)
+            .await
+            .unwrap();
+        let mut ticket = watches.open("frank", order.order_id).unwrap();
+        let _same_order = watches.open("frank", order.order_id).unwrap();
+        assert_eq!(watches.watched_orders(), 1, "one source for both streams");
+        // Let the feed take its cursor, then change the order.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        events
+            .append(order.order_id, 1, life[1..2].to_vec(), ORDER_STREAM)
+            .await
+            .unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                ticket.receiver().changed().await.unwrap();
+                let version = ticket.receiver().borrow().as_ref().map(|d| d.summary.version);
+                if version == Some(2) {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(seen.is_ok(), "{backend:?}: the change never reached the watcher");
+    }
+}
+
+#[tokio::test]
+async fn min_version_on_someone_elses_order_answers_at_once_like_an_unknown_id() {
+    for backend in Backend::all() {
+        let app = spawn_app_with(backend, &[]).await;
+        let (order, _) = pending_order(&app, "grace").await;
+        let mallory = app.customer("mallory");
+        for id in [order.order_id, uuid::Uuid::new_v4()] {
+            let started = Instant::now();
+            let request = GetOrderRequest {
+                order_id: id.to_string(),
+                min_version: 7,
+            };
+            let status = app
+                .orders()
+                .get_order(authed(request, &mallory))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::NotFound, "{backend:?}");
+            assert_eq!(status.message(), "order not found");
+            assert!(
+                started.elapsed() < Duration::from_millis(1000),
+                "{backend:?}: {:?}",
+                started.elapsed()
+            );
+        }
+    }
+}
