@@ -12,19 +12,8 @@ use std::{collections::HashMap, str::FromStr, time::Duration};
 
 use rust_decimal::Decimal;
 
+pub use self::env::ConfigError;
 use self::env::Env;
-
-/// A variable that is missing where required or holds a bad value.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {var}={value:?}: {reason}")]
-pub struct ConfigError {
-    /// The variable's name, e.g. `PORT`.
-    pub var: String,
-    /// The value it held (a URL with its password hidden).
-    pub value: String,
-    /// What was expected instead.
-    pub reason: String,
-}
 
 /// Deployment environment; only development and test accept the public
 /// development secrets (JWT secret, PII key) and `*` CORS.

@@ -5,7 +5,17 @@ use std::{collections::HashMap, fmt::Display, str::FromStr, time::Duration};
 
 use rust_decimal::Decimal;
 
-use super::ConfigError;
+/// A variable that is missing where required or holds a bad value.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    /// The variable's name, e.g. `PORT`.
+    pub var: String,
+    /// The value it held (a URL with its password hidden).
+    pub value: String,
+    /// What was expected instead.
+    pub reason: String,
+}
 
 /// The variables being read; every read names its variable, so that an error
 /// can say which one is wrong.

@@ -18,20 +18,20 @@ use uuid::Uuid;
 
 use crate::support::{
     app::Backend,
-    read_side::{Rig, all_summaries, details, spawn},
+    read_side::{ReadSideFixture, all_summaries, details, spawn},
 };
 
 #[tokio::test]
 async fn appended_events_reach_every_read_model_through_the_relay_and_the_bus() {
     for backend in Backend::all() {
-        let rig = Rig::new(backend).await;
+        let fixture = ReadSideFixture::new(backend).await;
         // No sweep after the first (empty) one: only the bus can deliver.
-        let projector = rig.projector("c1", Duration::from_secs(3600));
+        let projector = fixture.projector("c1", Duration::from_secs(3600));
         let tasks = [
-            spawn::<OrderDetail>(&projector, &rig.shutdown),
-            spawn::<CustomerOrder>(&projector, &rig.shutdown),
-            spawn::<CartConversion>(&projector, &rig.shutdown),
-            rig.relay(),
+            spawn::<OrderDetail>(&projector, &fixture.shutdown),
+            spawn::<CustomerOrder>(&projector, &fixture.shutdown),
+            spawn::<CartConversion>(&projector, &fixture.shutdown),
+            fixture.relay(),
         ];
         tokio::time::sleep(Duration::from_millis(300)).await;
         let orders: Vec<SampleOrder> = (0..8)
@@ -39,26 +39,29 @@ async fn appended_events_reach_every_read_model_through_the_relay_and_the_bus() 
             .collect();
         for order in &orders {
             let life = order.confirmed();
-            rig.append(order, &life[..2]).await;
+            fixture.append(order, &life[..2]).await;
         }
         for order in &orders {
-            rig.append(order, &order.confirmed()).await;
+            fixture.append(order, &order.confirmed()).await;
         }
         let ids: Vec<Uuid> = orders.iter().map(|o| o.order_id).collect();
         assert!(
-            rig.converged::<OrderDetail>(&ids, 6).await,
+            fixture.converged::<OrderDetail>(&ids, 6).await,
             "{backend:?}: details"
         );
-        assert!(rig.converged::<CustomerOrder>(&ids, 6).await, "{backend:?}: list");
         assert!(
-            rig.converged::<CartConversion>(&ids, 6).await,
+            fixture.converged::<CustomerOrder>(&ids, 6).await,
+            "{backend:?}: list"
+        );
+        assert!(
+            fixture.converged::<CartConversion>(&ids, 6).await,
             "{backend:?}: conversions"
         );
         assert_eq!(
-            details(&rig.store, &ids).await,
-            rig.truth::<OrderDetail>(&ids).await
+            details(&fixture.store, &ids).await,
+            fixture.truth::<OrderDetail>(&ids).await
         );
-        rig.trigger.trigger();
+        fixture.trigger.trigger();
         for task in tasks {
             tokio::time::timeout(Duration::from_secs(10), task)
                 .await
@@ -71,10 +74,10 @@ async fn appended_events_reach_every_read_model_through_the_relay_and_the_bus() 
 #[tokio::test]
 async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds() {
     for backend in Backend::all() {
-        let rig = Rig::new(backend).await;
-        let projector = rig.projector("node-a", Duration::from_secs(3600));
-        let first = spawn::<OrderDetail>(&projector, &rig.shutdown);
-        let list = spawn::<CustomerOrder>(&projector, &rig.shutdown);
+        let fixture = ReadSideFixture::new(backend).await;
+        let projector = fixture.projector("node-a", Duration::from_secs(3600));
+        let first = spawn::<OrderDetail>(&projector, &fixture.shutdown);
+        let list = spawn::<CustomerOrder>(&projector, &fixture.shutdown);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let orders: Vec<SampleOrder> = (0..60)
             .map(|i| SampleOrder::new(&format!("k{}", i % 5), 1))
@@ -83,12 +86,18 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
         // Half the orders, published; the projector is killed as soon as it
         // has applied something.
         for order in &orders[..30] {
-            rig.append(order, &order.confirmed()).await;
+            fixture.append(order, &order.confirmed()).await;
         }
-        let relay = OutboxRelay::new(rig.db.clone(), rig.bus.clone());
+        let relay = OutboxRelay::new(fixture.db.clone(), fixture.bus.clone());
         relay.relay_once().await.unwrap();
         for _ in 0..400 {
-            if !rig.store.versions::<OrderDetail>(&ids).await.unwrap().is_empty() {
+            if !fixture
+                .store
+                .versions::<OrderDetail>(&ids)
+                .await
+                .unwrap()
+                .is_empty()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -96,13 +105,13 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
         first.abort();
         let _ = first.await;
         for order in &orders[30..] {
-            rig.append(order, &order.confirmed()).await;
+            fixture.append(order, &order.confirmed()).await;
         }
         while relay.relay_once().await.unwrap() > 0 {}
         // Crash windows made certain: node-a holds delivered entries it never
         // acknowledged (some applied before the crash), and node-b, a replica
         // that died for good, holds others.
-        let held = rig
+        let held = fixture
             .bus
             .read_new("order_detail", "node-a", 40, Duration::from_millis(100))
             .await
@@ -111,17 +120,18 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
             .iter()
             .map(|d| d.event().unwrap().into_stored(&OrderCodec::upcasters()).unwrap())
             .collect();
-        rig.store
+        fixture
+            .store
             .apply::<OrderDetail>("order_details", &applied, None)
             .await
             .unwrap();
-        let orphaned = rig
+        let orphaned = fixture
             .bus
             .read_new("order_detail", "node-b", 40, Duration::from_millis(100))
             .await
             .unwrap();
         assert_eq!((held.len(), orphaned.len()), (40, 40), "{backend:?}");
-        let before = rig.store.versions::<OrderDetail>(&ids).await.unwrap();
+        let before = fixture.store.versions::<OrderDetail>(&ids).await.unwrap();
         assert!(
             before.values().filter(|v| **v == 6).count() < ids.len(),
             "{backend:?}: mid-stream"
@@ -129,19 +139,19 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
 
         // Restarted node-a drains its own pending list first, then claims what
         // node-b left idle (claim_idle 0 here; 30 s in production).
-        let mut restarted = rig.projector("node-a", Duration::from_secs(3600));
+        let mut restarted = fixture.projector("node-a", Duration::from_secs(3600));
         restarted.settings.claim_idle = Duration::ZERO;
-        let second = spawn::<OrderDetail>(&restarted, &rig.shutdown);
+        let second = spawn::<OrderDetail>(&restarted, &fixture.shutdown);
         assert!(
-            rig.converged::<OrderDetail>(&ids, 6).await,
+            fixture.converged::<OrderDetail>(&ids, 6).await,
             "{backend:?}: converged after restart"
         );
         assert!(
-            rig.converged::<CustomerOrder>(&ids, 6).await,
+            fixture.converged::<CustomerOrder>(&ids, 6).await,
             "{backend:?}: list converged"
         );
         for _ in 0..50 {
-            if rig
+            if fixture
                 .bus
                 .read_pending("order_detail", "node-b", 100)
                 .await
@@ -153,34 +163,35 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(
-            rig.bus
+            fixture
+                .bus
                 .read_pending("order_detail", "node-b", 100)
                 .await
                 .unwrap()
                 .is_empty(),
             "{backend:?}: claimed"
         );
-        let live = details(&rig.store, &ids).await;
-        let live_list = all_summaries(&rig.store).await;
+        let live = details(&fixture.store, &ids).await;
+        let live_list = all_summaries(&fixture.store).await;
 
-        assert!(rig.settled(360).await, "{backend:?}: events never settled");
-        let report = Rebuild::new(rig.store.clone(), rig.events.clone())
+        assert!(fixture.settled(360).await, "{backend:?}: events never settled");
+        let report = Rebuild::new(fixture.store.clone(), fixture.events.clone())
             .with_batch(100)
             .run(|_| {})
             .await
             .unwrap();
         assert_eq!(report.events, 360, "{backend:?}");
         assert_eq!(
-            details(&rig.store, &ids).await,
+            details(&fixture.store, &ids).await,
             live,
             "{backend:?}: same detail rows as a rebuild"
         );
         assert_eq!(
-            all_summaries(&rig.store).await,
+            all_summaries(&fixture.store).await,
             live_list,
             "{backend:?}: same list as a rebuild"
         );
-        rig.trigger.trigger();
+        fixture.trigger.trigger();
         for task in [second, list] {
             tokio::time::timeout(Duration::from_secs(10), task)
                 .await
@@ -193,38 +204,39 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
 #[tokio::test]
 async fn duplicate_and_out_of_order_deliveries_change_nothing() {
     for backend in Backend::all() {
-        let rig = Rig::new(backend).await;
-        let projector = rig.projector("dup", Duration::from_secs(3600));
-        let task = spawn::<OrderDetail>(&projector, &rig.shutdown);
+        let fixture = ReadSideFixture::new(backend).await;
+        let projector = fixture.projector("dup", Duration::from_secs(3600));
+        let task = spawn::<OrderDetail>(&projector, &fixture.shutdown);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let order = SampleOrder::new("dora", 2);
-        rig.append(&order, &order.confirmed()).await;
-        let stored = rig.events.read_stream(order.order_id, 1).await.unwrap();
+        fixture.append(&order, &order.confirmed()).await;
+        let stored = fixture.events.read_stream(order.order_id, 1).await.unwrap();
         let envelopes: Vec<EventEnvelope> = stored.iter().map(EventEnvelope::from).collect();
         // v4 first (a gap: filled from the event store), then everything twice.
-        rig.bus.publish(&envelopes[3..4]).await.unwrap();
-        rig.bus.publish(&envelopes).await.unwrap();
-        rig.bus.publish(&envelopes).await.unwrap();
+        fixture.bus.publish(&envelopes[3..4]).await.unwrap();
+        fixture.bus.publish(&envelopes).await.unwrap();
+        fixture.bus.publish(&envelopes).await.unwrap();
         assert!(
-            rig.converged::<OrderDetail>(&[order.order_id], 6).await,
+            fixture.converged::<OrderDetail>(&[order.order_id], 6).await,
             "{backend:?}"
         );
         // Drain: nothing pending, the row equals the stream's fold.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let row = rig.store.order_detail(order.order_id).await.unwrap().unwrap();
+        let row = fixture.store.order_detail(order.order_id).await.unwrap().unwrap();
         assert_eq!(
             row,
-            rig.truth::<OrderDetail>(&[order.order_id]).await[0],
+            fixture.truth::<OrderDetail>(&[order.order_id]).await[0],
             "{backend:?}"
         );
         assert!(
-            rig.bus
+            fixture
+                .bus
                 .read_pending("order_detail", "dup", 10)
                 .await
                 .unwrap()
                 .is_empty()
         );
-        rig.trigger.trigger();
+        fixture.trigger.trigger();
         tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .unwrap()
@@ -235,20 +247,20 @@ async fn duplicate_and_out_of_order_deliveries_change_nothing() {
 #[tokio::test]
 async fn a_poison_entry_is_dead_lettered_without_blocking_the_others() {
     for backend in Backend::all() {
-        let rig = Rig::new(backend).await;
-        let projector = rig.projector("poison", Duration::from_secs(3600));
-        let task = spawn::<OrderDetail>(&projector, &rig.shutdown);
+        let fixture = ReadSideFixture::new(backend).await;
+        let projector = fixture.projector("poison", Duration::from_secs(3600));
+        let task = spawn::<OrderDetail>(&projector, &fixture.shutdown);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let good = SampleOrder::new("erin", 1);
-        rig.append(&good, &good.confirmed()).await;
-        let mut stored = rig.events.read_stream(good.order_id, 1).await.unwrap();
+        fixture.append(&good, &good.confirmed()).await;
+        let mut stored = fixture.events.read_stream(good.order_id, 1).await.unwrap();
         // A first event that is not an order creation, on a stream of its own.
         let mut poison = EventEnvelope::from(&stored.remove(1));
         poison.stream_id = Uuid::now_v7();
         poison.version = 1;
         poison.event_id = Uuid::now_v7();
-        rig.bus.publish(std::slice::from_ref(&poison)).await.unwrap();
-        let envelopes: Vec<EventEnvelope> = rig
+        fixture.bus.publish(std::slice::from_ref(&poison)).await.unwrap();
+        let envelopes: Vec<EventEnvelope> = fixture
             .events
             .read_stream(good.order_id, 1)
             .await
@@ -256,14 +268,14 @@ async fn a_poison_entry_is_dead_lettered_without_blocking_the_others() {
             .iter()
             .map(EventEnvelope::from)
             .collect();
-        rig.bus.publish(&envelopes).await.unwrap();
+        fixture.bus.publish(&envelopes).await.unwrap();
         assert!(
-            rig.converged::<OrderDetail>(&[good.order_id], 6).await,
+            fixture.converged::<OrderDetail>(&[good.order_id], 6).await,
             "{backend:?}"
         );
         let mut letters = Vec::new();
         for _ in 0..100 {
-            letters = rig.bus.dead_letters(10).await.unwrap();
+            letters = fixture.bus.dead_letters(10).await.unwrap();
             if !letters.is_empty() {
                 break;
             }
@@ -277,8 +289,15 @@ async fn a_poison_entry_is_dead_lettered_without_blocking_the_others() {
             "{}",
             letters[0].error
         );
-        assert!(rig.store.order_detail(poison.stream_id).await.unwrap().is_none());
-        rig.trigger.trigger();
+        assert!(
+            fixture
+                .store
+                .order_detail(poison.stream_id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        fixture.trigger.trigger();
         tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .unwrap()
@@ -289,27 +308,27 @@ async fn a_poison_entry_is_dead_lettered_without_blocking_the_others() {
 #[tokio::test]
 async fn a_rebuild_while_events_keep_coming_swaps_in_complete_read_models() {
     for backend in Backend::all() {
-        let rig = Rig::new(backend).await;
+        let fixture = ReadSideFixture::new(backend).await;
         // The sweep on: it carries what the swap left behind.
-        let projector = rig.projector("live", Duration::from_millis(200));
+        let projector = fixture.projector("live", Duration::from_millis(200));
         let tasks = [
-            spawn::<OrderDetail>(&projector, &rig.shutdown),
-            spawn::<CustomerOrder>(&projector, &rig.shutdown),
-            spawn::<CartConversion>(&projector, &rig.shutdown),
-            rig.relay(),
+            spawn::<OrderDetail>(&projector, &fixture.shutdown),
+            spawn::<CustomerOrder>(&projector, &fixture.shutdown),
+            spawn::<CartConversion>(&projector, &fixture.shutdown),
+            fixture.relay(),
         ];
         let mut orders: Vec<SampleOrder> = (0..40)
             .map(|i| SampleOrder::new(&format!("r{}", i % 4), 1))
             .collect();
         for order in &orders {
-            rig.append(order, &order.confirmed()).await;
+            fixture.append(order, &order.confirmed()).await;
         }
         // PostgreSQL readers see an event once every older transaction in the
         // cluster has ended (the settled horizon); wait for that, so the
         // replay has something to replay.
-        assert!(rig.settled(240).await, "{backend:?}: events never settled");
+        assert!(fixture.settled(240).await, "{backend:?}: events never settled");
         let writer = {
-            let events = rig.events.clone();
+            let events = fixture.events.clone();
             let more: Vec<SampleOrder> = (0..40)
                 .map(|i| SampleOrder::new(&format!("w{}", i % 4), 1))
                 .collect();
@@ -322,7 +341,7 @@ async fn a_rebuild_while_events_keep_coming_swaps_in_complete_read_models() {
                 }
             })
         };
-        let report = Rebuild::new(rig.store.clone(), rig.events.clone())
+        let report = Rebuild::new(fixture.store.clone(), fixture.events.clone())
             .with_batch(50)
             .run(|_| {})
             .await
@@ -330,21 +349,21 @@ async fn a_rebuild_while_events_keep_coming_swaps_in_complete_read_models() {
         assert!(report.events >= 240, "{backend:?}: {report:?}");
         writer.await.unwrap();
         let ids: Vec<Uuid> = orders.iter().map(|o| o.order_id).collect();
-        assert!(rig.converged::<OrderDetail>(&ids, 6).await, "{backend:?}");
-        assert!(rig.converged::<CustomerOrder>(&ids, 6).await, "{backend:?}");
-        assert!(rig.converged::<CartConversion>(&ids, 6).await, "{backend:?}");
+        assert!(fixture.converged::<OrderDetail>(&ids, 6).await, "{backend:?}");
+        assert!(fixture.converged::<CustomerOrder>(&ids, 6).await, "{backend:?}");
+        assert!(fixture.converged::<CartConversion>(&ids, 6).await, "{backend:?}");
         assert_eq!(
-            details(&rig.store, &ids).await,
-            rig.truth::<OrderDetail>(&ids).await
+            details(&fixture.store, &ids).await,
+            fixture.truth::<OrderDetail>(&ids).await
         );
-        let status = rig.store.checkpoints().await.unwrap();
+        let status = fixture.store.checkpoints().await.unwrap();
         assert!(
             status
                 .iter()
                 .all(|s| !s.rebuilding && s.checkpoint.generation == 1),
             "{status:?}"
         );
-        rig.trigger.trigger();
+        fixture.trigger.trigger();
         for task in tasks {
             tokio::time::timeout(Duration::from_secs(10), task)
                 .await
@@ -357,34 +376,34 @@ async fn a_rebuild_while_events_keep_coming_swaps_in_complete_read_models() {
 #[tokio::test]
 async fn two_replicas_share_a_projection_without_undoing_each_other() {
     for backend in Backend::all() {
-        let rig = Rig::new(backend).await;
+        let fixture = ReadSideFixture::new(backend).await;
         let (a, b) = (
-            rig.projector("replica-a", Duration::from_millis(50)),
-            rig.projector("replica-b", Duration::from_millis(50)),
+            fixture.projector("replica-a", Duration::from_millis(50)),
+            fixture.projector("replica-b", Duration::from_millis(50)),
         );
         let tasks = [
-            spawn::<OrderDetail>(&a, &rig.shutdown),
-            spawn::<OrderDetail>(&b, &rig.shutdown),
-            rig.relay(),
+            spawn::<OrderDetail>(&a, &fixture.shutdown),
+            spawn::<OrderDetail>(&b, &fixture.shutdown),
+            fixture.relay(),
         ];
         let orders: Vec<SampleOrder> = (0..40)
             .map(|i| SampleOrder::new(&format!("s{}", i % 4), 1))
             .collect();
         // Each order in two appends: its events reach both replicas.
         for order in &orders {
-            rig.append(order, &order.confirmed()[..3]).await;
+            fixture.append(order, &order.confirmed()[..3]).await;
         }
         for order in &orders {
-            rig.append(order, &order.confirmed()).await;
+            fixture.append(order, &order.confirmed()).await;
         }
         let ids: Vec<Uuid> = orders.iter().map(|o| o.order_id).collect();
-        assert!(rig.converged::<OrderDetail>(&ids, 6).await, "{backend:?}");
+        assert!(fixture.converged::<OrderDetail>(&ids, 6).await, "{backend:?}");
         assert_eq!(
-            details(&rig.store, &ids).await,
-            rig.truth::<OrderDetail>(&ids).await,
+            details(&fixture.store, &ids).await,
+            fixture.truth::<OrderDetail>(&ids).await,
             "{backend:?}"
         );
-        rig.trigger.trigger();
+        fixture.trigger.trigger();
         for task in tasks {
             tokio::time::timeout(Duration::from_secs(10), task)
                 .await

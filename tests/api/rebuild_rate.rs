@@ -7,7 +7,7 @@ use commerce::{
 use crate::support::{
     self,
     app::Backend,
-    read_side::{Rig, all_summaries},
+    read_side::{ReadSideFixture, all_summaries},
 };
 
 /// The rebuild rate, measured (LONG_TESTS=1; REBUILD_ORDERS orders of 6
@@ -24,12 +24,12 @@ async fn rebuild_rate_is_measured_on_a_large_event_store() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(20_000);
     for backend in Backend::all() {
-        let rig = Rig::new(backend).await;
+        let fixture = ReadSideFixture::new(backend).await;
         let seeded = std::time::Instant::now();
         let workers = 8;
         let mut tasks = Vec::new();
         for w in 0..workers {
-            let events = rig.events.clone();
+            let events = fixture.events.clone();
             tasks.push(tokio::spawn(async move {
                 for i in (w..orders).step_by(workers) {
                     let order = SampleOrder::new(&format!("bench-{}", i % 1000), 1 + i % 3);
@@ -46,9 +46,9 @@ async fn rebuild_rate_is_measured_on_a_large_event_store() {
             "{backend:?}: seeded {total} events in {:.1} s",
             seeded.elapsed().as_secs_f64()
         );
-        assert!(rig.settled(total).await);
+        assert!(fixture.settled(total).await);
         let batch = std::env::var("REBUILD_BATCH").ok().and_then(|n| n.parse().ok());
-        let rebuild = Rebuild::new(rig.store.clone(), rig.events.clone());
+        let rebuild = Rebuild::new(fixture.store.clone(), fixture.events.clone());
         let rebuild = match batch {
             Some(batch) => rebuild.with_batch(batch),
             None => rebuild,
@@ -61,7 +61,7 @@ async fn rebuild_rate_is_measured_on_a_large_event_store() {
             report.rate()
         );
         assert_eq!(report.events, total as i64);
-        let all = all_summaries(&rig.store).await;
+        let all = all_summaries(&fixture.store).await;
         assert_eq!(all.len(), orders.min(10_000));
     }
 }

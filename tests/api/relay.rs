@@ -9,7 +9,7 @@ use commerce::{
 };
 use uuid::Uuid;
 
-use crate::support::{app::Backend, read_side::Rig};
+use crate::support::{app::Backend, read_side::ReadSideFixture};
 
 /// A bus that refuses to publish while `down` is set (Redis unreachable).
 struct FlakyBus {
@@ -79,24 +79,24 @@ impl EventBus for FlakyBus {
 #[tokio::test]
 async fn the_relay_keeps_events_through_a_bus_outage_and_publishes_them_in_order() {
     for backend in Backend::all() {
-        let rig = Rig::new(backend).await;
+        let fixture = ReadSideFixture::new(backend).await;
         let flaky = Arc::new(FlakyBus {
-            inner: rig.bus.clone(),
+            inner: fixture.bus.clone(),
             down: true.into(),
         });
-        rig.bus.create_group("audit").await.unwrap();
-        let relay = OutboxRelay::new(rig.db.clone(), flaky.clone());
+        fixture.bus.create_group("audit").await.unwrap();
+        let relay = OutboxRelay::new(fixture.db.clone(), flaky.clone());
         let orders: Vec<SampleOrder> = (0..5).map(|_| SampleOrder::new("olga", 1)).collect();
         for order in &orders {
             let life = order.confirmed();
-            rig.append(order, &life[..3]).await;
+            fixture.append(order, &life[..3]).await;
         }
         // Down: every round fails, nothing is marked published.
         for _ in 0..3 {
             assert!(relay.relay_once().await.is_err(), "{backend:?}");
         }
         for order in &orders {
-            rig.append(order, &order.confirmed()).await;
+            fixture.append(order, &order.confirmed()).await;
         }
         flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
         let mut published = 0;
@@ -109,7 +109,7 @@ async fn the_relay_keeps_events_through_a_bus_outage_and_publishes_them_in_order
         }
         assert_eq!(published, 30, "{backend:?}: every event once");
         // Each stream arrives in version order.
-        let delivered = rig
+        let delivered = fixture
             .bus
             .read_new("audit", "a", 100, Duration::from_millis(100))
             .await

@@ -1,5 +1,5 @@
-//! The shim's self-description: `/openapi.json` covers every route of
-//! design.md section 2 and every http rule, and `/docs` renders it offline in
+//! The shim's self-description: `/openapi.json` covers every route the
+//! product promises (the REST column of the README) and every http rule, and `/docs` renders it offline in
 //! a real (headless) browser.
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
@@ -8,7 +8,7 @@ use commerce::rest::rules::RULES;
 
 use crate::support::{app::spawn_app, rest::call};
 
-/// The REST column of design.md section 2.
+/// The REST routes the product promises, one per rpc with a REST mapping.
 const DESIGN_ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/api/v1/cart/", "CreateCart"),
     ("get", "/api/v1/cart/active", "GetActiveCart"),

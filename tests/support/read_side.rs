@@ -1,4 +1,4 @@
-//! The read side below the transports: a rig of backends, bus, event store and
+//! The read side below the transports: a fixture of backends, bus, event store and
 //! read models, and sample orders appended to an app's event store.
 
 use std::{sync::Arc, time::Duration};
@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::support::app::{Backend, Isolation, TestApp};
 
 /// Backends, bus, event store and read models of one test.
-pub struct Rig {
+pub struct ReadSideFixture {
     pub db: Db,
     pub bus: Arc<dyn EventBus>,
     pub events: Arc<dyn EventStore>,
@@ -34,7 +34,7 @@ pub struct Rig {
     _isolation: Isolation,
 }
 
-impl Rig {
+impl ReadSideFixture {
     pub async fn new(backend: Backend) -> Self {
         let isolation = Isolation::new(backend).await;
         let backends = isolation.backends().await;

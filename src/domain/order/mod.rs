@@ -1,7 +1,7 @@
 //! The Order aggregate: commands in, events out, state rebuilt by folding
 //! events. Pure: no I/O, no clock, no JSON (the event store's codec does that).
 //!
-//! # State machine (design.md section 3)
+//! # State machine
 //! ```text
 //! PENDING -> PAYMENT_AUTHORIZED -> INVENTORY_RESERVED -> SHIPPING_ARRANGED -> CONFIRMED
 //!    \______________\____________________\___________________\  (before capture)
