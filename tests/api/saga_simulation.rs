@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use commerce::{
     proto::{
-        inventory::v1::{GetStockRequest, ListReservationsRequest, ReservationStatus},
-        payment::v1::{AuthorizationStatus, ListAuthorizationsRequest},
-        shipping::v1::{ListShipmentsRequest, ShipmentStatus},
+        inventory::v1::{GetStockRequest, ReservationStatus},
+        payment::v1::AuthorizationStatus,
+        shipping::v1::ShipmentStatus,
     },
     saga::{
         engine::Engine,
@@ -271,25 +271,7 @@ async fn ledgers_consistent(
     store: &dyn SagaStore,
     ids: &[(Uuid, Uuid)],
 ) {
-    let mut s = stubs.clone();
-    let auths = s
-        .payment
-        .list_authorizations(ListAuthorizationsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let reservations = s
-        .inventory
-        .list_reservations(ListReservationsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let shipments = s
-        .shipping
-        .list_shipments(ListShipmentsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let ledgers = stubs.ledgers().await;
     let mut reserved_for_confirmed = 0_i64;
     for (saga_id, order_id) in ids {
         let saga = store.get(*saga_id).await.unwrap().unwrap();
@@ -306,17 +288,17 @@ async fn ledgers_consistent(
             order.violations
         );
         let oid = order_id.to_string();
-        let a: Vec<_> = auths
+        let a: Vec<_> = ledgers
             .authorizations
             .iter()
             .filter(|x| x.order_id == oid)
             .collect();
-        let r: Vec<_> = reservations
+        let r: Vec<_> = ledgers
             .reservations
             .iter()
             .filter(|x| x.order_id == oid)
             .collect();
-        let sh: Vec<_> = shipments.shipments.iter().filter(|x| x.order_id == oid).collect();
+        let sh: Vec<_> = ledgers.shipments.iter().filter(|x| x.order_id == oid).collect();
         assert!(
             a.len() <= 1 && r.len() <= 1 && sh.len() <= 1,
             "order {oid}: an effect applied twice"
@@ -351,7 +333,8 @@ async fn ledgers_consistent(
             other => panic!("saga {saga_id} ended {other:?}: {saga:?}"),
         }
     }
-    let stock = s
+    let stock = stubs
+        .clone()
         .inventory
         .get_stock(GetStockRequest::default())
         .await

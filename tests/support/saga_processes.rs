@@ -13,8 +13,8 @@ use commerce::proto::{
         cart_service_client::CartServiceClient, order_service_client::OrderServiceClient,
         saga_admin_client::SagaAdminClient,
     },
-    inventory::v1::{GetStockRequest, ListReservationsRequest, ReservationStatus, SetStockRequest},
-    payment::v1::{AuthorizationStatus, ListAuthorizationsRequest},
+    inventory::v1::{GetStockRequest, ReservationStatus, SetStockRequest},
+    payment::v1::AuthorizationStatus,
 };
 use rand::{Rng, rngs::StdRng};
 use tonic::{Code, transport::Channel};
@@ -223,23 +223,11 @@ async fn order_events(isolation: &Isolation) -> HashMap<String, Vec<String>> {
 /// number of violations found (asserted zero by the caller, after printing).
 pub async fn check_outcome(isolation: &Isolation, stubs: &StubClients, order_ids: &[String]) -> usize {
     let streams = order_events(isolation).await;
-    let mut s = stubs.clone();
-    let auths = s
-        .payment
-        .list_authorizations(ListAuthorizationsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let reservations = s
-        .inventory
-        .list_reservations(ListReservationsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let ledgers = stubs.ledgers().await;
     let mut violations = Vec::new();
     let mut confirmed_quantity: HashMap<String, i64> = HashMap::new();
     let ids: HashSet<&String> = order_ids.iter().collect();
-    for auth in &auths.authorizations {
+    for auth in &ledgers.authorizations {
         if auth.capture_count > 1 {
             violations.push(format!(
                 "authorization {} captured {} times",
@@ -257,12 +245,12 @@ pub async fn check_outcome(isolation: &Isolation, stubs: &StubClients, order_ids
             continue;
         }
         let has = |t: &str| events.iter().filter(|e| *e == t).count();
-        let own: Vec<_> = auths
+        let own: Vec<_> = ledgers
             .authorizations
             .iter()
             .filter(|a| &a.order_id == order_id)
             .collect();
-        let held: Vec<_> = reservations
+        let held: Vec<_> = ledgers
             .reservations
             .iter()
             .filter(|r| &r.order_id == order_id)
@@ -300,7 +288,8 @@ pub async fn check_outcome(isolation: &Isolation, stubs: &StubClients, order_ids
             _ => violations.push(format!("order {order_id} did not end once: {events:?}")),
         }
     }
-    let stock = s
+    let stock = stubs
+        .clone()
         .inventory
         .get_stock(GetStockRequest {
             product_ids: PRODUCTS.iter().map(|p| p.to_string()).collect(),

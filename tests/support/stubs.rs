@@ -6,9 +6,18 @@ use std::collections::HashMap;
 use commerce::{
     config::Config,
     proto::{
-        inventory::v1::{ReserveRequest, StockLine, inventory_service_client::InventoryServiceClient},
-        payment::v1::{AuthorizeRequest, payment_service_client::PaymentServiceClient},
-        shipping::v1::{CreateShipmentRequest, Destination, shipping_service_client::ShippingServiceClient},
+        inventory::v1::{
+            ListReservationsRequest, Reservation, ReserveRequest, StockLine,
+            inventory_service_client::InventoryServiceClient,
+        },
+        payment::v1::{
+            Authorization, AuthorizeRequest, ListAuthorizationsRequest,
+            payment_service_client::PaymentServiceClient,
+        },
+        shipping::v1::{
+            CreateShipmentRequest, Destination, ListShipmentsRequest, Shipment,
+            shipping_service_client::ShippingServiceClient,
+        },
     },
     stubs::{Stubs, serve_stubs},
 };
@@ -35,6 +44,45 @@ impl StubClients {
             shipping: ShippingServiceClient::new(channel),
         }
     }
+
+    /// The three ledgers, read one after the other: what the stubs did, for
+    /// the outcome checks of the saga tests.
+    pub async fn ledgers(&self) -> Ledgers {
+        let mut clients = self.clone();
+        Ledgers {
+            authorizations: clients
+                .payment
+                .list_authorizations(ListAuthorizationsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .authorizations,
+            reservations: clients
+                .inventory
+                .list_reservations(ListReservationsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .reservations,
+            shipments: clients
+                .shipping
+                .list_shipments(ListShipmentsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .shipments,
+        }
+    }
+}
+
+/// Every authorization, reservation and shipment a set of stubs recorded.
+pub struct Ledgers {
+    /// The payment stub's authorizations (captures and voids included).
+    pub authorizations: Vec<Authorization>,
+    /// The inventory stub's reservations.
+    pub reservations: Vec<Reservation>,
+    /// The shipping stub's shipments.
+    pub shipments: Vec<Shipment>,
 }
 
 /// Standalone stubs on a random loopback port with `overrides` (STUB_* vars).
