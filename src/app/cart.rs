@@ -1,10 +1,13 @@
 //! Cart handlers: what CartService (gRPC, REST) and CreateOrder call.
 //!
-//! Each mutation is load -> check owner and version -> apply the domain rule
-//! -> compare-and-set in the store. When another writer got in between and
-//! the caller gave no `expected_version`, the handler re-reads and applies its
-//! change again (with a short jittered backoff), so concurrent AddItem calls
-//! all count. With an `expected_version`, any intervening write is ABORTED.
+//! Each mutation is: the cart as last seen ([`CartStore::get_for_update`]) ->
+//! check owner and version -> apply the domain rule -> compare-and-set in the
+//! store, which on Redis is one round trip when the cart was seen last by this
+//! process. When another writer got in between and the caller gave no
+//! `expected_version`, the handler applies its change again to the stored
+//! cart the refusal carries (after a short jittered backoff from the second
+//! refusal on), so concurrent AddItem calls all count. With an
+//! `expected_version`, any intervening write is ABORTED.
 //!
 //! Reads are allowed to the owner and to admins; writes and checkout to the
 //! owner only. Anyone else gets NOT_FOUND, as if the cart did not exist.
@@ -221,9 +224,10 @@ impl CartApp {
             ) else {
                 return Err(checks.into_error());
             };
-            let cart = self.owned(principal, id).await?;
-            cart.check_version(expected).map_err(AppError::from)?;
-            self.store.delete(id, expected, Utc::now()).await?;
+            // The store checks owner and version itself: no read first.
+            self.store
+                .delete(id, &principal.subject, expected, Utc::now())
+                .await?;
             Ok(())
         }
         .await;
@@ -275,13 +279,23 @@ impl CartApp {
     ) -> Result<(), AppError> {
         let result = async {
             let now = Utc::now();
-            let mut cart = self.live(cart_id).await?;
-            if cart.status == CartStatus::Converted && cart.order_id == Some(order_id) {
+            let mut cart = self.basis(cart_id, Some(expected_version)).await?;
+            let converted =
+                |cart: &Cart| cart.status == CartStatus::Converted && cart.order_id == Some(order_id);
+            if converted(&cart) {
                 return Ok(());
             }
             cart.check_version(Some(expected_version))?;
             cart.convert(order_id, now, self.ttl)?;
-            self.store.replace(&cart, expected_version, now).await?;
+            match self.store.replace(&cart, expected_version, now).await {
+                Ok(()) => {}
+                // A retry of the same CreateOrder after the conversion landed.
+                Err(CartStoreError::Conflict {
+                    current: Some(current),
+                    ..
+                }) if converted(&current) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
             metrics::cart_converted();
             Ok(())
         }
@@ -318,8 +332,9 @@ impl CartApp {
         (self.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
-    /// Load, check owner and version, apply, compare-and-set; retried on a
-    /// concurrent write unless the caller pinned a version.
+    /// Take the cart as last seen, check owner and version, apply,
+    /// compare-and-set; on a concurrent write, applied again to the stored
+    /// cart unless the caller pinned a version.
     async fn mutate(
         &self,
         principal: &Principal,
@@ -327,24 +342,52 @@ impl CartApp {
         expected: Option<u64>,
         change: impl Fn(&Cart) -> Result<CartChange, CartError>,
     ) -> Result<Cart, AppError> {
+        let mut cart = self.basis(id, expected).await?;
+        if cart.customer_id != principal.subject {
+            return Err(not_found());
+        }
         let mut attempt = 0;
         loop {
-            let mut cart = self.owned(principal, id).await?;
             cart.check_version(expected)?;
             let read_version = cart.version;
             let now = Utc::now();
             cart.apply(&change(&cart)?, now, self.ttl)?;
             match self.store.replace(&cart, read_version, now).await {
                 Ok(()) => return Ok(cart),
-                Err(CartStoreError::Conflict { .. }) if expected.is_none() && attempt < MAX_ATTEMPTS => {
+                Err(CartStoreError::Conflict { current, .. })
+                    if expected.is_none() && attempt < MAX_ATTEMPTS =>
+                {
+                    // The first refusal is usually a stale basis (another
+                    // replica wrote): retry at once. Later ones are contention:
+                    // a jittered, growing pause so contenders stop colliding.
+                    if attempt > 0 {
+                        let cap = 1u64 << attempt.min(5);
+                        let pause = rand::rng().random_range(0..=cap * 1000);
+                        tokio::time::sleep(Duration::from_micros(pause)).await;
+                    }
                     attempt += 1;
-                    // Jittered, growing pause so contenders stop colliding.
-                    let cap = 1u64 << attempt.min(5);
-                    let pause = rand::rng().random_range(0..=cap * 1000);
-                    tokio::time::sleep(Duration::from_micros(pause)).await;
+                    cart = match current {
+                        Some(current) => *current,
+                        None => self.live(id).await?,
+                    };
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// The cart to apply a change to: as the store last saw it, or read
+    /// afresh when the caller pinned a version the remembered one is not at
+    /// (it may be the remembered cart that is behind).
+    async fn basis(&self, id: Uuid, expected: Option<u64>) -> Result<Cart, AppError> {
+        let cart = self
+            .store
+            .get_for_update(id, Utc::now())
+            .await?
+            .ok_or_else(not_found)?;
+        match expected {
+            Some(version) if version != cart.version => self.live(id).await,
+            _ => Ok(cart),
         }
     }
 

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use commerce::{
-    app::cart::{AddItem, CartApp},
+    app::cart::{AddItem, CartApp, UpdateItemQuantity},
     auth::{Principal, Role},
     domain::{
         cart::{Cart, CartChange, CartStatus, NewItem},
@@ -16,7 +16,10 @@ use commerce::{
 };
 use uuid::Uuid;
 
-use crate::support::app::{Backend, Isolation};
+use crate::support::{
+    app::{Backend, Isolation},
+    proxy::Proxy,
+};
 
 const TTL: Duration = Duration::from_secs(3600);
 
@@ -116,15 +119,19 @@ async fn replace_is_a_compare_and_set_on_the_version_that_refreshes_the_expiry()
         let later = now + chrono::Duration::minutes(50);
         let changed = with_item(cart.clone(), "sku", 2, "9.99", later);
         assert_eq!(changed.version, 2);
+        // The refusal carries the stored cart, to apply the change to again.
         match store.replace(&changed, 7, later).await {
-            Err(CartStoreError::Conflict { actual: 1 }) => {}
+            Err(CartStoreError::Conflict {
+                actual: 1,
+                current: Some(current),
+            }) => assert_eq!(*current, cart, "{name}"),
             other => panic!("{name}: expected a conflict at 1, got {other:?}"),
         }
         store.replace(&changed, 1, later).await.unwrap();
         // The same write again is stale now.
         assert!(matches!(
             store.replace(&changed, 1, later).await,
-            Err(CartStoreError::Conflict { actual: 2 })
+            Err(CartStoreError::Conflict { actual: 2, .. })
         ));
         // Alive past the original expiry, because the change refreshed it.
         let after_first_ttl = now + chrono::Duration::minutes(70);
@@ -161,7 +168,7 @@ async fn an_expired_cart_is_gone_counts_as_abandoned_and_makes_room_for_a_new_on
             Err(CartStoreError::NotFound)
         ));
         assert!(matches!(
-            store.delete(cart.id, None, expired).await,
+            store.delete(cart.id, "alice", None, expired).await,
             Err(CartStoreError::NotFound)
         ));
 
@@ -231,14 +238,23 @@ async fn delete_checks_the_version_when_given_and_counts_only_active_carts() {
         let cart = Cart::new("alice", Currency::Usd, now, TTL);
         store.create_or_get(&cart, now).await.unwrap();
         assert!(matches!(
-            store.delete(cart.id, Some(5), now).await,
-            Err(CartStoreError::Conflict { actual: 1 })
+            store.delete(cart.id, "alice", Some(5), now).await,
+            Err(CartStoreError::Conflict { actual: 1, .. })
         ));
-        store.delete(cart.id, Some(1), now).await.unwrap();
+        // Only the owner's delete finds it.
+        assert!(matches!(
+            store.delete(cart.id, "mallory", Some(1), now).await,
+            Err(CartStoreError::NotFound)
+        ));
+        assert_eq!(
+            store.get(cart.id, now).await.unwrap().map(|c| c.id),
+            Some(cart.id)
+        );
+        store.delete(cart.id, "alice", Some(1), now).await.unwrap();
         assert_eq!(store.get(cart.id, now).await.unwrap(), None, "{name}");
         assert_eq!(store.active_for("alice", now).await.unwrap(), None, "{name}");
         assert!(matches!(
-            store.delete(cart.id, None, now).await,
+            store.delete(cart.id, "alice", None, now).await,
             Err(CartStoreError::NotFound)
         ));
 
@@ -258,7 +274,7 @@ async fn delete_checks_the_version_when_given_and_counts_only_active_carts() {
         let mut converted = bob.clone();
         converted.convert(Uuid::new_v4(), now, TTL).unwrap();
         store.replace(&converted, bob.version, now).await.unwrap();
-        store.delete(bob.id, None, now).await.unwrap();
+        store.delete(bob.id, "bob", None, now).await.unwrap();
 
         let stats = store.stats(now).await.unwrap();
         assert_eq!(
@@ -299,4 +315,123 @@ async fn fifty_concurrent_adds_through_the_app_all_count() {
         assert_eq!(cart.version, 51, "{name}: one version per add, no gaps");
         assert_eq!(cart.subtotal().unwrap().to_string(), "125.00", "{name}");
     }
+}
+
+fn customer(name: &str) -> Principal {
+    Principal {
+        subject: name.into(),
+        roles: vec![Role::Customer],
+    }
+}
+
+fn add(cart: &Cart, product: &str, quantity: i64) -> AddItem {
+    AddItem {
+        cart_id: cart.id.to_string(),
+        product_id: product.into(),
+        product_name: "Widget".into(),
+        quantity,
+        unit_price: "2.50".into(),
+        expected_version: None,
+    }
+}
+
+/// Each cart mutation is one Redis round trip (one command: the
+/// compare-and-set script) when this replica saw the cart last; when another
+/// replica wrote in between, one more (the refusal carries the stored cart),
+/// and no change is lost. Counted by a proxy that parses what goes to Redis.
+#[tokio::test]
+async fn a_cart_mutation_is_one_redis_round_trip() {
+    if Backend::from_env() != Backend::Real || std::env::var("TEST_REDIS_URL").is_err() {
+        // Round trips exist on Redis only; the conformance tests above cover
+        // the embedded store.
+        return;
+    }
+    let isolation = Isolation::new(Backend::Real).await;
+    let config = isolation.config(&[]);
+    let settings = &config.redis;
+    let (proxy, proxied) = Proxy::for_url(settings.url.as_deref().unwrap()).await;
+    let replica = |url: Option<String>| {
+        let settings = commerce::config::RedisSettings {
+            url,
+            ..settings.clone()
+        };
+        let pool = commerce::db::redis_pool(&settings).unwrap().unwrap();
+        let store = RedisCartStore::new(pool, &settings.key_prefix, settings.pool_timeout);
+        CartApp::new(Arc::new(store), TTL)
+    };
+    let here = replica(Some(proxied));
+    let other = replica(settings.url.clone());
+    let alice = customer("alice");
+
+    // Warm-up: the connection and every script loaded once.
+    let (warm, _) = here.create_cart(&customer("warm-up"), "").await.unwrap();
+    here.add_item(&customer("warm-up"), add(&warm, "sku", 1))
+        .await
+        .unwrap();
+    here.delete_cart(&customer("warm-up"), &warm.id.to_string(), None)
+        .await
+        .unwrap();
+
+    let (cart, _) = here.create_cart(&alice, "").await.unwrap();
+    let id = cart.id.to_string();
+    let before = proxy.redis_commands();
+    here.add_item(&alice, add(&cart, "apple", 1)).await.unwrap();
+    here.add_item(&alice, add(&cart, "apple", 2)).await.unwrap();
+    here.add_item(&alice, add(&cart, "pear", 1)).await.unwrap();
+    let input = UpdateItemQuantity {
+        cart_id: id.clone(),
+        product_id: "pear".into(),
+        quantity: 4,
+        expected_version: Some(4),
+    };
+    here.update_item_quantity(&alice, input).await.unwrap();
+    here.remove_item(&alice, &id, "pear", Some(5)).await.unwrap();
+    assert_eq!(
+        proxy.redis_commands() - before,
+        5,
+        "five mutations, five round trips"
+    );
+
+    // Another replica changes the cart: this one's basis is stale.
+    other.add_item(&alice, add(&cart, "fig", 7)).await.unwrap();
+    let before = proxy.redis_commands();
+    let after = here.add_item(&alice, add(&cart, "apple", 1)).await.unwrap();
+    assert_eq!(
+        proxy.redis_commands() - before,
+        2,
+        "a refused compare-and-set, then the write"
+    );
+    let lines: Vec<_> = after
+        .items
+        .iter()
+        .map(|i| (i.product_id.as_str(), i.quantity))
+        .collect();
+    assert_eq!(
+        lines,
+        [("apple", 4), ("fig", 7)],
+        "the other replica's change kept"
+    );
+    assert_eq!(after.version, 8);
+
+    // Checkout reads the cart afresh (one round trip); the conversion is one.
+    let before = proxy.redis_commands();
+    let snapshot = here.checkout_snapshot(&alice, cart.id).await.unwrap();
+    here.mark_converted(cart.id, snapshot.version, Uuid::new_v4())
+        .await
+        .unwrap();
+    assert_eq!(proxy.redis_commands() - before, 2);
+
+    // Deleting reads nothing first, and refuses anyone but the owner.
+    let before = proxy.redis_commands();
+    let err = here
+        .delete_cart(&customer("mallory"), &id, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "cart not found");
+    here.delete_cart(&alice, &id, None).await.unwrap();
+    assert_eq!(proxy.redis_commands() - before, 2, "one round trip per delete");
+    assert!(
+        other.get_cart(&alice, &id).await.is_err(),
+        "deleted for every replica"
+    );
 }

@@ -1,16 +1,18 @@
 //! A TCP proxy the tests put between the service and a dependency (PostgreSQL,
 //! Redis) to make it vanish and come back, without touching the machine's
-//! shared servers.
+//! shared servers. It also counts the Redis commands (RESP arrays) clients
+//! send through it, so a test can count round trips per operation.
 
 use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicU8, AtomicU64, Ordering},
     },
 };
 
 use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
@@ -28,6 +30,7 @@ pub struct Proxy {
     mode: Arc<AtomicU8>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: JoinHandle<()>,
+    commands: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -38,10 +41,11 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let mode = Arc::new(AtomicU8::new(UP));
         let links = Arc::new(Mutex::new(Vec::new()));
+        let commands = Arc::new(AtomicU64::new(0));
         let acceptor = tokio::spawn({
-            let (mode, links) = (mode.clone(), links.clone());
+            let (mode, links, commands) = (mode.clone(), links.clone(), commands.clone());
             async move {
-                while let Ok((mut client, _)) = listener.accept().await {
+                while let Ok((client, _)) = listener.accept().await {
                     let link = match mode.load(Ordering::SeqCst) {
                         // Dropped: the client sees the connection close.
                         CUT => continue,
@@ -51,10 +55,10 @@ impl Proxy {
                             std::future::pending::<()>().await;
                         }),
                         _ => {
-                            let upstream = upstream.clone();
+                            let (upstream, commands) = (upstream.clone(), commands.clone());
                             tokio::spawn(async move {
-                                if let Ok(mut server) = TcpStream::connect(upstream).await {
-                                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                                if let Ok(server) = TcpStream::connect(upstream).await {
+                                    forward(client, server, &commands).await;
                                 }
                             })
                         }
@@ -68,7 +72,14 @@ impl Proxy {
             mode,
             links,
             acceptor,
+            commands,
         }
+    }
+
+    /// Redis commands clients have sent through the proxy so far (a
+    /// pipeline counts each of its commands).
+    pub fn redis_commands(&self) -> u64 {
+        self.commands.load(Ordering::SeqCst)
     }
 
     /// A proxy to the host and port of `url` (`scheme://[user@]host:port/...`)
@@ -118,5 +129,117 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.cut();
         self.acceptor.abort();
+    }
+}
+
+/// Copies both ways until either side closes, counting the RESP commands
+/// going upstream.
+async fn forward(client: TcpStream, server: TcpStream, commands: &AtomicU64) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = async {
+        let mut counter = RespCounter::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            // Counted before forwarding: once the reply is back, so is the count.
+            commands.fetch_add(counter.feed(&buf[..n]), Ordering::SeqCst);
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = server_write.shutdown().await;
+    };
+    let downstream = async {
+        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    tokio::select! {
+        _ = upstream => {}
+        _ = downstream => {}
+    }
+}
+
+/// Counts complete RESP arrays (`*N` then N bulk strings `$len`) in a byte
+/// stream fed in arbitrary pieces: the shape every Redis client sends. Any
+/// other protocol (PostgreSQL's) stops the counting for that connection.
+#[derive(Default)]
+struct RespCounter {
+    pending: Vec<u8>,
+    /// Bulk strings still to come in the current command.
+    elements_left: u64,
+    not_resp: bool,
+}
+
+impl RespCounter {
+    /// Takes the next bytes; returns how many commands they completed.
+    fn feed(&mut self, bytes: &[u8]) -> u64 {
+        if self.not_resp {
+            return 0;
+        }
+        self.pending.extend_from_slice(bytes);
+        if self.elements_left == 0 && self.pending.first().is_some_and(|b| *b != b'*') {
+            self.not_resp = true;
+            self.pending = Vec::new();
+            return 0;
+        }
+        let mut done = 0;
+        let mut at = 0;
+        while let Some(line_end) = find_crlf(&self.pending[at..]).map(|i| at + i) {
+            let line = &self.pending[at..line_end];
+            let number = || std::str::from_utf8(&line[1..]).ok()?.parse::<u64>().ok();
+            match (line.first(), number()) {
+                (Some(b'*'), Some(n)) if self.elements_left == 0 => {
+                    self.elements_left = n;
+                    at = line_end + 2;
+                }
+                (Some(b'$'), Some(len)) => {
+                    let next = line_end + 2 + len as usize + 2;
+                    if next > self.pending.len() {
+                        break;
+                    }
+                    self.elements_left -= 1;
+                    at = next;
+                }
+                _ => {
+                    self.not_resp = true;
+                    self.pending = Vec::new();
+                    return done;
+                }
+            }
+            if self.elements_left == 0 {
+                done += 1;
+            }
+        }
+        self.pending.drain(..at);
+        done
+    }
+}
+
+fn find_crlf(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(2).position(|w| w == b"\r\n")
+}
+
+mod tests {
+    use super::RespCounter;
+
+    #[test]
+    fn counts_commands_split_anywhere() {
+        let stream = b"*2\r\n$4\r\nPING\r\n$1\r\n1\r\n*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n";
+        for split in 0..stream.len() {
+            let mut counter = RespCounter::default();
+            let total = counter.feed(&stream[..split]) + counter.feed(&stream[split..]);
+            assert_eq!(total, 3, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn another_protocol_is_not_counted() {
+        let mut counter = RespCounter::default();
+        assert_eq!(counter.feed(b"\0\0\0\x08\x04\xd2\x16\x2f"), 0);
+        assert_eq!(counter.feed(b"*1\r\n$4\r\nPING\r\n"), 0);
     }
 }

@@ -134,6 +134,7 @@ impl CartStore for MemoryCartStore {
         if stored.version != expected_version || stored.status != CartStatus::Active {
             return Err(CartStoreError::Conflict {
                 actual: stored.version,
+                current: Some(Box::new(stored.clone())),
             });
         }
         if cart.status == CartStatus::Converted {
@@ -154,14 +155,19 @@ impl CartStore for MemoryCartStore {
     async fn delete(
         &self,
         id: Uuid,
+        owner: &str,
         expected_version: Option<u64>,
         now: DateTime<Utc>,
     ) -> Result<(), CartStoreError> {
         let mut state = self.lock()?;
-        let stored = state.live(id, now).ok_or(CartStoreError::NotFound)?;
+        let stored = state
+            .live(id, now)
+            .filter(|c| c.customer_id == owner)
+            .ok_or(CartStoreError::NotFound)?;
         if expected_version.is_some_and(|v| v != stored.version) {
             return Err(CartStoreError::Conflict {
                 actual: stored.version,
+                current: None,
             });
         }
         let Some(cart) = state.carts.remove(&id) else {

@@ -48,6 +48,9 @@ pub enum CartStoreError {
     Conflict {
         /// The stored version.
         actual: u64,
+        /// The stored cart, when the store read it while refusing (a change
+        /// can be applied to it again without another read).
+        current: Option<Box<Cart>>,
     },
     /// The backend cannot be reached in time.
     #[error("cart store unavailable: {0}")]
@@ -61,7 +64,7 @@ impl From<CartStoreError> for AppError {
     fn from(err: CartStoreError) -> Self {
         match err {
             CartStoreError::NotFound => AppError::NotFound("cart".into()),
-            CartStoreError::Conflict { actual } => AppError::Aborted(format!(
+            CartStoreError::Conflict { actual, .. } => AppError::Aborted(format!(
                 "the cart changed concurrently (now at version {actual}); reload and retry"
             )),
             CartStoreError::Unavailable(why) => AppError::Unavailable(why),
@@ -108,12 +111,20 @@ pub trait CartStore: Send + Sync + 'static {
     /// The live cart with this id, active or converted.
     async fn get(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<Cart>, CartStoreError>;
 
+    /// The live cart `id` to apply a change to, as this process last saw it:
+    /// possibly stale (another replica wrote since), which the compare-and-set
+    /// of [`CartStore::replace`] catches. Never for answering a read.
+    async fn get_for_update(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<Cart>, CartStoreError> {
+        self.get(id, now).await
+    }
+
     /// The customer's live active cart.
     async fn active_for(&self, customer_id: &str, now: DateTime<Utc>)
     -> Result<Option<Cart>, CartStoreError>;
 
     /// Compare-and-set: stores `cart` if the stored one is live, active and at
-    /// `expected_version`; else `Conflict` (or `NotFound` when gone). The
+    /// `expected_version`; else `Conflict` with the stored cart (or `NotFound`
+    /// when gone). The
     /// expiry is refreshed to `cart.expires_at`. When `cart` is converted, it
     /// leaves the customer's active index and counts as converted with its subtotal.
     async fn replace(
@@ -123,11 +134,13 @@ pub trait CartStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<(), CartStoreError>;
 
-    /// Deletes a live cart, if at `expected_version` when given. An active cart
-    /// counts as deleted; a converted one was already counted as converted.
+    /// Deletes a live cart of `owner`'s (`NotFound` for anyone else's), if at
+    /// `expected_version` when given. An active cart counts as deleted; a
+    /// converted one was already counted as converted.
     async fn delete(
         &self,
         id: Uuid,
+        owner: &str,
         expected_version: Option<u64>,
         now: DateTime<Utc>,
     ) -> Result<(), CartStoreError>;

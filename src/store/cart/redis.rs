@@ -15,19 +15,37 @@
 //! together or not at all. The scripts build cart keys from the prefix, which
 //! is fine on one Redis but would need hash tags on Redis Cluster.
 //!
+//! # One round trip per call
+//! - Calls share one multiplexed connection taken from the pool once, instead
+//!   of a pool checkout per call: deadpool pings a connection (UNWATCH + PING,
+//!   a round trip) every time it hands it out again. A call that finds the
+//!   connection broken or too slow answers UNAVAILABLE and drops it; the next
+//!   call takes a fresh one from the pool (so one call per outage can fail
+//!   that a ping would have spared).
+//! - The carts this process last created, read or wrote are kept (the most
+//!   recent [`SEEN_CARTS`]) as the basis of the next change
+//!   ([`CartStore::get_for_update`]): a mutation of such a cart is the
+//!   compare-and-set script alone. A stale basis costs one more round trip
+//!   (the refusal carries the stored cart), never a wrong write.
+//!
 //! Every call is bounded by `POOL_TIMEOUT_MS`; connection failures and
 //! timeouts are [`CartStoreError::Unavailable`]. The pool drops broken
 //! connections and reconnects by itself when Redis returns.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
 
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_redis::{
     Pool,
-    redis::{self, RedisError, Script},
+    redis::{self, RedisError, Script, aio::MultiplexedConnection},
 };
+use hashlink::LruCache;
 use uuid::Uuid;
 
 use super::{CartStats, CartStore, CartStoreError, record};
@@ -39,6 +57,11 @@ use crate::domain::{
 /// Most expired carts one sweep script moves (bounds the script's run time).
 const SWEEP_BATCH: usize = 500;
 
+/// Most carts remembered as the basis of the next change (a few MB at most:
+/// a cart holds at most 100 lines). Beyond it the least recently used is
+/// forgotten, and its next change reads it first.
+pub const SEEN_CARTS: usize = 10_000;
+
 /// [`CartStore`] on Redis.
 #[derive(Clone)]
 pub struct RedisCartStore {
@@ -46,6 +69,7 @@ pub struct RedisCartStore {
     prefix: Arc<str>,
     timeout: Duration,
     scripts: Arc<Scripts>,
+    shared: Arc<Shared>,
 }
 
 struct Scripts {
@@ -53,6 +77,20 @@ struct Scripts {
     replace: Script,
     delete: Script,
     sweep: Script,
+}
+
+/// What the clones of one store share.
+struct Shared {
+    /// The pooled connection every call multiplexes on, once taken.
+    conn: Mutex<Option<deadpool_redis::Connection>>,
+    /// Carts as this process last saw them in Redis, by id.
+    seen: Mutex<LruCache<Uuid, Cart>>,
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked (a
+/// connection slot, a cache of carts that the compare-and-set re-checks).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl RedisCartStore {
@@ -68,6 +106,10 @@ impl RedisCartStore {
                 delete: Script::new(include_str!("lua/delete.lua")),
                 sweep: Script::new(include_str!("lua/sweep.lua")),
             }),
+            shared: Arc::new(Shared {
+                conn: Mutex::new(None),
+                seen: Mutex::new(LruCache::new(SEEN_CARTS)),
+            }),
         }
     }
 
@@ -79,8 +121,12 @@ impl RedisCartStore {
         format!("{}{id}", self.cart_key_prefix())
     }
 
+    fn owner_key_prefix(&self) -> String {
+        format!("{}:cart:owner:", self.prefix)
+    }
+
     fn owner_key(&self, customer_id: &str) -> String {
-        format!("{}:cart:owner:{customer_id}", self.prefix)
+        format!("{}{customer_id}", self.owner_key_prefix())
     }
 
     fn expiring_key(&self) -> String {
@@ -91,29 +137,48 @@ impl RedisCartStore {
         format!("{}:cart:stats", self.prefix)
     }
 
-    /// Runs `op` with a pooled connection, bounded by the timeout.
+    /// Runs `op` on the shared connection, bounded by the timeout. An
+    /// UNAVAILABLE outcome drops the connection: it may be dead or stalled.
     async fn with_conn<T, F, Fut>(&self, op: F) -> Result<T, CartStoreError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, CartStoreError>>,
     {
-        let work = async {
-            let conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| CartStoreError::Unavailable(format!("Redis connection: {e}")))?;
-            op(conn).await
+        let work = async { op(self.connection().await?).await };
+        let result = match tokio::time::timeout(self.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(CartStoreError::Unavailable(format!(
+                "Redis did not answer within {:?}",
+                self.timeout
+            ))),
         };
-        tokio::time::timeout(self.timeout, work).await.map_err(|_| {
-            CartStoreError::Unavailable(format!("Redis did not answer within {:?}", self.timeout))
-        })?
+        if matches!(result, Err(CartStoreError::Unavailable(_))) {
+            lock(&self.shared.conn).take();
+        }
+        result
     }
 
-    /// The cart in hash `key`, if live at `now`.
+    /// The shared connection, taken from the pool when there is none.
+    async fn connection(&self) -> Result<MultiplexedConnection, CartStoreError> {
+        if let Some(conn) = lock(&self.shared.conn).as_ref() {
+            return Ok(MultiplexedConnection::clone(conn));
+        }
+        let pooled = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| CartStoreError::Unavailable(format!("Redis connection: {e}")))?;
+        let conn = MultiplexedConnection::clone(&pooled);
+        // Two calls racing here both succeed; the slot keeps the later one and
+        // the other goes back to the pool.
+        *lock(&self.shared.conn) = Some(pooled);
+        Ok(conn)
+    }
+
+    /// The cart in hash `key`, if live at `now`; remembered as seen.
     async fn load(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut MultiplexedConnection,
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Cart>, CartStoreError> {
@@ -125,8 +190,65 @@ impl RedisCartStore {
             .await
             .map_err(redis_error)?;
         match (exp, doc) {
-            (Some(exp), Some(doc)) if exp > now.timestamp_millis() => Ok(Some(record::decode(&doc)?)),
+            (Some(exp), Some(doc)) if exp > now.timestamp_millis() => {
+                let cart = record::decode(&doc)?;
+                self.remember(&cart);
+                Ok(Some(cart))
+            }
             _ => Ok(None),
+        }
+    }
+
+    /// Keeps `cart` as the basis of its next change, unless a later version
+    /// of it is known already (answers can arrive out of order).
+    fn remember(&self, cart: &Cart) {
+        let mut seen = lock(&self.shared.seen);
+        if seen
+            .peek(&cart.id)
+            .is_none_or(|known| known.version <= cart.version)
+        {
+            seen.insert(cart.id, cart.clone());
+        }
+    }
+
+    fn forget(&self, id: Uuid) {
+        lock(&self.shared.seen).remove(&id);
+    }
+
+    /// The remembered cart `id`, unless its known expiry has passed (then
+    /// Redis decides: another replica may have refreshed it).
+    fn recall(&self, id: Uuid, now: DateTime<Utc>) -> Option<Cart> {
+        lock(&self.shared.seen)
+            .get(&id)
+            .filter(|c| !c.is_expired(now))
+            .cloned()
+    }
+
+    /// Maps a script's `{'ok' | 'gone' | 'conflict', version, doc}` answer for
+    /// cart `id`, keeping the remembered carts in step with what Redis said.
+    fn outcome(
+        &self,
+        id: Uuid,
+        (word, version, doc): (String, i64, Option<String>),
+    ) -> Result<(), CartStoreError> {
+        match word.as_str() {
+            "ok" => Ok(()),
+            "gone" => {
+                self.forget(id);
+                Err(CartStoreError::NotFound)
+            }
+            "conflict" => {
+                let current = doc.map(|doc| record::decode(&doc)).transpose()?;
+                match &current {
+                    Some(cart) => self.remember(cart),
+                    None => self.forget(id),
+                }
+                Err(CartStoreError::Conflict {
+                    actual: u64::try_from(version).unwrap_or_default(),
+                    current: current.map(Box::new),
+                })
+            }
+            other => Err(anyhow::anyhow!("unexpected cart script answer {other:?}").into()),
         }
     }
 }
@@ -152,18 +274,6 @@ fn redis_error(err: RedisError) -> CartStoreError {
         CartStoreError::Unavailable(format!("Redis: {err}"))
     } else {
         CartStoreError::Internal(anyhow::Error::new(err).context("Redis cart store"))
-    }
-}
-
-/// Maps a script's `{'ok' | 'gone' | 'conflict', version}` answer.
-fn outcome((word, version): (String, i64)) -> Result<(), CartStoreError> {
-    match word.as_str() {
-        "ok" => Ok(()),
-        "gone" => Err(CartStoreError::NotFound),
-        "conflict" => Err(CartStoreError::Conflict {
-            actual: u64::try_from(version).unwrap_or_default(),
-        }),
-        other => Err(anyhow::anyhow!("unexpected cart script answer {other:?}").into()),
     }
 }
 
@@ -193,14 +303,28 @@ impl CartStore for RedisCartStore {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(redis_error)?;
-            Ok((record::decode(&doc)?, created == 1))
+            let cart = record::decode(&doc)?;
+            self.remember(&cart);
+            Ok((cart, created == 1))
         })
         .await
     }
 
     async fn get(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<Cart>, CartStoreError> {
-        self.with_conn(|mut conn| async move { self.load(&mut conn, &self.cart_key(id), now).await })
-            .await
+        let cart = self
+            .with_conn(|mut conn| async move { self.load(&mut conn, &self.cart_key(id), now).await })
+            .await?;
+        if cart.is_none() {
+            self.forget(id);
+        }
+        Ok(cart)
+    }
+
+    async fn get_for_update(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<Cart>, CartStoreError> {
+        match self.recall(id, now) {
+            Some(cart) => Ok(Some(cart)),
+            None => self.get(id, now).await,
+        }
     }
 
     async fn active_for(
@@ -236,65 +360,60 @@ impl CartStore for RedisCartStore {
                 .context("converted cart value")?,
             CartStatus::Active => 0,
         };
-        self.with_conn(|mut conn| async move {
-            let answer = self
-                .scripts
-                .replace
-                .key(self.cart_key(cart.id))
-                .key(self.owner_key(&cart.customer_id))
-                .key(self.expiring_key())
-                .key(self.stats_key())
-                .arg(now.timestamp_millis())
-                .arg(expected_version)
-                .arg(cart.version)
-                .arg(millis_until(cart.expires_at, now))
-                .arg(&doc)
-                .arg(cart.id.to_string())
-                .arg(record::status_word(cart.status))
-                .arg(cart.currency.code())
-                .arg(minor)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(redis_error)?;
-            outcome(answer)
-        })
-        .await
+        let answer = self
+            .with_conn(|mut conn| async move {
+                self.scripts
+                    .replace
+                    .key(self.cart_key(cart.id))
+                    .key(self.owner_key(&cart.customer_id))
+                    .key(self.expiring_key())
+                    .key(self.stats_key())
+                    .arg(now.timestamp_millis())
+                    .arg(expected_version)
+                    .arg(cart.version)
+                    .arg(millis_until(cart.expires_at, now))
+                    .arg(&doc)
+                    .arg(cart.id.to_string())
+                    .arg(record::status_word(cart.status))
+                    .arg(cart.currency.code())
+                    .arg(minor)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(redis_error)
+            })
+            .await?;
+        self.outcome(cart.id, answer)?;
+        self.remember(cart);
+        Ok(())
     }
 
     async fn delete(
         &self,
         id: Uuid,
+        owner: &str,
         expected_version: Option<u64>,
         now: DateTime<Utc>,
     ) -> Result<(), CartStoreError> {
-        self.with_conn(|mut conn| async move {
-            // The owner is needed for the index key: read it first. The script
-            // re-checks everything, so a change in between is still caught.
-            let owner: Option<String> = redis::cmd("HGET")
-                .arg(self.cart_key(id))
-                .arg("cust")
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_error)?;
-            let Some(owner) = owner else {
-                return Err(CartStoreError::NotFound);
-            };
-            let answer = self
-                .scripts
-                .delete
-                .key(self.cart_key(id))
-                .key(self.owner_key(&owner))
-                .key(self.expiring_key())
-                .key(self.stats_key())
-                .arg(now.timestamp_millis())
-                .arg(expected_version.map(|v| v.to_string()).unwrap_or_default())
-                .arg(id.to_string())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(redis_error)?;
-            outcome(answer)
-        })
-        .await
+        let answer = self
+            .with_conn(|mut conn| async move {
+                self.scripts
+                    .delete
+                    .key(self.cart_key(id))
+                    .key(self.expiring_key())
+                    .key(self.stats_key())
+                    .arg(now.timestamp_millis())
+                    .arg(expected_version.map(|v| v.to_string()).unwrap_or_default())
+                    .arg(id.to_string())
+                    .arg(owner)
+                    .arg(self.owner_key_prefix())
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(redis_error)
+            })
+            .await?;
+        self.outcome(id, answer)?;
+        self.forget(id);
+        Ok(())
     }
 
     async fn sweep(&self, now: DateTime<Utc>) -> Result<u64, CartStoreError> {
