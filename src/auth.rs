@@ -5,13 +5,14 @@
 //! - here: [`Role`], [`Principal`] (RBAC and ownership checks), [`principal`]
 //!   for handlers, and [`mint_token`] for development tokens.
 //! - [`keys`]: the [`Authenticator`]: which keys verify which algorithms.
-//! - [`layer`]: the [`AuthLayer`] in front of every route of the one port, which
-//!   also applies the rate limit of [`crate::ratelimit`].
+//! - [`layer`] (a transport, one layer up: startup imports it from there, not
+//!   through this module): the [`layer::AuthLayer`] in front of every route of
+//!   the one port, which also applies the rate limit of [`crate::ratelimit`].
 //! - `testing` (unit tests and the `testing` feature of the integration tests
 //!   only): forged and odd tokens for the attack suites.
 
 mod keys;
-mod layer;
+pub mod layer;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -20,10 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
-pub use self::{
-    keys::{Authenticator, LEEWAY_SECONDS, MAX_TOKEN_BYTES},
-    layer::{AuthLayer, AuthService},
-};
+pub use self::keys::{Authenticator, LEEWAY_SECONDS, MAX_TOKEN_BYTES};
 use crate::{config::AuthSettings, error::AppError};
 
 /// The development HS256 secret; staging and production refuse it.

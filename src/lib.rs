@@ -22,7 +22,7 @@
 //!   saga: engine, workers, sibling clients), [`auth`] (who is calling).
 //! - **transports**: [`grpc`] (tonic services, thin over [`app`]), [`rest`] (the
 //!   REST/JSON shim, `/openapi.json`, `/docs`, over the same services),
-//!   [`metrics::endpoint`] (`/metrics`), [`auth::AuthLayer`], [`ratelimit`], [`bounds`]
+//!   [`metrics::endpoint`] (`/metrics`), [`auth::layer::AuthLayer`], [`ratelimit`], [`bounds`]
 //!   (request deadlines, the oversized-message answer), [`serve`] (the accept loop
 //!   of the one port: HTTP/1.1 and HTTP/2, one header bound), [`stubs`] (the payment,
 //!   inventory and shipping stubs, `commerce stubs`).

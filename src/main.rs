@@ -116,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::RebuildProjections { batch, allow_empty } => {
-            use commerce::projections::rebuild::{EmptyStore, command};
+            use commerce::startup::rebuild::{EmptyStore, command};
             telemetry::init(&config.telemetry);
             let empty = if allow_empty {
                 EmptyStore::Allow

@@ -16,43 +16,37 @@
 //! - **One relay at a time.** On PostgreSQL each round holds a transaction
 //!   advisory lock, so replicas take turns instead of racing (racing would
 //!   only duplicate, but turns keep the bus tidy).
+//!
+//! The relay writes no SQL: reading and marking the rows is the outbox
+//! owner's ([`crate::store::event_store::outbox`]), chosen per backend in
+//! startup.
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
-use sqlx::{Row, types::Json};
-use uuid::Uuid;
-
 use crate::{
-    bus::{EventBus, EventEnvelope},
-    db::Db,
+    bus::EventBus,
     shutdown::Shutdown,
-    store::event_store::EventMetadata,
+    store::event_store::{APPENDED, outbox::Outbox},
 };
 
 /// Rows per round.
-const BATCH: i64 = 500;
+const BATCH: usize = 500;
 /// Pause after a round that found less than a full batch, unless an append
 /// in this process wakes the relay first.
 const IDLE_POLL: Duration = Duration::from_millis(20);
 /// Longest pause after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Key of the relay's advisory lock ("outbox" in ASCII).
-const ADVISORY_KEY: i64 = 0x6f7574626f78;
-
-const COLUMNS: &str = "id, event_id, stream_id, stream_type, stream_version, global_position, event_type, \
-                       schema_version, payload, metadata, created_at";
 
 /// The relay from the outbox table to the bus.
 pub struct OutboxRelay {
-    db: Db,
+    outbox: Arc<dyn Outbox>,
     bus: Arc<dyn EventBus>,
 }
 
 impl OutboxRelay {
-    /// A relay from `db`'s outbox to `bus`.
-    pub fn new(db: Db, bus: Arc<dyn EventBus>) -> Self {
-        Self { db, bus }
+    /// A relay from `outbox` (the configured database's, chosen in startup) to `bus`.
+    pub fn new(outbox: Arc<dyn Outbox>, bus: Arc<dyn EventBus>) -> Self {
+        Self { outbox, bus }
     }
 
     /// Relays until `shutdown` fires (finishing the round in progress).
@@ -67,7 +61,7 @@ impl OutboxRelay {
                         failing = false;
                     }
                     backoff = Duration::from_millis(50);
-                    if published as i64 == BATCH {
+                    if published == BATCH {
                         continue;
                     }
                     IDLE_POLL
@@ -84,142 +78,22 @@ impl OutboxRelay {
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 // While failing, the backoff decides, not new appends.
-                () = crate::store::event_store::APPENDED.notified(), if !failing => {}
+                () = APPENDED.notified(), if !failing => {}
                 _ = shutdown.wait() => break,
             }
         }
     }
 
-    /// One round: publishes up to a batch of unpublished rows and marks them;
+    /// One round: publishes up to a batch of unpublished rows and marks them
+    /// (through the outbox's owner, [`crate::store::event_store::outbox`]);
     /// returns how many.
     pub async fn relay_once(&self) -> anyhow::Result<usize> {
-        match &self.db {
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                // Roll back at once on failure: a rollback left to the drop
-                // would keep the advisory lock until the connection is reused.
-                match self.relay_pg(&mut tx).await {
-                    Ok(published) => {
-                        tx.commit().await?;
-                        let backlog = match published {
-                            0 => 0,
-                            _ => backlog_pg(pool).await.unwrap_or(0),
-                        };
-                        crate::metrics::outbox_backlog(backlog);
-                        Ok(published)
-                    }
-                    Err(error) => {
-                        let _ = tx.rollback().await;
-                        Err(error)
-                    }
-                }
-            }
-            Db::Sqlite(pool) => {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT ?1"
-                )))
-                .bind(BATCH)
-                .fetch_all(pool)
-                .await?;
-                let (ids, events) = sqlite_envelopes(&rows)?;
-                if ids.is_empty() {
-                    crate::metrics::outbox_backlog(0);
-                    return Ok(0);
-                }
-                self.bus.publish(&events).await?;
-                sqlx::query(
-                    "UPDATE outbox SET published_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) \
-                     WHERE id IN (SELECT value FROM json_each(?1))",
-                )
-                .bind(serde_json::Value::from(ids.clone()).to_string())
-                .execute(pool)
-                .await?;
-                Ok(ids.len())
-            }
-        }
+        let published = self.outbox.publish_pending(self.bus.as_ref(), BATCH).await?;
+        let backlog = match published {
+            0 => 0,
+            _ => self.outbox.backlog().await.unwrap_or(0),
+        };
+        crate::metrics::outbox_backlog(backlog);
+        Ok(published)
     }
-
-    /// One PostgreSQL round inside `tx` (which holds the advisory lock on success).
-    async fn relay_pg(&self, tx: &mut sqlx::PgConnection) -> anyhow::Result<usize> {
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(ADVISORY_KEY)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !locked {
-            return Ok(0);
-        }
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"
-        )))
-        .bind(BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
-        let (ids, events) = pg_envelopes(&rows)?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        self.bus.publish(&events).await?;
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        Ok(ids.len())
-    }
-}
-
-async fn backlog_pg(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(pool)
-        .await?;
-    Ok(count.max(0) as u64)
-}
-
-fn pg_envelopes(rows: &[sqlx::postgres::PgRow]) -> anyhow::Result<(Vec<i64>, Vec<EventEnvelope>)> {
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut events = Vec::with_capacity(rows.len());
-    for row in rows {
-        ids.push(row.try_get("id")?);
-        let version: i64 = row.try_get("stream_version")?;
-        events.push(EventEnvelope {
-            event_id: row.try_get("event_id")?,
-            stream_id: row.try_get("stream_id")?,
-            stream_type: row.try_get("stream_type")?,
-            version: u64::try_from(version)?,
-            global_position: row.try_get("global_position")?,
-            event_type: row.try_get("event_type")?,
-            schema_version: row.try_get("schema_version")?,
-            payload: row.try_get::<Json<serde_json::Value>, _>("payload")?.0,
-            metadata: row.try_get::<Json<EventMetadata>, _>("metadata")?.0,
-            recorded_at: row.try_get("created_at")?,
-        });
-    }
-    Ok((ids, events))
-}
-
-fn sqlite_envelopes(rows: &[sqlx::sqlite::SqliteRow]) -> anyhow::Result<(Vec<i64>, Vec<EventEnvelope>)> {
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut events = Vec::with_capacity(rows.len());
-    for row in rows {
-        ids.push(row.try_get("id")?);
-        let event_id: String = row.try_get("event_id")?;
-        let stream_id: String = row.try_get("stream_id")?;
-        let version: i64 = row.try_get("stream_version")?;
-        let payload: String = row.try_get("payload")?;
-        let metadata: String = row.try_get("metadata")?;
-        let created: i64 = row.try_get("created_at")?;
-        events.push(EventEnvelope {
-            event_id: Uuid::parse_str(&event_id)?,
-            stream_id: Uuid::parse_str(&stream_id)?,
-            stream_type: row.try_get("stream_type")?,
-            version: u64::try_from(version)?,
-            global_position: row.try_get("global_position")?,
-            event_type: row.try_get("event_type")?,
-            schema_version: row.try_get("schema_version")?,
-            payload: serde_json::from_str(&payload)?,
-            metadata: serde_json::from_str(&metadata).unwrap_or_default(),
-            recorded_at: DateTime::<Utc>::from_timestamp_millis(created)
-                .ok_or_else(|| anyhow::anyhow!("outbox row {created} has a bad timestamp"))?,
-        });
-    }
-    Ok((ids, events))
 }

@@ -16,7 +16,7 @@ pub mod store;
 pub mod vault;
 
 pub use self::{
-    store::{KeyStore, SqlKeyStore, Tombstone},
+    store::{KeyStore, PostgresKeyStore, SqliteKeyStore, Tombstone},
     vault::{ERASED, PERSONAL_FIELD, SEALED_FIELD, Vault, master_key},
 };
 use crate::error::AppError;

@@ -1,5 +1,10 @@
 //! Builds the [`Application`]: backends, services and the one listener that
-//! serves gRPC and HTTP together.
+//! serves gRPC and HTTP together. The stores of the configured database are
+//! picked here and nowhere else ([`stores`]), for the service and for
+//! `commerce rebuild-projections` ([`rebuild`]).
+
+pub mod rebuild;
+pub mod stores;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
@@ -16,7 +21,7 @@ use crate::{
         App,
         orders::{OrderApp, OrderStores},
     },
-    auth::{AuthLayer, Authenticator},
+    auth::{Authenticator, layer::AuthLayer},
     bounds::BoundsLayer,
     config::{
         Config, ConnectionSettings, Environment, LimitSettings, RedisSettings, ServerSettings,
@@ -31,13 +36,11 @@ use crate::{
     },
     ratelimit::RateLimiter,
     shutdown::{self, ShutdownTrigger},
-    store::{
-        event_store::{OrderCodec, event_store_with},
-        idempotency::idempotency_store,
-        unit_of_work::unit_of_work,
-    },
+    store::event_store::{OrderCodec, outbox::Outbox},
     wire::compressed_server,
 };
+
+pub use self::stores::Stores;
 
 /// Every gRPC service of the public API, fully qualified (for health and reflection).
 pub const SERVICE_NAMES: &[&str] = &[
@@ -66,6 +69,8 @@ pub struct Application {
     server: ServerSettings,
     limits: LimitSettings,
     connections: ConnectionSettings,
+    /// The outbox the relay drains.
+    outbox: std::sync::Arc<dyn Outbox>,
 }
 
 impl Application {
@@ -95,29 +100,25 @@ impl Application {
         let listener = TcpListener::bind((host, port))
             .await
             .with_context(|| format!("binding {host}:{port}"))?;
-        let events = event_store_with(
+        let stores = Stores::on(
             &backends.db,
             OrderCodec::upcasters(),
             config.database.group_commit,
         );
-        let carts = crate::app::cart::CartApp::from_settings(&config.carts, &config.redis, &backends);
-        let privacy = Vault::on_db(backends.db.clone(), master_key);
-        let units = unit_of_work(
-            &backends.db,
-            OrderCodec::upcasters(),
-            config.database.group_commit,
-        );
-        let stores = OrderStores {
+        let events = stores.events.clone();
+        let carts = stores::cart_app(&config.carts, &config.redis, &backends);
+        let privacy = Vault::new(stores.customer_keys.clone(), master_key);
+        let order_stores = OrderStores {
             events: events.clone(),
-            units: units.clone(),
-            idempotency_keys: idempotency_store(&backends.db),
+            units: stores.units.clone(),
+            idempotency_keys: stores.idempotency_keys.clone(),
         };
-        let orders = OrderApp::new(config.orders, stores, carts.clone(), privacy.clone());
+        let orders = OrderApp::new(config.orders, order_stores, carts.clone(), privacy.clone());
         let bus = event_bus(&config.redis, &backends);
         let queries = crate::app::queries::QueryApp::new(
-            crate::store::read_models::ReadModelStore::new(&backends.db),
+            stores.read_models.clone(),
             events.clone(),
-            crate::store::saga::saga_store(&backends.db),
+            stores.sagas.clone(),
             bus.clone(),
             &config.read_side,
             shutdown.clone(),
@@ -126,8 +127,8 @@ impl Application {
         let (stubs, urls) = siblings(&config.siblings, &config.stubs, config.environment).await?;
         let sagas = crate::app::sagas::SagaApp::new(
             config.saga,
-            &backends.db,
-            units,
+            stores.sagas.clone(),
+            stores.units.clone(),
             urls,
             std::sync::Arc::new(crate::app::sagas::OrderAppPort::new(orders.clone())),
         )?;
@@ -136,6 +137,7 @@ impl Application {
             health,
             shutdown,
             events,
+            units: stores.units.clone(),
             carts,
             orders,
             privacy,
@@ -153,6 +155,7 @@ impl Application {
             server: config.server,
             limits: config.limits,
             connections: config.connections,
+            outbox: stores.outbox,
         })
     }
 
@@ -189,6 +192,7 @@ impl Application {
             server,
             limits,
             connections,
+            outbox,
         } = self;
         let monitor = tokio::spawn(app.health.clone().monitor(
             app.backends.clone(),
@@ -203,7 +207,7 @@ impl Application {
                 .follow_forgets(app.bus.clone(), app.shutdown.clone()),
         );
         // Outbox relay, projections and their status: stop on shutdown.
-        let read_side = start_read_side(&app);
+        let read_side = start_read_side(&app, outbox);
 
         health_reporter
             .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
@@ -265,9 +269,9 @@ pub fn event_bus(redis: &RedisSettings, backends: &Backends) -> std::sync::Arc<d
     }
 }
 
-/// Starts the read side of `app`: the outbox relay, one runner per
+/// Starts the read side of `app`: the relay of `outbox`, one runner per
 /// projection and the status reporter; each stops on `app.shutdown`.
-fn start_read_side(app: &App) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_read_side(app: &App, outbox: std::sync::Arc<dyn Outbox>) -> Vec<tokio::task::JoinHandle<()>> {
     use crate::projections::{
         cart_conversion::CartConversion, customer_orders::CustomerOrder, order_detail::OrderDetail,
         runner::Projector, status,
@@ -279,7 +283,7 @@ fn start_read_side(app: &App) -> Vec<tokio::task::JoinHandle<()>> {
         app.events.clone(),
         app.queries.changes().clone(),
     );
-    let relay = crate::outbox::OutboxRelay::new(app.backends.db.clone(), app.bus.clone());
+    let relay = crate::outbox::OutboxRelay::new(outbox, app.bus.clone());
     vec![
         tokio::spawn(relay.run(shutdown.clone())),
         tokio::spawn(projector.clone().run::<OrderDetail>(shutdown.clone())),

@@ -20,8 +20,6 @@ use uuid::Uuid;
 
 use crate::{
     auth::Principal,
-    config::{CartSettings, RedisSettings},
-    db::Backends,
     domain::{
         cart::{Cart, CartChange, CartError, CartStatus, NewItem, parse_product_id, parse_quantity},
         money::Currency,
@@ -29,7 +27,7 @@ use crate::{
     error::AppError,
     metrics,
     shutdown::Shutdown,
-    store::cart::{CartStore, CartStoreError, MemoryCartStore, RedisCartStore},
+    store::cart::{CartStore, CartStoreError},
 };
 
 mod analytics;
@@ -55,20 +53,6 @@ impl CartApp {
     /// A cart service over `store`; carts expire `ttl` after their last change.
     pub fn new(store: Arc<dyn CartStore>, ttl: Duration) -> Self {
         Self { store, ttl }
-    }
-
-    /// Redis when configured, the in-process store otherwise; TTL from
-    /// `CART_TTL_HOURS`, keys under `REDIS_KEY_PREFIX`.
-    pub fn from_settings(settings: &CartSettings, redis: &RedisSettings, backends: &Backends) -> Self {
-        let store: Arc<dyn CartStore> = match &backends.redis {
-            Some(pool) => Arc::new(RedisCartStore::new(
-                pool.clone(),
-                &redis.key_prefix,
-                redis.pool_timeout,
-            )),
-            None => Arc::new(MemoryCartStore::new()),
-        };
-        Self::new(store, settings.ttl)
     }
 
     /// CreateCart: the caller's active cart, created (`true`) unless one exists

@@ -12,8 +12,12 @@ pub mod watch;
 use std::sync::Arc;
 
 use crate::{
-    bus::EventBus, db::Backends, health::Health, privacy::Vault, shutdown::Shutdown,
-    store::event_store::EventStore,
+    bus::EventBus,
+    db::Backends,
+    health::Health,
+    privacy::Vault,
+    shutdown::Shutdown,
+    store::{event_store::EventStore, unit_of_work::UnitOfWorkCommitter},
 };
 
 /// Everything a request handler needs, cheap to clone.
@@ -27,6 +31,8 @@ pub struct App {
     pub shutdown: Shutdown,
     /// The event store of the write side (read side and saga read it too).
     pub events: Arc<dyn EventStore>,
+    /// The one write path of the event log and the tables that commit with it.
+    pub units: Arc<dyn UnitOfWorkCommitter>,
     /// Carts (Redis or in-process).
     pub carts: cart::CartApp,
     /// Orders, command side (CreateOrder, CancelOrder, the saga's commands).

@@ -4,7 +4,7 @@
 //! `tools/peer-bench` does with cqrs-es + postgres-es. Run twice, with group
 //! commit on and off, so the report shows what group commit buys.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use serde_json::json;
 use uuid::Uuid;
@@ -12,11 +12,13 @@ use uuid::Uuid;
 use super::runner::Worker;
 use crate::{
     db::Db,
-    store::event_store::{EventMetadata, EventStore, NewEvent, ORDER_STREAM, Upcasters, event_store_with},
+    startup::Stores,
+    store::event_store::{EventMetadata, NewEvent, ORDER_STREAM, Upcasters},
 };
 
-/// The event store on a fresh, migrated database at `url`.
-pub async fn store(url: &str, pool_size: u32, group_commit: bool) -> anyhow::Result<Arc<dyn EventStore>> {
+/// The stores of a fresh, migrated database at `url`; appends go through the
+/// unit of work, as every append of the service does.
+pub async fn store(url: &str, pool_size: u32, group_commit: bool) -> anyhow::Result<Stores> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(pool_size)
         .acquire_timeout(Duration::from_secs(10))
@@ -24,13 +26,13 @@ pub async fn store(url: &str, pool_size: u32, group_commit: bool) -> anyhow::Res
         .await?;
     let db = Db::Postgres(pool);
     db.migrate().await?;
-    Ok(event_store_with(&db, Upcasters::none(), group_commit))
+    Ok(Stores::on(&db, Upcasters::none(), group_commit))
 }
 
 /// One create-order command per operation.
 pub struct AppendWorker {
-    /// The store under test.
-    pub store: Arc<dyn EventStore>,
+    /// The stores under test: the event store reads, the unit of work appends.
+    pub store: Stores,
     /// Names the customer in the payload.
     pub worker: usize,
 }
@@ -40,7 +42,7 @@ impl Worker for AppendWorker {
     async fn op(&mut self) -> anyhow::Result<()> {
         let order_id = Uuid::now_v7();
         // Load (nothing there yet), decide, append: the peer's command cycle.
-        let loaded = self.store.read_stream(order_id, 1).await?;
+        let loaded = self.store.events.read_stream(order_id, 1).await?;
         anyhow::ensure!(loaded.is_empty(), "a new order has no events");
         let event = |event_type: &str, payload: serde_json::Value| NewEvent {
             event_id: Uuid::now_v7(),
@@ -57,7 +59,7 @@ impl Worker for AppendWorker {
             ),
             event("SagaStarted", json!({"step": "authorize_payment"})),
         ];
-        self.store.append(order_id, 0, events, ORDER_STREAM).await?;
+        self.store.units.append(order_id, 0, events, ORDER_STREAM).await?;
         Ok(())
     }
 }

@@ -34,9 +34,9 @@ use serde_json::{Value, json};
 use super::{
     PrivacyError,
     cipher::{DEVELOPMENT_MASTER_KEY, DataKey, MasterKey, sealed_key_id},
-    store::{KeyStore, SqlKeyStore, StoredKey, Tombstone},
+    store::{KeyStore, StoredKey, Tombstone},
 };
-use crate::{bus::EventBus, config::PrivacySettings, db::Db, shutdown::Shutdown};
+use crate::{bus::EventBus, config::PrivacySettings, shutdown::Shutdown};
 
 /// How long a replica trusts a cached key (or its absence).
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
@@ -98,11 +98,6 @@ impl Vault {
                 forgets_seen: AtomicU64::new(0),
             }),
         }
-    }
-
-    /// The vault on the service's database (migration 0005 applied).
-    pub fn on_db(db: Db, master: MasterKey) -> Self {
-        Self::new(Arc::new(SqlKeyStore::new(db)), master)
     }
 
     /// Encrypts `plaintext` for `customer_id`, creating their key on first use.

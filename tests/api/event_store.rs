@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::support::{
     app::Backend,
-    store::{count, event, exec, read_all_settled, store_on},
+    store::{count, event, exec, store_on},
 };
 
 #[tokio::test]
@@ -77,7 +77,7 @@ async fn streams_are_gapless_conflicts_are_typed_and_repeats_are_stored_once() {
 
         assert_eq!(count(&db, "SELECT COUNT(*) FROM events").await, 2, "{backend:?}");
         assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 2, "{backend:?}");
-        read_all_settled(&store, 2).await;
+        store.read_all_settled(2).await;
         assert_eq!(store.head_position().await.unwrap(), first.global_positions[1]);
     }
 }
@@ -181,7 +181,7 @@ async fn in_a_burst_of_appends_conflicts_and_failures_touch_only_their_own_appen
             0,
             "{backend:?}"
         );
-        let settled = read_all_settled(&store, 211).await;
+        let settled = store.read_all_settled(211).await;
         assert_eq!(
             settled.len(),
             211,
@@ -401,7 +401,7 @@ async fn an_event_committed_behind_an_open_transaction_waits_until_that_transact
             tx.commit().await.unwrap();
         }
         late.await.unwrap();
-        let all = read_all_settled(&store, 2).await;
+        let all = store.read_all_settled(2).await;
         let types: Vec<_> = all.iter().map(|e| e.event_type.as_str()).collect();
         assert_eq!(types, ["Early", "Late"], "{backend:?}");
         assert_eq!(store.head_position().await.unwrap(), all[1].global_position);
@@ -454,7 +454,7 @@ async fn an_old_schema_event_stored_by_raw_sql_reads_upcast_to_the_current_schem
             read[0].payload,
             json!({"total": {"amount": "9.99", "currency": "USD"}})
         );
-        assert_eq!(read_all_settled(&store, 1).await[0].payload, read[0].payload);
+        assert_eq!(store.read_all_settled(1).await[0].payload, read[0].payload);
         // New events at the current schema are not touched.
         let mut current = event("Paid", json!({"total": {"amount": "1.00", "currency": "EUR"}}));
         current.schema_version = 2;

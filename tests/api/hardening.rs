@@ -7,6 +7,8 @@
 use std::time::{Duration, Instant};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use commerce::startup::Stores;
+use commerce::store::event_store::Upcasters;
 use commerce::{
     auth::{Role, testing::fixture_path},
     proto::commerce::v1::{
@@ -429,8 +431,14 @@ async fn a_forget_reaches_another_replicas_key_cache_through_the_bus_at_once() {
             None => bus_a.clone(),
         };
         let master = || MasterKey::from_hex(DEVELOPMENT_MASTER_KEY).unwrap();
-        let replica_a = Vault::on_db(backends.db.clone(), master());
-        let replica_b = Vault::on_db(backends.db.clone(), master());
+        let replica_a = Vault::new(
+            Stores::on(&backends.db, Upcasters::none(), true).customer_keys,
+            master(),
+        );
+        let replica_b = Vault::new(
+            Stores::on(&backends.db, Upcasters::none(), true).customer_keys,
+            master(),
+        );
         let (_trigger, shutdown) = commerce::shutdown::channel();
         tokio::spawn(replica_b.clone().follow_forgets(bus_b, shutdown));
         let sealed = replica_a.encrypt("dave", b"1 Main St").await.unwrap();

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use commerce::startup::Stores;
 use commerce::store::{
     event_store::{ORDER_STREAM, StreamAppend, Upcasters},
-    idempotency::{Claim, ClaimOutcome, IdempotencyCompletion, idempotency_store},
-    unit_of_work::{UnitOfWork, unit_of_work},
+    idempotency::{Claim, ClaimOutcome, IdempotencyCompletion},
+    unit_of_work::UnitOfWork,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -31,7 +32,7 @@ fn claim(key: &str, hash: &str, lease_ms: u64) -> Claim {
 async fn an_idempotency_key_is_claimed_once_resumed_after_release_and_answers_once_settled() {
     for backend in Backend::all() {
         let (_iso, db, _store) = store_on(backend, Upcasters::none()).await;
-        let keys = idempotency_store(&db);
+        let keys = Stores::on(&db, Upcasters::none(), true).idempotency_keys;
         let first = claim("k1", "h1", 60_000);
         let ClaimOutcome::Claimed {
             order_id,
@@ -87,7 +88,8 @@ async fn an_idempotency_key_is_claimed_once_resumed_after_release_and_answers_on
             }),
             ..Default::default()
         };
-        unit_of_work(&db, Upcasters::none(), true)
+        Stores::on(&db, Upcasters::none(), true)
+            .units
             .commit(done)
             .await
             .unwrap();
@@ -125,7 +127,7 @@ async fn an_idempotency_key_is_claimed_once_resumed_after_release_and_answers_on
 async fn twenty_concurrent_claims_of_one_key_admit_exactly_one_holder() {
     for backend in Backend::all() {
         let (_iso, db, _store) = store_on(backend, Upcasters::none()).await;
-        let keys = idempotency_store(&db);
+        let keys = Stores::on(&db, Upcasters::none(), true).idempotency_keys;
         let claims: Vec<_> = (0..20)
             .map(|_| {
                 let keys = keys.clone();

@@ -24,6 +24,7 @@ use commerce::{
 use tonic::metadata::MetadataValue;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+use crate::support::store::EventLog;
 use crate::support::{
     app::{Backend, authed, spawn_app, spawn_app_with},
     observability::{Collector, ServerProcess, fresh_traceparent, sample},
@@ -156,7 +157,7 @@ async fn metrics_time_event_store_appends_and_count_version_conflicts_on_every_b
             payload: serde_json::json!({}),
             metadata: Default::default(),
         };
-        let events = &app.app.events;
+        let events = EventLog::of(&app.app);
         events
             .append(stream, 0, vec![event()], ORDER_STREAM)
             .await

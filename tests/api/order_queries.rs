@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use commerce::startup::Stores;
+use commerce::store::event_store::Upcasters;
 use commerce::{
     projections::samples::SampleOrder,
     proto::commerce::v1::{
@@ -12,11 +14,12 @@ use commerce::{
     saga::plan::Step,
     store::{
         event_store::ORDER_STREAM,
-        saga::{AttemptEnd, AttemptOutcome, AttemptWrite, FencedWrite, Lease, SagaColumns, saga_store},
+        saga::{AttemptEnd, AttemptOutcome, AttemptWrite, FencedWrite, Lease, SagaColumns},
     },
 };
 use tonic::Code;
 
+use crate::support::store::EventLog;
 use crate::support::{
     app::{Backend, TestApp, authed, spawn_app_with},
     orders::{create_order, filled_cart, order_request},
@@ -196,7 +199,7 @@ async fn history_merges_events_with_saga_attempts_for_the_owner_only() {
         .await
         .unwrap();
     // One saga call recorded the way the saga worker records it.
-    let sagas = saga_store(&app.app.backends.db);
+    let sagas = Stores::on(&app.app.backends.db, Upcasters::none(), true).sagas;
     let lease = Lease {
         owner: "history-test".into(),
         duration: Duration::from_secs(30),
@@ -312,7 +315,7 @@ async fn watch_order_streams_each_status_change_until_a_terminal_one() {
         let app = spawn_app_with(backend, &[]).await;
         let order = SampleOrder::new("ivan", 1);
         let life = SampleOrder::encode(&order.confirmed());
-        let events = &app.app.events;
+        let events = EventLog::of(&app.app);
         events
             .append(order.order_id, 0, life[..1].to_vec(), ORDER_STREAM)
             .await

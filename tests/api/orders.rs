@@ -8,13 +8,13 @@ use std::sync::{
 };
 
 use async_trait::async_trait;
+use commerce::startup::Stores;
 use commerce::{
     app::orders::{CreateOrderInput, OrderApp, OrderStores},
     proto::commerce::v1::{GetActiveCartRequest, GetCartRequest, OrderStatus as PbStatus},
     store::{
         event_store::OrderCodec,
-        idempotency::idempotency_store,
-        unit_of_work::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError, unit_of_work},
+        unit_of_work::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError},
     },
 };
 use tonic::Code;
@@ -265,15 +265,15 @@ async fn a_transient_failure_after_the_cart_is_converted_is_not_remembered_and_t
         let app = spawn_app_with(backend, &[]).await;
         let alice = app.customer("alice");
         let cart_id = filled_cart(&app, &alice).await;
-        let db = &app.app.backends.db;
+        let backend_stores = Stores::on(&app.app.backends.db, OrderCodec::upcasters(), true);
         let flaky = Arc::new(FlakyCommitter {
-            inner: unit_of_work(db, OrderCodec::upcasters(), true),
+            inner: backend_stores.units,
             fail_next: AtomicBool::new(true),
         });
         let stores = OrderStores {
             events: app.app.events.clone(),
             units: flaky,
-            idempotency_keys: idempotency_store(db),
+            idempotency_keys: backend_stores.idempotency_keys,
         };
         let orders = OrderApp::new(
             app.config.orders.clone(),

@@ -2,13 +2,13 @@
 //! payloads, ForgetCustomer over gRPC, and the round trip of an order whose
 //! customer is forgotten.
 
-use std::sync::Arc;
-
+use commerce::startup::Stores;
+use commerce::store::event_store::Upcasters;
 use commerce::{
     app::queries::HistoryEntry,
     db::Db,
     privacy::{
-        ERASED, SEALED_FIELD, SqlKeyStore, Vault,
+        ERASED, SEALED_FIELD, Vault,
         cipher::{DEVELOPMENT_MASTER_KEY, MasterKey},
     },
     proto::commerce::v1::{ForgetCustomerRequest, OrderStatus as PbStatus},
@@ -31,8 +31,8 @@ async fn keys_are_per_customer_and_forgetting_shreds_only_that_customer_on_every
         let isolation = Isolation::new(backend).await;
         let db = isolation.backends().await.db;
         // Two vaults on one database behave like two replicas.
-        let vault = Vault::new(Arc::new(SqlKeyStore::new(db.clone())), master());
-        let replica = Vault::new(Arc::new(SqlKeyStore::new(db.clone())), master());
+        let vault = Vault::new(Stores::on(&db, Upcasters::none(), true).customer_keys, master());
+        let replica = Vault::new(Stores::on(&db, Upcasters::none(), true).customer_keys, master());
 
         let (a, b) = tokio::join!(
             vault.encrypt("alice", b"1 Main St"),
@@ -82,10 +82,8 @@ async fn keys_are_per_customer_and_forgetting_shreds_only_that_customer_on_every
 #[tokio::test]
 async fn sealed_event_payloads_open_until_the_customer_is_forgotten_then_read_as_erased() {
     let isolation = Isolation::new(Backend::Embedded).await;
-    let vault = Vault::new(
-        Arc::new(SqlKeyStore::new(isolation.backends().await.db)),
-        master(),
-    );
+    let db = isolation.backends().await.db;
+    let vault = Vault::new(Stores::on(&db, Upcasters::none(), true).customer_keys, master());
     let original = json!({
         "order_id": "o-1",
         "customer_id": "carol",

@@ -88,7 +88,7 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
         for order in &orders[..30] {
             fixture.append(order, &order.confirmed()).await;
         }
-        let relay = OutboxRelay::new(fixture.db.clone(), fixture.bus.clone());
+        let relay = OutboxRelay::new(fixture.outbox.clone(), fixture.bus.clone());
         relay.relay_once().await.unwrap();
         for _ in 0..400 {
             if !fixture
@@ -175,7 +175,7 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
         let live_list = all_summaries(&fixture.store).await;
 
         assert!(fixture.settled(360).await, "{backend:?}: events never settled");
-        let report = Rebuild::new(fixture.store.clone(), fixture.events.clone())
+        let report = Rebuild::new(fixture.store.clone(), fixture.events.events.clone())
             .with_batch(100)
             .run(|_| {})
             .await
@@ -341,7 +341,7 @@ async fn a_rebuild_while_events_keep_coming_swaps_in_complete_read_models() {
                 }
             })
         };
-        let report = Rebuild::new(fixture.store.clone(), fixture.events.clone())
+        let report = Rebuild::new(fixture.store.clone(), fixture.events.events.clone())
             .with_batch(50)
             .run(|_| {})
             .await

@@ -2,6 +2,8 @@
 //! is set) and SQLite store, fold and query alike.
 
 use chrono::{Duration, Utc};
+use commerce::startup::Stores;
+use commerce::store::event_store::Upcasters;
 use commerce::{
     domain::order::OrderStatus,
     projections::{
@@ -18,7 +20,10 @@ async fn stores() -> Vec<(ReadModelStore, Isolation)> {
     for backend in Backend::all() {
         let isolation = Isolation::new(backend).await;
         let backends = isolation.backends().await;
-        all.push((ReadModelStore::new(&backends.db), isolation));
+        all.push((
+            Stores::on(&backends.db, Upcasters::none(), true).read_models,
+            isolation,
+        ));
     }
     all
 }

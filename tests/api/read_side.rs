@@ -186,10 +186,10 @@ async fn rebuild_projections_runs_while_the_service_keeps_answering() {
     })
     .await;
     // The command as `commerce rebuild-projections` runs it: its own pool.
-    let report = commerce::projections::rebuild::command(
+    let report = commerce::startup::rebuild::command(
         &app.config.database,
         50,
-        commerce::projections::rebuild::EmptyStore::Refuse,
+        commerce::startup::rebuild::EmptyStore::Refuse,
     )
     .await
     .unwrap();

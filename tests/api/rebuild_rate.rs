@@ -48,7 +48,7 @@ async fn rebuild_rate_is_measured_on_a_large_event_store() {
         );
         assert!(fixture.settled(total).await);
         let batch = std::env::var("REBUILD_BATCH").ok().and_then(|n| n.parse().ok());
-        let rebuild = Rebuild::new(fixture.store.clone(), fixture.events.clone());
+        let rebuild = Rebuild::new(fixture.store.clone(), fixture.events.events.clone());
         let rebuild = match batch {
             Some(batch) => rebuild.with_batch(batch),
             None => rebuild,

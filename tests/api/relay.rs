@@ -85,7 +85,7 @@ async fn the_relay_keeps_events_through_a_bus_outage_and_publishes_them_in_order
             down: true.into(),
         });
         fixture.bus.create_group("audit").await.unwrap();
-        let relay = OutboxRelay::new(fixture.db.clone(), flaky.clone());
+        let relay = OutboxRelay::new(fixture.outbox.clone(), flaky.clone());
         let orders: Vec<SampleOrder> = (0..5).map(|_| SampleOrder::new("olga", 1)).collect();
         for order in &orders {
             let life = order.confirmed();

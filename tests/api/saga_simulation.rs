@@ -16,6 +16,7 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
+use commerce::startup::Stores;
 use commerce::{
     proto::{
         inventory::v1::{GetStockRequest, ReservationStatus},
@@ -33,11 +34,9 @@ use commerce::{
     },
     shutdown,
     store::{
-        event_store::{
-            EventMetadata, EventStore, NewEvent, ORDER_STREAM, StreamAppend, Upcasters, event_store,
-        },
-        saga::{CancelRequest, Lease, SagaStart, SagaStore, SagaWrite, saga_store},
-        unit_of_work::{UnitOfWork, unit_of_work},
+        event_store::{EventMetadata, EventStore, NewEvent, ORDER_STREAM, StreamAppend, Upcasters},
+        saga::{CancelRequest, Lease, SagaStart, SagaStore, SagaWrite},
+        unit_of_work::UnitOfWork,
     },
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -382,9 +381,9 @@ async fn sagas_end_consistent_through_lost_answers_cancels_and_killed_worker_poo
     let backend = Backend::from_env();
     let isolation = Isolation::new(backend).await;
     let db = isolation.backends().await.db;
-    let events: Arc<dyn EventStore> = event_store(&db, Upcasters::none());
-    let units = unit_of_work(&db, Upcasters::none(), true);
-    let store = saga_store(&db);
+    let events: Arc<dyn EventStore> = Stores::on(&db, Upcasters::none(), true).events;
+    let units = Stores::on(&db, Upcasters::none(), true).units;
+    let store = Stores::on(&db, Upcasters::none(), true).sagas;
     let (url, stubs) = spawn_stubs(&[("STUB_DEFAULT_STOCK", "1000")]).await;
     let urls = SiblingUrls {
         payment: url.clone(),

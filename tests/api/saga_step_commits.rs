@@ -4,13 +4,14 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use commerce::startup::Stores;
 use commerce::{
     app::sagas::{OrderAppPort, SagaApp},
     proto::commerce::v1::SagaStatus,
     shutdown,
     store::{
         event_store::OrderCodec,
-        unit_of_work::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError, unit_of_work},
+        unit_of_work::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError},
     },
 };
 
@@ -45,14 +46,14 @@ async fn each_saga_step_commits_its_outcome_with_its_order_event_in_one_transact
         let order = place(&app, "alice", OrderSpec::default()).await;
         let db = app.app.backends.db.clone();
         let counting = Arc::new(CountingCommitter {
-            inner: unit_of_work(&db, OrderCodec::upcasters(), true),
+            inner: Stores::on(&db, OrderCodec::upcasters(), true).units,
             appends_per_commit: Mutex::default(),
         });
         let mut settings = app.config.saga.clone();
         settings.workers = 1;
         let sagas = SagaApp::new(
             settings,
-            &db,
+            Stores::on(&db, OrderCodec::upcasters(), true).sagas,
             counting.clone(),
             app.app.sagas.sibling_urls().clone(),
             Arc::new(OrderAppPort::new(app.app.orders.clone())),

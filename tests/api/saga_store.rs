@@ -5,18 +5,17 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{TimeDelta, Utc};
+use commerce::startup::Stores;
 use commerce::{
     saga::plan::{SagaStatus, Step, StepStatus},
     store::{
-        event_store::{
-            EventMetadata, EventStore, NewEvent, ORDER_STREAM, StreamAppend, Upcasters, event_store,
-        },
+        event_store::{EventMetadata, EventStore, NewEvent, ORDER_STREAM, StreamAppend, Upcasters},
         saga::{
             AttemptEnd, AttemptOutcome, AttemptWrite, CancelRequest, FencedWrite, Lease,
             OperatorActionRecord, OperatorActionWrite, Release, SAGA_STREAM, SagaColumns, SagaStart,
-            SagaStore, SagaStoreError, SagaWrite, StepRecord, saga_store,
+            SagaStore, SagaStoreError, SagaWrite, StepRecord,
         },
-        unit_of_work::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError, unit_of_work},
+        unit_of_work::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError},
     },
 };
 use serde_json::json;
@@ -35,9 +34,9 @@ async fn fixture(backend: Backend) -> Fixture {
     let isolation = Isolation::new(backend).await;
     let db = isolation.backends().await.db;
     Fixture {
-        events: event_store(&db, Upcasters::none()),
-        sagas: saga_store(&db),
-        units: unit_of_work(&db, Upcasters::none(), true),
+        events: Stores::on(&db, Upcasters::none(), true).events,
+        sagas: Stores::on(&db, Upcasters::none(), true).sagas,
+        units: Stores::on(&db, Upcasters::none(), true).units,
         _isolation: isolation,
     }
 }

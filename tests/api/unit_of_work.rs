@@ -5,18 +5,19 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
+use commerce::startup::Stores;
 use commerce::store::{
     event_store::{ORDER_STREAM, StreamAppend, Upcasters},
     idempotency::IdempotencyCompletion,
-    saga::{CancelFlag, CancelRequest, FencedWrite, Lease, SagaColumns, SagaStart, SagaWrite, saga_store},
-    unit_of_work::{UnitOfWork, UnitOfWorkError, unit_of_work},
+    saga::{CancelFlag, CancelRequest, FencedWrite, Lease, SagaColumns, SagaStart, SagaWrite},
+    unit_of_work::{UnitOfWork, UnitOfWorkError},
 };
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::support::{
     app::Backend,
-    store::{count, event, exec, read_all_settled, store_on},
+    store::{count, event, exec, store_on},
 };
 
 /// One event of `event_type` on `order`'s stream at `version`.
@@ -33,7 +34,7 @@ fn order_append(order: Uuid, version: u64, event_type: &str) -> StreamAppend {
 async fn the_saga_start_cancel_request_and_idempotency_key_commit_with_the_events_or_not_at_all() {
     for backend in Backend::all() {
         let (_iso, db, _store) = store_on(backend, Upcasters::none()).await;
-        let units = unit_of_work(&db, Upcasters::none(), true);
+        let units = Stores::on(&db, Upcasters::none(), true).units;
         let order = Uuid::now_v7();
         let saga = SagaStart {
             saga_id: Uuid::now_v7(),
@@ -101,8 +102,8 @@ async fn the_saga_start_cancel_request_and_idempotency_key_commit_with_the_event
 async fn a_step_write_whose_lease_is_lost_appends_no_order_event() {
     for backend in Backend::all() {
         let (_iso, db, store) = store_on(backend, Upcasters::none()).await;
-        let units = unit_of_work(&db, Upcasters::none(), true);
-        let sagas = saga_store(&db);
+        let units = Stores::on(&db, Upcasters::none(), true).units;
+        let sagas = Stores::on(&db, Upcasters::none(), true).sagas;
         let (order, saga_id) = (Uuid::now_v7(), Uuid::now_v7());
         let start = SagaWrite::Start(SagaStart {
             saga_id,
@@ -163,7 +164,7 @@ async fn a_step_write_whose_lease_is_lost_appends_no_order_event() {
 async fn in_a_burst_of_units_of_work_conflicts_and_failures_touch_only_their_own_unit() {
     for backend in Backend::all() {
         let (_iso, db, store) = store_on(backend, Upcasters::none()).await;
-        let units = unit_of_work(&db, Upcasters::none(), true);
+        let units = Stores::on(&db, Upcasters::none(), true).units;
         let contested: Vec<Uuid> = (0..10).map(|_| Uuid::now_v7()).collect();
         let repeated = event("Repeated", json!({}));
         let repeated_stream = Uuid::now_v7();
@@ -275,7 +276,7 @@ async fn in_a_burst_of_units_of_work_conflicts_and_failures_touch_only_their_own
             0,
             "{backend:?}"
         );
-        let settled = read_all_settled(&store, 211).await;
+        let settled = store.read_all_settled(211).await;
         assert_eq!(
             settled.len(),
             211,

@@ -4,18 +4,18 @@
 
 use std::time::{Duration, Instant};
 
+use commerce::startup::Stores;
+use commerce::store::event_store::Upcasters;
 use commerce::{
     app::watch::OrderWatches,
     config::WatchSettings,
     projections::{changes::OrderChanges, samples::SampleOrder},
     proto::commerce::v1::{GetOrderRequest, OrderStatus, WatchOrderRequest, WatchOrderResponse},
-    store::{
-        event_store::{ORDER_STREAM, OrderCodec, event_store},
-        read_models::ReadModelStore,
-    },
+    store::event_store::{ORDER_STREAM, OrderCodec},
 };
 use tonic::{Code, Streaming};
 
+use crate::support::store::EventLog;
 use crate::support::{
     app::{Backend, Isolation, TestApp, authed, spawn_app_with},
     wait_for_within,
@@ -28,8 +28,7 @@ async fn pending_order(
 ) -> (SampleOrder, Vec<commerce::store::event_store::NewEvent>) {
     let order = SampleOrder::new(customer, 1);
     let life = SampleOrder::encode(&order.confirmed());
-    app.app
-        .events
+    EventLog::of(&app.app)
         .append(order.order_id, 0, life[..1].to_vec(), ORDER_STREAM)
         .await
         .unwrap();
@@ -100,8 +99,7 @@ async fn a_watch_ends_cleanly_at_its_lifetime_and_watching_again_resumes() {
         let started = Instant::now();
         assert!(next(&mut stream).await.is_none(), "{backend:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
-        app.app
-            .events
+        EventLog::of(&app.app)
             .append(order.order_id, 1, life[1..2].to_vec(), ORDER_STREAM)
             .await
             .unwrap();
@@ -178,7 +176,7 @@ async fn a_change_another_replica_projected_reaches_the_watchers_through_the_log
     for backend in Backend::all() {
         let isolation = Isolation::new(backend).await;
         let backends = isolation.backends().await;
-        let events = event_store(&backends.db, OrderCodec::upcasters());
+        let events = EventLog::on(&backends.db, OrderCodec::upcasters());
         let (_trigger, shutdown) = commerce::shutdown::channel();
         // Nothing is ever announced here: as if another replica projected it.
         let silent = OrderChanges::new();
@@ -189,8 +187,8 @@ async fn a_change_another_replica_projected_reaches_the_watchers_through_the_log
         let watches = OrderWatches::new(
             settings,
             silent,
-            ReadModelStore::new(&backends.db),
-            events.clone(),
+            Stores::on(&backends.db, Upcasters::none(), true).read_models,
+            events.events.clone(),
             commerce::config::OrderQuerySource::ReadModel,
             shutdown,
         );

@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use commerce::startup::Stores;
+use commerce::store::event_store::Upcasters;
 use commerce::{
     app::orders::validate::{AddressInput, CreateOrderInput, create_order},
-    store::idempotency::{Claim, idempotency_store},
+    store::idempotency::Claim,
 };
 use futures::future::join_all;
 use tonic::Code;
@@ -166,7 +168,8 @@ async fn one_key_sent_a_thousand_times_half_at_once_makes_one_order_with_identic
         lease: Duration::from_secs(60),
         snapshot: None,
     };
-    idempotency_store(&app.app.backends.db)
+    Stores::on(&app.app.backends.db, Upcasters::none(), true)
+        .idempotency_keys
         .claim(&claim)
         .await
         .expect("claimed");

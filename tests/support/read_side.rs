@@ -5,7 +5,6 @@ use std::{sync::Arc, time::Duration};
 
 use commerce::{
     bus::EventBus,
-    db::Db,
     outbox::OutboxRelay,
     projections::{
         ReadModel, fold_stream,
@@ -14,21 +13,25 @@ use commerce::{
         samples::SampleOrder,
     },
     shutdown::{self, Shutdown, ShutdownTrigger},
+    startup::Stores,
     store::{
-        event_store::{EventStore, ORDER_STREAM, OrderCodec, event_store},
+        event_store::{ORDER_STREAM, OrderCodec, outbox::Outbox},
         read_models::{ListQuery, ReadModelStore},
     },
 };
 use uuid::Uuid;
 
-use crate::support::app::{Backend, Isolation, TestApp};
+use crate::support::{
+    app::{Backend, Isolation, TestApp},
+    store::EventLog,
+};
 
 /// Backends, bus, event store and read models of one test.
 pub struct ReadSideFixture {
-    pub db: Db,
     pub bus: Arc<dyn EventBus>,
-    pub events: Arc<dyn EventStore>,
+    pub events: EventLog,
     pub store: ReadModelStore,
+    pub outbox: Arc<dyn Outbox>,
     pub trigger: ShutdownTrigger,
     pub shutdown: Shutdown,
     _isolation: Isolation,
@@ -40,11 +43,15 @@ impl ReadSideFixture {
         let backends = isolation.backends().await;
         let config = isolation.config(&[]);
         let (trigger, shutdown) = shutdown::channel();
+        let stores = Stores::on(&backends.db, OrderCodec::upcasters(), true);
         Self {
             bus: commerce::startup::event_bus(&config.redis, &backends),
-            events: event_store(&backends.db, OrderCodec::upcasters()),
-            store: ReadModelStore::new(&backends.db),
-            db: backends.db,
+            events: EventLog {
+                events: stores.events,
+                units: stores.units,
+            },
+            store: stores.read_models,
+            outbox: stores.outbox,
             trigger,
             shutdown,
             _isolation: isolation,
@@ -56,7 +63,7 @@ impl ReadSideFixture {
         let mut projector = Projector::new(
             self.bus.clone(),
             self.store.clone(),
-            self.events.clone(),
+            self.events.events.clone(),
             Default::default(),
         );
         projector.consumer = consumer.to_string();
@@ -67,7 +74,7 @@ impl ReadSideFixture {
 
     /// Starts the relay.
     pub fn relay(&self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(OutboxRelay::new(self.db.clone(), self.bus.clone()).run(self.shutdown.clone()))
+        tokio::spawn(OutboxRelay::new(self.outbox.clone(), self.bus.clone()).run(self.shutdown.clone()))
     }
 
     /// Appends the confirmed life of `order`, in `chunks` appends.
@@ -143,8 +150,7 @@ pub fn spawn<P: Projection>(projector: &Projector, shutdown: &Shutdown) -> tokio
 /// Appends the whole confirmed life of a new order of `customer`.
 pub async fn place(app: &TestApp, customer: &str) -> SampleOrder {
     let order = SampleOrder::new(customer, 2);
-    app.app
-        .events
+    EventLog::of(&app.app)
         .append(
             order.order_id,
             0,

@@ -4,11 +4,12 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{TimeDelta, Utc};
+use commerce::startup::Stores;
 use commerce::{
     db::Db,
     projections::{customer_orders::OrderSummary, order_detail::OrderDetail, rebuild::Rebuild},
     store::{
-        event_store::{OrderCodec, event_store},
+        event_store::OrderCodec,
         read_models::{ListQuery, ReadModelStore},
     },
 };
@@ -48,8 +49,11 @@ async fn read_all(store: &ReadModelStore) -> ReadModels {
 
 /// Waits until every projection's checkpoint is at the event store's head.
 pub async fn caught_up(db: &Db) {
-    let store = ReadModelStore::new(db);
-    let events = event_store(db, OrderCodec::upcasters());
+    let Stores {
+        read_models: store,
+        events,
+        ..
+    } = Stores::on(db, OrderCodec::upcasters(), true);
     crate::support::wait_for_within("projections at the head", Duration::from_secs(60), || async {
         let head = events.head_position().await.unwrap_or(-1);
         store
@@ -63,9 +67,12 @@ pub async fn caught_up(db: &Db) {
 /// Violations of "the read models equal a rebuild from the event store".
 pub async fn compare_with_rebuild(db: &Db) -> Vec<String> {
     caught_up(db).await;
-    let store = ReadModelStore::new(db);
+    let Stores {
+        read_models: store,
+        events,
+        ..
+    } = Stores::on(db, OrderCodec::upcasters(), true);
     let projected = read_all(&store).await;
-    let events = event_store(db, OrderCodec::upcasters());
     Rebuild::new(store.clone(), Arc::clone(&events))
         .run(|_| {})
         .await

@@ -28,7 +28,7 @@ use crate::{
         event_store::StreamAppend,
         saga::{
             AttemptRecord, Cursor, Lease, OperatorActionRecord, OperatorActionWrite, SAGA_STREAM,
-            SagaColumns, SagaRecord, SagaStore, SagaWrite, StepRecord, saga_store,
+            SagaColumns, SagaRecord, SagaStore, SagaWrite, StepRecord,
         },
         unit_of_work::{UnitOfWork, UnitOfWorkCommitter},
     },
@@ -93,17 +93,17 @@ pub struct SagaApp {
 const MAX_REASON: usize = 500;
 
 impl SagaApp {
-    /// Sagas on `db`, committing through `units`, calling the siblings at
-    /// `urls` over gRPC.
+    /// Sagas kept in `store`, committing through `units`, calling the
+    /// siblings at `urls` over gRPC.
     pub fn new(
         settings: SagaSettings,
-        db: &Db,
+        store: Arc<dyn SagaStore>,
         units: Arc<dyn UnitOfWorkCommitter>,
         urls: SiblingUrls,
         orders: Arc<dyn OrderPort>,
     ) -> anyhow::Result<Self> {
         let parts = SagaPorts {
-            store: saga_store(db),
+            store,
             units,
             siblings: Arc::new(GrpcSiblings::new(&urls, settings.call_timeout)?),
             orders,

@@ -8,9 +8,18 @@
 //! - **Idempotent append.** Appending events whose ids are already stored at
 //!   exactly those versions of that stream succeeds without writing anything
 //!   ([`AppendResult::already_stored`]): a retry after a lost reply is harmless.
-//! - **One transaction.** The events and their outbox rows commit together;
-//!   a [unit of work](crate::store::unit_of_work) adds other tables' writes
-//!   to that transaction, through their own stores.
+//! - **One transaction, one write path.** Events are appended only through a
+//!   [unit of work](crate::store::unit_of_work) (a lone append is a unit of
+//!   one: `UnitOfWorkCommitter::append`), which calls this module's writers
+//!   (`PostgresEventStore::write_appends`, `SqliteEventStore::write_append`)
+//!   inside its transaction; the events and their outbox rows commit
+//!   together, with whatever other tables the unit writes. The [`EventStore`]
+//!   port itself only reads.
+//!
+//! # Tables written here
+//! `events`, and `outbox`: a row inserted with each event by the writers
+//! above, marked published by [`outbox`] when the relay has handed it to the
+//! bus.
 //! - **Readers never skip.** [`EventStore::read_all`] returns only *settled*
 //!   events (every transaction that could still commit an event before them has
 //!   finished), in settled order. See the backend modules for how.
@@ -18,11 +27,12 @@
 //!   upcast to the current schema by [`Upcasters`].
 
 mod codec;
+pub mod outbox;
 mod postgres;
 mod sqlite;
 mod upcast;
 
-use std::{fmt, sync::Arc};
+use std::fmt;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -38,7 +48,6 @@ pub use self::{
     upcast::{Upcast, Upcasters},
 };
 use crate::{
-    db::Db,
     error::AppError,
     store::columns::{DbJson, DbTime, DbUuid},
 };
@@ -181,21 +190,11 @@ impl From<EventStoreError> for AppError {
     }
 }
 
-/// The event store: see the module documentation for its guarantees.
+/// The event log's read side (appends go through a
+/// [unit of work](crate::store::unit_of_work)); see the module documentation
+/// for its guarantees.
 #[async_trait]
 pub trait EventStore: Send + Sync + fmt::Debug {
-    /// Appends `events` to `stream_id` (of type `stream_type`), which must be
-    /// at `expected_version` (0 for a new stream); the events get versions
-    /// `expected_version + 1..`. To commit other tables' writes with them,
-    /// use a [unit of work](crate::store::unit_of_work).
-    async fn append(
-        &self,
-        stream_id: Uuid,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-        stream_type: &str,
-    ) -> Result<AppendResult, EventStoreError>;
-
     /// The stream's events with version >= `from_version` (1 or 0 for all), in
     /// version order; empty for an unknown stream.
     async fn read_stream(
@@ -222,22 +221,6 @@ pub trait EventStore: Send + Sync + fmt::Debug {
 
     /// The stream's current version (0 for an unknown stream).
     async fn stream_version(&self, stream_id: Uuid) -> Result<u64, EventStoreError>;
-}
-
-/// The event store on `db`, upcasting with `upcasters` (group commit on).
-pub fn event_store(db: &Db, upcasters: Upcasters) -> Arc<dyn EventStore> {
-    event_store_with(db, upcasters, true)
-}
-
-/// [`event_store`], with PostgreSQL's group commit on or off
-/// (EVENT_STORE_GROUP_COMMIT). SQLite has one writer at a time either way.
-pub fn event_store_with(db: &Db, upcasters: Upcasters, group_commit: bool) -> Arc<dyn EventStore> {
-    match db {
-        Db::Postgres(pool) => {
-            Arc::new(PostgresEventStore::new(pool.clone(), upcasters).with_group_commit(group_commit))
-        }
-        Db::Sqlite(pool) => Arc::new(SqliteEventStore::new(pool.clone(), upcasters)),
-    }
 }
 
 /// Checks that a batch is appendable at all (shared by both backends).

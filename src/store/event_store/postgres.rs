@@ -4,9 +4,9 @@
 //! An append is one statement: a guard reads the stream's current version,
 //! the events are inserted only if it equals the expected version, and their
 //! outbox rows are written from the inserted rows (a data-modifying CTE).
-//! Concurrent appends share a transaction and one such statement, with a
-//! guard per stream ([`crate::store::group_commit`]); a unit of work's
-//! appends go through the same statement ([`PostgresEventStore::write_appends`]).
+//! Appends come from units of work ([`PostgresEventStore::write_appends`] is
+//! called inside their transaction); concurrent units share a transaction and
+//! one such statement, with a guard per stream ([`crate::store::group_commit`]).
 //! Two writers that both pass the guard collide on the unique
 //! `(stream_id, version)` index: the second waits for the first to commit and
 //! then fails, so exactly one wins each version and no version is skipped.
@@ -25,11 +25,7 @@
 //! The price: a long-running transaction anywhere in the cluster holds the
 //! horizon back (readers wait, they never skip).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, OnceLock},
-    time::Instant,
-};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -40,16 +36,12 @@ use super::{
     AppendResult, EVENT_COLUMNS, EventRow, EventStore, EventStoreError, NewEvent, StoredEvent, StreamAppend,
     Upcasters, check_batch, classify_existing, i64_version, u64_version,
 };
-use crate::store::group_commit::{self, BatchWriter, GroupCommit};
 
 /// The event store on PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct PostgresEventStore {
     pool: PgPool,
     upcasters: Upcasters,
-    /// Started by the first append (it needs the runtime), shared by clones.
-    writers: Arc<OnceLock<GroupCommit<AppendWriter>>>,
-    group_commit: bool,
 }
 
 /// Appends, each to a different stream, in one statement (one append, or a
@@ -111,23 +103,7 @@ LIMIT 1";
 impl PostgresEventStore {
     /// A store on `pool` (migrated), upcasting with `upcasters`.
     pub fn new(pool: PgPool, upcasters: Upcasters) -> Self {
-        Self {
-            pool,
-            upcasters,
-            writers: Arc::default(),
-            group_commit: true,
-        }
-    }
-
-    /// Off: every append commits in a transaction of its own.
-    pub fn with_group_commit(mut self, on: bool) -> Self {
-        self.group_commit = on;
-        self
-    }
-
-    fn writers(&self) -> &GroupCommit<AppendWriter> {
-        self.writers
-            .get_or_init(|| GroupCommit::start(self.pool.clone(), AppendWriter))
+        Self { pool, upcasters }
     }
 
     fn decode(&self, row: EventRow) -> Result<StoredEvent, EventStoreError> {
@@ -264,44 +240,6 @@ impl PostgresEventStore {
 
 #[async_trait]
 impl EventStore for PostgresEventStore {
-    #[tracing::instrument(skip(self, events), fields(events = events.len()))]
-    async fn append(
-        &self,
-        stream_id: Uuid,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-        stream_type: &str,
-    ) -> Result<AppendResult, EventStoreError> {
-        check_batch(&events)?;
-        i64_version(expected_version + events.len() as u64)?;
-        let started = Instant::now();
-        let append = StreamAppend {
-            stream_id,
-            stream_type: stream_type.to_string(),
-            expected_version: Some(expected_version),
-            events,
-        };
-        let written = if self.group_commit {
-            self.writers()
-                .submit(append.clone())
-                .await
-                .ok_or_else(|| EventStoreError::Unavailable("event store writers stopped".into()))??
-        } else {
-            group_commit::commit_alone(&self.pool, &AppendWriter, &append).await?
-        };
-        match written {
-            Some(written) => {
-                super::APPENDED.notify_one();
-                crate::metrics::event_store_append("postgres", started.elapsed());
-                Ok(written.into_result())
-            }
-            None => {
-                self.explain_refusal(stream_id, expected_version, &append.events)
-                    .await
-            }
-        }
-    }
-
     async fn read_stream(
         &self,
         stream_id: Uuid,
@@ -361,41 +299,6 @@ impl AppendWritten {
             recorded_at: self.recorded_at,
             already_stored: false,
         }
-    }
-}
-
-/// The event store's own group commit: batches of lone appends.
-struct AppendWriter;
-
-#[async_trait]
-impl BatchWriter for AppendWriter {
-    type Item = StreamAppend;
-    type Written = AppendWritten;
-    type Error = EventStoreError;
-
-    async fn write(
-        &self,
-        conn: &mut PgConnection,
-        items: &[&StreamAppend],
-    ) -> Result<Vec<Option<AppendWritten>>, EventStoreError> {
-        PostgresEventStore::write_appends(conn, items).await
-    }
-
-    fn is_refusal(err: &EventStoreError) -> bool {
-        matches!(err, EventStoreError::Other(err) if is_unique_violation(err))
-    }
-
-    fn batch_error(err: &sqlx::Error) -> EventStoreError {
-        copy_error(err)
-    }
-}
-
-/// One database error, given to every append of a batch.
-pub(crate) fn copy_error(err: &sqlx::Error) -> EventStoreError {
-    if let Some(why) = crate::db::unavailable(err) {
-        EventStoreError::Unavailable(why)
-    } else {
-        EventStoreError::Other(anyhow::anyhow!("event store batch: {err}"))
     }
 }
 

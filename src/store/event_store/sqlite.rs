@@ -1,7 +1,7 @@
 //! The SQLite event store (embedded).
 //!
-//! SQLite has one writer at a time: every append runs in a `BEGIN IMMEDIATE`
-//! transaction, which takes the write lock before reading the stream's
+//! SQLite has one writer at a time: every append runs in a unit of work's
+//! `BEGIN IMMEDIATE` transaction ([`SqliteEventStore::write_append`]), which takes the write lock before reading the stream's
 //! version, so the version check and the insert cannot interleave with
 //! another writer. Positions come from `AUTOINCREMENT` inside that locked
 //! transaction, so transactions commit in position order and every reader's
@@ -9,8 +9,6 @@
 //!
 //! Storage conventions (see the migration): UUIDs as TEXT, timestamps as
 //! INTEGER milliseconds since the epoch, JSON as TEXT.
-
-use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -29,12 +27,8 @@ pub struct SqliteEventStore {
     upcasters: Upcasters,
 }
 
-/// Milliseconds since the epoch, the SQLite timestamp convention of this service.
-pub fn millis(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
-}
-
-/// The inverse of [`millis`].
+/// A time from milliseconds since the epoch, the SQLite timestamp convention
+/// of this service.
 pub fn from_millis(ms: i64) -> Result<DateTime<Utc>, EventStoreError> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| anyhow::anyhow!("timestamp {ms} out of range").into())
 }
@@ -175,37 +169,6 @@ impl SqliteEventStore {
 
 #[async_trait]
 impl EventStore for SqliteEventStore {
-    #[tracing::instrument(skip(self, events), fields(events = events.len()))]
-    async fn append(
-        &self,
-        stream_id: Uuid,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-        stream_type: &str,
-    ) -> Result<AppendResult, EventStoreError> {
-        let started = Instant::now();
-        let append = StreamAppend {
-            stream_id,
-            stream_type: stream_type.to_string(),
-            expected_version: Some(expected_version),
-            events,
-        };
-        // IMMEDIATE: take the write lock now, so the version we read stays true
-        // until we commit (a deferred transaction could fail to upgrade).
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // Millisecond precision: what a later read returns, exactly.
-        let Some(written) = Self::write_append(&mut tx, &append, millis(Utc::now())).await? else {
-            tx.rollback().await?;
-            return self
-                .explain_refusal(stream_id, expected_version, &append.events)
-                .await;
-        };
-        tx.commit().await?;
-        super::APPENDED.notify_one();
-        crate::metrics::event_store_append("sqlite", started.elapsed());
-        Ok(written.into_result())
-    }
-
     async fn read_stream(
         &self,
         stream_id: Uuid,

@@ -13,14 +13,14 @@
 mod postgres;
 mod sqlite;
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, time::Duration};
 
 use async_trait::async_trait;
 use serde_json::Value;
 use uuid::Uuid;
 
 pub use self::{postgres::PostgresIdempotencyStore, sqlite::SqliteIdempotencyStore};
-use crate::{db::Db, error::AppError};
+use crate::error::AppError;
 
 /// Idempotency store failures.
 #[derive(Debug, thiserror::Error)]
@@ -141,14 +141,6 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug {
 
 /// The request hash of a forgotten customer's keys: matches no request.
 pub const FORGOTTEN_REQUEST_HASH: &str = "forgotten";
-
-/// The store on `db`.
-pub fn idempotency_store(db: &Db) -> Arc<dyn IdempotencyStore> {
-    match db {
-        Db::Postgres(pool) => Arc::new(PostgresIdempotencyStore::new(pool.clone())),
-        Db::Sqlite(pool) => Arc::new(SqliteIdempotencyStore::new(pool.clone())),
-    }
-}
 
 /// Classifies an existing row that this claim could not take.
 fn classify(claim: &Claim, request_hash: &str, status: &str, response: Option<Value>) -> ClaimOutcome {

@@ -28,7 +28,6 @@ pub use self::{
     sqlite::SqliteModel,
     types::{Advance, Checkpoint, CheckpointStatus, ListCursor, ListQuery, ReadModelError},
 };
-use crate::db::Db;
 
 /// A row both backends can store.
 pub trait StoredModel: StoredRow + PgModel + SqliteModel {}
@@ -41,7 +40,8 @@ pub trait ChangedRows<R> {
     fn changed(&self) -> &[R];
 }
 
-/// The read models on one database.
+/// The read models on one database (startup picks the variant; see
+/// [`crate::startup::stores`]).
 #[derive(Clone, Debug)]
 pub enum ReadModelStore {
     /// PostgreSQL.
@@ -51,14 +51,6 @@ pub enum ReadModelStore {
 }
 
 impl ReadModelStore {
-    /// The store on `db`.
-    pub fn new(db: &Db) -> Self {
-        match db {
-            Db::Postgres(pool) => Self::Postgres(pool.clone()),
-            Db::Sqlite(pool) => Self::Sqlite(pool.clone()),
-        }
-    }
-
     /// Loads the rows of `ids` from `table` (the live table or a rebuild's
     /// shadow), hands them to `fold` and upserts the rows it changed, in one
     /// transaction; with `advance`, checkpoint `name` moves in the same

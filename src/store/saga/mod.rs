@@ -25,14 +25,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use self::decode::{
-    count, lease_millis, parse_outcome, parse_status, parse_step, parse_step_status, steps_from_json,
-    stored_count,
-};
 pub use self::{postgres::PostgresSagaStore, sqlite::SqliteSagaStore};
 use crate::saga::plan::{SagaState, SagaStatus, Step, StepState, StepStatus};
 use crate::{
-    db::Db,
     error::AppError,
     store::event_store::{EventMetadata, NewEvent},
 };
@@ -522,13 +517,5 @@ pub trait SagaStore: Send + Sync + std::fmt::Debug {
     async fn operator_actions(&self, saga_id: Uuid) -> Result<Vec<OperatorActionRecord>, SagaStoreError> {
         let actions = self.operator_actions_of(std::slice::from_ref(&saga_id)).await?;
         Ok(actions.into_iter().map(|(_, action)| action).collect())
-    }
-}
-
-/// The store of the configured database.
-pub fn saga_store(db: &Db) -> std::sync::Arc<dyn SagaStore> {
-    match db {
-        Db::Postgres(pool) => std::sync::Arc::new(PostgresSagaStore::new(pool.clone())),
-        Db::Sqlite(pool) => std::sync::Arc::new(SqliteSagaStore::new(pool.clone())),
     }
 }

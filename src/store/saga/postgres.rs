@@ -16,11 +16,12 @@ use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
 use uuid::Uuid;
 
+use super::decode::{lease_millis, parse_status, stored_count};
 use super::rows::{AttemptRow, OperatorActionRow, SagaRow, StepRow, assemble};
 use super::{
     AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FencedWrite, Lease, OperatorActionRecord,
     OperatorActionWrite, SagaColumns, SagaRecord, SagaStart, SagaStore, SagaStoreError, SagaWrite,
-    StepRecord, lease_millis, parse_status, stored_count,
+    StepRecord,
 };
 use crate::saga::plan::SagaStatus;
 
@@ -204,7 +205,7 @@ impl SagaStore for PostgresSagaStore {
         rows.iter()
             .map(|row| {
                 let saga = SagaRow::from_row(row)?;
-                let steps = super::steps_from_json(row.try_get("steps_json")?)?;
+                let steps = super::decode::steps_from_json(row.try_get("steps_json")?)?;
                 saga.decode(steps)
             })
             .collect()

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
+use super::decode::{count, parse_outcome, parse_status, parse_step, parse_step_status};
 use crate::store::{
     columns::{DbTime, DbUuid},
     saga::{
         AttemptEnd, AttemptRecord, OperatorActionRecord, SagaRecord, SagaStoreError, SiblingRefs, StepRecord,
-        count, parse_outcome, parse_status, parse_step, parse_step_status,
     },
 };
 

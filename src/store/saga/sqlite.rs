@@ -16,10 +16,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, query::Query, sqlite::SqliteArguments};
 use uuid::Uuid;
 
+use super::decode::{lease_millis, parse_status, stored_count};
 use super::{
     AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FencedWrite, Lease, OperatorActionRecord,
     OperatorActionWrite, SagaColumns, SagaRecord, SagaStart, SagaStore, SagaStoreError, SagaWrite,
-    StepRecord, lease_millis, parse_status, stored_count,
+    StepRecord,
 };
 use crate::saga::plan::SagaStatus;
 

@@ -45,7 +45,7 @@
 //! | table | written by |
 //! |---|---|
 //! | `events` | [`crate::store::event_store`] |
-//! | `outbox` | [`crate::store::event_store`] inserts a row with each event; the relay ([`crate::outbox`]) marks it published |
+//! | `outbox` | [`crate::store::event_store`] inserts a row with each event; its [`outbox`](crate::store::event_store::outbox) part marks it published when the relay ([`crate::outbox`]) has handed it to the bus |
 //! | `sagas`, `saga_steps`, `saga_attempts`, `saga_operator_actions` | [`crate::store::saga`] |
 //! | `idempotency_keys` | [`crate::store::idempotency`] |
 //! | `order_details`, `customer_orders`, `cart_conversions`, `projection_checkpoints` | [`crate::store::read_models`] |
@@ -58,17 +58,16 @@
 mod postgres;
 mod sqlite;
 
-use std::{fmt, sync::Arc};
+use std::fmt;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 pub use self::{postgres::PostgresUnitOfWork, sqlite::SqliteUnitOfWork};
 use crate::{
-    db::Db,
     error::AppError,
     store::{
-        event_store::{AppendResult, EventStoreError, StreamAppend, Upcasters},
+        event_store::{AppendResult, EventStoreError, NewEvent, StreamAppend},
         idempotency::{IdempotencyCompletion, IdempotencyStoreError},
         saga::{CancelFlag, SagaStoreError, SagaWrite},
     },
@@ -136,6 +135,17 @@ impl UnitOfWorkError {
         }
     }
 
+    /// The event store's form of this error, for a unit that only appends
+    /// (which has no saga part to lose a lease or race an operator on).
+    fn into_event_store(self) -> EventStoreError {
+        match self {
+            Self::Conflict { expected, actual, .. } => EventStoreError::Conflict { expected, actual },
+            Self::Unavailable(why) => EventStoreError::Unavailable(why),
+            Self::Other(source) => EventStoreError::Other(source),
+            Self::LeaseLost | Self::SagaChanged => EventStoreError::Other(anyhow::Error::new(self)),
+        }
+    }
+
     /// Whether another transaction took a version or an event id first
     /// (a lone unit then is refused, not failed).
     fn is_unique_violation(&self) -> bool {
@@ -197,14 +207,37 @@ impl From<UnitOfWorkError> for AppError {
 pub trait UnitOfWorkCommitter: Send + Sync + fmt::Debug {
     /// Writes every part of `unit` in one transaction, or nothing.
     async fn commit(&self, unit: UnitOfWork) -> Result<Committed, UnitOfWorkError>;
-}
 
-/// The committer of `db` (PostgreSQL: group commit on or off, as
-/// EVENT_STORE_GROUP_COMMIT says), reading refused appends back with `upcasters`.
-pub fn unit_of_work(db: &Db, upcasters: Upcasters, group_commit: bool) -> Arc<dyn UnitOfWorkCommitter> {
-    match db {
-        Db::Postgres(pool) => Arc::new(PostgresUnitOfWork::new(pool.clone(), upcasters, group_commit)),
-        Db::Sqlite(pool) => Arc::new(SqliteUnitOfWork::new(pool.clone(), upcasters)),
+    /// Appends `events` to `stream_id` (of type `stream_type`), which must be
+    /// at `expected_version` (0 for a new stream), and nothing else: a unit of
+    /// one append, group-committed with others like any unit. The events get
+    /// versions `expected_version + 1..`; the answer and the errors are the
+    /// event store's ([`EventStoreError::Conflict`] when the stream moved,
+    /// [`AppendResult::already_stored`] for an idempotent repeat).
+    async fn append(
+        &self,
+        stream_id: Uuid,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+        stream_type: &str,
+    ) -> Result<AppendResult, EventStoreError> {
+        let unit = UnitOfWork {
+            appends: vec![StreamAppend {
+                stream_id,
+                stream_type: stream_type.to_string(),
+                expected_version: Some(expected_version),
+                events,
+            }],
+            ..UnitOfWork::default()
+        };
+        let mut committed = self
+            .commit(unit)
+            .await
+            .map_err(UnitOfWorkError::into_event_store)?;
+        committed
+            .appended
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("a committed append reported no result").into())
     }
 }
 
@@ -233,7 +266,7 @@ trait ExplainRefusal: Send + Sync {
         &self,
         stream_id: Uuid,
         expected_version: u64,
-        events: &[crate::store::event_store::NewEvent],
+        events: &[NewEvent],
     ) -> Result<AppendResult, EventStoreError>;
 
     /// The stream's version now.

@@ -42,6 +42,7 @@ impl UnitOfWorkCommitter for SqliteUnitOfWork {
     #[tracing::instrument(skip_all, fields(appends = unit.appends.len()))]
     async fn commit(&self, unit: UnitOfWork) -> Result<Committed, UnitOfWorkError> {
         check_unit(&unit)?;
+        let started = std::time::Instant::now();
         // One time for every part, in milliseconds: what a later read returns.
         let now = Utc::now().timestamp_millis();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -68,6 +69,7 @@ impl UnitOfWorkCommitter for SqliteUnitOfWork {
         tx.commit().await?;
         if !appended.is_empty() {
             APPENDED.notify_one();
+            crate::metrics::event_store_append("sqlite", started.elapsed());
         }
         Ok(Committed {
             appended: appended.into_iter().map(AppendWritten::into_result).collect(),
