@@ -106,9 +106,7 @@ pub fn failure_code(error: &anyhow::Error) -> &'static str {
     error
         .chain()
         .find_map(|cause| cause.downcast_ref::<tonic::Status>())
-        .map_or("other", |status| {
-            crate::saga::grpc_siblings::code_name(status.code())
-        })
+        .map_or("other", |status| crate::metrics::grpc_code_name(status.code()))
 }
 
 /// How long a closed-loop worker waits after its `refusals`-th refusal in a row by the

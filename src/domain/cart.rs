@@ -35,7 +35,7 @@ pub const MAX_PRODUCT_NAME_CHARS: usize = 200;
 pub struct Violation {
     /// Proto field name, e.g. `unit_price`.
     pub field: &'static str,
-    /// What is wrong.
+    /// What is wrong, phrased for the client (names the limit it broke).
     pub reason: String,
 }
 
@@ -86,27 +86,27 @@ impl CartError {
 /// Lifecycle of a cart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CartStatus {
-    /// Open for changes.
+    /// Open for changes, and the one CreateOrder converts.
     Active,
     /// Turned into an order; frozen.
     Converted,
 }
 
-/// One product line.
+/// One product line: a product appears at most once per cart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CartItem {
     /// Product id, 1..=128 characters.
     pub product_id: String,
     /// Display name, 1..=200 characters, trimmed.
     pub product_name: String,
-    /// 1..=999.
+    /// Units of the product, 1..=999 (0 removes the line instead).
     pub quantity: u32,
     /// Price of one unit, > 0, in the cart's currency.
     pub unit_price: Money,
 }
 
 impl CartItem {
-    /// `quantity x unit_price`.
+    /// `quantity x unit_price`; fails only when the product overflows the amount range.
     pub fn line_total(&self) -> Result<Money, MoneyError> {
         self.unit_price.checked_mul(self.quantity)
     }
@@ -219,14 +219,14 @@ pub enum CartChange {
     AddItem(NewItem),
     /// Set a line's quantity (validated 0..=999); 0 removes the line.
     SetQuantity {
-        /// The line's product.
+        /// Which line: the product id names it, a cart holds each product once.
         product_id: String,
-        /// The new quantity.
+        /// The quantity to set (0 removes the line).
         quantity: u32,
     },
-    /// Remove a line.
+    /// Remove a line; removing a product the cart lacks is refused.
     RemoveItem {
-        /// The line's product.
+        /// Which line to remove, by its product id.
         product_id: String,
     },
 }
@@ -234,7 +234,7 @@ pub enum CartChange {
 /// A customer's shopping cart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cart {
-    /// Cart id.
+    /// The cart's id, chosen at creation (UUID v7).
     pub id: Uuid,
     /// Owner (the token's `sub`).
     pub customer_id: String,
@@ -244,11 +244,11 @@ pub struct Cart {
     pub items: Vec<CartItem>,
     /// Incremented by every change, starting at 1.
     pub version: u64,
-    /// Lifecycle.
+    /// Active until CreateOrder converts it; a converted cart refuses changes.
     pub status: CartStatus,
-    /// Creation time.
+    /// When CreateCart made it (the cart conversion figures count from here).
     pub created_at: DateTime<Utc>,
-    /// Last change.
+    /// When a change last bumped the version; expiry is counted from it.
     pub updated_at: DateTime<Utc>,
     /// Expiry unless changed again.
     pub expires_at: DateTime<Utc>,

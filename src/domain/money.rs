@@ -35,7 +35,7 @@ pub enum Currency {
 }
 
 impl Currency {
-    /// Every accepted currency.
+    /// Every accepted currency, in the order error messages list them.
     pub const ALL: [Currency; 7] = [
         Self::Usd,
         Self::Eur,
@@ -95,9 +95,9 @@ pub enum MoneyError {
     /// More digits after the point than the currency has.
     #[error("at most {max} decimal places for {currency}")]
     TooManyDecimals {
-        /// The currency.
+        /// The currency whose minor unit was exceeded.
         currency: Currency,
-        /// Its decimals.
+        /// Decimal places that currency allows (2, or 0 for JPY).
         max: u32,
     },
     /// Below zero where only non-negative amounts are allowed.
@@ -194,12 +194,12 @@ impl Money {
         self.amount
     }
 
-    /// The currency.
+    /// The currency every operation with another amount must share.
     pub fn currency(&self) -> Currency {
         self.currency
     }
 
-    /// True above zero.
+    /// True above zero (a price must be; a total may be zero).
     pub fn is_positive(&self) -> bool {
         self.amount > Decimal::ZERO
     }

@@ -2,7 +2,7 @@
 //! order), with its value and how it ended; the figures are sums over a
 //! period (see `crate::store::read_models`), so redelivery cannot count twice.
 
-use super::{ProjectionError, ReadModel};
+use super::{ProjectionError, ReadModel, error::started_or_poison};
 pub use crate::store::read_models::rows::{CartConversion, ConversionFigures, Outcome};
 use crate::{domain::order::OrderEvent, store::event_store::StoredEvent};
 
@@ -10,33 +10,18 @@ impl ReadModel for CartConversion {
     const NAME: &'static str = "cart_conversion";
 
     fn apply(state: Option<Self>, stored: &StoredEvent, event: &OrderEvent) -> Result<Self, ProjectionError> {
-        let mut row = match (state, event) {
-            (None, OrderEvent::Created(created)) => CartConversion {
-                order_id: stored.stream_id,
-                cart_id: created.cart_id,
-                customer_id: created.customer_id.clone(),
-                currency: created.currency,
-                total: created.total,
-                item_count: created.items.iter().map(|line| line.quantity).sum(),
-                outcome: Outcome::Open,
-                converted_at: stored.recorded_at,
-                settled_at: None,
-                version: 0,
-            },
-            (None, _) => {
-                return Err(ProjectionError::poison(
-                    stored,
-                    "the stream does not start with OrderCreated",
-                ));
-            }
-            (Some(_), OrderEvent::Created(_)) => {
-                return Err(ProjectionError::poison(
-                    stored,
-                    "OrderCreated after the stream's start",
-                ));
-            }
-            (Some(row), _) => row,
-        };
+        let mut row = started_or_poison(state, stored, event, |created| CartConversion {
+            order_id: stored.stream_id,
+            cart_id: created.cart_id,
+            customer_id: created.customer_id.clone(),
+            currency: created.currency,
+            total: created.total,
+            item_count: created.items.iter().map(|line| line.quantity).sum(),
+            outcome: Outcome::Open,
+            converted_at: stored.recorded_at,
+            settled_at: None,
+            version: 0,
+        })?;
         let ended = match event {
             OrderEvent::Confirmed(_) => Some(Outcome::Confirmed),
             OrderEvent::Cancelled(_) => Some(Outcome::Cancelled),

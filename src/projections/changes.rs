@@ -9,11 +9,11 @@ use crate::domain::order::OrderStatus;
 /// One committed change of an order's detail row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrderChange {
-    /// The order.
+    /// The order whose detail row changed (the watch key).
     pub order_id: Uuid,
-    /// Its version now.
+    /// The row's version after the change: a watcher that has seen it skips older ones.
     pub version: u64,
-    /// Its status now.
+    /// The status after the change; a terminal one ends the watch.
     pub status: OrderStatus,
 }
 
@@ -39,7 +39,8 @@ impl OrderChanges {
         Self { sender }
     }
 
-    /// Announces committed changes.
+    /// Announces changes that committed; called only after the row's transaction, so a
+    /// watcher never sees an uncommitted one.
     pub fn publish(&self, changes: impl IntoIterator<Item = OrderChange>) {
         for change in changes {
             // No listener is fine.

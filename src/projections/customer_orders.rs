@@ -1,7 +1,7 @@
 //! The customer order list: one summary row per order (no personal data),
 //! indexed for "my orders, newest first" (ListOrders).
 
-use super::{ProjectionError, ReadModel};
+use super::{ProjectionError, ReadModel, error::started_or_poison};
 pub use crate::store::read_models::rows::{CustomerOrder, OrderSummary};
 use crate::{
     domain::order::{OrderEvent, OrderStatus},
@@ -14,36 +14,21 @@ pub fn next_summary(
     stored: &StoredEvent,
     event: &OrderEvent,
 ) -> Result<OrderSummary, ProjectionError> {
-    let mut order = match (state, event) {
-        (None, OrderEvent::Created(created)) => OrderSummary {
-            order_id: stored.stream_id,
-            customer_id: created.customer_id.clone(),
-            cart_id: created.cart_id,
-            saga_id: created.saga_id,
-            status: OrderStatus::Pending,
-            item_count: created.items.iter().map(|line| line.quantity).sum(),
-            items: created.items.clone(),
-            currency: created.currency,
-            total: created.total,
-            cancellation_reason: String::new(),
-            version: 0,
-            created_at: stored.recorded_at,
-            updated_at: stored.recorded_at,
-        },
-        (None, _) => {
-            return Err(ProjectionError::poison(
-                stored,
-                "the stream does not start with OrderCreated",
-            ));
-        }
-        (Some(_), OrderEvent::Created(_)) => {
-            return Err(ProjectionError::poison(
-                stored,
-                "OrderCreated after the stream's start",
-            ));
-        }
-        (Some(order), _) => order,
-    };
+    let mut order = started_or_poison(state, stored, event, |created| OrderSummary {
+        order_id: stored.stream_id,
+        customer_id: created.customer_id.clone(),
+        cart_id: created.cart_id,
+        saga_id: created.saga_id,
+        status: OrderStatus::Pending,
+        item_count: created.items.iter().map(|line| line.quantity).sum(),
+        items: created.items.clone(),
+        currency: created.currency,
+        total: created.total,
+        cancellation_reason: String::new(),
+        version: 0,
+        created_at: stored.recorded_at,
+        updated_at: stored.recorded_at,
+    })?;
     match event {
         OrderEvent::PaymentAuthorized(_) => order.status = OrderStatus::PaymentAuthorized,
         OrderEvent::InventoryReserved(_) => order.status = OrderStatus::InventoryReserved,

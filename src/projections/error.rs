@@ -3,7 +3,10 @@
 
 use uuid::Uuid;
 
-use crate::store::event_store::StoredEvent;
+use crate::{
+    domain::order::{OrderCreated, OrderEvent},
+    store::event_store::StoredEvent,
+};
 
 /// A failure to apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -12,15 +15,15 @@ pub enum ProjectionError {
     /// a stream that does not start with `OrderCreated`): dead-letter it.
     #[error("event {event_id} ({event_type} v{version} of {stream_id}) cannot be applied: {reason}")]
     Poison {
-        /// The event.
+        /// The poison event's id, for the dead-letter record.
         event_id: Uuid,
-        /// Its type.
+        /// Its type, e.g. `OrderCreated`.
         event_type: String,
-        /// Its stream.
+        /// The order stream it belongs to.
         stream_id: Uuid,
-        /// Its version.
+        /// Its version in that stream.
         version: u64,
-        /// Why.
+        /// Why it cannot be applied (the decode or fold error).
         reason: String,
     },
 }
@@ -35,5 +38,29 @@ impl ProjectionError {
             version: event.version,
             reason: reason.into(),
         }
+    }
+}
+
+/// The row a fold continues from: at a stream's start, the one `create`
+/// builds from its `OrderCreated`; later, `state`. A stream that starts with
+/// anything else, or an `OrderCreated` in the middle of one, is poison (no
+/// retry can make it apply).
+pub fn started_or_poison<R>(
+    state: Option<R>,
+    stored: &StoredEvent,
+    event: &OrderEvent,
+    create: impl FnOnce(&OrderCreated) -> R,
+) -> Result<R, ProjectionError> {
+    match (state, event) {
+        (None, OrderEvent::Created(created)) => Ok(create(created)),
+        (None, _) => Err(ProjectionError::poison(
+            stored,
+            "the stream does not start with OrderCreated",
+        )),
+        (Some(_), OrderEvent::Created(_)) => Err(ProjectionError::poison(
+            stored,
+            "OrderCreated after the stream's start",
+        )),
+        (Some(row), _) => Ok(row),
     }
 }

@@ -79,7 +79,7 @@ pub trait ReadModel: StoredModel {
 /// are missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gap {
-    /// The stream.
+    /// The order stream that has a hole.
     pub stream_id: Uuid,
     /// The version the read model is at.
     pub have: u64,
@@ -98,7 +98,7 @@ impl<R> ChangedRows<R> for Folded<R> {
 pub struct Folded<R> {
     /// Rows that changed, to upsert.
     pub changed: Vec<R>,
-    /// Events applied.
+    /// Events applied (not counting duplicates and those behind a gap).
     pub applied: usize,
     /// Events skipped as already applied.
     pub duplicates: usize,
@@ -110,7 +110,7 @@ pub struct Folded<R> {
 /// rebuild folds every event into three projections; a sweep skips most
 /// events as duplicates without decoding them).
 pub struct Decoded<'a> {
-    /// The stored event.
+    /// The event as stored (position, version, raw payload).
     pub stored: &'a StoredEvent,
     event: std::sync::OnceLock<Result<OrderEvent, String>>,
 }

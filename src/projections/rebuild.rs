@@ -71,7 +71,7 @@ impl Progress {
 /// What a finished rebuild did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
-    /// Events replayed.
+    /// Events folded into the shadow tables.
     pub events: i64,
     /// Wall time of replay and swap.
     pub elapsed: Duration,
@@ -80,7 +80,7 @@ pub struct Report {
 }
 
 impl Report {
-    /// Events per second.
+    /// Replayed events per second of wall time (the figure README quotes).
     pub fn rate(&self) -> f64 {
         Progress {
             replayed: self.events,

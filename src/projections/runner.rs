@@ -37,7 +37,7 @@ use crate::{
 /// Tuning of a runner.
 #[derive(Debug, Clone)]
 pub struct RunnerSettings {
-    /// Entries per read.
+    /// Bus entries (or swept events) taken per read; one transaction applies them.
     pub batch: usize,
     /// Longest wait for new entries per read.
     pub block: Duration,
@@ -124,7 +124,7 @@ impl From<crate::bus::BusError> for Failure {
 
 /// What a step did.
 enum Progress {
-    /// Nothing to do.
+    /// Read nothing: the runner may wait for the next poll.
     Idle,
     /// Applied everything it read.
     Worked,
@@ -135,9 +135,9 @@ enum Progress {
 /// Everything the runners share.
 #[derive(Clone)]
 pub struct Projector {
-    /// The bus.
+    /// Where the relay publishes the events the runners consume.
     pub bus: Arc<dyn EventBus>,
-    /// The read models.
+    /// Where the folded rows and the checkpoints are written.
     pub store: ReadModelStore,
     /// The event store (gaps, sweep, lag).
     pub events: Arc<dyn EventStore>,
@@ -145,7 +145,7 @@ pub struct Projector {
     pub changes: OrderChanges,
     /// This replica's consumer name.
     pub consumer: String,
-    /// Tuning.
+    /// Batch sizes, waits and sweep period of every runner it starts.
     pub settings: RunnerSettings,
     /// Upcasters for entries published by older releases.
     pub upcasters: Upcasters,

@@ -25,7 +25,7 @@ pub struct SampleOrder {
     pub order_id: Uuid,
     /// The saga driving it.
     pub saga_id: Uuid,
-    /// The owner.
+    /// The customer the sample order belongs to.
     pub customer_id: String,
     /// Lines: product `sku-i`, quantity i, unit price 19.99 + i.
     pub lines: Vec<OrderLine>,
@@ -71,12 +71,12 @@ impl SampleOrder {
         Money::from_minor_units(minor, Currency::Usd)
     }
 
-    /// Sum of quantities.
+    /// Units over all lines (what a summary row shows as `item_count`).
     pub fn item_count(&self) -> u32 {
         self.lines.iter().map(|line| line.quantity).sum()
     }
 
-    /// The creation event.
+    /// The order's `OrderCreated`, as CreateOrder would append it.
     pub fn created(&self) -> OrderEvent {
         OrderEvent::Created(Box::new(OrderCreated {
             order_id: self.order_id,

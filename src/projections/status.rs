@@ -24,7 +24,7 @@ const REBUILD_STALE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 /// The state of one projection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProjectionState {
-    /// Projection name.
+    /// Projection name, as in its checkpoint row (e.g. `order_detail`).
     pub name: String,
     /// Last global position swept.
     pub checkpoint: i64,
@@ -40,7 +40,8 @@ pub struct ProjectionState {
     pub rebuild_total: i64,
 }
 
-/// Every projection's state.
+/// Every projection's checkpoint, lag behind the settled head and rebuild progress (the
+/// AdminService and /metrics figures).
 pub async fn states(store: &ReadModelStore, events: &dyn EventStore) -> anyhow::Result<Vec<ProjectionState>> {
     let head = events.head_position().await?;
     let now = Utc::now();

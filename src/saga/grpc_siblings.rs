@@ -10,6 +10,7 @@ use tonic::{Code, Request, Status, transport::Channel};
 
 use super::ports::{CallError, OrderFacts, Siblings};
 use crate::{
+    metrics::grpc_code_name,
     proto::{
         inventory::v1::{
             ReleaseRequest, ReserveRequest, StockLine, inventory_service_client::InventoryServiceClient,
@@ -79,34 +80,11 @@ impl GrpcSiblings {
     }
 }
 
-/// The gRPC code's canonical name, as stored with attempts.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 /// A business refusal only for the codes that mean "no, and it will stay no";
 /// everything else (including auth and config problems) is retried and then
 /// left FAILED for an operator rather than cancelling the customer's order.
 pub fn classify(status: &Status) -> CallError {
-    let code = code_name(status.code());
+    let code = grpc_code_name(status.code());
     match status.code() {
         Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound | Code::OutOfRange => {
             CallError::refused(code, status.message())
@@ -280,7 +258,7 @@ mod tests {
         ] {
             let err = classify(&Status::new(code, "later"));
             assert_eq!(err.kind, super::super::ports::FailureKind::Transient, "{code:?}");
-            assert_eq!(err.code, code_name(code));
+            assert_eq!(err.code, grpc_code_name(code));
         }
     }
 }

@@ -34,19 +34,18 @@ use commerce::{
     },
     shutdown,
     store::{
-        event_store::{EventMetadata, EventStore, NewEvent, ORDER_STREAM, StreamAppend, Upcasters},
+        event_store::{EventStore, Upcasters},
         saga::{CancelRequest, Lease, SagaStart, SagaStore, SagaWrite},
-        unit_of_work::UnitOfWork,
     },
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use serde_json::json;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::support::{
     self,
     app::{Backend, Isolation},
+    store::order_unit,
     stubs::{StubClients, spawn_stubs},
 };
 
@@ -198,16 +197,6 @@ impl OrderPort for FakeOrders {
     }
 }
 
-fn event(event_type: &str) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_type: event_type.into(),
-        schema_version: 1,
-        payload: json!({}),
-        metadata: EventMetadata::default(),
-    }
-}
-
 /// The kind of order a simulated customer places.
 fn order_facts(order_id: Uuid, rng: &mut StdRng) -> OrderFacts {
     let roll = rng.random_range(0..100);
@@ -352,20 +341,6 @@ async fn ledgers_consistent(
             "{} conserved",
             level.product_id
         );
-    }
-}
-
-/// An order event at `version` and a saga part, in one unit of work.
-fn order_unit(order_id: Uuid, version: u64, event_type: &str, saga: SagaWrite) -> UnitOfWork {
-    UnitOfWork {
-        appends: vec![StreamAppend {
-            stream_id: order_id,
-            stream_type: ORDER_STREAM.into(),
-            expected_version: Some(version),
-            events: vec![event(event_type)],
-        }],
-        saga: Some(saga),
-        idempotency: None,
     }
 }
 

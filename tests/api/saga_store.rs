@@ -9,7 +9,7 @@ use commerce::startup::Stores;
 use commerce::{
     saga::plan::{SagaStatus, Step, StepStatus},
     store::{
-        event_store::{EventMetadata, EventStore, NewEvent, ORDER_STREAM, StreamAppend, Upcasters},
+        event_store::{EventStore, NewEvent, StreamAppend, Upcasters},
         saga::{
             AttemptEnd, AttemptOutcome, AttemptWrite, CancelRequest, FencedWrite, Lease,
             OperatorActionRecord, OperatorActionWrite, Release, SAGA_STREAM, SagaColumns, SagaStart,
@@ -18,10 +18,12 @@ use commerce::{
         unit_of_work::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError},
     },
 };
-use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::app::{Backend, Isolation};
+use crate::support::{
+    app::{Backend, Isolation},
+    store::order_unit,
+};
 
 struct Fixture {
     _isolation: Isolation,
@@ -45,16 +47,6 @@ fn lease(owner: &str, millis: u64) -> Lease {
     Lease {
         owner: owner.into(),
         duration: Duration::from_millis(millis),
-    }
-}
-
-fn event(event_type: &str) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_type: event_type.into(),
-        schema_version: 1,
-        payload: json!({}),
-        metadata: EventMetadata::default(),
     }
 }
 
@@ -104,20 +96,6 @@ impl Fixture {
             idempotency: None,
         };
         self.units.commit(unit).await
-    }
-}
-
-/// An order event at `version` and a saga part, in one unit of work.
-fn order_unit(order_id: Uuid, version: u64, event_type: &str, saga: SagaWrite) -> UnitOfWork {
-    UnitOfWork {
-        appends: vec![StreamAppend {
-            stream_id: order_id,
-            stream_type: ORDER_STREAM.into(),
-            expected_version: Some(version),
-            events: vec![event(event_type)],
-        }],
-        saga: Some(saga),
-        idempotency: None,
     }
 }
 

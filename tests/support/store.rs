@@ -7,9 +7,11 @@ use commerce::{
     startup::Stores,
     store::{
         event_store::{
-            AppendResult, EventMetadata, EventStore, EventStoreError, NewEvent, StoredEvent, Upcasters,
+            AppendResult, EventMetadata, EventStore, EventStoreError, NewEvent, ORDER_STREAM, StoredEvent,
+            StreamAppend, Upcasters,
         },
-        unit_of_work::UnitOfWorkCommitter,
+        saga::SagaWrite,
+        unit_of_work::{UnitOfWork, UnitOfWorkCommitter},
     },
 };
 use serde_json::Value;
@@ -99,6 +101,20 @@ pub fn event(event_type: &str, payload: Value) -> NewEvent {
             correlation_id: Some("corr-1".into()),
             ..Default::default()
         },
+    }
+}
+
+/// An order event (empty payload) at `version` and a saga part, in one unit of work.
+pub fn order_unit(order_id: Uuid, version: u64, event_type: &str, saga: SagaWrite) -> UnitOfWork {
+    UnitOfWork {
+        appends: vec![StreamAppend {
+            stream_id: order_id,
+            stream_type: ORDER_STREAM.into(),
+            expected_version: Some(version),
+            events: vec![event(event_type, Value::Object(Default::default()))],
+        }],
+        saga: Some(saga),
+        idempotency: None,
     }
 }
 

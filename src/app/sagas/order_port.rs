@@ -28,7 +28,7 @@ impl OrderAppPort {
 /// What an order error means to the saga: a domain refusal is final, the rest
 /// (conflicts after retries, an unavailable database) may pass.
 fn call_error(err: AppError) -> CallError {
-    let code = crate::saga::grpc_siblings::code_name(err.code());
+    let code = crate::metrics::grpc_code_name(err.code());
     match err {
         AppError::NotFound(_) | AppError::FailedPrecondition(_) | AppError::InvalidArgument(_) => {
             CallError::refused(code, err.to_string())

@@ -11,13 +11,14 @@ use crate::domain::{cart::CartItem, money::Currency};
 pub struct PlaceOrder {
     /// The new order's id.
     pub order_id: Uuid,
-    /// Owner.
+    /// The customer placing it: the only one (besides an admin) who may read or cancel the
+    /// order.
     pub customer_id: String,
-    /// The cart ordered.
+    /// The cart the lines come from; it is converted (frozen) when the order is created.
     pub cart_id: Uuid,
     /// The cart's lines (their prices become the snapshot).
     pub items: Vec<CartItem>,
-    /// The cart's currency.
+    /// Currency of every line; a line priced in another one is refused.
     pub currency: Currency,
     /// Address and payment method, validated.
     pub personal: PersonalData,
@@ -32,38 +33,39 @@ pub enum OrderCommand {
     Place(Box<PlaceOrder>),
     /// Record the payment authorization.
     MarkPaymentAuthorized {
-        /// Provider's authorization id.
+        /// Id the payment provider gave the hold; capture and void name it.
         authorization_id: String,
     },
     /// Record the stock reservation.
     MarkInventoryReserved {
-        /// Reservation id.
+        /// Id the inventory service gave the reservation; the release compensation names it.
         reservation_id: String,
     },
-    /// Record the shipment.
+    /// Record the shipment the shipping service created.
     MarkShippingArranged {
-        /// Shipment id.
+        /// Id the shipping service gave the shipment; the cancel compensation names it.
         shipment_id: String,
-        /// Tracking number.
+        /// Carrier tracking number, shown to the customer.
         tracking_number: String,
     },
     /// Record the capture (the pivot).
     MarkPaymentCaptured {
-        /// Capture id.
+        /// Id the payment provider gave the capture (a refund would name it).
         capture_id: String,
     },
     /// Confirm a captured order.
     Confirm,
     /// Ask for cancellation (the saga compensates, then cancels).
     RequestCancellation {
-        /// Why.
+        /// Free text from the caller, kept on the event and shown as the compensation reason.
         reason: String,
-        /// Who asks.
+        /// The customer id, an admin subject, or "saga" (deadline passed).
         requested_by: String,
     },
     /// Cancel now (the saga after compensating, or directly without a saga).
     Cancel {
-        /// Why.
+        /// Why it is cancelled (the compensation reason, or the customer's), kept on
+        /// `OrderCancelled`.
         reason: String,
     },
 }

@@ -20,9 +20,9 @@ pub enum OrderError {
     /// A line with quantity 0 or a price in another currency.
     #[error("invalid order line {product_id:?}: {reason}")]
     InvalidLine {
-        /// The product.
+        /// The offending line's product id, so the client can find the line.
         product_id: String,
-        /// What is wrong.
+        /// What is wrong with the line (quantity 0, a price in another currency).
         reason: String,
     },
     /// A total did not fit.
@@ -31,9 +31,9 @@ pub enum OrderError {
     /// The command does not apply in the order's status.
     #[error("{command} is not allowed while the order is {status}")]
     InvalidTransition {
-        /// The refused command.
+        /// Name of the refused command, e.g. `Confirm`.
         command: &'static str,
-        /// The order's status.
+        /// The status that does not allow it.
         status: OrderStatus,
     },
     /// Cancellation after the payment was captured (the pivot).
@@ -42,7 +42,7 @@ pub enum OrderError {
     /// The same step reported again with a different id.
     #[error("{step} was already recorded with a different id")]
     ConflictingFact {
-        /// The step.
+        /// The step reported twice, e.g. `PaymentAuthorized`.
         step: &'static str,
     },
 }

@@ -12,17 +12,17 @@ use crate::domain::money::{Currency, Money};
 pub struct ShippingAddress {
     /// Full name of the recipient.
     pub recipient_name: String,
-    /// Street and number.
+    /// First address line: street and house number, never empty.
     pub line1: String,
     /// Apartment, suite, etc. (may be empty).
     #[serde(default)]
     pub line2: String,
-    /// City.
+    /// City or town, never empty.
     pub city: String,
     /// State, province or region (may be empty).
     #[serde(default)]
     pub region: String,
-    /// Postal code.
+    /// Postal code as the customer wrote it (its format varies by country).
     pub postal_code: String,
     /// ISO 3166-1 alpha-2 country code, upper case.
     pub country: String,
@@ -34,7 +34,7 @@ pub struct ShippingAddress {
 /// `Debug` prints no field.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersonalData {
-    /// Where to ship.
+    /// Where the shipping step sends the goods.
     pub shipping_address: ShippingAddress,
     /// Payment method reference from the provider (never card data).
     pub payment_method: String,
@@ -45,7 +45,7 @@ crate::redacted_debug!(ShippingAddress, PersonalData);
 /// One line of an order with the price snapshotted from the cart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {
-    /// Product id.
+    /// The catalogue product id, as it was in the cart.
     pub product_id: String,
     /// Display name at order time.
     pub product_name: String,
@@ -53,7 +53,7 @@ pub struct OrderLine {
     pub quantity: u32,
     /// Price of one unit at order time.
     pub unit_price: Money,
-    /// `quantity x unit_price`.
+    /// `quantity x unit_price`, stored so a reader never recomputes it with other rounding.
     pub line_total: Money,
 }
 
@@ -62,7 +62,7 @@ pub struct OrderLine {
 pub struct OrderCreated {
     /// The order (= stream) id.
     pub order_id: Uuid,
-    /// Owner.
+    /// The customer who placed the order (the token subject).
     pub customer_id: String,
     /// The cart it was created from.
     pub cart_id: Uuid,
@@ -86,7 +86,7 @@ pub struct PaymentAuthorized {
     pub authorization_id: String,
 }
 
-/// Stock was reserved.
+/// The inventory service reserved the stock of every line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryReserved {
     /// The inventory service's reservation id.
@@ -98,7 +98,7 @@ pub struct InventoryReserved {
 pub struct ShippingArranged {
     /// The shipping service's shipment id.
     pub shipment_id: String,
-    /// Carrier tracking number.
+    /// Carrier tracking number, shown to the customer from here on.
     pub tracking_number: String,
 }
 
@@ -116,7 +116,7 @@ pub struct OrderConfirmed {}
 /// Someone asked to cancel; the saga compensates, then cancels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CancellationRequested {
-    /// Why.
+    /// Free text given with the request, shown in the order history.
     pub reason: String,
     /// Who asked (a customer id, an admin, "saga").
     pub requested_by: String,
@@ -125,7 +125,7 @@ pub struct CancellationRequested {
 /// The order is cancelled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCancelled {
-    /// Why.
+    /// Why it was cancelled: a refusal, the deadline, or the customer's reason.
     pub reason: String,
 }
 
@@ -134,19 +134,19 @@ pub struct OrderCancelled {
 pub enum OrderEvent {
     /// See [`OrderCreated`] (boxed: much larger than the others).
     Created(Box<OrderCreated>),
-    /// See [`PaymentAuthorized`].
+    /// The saga's first step held the amount ([`PaymentAuthorized`]).
     PaymentAuthorized(PaymentAuthorized),
-    /// See [`InventoryReserved`].
+    /// Stock is held for the order ([`InventoryReserved`]).
     InventoryReserved(InventoryReserved),
-    /// See [`ShippingArranged`].
+    /// A shipment exists ([`ShippingArranged`]).
     ShippingArranged(ShippingArranged),
-    /// See [`PaymentCaptured`].
+    /// The pivot: money taken, no cancellation after it ([`PaymentCaptured`]).
     PaymentCaptured(PaymentCaptured),
-    /// See [`OrderConfirmed`].
+    /// The order is fulfilled: terminal ([`OrderConfirmed`]).
     Confirmed(OrderConfirmed),
-    /// See [`CancellationRequested`].
+    /// Someone asked to cancel; the saga compensates ([`CancellationRequested`]).
     CancellationRequested(CancellationRequested),
-    /// See [`OrderCancelled`].
+    /// The order is cancelled: terminal ([`OrderCancelled`]).
     Cancelled(OrderCancelled),
 }
 

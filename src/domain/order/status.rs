@@ -10,15 +10,15 @@ pub enum OrderStatus {
     /// Created; fulfillment not started or in progress.
     #[default]
     Pending,
-    /// Payment authorized.
+    /// The amount is held by the payment provider; stock not yet reserved.
     PaymentAuthorized,
-    /// Stock reserved.
+    /// Stock is held too; no shipment yet.
     InventoryReserved,
-    /// Shipment created.
+    /// A shipment exists; the payment is not captured yet, so it can still be cancelled.
     ShippingArranged,
-    /// Fulfilled. Terminal.
+    /// Captured and fulfilled: terminal, no command applies any more.
     Confirmed,
-    /// Cancelled. Terminal.
+    /// Cancelled (after compensation, if the saga had started): terminal.
     Cancelled,
 }
 

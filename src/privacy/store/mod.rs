@@ -1,8 +1,87 @@
 //! Where wrapped data keys and erasure records live: the `customer_keys` and
 //! `forgotten_customers` tables, written only here. A small trait
-//! ([`KeyStore`]) with a PostgreSQL and a SQLite implementation side by side;
-//! rows map through the shared [column types](crate::store::columns), so the
-//! twins differ in SQL text only (and startup picks one).
+//! ([`KeyStore`]) with a PostgreSQL and a SQLite implementation side by side
+//! (startup picks one). Rows map through the shared
+//! [column types](crate::store::columns), and here even the SQL text is the
+//! same on both databases, so the one implementation is written once
+//! (`sql_key_store!`) and each backend's file only names its pool.
+
+/// The [`KeyStore`] implementation of a backend's store `$name` (a struct with
+/// a `pool` field): the same statements and the same row types on either
+/// database, so it is written once, here, and each backend's file states
+/// only its pool type. Expanded in a child module of this one (`super::`
+/// names this module).
+macro_rules! sql_key_store {
+    ($name:ident) => {
+        #[async_trait::async_trait]
+        impl super::KeyStore for $name {
+            async fn load(&self, customer_id: &str) -> Result<Option<super::StoredKey>, super::PrivacyError> {
+                let row = sqlx::query_as(super::LOAD)
+                    .bind(customer_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(super::stored_key(customer_id, row))
+            }
+
+            async fn insert(&self, key: super::StoredKey) -> Result<super::StoredKey, super::PrivacyError> {
+                sqlx::query(super::INSERT)
+                    .bind(&key.customer_id)
+                    .bind(super::DbUuid(key.key_id))
+                    .bind(&key.wrapped)
+                    .bind(super::DbTime(super::Utc::now()))
+                    .execute(&self.pool)
+                    .await?;
+                super::inserted(self.load(&key.customer_id).await?)
+            }
+
+            async fn forget(
+                &self,
+                customer_id: &str,
+                forgotten_by: &str,
+                reason: &str,
+                at: super::DateTime<super::Utc>,
+            ) -> Result<super::Tombstone, super::PrivacyError> {
+                let mut tx = self.pool.begin().await?;
+                let destroyed = sqlx::query(super::DELETE)
+                    .bind(customer_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let existing: Option<super::TombstoneRow> = sqlx::query_as(super::TOMBSTONE)
+                    .bind(customer_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if destroyed > 0 || existing.is_none() {
+                    sqlx::query(super::RECORD_FORGET)
+                        .bind(customer_id)
+                        .bind(super::DbTime(at))
+                        .bind(forgotten_by)
+                        .bind(reason)
+                        .bind(super::destroyed_count(destroyed))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let record: super::TombstoneRow = sqlx::query_as(super::TOMBSTONE)
+                    .bind(customer_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(record.into())
+            }
+
+            async fn tombstone(
+                &self,
+                customer_id: &str,
+            ) -> Result<Option<super::Tombstone>, super::PrivacyError> {
+                let row: Option<super::TombstoneRow> = sqlx::query_as(super::TOMBSTONE)
+                    .bind(customer_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(Into::into))
+            }
+        }
+    };
+}
 
 mod postgres;
 mod sqlite;
@@ -77,6 +156,10 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
 /// The erasure record's columns, in a SELECT.
 const TOMBSTONE: &str = "SELECT customer_id, forgotten_at, forgotten_by, reason, keys_destroyed \
                          FROM forgotten_customers WHERE customer_id = $1";
+
+/// Stores a customer's key unless they have one (a concurrent replica may have won).
+const INSERT: &str = "INSERT INTO customer_keys (customer_id, key_id, wrapped_key, created_at) \
+                      VALUES ($1, $2, $3, $4) ON CONFLICT (customer_id) DO NOTHING";
 
 /// A customer's stored key.
 const LOAD: &str = "SELECT key_id, wrapped_key FROM customer_keys WHERE customer_id = $1";

@@ -41,7 +41,7 @@ pub const SAGA_STREAM: &str = "saga";
 /// CreateOrder commits it in the unit of work of the order's first events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SagaStart {
-    /// The saga's id.
+    /// The saga's id, chosen by CreateOrder (also its audit stream's id).
     pub saga_id: Uuid,
     /// The order it drives.
     pub order_id: Uuid,
@@ -96,36 +96,36 @@ pub enum SagaWrite {
 /// Ids the siblings answered, needed by later steps and compensations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SiblingRefs {
-    /// From Authorize.
+    /// Authorize's answer; capture and the void compensation send it.
     pub authorization_id: Option<String>,
-    /// From Reserve.
+    /// Reserve's answer; the release compensation sends it.
     pub reservation_id: Option<String>,
-    /// From CreateShipment.
+    /// CreateShipment's shipment id; the cancel compensation sends it.
     pub shipment_id: Option<String>,
-    /// From CreateShipment.
+    /// CreateShipment's tracking number, recorded on the order.
     pub tracking_number: Option<String>,
-    /// From Capture.
+    /// Capture's answer, recorded on the order at the pivot.
     pub capture_id: Option<String>,
 }
 
-/// One step's row.
+/// A `saga_steps` row: one forward step or compensation and how its attempts went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepRecord {
     /// Which step (a forward step or a compensation).
     pub step: Step,
     /// Where the step stands.
     pub status: StepStatus,
-    /// Attempts ever made.
+    /// Attempts ever made, operator retries included.
     pub attempts: u32,
     /// Attempts since the last operator retry.
     pub round_attempts: u32,
     /// Key sent to the sibling.
     pub idempotency_key: String,
-    /// Last error message.
+    /// The last failed attempt's error, shown by GetSaga.
     pub last_error: Option<String>,
     /// gRPC code name of the last call.
     pub last_grpc_code: Option<String>,
-    /// First attempt's start.
+    /// When the first attempt was recorded; steps are listed in this order.
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached its current end state.
     pub finished_at: Option<DateTime<Utc>>,
@@ -146,19 +146,19 @@ pub struct SagaRecord {
     pub status: SagaStatus,
     /// Step running or due next.
     pub current_step: Option<Step>,
-    /// Capture succeeded.
+    /// Capture succeeded: from here the saga only moves forward, never compensates.
     pub past_pivot: bool,
     /// CancelOrder asked for compensation.
     pub cancel_requested: bool,
-    /// The customer's reason.
+    /// The reason CancelOrder gave (the first request's), shown as the compensation reason.
     pub cancel_reason: Option<String>,
     /// Compensate if not done by then.
     pub deadline: DateTime<Utc>,
     /// When a worker picks it up next.
     pub next_run_at: DateTime<Utc>,
-    /// Why it compensates.
+    /// Why it compensates: a refusal, the deadline, or a cancel request.
     pub compensation_reason: Option<String>,
-    /// Last error seen.
+    /// The last error of any step, shown by ListSagas.
     pub last_error: Option<String>,
     /// The ids the siblings answered.
     pub refs: SiblingRefs,
@@ -166,7 +166,7 @@ pub struct SagaRecord {
     pub created_at: DateTime<Utc>,
     /// Last change; the version operator actions compare against.
     pub updated_at: DateTime<Utc>,
-    /// Started steps.
+    /// Every step started so far, in the order they started.
     pub steps: Vec<StepRecord>,
 }
 
@@ -210,11 +210,11 @@ pub struct SagaColumns {
     pub status: SagaStatus,
     /// Step running or due next.
     pub current_step: Option<Step>,
-    /// Capture succeeded.
+    /// Capture succeeded: from here the saga only moves forward, never compensates.
     pub past_pivot: bool,
-    /// Why it compensates.
+    /// Why it compensates: a refusal, the deadline, or a cancel request.
     pub compensation_reason: Option<String>,
-    /// Last error seen.
+    /// The last error of any step, shown by ListSagas.
     pub last_error: Option<String>,
     /// The ids the siblings answered.
     pub refs: SiblingRefs,
@@ -252,7 +252,7 @@ pub struct AttemptEnd {
     pub outcome: AttemptOutcome,
     /// gRPC code name, when a call answered.
     pub grpc_code: Option<String>,
-    /// Error message.
+    /// The error text of a refused or failed call (None on success).
     pub error: Option<String>,
     /// Duration of the call.
     pub latency_ms: i64,
@@ -265,22 +265,22 @@ pub struct AttemptEnd {
 pub enum AttemptWrite {
     /// Recorded before the call.
     Started {
-        /// The step sent.
+        /// The step whose sibling call this attempt is.
         step: Step,
         /// Attempt number (1-based, over the step's whole life).
         attempt: u32,
-        /// Who sends it.
+        /// The lease owner making the call (which replica, which process).
         worker: String,
-        /// Key sent.
+        /// The idempotency key sent with the call: the same for every attempt of a step.
         idempotency_key: String,
         /// When it was recorded, just before the call.
         started_at: DateTime<Utc>,
     },
     /// Recorded after the call.
     Finished {
-        /// The step sent.
+        /// The step whose attempt ended.
         step: Step,
-        /// Attempt number.
+        /// Which attempt ended (as recorded when it started).
         attempt: u32,
         /// When the answer (or the failure) came.
         finished_at: DateTime<Utc>,
@@ -292,13 +292,13 @@ pub enum AttemptWrite {
 /// One attempt as stored (for the order's audit trail).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRecord {
-    /// The step sent.
+    /// The step whose sibling call this attempt was.
     pub step: Step,
-    /// Attempt number.
+    /// Attempt number, from 1 over the step's whole life.
     pub attempt: u32,
     /// Worker that sent it.
     pub worker: String,
-    /// Key sent.
+    /// The idempotency key sent with the call.
     pub idempotency_key: String,
     /// When it was recorded, just before the call.
     pub started_at: DateTime<Utc>,
@@ -311,13 +311,13 @@ pub struct AttemptRecord {
 /// An operator action as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorActionRecord {
-    /// "retry" or "skip".
+    /// "retry" or "skip", as SagaAdmin named the action; picks the audit event's type.
     pub action: String,
     /// The step it applied to.
     pub step: Step,
     /// Token subject of the operator.
     pub operator: String,
-    /// Stated reason.
+    /// The reason the operator gave (required by SagaAdmin).
     pub reason: String,
     /// When it was applied.
     pub at: DateTime<Utc>,
@@ -377,11 +377,11 @@ pub struct Release {
 /// names `lease.owner` (and renews the lease, or releases it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FencedWrite {
-    /// The saga written.
+    /// The saga the worker holds the lease of.
     pub saga_id: Uuid,
-    /// The writer's lease.
+    /// The lease the write is fenced by (renewed by it).
     pub lease: Lease,
-    /// The saga columns.
+    /// The saga row's columns after the step.
     pub columns: SagaColumns,
     /// Step rows to upsert.
     pub steps: Vec<StepRecord>,
@@ -415,11 +415,12 @@ impl FencedWrite {
 pub struct CancelFlag {
     /// CancelOrder asked for compensation.
     pub cancel_requested: bool,
-    /// The customer's reason.
+    /// The reason CancelOrder stored, which the worker may not have seen when it claimed the
+    /// saga.
     pub cancel_reason: Option<String>,
 }
 
-/// Saga store failures.
+/// Why a saga store call failed; a unit of work maps these to its own errors.
 #[derive(Debug, thiserror::Error)]
 pub enum SagaStoreError {
     /// The lease was lost (expired and claimed by another worker): stop.

@@ -16,12 +16,14 @@ use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
 use uuid::Uuid;
 
-use super::decode::{lease_millis, parse_status, stored_count};
-use super::rows::{AttemptRow, OperatorActionRow, SagaRow, StepRow, assemble};
+use super::decode::{lease_millis, stored_count};
+use super::rows::{
+    ATTEMPT_COLUMNS, AttemptRow, OperatorActionRow, SAGA_COLUMNS, STEP_COLUMNS, SagaRow, StepRow, assemble,
+    bind_columns, status_counts,
+};
 use super::{
     AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FencedWrite, Lease, OperatorActionRecord,
-    OperatorActionWrite, SagaColumns, SagaRecord, SagaStart, SagaStore, SagaStoreError, SagaWrite,
-    StepRecord,
+    OperatorActionWrite, SagaRecord, SagaStart, SagaStore, SagaStoreError, SagaWrite, StepRecord,
 };
 use crate::saga::plan::SagaStatus;
 
@@ -42,13 +44,6 @@ impl PostgresSagaStore {
         &self.pool
     }
 }
-
-const SAGA_COLUMNS: &str = "saga_id, order_id, idempotency_seed, status, current_step, past_pivot, \
-    cancel_requested, cancel_reason, deadline, next_run_at, compensation_reason, last_error, \
-    authorization_id, reservation_id, shipment_id, tracking_number, capture_id, created_at, updated_at";
-
-const STEP_COLUMNS: &str = "saga_id, step, status, attempts, round_attempts, idempotency_key, last_error, \
-    last_grpc_code, started_at, finished_at, duration_ms";
 
 /// One worker write, as one statement: the fenced saga update `s` ($1..$17:
 /// id, owner, columns, lease, expected cancel flag, release), the step rows
@@ -98,23 +93,6 @@ fn step_upsert(first: usize) -> String {
          finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms",
         p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]
     )
-}
-
-fn bind_columns<'q>(
-    query: Query<'q, Postgres, PgArguments>,
-    columns: &'q SagaColumns,
-) -> Query<'q, Postgres, PgArguments> {
-    query
-        .bind(columns.status.as_str())
-        .bind(columns.current_step.map(|s| s.name()))
-        .bind(columns.past_pivot)
-        .bind(columns.compensation_reason.as_deref())
-        .bind(columns.last_error.as_deref())
-        .bind(columns.refs.authorization_id.as_deref())
-        .bind(columns.refs.reservation_id.as_deref())
-        .bind(columns.refs.shipment_id.as_deref())
-        .bind(columns.refs.tracking_number.as_deref())
-        .bind(columns.refs.capture_id.as_deref())
 }
 
 fn bind_steps<'q>(
@@ -270,10 +248,9 @@ impl SagaStore for PostgresSagaStore {
     }
 
     async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError> {
-        let rows: Vec<AttemptRow> = sqlx::query_as(
-            "SELECT step, attempt, worker, idempotency_key, started_at, finished_at, outcome, grpc_code, \
-             error, latency_ms, trace_id FROM saga_attempts WHERE saga_id = $1 ORDER BY started_at, step, attempt",
-        )
+        let rows: Vec<AttemptRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM saga_attempts WHERE saga_id = $1 ORDER BY started_at, step, attempt"
+        )))
         .bind(saga_id)
         .fetch_all(&self.pool)
         .await?;
@@ -295,12 +272,10 @@ impl SagaStore for PostgresSagaStore {
     }
 
     async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM sagas GROUP BY status")
+        let rows = sqlx::query_as("SELECT status, count(*) FROM sagas GROUP BY status")
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter()
-            .map(|(status, n)| Ok((parse_status(&status)?, u64::try_from(n).unwrap_or(0))))
-            .collect()
+        status_counts(rows)
     }
 }
 

@@ -1,18 +1,68 @@
 //! Rows of the saga tables, one struct per row for both backends (the
-//! [column types](crate::store::columns) decode each database's form), and
-//! their decoding into records.
+//! [column types](crate::store::columns) decode each database's form), their
+//! decoding into records, and what both backends' statements share: the
+//! column lists and the binding of the saga columns a write sets.
 
 use std::collections::HashMap;
 
+use sqlx::{Database, Encode, Type, query::Query};
 use uuid::Uuid;
 
 use super::decode::{count, parse_outcome, parse_status, parse_step, parse_step_status};
+use crate::saga::plan::SagaStatus;
 use crate::store::{
     columns::{DbTime, DbUuid},
     saga::{
-        AttemptEnd, AttemptRecord, OperatorActionRecord, SagaRecord, SagaStoreError, SiblingRefs, StepRecord,
+        AttemptEnd, AttemptRecord, OperatorActionRecord, SagaColumns, SagaRecord, SagaStoreError,
+        SiblingRefs, StepRecord,
     },
 };
+
+/// The columns of [`SagaRow`], in a SELECT or RETURNING.
+pub(super) const SAGA_COLUMNS: &str = "saga_id, order_id, idempotency_seed, status, current_step, past_pivot, \
+    cancel_requested, cancel_reason, deadline, next_run_at, compensation_reason, last_error, \
+    authorization_id, reservation_id, shipment_id, tracking_number, capture_id, created_at, updated_at";
+
+/// The columns of [`StepRow`], in a SELECT.
+pub(super) const STEP_COLUMNS: &str = "saga_id, step, status, attempts, round_attempts, idempotency_key, \
+    last_error, last_grpc_code, started_at, finished_at, duration_ms";
+
+/// The columns of [`AttemptRow`], in a SELECT.
+pub(super) const ATTEMPT_COLUMNS: &str = "step, attempt, worker, idempotency_key, started_at, finished_at, \
+    outcome, grpc_code, error, latency_ms, trace_id";
+
+/// Binds the ten saga columns a worker or an operator sets, in the order
+/// both backends' `SET` lists name them (status, current step, pivot,
+/// compensation reason, last error, then the five sibling refs).
+pub(super) fn bind_columns<'q, DB>(
+    query: Query<'q, DB, <DB as Database>::Arguments>,
+    columns: &'q SagaColumns,
+) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    bool: Encode<'q, DB> + Type<DB>,
+{
+    query
+        .bind(columns.status.as_str())
+        .bind(columns.current_step.map(|s| s.name()))
+        .bind(columns.past_pivot)
+        .bind(columns.compensation_reason.as_deref())
+        .bind(columns.last_error.as_deref())
+        .bind(columns.refs.authorization_id.as_deref())
+        .bind(columns.refs.reservation_id.as_deref())
+        .bind(columns.refs.shipment_id.as_deref())
+        .bind(columns.refs.tracking_number.as_deref())
+        .bind(columns.refs.capture_id.as_deref())
+}
+
+/// `(status, count)` rows of `SELECT status, count(*) .. GROUP BY status`.
+pub(super) fn status_counts(rows: Vec<(String, i64)>) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {
+    rows.into_iter()
+        .map(|(status, n)| Ok((parse_status(&status)?, u64::try_from(n).unwrap_or(0))))
+        .collect()
+}
 
 #[derive(sqlx::FromRow)]
 pub(super) struct SagaRow {

@@ -13,18 +13,20 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, query::Query, sqlite::SqliteArguments};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::decode::{lease_millis, parse_status, stored_count};
+use super::decode::{lease_millis, stored_count};
 use super::{
     AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FencedWrite, Lease, OperatorActionRecord,
-    OperatorActionWrite, SagaColumns, SagaRecord, SagaStart, SagaStore, SagaStoreError, SagaWrite,
-    StepRecord,
+    OperatorActionWrite, SagaRecord, SagaStart, SagaStore, SagaStoreError, SagaWrite, StepRecord,
 };
 use crate::saga::plan::SagaStatus;
 
-use super::rows::{AttemptRow, OperatorActionRow, SagaRow, StepRow, assemble};
+use super::rows::{
+    ATTEMPT_COLUMNS, AttemptRow, OperatorActionRow, SAGA_COLUMNS, STEP_COLUMNS, SagaRow, StepRow, assemble,
+    bind_columns, status_counts,
+};
 
 /// Milliseconds since the epoch, the SQLite time convention of this service.
 fn ms(at: DateTime<Utc>) -> i64 {
@@ -44,10 +46,6 @@ impl SqliteSagaStore {
     }
 }
 
-const SAGA_COLUMNS: &str = "saga_id, order_id, idempotency_seed, status, current_step, past_pivot, \
-    cancel_requested, cancel_reason, deadline, next_run_at, compensation_reason, last_error, \
-    authorization_id, reservation_id, shipment_id, tracking_number, capture_id, created_at, updated_at";
-
 const DUE: &str = "(status IN ('RUNNING', 'COMPENSATING') OR (status = 'FAILED' AND cancel_requested = 1)) \
     AND next_run_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1)";
 
@@ -55,23 +53,6 @@ const DUE: &str = "(status IN ('RUNNING', 'COMPENSATING') OR (status = 'FAILED' 
 const SET_COLUMNS: &str = "status = ?2, current_step = ?3, past_pivot = ?4, compensation_reason = ?5, \
     last_error = ?6, authorization_id = ?7, reservation_id = ?8, shipment_id = ?9, tracking_number = ?10, \
     capture_id = ?11";
-
-fn bind_columns<'q>(
-    query: Query<'q, Sqlite, SqliteArguments>,
-    columns: &'q SagaColumns,
-) -> Query<'q, Sqlite, SqliteArguments> {
-    query
-        .bind(columns.status.as_str())
-        .bind(columns.current_step.map(|s| s.name()))
-        .bind(columns.past_pivot)
-        .bind(columns.compensation_reason.as_deref())
-        .bind(columns.last_error.as_deref())
-        .bind(columns.refs.authorization_id.as_deref())
-        .bind(columns.refs.reservation_id.as_deref())
-        .bind(columns.refs.shipment_id.as_deref())
-        .bind(columns.refs.tracking_number.as_deref())
-        .bind(columns.refs.capture_id.as_deref())
-}
 
 /// Upserts a step row (its first start time is kept).
 async fn upsert_step(
@@ -166,12 +147,10 @@ impl SqliteSagaStore {
         }
         let ids: Vec<String> = rows.iter().map(|r| r.saga_id.0.to_string()).collect();
         let ids = serde_json::to_string(&ids).map_err(anyhow::Error::from)?;
-        let step_rows: Vec<StepRow> = sqlx::query_as(
-            "SELECT saga_id, step, status, attempts, round_attempts, idempotency_key, last_error, \
-             last_grpc_code, started_at, finished_at, duration_ms FROM saga_steps \
-             WHERE saga_id IN (SELECT value FROM json_each(?1)) \
-             ORDER BY started_at IS NULL, started_at, step",
-        )
+        let step_rows: Vec<StepRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {STEP_COLUMNS} FROM saga_steps WHERE saga_id IN (SELECT value FROM json_each(?1)) \
+             ORDER BY started_at IS NULL, started_at, step"
+        )))
         .bind(ids)
         .fetch_all(&self.pool)
         .await?;
@@ -278,10 +257,9 @@ impl SagaStore for SqliteSagaStore {
     }
 
     async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError> {
-        let rows: Vec<AttemptRow> = sqlx::query_as(
-            "SELECT step, attempt, worker, idempotency_key, started_at, finished_at, outcome, grpc_code, \
-             error, latency_ms, trace_id FROM saga_attempts WHERE saga_id = ?1 ORDER BY started_at, step, attempt",
-        )
+        let rows: Vec<AttemptRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM saga_attempts WHERE saga_id = ?1 ORDER BY started_at, step, attempt"
+        )))
         .bind(saga_id.to_string())
         .fetch_all(&self.pool)
         .await?;
@@ -305,12 +283,10 @@ impl SagaStore for SqliteSagaStore {
     }
 
     async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM sagas GROUP BY status")
+        let rows = sqlx::query_as("SELECT status, count(*) FROM sagas GROUP BY status")
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter()
-            .map(|(status, n)| Ok((parse_status(&status)?, u64::try_from(n).unwrap_or(0))))
-            .collect()
+        status_counts(rows)
     }
 }
 
