@@ -41,9 +41,57 @@ impl Shutdown {
         let _ = receiver.wait_for(|stopping| *stopping).await;
     }
 
-    /// True once triggered.
+    /// True once triggered, or once the trigger is dropped: the same moment
+    /// [`Shutdown::wait`] resolves. (A loop that checks this flag and also
+    /// waits on `wait()` otherwise spins after its trigger's owner went away,
+    /// and a dropped test fixture's tasks kept running on its deleted keys.)
     pub fn is_triggered(&self) -> bool {
-        *self.receiver.borrow()
+        *self.receiver.borrow() || self.receiver.has_changed().is_err()
+    }
+}
+
+/// The background tasks an [`crate::startup::Application`] spawns, so that
+/// its embedder can end them synchronously. An aborted task is never polled
+/// again: nothing it would have done after [`Tasks::abort_all`] happens. The
+/// tests abort them before they delete the test's database and keys, which
+/// a still-running projection would otherwise re-create.
+#[derive(Clone, Debug, Default)]
+pub struct Tasks {
+    handles: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Tasks {
+    /// Spawns `future` on the current runtime as one of these tasks.
+    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = tokio::spawn(future);
+        self.track(&handle);
+        handle
+    }
+
+    /// Adds a task spawned elsewhere.
+    pub fn track<T>(&self, handle: &tokio::task::JoinHandle<T>) {
+        let mut handles = self
+            .handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Finished tasks need no abort: keep the list as long as the live ones.
+        handles.retain(|h| !h.is_finished());
+        handles.push(handle.abort_handle());
+    }
+
+    /// Aborts every task (those finished already are left alone).
+    pub fn abort_all(&self) {
+        let handles = self
+            .handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for handle in handles.iter() {
+            handle.abort();
+        }
     }
 }
 
@@ -63,4 +111,37 @@ pub async fn os_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_trigger_reads_as_triggered_as_wait_says() {
+        let (trigger, shutdown) = channel();
+        assert!(!shutdown.is_triggered());
+        drop(trigger);
+        shutdown.wait().await;
+        assert!(shutdown.is_triggered());
+    }
+
+    #[tokio::test]
+    async fn an_aborted_task_is_never_polled_again() {
+        let tasks = Tasks::default();
+        let polls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = polls.clone();
+        let task = tasks.spawn(async move {
+            loop {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tasks.abort_all();
+        let at_abort = polls.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(task.await.unwrap_err().is_cancelled());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), at_abort);
+    }
 }

@@ -35,7 +35,7 @@ use crate::{
         order_service_server::OrderServiceServer, saga_admin_server::SagaAdminServer,
     },
     ratelimit::RateLimiter,
-    shutdown::{self, ShutdownTrigger},
+    shutdown::{self, ShutdownTrigger, Tasks},
     store::event_store::{OrderCodec, outbox::Outbox},
     wire::compressed_server,
 };
@@ -63,6 +63,7 @@ pub struct Application {
     listener: TcpListener,
     app: App,
     trigger: ShutdownTrigger,
+    tasks: Tasks,
     health_reporter: tonic_health::server::HealthReporter,
     auth: AuthLayer,
     stubs: Option<crate::stubs::EmbeddedStubs>,
@@ -149,6 +150,7 @@ impl Application {
             listener,
             app,
             trigger,
+            tasks: Tasks::default(),
             health_reporter: reporter,
             auth,
             stubs,
@@ -176,6 +178,13 @@ impl Application {
         &self.app
     }
 
+    /// The background tasks [`Self::run_until_stopped`] starts (relay,
+    /// projections, saga workers, monitors), for an embedder that must end
+    /// them synchronously (the tests, before deleting their database and keys).
+    pub fn tasks(&self) -> Tasks {
+        self.tasks.clone()
+    }
+
     /// Serves until `signal` resolves, then drains in-flight requests and stops
     /// the background tasks.
     pub async fn run_until_stopped(
@@ -186,6 +195,7 @@ impl Application {
             listener,
             app,
             trigger,
+            tasks,
             health_reporter,
             auth,
             stubs,
@@ -194,25 +204,25 @@ impl Application {
             connections,
             outbox,
         } = self;
-        let monitor = tokio::spawn(app.health.clone().monitor(
+        let monitor = tasks.spawn(app.health.clone().monitor(
             app.backends.clone(),
             Duration::from_secs(2),
             app.shutdown.clone(),
         ));
-        tokio::spawn(crate::metrics::upkeep(app.shutdown.clone()));
+        tasks.spawn(crate::metrics::upkeep(app.shutdown.clone()));
         // Forgets made on other replicas reach this one's key cache at once.
-        tokio::spawn(
+        tasks.spawn(
             app.privacy
                 .clone()
                 .follow_forgets(app.bus.clone(), app.shutdown.clone()),
         );
         // Outbox relay, projections and their status: stop on shutdown.
-        let read_side = start_read_side(&app, outbox);
+        let read_side = start_read_side(&app, outbox, &tasks);
 
         health_reporter
             .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
             .await;
-        let sweeper = tokio::spawn(
+        let sweeper = tasks.spawn(
             app.carts
                 .clone()
                 .run_sweeper(app.carts.sweep_period(), app.shutdown.clone()),
@@ -221,6 +231,9 @@ impl Application {
         let workers = app
             .sagas
             .start_workers(app.backends.db.clone(), app.shutdown.clone());
+        if let Some(workers) = &workers {
+            tasks.track(workers);
+        }
 
         let router = build_router(&app, health_reporter, auth, &server, &limits, &connections)?;
         let addr = listener.local_addr()?;
@@ -233,7 +246,7 @@ impl Application {
         let server = crate::serve::serve(listener, router, &connections, &limits, async move {
             server_shutdown.wait().await;
         });
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             signal.await;
             tracing::info!("shutdown requested: draining");
             trigger.trigger();
@@ -271,7 +284,11 @@ pub fn event_bus(redis: &RedisSettings, backends: &Backends) -> std::sync::Arc<d
 
 /// Starts the read side of `app`: the relay of `outbox`, one runner per
 /// projection and the status reporter; each stops on `app.shutdown`.
-fn start_read_side(app: &App, outbox: std::sync::Arc<dyn Outbox>) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_read_side(
+    app: &App,
+    outbox: std::sync::Arc<dyn Outbox>,
+    tasks: &Tasks,
+) -> Vec<tokio::task::JoinHandle<()>> {
     use crate::projections::{
         cart_conversion::CartConversion, customer_orders::CustomerOrder, order_detail::OrderDetail,
         runner::Projector, status,
@@ -285,11 +302,11 @@ fn start_read_side(app: &App, outbox: std::sync::Arc<dyn Outbox>) -> Vec<tokio::
     );
     let relay = crate::outbox::OutboxRelay::new(outbox, app.bus.clone());
     vec![
-        tokio::spawn(relay.run(shutdown.clone())),
-        tokio::spawn(projector.clone().run::<OrderDetail>(shutdown.clone())),
-        tokio::spawn(projector.clone().run::<CustomerOrder>(shutdown.clone())),
-        tokio::spawn(projector.run::<CartConversion>(shutdown.clone())),
-        tokio::spawn(status::report(
+        tasks.spawn(relay.run(shutdown.clone())),
+        tasks.spawn(projector.clone().run::<OrderDetail>(shutdown.clone())),
+        tasks.spawn(projector.clone().run::<CustomerOrder>(shutdown.clone())),
+        tasks.spawn(projector.run::<CartConversion>(shutdown.clone())),
+        tasks.spawn(status::report(
             app.queries.store().clone(),
             app.events.clone(),
             app.health.clone(),

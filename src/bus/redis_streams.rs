@@ -51,7 +51,11 @@ impl RedisStreamsBus {
     }
 
     /// XREADGROUP, re-creating the group once if Redis lost it (a restart
-    /// without persistence drops streams and groups alike).
+    /// without persistence drops streams and groups alike). Only on a stream
+    /// that exists: while it is gone there is nothing to read, and the relay's
+    /// next XADD makes it again (the group, created at `0`, then reads it
+    /// from its start). A consumer outliving its deployment's keys (a test's
+    /// cleanup, a flushed prefix) thus never brings an empty stream back.
     async fn read_group(
         &self,
         group: &str,
@@ -76,12 +80,32 @@ impl RedisStreamsBus {
             Ok(reply) => reply,
             Err(e) if e.code() == Some("NOGROUP") => {
                 drop(conn);
-                self.create_group(group).await?;
+                self.create_group_on_existing_stream(group).await?;
                 return Ok(Vec::new());
             }
             Err(e) => return Err(e.into()),
         };
         parse_read_reply(reply)
+    }
+
+    /// XGROUP CREATE at `0` without MKSTREAM: nothing when the stream does
+    /// not exist (or the group does).
+    async fn create_group_on_existing_stream(&self, group: &str) -> Result<(), BusError> {
+        let mut conn = self.pool.get().await?;
+        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream)
+            .arg(group)
+            .arg("0")
+            .query_async(&mut conn)
+            .await;
+        match created {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            // "ERR The XGROUP subcommand requires the key to exist."
+            Err(e) if e.to_string().contains("requires the key to exist") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Delivery counts of `ids` from the pending list (XPENDING).

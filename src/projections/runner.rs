@@ -188,6 +188,10 @@ impl Projector {
                 }
                 last_sweep = Some(Instant::now());
             }
+            // The sweep may have taken a while: no read of the bus after shutdown.
+            if shutdown.is_triggered() {
+                break;
+            }
             match self.step::<P>(&mut last_claim, &shutdown).await {
                 Ok(Progress::Idle | Progress::Worked) => backoff.succeeded(P::NAME),
                 Ok(Progress::Stuck) => {

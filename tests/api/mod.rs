@@ -12,6 +12,7 @@ mod hardening;
 mod health;
 mod idempotency_store;
 mod interop;
+mod leftovers;
 mod observability;
 mod order_commands;
 mod order_queries;

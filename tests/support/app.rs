@@ -137,13 +137,23 @@ fn replace_database(url: &str, name: &str) -> String {
     }
 }
 
+/// The key prefixes this test process has cleaned up, with the test that
+/// owned each: a key under one of them afterwards was written by something
+/// that outlived its test (see [`Isolation`]'s drop).
+static CLEANED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
 impl Drop for Isolation {
+    /// Drops the test's database and deletes its keys. Then checks that no
+    /// earlier test's prefix has keys again: a task of a finished test that
+    /// still ran after its cleanup (a projection re-creating its stream) fails
+    /// the test that finds it, naming the test that left it.
     fn drop(&mut self) {
         let database = self.database.take();
         let redis = self.redis.take();
         if database.is_none() && redis.is_none() {
             return;
         }
+        let test = std::thread::current().name().unwrap_or("?").to_string();
         // Drop runs outside async; clean up on a thread with its own runtime.
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -160,23 +170,50 @@ impl Drop for Isolation {
                     .execute(&admin)
                     .await;
                 }
+                let mut late = Vec::new();
                 if let Some((url, prefix)) = redis
                     && let Ok(client) = redis::Client::open(url)
                     && let Ok(mut conn) = client.get_multiplexed_async_connection().await
                 {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{prefix}:*"))
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
+                    let keys = keys_of(&mut conn, &prefix).await;
                     for chunk in keys.chunks(500) {
                         let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
                     }
+                    // One scan for every test prefix (`t<uuid>`, see Isolation::new).
+                    let test_keys: Vec<String> = redis::cmd("KEYS")
+                        .arg("t*:*")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    let earlier = CLEANED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    for key in test_keys {
+                        let key_prefix = key.split(':').next().unwrap_or_default();
+                        if let Some((_, owner)) = earlier.iter().find(|(p, _)| p == key_prefix) {
+                            late.push(format!("{owner}: {key}"));
+                        }
+                    }
+                    CLEANED
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((prefix, test));
                 }
-            });
+                late
+            })
         });
-        let _ = cleanup.join();
+        let late = cleanup.join().unwrap_or_default();
+        if !late.is_empty() && !std::thread::panicking() {
+            panic!("keys written after their test's cleanup (by a task that outlived it): {late:?}");
+        }
     }
+}
+
+/// The Redis keys under `prefix` (a test's `REDIS_KEY_PREFIX`).
+pub async fn keys_of(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(conn)
+        .await
+        .unwrap_or_default()
 }
 
 /// A running server and clients to it.
@@ -194,6 +231,8 @@ pub struct TestApp {
     /// Plain HTTP client helper target.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The server's background tasks (relay, projections, sagas...).
+    tasks: commerce::shutdown::Tasks,
     /// Kept last so the database outlives the server.
     pub isolation: Isolation,
 }
@@ -216,6 +255,7 @@ pub async fn spawn_on(isolation: Isolation, overrides: &[(&str, &str)]) -> TestA
     let application = Application::build(config.clone()).await.expect("build app");
     let port = application.port();
     let app = application.app().clone();
+    let tasks = application.tasks();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(application.run_until_stopped(async move {
         let _ = stopped.await;
@@ -242,6 +282,7 @@ pub async fn spawn_on(isolation: Isolation, overrides: &[(&str, &str)]) -> TestA
         config,
         stop: Some(stop),
         server: Some(server),
+        tasks,
         isolation,
     }
 }
@@ -288,6 +329,10 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // Before the isolation's cleanup (the last field): an aborted task is
+        // never polled again, so none re-creates a key or row once they are
+        // deleted (a projection would re-create its stream and group).
+        self.tasks.abort_all();
         if let Some(server) = self.server.take() {
             server.abort();
         }

@@ -58,6 +58,11 @@ impl ReadSideFixture {
         }
     }
 
+    /// The configuration of the fixture's isolated resources.
+    pub fn config(&self) -> commerce::config::Config {
+        self._isolation.config(&[])
+    }
+
     /// A projector whose sweep waits `sweep_every` (long: only the bus works).
     pub fn projector(&self, consumer: &str, sweep_every: Duration) -> Projector {
         let mut projector = Projector::new(
