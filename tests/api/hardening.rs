@@ -420,33 +420,34 @@ async fn a_forget_reaches_another_replicas_key_cache_through_the_bus_at_once() {
         cipher::{DEVELOPMENT_MASTER_KEY, MasterKey},
     };
     for backend in Backend::all() {
-        let isolation = Isolation::new(backend).await;
-        let backends = isolation.backends().await;
-        let config = isolation.config(&[]);
-        // Two replicas: with Redis each has its own bus client on the same
-        // keys; embedded, one process can only share its in-process bus.
-        let bus_a = commerce::startup::event_bus(&config.redis, &backends);
+        // Replica A is the server: the forget goes through its ForgetCustomer.
+        let app = spawn_app_with(backend, NO_SAGA).await;
+        let backends = &app.app.backends;
+        // Replica B: its own vault (and key cache) on the same database, its
+        // own bus client on the same keys with Redis; embedded, one process
+        // can only share the server's in-process bus.
         let bus_b = match backends.redis {
-            Some(_) => commerce::startup::event_bus(&config.redis, &backends),
-            None => bus_a.clone(),
+            Some(_) => commerce::startup::event_bus(&app.config.redis, backends),
+            None => app.app.bus.clone(),
         };
-        let master = || MasterKey::from_hex(DEVELOPMENT_MASTER_KEY).unwrap();
-        let replica_a = Vault::new(
-            Stores::on(&backends.db, Upcasters::none(), true).customer_keys,
-            master(),
-        );
         let replica_b = Vault::new(
             Stores::on(&backends.db, Upcasters::none(), true).customer_keys,
-            master(),
+            MasterKey::from_hex(DEVELOPMENT_MASTER_KEY).unwrap(),
         );
         let (_trigger, shutdown) = commerce::shutdown::channel();
         tokio::spawn(replica_b.clone().follow_forgets(bus_b, shutdown));
-        let sealed = replica_a.encrypt("dave", b"1 Main St").await.unwrap();
+        let sealed = replica_b.encrypt("dave", b"1 Main St").await.unwrap();
         // B opens it once: dave's key is in B's cache now (for 30 s).
         assert!(replica_b.decrypt("dave", &sealed).await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(500)).await;
-        replica_a.forget("dave", "admin", "GDPR erasure").await.unwrap();
-        bus_a.announce_forgotten("dave").await.unwrap();
+        let request = ForgetCustomerRequest {
+            customer_id: "dave".into(),
+            reason: "GDPR erasure".into(),
+        };
+        app.admin_client()
+            .forget_customer(authed(request, &app.admin()))
+            .await
+            .unwrap();
         wait_for_within("replica B to drop the key", Duration::from_secs(3), || async {
             replica_b.decrypt("dave", &sealed).await.unwrap().is_none()
         })
