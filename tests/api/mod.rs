@@ -1,6 +1,7 @@
 //! The running service through its API, its stores and its processes.
 
 mod architecture;
+mod bench_target;
 mod bus;
 mod cart;
 mod cart_outage;

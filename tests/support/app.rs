@@ -143,10 +143,11 @@ fn replace_database(url: &str, name: &str) -> String {
 static CLEANED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
 
 impl Drop for Isolation {
-    /// Drops the test's database and deletes its keys. Then checks that no
-    /// earlier test's prefix has keys again: a task of a finished test that
-    /// still ran after its cleanup (a projection re-creating its stream) fails
-    /// the test that finds it, naming the test that left it.
+    /// Drops the test's database and deletes its keys, and fails the test if
+    /// that cannot be done. Then checks that no earlier test's prefix has keys
+    /// again: a task of a finished test that still ran after its cleanup (a
+    /// projection re-creating its stream) fails the test that finds it, naming
+    /// the test that left it.
     fn drop(&mut self) {
         let database = self.database.take();
         let redis = self.redis.take();
@@ -161,50 +162,69 @@ impl Drop for Isolation {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                if let Some((admin_url, name)) = database
-                    && let Ok(admin) = sqlx::PgPool::connect(&admin_url).await
-                {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    )))
-                    .execute(&admin)
-                    .await;
-                }
-                let mut late = Vec::new();
-                if let Some((url, prefix)) = redis
-                    && let Ok(client) = redis::Client::open(url)
-                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                {
-                    let keys = keys_of(&mut conn, &prefix).await;
-                    for chunk in keys.chunks(500) {
-                        let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
-                    }
-                    // One scan for every test prefix (`t<uuid>`, see Isolation::new).
-                    let test_keys: Vec<String> = redis::cmd("KEYS")
-                        .arg("t*:*")
-                        .query_async(&mut conn)
+                let mut problems = Vec::new();
+                if let Some((admin_url, name)) = database {
+                    let dropped = async {
+                        let admin = sqlx::PgPool::connect(&admin_url).await?;
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        )))
+                        .execute(&admin)
                         .await
-                        .unwrap_or_default();
-                    let earlier = CLEANED.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    for key in test_keys {
-                        let key_prefix = key.split(':').next().unwrap_or_default();
-                        if let Some((_, owner)) = earlier.iter().find(|(p, _)| p == key_prefix) {
-                            late.push(format!("{owner}: {key}"));
-                        }
+                    };
+                    if let Err(error) = dropped.await {
+                        problems.push(format!("dropping database {name}: {error}"));
                     }
-                    CLEANED
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((prefix, test));
                 }
-                late
+                if let Some((url, prefix)) = redis {
+                    match delete_keys(&url, &prefix, &test).await {
+                        Ok(late) => problems.extend(late),
+                        Err(error) => problems.push(format!("deleting the keys under {prefix}: {error}")),
+                    }
+                }
+                problems
             })
         });
-        let late = cleanup.join().unwrap_or_default();
-        if !late.is_empty() && !std::thread::panicking() {
-            panic!("keys written after their test's cleanup (by a task that outlived it): {late:?}");
+        let problems = cleanup.join().unwrap_or_default();
+        if !problems.is_empty() && !std::thread::panicking() {
+            panic!("the test's cleanup: {problems:?}");
         }
     }
+}
+
+/// Deletes the keys under `prefix` (one test's), and records it as cleaned up
+/// by `test`. Returns the keys found under prefixes cleaned up earlier.
+///
+/// Patient: under a full run's load KEYS can take longer than the client's
+/// default 500 ms response timeout, and a cleanup that gave up then left
+/// every key of its test behind.
+async fn delete_keys(url: &str, prefix: &str, test: &str) -> redis::RedisResult<Vec<String>> {
+    let patient = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(Duration::from_secs(30)));
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection_with_config(&patient)
+        .await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await?;
+    for chunk in keys.chunks(500) {
+        let () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+    }
+    // One scan for every test prefix (`t<uuid>`, see Isolation::new).
+    let test_keys: Vec<String> = redis::cmd("KEYS").arg("t*:*").query_async(&mut conn).await?;
+    let mut cleaned = CLEANED.lock().unwrap_or_else(|e| e.into_inner());
+    let late = test_keys
+        .into_iter()
+        .filter_map(|key| {
+            let key_prefix = key.split(':').next().unwrap_or_default();
+            let (_, owner) = cleaned.iter().find(|(p, _)| p == key_prefix)?;
+            Some(format!("written after the cleanup of {owner}: {key}"))
+        })
+        .collect();
+    cleaned.push((prefix.to_string(), test.to_string()));
+    Ok(late)
 }
 
 /// The Redis keys under `prefix` (a test's `REDIS_KEY_PREFIX`).

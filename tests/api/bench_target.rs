@@ -1,0 +1,111 @@
+//! `commerce bench --target` against a real server with its rate limit on:
+//! the refusals are reported by code, the user is told how to start the target,
+//! and the server line names the target's backends and its peak memory.
+
+use serde_json::Value;
+
+use crate::support::{
+    app::{Backend, Isolation},
+    child::{free_port, spawn},
+};
+
+/// The bench's JSON line of `scenario`.
+fn line<'a>(lines: &'a [Value], scenario: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["scenario"] == scenario)
+        .unwrap_or_else(|| panic!("no {scenario} line in {lines:?}"))
+}
+
+/// VmHWM (peak resident set) of `pid` in MB, as /proc reports it.
+fn peak_rss_mb(pid: u32) -> f64 {
+    // Rounded as the bench rounds it.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM");
+    (kb / 1024.0 * 10.0).round() / 10.0
+}
+
+#[tokio::test]
+async fn bench_against_a_rate_limited_target_reports_refusals_by_code_and_the_target_as_it_is() {
+    for backend in Backend::all() {
+        let isolation = Isolation::new(backend).await;
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut vars = isolation.vars.clone();
+        vars.insert("PORT".into(), port.to_string());
+        // The limiter on, as a target started without RATE_LIMIT_PER_SECOND=0 has it. The
+        // default (100/s per customer, burst 200) refuses a release build's workers; a debug
+        // build on two shared cores does some tens of calls per second per worker, so the
+        // same situation is made here with a smaller bucket.
+        vars.insert("RATE_LIMIT_PER_SECOND".into(), "2".into());
+        vars.insert("RATE_LIMIT_BURST".into(), "2".into());
+        let mut server = spawn(&["serve"], &vars, dir.path().join("serve.log"), port);
+        server.ready().await;
+
+        // The bench's own configuration: the same test keys, so its tokens verify.
+        let bench_vars: Vec<(&String, &String)> = isolation.vars.iter().collect();
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_commerce"))
+            .args(["bench", "--target", &server.url(), "--scenario", "cart-ops"])
+            .args(["--seconds", "1", "--warmup-seconds", "0"])
+            .args(["--concurrency", "2", "--connections", "1"])
+            .env_clear()
+            .envs(bench_vars)
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{backend:?}: {stdout}\n{stderr}");
+        let lines: Vec<Value> = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+
+        // Refusals counted by code, and every failure has its code.
+        let cart_ops = line(&lines, "cart_ops");
+        let by_code = cart_ops["errors_by_code"].as_object().unwrap();
+        let refused = by_code["RESOURCE_EXHAUSTED"].as_u64().unwrap_or(0);
+        assert!(refused > 0, "{backend:?}: {cart_ops}");
+        let counted: u64 = by_code.values().filter_map(Value::as_u64).sum();
+        assert_eq!(counted, cart_ops["errors"].as_u64().unwrap(), "{cart_ops}");
+        assert!(
+            stdout.contains("cart_ops errors by code:"),
+            "the table lists them: {stdout}"
+        );
+        // ...and the user is told why and how to start the target.
+        assert!(
+            stderr.contains(&format!("{} refused {refused} requests", server.url()))
+                && stderr.contains("RATE_LIMIT_PER_SECOND=0 commerce serve"),
+            "{backend:?}: {stderr}"
+        );
+
+        // The target as it is: its backends from its /health, its memory from its process.
+        let server_line = line(&lines, "server");
+        let backends = match backend {
+            Backend::Embedded => "sqlite+in-process",
+            Backend::Real => "postgres+redis",
+        };
+        assert_eq!(server_line["backend"], backends, "{server_line}");
+        let reported = server_line["peak_rss_mb"]
+            .as_f64()
+            .expect("peak RSS of a local target");
+        // The peak only grows: read after the bench, it is at least what was reported
+        // (rounded to 0.1 MB).
+        let actual = peak_rss_mb(server.pid());
+        assert!(
+            reported > 10.0 && reported <= actual + 0.1 && actual - reported < 8.0,
+            "{backend:?}: reported {reported} MB, the server's VmHWM is {actual} MB"
+        );
+        assert!(
+            stdout.contains(&format!("peak RSS {reported} MB, backend {backends}")),
+            "{stdout}"
+        );
+        drop(server);
+    }
+}
