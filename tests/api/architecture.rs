@@ -669,3 +669,35 @@ fn every_allowed_edge_still_exists() {
         "ALLOWED lists edges that are gone (remove them): {stale:?}"
     );
 }
+
+#[test]
+fn a_path_through_a_reexport_resolves_to_the_file_that_defines_the_item() {
+    let path = |p: &str| p.split("::").map(str::to_owned).collect::<Vec<_>>();
+    let by_module: BTreeMap<Vec<String>, String> = [
+        ("auth", "auth.rs"),
+        ("auth::layer", "auth/layer.rs"),
+        ("startup", "startup.rs"),
+    ]
+    .into_iter()
+    .map(|(m, f)| (path(m), f.to_owned()))
+    .collect();
+    // auth.rs: `pub use self::layer::AuthLayer;`
+    let reexports = BTreeMap::from([(
+        "auth.rs".to_owned(),
+        BTreeMap::from([("AuthLayer".to_owned(), path("auth::layer::AuthLayer"))]),
+    )]);
+    assert_eq!(
+        resolve(&path("auth::AuthLayer"), &by_module, &reexports),
+        Some((1, "auth/layer.rs".to_owned())),
+        "the re-export is followed to the defining file"
+    );
+    assert_eq!(
+        resolve(&path("auth::Principal"), &by_module, &reexports),
+        Some((1, "auth.rs".to_owned())),
+        "an item the module defines itself stays there"
+    );
+    assert_eq!(
+        resolve(&path("auth::layer::AuthLayer::new"), &by_module, &reexports),
+        Some((2, "auth/layer.rs".to_owned()))
+    );
+}
