@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "commerce/v1/order.proto",
     "commerce/v1/saga_admin.proto",
     "commerce/v1/admin.proto",
+    "commerce/v1/stream.proto",
     "payment/v1/payment.proto",
     "inventory/v1/inventory.proto",
     "shipping/v1/shipping.proto",
@@ -59,8 +60,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Emits one `http_rules!` invocation (the macro lives in `src/rest/rules.rs`)
 /// listing each rule with the tonic trait method it calls, so the typed glue is
 /// generated, never hand-written. Only what the shim implements is accepted:
-/// get/post/put/delete/patch, `{field}` path variables naming top-level fields,
-/// body "" / "*" / a field; anything else fails the build instead of being ignored.
+/// unary and server-streaming rpcs (the latter with their
+/// `(commerce.v1.event_stream)` option, if any), get/post/put/delete/patch,
+/// `{field}` path variables naming top-level fields, body "" / "*" / a field;
+/// anything else fails the build instead of being ignored.
 mod http_rules {
     use std::fmt::Write;
 
@@ -89,8 +92,8 @@ mod http_rules {
                         .unwrap_or_default()
                 };
                 let context = |what: &str| format!("{}: {what}", method.full_name());
-                if method.is_client_streaming() || method.is_server_streaming() {
-                    return Err(context("streaming rpcs have no REST mapping").into());
+                if method.is_client_streaming() {
+                    return Err(context("client-streaming rpcs have no REST mapping").into());
                 }
                 let bindings = rule
                     .get_field_by_name("additional_bindings")
@@ -109,11 +112,63 @@ mod http_rules {
                 if !(body.is_empty() || body == "*" || input.get_field_by_name(&body).is_some()) {
                     return Err(context(&format!("body `{body}` is not a field of the request")).into());
                 }
-                write_rule(&mut out, &method, verb, &path, &body)?;
+                let stream = event_stream(pool, &method).map_err(|e| context(&e))?;
+                write_rule(&mut out, &method, verb, &path, &body, &stream)?;
             }
         }
         out.push_str("}\n");
         Ok(out)
+    }
+
+    /// How a server stream is served as Server-Sent Events: `None` for a unary
+    /// rpc, else the `(commerce.v1.event_stream)` option's resume field and
+    /// event id path (empty when the rpc has no option), both checked against
+    /// the messages.
+    fn event_stream(
+        pool: &DescriptorPool,
+        method: &MethodDescriptor,
+    ) -> Result<Option<(String, String)>, String> {
+        if !method.is_server_streaming() {
+            return Ok(None);
+        }
+        let extension = pool
+            .get_extension_by_name("commerce.v1.event_stream")
+            .ok_or("commerce/v1/stream.proto is not imported")?;
+        let options = method.options();
+        if !options.has_extension(&extension) {
+            return Ok(Some(Default::default()));
+        }
+        let value = options.get_extension(&extension);
+        let option = value.as_message().ok_or("event_stream is not a message")?;
+        let text = |name: &str| {
+            option
+                .get_field_by_name(name)
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        let (resume, event_id) = (text("resume_field"), text("event_id_field"));
+        if method.input().get_field_by_name(&resume).is_none() {
+            return Err(format!(
+                "event_stream resume_field `{resume}` is not a field of the request"
+            ));
+        }
+        let mut message = method.output();
+        let mut segments = event_id.split('.').peekable();
+        while let Some(segment) = segments.next() {
+            let field = message
+                .get_field_by_name(segment)
+                .ok_or_else(|| format!("event_stream event_id_field `{event_id}`: no field `{segment}`"))?;
+            match (field.kind().as_message().cloned(), segments.peek()) {
+                (Some(inner), Some(_)) => message = inner,
+                (None, None) if !field.is_list() => {}
+                _ => {
+                    return Err(format!(
+                        "event_stream event_id_field `{event_id}` must name a scalar"
+                    ));
+                }
+            }
+        }
+        Ok(Some((resume, event_id)))
     }
 
     /// `/literal/{field}/...`: every variable a top-level field of the request.
@@ -142,12 +197,20 @@ mod http_rules {
         verb: &str,
         path: &str,
         body: &str,
+        stream: &Option<(String, String)>,
     ) -> Result<(), Error> {
         let service = method.parent_service();
         let module = rust_module(service.package_name());
+        // A server stream is called through `server_stream` and answered as
+        // Server-Sent Events; a unary rpc through `unary`.
+        let (invoke, resume, event_id) = match stream {
+            Some((resume, event_id)) => ("server_stream", resume.as_str(), event_id.as_str()),
+            None => ("unary", "", ""),
+        };
         writeln!(
             out,
             "    {{ service: {:?}, rpc: {:?}, verb: {:?}, path: {:?}, body: {:?}, input: {:?}, output: {:?},\n      \
+             server_streaming: {}, invoke: {invoke}, resume_field: {resume:?}, event_id_field: {event_id:?},\n      \
              field: {}, service_trait: {module}::{}_server::{}, method: {}, request: {} }},",
             service.full_name(),
             method.name(),
@@ -156,6 +219,7 @@ mod http_rules {
             body,
             method.input().full_name(),
             method.output().full_name(),
+            stream.is_some(),
             snake_case(service.name()),
             snake_case(service.name()),
             service.name(),

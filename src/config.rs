@@ -135,6 +135,10 @@ pub struct ServerSettings {
     /// CORS_ALLOWED_ORIGINS: comma-separated, or `*` (development and test
     /// only, where it is the default; none elsewhere).
     pub cors_allowed_origins: Vec<String>,
+    /// SSE_HEARTBEAT_SECONDS: a server stream served as Server-Sent Events
+    /// sends a comment line after this long without an event (default 15;
+    /// decimals allowed), so proxies keep it open and clients see it alive.
+    pub sse_heartbeat: Duration,
 }
 
 /// Bounds that keep one client from tying up the server.
@@ -496,10 +500,15 @@ impl ServerSettings {
                 ),
             });
         }
+        let sse_heartbeat = env.duration("SSE_HEARTBEAT_SECONDS", "15", 1)?;
+        if sse_heartbeat.is_zero() {
+            return Err(env.invalid("SSE_HEARTBEAT_SECONDS", "0".into(), "expected a positive number"));
+        }
         Ok(Self {
             host: env.string("HOST", "0.0.0.0"),
             port: env.parse("PORT", 8084)?,
             cors_allowed_origins,
+            sse_heartbeat,
         })
     }
 }

@@ -388,7 +388,11 @@ fn build_router(
             let backends = app.backends.clone();
             get(move || crate::metrics::endpoint::scrape(backends.clone()))
         })
-        .merge(crate::rest::router(services.clone(), limits.max_body_bytes)?)
+        .merge(crate::rest::router(
+            services.clone(),
+            limits.max_body_bytes,
+            server.sse_heartbeat,
+        )?)
         .fallback(not_found)
         .with_state(app.clone());
 

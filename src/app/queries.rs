@@ -380,12 +380,19 @@ impl QueryApp {
     /// once the stream's lifetime is over: watch again to go on. An error
     /// ends it early (UNAVAILABLE on shutdown: watch again elsewhere). Caps
     /// and the shared feed: [`crate::app::watch`].
+    ///
+    /// `after_version` resumes a watch: the current state is sent first only
+    /// when it is newer than that version (the last one the caller saw), and
+    /// an order terminal at or before it ends the stream at once.
     pub async fn watch_order(
         &self,
         principal: &Principal,
         order_id: &str,
+        after_version: i64,
     ) -> Result<mpsc::Receiver<Result<OrderDetail, AppError>>, AppError> {
         let id = parse_order_id(order_id)?;
+        let after_version = u64::try_from(after_version)
+            .map_err(|_| AppError::invalid("after_version", "must not be negative"))?;
         // Subscribed before the first read: a change in between is not missed.
         let mut ticket = self.watches.open(&principal.subject, id)?;
         let first = self.get_order(principal, order_id, 0).await?;
@@ -396,8 +403,12 @@ impl QueryApp {
         tokio::spawn(async move {
             let ends_at = tokio::time::Instant::now() + ticket.lifetime();
             let mut last = first.summary.status;
-            let mut version = first.summary.version;
-            if sender.send(Ok(first)).await.is_err() || last.is_terminal() {
+            let mut version = first.summary.version.max(after_version);
+            let seen = first.summary.version <= after_version;
+            if last.is_terminal() && seen {
+                return;
+            }
+            if !seen && (sender.send(Ok(first)).await.is_err() || last.is_terminal()) {
                 return;
             }
             loop {

@@ -289,7 +289,13 @@ impl Worker for Fulfillment {
         let mut stream = self
             .session
             .orders
-            .watch_order(authed(WatchOrderRequest { order_id }, &self.session.token))
+            .watch_order(authed(
+                WatchOrderRequest {
+                    order_id,
+                    after_version: 0,
+                },
+                &self.session.token,
+            ))
             .await?
             .into_inner();
         while let Some(message) = tokio::time::timeout_at(deadline.into(), stream.message()).await?? {

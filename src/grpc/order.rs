@@ -141,7 +141,11 @@ impl OrderService for OrderGrpc {
         let changes = self
             .app
             .queries
-            .watch_order(&principal, &request.get_ref().order_id)
+            .watch_order(
+                &principal,
+                &request.get_ref().order_id,
+                request.get_ref().after_version,
+            )
             .await?;
         let stream = ReceiverStream::new(changes).map(|change| {
             change

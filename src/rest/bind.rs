@@ -88,7 +88,36 @@ pub fn request_json(
             &format!("differs from the {header} header"),
         )?;
     }
+    bind_last_event_id(schema, rule, input, parts, &mut object)?;
     Ok(Value::Object(object))
+}
+
+/// A reconnecting Server-Sent Events client's `Last-Event-ID` fills the
+/// stream's resume field (see [`HttpRule::resume_field`]). It wins over the
+/// same field in the query: an EventSource reconnects to the URL it started
+/// with, so the header is the newer position.
+fn bind_last_event_id(
+    schema: &Schema,
+    rule: &HttpRule,
+    input: &MessageInfo,
+    parts: &http::request::Parts,
+    object: &mut Map<String, Value>,
+) -> Result<(), AppError> {
+    const HEADER: &str = "last-event-id";
+    let (Some(field), Some(raw)) = (input.field(rule.resume_field), parts.headers.get(HEADER)) else {
+        return Ok(());
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| AppError::invalid(HEADER, "not valid text"))?
+        .trim();
+    if raw.is_empty() {
+        return Ok(());
+    }
+    let typed = scalar(schema, &field.kind, HEADER, raw)?;
+    object.remove(&field.json_name);
+    object.insert(field.name.clone(), typed);
+    Ok(())
 }
 
 /// The body as the start of the request object (`{}` when empty).

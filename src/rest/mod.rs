@@ -10,6 +10,7 @@
 //! - [`schema`]: messages, enums and comments from the embedded descriptor set.
 //! - [`bind`]: path, query, header and body to the request's proto3 JSON.
 //! - `transcode`: dispatch, decode (pbjson), call, encode, error bodies.
+//! - `sse`: a server-streaming rpc's messages as Server-Sent Events.
 //! - [`openapi`] and `docs`: the OpenAPI 3 document and the offline docs page.
 
 pub mod bind;
@@ -19,6 +20,7 @@ pub mod rule;
 pub mod rules;
 pub mod schema;
 mod services;
+mod sse;
 mod transcode;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -30,10 +32,13 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use self::services::Services;
 use self::{rule::HttpRule, rules::RULES, schema::Schema, services::Shared};
 
-/// The REST routes, `/openapi.json` and `/docs`, to merge into the HTTP router.
+/// The REST routes, `/openapi.json` and `/docs`, to merge into the HTTP router;
+/// request bodies of at most `max_body_bytes`, a heartbeat on a server stream
+/// after `sse_heartbeat` of silence.
 pub fn router<S: Clone + Send + Sync + 'static>(
     services: Services,
     max_body_bytes: usize,
+    sse_heartbeat: Duration,
 ) -> anyhow::Result<Router<S>> {
     let schema = Schema::decode(crate::proto::FILE_DESCRIPTOR_SET)?;
     let openapi = openapi::document(&schema, RULES).to_string();
@@ -41,6 +46,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         services: Arc::new(services),
         schema,
         max_body_bytes,
+        sse_heartbeat,
     });
 
     let mut by_path: BTreeMap<&'static str, Vec<&'static HttpRule>> = BTreeMap::new();
@@ -99,6 +105,8 @@ pub fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
             header::IF_MATCH,
             header::IF_NONE_MATCH,
             header::HeaderName::from_static("idempotency-key"),
+            // A resuming Server-Sent Events reader sends it with fetch.
+            header::HeaderName::from_static("last-event-id"),
             request_id.clone(),
         ])
         .expose_headers([header::ETAG, header::RETRY_AFTER, request_id])

@@ -100,6 +100,16 @@ fn operation(schema: &Schema, rule: &HttpRule, refs: &mut Refs) -> Value {
             "description": "ETag of the cart (e.g. `\"3\"`): fills `expected_version`; a stale one answers 409.",
         }));
     }
+    if let Some(field) = input.field(rule.resume_field) {
+        parameters.push(json!({
+            "name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "string"},
+            "description": format!(
+                "The `id` of the last event seen, sent on reconnect: fills `{}` (over the query) \
+                 and resumes the stream after that event.",
+                field.name
+            ),
+        }));
+    }
     let carries_cart = schema
         .message(rule.output)
         .and_then(|m| m.field("cart"))
@@ -138,6 +148,29 @@ fn operation(schema: &Schema, rule: &HttpRule, refs: &mut Refs) -> Value {
 }
 
 fn responses(schema: &Schema, rule: &HttpRule, refs: &mut Refs) -> Value {
+    let error = json!({
+        "description": "Error: INVALID_ARGUMENT and FAILED_PRECONDITION 400, UNAUTHENTICATED 401, \
+            PERMISSION_DENIED 403, NOT_FOUND 404, ALREADY_EXISTS and ABORTED 409, body too large 413, \
+            RESOURCE_EXHAUSTED 429, UNAVAILABLE 503.",
+        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{ERROR_SCHEMA}")}}},
+    });
+    if rule.server_streaming {
+        let id = match rule.event_id_field {
+            "" => String::new(),
+            field => format!(
+                " `id:` is the message's `{field}`: send the last one back as `Last-Event-ID` to resume."
+            ),
+        };
+        let ok = json!({
+            "description": format!(
+                "Server-Sent Events, one per stream message: `data:` is the message's JSON (this schema).{id} \
+                 A comment line is a heartbeat. An error after the first event arrives as `event: error` \
+                 with the error body as data, and ends the stream; an end without it is a clean end."
+            ),
+            "content": {"text/event-stream": {"schema": refs.message(rule.output)}},
+        });
+        return json!({"200": ok, "default": error});
+    }
     let mut ok = json!({
         "description": "OK",
         "content": {"application/json": {"schema": refs.message(rule.output)}},
@@ -151,12 +184,6 @@ fn responses(schema: &Schema, rule: &HttpRule, refs: &mut Refs) -> Value {
             "ETag": {"description": "The cart's version, for If-Match.", "schema": {"type": "string"}},
         });
     }
-    let error = json!({
-        "description": "Error: INVALID_ARGUMENT and FAILED_PRECONDITION 400, UNAUTHENTICATED 401, \
-            PERMISSION_DENIED 403, NOT_FOUND 404, ALREADY_EXISTS and ABORTED 409, body too large 413, \
-            RESOURCE_EXHAUSTED 429, UNAVAILABLE 503.",
-        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{ERROR_SCHEMA}")}}},
-    });
     json!({"200": ok, "default": error})
 }
 
@@ -322,6 +349,25 @@ mod tests {
                 "unresolved {name}"
             );
         }
+    }
+
+    #[test]
+    fn a_server_stream_answers_text_event_stream_and_takes_last_event_id() {
+        let doc = doc();
+        let watch = &doc["paths"]["/api/v1/orders/{order_id}/watch"]["get"];
+        let ok = &watch["responses"]["200"];
+        assert_eq!(
+            ok["content"]["text/event-stream"]["schema"]["$ref"],
+            "#/components/schemas/commerce.v1.WatchOrderResponse"
+        );
+        assert!(ok["description"].as_str().unwrap().contains("order.version"));
+        let names: Vec<&str> = watch["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["order_id", "after_version", "Last-Event-ID"]);
     }
 
     #[test]

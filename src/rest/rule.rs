@@ -5,13 +5,24 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use futures::future::BoxFuture;
+use futures::{future::BoxFuture, stream::BoxStream};
 
 use super::services::Services;
 
 /// Calls the rpc with the request JSON already bound from path, query, body and headers.
-pub type Call =
-    fn(Arc<Services>, http::request::Parts, serde_json::Value) -> BoxFuture<'static, http::Response<Body>>;
+pub type Call = fn(Arc<Services>, http::request::Parts, serde_json::Value) -> BoxFuture<'static, Reply>;
+
+/// The stream messages of a server-streaming rpc, each as its proto3 JSON.
+pub type JsonStream = BoxStream<'static, Result<serde_json::Value, tonic::Status>>;
+
+/// What a call answers: a whole response, or (a server stream that started)
+/// the messages still to come, which the transcoder frames as Server-Sent Events.
+pub enum Reply {
+    /// The HTTP response: a unary answer, or any error before a stream started.
+    Response(http::Response<Body>),
+    /// A started server stream.
+    Stream(JsonStream),
+}
 
 /// One REST mapping of an rpc.
 pub struct HttpRule {
@@ -27,8 +38,14 @@ pub struct HttpRule {
     pub body: &'static str,
     /// Request message full name.
     pub input: &'static str,
-    /// Response message full name.
+    /// Response message full name (of each message, for a server stream).
     pub output: &'static str,
+    /// A server-streaming rpc, served as Server-Sent Events.
+    pub server_streaming: bool,
+    /// Request field a reconnecting SSE client's `Last-Event-ID` fills (empty: none).
+    pub resume_field: &'static str,
+    /// Dotted path of the stream message's field that is each event's `id:` (empty: none).
+    pub event_id_field: &'static str,
     /// The typed call.
     pub call: Call,
 }

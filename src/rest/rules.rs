@@ -3,14 +3,17 @@
 //! (the tonic trait method of the very service the gRPC server runs).
 
 pub use super::rule::HttpRule;
-use super::transcode::invoke;
+use super::transcode::{server_stream, unary};
 
 /// Expands the generated table into [`RULES`]: per rule, a closure that decodes
-/// the bound JSON into the request type and calls the service's trait method.
+/// the bound JSON into the request type and calls the service's trait method,
+/// through `unary` or (a server stream) `server_stream`.
 macro_rules! http_rules {
     ($({
         service: $service:literal, rpc: $rpc:literal, verb: $verb:literal, path: $path:literal,
         body: $body:literal, input: $input:literal, output: $output:literal,
+        server_streaming: $streaming:literal, invoke: $invoke:ident,
+        resume_field: $resume:literal, event_id_field: $event_id:literal,
         field: $field:ident, service_trait: $trait:path, method: $method:ident, request: $request:ty $(,)?
     }),* $(,)?) => {
         /// Every HTTP rule of the protos, in declaration order.
@@ -22,8 +25,11 @@ macro_rules! http_rules {
             body: $body,
             input: $input,
             output: $output,
+            server_streaming: $streaming,
+            resume_field: $resume,
+            event_id_field: $event_id,
             call: |services, parts, json| {
-                Box::pin(invoke::<$request, _, _>(parts, json, move |request| async move {
+                Box::pin($invoke(parts, json, move |request: tonic::Request<$request>| async move {
                     <_ as $trait>::$method(&services.$field, request).await
                 }))
             },

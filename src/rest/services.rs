@@ -41,4 +41,6 @@ pub(crate) struct Shared {
     pub(super) services: Arc<Services>,
     pub(super) schema: Schema,
     pub(super) max_body_bytes: usize,
+    /// SSE_HEARTBEAT_SECONDS: silence after which a server stream sends a heartbeat.
+    pub(super) sse_heartbeat: std::time::Duration,
 }

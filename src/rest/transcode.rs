@@ -2,17 +2,25 @@
 //! the tonic service method -> response message -> JSON, or the error body.
 //!
 //! Nothing here knows a particular rpc: the rules come from the protos' http
-//! options and the typed call from the generated table ([`super::rules`], which calls [`invoke`]).
+//! options and the typed call from the generated table ([`super::rules`],
+//! which calls [`unary`] or [`server_stream`]); a started server stream is
+//! framed as Server-Sent Events by [`super::sse`].
 
 use std::{collections::HashMap, future::Future, sync::Arc};
 
 use axum::{body::Body, extract::FromRequestParts, extract::Path};
 use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use tonic::Status;
 
-use super::{bind, rule::HttpRule, services::Shared};
+use super::{
+    bind,
+    rule::{HttpRule, Reply},
+    services::Shared,
+    sse,
+};
 use crate::{error::AppError, transport::json_error_response};
 
 /// Serves every rule that shares one path template: picks the rule by method
@@ -35,9 +43,13 @@ pub async fn dispatch(
         Err(response) => return response,
     };
     let if_none_match = parts.headers.get(http::header::IF_NONE_MATCH).cloned();
-    let response = match bind::request_json(&shared.schema, rule, &parts, &path, &body) {
+    let reply = match bind::request_json(&shared.schema, rule, &parts, &path, &body) {
         Ok(json) => (rule.call)(shared.services.clone(), parts, json).await,
         Err(err) => return error(err),
+    };
+    let response = match reply {
+        Reply::Response(response) => response,
+        Reply::Stream(messages) => return sse::respond(rule, messages, shared.sse_heartbeat).await,
     };
     match if_none_match {
         Some(tags) if rule.verb == "GET" => not_modified(response, &tags),
@@ -65,6 +77,20 @@ fn not_modified(response: http::Response<Body>, tags: &http::HeaderValue) -> htt
     unchanged
 }
 
+/// A unary rpc: [`invoke`], answered as one response.
+pub async fn unary<Req, Resp, Fut>(
+    parts: http::request::Parts,
+    json: Value,
+    call: impl FnOnce(tonic::Request<Req>) -> Fut,
+) -> Reply
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    Reply::Response(invoke(parts, json, call).await)
+}
+
 /// Decodes the bound JSON into `Req` with the generated pbjson impls, calls the
 /// service with the HTTP headers as metadata and the extensions (the
 /// authenticated principal) carried over, and encodes the answer.
@@ -78,24 +104,66 @@ where
     Resp: Serialize,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let message: Req = match serde_path_to_error::deserialize(json) {
-        Ok(message) => message,
-        Err(err) => return error(decode_error(&err)),
-    };
-    let request = tonic::Request::from_http(http::Request::from_parts(parts, message));
-    match call(request).await {
-        Ok(response) => encode(&response.into_inner()),
-        Err(status) => json_error_response(&status),
+    match request(parts, json) {
+        Ok(request) => match call(request).await {
+            Ok(response) => encode(&response.into_inner()),
+            Err(status) => json_error_response(&status),
+        },
+        Err(err) => error(err),
     }
 }
 
-/// The JSON answer (fields in proto order); a response carrying a cart gets
-/// `ETag: "<version>"`, the value `If-Match` takes back.
+/// A server-streaming rpc: decoded and called as [`invoke`] does; a refusal
+/// of the call is an ordinary error response, and a started stream's messages
+/// go on as proto3 JSON for the transcoder to frame as Server-Sent Events.
+pub async fn server_stream<Req, S, Resp, Fut>(
+    parts: http::request::Parts,
+    json: Value,
+    call: impl FnOnce(tonic::Request<Req>) -> Fut,
+) -> Reply
+where
+    Req: DeserializeOwned,
+    S: Stream<Item = Result<Resp, Status>> + Send + 'static,
+    Resp: Serialize,
+    Fut: Future<Output = Result<tonic::Response<S>, Status>>,
+{
+    let request = match request(parts, json) {
+        Ok(request) => request,
+        Err(err) => return Reply::Response(error(err)),
+    };
+    match call(request).await {
+        Ok(stream) => Reply::Stream(Box::pin(stream.into_inner().map(|message| {
+            message.and_then(|m| {
+                to_json(&m).map_err(|e| Status::internal(format!("encoding a stream message: {e}")))
+            })
+        }))),
+        Err(status) => Reply::Response(json_error_response(&status)),
+    }
+}
+
+/// The tonic request of the bound JSON, or the INVALID_ARGUMENT naming the
+/// field that did not decode.
+fn request<Req: DeserializeOwned>(
+    parts: http::request::Parts,
+    json: Value,
+) -> Result<tonic::Request<Req>, AppError> {
+    let message: Req = serde_path_to_error::deserialize(json).map_err(|err| decode_error(&err))?;
+    Ok(tonic::Request::from_http(http::Request::from_parts(
+        parts, message,
+    )))
+}
+
+/// A message's proto3 JSON (fields in proto order, whole doubles as integers).
+fn to_json<M: Serialize>(message: &M) -> Result<Value, serde_json::Error> {
+    let mut value = serde_json::to_value(message)?;
+    whole_doubles_as_integers(&mut value);
+    Ok(value)
+}
+
+/// The JSON answer; a response carrying a cart gets `ETag: "<version>"`, the
+/// value `If-Match` takes back.
 fn encode<Resp: Serialize>(message: &Resp) -> http::Response<Body> {
-    let json = match serde_json::to_value(message).and_then(|mut value| {
-        whole_doubles_as_integers(&mut value);
-        serde_json::to_vec(&value)
-    }) {
+    let json = match to_json(message).and_then(|value| serde_json::to_vec(&value)) {
         Ok(json) => json,
         Err(err) => {
             return error(AppError::Internal(anyhow::anyhow!(

@@ -32,6 +32,7 @@ mod rest_docs;
 mod rest_input;
 mod rest_orders;
 mod rest_sagas;
+mod rest_stream;
 mod saga;
 mod saga_admin;
 mod saga_kill;

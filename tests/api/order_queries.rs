@@ -324,7 +324,10 @@ async fn watch_order_streams_each_status_change_until_a_terminal_one() {
         let denied = app
             .orders()
             .watch_order(authed(
-                WatchOrderRequest { order_id: id.clone() },
+                WatchOrderRequest {
+                    order_id: id.clone(),
+                    after_version: 0,
+                },
                 &app.customer("judy"),
             ))
             .await
@@ -332,7 +335,13 @@ async fn watch_order_streams_each_status_change_until_a_terminal_one() {
         assert_eq!(denied.code(), Code::NotFound, "{backend:?}");
         let mut stream = app
             .orders()
-            .watch_order(authed(WatchOrderRequest { order_id: id }, &app.customer("ivan")))
+            .watch_order(authed(
+                WatchOrderRequest {
+                    order_id: id,
+                    after_version: 0,
+                },
+                &app.customer("ivan"),
+            ))
             .await
             .unwrap()
             .into_inner();

@@ -18,22 +18,9 @@ use tonic::{Code, Streaming};
 use crate::support::store::EventLog;
 use crate::support::{
     app::{Backend, Isolation, TestApp, authed, spawn_app_with},
+    orders::pending_order,
     wait_for_within,
 };
-
-/// An order of `customer` at PENDING (version 1); the rest of its life to append.
-async fn pending_order(
-    app: &TestApp,
-    customer: &str,
-) -> (SampleOrder, Vec<commerce::store::event_store::NewEvent>) {
-    let order = SampleOrder::new(customer, 1);
-    let life = SampleOrder::encode(&order.confirmed());
-    EventLog::of(&app.app)
-        .append(order.order_id, 0, life[..1].to_vec(), ORDER_STREAM)
-        .await
-        .unwrap();
-    (order, life)
-}
 
 async fn watch(
     app: &TestApp,
@@ -42,6 +29,7 @@ async fn watch(
 ) -> Result<Streaming<WatchOrderResponse>, tonic::Status> {
     let request = WatchOrderRequest {
         order_id: order_id.into(),
+        after_version: 0,
     };
     Ok(app
         .orders()

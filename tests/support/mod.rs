@@ -2,12 +2,14 @@
 //! process ([`child`], [`saga_processes`], [`observability`]), request fixtures
 //! ([`orders`]), store and read-side rigs, the sibling stubs' clients and
 //! ledgers, a TCP proxy to cut dependencies, the REST client, the outside
-//! clients (Python grpcio, grpcurl), and the switches
+//! clients (Python grpcio, grpcurl, curl for Server-Sent Events, headless
+//! Chromium), and the switches
 //! of the randomized and long-running suites.
 
 use std::time::Duration;
 
 pub mod app;
+pub mod browser;
 pub mod child;
 pub mod ledgers;
 pub mod observability;
@@ -18,6 +20,7 @@ pub mod rebuild_check;
 pub mod rest;
 pub mod saga;
 pub mod saga_processes;
+pub mod sse;
 pub mod store;
 pub mod stubs;
 pub mod tools;

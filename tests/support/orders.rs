@@ -4,14 +4,19 @@
 
 use commerce::{
     auth::{Principal, Role},
+    projections::samples::SampleOrder,
     proto::commerce::v1::{
         AddItemRequest, Address, CancelOrderRequest, Cart, CreateCartRequest, CreateOrderRequest, Order,
         cart_service_client::CartServiceClient, order_service_client::OrderServiceClient,
     },
+    store::event_store::{NewEvent, ORDER_STREAM},
 };
 use tonic::transport::Channel;
 
-use crate::support::app::{TestApp, authed};
+use crate::support::{
+    app::{TestApp, authed},
+    store::EventLog,
+};
 
 /// Overrides that keep orders PENDING: no saga runs.
 pub const NO_SAGA: &[(&str, &str)] = &[("ENABLE_SAGA_ORCHESTRATION", "false")];
@@ -160,4 +165,30 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
     let details = status.get_error_details();
     let bad = details.bad_request().expect("bad request details");
     bad.field_violations.iter().map(|v| v.field.clone()).collect()
+}
+
+/// An order of `customer` at PENDING (version 1), written straight to the
+/// event store (no saga moves it); the events of the rest of its life, to
+/// move it with [`append_next`].
+pub async fn pending_order(app: &TestApp, customer: &str) -> (SampleOrder, Vec<NewEvent>) {
+    let order = SampleOrder::new(customer, 1);
+    let life = SampleOrder::encode(&order.confirmed());
+    EventLog::of(&app.app)
+        .append(order.order_id, 0, life[..1].to_vec(), ORDER_STREAM)
+        .await
+        .unwrap();
+    (order, life)
+}
+
+/// Moves a [`pending_order`] at `version` one event on (to `version + 1`).
+pub async fn append_next(app: &TestApp, order: &SampleOrder, life: &[NewEvent], version: usize) {
+    EventLog::of(&app.app)
+        .append(
+            order.order_id,
+            version as u64,
+            life[version..=version].to_vec(),
+            ORDER_STREAM,
+        )
+        .await
+        .unwrap();
 }

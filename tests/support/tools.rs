@@ -36,14 +36,18 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `tool`, or (when missing) a failure in CI and a note elsewhere.
 fn found(tool: Option<PathBuf>, what: &str) -> Option<PathBuf> {
+    found_or("scripts/install-tools.sh", tool, what)
+}
+
+/// `tool`, or (when missing) a failure in CI and elsewhere a note naming the
+/// `installer` to run.
+pub fn found_or(installer: &str, tool: Option<PathBuf>, what: &str) -> Option<PathBuf> {
     if tool.is_none() {
         let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-        assert!(
-            !ci,
-            "CI is set but {what} is missing: run scripts/install-tools.sh"
-        );
-        eprintln!("{what} not installed (scripts/install-tools.sh): test skipped outside CI");
+        assert!(!ci, "CI is set but {what} is missing: run {installer}");
+        eprintln!("{what} not installed ({installer}): test skipped outside CI");
     }
     tool
 }
