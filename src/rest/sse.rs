@@ -25,7 +25,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::rule::{HttpRule, JsonStream};
+use super::rule::JsonStream;
 use crate::transport::{json_error_body, json_error_response};
 
 /// How long the response waits for the stream's first message before it
@@ -39,9 +39,14 @@ pub const FIRST_EVENT_WAIT: Duration = Duration::from_secs(1);
 /// response, and lets a client notice a dead connection.
 const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 
-/// The SSE response of `rule`'s started stream, a heartbeat every `heartbeat`
-/// of silence; or the JSON error response when the stream fails at once.
-pub async fn respond(rule: &HttpRule, mut messages: JsonStream, heartbeat: Duration) -> http::Response<Body> {
+/// The SSE response of a started stream whose event ids are at
+/// `event_id_field` (a rule's [`super::rule::HttpRule::event_id_field`]), a heartbeat every
+/// `heartbeat` of silence; or the JSON error response when the stream fails at once.
+pub async fn respond(
+    event_id_field: &'static str,
+    mut messages: JsonStream,
+    heartbeat: Duration,
+) -> http::Response<Body> {
     let mut pending = None;
     let mut open = true;
     match tokio::time::timeout(FIRST_EVENT_WAIT.min(heartbeat), messages.next()).await {
@@ -53,7 +58,7 @@ pub async fn respond(rule: &HttpRule, mut messages: JsonStream, heartbeat: Durat
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let events = Events {
-        event_id_field: rule.event_id_field,
+        event_id_field,
         pending,
         messages: open.then_some(messages),
         ticker,
@@ -146,11 +151,8 @@ mod tests {
     use tonic::Status;
 
     use super::*;
-    use crate::rest::rules::RULES;
-
-    fn watch_rule() -> &'static HttpRule {
-        RULES.iter().find(|r| r.rpc == "WatchOrder").unwrap()
-    }
+    /// WatchOrder's, as the generated table has it.
+    const EVENT_ID: &str = "order.version";
 
     fn messages(items: Vec<Result<Value, Status>>) -> JsonStream {
         Box::pin(futures::stream::iter(items))
@@ -164,7 +166,7 @@ mod tests {
     #[tokio::test]
     async fn an_error_before_the_first_event_is_a_json_response_with_its_http_status() {
         let stream = messages(vec![Err(Status::not_found("no such order"))]);
-        let response = respond(watch_rule(), stream, Duration::from_secs(5)).await;
+        let response = respond(EVENT_ID, stream, Duration::from_secs(5)).await;
         assert_eq!(response.status(), http::StatusCode::NOT_FOUND);
         assert_eq!(response.headers()[http::header::CONTENT_TYPE], "application/json");
         let body: Value = serde_json::from_str(&body_text(response).await).unwrap();
@@ -182,7 +184,7 @@ mod tests {
             Err(Status::unavailable("server shutting down; watch again")),
             Ok(order),
         ]);
-        let response = respond(watch_rule(), stream, Duration::from_secs(5)).await;
+        let response = respond(EVENT_ID, stream, Duration::from_secs(5)).await;
         assert_eq!(response.status(), http::StatusCode::OK);
         assert_eq!(
             response.headers()[http::header::CONTENT_TYPE],
@@ -202,7 +204,7 @@ mod tests {
     async fn silence_is_filled_with_heartbeats_and_an_ended_stream_ends_the_body() {
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
         let stream: JsonStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver));
-        let response = respond(watch_rule(), stream, Duration::from_millis(100)).await;
+        let response = respond(EVENT_ID, stream, Duration::from_millis(100)).await;
         let feeder = async move {
             tokio::time::sleep(Duration::from_millis(350)).await;
             sender.send(Ok(json!({"order": {"version": "1"}}))).await.unwrap();

@@ -49,7 +49,9 @@ pub async fn dispatch(
     };
     let response = match reply {
         Reply::Response(response) => response,
-        Reply::Stream(messages) => return sse::respond(rule, messages, shared.sse_heartbeat).await,
+        Reply::Stream(messages) => {
+            return sse::respond(rule.event_id_field, messages, shared.sse_heartbeat).await;
+        }
     };
     match if_none_match {
         Some(tags) if rule.verb == "GET" => not_modified(response, &tags),
