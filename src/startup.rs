@@ -37,7 +37,7 @@ use crate::{
     ratelimit::RateLimiter,
     shutdown::{self, ShutdownTrigger, Tasks},
     store::event_store::{OrderCodec, outbox::Outbox},
-    wire::compressed_server,
+    wire::{compressed_server, grpc_web},
 };
 
 pub use self::stores::Stores;
@@ -396,26 +396,27 @@ fn build_router(
         .fallback(not_found)
         .with_state(app.clone());
 
+    // The public API (and health) also answer grpc-web, for browsers; reflection is for tools.
     let routes = tonic::service::Routes::from(http_routes)
-        .add_service(compressed_server!(health_service, send))
+        .add_service(grpc_web(compressed_server!(health_service, send)))
         .add_service(compressed_server!(reflection_v1, send))
         .add_service(compressed_server!(reflection_v1alpha, send))
-        .add_service(compressed_server!(
+        .add_service(grpc_web(compressed_server!(
             CartServiceServer::new(services.cart_service).max_decoding_message_size(max),
             send
-        ))
-        .add_service(compressed_server!(
+        )))
+        .add_service(grpc_web(compressed_server!(
             OrderServiceServer::new(services.order_service).max_decoding_message_size(max),
             send
-        ))
-        .add_service(compressed_server!(
+        )))
+        .add_service(grpc_web(compressed_server!(
             SagaAdminServer::new(services.saga_admin).max_decoding_message_size(max),
             send
-        ))
-        .add_service(compressed_server!(
+        )))
+        .add_service(grpc_web(compressed_server!(
             AdminServiceServer::new(services.admin_service).max_decoding_message_size(max),
             send
-        ));
+        )));
 
     Ok(routes
         .into_axum_router()

@@ -32,10 +32,29 @@ pub fn is_grpc<B>(request: &http::Request<B>) -> bool {
 pub fn error_response<B>(request: &http::Request<B>, err: AppError) -> http::Response<Body> {
     let status: Status = err.into();
     if is_grpc(request) {
-        status.into_http()
+        grpc_error_response(request, &status)
     } else {
         json_error_response(&status)
     }
+}
+
+/// A trailers-only gRPC answer for a refusal in front of the services (auth,
+/// deadline, rate limit). A grpc-web caller (`application/grpc-web...`) gets
+/// it as well (the status in headers, which is grpc-web's trailers-only
+/// form) but with its own content type: grpc-web clients refuse a response
+/// typed `application/grpc`.
+pub fn grpc_error_response<B>(request: &http::Request<B>, status: &Status) -> http::Response<Body> {
+    let mut response = status.clone().into_http();
+    if let Some(web) = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .filter(|ct| ct.as_bytes().starts_with(b"application/grpc-web"))
+    {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, web.clone());
+    }
+    response
 }
 
 /// The grpc-gateway error body `{"code","message","details"}` for a status.

@@ -52,6 +52,58 @@ macro_rules! compressed_server {
 }
 pub(crate) use compressed_server;
 
+/// A service that browsers can also call with grpc-web (HTTP/1.1 or HTTP/2,
+/// `application/grpc-web[-text][+proto]`): tonic-web translates such a call to
+/// gRPC and the answer back, trailers in the body. Everything else reaches
+/// the service untouched: tonic-web alone would refuse any HTTP/1.1 request
+/// that is not grpc-web, and gRPC over HTTP/1.1 is served on this port.
+/// CORS for the browser's preflight is [`crate::rest::cors_layer`], outside
+/// every route.
+pub fn grpc_web<S: Clone>(service: S) -> GrpcWeb<S> {
+    GrpcWeb {
+        web: tower::Layer::layer(&tonic_web::GrpcWebLayer::new(), service.clone()),
+        plain: service,
+    }
+}
+
+/// A tonic service that also answers grpc-web; see [`grpc_web`].
+#[derive(Clone)]
+pub struct GrpcWeb<S> {
+    plain: S,
+    web: tonic_web::GrpcWebService<S>,
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for GrpcWeb<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = futures::future::Either<tonic_web::ResponseFuture<S::Future>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Both sides are the same tonic server, which is always ready.
+        self.plain.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let web = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc-web"));
+        if web {
+            futures::future::Either::Left(self.web.call(request))
+        } else {
+            futures::future::Either::Right(self.plain.call(request))
+        }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for GrpcWeb<S> {
+    const NAME: &'static str = S::NAME;
+}
+
 /// A generated tonic client that sends [`CLIENT_ENCODING`] and accepts
 /// compressed responses in every encoding of [`ENCODINGS`].
 macro_rules! compressed_client {

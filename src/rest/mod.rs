@@ -72,8 +72,11 @@ pub fn router<S: Clone + Send + Sync + 'static>(
     Ok(router.merge(docs::router(openapi)))
 }
 
-/// CORS for browsers: CORS_ALLOWED_ORIGINS (`*` or a list; empty allows none).
-/// Bearer tokens travel in a header, not cookies, so credentials stay off.
+/// CORS for browsers, REST and grpc-web alike: CORS_ALLOWED_ORIGINS (`*` or a
+/// list; empty allows none). Bearer tokens travel in a header, not cookies, so
+/// credentials stay off. A grpc-web client sends its own headers and reads the
+/// status from response headers on a trailers-only answer, so those are
+/// allowed and exposed too.
 pub fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
     use http::{Method, header};
     let allow_origin = if origins.iter().any(|o| o == "*") {
@@ -108,7 +111,17 @@ pub fn cors_layer(origins: &[String]) -> anyhow::Result<CorsLayer> {
             // A resuming Server-Sent Events reader sends it with fetch.
             header::HeaderName::from_static("last-event-id"),
             request_id.clone(),
+            header::HeaderName::from_static("x-grpc-web"),
+            header::HeaderName::from_static("x-user-agent"),
+            header::HeaderName::from_static("grpc-timeout"),
         ])
-        .expose_headers([header::ETAG, header::RETRY_AFTER, request_id])
+        .expose_headers([
+            header::ETAG,
+            header::RETRY_AFTER,
+            request_id,
+            header::HeaderName::from_static("grpc-status"),
+            header::HeaderName::from_static("grpc-message"),
+            header::HeaderName::from_static("grpc-status-details-bin"),
+        ])
         .max_age(Duration::from_secs(600)))
 }
