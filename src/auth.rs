@@ -35,6 +35,9 @@ pub enum Role {
     Customer,
     /// Operates the service: sagas, analytics, privacy, any resource.
     Admin,
+    /// A sibling service (notifications, analytics, ...): reads the public
+    /// order-event feed (`commerce.events.v1`), owns no carts or orders.
+    Service,
 }
 
 impl Role {
@@ -43,6 +46,7 @@ impl Role {
         match name {
             "customer" => Some(Self::Customer),
             "admin" => Some(Self::Admin),
+            "service" => Some(Self::Service),
             _ => None,
         }
     }
@@ -69,6 +73,18 @@ impl Principal {
             Ok(())
         } else {
             Err(AppError::PermissionDenied("admin role required".into()))
+        }
+    }
+
+    /// PERMISSION_DENIED unless a sibling service or an admin: who may read
+    /// the public order-event feed.
+    pub fn require_service(&self) -> Result<(), AppError> {
+        if self.is_admin() || self.roles.contains(&Role::Service) {
+            Ok(())
+        } else {
+            Err(AppError::PermissionDenied(
+                "service or admin role required".into(),
+            ))
         }
     }
 

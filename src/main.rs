@@ -64,11 +64,7 @@ enum Command {
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
-    match s {
-        "customer" => Ok(Role::Customer),
-        "admin" => Ok(Role::Admin),
-        _ => Err("expected customer or admin".into()),
-    }
+    Role::parse(s).ok_or_else(|| "expected customer, admin or service".into())
 }
 
 #[tokio::main]

@@ -56,6 +56,8 @@ pub const FAMILIES: &[(&str, &[&str])] = &[
     ("outbox_backlog", &[]),
     ("projection_lag_events", &["projection"]),
     ("projection_rebuild_progress_ratio", &["projection"]),
+    ("event_consumer_lag_events", &["consumer"]),
+    ("event_consumer_lag_seconds", &["consumer"]),
     ("db_pool_connections", &["state"]),
     ("redis_pool_connections", &["state"]),
 ];
@@ -153,6 +155,14 @@ fn describe() {
     describe_counter!(
         "event_store_conflicts_total",
         "Appends refused for a stale expected version."
+    );
+    describe_gauge!(
+        "event_consumer_lag_events",
+        "Named event-feed consumers: settled head minus the acknowledged position (about events)."
+    );
+    describe_gauge!(
+        "event_consumer_lag_seconds",
+        "Named event-feed consumers: age of the oldest event not acknowledged yet (0 when caught up)."
     );
     describe_gauge!(
         "outbox_backlog",
@@ -292,6 +302,16 @@ pub fn projection_lag(projection: &'static str, events: u64) {
     gauge!("projection_lag_events", "projection" => projection).set(events as f64);
 }
 
+/// How far a named consumer of the public event feed is behind: positions
+/// past its checkpoint and the age of its oldest unacknowledged event. The
+/// label is an operator-chosen consumer name (admins create a handful; the
+/// feed caps their number), not an id that grows with traffic.
+pub fn event_consumer_lag(consumer: &str, events: u64, seconds: f64) {
+    let consumer = consumer.to_string();
+    gauge!("event_consumer_lag_events", "consumer" => consumer.clone()).set(events as f64);
+    gauge!("event_consumer_lag_seconds", "consumer" => consumer).set(seconds.max(0.0));
+}
+
 /// Progress of a running rebuild of `projection` (0 to 1; 0 when none runs).
 pub fn projection_rebuild_progress(projection: &'static str, ratio: f64) {
     gauge!("projection_rebuild_progress_ratio", "projection" => projection).set(ratio.clamp(0.0, 1.0));
@@ -413,6 +433,7 @@ mod tests {
         outbox_backlog(3);
         projection_lag("order_detail", 4);
         projection_rebuild_progress("order_detail", 0.5);
+        event_consumer_lag("billing", 3, 1.5);
         gauge!("redis_pool_connections", "state" => "max").set(1.0);
         gauge!("db_pool_connections", "state" => "max").set(1.0);
         let text = render();

@@ -1,11 +1,18 @@
 //! Generated protobuf, gRPC and proto3-JSON code, one module per proto package.
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
-/// `commerce.v1`: carts, orders, sagas, admin.
+/// `commerce.v1`: carts, orders, sagas, admin; `commerce.events.v1`: the public
+/// order-event feed for sibling services.
 pub mod commerce {
     pub mod v1 {
         tonic::include_proto!("commerce.v1");
         include!(concat!(env!("OUT_DIR"), "/commerce.v1.serde.rs"));
+    }
+    pub mod events {
+        pub mod v1 {
+            tonic::include_proto!("commerce.events.v1");
+            include!(concat!(env!("OUT_DIR"), "/commerce.events.v1.serde.rs"));
+        }
     }
 }
 

@@ -30,6 +30,7 @@ use crate::{
     db::{Backends, Db, redis_pool},
     health::Health,
     privacy::{self, Vault},
+    proto::commerce::events::v1::order_event_service_server::OrderEventServiceServer,
     proto::commerce::v1::{
         admin_service_server::AdminServiceServer, cart_service_server::CartServiceServer,
         order_service_server::OrderServiceServer, saga_admin_server::SagaAdminServer,
@@ -48,6 +49,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "commerce.v1.OrderService",
     "commerce.v1.SagaAdmin",
     "commerce.v1.AdminService",
+    "commerce.events.v1.OrderEventService",
 ];
 
 /// The health "service" a liveness probe asks about: SERVING for as long as the server
@@ -133,7 +135,14 @@ impl Application {
             urls,
             std::sync::Arc::new(crate::app::sagas::OrderAppPort::new(orders.clone())),
         )?;
+        let feed = crate::app::events::EventFeed::new(
+            events.clone(),
+            crate::store::consumers::consumer_store(&backends.db),
+            privacy.clone(),
+            shutdown.clone(),
+        );
         let app = App {
+            feed,
             backends,
             health,
             shutdown,
@@ -306,6 +315,7 @@ fn start_read_side(
         tasks.spawn(projector.clone().run::<OrderDetail>(shutdown.clone())),
         tasks.spawn(projector.clone().run::<CustomerOrder>(shutdown.clone())),
         tasks.spawn(projector.run::<CartConversion>(shutdown.clone())),
+        tasks.spawn(app.feed.clone().report_lag(Duration::from_secs(2))),
         tasks.spawn(status::report(
             app.queries.store().clone(),
             app.events.clone(),
@@ -415,6 +425,10 @@ fn build_router(
         )))
         .add_service(grpc_web(compressed_server!(
             AdminServiceServer::new(services.admin_service).max_decoding_message_size(max),
+            send
+        )))
+        .add_service(grpc_web(compressed_server!(
+            OrderEventServiceServer::new(services.order_event_service).max_decoding_message_size(max),
             send
         )));
 

@@ -2,6 +2,7 @@
 //! Each capability adds its handlers here as a sub-module.
 
 pub mod cart;
+pub mod events;
 pub mod orders;
 pub mod paging;
 pub mod privacy;
@@ -45,4 +46,6 @@ pub struct App {
     pub queries: queries::QueryApp,
     /// Fulfillment sagas: the workers' start and the operator API.
     pub sagas: sagas::SagaApp,
+    /// The public order-event feed for sibling services and its named consumers.
+    pub feed: events::EventFeed,
 }

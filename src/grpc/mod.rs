@@ -3,5 +3,6 @@
 pub mod admin;
 pub mod cart;
 pub mod convert;
+pub mod events;
 pub mod order;
 pub mod saga_admin;

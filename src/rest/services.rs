@@ -6,7 +6,9 @@ use std::sync::Arc;
 use super::schema::Schema;
 use crate::{
     app::App,
-    grpc::{admin::AdminGrpc, cart::CartGrpc, order::OrderGrpc, saga_admin::SagaAdminGrpc},
+    grpc::{
+        admin::AdminGrpc, cart::CartGrpc, events::OrderEventGrpc, order::OrderGrpc, saga_admin::SagaAdminGrpc,
+    },
 };
 
 /// The tonic service objects the shim calls: the very ones the gRPC server
@@ -22,6 +24,8 @@ pub struct Services {
     pub saga_admin: SagaAdminGrpc,
     /// `commerce.v1.AdminService`.
     pub admin_service: AdminGrpc,
+    /// `commerce.events.v1.OrderEventService`.
+    pub order_event_service: OrderEventGrpc,
 }
 
 impl Services {
@@ -32,6 +36,7 @@ impl Services {
             order_service: OrderGrpc::new(app.clone()),
             saga_admin: SagaAdminGrpc::new(app.clone()),
             admin_service: AdminGrpc::new(app.clone()),
+            order_event_service: OrderEventGrpc::new(app.clone()),
         }
     }
 }

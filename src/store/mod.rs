@@ -6,6 +6,7 @@
 
 pub mod cart;
 pub mod columns;
+pub mod consumers;
 pub mod event_store;
 pub mod group_commit;
 pub mod idempotency;

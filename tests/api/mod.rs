@@ -9,6 +9,7 @@ mod cart_store;
 mod connections;
 mod deploy;
 mod event_store;
+mod events;
 mod grpc_web;
 mod hardening;
 mod health;

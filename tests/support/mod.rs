@@ -11,6 +11,7 @@ use std::time::Duration;
 pub mod app;
 pub mod browser;
 pub mod child;
+pub mod events;
 pub mod ledgers;
 pub mod observability;
 pub mod orders;

@@ -221,6 +221,10 @@ pub trait EventStore: Send + Sync + fmt::Debug {
 
     /// The stream's current version (0 for an unknown stream).
     async fn stream_version(&self, stream_id: Uuid) -> Result<u64, EventStoreError>;
+
+    /// The event at global `position`, settled or not (None when no event has
+    /// it): tells a cursor a client hands back from one it made up.
+    async fn event_at(&self, position: i64) -> Result<Option<StoredEvent>, EventStoreError>;
 }
 
 /// Checks that a batch is appendable at all (shared by both backends).

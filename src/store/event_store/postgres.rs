@@ -269,6 +269,16 @@ impl EventStore for PostgresEventStore {
         Ok(head.unwrap_or(0))
     }
 
+    async fn event_at(&self, position: i64) -> Result<Option<StoredEvent>, EventStoreError> {
+        let row: Option<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE global_position = $1"
+        )))
+        .bind(position)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| self.decode(r)).transpose()
+    }
+
     async fn stream_version(&self, stream_id: Uuid) -> Result<u64, EventStoreError> {
         let version: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1")
