@@ -20,8 +20,8 @@ dev: ## Serve a debug build with human-readable logs
 test: ## Every test: the README's command (real backends with TEST_DATABASE_URL / TEST_REDIS_URL set)
 	cargo test --locked
 
-test-integration: ## The integration suites only (the one binary of tests/: api and faults)
-	cargo test --locked --test integration
+test-integration: ## The integration suites only (the one binary of tests/: api and faults; the example client they run)
+	cargo build --locked --example order_events && cargo test --locked --test integration
 
 test-load: ## The load generator: every scenario against a server it starts (BENCHMARKS.md)
 	cargo run --release -- bench

@@ -138,6 +138,7 @@ async fn reflection_lists_only_what_each_port_serves() {
     assert_eq!(
         listed,
         [
+            "commerce.events.v1.OrderEventService",
             "commerce.v1.AdminService",
             "commerce.v1.CartService",
             "commerce.v1.OrderService",

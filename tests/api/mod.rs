@@ -10,6 +10,7 @@ mod connections;
 mod deploy;
 mod event_store;
 mod events;
+mod events_clients;
 mod grpc_web;
 mod hardening;
 mod health;

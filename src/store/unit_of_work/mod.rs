@@ -50,6 +50,7 @@
 //! | `idempotency_keys` | [`crate::store::idempotency`] |
 //! | `order_details`, `customer_orders`, `cart_conversions`, `projection_checkpoints` | [`crate::store::read_models`] |
 //! | `customer_keys`, `forgotten_customers` | [`crate::privacy::store`] |
+//! | `event_consumers` | [`crate::store::consumers`] |
 //! | `service_info` | the migrations only |
 //!
 //! A unit of work writes only the first four rows' tables; carts live in
