@@ -11,6 +11,7 @@
 
 mod bad_input;
 mod concurrency;
+mod event_feed;
 mod event_gaps;
 mod fuzz_events;
 mod fuzz_money;
