@@ -137,7 +137,7 @@ impl Application {
         )?;
         let feed = crate::app::events::EventFeed::new(
             events.clone(),
-            crate::store::consumers::consumer_store(&backends.db),
+            stores.consumers.clone(),
             privacy.clone(),
             shutdown.clone(),
         );

@@ -11,6 +11,7 @@ use crate::{
     privacy::{KeyStore, PostgresKeyStore, SqliteKeyStore},
     store::{
         cart::{CartStore, MemoryCartStore, RedisCartStore},
+        consumers::{ConsumerStore, PostgresConsumerStore, SqliteConsumerStore},
         event_store::{
             EventStore, PostgresEventStore, SqliteEventStore, Upcasters,
             outbox::{Outbox, PostgresOutbox, SqliteOutbox},
@@ -40,6 +41,8 @@ pub struct Stores {
     pub read_models: ReadModelStore,
     /// Wrapped data keys and erasure records (crypto-shredding).
     pub customer_keys: Arc<dyn KeyStore>,
+    /// Named consumers of the public event feed and their checkpoints.
+    pub consumers: Arc<dyn ConsumerStore>,
 }
 
 impl Stores {
@@ -56,6 +59,7 @@ impl Stores {
                 idempotency_keys: Arc::new(PostgresIdempotencyStore::new(pool.clone())),
                 read_models: ReadModelStore::Postgres(pool.clone()),
                 customer_keys: Arc::new(PostgresKeyStore::new(pool.clone())),
+                consumers: Arc::new(PostgresConsumerStore::new(pool.clone())),
             },
             Db::Sqlite(pool) => Self {
                 events: Arc::new(SqliteEventStore::new(pool.clone(), upcasters.clone())),
@@ -65,6 +69,7 @@ impl Stores {
                 idempotency_keys: Arc::new(SqliteIdempotencyStore::new(pool.clone())),
                 read_models: ReadModelStore::Sqlite(pool.clone()),
                 customer_keys: Arc::new(SqliteKeyStore::new(pool.clone())),
+                consumers: Arc::new(SqliteConsumerStore::new(pool.clone())),
             },
         }
     }

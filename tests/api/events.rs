@@ -27,6 +27,7 @@ use crate::support::{
     },
     orders::{order_request, place_order, violated_fields},
     rest::http_get,
+    store::EventLog,
     wait_for_within,
 };
 
@@ -159,11 +160,11 @@ async fn filters_leave_events_out_with_a_checkpoint_and_cancellations_carry_a_re
             ..Default::default()
         };
         app.app
-            .events
+            .units
             .append(declined.order_id, 0, life, ORDER_STREAM)
             .await
             .unwrap();
-        append_orders(app.app.events.as_ref(), 2).await;
+        append_orders(&EventLog::of(&app.app), 2).await;
 
         let request = SubscribeRequest {
             event_types: vec![EventType::OrderCancelled as i32, EventType::OrderCreated as i32],
@@ -213,7 +214,7 @@ async fn filters_leave_events_out_with_a_checkpoint_and_cancellations_carry_a_re
             panic!("a checkpoint first");
         };
         assert_eq!(start.position, after_filtered.position, "{backend:?}: the head");
-        let later = append_orders(app.app.events.as_ref(), 1).await;
+        let later = append_orders(&EventLog::of(&app.app), 1).await;
         let fresh = events(&mut live, 6).await;
         assert!(
             fresh.iter().all(|e| e.order_id == later[0].order_id.to_string()),
@@ -228,7 +229,7 @@ async fn a_killed_consumer_resumes_after_its_ack_and_sees_every_event_once_after
         let app = spawn_app_with(backend, &[("ENABLE_SAGA_ORCHESTRATION", "false")]).await;
         let (admin, service) = (app.admin(), service(&app));
         create_consumer(&app.channel, &admin, "billing", &[]).await;
-        append_orders(app.app.events.as_ref(), 100).await;
+        append_orders(&EventLog::of(&app.app), 100).await;
 
         let mut first = subscribe(&app.channel, &service, by_consumer("billing"))
             .await
@@ -256,7 +257,7 @@ async fn a_killed_consumer_resumes_after_its_ack_and_sees_every_event_once_after
         drop(first); // the consumer dies mid-stream
 
         // Writers go on while it is down.
-        append_orders(app.app.events.as_ref(), 50).await;
+        append_orders(&EventLog::of(&app.app), 50).await;
         let total = 900;
         let mut resumed = subscribe(&app.channel, &service, by_consumer("billing"))
             .await
@@ -315,7 +316,7 @@ async fn only_services_and_admins_subscribe_only_admins_manage_consumers_and_bad
     for backend in Backend::all() {
         let app = spawn_app_with(backend, &[("ENABLE_SAGA_ORCHESTRATION", "false")]).await;
         let (admin, service, customer) = (app.admin(), service(&app), app.customer("alice"));
-        append_orders(app.app.events.as_ref(), 1).await;
+        append_orders(&EventLog::of(&app.app), 1).await;
         let feed = client(&app.channel);
 
         let anonymous = feed

@@ -8,6 +8,7 @@ use commerce::auth::Role;
 use crate::support::{
     app::{Backend, spawn_app_with},
     events::append_orders,
+    store::EventLog,
     tools,
 };
 
@@ -63,7 +64,7 @@ async fn the_readme_grpcurl_session_and_the_rust_example_client_work_as_written(
     };
     for backend in Backend::all() {
         let app = spawn_app_with(backend, &[("ENABLE_SAGA_ORCHESTRATION", "false")]).await;
-        append_orders(app.app.events.as_ref(), 2).await;
+        append_orders(&EventLog::of(&app.app), 2).await;
         let position = app.app.events.read_all(0, 3).await.unwrap()[2].global_position;
         let commands = readme_grpcurl_commands();
         assert_eq!(commands.len(), 3, "CreateConsumer, Subscribe, Ack");

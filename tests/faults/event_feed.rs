@@ -2,17 +2,14 @@
 //! holds an early position open (a subscriber waits and never skips), and a
 //! consumer far behind catching up at a measured rate with flat server memory.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use commerce::{
     auth::{Role, mint_token},
     db::Db,
     projections::samples::SampleOrder,
     proto::commerce::events::v1::{AckRequest, SubscribeRequest, subscribe_response::Message},
-    store::event_store::{ORDER_STREAM, OrderCodec, event_store},
+    store::event_store::{ORDER_STREAM, OrderCodec},
 };
 use tokio::task::JoinSet;
 
@@ -20,7 +17,11 @@ use crate::support::{
     self,
     app::{Backend, Isolation, authed, spawn_app_with},
     child::{free_port, spawn},
-    events::{all_positions, append_orders, assert_no_repeats, by_consumer, client, create_consumer, events, next, subscribe},
+    events::{
+        all_positions, append_orders, assert_no_repeats, by_consumer, client, create_consumer, events, next,
+        subscribe,
+    },
+    store::EventLog,
 };
 
 /// Opens a PostgreSQL transaction that appends an OrderCreated (taking a
@@ -69,8 +70,8 @@ async fn thirty_two_writers_with_a_transaction_held_open_never_make_a_subscriber
         };
         let mut writers = JoinSet::new();
         for _ in 0..32 {
-            let events = app.app.events.clone();
-            writers.spawn(async move { append_orders(events.as_ref(), per_writer).await });
+            let events = EventLog::of(&app.app);
+            writers.spawn(async move { append_orders(&events, per_writer).await });
         }
         writers.join_all().await;
         let total = 32 * per_writer * 6 + usize::from(held.is_some());
@@ -85,11 +86,18 @@ async fn thirty_two_writers_with_a_transaction_held_open_never_make_a_subscriber
         let delivered = events(&mut stream, total).await;
         assert_no_repeats(&delivered);
         let positions: Vec<i64> = delivered.iter().map(|e| e.position).collect();
-        assert_eq!(positions, all_positions(app.app.events.as_ref()).await, "{backend:?}: the settled log, in order");
+        assert_eq!(
+            positions,
+            all_positions(app.app.events.as_ref()).await,
+            "{backend:?}: the settled log, in order"
+        );
         if backend == Backend::Real {
             assert_eq!(delivered[0].order_id, delivered[0].order_id);
             let smallest = *positions.iter().min().unwrap();
-            assert_eq!(positions[0], smallest, "the held event (first position, committed last) came first");
+            assert_eq!(
+                positions[0], smallest,
+                "the held event (first position, committed last) came first"
+            );
             assert!(positions.windows(2).any(|w| w[0] > w[1]) || positions.len() == 1);
         }
     }
@@ -114,7 +122,7 @@ async fn a_consumer_far_behind_catches_up_at_a_measured_rate_with_flat_memory() 
     for backend in Backend::all() {
         let isolation = Isolation::new(backend).await;
         let db = isolation.backends().await.db;
-        let store = event_store(&db, OrderCodec::upcasters());
+        let store = EventLog::on(&db, OrderCodec::upcasters());
         let seeded = Instant::now();
         let mut writers = JoinSet::new();
         for w in 0..8 {
@@ -129,7 +137,10 @@ async fn a_consumer_far_behind_catches_up_at_a_measured_rate_with_flat_memory() 
         }
         writers.join_all().await;
         let total = orders * 6;
-        eprintln!("{backend:?}: seeded {total} events in {:.1} s", seeded.elapsed().as_secs_f64());
+        eprintln!(
+            "{backend:?}: seeded {total} events in {:.1} s",
+            seeded.elapsed().as_secs_f64()
+        );
 
         let port = free_port();
         let mut vars = isolation.vars.clone();
@@ -139,10 +150,14 @@ async fn a_consumer_far_behind_catches_up_at_a_measured_rate_with_flat_memory() 
         let mut server = spawn(&["serve"], &vars, dir.path().join("serve.log"), port);
         let channel = server.ready().await;
         let config = isolation.config(&[]);
-        let token = |sub: &str, role: Role| mint_token(&config.auth, sub, &[role], Duration::from_secs(3600)).unwrap();
+        let token = |sub: &str, role: Role| {
+            mint_token(&config.auth, sub, &[role], Duration::from_secs(3600)).unwrap()
+        };
         let service = token("analytics", Role::Service);
         create_consumer(&channel, &token("ops", Role::Admin), "analytics", &[]).await;
-        let mut stream = subscribe(&channel, &service, by_consumer("analytics")).await.unwrap();
+        let mut stream = subscribe(&channel, &service, by_consumer("analytics"))
+            .await
+            .unwrap();
 
         // Not reading for a while: flow control keeps the server from reading on.
         let idle = rss_kib(server.pid());
@@ -171,9 +186,16 @@ async fn a_consumer_far_behind_catches_up_at_a_measured_rate_with_flat_memory() 
             peak / 1024
         );
         assert_eq!(seen.len(), total, "{backend:?}: every event once");
-        assert!(paused < idle + 32 * 1024, "{backend:?}: an unread stream grew the server by {} KiB", paused - idle);
-        assert!(peak < idle + 96 * 1024, "{backend:?}: catching up grew the server by {} KiB", peak - idle);
-        let store = Arc::clone(&store);
-        assert_eq!(all_positions(store.as_ref()).await.len(), total);
+        assert!(
+            paused < idle + 32 * 1024,
+            "{backend:?}: an unread stream grew the server by {} KiB",
+            paused - idle
+        );
+        assert!(
+            peak < idle + 96 * 1024,
+            "{backend:?}: catching up grew the server by {} KiB",
+            peak - idle
+        );
+        assert_eq!(all_positions(&*store).await.len(), total);
     }
 }

@@ -11,6 +11,8 @@ use commerce::{
     },
     store::event_store::{EventStore, ORDER_STREAM},
 };
+
+use crate::support::store::EventLog;
 use tonic::{Streaming, transport::Channel};
 
 use crate::support::app::authed;
@@ -76,17 +78,12 @@ pub async fn events(stream: &mut Streaming<SubscribeResponse>, count: usize) -> 
 }
 
 /// Appends the confirmed lives (6 events each) of `orders` new sample orders.
-pub async fn append_orders(events: &dyn EventStore, orders: usize) -> Vec<SampleOrder> {
+pub async fn append_orders(log: &EventLog, orders: usize) -> Vec<SampleOrder> {
     let mut placed = Vec::with_capacity(orders);
     for i in 0..orders {
         let order = SampleOrder::new(&format!("customer-{}", i % 50), 1 + i % 3);
-        events
-            .append(
-                order.order_id,
-                0,
-                SampleOrder::encode(&order.confirmed()),
-                ORDER_STREAM,
-            )
+        let life = SampleOrder::encode(&order.confirmed());
+        log.append(order.order_id, 0, life, ORDER_STREAM)
             .await
             .expect("append");
         placed.push(order);

@@ -10,14 +10,13 @@
 mod postgres;
 mod sqlite;
 
-use std::{fmt, sync::Arc};
+use std::fmt;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use self::{postgres::PostgresConsumerStore, sqlite::SqliteConsumerStore};
 use crate::{
-    db::Db,
     error::AppError,
     store::columns::{DbJson, DbTime},
 };
@@ -104,14 +103,6 @@ pub trait ConsumerStore: Send + Sync + fmt::Debug {
     /// Stores `position` as the consumer's checkpoint (durable when this
     /// returns); None when there is no such consumer.
     async fn ack(&self, name: &str, position: i64) -> Result<Option<ConsumerRecord>, ConsumerStoreError>;
-}
-
-/// The consumer store on `db`.
-pub fn consumer_store(db: &Db) -> Arc<dyn ConsumerStore> {
-    match db {
-        Db::Postgres(pool) => Arc::new(PostgresConsumerStore::new(pool.clone())),
-        Db::Sqlite(pool) => Arc::new(SqliteConsumerStore::new(pool.clone())),
-    }
 }
 
 /// A row as both backends return it.
