@@ -4,8 +4,8 @@
 -- any: Subscribe resumes after it in the settled log's order.
 CREATE TABLE event_consumers (
     name           TEXT        PRIMARY KEY,
-    -- Public event type names it receives (JSON array of strings; empty: all).
-    event_types    JSONB       NOT NULL DEFAULT '[]',
+    -- Public event type names it receives, a JSON array as text (the same on SQLite; empty: all).
+    event_types    TEXT        NOT NULL DEFAULT '[]',
     acked_position BIGINT      NOT NULL DEFAULT 0 CHECK (acked_position >= 0),
     acked_at       TIMESTAMPTZ NOT NULL,
     created_at     TIMESTAMPTZ NOT NULL,

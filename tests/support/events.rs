@@ -9,7 +9,7 @@ use commerce::{
         CreateConsumerRequest, EventType, OrderEvent, SubscribeRequest, SubscribeResponse,
         order_event_service_client::OrderEventServiceClient, subscribe_response::Message,
     },
-    store::event_store::{EventStore, ORDER_STREAM},
+    store::event_store::{EventStore, EventStoreError, ORDER_STREAM},
 };
 
 use crate::support::store::EventLog;
@@ -89,6 +89,20 @@ pub async fn append_orders(log: &EventLog, orders: usize) -> Vec<SampleOrder> {
         placed.push(order);
     }
     placed
+}
+
+/// Appends `order`'s confirmed life, retrying while the database is busy
+/// (32 writers on the one SQLite writer, on a loaded machine, wait for the pool).
+pub async fn append_life(log: &EventLog, order: &SampleOrder) {
+    let life = SampleOrder::encode(&order.confirmed());
+    for _ in 0..50 {
+        match log.append(order.order_id, 0, life.clone(), ORDER_STREAM).await {
+            Ok(_) => return,
+            Err(EventStoreError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(other) => panic!("append: {other}"),
+        }
+    }
+    panic!("the database stayed unavailable");
 }
 
 /// Every settled position of the log, in settled order.

@@ -7,6 +7,72 @@
 //! feed ([`crate::app::events`]) resumes a consumer's stream after that
 //! position in the settled log's order; this store only keeps it durably.
 
+/// The [`ConsumerStore`] implementation of a backend's store `$name` (a
+/// struct with a `pool` field): the statements and row types are the same on
+/// both databases, so it is written once, here, and each backend's file
+/// states only its pool. Expanded in a child module (`super::` is this one).
+macro_rules! sql_consumer_store {
+    ($name:ident) => {
+        #[async_trait::async_trait]
+        impl super::ConsumerStore for $name {
+            async fn create(
+                &self,
+                new: &super::NewConsumer,
+            ) -> Result<super::ConsumerRecord, super::ConsumerStoreError> {
+                let now = super::DbTime(super::Utc::now());
+                let row: Option<super::ConsumerRow> = sqlx::query_as(super::CREATE)
+                    .bind(&new.name)
+                    .bind(super::types_json(&new.event_types)?)
+                    .bind(new.start_position)
+                    .bind(now)
+                    .bind(&new.created_by)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.ok_or_else(|| super::ConsumerStoreError::AlreadyExists(new.name.clone()))?
+                    .decode()
+            }
+
+            async fn get(
+                &self,
+                name: &str,
+            ) -> Result<Option<super::ConsumerRecord>, super::ConsumerStoreError> {
+                let row: Option<super::ConsumerRow> = sqlx::query_as(super::GET)
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(super::ConsumerRow::decode).transpose()
+            }
+
+            async fn list(&self) -> Result<Vec<super::ConsumerRecord>, super::ConsumerStoreError> {
+                let rows: Vec<super::ConsumerRow> = sqlx::query_as(super::LIST).fetch_all(&self.pool).await?;
+                rows.into_iter().map(super::ConsumerRow::decode).collect()
+            }
+
+            async fn delete(&self, name: &str) -> Result<bool, super::ConsumerStoreError> {
+                let deleted = sqlx::query(super::DELETE)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(deleted.rows_affected() == 1)
+            }
+
+            async fn ack(
+                &self,
+                name: &str,
+                position: i64,
+            ) -> Result<Option<super::ConsumerRecord>, super::ConsumerStoreError> {
+                let row: Option<super::ConsumerRow> = sqlx::query_as(super::ACK)
+                    .bind(name)
+                    .bind(position)
+                    .bind(super::DbTime(super::Utc::now()))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(super::ConsumerRow::decode).transpose()
+            }
+        }
+    };
+}
+
 mod postgres;
 mod sqlite;
 
@@ -16,10 +82,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use self::{postgres::PostgresConsumerStore, sqlite::SqliteConsumerStore};
-use crate::{
-    error::AppError,
-    store::columns::{DbJson, DbTime},
-};
+use crate::{error::AppError, store::columns::DbTime};
 
 /// Consumer store failures.
 #[derive(Debug, thiserror::Error)]
@@ -109,19 +172,42 @@ pub trait ConsumerStore: Send + Sync + fmt::Debug {
 #[derive(sqlx::FromRow)]
 struct ConsumerRow {
     name: String,
-    event_types: DbJson,
+    /// JSON array text (TEXT on both databases: the same binding on both).
+    event_types: String,
     acked_position: i64,
     acked_at: DbTime,
     created_at: DbTime,
     created_by: String,
 }
 
-/// The columns of [`ConsumerRow`], in a SELECT or RETURNING.
-const CONSUMER_COLUMNS: &str = "name, event_types, acked_position, acked_at, created_at, created_by";
+/// Inserts a consumer unless the name is taken (then no row comes back).
+const CREATE: &str = "INSERT INTO event_consumers \
+     (name, event_types, acked_position, acked_at, created_at, created_by) VALUES ($1, $2, $3, $4, $4, $5) \
+     ON CONFLICT (name) DO NOTHING \
+     RETURNING name, event_types, acked_position, acked_at, created_at, created_by";
+
+/// One consumer.
+const GET: &str = "SELECT name, event_types, acked_position, acked_at, created_at, created_by \
+                   FROM event_consumers WHERE name = $1";
+
+/// Every consumer, by name.
+const LIST: &str = "SELECT name, event_types, acked_position, acked_at, created_at, created_by \
+                    FROM event_consumers ORDER BY name";
+
+/// Deletes a consumer.
+const DELETE: &str = "DELETE FROM event_consumers WHERE name = $1";
+
+/// Moves a consumer's checkpoint.
+const ACK: &str = "UPDATE event_consumers SET acked_position = $2, acked_at = $3 WHERE name = $1 \
+                   RETURNING name, event_types, acked_position, acked_at, created_at, created_by";
+
+fn types_json(types: &[String]) -> Result<String, ConsumerStoreError> {
+    Ok(serde_json::to_string(types).map_err(anyhow::Error::from)?)
+}
 
 impl ConsumerRow {
     fn decode(self) -> Result<ConsumerRecord, ConsumerStoreError> {
-        let event_types: Vec<String> = serde_json::from_value(self.event_types.0)
+        let event_types: Vec<String> = serde_json::from_str(&self.event_types)
             .map_err(|e| anyhow::anyhow!("stored event types of consumer {:?}: {e}", self.name))?;
         Ok(ConsumerRecord {
             name: self.name,
@@ -132,8 +218,4 @@ impl ConsumerRow {
             created_by: self.created_by,
         })
     }
-}
-
-fn decode_all(rows: Vec<ConsumerRow>) -> Result<Vec<ConsumerRecord>, ConsumerStoreError> {
-    rows.into_iter().map(ConsumerRow::decode).collect()
 }
