@@ -28,7 +28,7 @@ pub async fn serve(port: u16) -> anyhow::Result<()> {
 
 /// The bare server as a child process, killed on drop.
 pub struct HelloServer {
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
 }
@@ -45,7 +45,12 @@ impl HelloServer {
             .context("starting the hello server")?;
         let url = format!("http://127.0.0.1:{port}");
         super::runner::wait_serving(&url, Duration::from_secs(5)).await?;
-        Ok(Self { _child: child, url })
+        Ok(Self { child, url })
+    }
+
+    /// Its process id, for its CPU time.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 }
 

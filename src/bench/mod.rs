@@ -101,6 +101,7 @@ pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
         }),
     };
 
+    let cpu = target::CpuProbe::new(server.pid());
     let mut lines = Vec::new();
     for scenario in scenarios {
         let scenario_lines = match scenario {
@@ -112,9 +113,10 @@ pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
                     channels: connect(&hello.url, args.connections).await?,
                     ..target.clone()
                 };
-                vec![run_scenario(scenario, &target, &args, &run_id).await?]
+                let cpu = target::CpuProbe::new(hello.pid());
+                vec![run_scenario(scenario, &target, &args, &run_id, &cpu).await?]
             }
-            _ => vec![run_scenario(scenario, &target, &args, &run_id).await?],
+            _ => vec![run_scenario(scenario, &target, &args, &run_id, &cpu).await?],
         };
         for line in scenario_lines {
             println!("{line}");
@@ -179,8 +181,9 @@ async fn run_scenario(
     target: &Target,
     args: &BenchArgs,
     run_id: &str,
+    cpu: &target::CpuProbe,
 ) -> anyhow::Result<serde_json::Value> {
-    measure(scenario.name(), args, async |phase| {
+    measure(scenario.name(), args, cpu, async |phase| {
         scenarios::workers(scenario, target, args.concurrency, &format!("{run_id}{phase}")).await
     })
     .await
@@ -202,7 +205,8 @@ async fn store_append_lines(args: &BenchArgs, run_id: &str) -> anyhow::Result<Ve
         let result = async {
             let store =
                 store_append::store(&database_url_for(admin_url, &database), pool_size, group_commit).await?;
-            measure(name, args, async |_phase| {
+            // In-process: the bench is the server.
+            measure(name, args, &target::CpuProbe::new(None), async |_phase| {
                 Ok((0..args.concurrency)
                     .map(|worker| {
                         Box::new(store_append::AppendWorker {
@@ -222,10 +226,12 @@ async fn store_append_lines(args: &BenchArgs, run_id: &str) -> anyhow::Result<Ve
 }
 
 /// A closed-loop phase (throughput), then an open-loop phase at a fraction of
-/// it (latency), each on workers made for it.
+/// it (latency, and the CPU time per operation of each process involved),
+/// each on workers made for it.
 async fn measure(
     name: &str,
     args: &BenchArgs,
+    cpu: &target::CpuProbe,
     mut workers: impl AsyncFnMut(&str) -> anyhow::Result<Vec<Box<dyn runner::Worker>>>,
 ) -> anyhow::Result<serde_json::Value> {
     let duration = Duration::from_secs(args.seconds);
@@ -237,9 +243,10 @@ async fn measure(
     .await
     .summary();
     let rate = (closed.ops_per_sec * args.open_loop_fraction).max(1.0);
-    let open = runner::open_loop(workers("o").await?, rate, duration)
-        .await
-        .summary();
+    let open_workers = workers("o").await?;
+    let cpu_before = cpu.sample();
+    let open = runner::open_loop(open_workers, rate, duration).await.summary();
+    let cpu_ms_per_op = cpu_before.per_op_ms(&cpu.sample(), open.ops);
     Ok(json!({
         "scenario": name,
         "concurrency": args.concurrency,
@@ -252,6 +259,7 @@ async fn measure(
         "max_ms": open.max_ms,
         "errors": closed.errors + open.errors,
         "errors_by_code": errors_by_code(&closed, &open),
+        "open_loop_cpu_ms_per_op": cpu_ms_per_op,
     }))
 }
 
@@ -419,14 +427,18 @@ impl Server {
         runner::wait_serving(&self.url, Duration::from_secs(30)).await
     }
 
-    /// VmHWM of the server in MB: the child's, or the process listening on a `--target`'s
-    /// port on this machine (None for a server elsewhere).
+    /// The server's process: the child, or the process listening on a `--target`'s port on
+    /// this machine (None for a server elsewhere).
+    fn pid(&self) -> Option<u32> {
+        match &self.child {
+            Some(child) => child.id(),
+            None => self.target_pid,
+        }
+    }
+
+    /// VmHWM of the server in MB.
     fn peak_rss_mb(&self) -> Option<f64> {
-        let pid = match &self.child {
-            Some(child) => child.id()?,
-            None => self.target_pid?,
-        };
-        target::peak_rss_mb(pid)
+        target::peak_rss_mb(self.pid()?)
     }
 
     async fn stop(mut self) {

@@ -1,8 +1,13 @@
 //! `store_append`: the peer's workload without the network, on our event
-//! store: per operation, read a new order's stream (empty) and append its two
-//! events at version 0, from many concurrent tasks in one process, as
-//! `tools/peer-bench` does with cqrs-es + postgres-es. Run twice, with group
-//! commit on and off, so the report shows what group commit buys.
+//! store: per operation, a new order's two events appended at version 0, from
+//! many concurrent tasks in one process, as `tools/peer-bench` does with
+//! cqrs-es + postgres-es. Run twice, with group commit on and off, so the
+//! report shows what group commit buys.
+//!
+//! Unlike the peer, which must load its aggregate before every command, the
+//! stream is not read first: a new order's id is a fresh UUID v7, so its
+//! stream cannot exist yet, and the append's version-0 guard refuses it if it
+//! does. That is how CreateOrder appends (its expected version is 0).
 
 use std::time::Duration;
 
@@ -40,10 +45,8 @@ pub struct AppendWorker {
 #[tonic::async_trait]
 impl Worker for AppendWorker {
     async fn op(&mut self) -> anyhow::Result<()> {
+        // No read: a new stream is decided without loading (see the module doc).
         let order_id = Uuid::now_v7();
-        // Load (nothing there yet), decide, append: the peer's command cycle.
-        let loaded = self.store.events.read_stream(order_id, 1).await?;
-        anyhow::ensure!(loaded.is_empty(), "a new order has no events");
         let event = |event_type: &str, payload: serde_json::Value| NewEvent {
             event_id: Uuid::now_v7(),
             event_type: event_type.into(),

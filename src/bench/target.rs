@@ -1,6 +1,7 @@
 //! What `commerce bench` reports about the server it measures, whether it started it or was
-//! given `--target`: its backends (from its own `/health`) and its peak memory (VmHWM from
-//! /proc, found through the process listening on the target's port when that is this machine).
+//! given `--target`: its backends (from its own `/health`), its peak memory (VmHWM from
+//! /proc, found through the process listening on the target's port when that is this machine)
+//! and the CPU time per operation of it, of the load generator, of PostgreSQL and of Redis.
 
 use std::time::Duration;
 
@@ -97,8 +98,108 @@ pub fn peak_rss_mb(pid: u32) -> Option<f64> {
     Some((kb / 1024.0 * 10.0).round() / 10.0)
 }
 
+/// Linux reports process CPU times in clock ticks of 1/100 s (USER_HZ) on every architecture
+/// this runs on.
+const MS_PER_TICK: u64 = 10;
+
+/// Reads the CPU time of the processes a phase keeps busy: the server (when on this machine),
+/// this load generator, and every `postgres` and `redis-server` process of the machine (those
+/// of other users included: read it on a quiet machine).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuProbe {
+    server: Option<u32>,
+}
+
+/// CPU ticks (user + system) at one moment, per process group.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    server: Option<u64>,
+    bench: Option<u64>,
+    postgres: u64,
+    redis: u64,
+}
+
+impl CpuProbe {
+    /// A probe for the server process `server` (None: in-process or elsewhere).
+    pub fn new(server: Option<u32>) -> Self {
+        Self { server }
+    }
+
+    /// The ticks used so far.
+    pub fn sample(&self) -> CpuSample {
+        CpuSample {
+            server: self.server.and_then(cpu_ticks),
+            bench: cpu_ticks(std::process::id()),
+            postgres: ticks_of_named("postgres"),
+            redis: ticks_of_named("redis-server"),
+        }
+    }
+}
+
+impl CpuSample {
+    /// CPU milliseconds per operation from this sample to `later`, over `ops` operations
+    /// (null where unknown; 10 ms resolution in total, so read it over many operations).
+    pub fn per_op_ms(&self, later: &CpuSample, ops: u64) -> serde_json::Value {
+        let per_op = |before: Option<u64>, after: Option<u64>| match (before, after) {
+            (Some(b), Some(a)) if ops > 0 => {
+                let ms = a.saturating_sub(b) as f64 * MS_PER_TICK as f64 / ops as f64;
+                serde_json::json!((ms * 100.0).round() / 100.0)
+            }
+            _ => serde_json::Value::Null,
+        };
+        serde_json::json!({
+            "server": per_op(self.server, later.server),
+            "bench": per_op(self.bench, later.bench),
+            "postgres": per_op(Some(self.postgres), Some(later.postgres)),
+            "redis": per_op(Some(self.redis), Some(later.redis)),
+        })
+    }
+}
+
+/// utime + stime of `pid`, in ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (2nd field) may hold spaces: count fields after its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12th and 13th after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The ticks of every process whose command name is `comm`.
+fn ticks_of_named(comm: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|name| name.trim_end() == comm)
+        })
+        .filter_map(cpu_ticks)
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn this_process_cpu_time_is_read_and_grows() {
+        let probe = super::CpuProbe::new(Some(std::process::id()));
+        let before = probe.sample();
+        let clock = std::time::Instant::now();
+        let mut x = 0u64;
+        while clock.elapsed() < std::time::Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let per_op = before.per_op_ms(&probe.sample(), 1);
+        let server = per_op["server"].as_f64().expect("the server's CPU is known");
+        assert!(server >= 100.0, "200 ms of spinning read as {server} ms");
+        assert_eq!(per_op["server"], per_op["bench"], "same process");
+    }
+
     #[tokio::test]
     async fn the_process_listening_on_a_loopback_port_is_found() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
