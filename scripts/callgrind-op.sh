@@ -38,10 +38,11 @@ cleanup() {
   rm -rf "$out"
 }
 trap cleanup EXIT
-# Under callgrind the server runs some 50-100 times slower: generous timeouts, and wait for a
-# healthy answer.
-for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.5; done
-curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "server not healthy:" >&2; tail -5 "$out/serve.log" >&2; exit 1; }
+# Under callgrind the server runs some 50-100 times slower: generous timeouts, and wait until it
+# answers at all (on a busy machine its health may say degraded for a while: slow pools).
+answers() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" != 000 ]; }
+for _ in $(seq 600); do answers && break; sleep 0.5; done
+answers || { echo "server does not answer:" >&2; tail -5 "$out/serve.log" >&2; exit 1; }
 count() { curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$metric" 'index($0, m) == 1 {print $2}' | head -1; }
 load() {
   "$bench_binary" bench --target "http://127.0.0.1:$port" --scenario "$scenario" --concurrency 1 \
