@@ -36,7 +36,7 @@ pub async fn store(url: &str, pool_size: u32, group_commit: bool) -> anyhow::Res
 
 /// One create-order command per operation.
 pub struct AppendWorker {
-    /// The stores under test: the event store reads, the unit of work appends.
+    /// The stores under test: the unit of work appends.
     pub store: Stores,
     /// Names the customer in the payload.
     pub worker: usize,
