@@ -10,7 +10,9 @@
 #   SCENARIO: add-item (counted: cart_operations_total{operation="add_item"}) or fulfillment
 #   (counted: orders_status_transitions_total{to="CONFIRMED"}; one order = CreateOrder + its saga).
 # The load generator is BENCH_BINARY (default target/release/commerce, else target/debug),
-# one worker, so the count is per operation, not per contention.
+# one worker, so the count is per operation, not per contention. TOGGLE='*CartApp*add_item*'
+# (a callgrind --toggle-collect pattern) counts only while such a function is on the stack:
+# no background noise, but only what runs inside its polls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 binary=$(realpath "$1"); scenario="$2"; seconds="${3:-20}"
@@ -29,7 +31,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 out=$(mktemp -d)
 HOST=127.0.0.1 PORT=$port RATE_LIMIT_PER_SECOND=0 RUST_LOG=warn POOL_TIMEOUT_MS=60000 SQLITE_PATH="$out/x.db" \
   DATABASE_URL="$db_url" REDIS_URL="$TEST_REDIS_URL" REDIS_KEY_PREFIX="$run" \
-  valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" "$binary" serve >"$out/serve.log" 2>&1 &
+  valgrind --tool=callgrind ${TOGGLE:+--toggle-collect="$TOGGLE"} --callgrind-out-file="$out/cg.%p" "$binary" serve >"$out/serve.log" 2>&1 &
 pid=$!
 cleanup() {
   kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
