@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "commerce/v1/admin.proto",
     "commerce/v1/stream.proto",
     "commerce/events/v1/events.proto",
+    "commerce/v1/errors.proto",
     "payment/v1/payment.proto",
     "inventory/v1/inventory.proto",
     "shipping/v1/shipping.proto",

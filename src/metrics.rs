@@ -260,15 +260,15 @@ pub fn outcome<T>(result: &Result<T, AppError>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(err) => match err {
-            AppError::InvalidArgument(_) => "invalid_argument",
+            AppError::InvalidArgument(_) | AppError::IdempotencyKeyReused => "invalid_argument",
             AppError::Unauthenticated(_) => "unauthenticated",
             AppError::PermissionDenied(_) => "permission_denied",
-            AppError::NotFound(_) => "not_found",
+            AppError::NotFound { .. } => "not_found",
             AppError::AlreadyExists(_) => "already_exists",
-            AppError::Aborted(_) => "aborted",
-            AppError::FailedPrecondition(_) => "failed_precondition",
+            AppError::Aborted { .. } => "aborted",
+            AppError::FailedPrecondition { .. } => "failed_precondition",
             AppError::ResourceExhausted { .. } => "resource_exhausted",
-            AppError::Unavailable(_) => "unavailable",
+            AppError::Unavailable { .. } => "unavailable",
             AppError::DeadlineExceeded(_) => "deadline_exceeded",
             AppError::Internal(_) => "internal",
         },
@@ -379,7 +379,7 @@ mod tests {
     fn outcomes_are_low_cardinality_code_names() {
         assert_eq!(outcome::<()>(&Ok(())), "ok");
         assert_eq!(
-            outcome::<()>(&Err(AppError::NotFound("cart".into()))),
+            outcome::<()>(&Err(AppError::not_found(crate::error::Resource::Cart, "c"))),
             "not_found"
         );
         assert_eq!(

@@ -65,7 +65,7 @@ impl From<sqlx::Error> for PrivacyError {
 impl From<PrivacyError> for AppError {
     fn from(err: PrivacyError) -> Self {
         match err {
-            PrivacyError::Unavailable(msg) => AppError::Unavailable(msg),
+            PrivacyError::Unavailable(msg) => AppError::unavailable(msg),
             other => AppError::Internal(anyhow::Error::new(other)),
         }
     }

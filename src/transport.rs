@@ -4,7 +4,7 @@
 use axum::body::Body;
 use serde_json::{Value, json};
 use tonic::Status;
-use tonic_types::StatusExt;
+use tonic_types::{BadRequest, ErrorInfo, PreconditionFailure, ResourceInfo, RetryInfo, StatusExt};
 
 use crate::error::{AppError, http_status};
 
@@ -57,13 +57,18 @@ pub fn grpc_error_response<B>(request: &http::Request<B>, status: &Status) -> ht
     response
 }
 
-/// The grpc-gateway error body `{"code","message","details"}` for a status.
+/// The grpc-gateway error body `{"code","message","details"}` for a status:
+/// every `google.rpc` detail the status carries, each as the JSON form of a
+/// `google.protobuf.Any` (`@type` plus the message's fields, with the proto
+/// field names as the rest of the REST shim uses). BadRequest and RetryInfo
+/// keep the places they had before ErrorInfo was added (clients that read
+/// `details[0]` still find them); find a detail by its `@type`.
 pub fn json_error_body(status: &Status) -> Value {
     let details = status.get_error_details();
     let mut out = Vec::new();
     if let Some(bad) = details.bad_request() {
         out.push(json!({
-            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "@type": BadRequest::TYPE_URL,
             "field_violations": bad.field_violations.iter().map(|v| json!({
                 "field": v.field,
                 "description": v.description,
@@ -74,8 +79,35 @@ pub fn json_error_body(status: &Status) -> Value {
         && let Some(delay) = retry.retry_delay
     {
         out.push(json!({
-            "@type": "type.googleapis.com/google.rpc.RetryInfo",
+            "@type": RetryInfo::TYPE_URL,
             "retry_delay": format!("{}.{:03}s", delay.as_secs(), delay.subsec_millis()),
+        }));
+    }
+    if let Some(info) = details.error_info() {
+        out.push(json!({
+            "@type": ErrorInfo::TYPE_URL,
+            "reason": info.reason,
+            "domain": info.domain,
+            "metadata": info.metadata,
+        }));
+    }
+    if let Some(failure) = details.precondition_failure() {
+        out.push(json!({
+            "@type": PreconditionFailure::TYPE_URL,
+            "violations": failure.violations.iter().map(|v| json!({
+                "type": v.r#type,
+                "subject": v.subject,
+                "description": v.description,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    if let Some(resource) = details.resource_info() {
+        out.push(json!({
+            "@type": ResourceInfo::TYPE_URL,
+            "resource_type": resource.resource_type,
+            "resource_name": resource.resource_name,
+            "owner": resource.owner,
+            "description": resource.description,
         }));
     }
     json!({

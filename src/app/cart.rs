@@ -24,7 +24,7 @@ use crate::{
         cart::{Cart, CartChange, CartError, CartStatus, NewItem, parse_product_id, parse_quantity},
         money::Currency,
     },
-    error::AppError,
+    error::{AppError, Resource},
     metrics,
     shutdown::Shutdown,
     store::cart::{CartStore, CartStoreError},
@@ -86,7 +86,7 @@ impl CartApp {
             self.store
                 .active_for(&principal.subject, Utc::now())
                 .await?
-                .ok_or_else(|| AppError::NotFound("active cart".into()))
+                .ok_or_else(|| AppError::not_found(Resource::ActiveCart, &principal.subject))
         }
         .await;
         observe("get_active_cart", result)
@@ -101,7 +101,7 @@ impl CartApp {
             if principal.may_access(&cart.customer_id) {
                 Ok(cart)
             } else {
-                Err(not_found())
+                Err(not_found(id))
             }
         }
         .await;
@@ -328,7 +328,7 @@ impl CartApp {
     ) -> Result<Cart, AppError> {
         let mut cart = self.basis(id, expected).await?;
         if cart.customer_id != principal.subject {
-            return Err(not_found());
+            return Err(not_found(id));
         }
         let mut attempt = 0;
         loop {
@@ -368,7 +368,7 @@ impl CartApp {
             .store
             .get_for_update(id, Utc::now())
             .await?
-            .ok_or_else(not_found)?;
+            .ok_or_else(|| not_found(id))?;
         match expected {
             Some(version) if version != cart.version => self.live(id).await,
             _ => Ok(cart),
@@ -381,17 +381,17 @@ impl CartApp {
         if cart.customer_id == principal.subject {
             Ok(cart)
         } else {
-            Err(not_found())
+            Err(not_found(id))
         }
     }
 
     async fn live(&self, id: Uuid) -> Result<Cart, AppError> {
-        self.store.get(id, Utc::now()).await?.ok_or_else(not_found)
+        self.store.get(id, Utc::now()).await?.ok_or_else(|| not_found(id))
     }
 }
 
-fn not_found() -> AppError {
-    AppError::NotFound("cart".into())
+fn not_found(id: Uuid) -> AppError {
+    AppError::not_found(Resource::Cart, id)
 }
 
 /// Counts the operation by outcome and passes its result on.

@@ -40,7 +40,7 @@ use crate::{
     bus::{DeadLetter, EventBus},
     config::{OrderQuerySource, ReadSideSettings},
     domain::order::{OrderStatus, ShippingAddress},
-    error::AppError,
+    error::{AppError, Resource},
     privacy::Vault,
     projections::{
         changes::OrderChanges,
@@ -120,8 +120,8 @@ struct PageToken {
     s: Option<String>,
 }
 
-fn not_found() -> AppError {
-    AppError::NotFound("order".into())
+fn not_found(id: Uuid) -> AppError {
+    AppError::not_found(Resource::Order, id)
 }
 
 fn parse_order_id(order_id: &str) -> Result<Uuid, AppError> {
@@ -202,7 +202,7 @@ impl QueryApp {
             Some(detail) if principal.may_access(&detail.summary.customer_id) => {
                 self.with_personal(detail).await
             }
-            _ => Err(not_found()),
+            _ => Err(not_found(id)),
         }
     }
 
@@ -354,7 +354,7 @@ impl QueryApp {
             .flatten()
             .map(|detail| detail.summary.customer_id);
         if !owner.is_some_and(|owner| principal.may_access(&owner)) {
-            return Err(not_found());
+            return Err(not_found(id));
         }
         let mut events = events;
         for event in &mut events {
@@ -417,7 +417,7 @@ impl QueryApp {
                     // The clean end of a long watch (see the module doc of watch).
                     _ = tokio::time::sleep_until(ends_at) => return,
                     _ = shutdown.wait() => {
-                        let _ = sender.send(Err(AppError::Unavailable("server shutting down; watch again".into()))).await;
+                        let _ = sender.send(Err(AppError::Unavailable { reason: crate::error::ErrorReason::ShuttingDown, message: "server shutting down; watch again".into() })).await;
                         return;
                     }
                     _ = sender.closed() => return,
@@ -459,7 +459,7 @@ impl QueryApp {
         self.bus
             .dead_letters(limit as usize)
             .await
-            .map_err(|e| AppError::Unavailable(e.to_string()))
+            .map_err(|e| AppError::unavailable(e.to_string()))
     }
 
     /// ReplayDeadLetters (admin): the named ones, or all when `ids` is empty.
@@ -471,7 +471,7 @@ impl QueryApp {
         self.bus
             .replay_dead_letters(ids)
             .await
-            .map_err(|e| AppError::Unavailable(e.to_string()))
+            .map_err(|e| AppError::unavailable(e.to_string()))
     }
 
     /// GetProjectionStatus (admin).
@@ -517,6 +517,7 @@ impl From<OrderSummary> for OrderView {
             },
             cancellation_reason: (summary.status == OrderStatus::Cancelled)
                 .then_some(summary.cancellation_reason),
+            cancellation_reason_code: summary.cancellation_reason_code,
             cancellation_requested: None,
             version: summary.version,
             created_at: summary.created_at,

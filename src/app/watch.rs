@@ -207,6 +207,7 @@ impl OrderWatches {
 
 fn exhausted(message: String) -> AppError {
     AppError::ResourceExhausted {
+        reason: crate::error::ErrorReason::TooManyStreams,
         message,
         retry_after: Some(Duration::from_secs(1)),
     }

@@ -86,6 +86,7 @@ where
             if let Err(retry_after) = limiter.check(key) {
                 metrics::counter!("commerce_rate_limited_total").increment(1);
                 let err = AppError::ResourceExhausted {
+                    reason: crate::error::ErrorReason::RateLimited,
                     message: "rate limit exceeded; retry later".into(),
                     retry_after: Some(retry_after),
                 };

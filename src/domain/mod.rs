@@ -3,4 +3,5 @@
 pub mod cart;
 pub mod money;
 pub mod order;
+pub mod reason;
 pub mod text;

@@ -72,6 +72,10 @@ pub fn order(view: &OrderView) -> pb::Order {
         payment_method: view.payment_method.clone(),
         shipping_address: Some(address(&view.shipping_address)),
         cancellation_reason: view.cancellation_reason.clone().unwrap_or_default(),
+        cancellation_reason_code: view
+            .cancellation_reason_code
+            .and_then(|code| pb::ErrorReason::from_str_name(code.as_str()))
+            .unwrap_or(pb::ErrorReason::Unspecified) as i32,
         version: i64::try_from(view.version).unwrap_or(i64::MAX),
         created_at: Some(timestamp(view.created_at)),
         updated_at: Some(timestamp(view.updated_at)),

@@ -25,6 +25,7 @@ pub fn next_summary(
         currency: created.currency,
         total: created.total,
         cancellation_reason: String::new(),
+        cancellation_reason_code: None,
         version: 0,
         created_at: stored.recorded_at,
         updated_at: stored.recorded_at,
@@ -37,6 +38,7 @@ pub fn next_summary(
         OrderEvent::Cancelled(cancelled) => {
             order.status = OrderStatus::Cancelled;
             order.cancellation_reason = cancelled.reason.clone();
+            order.cancellation_reason_code = Some(cancelled.reason_code);
         }
         OrderEvent::Created(_) | OrderEvent::PaymentCaptured(_) | OrderEvent::CancellationRequested(_) => {}
     }

@@ -132,6 +132,7 @@ impl SampleOrder {
             }),
             OrderEvent::Cancelled(OrderCancelled {
                 reason: reason.into(),
+                reason_code: crate::domain::reason::ErrorReason::CancellationRequested,
             }),
         ]
     }

@@ -283,7 +283,7 @@ impl Refs {
                 "properties": {
                     "code": {"type": "integer", "format": "int32", "description": "gRPC status code, e.g. 3 INVALID_ARGUMENT."},
                     "message": {"type": "string"},
-                    "details": {"type": "array", "description": "google.rpc details, e.g. BadRequest field_violations.", "items": {
+                    "details": {"type": "array", "description": "Every google.rpc detail of the status, each with its @type: first ErrorInfo (domain commerce.v1, reason one of the commerce.v1.ErrorReason names), then BadRequest field_violations, PreconditionFailure, ResourceInfo or RetryInfo where they apply.", "items": {
                         "type": "object",
                         "properties": {"@type": {"type": "string"}},
                         "additionalProperties": true,

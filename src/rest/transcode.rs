@@ -237,8 +237,11 @@ async fn read_body(
     limit: usize,
 ) -> Result<Bytes, http::Response<Body>> {
     let too_large = || {
-        let status =
-            Status::resource_exhausted(format!("request body larger than MAX_BODY_BYTES ({limit} bytes)"));
+        let status = Status::from(AppError::ResourceExhausted {
+            reason: crate::error::ErrorReason::RequestTooLarge,
+            message: format!("request body larger than MAX_BODY_BYTES ({limit} bytes)"),
+            retry_after: None,
+        });
         with_code(json_error_response(&status), http::StatusCode::PAYLOAD_TOO_LARGE)
     };
     let declared = headers

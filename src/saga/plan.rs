@@ -17,6 +17,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::domain::reason::ErrorReason;
+
 mod step;
 
 pub use self::step::{Step, idempotency_key};
@@ -294,6 +296,21 @@ impl SagaState {
             });
         }
         (now >= self.deadline).then(|| "order timed out before fulfillment completed".to_string())
+    }
+
+    /// Why the order is cancelled, for programs, derived from the saga's
+    /// stored state (no column of its own): the refused forward step if one
+    /// was refused, else the customer's request, else the deadline (the only
+    /// other way into compensation).
+    pub fn cancellation_code(&self) -> ErrorReason {
+        let refused = Step::FORWARD
+            .into_iter()
+            .find(|s| self.step(*s).status == StepStatus::Refused);
+        match refused {
+            Some(step) => step.refusal_code(),
+            None if self.cancel_requested => ErrorReason::CancellationRequested,
+            None => ErrorReason::OrderTimedOut,
+        }
     }
 
     /// Switches to compensation; `reason` becomes the order's cancellation

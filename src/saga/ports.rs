@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::domain::reason::ErrorReason;
 use crate::store::{event_store::StreamAppend, saga::SagaStore, unit_of_work::UnitOfWorkCommitter};
 
 /// Everything the saga runtime reads and writes through.
@@ -178,6 +179,8 @@ pub enum OrderCommand {
     Cancel {
         /// Shown to the customer as the cancellation reason.
         reason: String,
+        /// The same for programs ([`crate::saga::plan::SagaState::cancellation_code`]).
+        code: ErrorReason,
     },
 }
 

@@ -7,7 +7,7 @@ use commerce::proto::commerce::v1::{
 use tonic::codec::CompressionEncoding;
 
 use crate::support::{
-    app::{authed, spawn_app, spawn_app_with},
+    app::{Backend, authed, spawn_app, spawn_app_with},
     orders::add_item,
     stubs::spawn_stubs,
     tools,
@@ -41,6 +41,59 @@ async fn a_python_grpcio_client_with_gzip_on_calls_health_and_the_cart_service()
         "{seen}"
     );
     assert!(!seen["cart_id"].as_str().unwrap_or_default().is_empty(), "{seen}");
+}
+
+#[tokio::test]
+async fn a_python_grpcio_client_decodes_error_info_from_the_status_details_trailer() {
+    let Some(python) = tools::grpcio_python() else {
+        return;
+    };
+    for backend in Backend::all() {
+        let app = spawn_app_with(backend, &[]).await;
+        let token = app.customer("python-sibling");
+        let out = tokio::process::Command::new(&python)
+            .arg(tools::fixture("grpcio_error_details.py"))
+            .arg(format!("127.0.0.1:{}", app.port))
+            .arg(&token)
+            .output()
+            .await
+            .expect("python ran");
+        assert!(
+            out.status.success(),
+            "grpcio client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+        let not_found = &seen["not_found"];
+        assert_eq!(not_found["grpc_code"], "NOT_FOUND", "{seen}");
+        assert_eq!(
+            not_found["status"]["code"], 5,
+            "the decoded Status agrees: {seen}"
+        );
+        let details = &not_found["status"]["details"];
+        assert_eq!(
+            details["google.rpc.ErrorInfo"],
+            serde_json::json!({"reason": "NOT_FOUND", "domain": "commerce.v1"}),
+            "{backend:?} {seen}"
+        );
+        assert_eq!(
+            details["google.rpc.ResourceInfo"]["resource_type"],
+            "commerce.v1.Order"
+        );
+        assert_eq!(
+            details["google.rpc.ResourceInfo"]["resource_name"],
+            seen["missing_id"]
+        );
+        let invalid = &seen["invalid"]["status"]["details"];
+        assert_eq!(
+            invalid["google.rpc.ErrorInfo"]["reason"], "VALIDATION_FAILED",
+            "{seen}"
+        );
+        assert_eq!(
+            invalid["google.rpc.BadRequest"]["field_violations"][0]["field"],
+            "quantity"
+        );
+    }
 }
 
 /// A request of a long, compressible product name (200 characters).

@@ -8,6 +8,7 @@ mod cart_outage;
 mod cart_store;
 mod connections;
 mod deploy;
+mod error_reasons;
 mod event_store;
 mod events;
 mod events_clients;

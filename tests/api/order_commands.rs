@@ -182,6 +182,7 @@ async fn concurrent_commands_on_one_order_never_lose_or_duplicate_an_event_with_
                     let command = if i % 2 == 0 {
                         OrderCommand::Cancel {
                             reason: "race".into(),
+                            code: commerce::domain::reason::ErrorReason::CancellationRequested,
                         }
                     } else {
                         OrderCommand::MarkPaymentAuthorized {
@@ -211,8 +212,8 @@ async fn concurrent_commands_on_one_order_never_lose_or_duplicate_an_event_with_
                 Ok(_) => {}
                 // Authorizing a cancelled order is refused; with locking on a
                 // writer may run out of attempts (ABORTED), never silently.
-                Err(commerce::error::AppError::FailedPrecondition(_)) => {}
-                Err(commerce::error::AppError::Aborted(_)) if locking == "true" => {}
+                Err(commerce::error::AppError::FailedPrecondition { .. }) => {}
+                Err(commerce::error::AppError::Aborted { .. }) if locking == "true" => {}
                 Err(other) => panic!("{backend:?} locking={locking}: {other:?}"),
             }
         }

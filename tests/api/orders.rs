@@ -287,7 +287,7 @@ async fn a_transient_failure_after_the_cart_is_converted_is_not_remembered_and_t
             .await
             .unwrap_err();
         assert!(
-            matches!(outage, commerce::error::AppError::Unavailable(_)),
+            matches!(outage, commerce::error::AppError::Unavailable { .. }),
             "{outage:?}"
         );
         let db = &app.app.backends.db;

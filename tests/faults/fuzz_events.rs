@@ -111,7 +111,13 @@ fn any_event() -> impl Strategy<Value = OrderEvent> {
         (text(), text()).prop_map(|(reason, requested_by)| {
             OrderEvent::CancellationRequested(CancellationRequested { reason, requested_by })
         }),
-        text().prop_map(|reason| OrderEvent::Cancelled(OrderCancelled { reason })),
+        (
+            text(),
+            proptest::sample::select(commerce::domain::reason::ErrorReason::ALL)
+        )
+            .prop_map(|(reason, reason_code)| {
+                OrderEvent::Cancelled(OrderCancelled { reason, reason_code })
+            }),
     ]
 }
 

@@ -164,7 +164,7 @@ proptest! {
                     }
                     Err(err) => {
                         prop_assert!(
-                            matches!(err, AppError::InvalidArgument(_) | AppError::Aborted(_) | AppError::NotFound(_) | AppError::FailedPrecondition(_)),
+                            matches!(err, AppError::InvalidArgument(_) | AppError::Aborted { .. } | AppError::NotFound { .. } | AppError::FailedPrecondition { .. }),
                             "{err:?}"
                         );
                         if let AppError::InvalidArgument(violations) = &err {

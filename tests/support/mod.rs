@@ -12,6 +12,7 @@ pub mod app;
 pub mod browser;
 pub mod child;
 pub mod events;
+pub mod errors;
 pub mod ledgers;
 pub mod observability;
 pub mod orders;

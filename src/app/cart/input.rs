@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::cart::{CartError, Violation},
-    error::{AppError, FieldViolation},
+    error::{AppError, FieldViolation, Resource},
 };
 
 /// AddItem input, as the transports received it.
@@ -79,11 +79,16 @@ impl From<CartError> for AppError {
                     .map(|v| FieldViolation::new(v.field, v.reason))
                     .collect(),
             ),
-            CartError::ItemNotFound(product) => {
-                AppError::NotFound(format!("product {product:?} in the cart"))
+            CartError::ItemNotFound(product) => AppError::not_found(Resource::CartItem, product),
+            CartError::NotActive => {
+                AppError::failed_precondition(crate::error::ErrorReason::CartNotActive, err.to_string())
             }
-            CartError::NotActive | CartError::Empty => AppError::FailedPrecondition(err.to_string()),
-            CartError::StaleVersion { .. } => AppError::Aborted(err.to_string()),
+            CartError::Empty => {
+                AppError::failed_precondition(crate::error::ErrorReason::CartEmpty, err.to_string())
+            }
+            CartError::StaleVersion { .. } => {
+                AppError::aborted(crate::error::ErrorReason::CartVersionMismatch, err.to_string())
+            }
             CartError::Money(e) => AppError::Internal(anyhow::Error::new(e).context("cart arithmetic")),
         }
     }

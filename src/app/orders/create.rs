@@ -39,11 +39,11 @@ use super::{OrderApp, OrderView, validate};
 use crate::{
     auth::Principal,
     domain::{
-        cart::{Cart, CartItem},
+        cart::{Cart, CartError, CartItem},
         money::{Currency, Money},
         order::{Order, OrderCommand, OrderEvent, PlaceOrder},
     },
-    error::{AppError, FieldViolation},
+    error::{AppError, ErrorReason, FieldViolation, Resource},
     store::{
         event_store::{ORDER_STREAM, StreamAppend},
         idempotency::{Claim, ClaimOutcome, IdempotencyCompletion},
@@ -116,13 +116,11 @@ impl OrderApp {
             },
         };
         match self.idempotency_keys.claim(&claim).await? {
-            ClaimOutcome::InFlight => Err(AppError::Aborted(
-                "a request with this idempotency key is still in progress; retry shortly".into(),
+            ClaimOutcome::InFlight => Err(AppError::aborted(
+                ErrorReason::IdempotencyKeyInFlight,
+                "a request with this idempotency key is still in progress; retry shortly",
             )),
-            ClaimOutcome::DifferentRequest => Err(AppError::InvalidArgument(vec![FieldViolation::new(
-                "idempotency_key",
-                "this idempotency key was already used with a different request",
-            )])),
+            ClaimOutcome::DifferentRequest => Err(AppError::IdempotencyKeyReused),
             ClaimOutcome::Done(response) => self.replay(&response).await,
             ClaimOutcome::Refused(response) => Err(refusal_from_json(&response)),
             ClaimOutcome::Claimed {
@@ -194,13 +192,16 @@ impl OrderApp {
                 }
                 // The snapshot an earlier attempt recorded is stale (the cart
                 // changed after that attempt failed): take a fresh one.
-                Err(AppError::Aborted(_)) if resumed => continue,
+                Err(AppError::Aborted { .. }) if resumed => continue,
                 // The cart changed during this checkout: nothing is converted,
                 // nothing ordered unseen; the client retries.
-                Err(AppError::Aborted(why)) => {
-                    return Err(AppError::Aborted(format!(
-                        "the cart changed during checkout ({why}); nothing was ordered, retry to order its current contents"
-                    )));
+                Err(AppError::Aborted { reason, message }) => {
+                    return Err(AppError::aborted(
+                        reason,
+                        format!(
+                            "the cart changed during checkout ({message}); nothing was ordered, retry to order its current contents"
+                        ),
+                    ));
                 }
                 Err(err) => return Err(err),
             }
@@ -318,31 +319,48 @@ fn decide(
 }
 
 /// A business refusal as stored under the key; None for transient or
-/// internal failures, which must not be remembered.
+/// internal failures, which must not be remembered. The reason is stored
+/// with it, so that a repeat answers with the same `ErrorInfo`.
 fn refusal_to_json(err: &AppError) -> Option<Value> {
-    let (code, detail) = match err {
-        AppError::NotFound(what) => ("not_found", what),
-        AppError::FailedPrecondition(why) => ("failed_precondition", why),
-        AppError::PermissionDenied(why) => ("permission_denied", why),
-        AppError::AlreadyExists(what) => ("already_exists", what),
+    Some(match err {
+        AppError::NotFound { resource, name } => {
+            json!({"code": "not_found", "resource": resource, "name": name})
+        }
+        AppError::FailedPrecondition { reason, message } => {
+            json!({"code": "failed_precondition", "reason": reason.as_str(), "detail": message})
+        }
+        AppError::PermissionDenied(why) => json!({"code": "permission_denied", "detail": why}),
+        AppError::AlreadyExists(what) => json!({"code": "already_exists", "detail": what}),
         AppError::InvalidArgument(violations) => {
             let list: Vec<_> = violations
                 .iter()
                 .map(|v| json!([v.field, v.description]))
                 .collect();
-            return Some(json!({"code": "invalid_argument", "violations": list}));
+            json!({"code": "invalid_argument", "violations": list})
         }
         _ => return None,
-    };
-    Some(json!({"code": code, "detail": detail}))
+    })
 }
 
-/// The inverse of [`refusal_to_json`].
+/// The inverse of [`refusal_to_json`]. Records stored before reasons were
+/// (no `reason`, no `resource`) read as what CreateOrder could refuse then:
+/// a missing cart, or the cart's or order's state.
 fn refusal_from_json(stored: &Value) -> AppError {
     let detail = stored["detail"].as_str().unwrap_or_default().to_string();
     match stored["code"].as_str() {
-        Some("not_found") => AppError::NotFound(detail),
-        Some("failed_precondition") => AppError::FailedPrecondition(detail),
+        Some("not_found") => AppError::NotFound {
+            resource: serde_json::from_value(stored["resource"].clone()).unwrap_or(Resource::Cart),
+            name: stored["name"].as_str().unwrap_or_default().to_string(),
+        },
+        Some("failed_precondition") => {
+            let legacy = || match detail.as_str() {
+                d if d == CartError::NotActive.to_string() => ErrorReason::CartNotActive,
+                d if d == CartError::Empty.to_string() => ErrorReason::CartEmpty,
+                _ => ErrorReason::OrderStateInvalid,
+            };
+            let reason = stored["reason"].as_str().and_then(ErrorReason::parse);
+            AppError::failed_precondition(reason.unwrap_or_else(legacy), detail)
+        }
         Some("permission_denied") => AppError::PermissionDenied(detail),
         Some("already_exists") => AppError::AlreadyExists(detail),
         Some("invalid_argument") => AppError::InvalidArgument(
@@ -369,14 +387,30 @@ mod tests {
     #[test]
     fn refusals_survive_the_round_trip_and_transient_failures_are_not_remembered() {
         for err in [
-            AppError::NotFound("cart".into()),
-            AppError::FailedPrecondition("the cart is empty".into()),
+            AppError::not_found(Resource::Cart, Uuid::nil()),
+            AppError::failed_precondition(ErrorReason::CartEmpty, "the cart is empty"),
             AppError::invalid("cart_id", "bad"),
         ] {
             let stored = refusal_to_json(&err).unwrap();
-            assert_eq!(refusal_from_json(&stored).to_string(), err.to_string());
+            let back = refusal_from_json(&stored);
+            assert_eq!(back.to_string(), err.to_string());
+            assert_eq!(back.reason(), err.reason());
         }
-        assert!(refusal_to_json(&AppError::Unavailable("db".into())).is_none());
-        assert!(refusal_to_json(&AppError::Aborted("cas".into())).is_none());
+        assert!(refusal_to_json(&AppError::unavailable("db")).is_none());
+        assert!(refusal_to_json(&AppError::aborted(ErrorReason::CartVersionMismatch, "cas")).is_none());
+    }
+
+    #[test]
+    fn refusals_stored_before_reasons_read_with_the_reason_they_stood_for() {
+        let old = json!({"code": "failed_precondition", "detail": CartError::NotActive.to_string()});
+        assert_eq!(refusal_from_json(&old).reason(), ErrorReason::CartNotActive);
+        let old = json!({"code": "not_found", "detail": "cart"});
+        assert!(matches!(
+            refusal_from_json(&old),
+            AppError::NotFound {
+                resource: Resource::Cart,
+                ..
+            }
+        ));
     }
 }

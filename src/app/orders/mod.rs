@@ -39,7 +39,7 @@ use crate::{
     auth::Principal,
     config::{ConflictHandling, OrderSettings},
     domain::order::{Order, OrderCommand, OrderError, OrderEvent},
-    error::AppError,
+    error::{AppError, ErrorReason, Resource},
     privacy::Vault,
     store::{
         event_store::{
@@ -104,10 +104,17 @@ impl LoadedOrder {
 
 impl From<OrderError> for AppError {
     fn from(err: OrderError) -> Self {
-        match err {
-            OrderError::NotFound => AppError::NotFound("order".into()),
-            other => AppError::FailedPrecondition(other.to_string()),
-        }
+        let reason = match err {
+            OrderError::NotFound => return AppError::not_found(Resource::Order, ""),
+            // A cancel the order's state no longer allows.
+            OrderError::CaptureIsFinal
+            | OrderError::InvalidTransition {
+                command: "Cancel" | "RequestCancellation",
+                ..
+            } => ErrorReason::OrderNotCancellable,
+            _ => ErrorReason::OrderStateInvalid,
+        };
+        AppError::failed_precondition(reason, err.to_string())
     }
 }
 
@@ -185,10 +192,10 @@ impl OrderApp {
         let view = self
             .load_until(order_id, None)
             .await?
-            .ok_or_else(not_found)?
+            .ok_or_else(|| not_found(order_id))?
             .view()?;
         if !principal.may_access(&view.customer_id) {
-            return Err(not_found());
+            return Err(not_found(order_id));
         }
         Ok(view)
     }
@@ -210,7 +217,10 @@ impl OrderApp {
         order_id: Uuid,
         command: OrderCommand,
     ) -> Result<Option<(StreamAppend, Option<&'static str>)>, AppError> {
-        let loaded = self.load_until(order_id, None).await?.ok_or_else(not_found)?;
+        let loaded = self
+            .load_until(order_id, None)
+            .await?
+            .ok_or_else(|| not_found(order_id))?;
         let events = loaded.order.handle(command)?;
         if events.is_empty() {
             return Ok(None);
@@ -239,9 +249,9 @@ impl OrderApp {
         let reason = validate::cancel_reason(reason)?;
         let orchestrated = self.settings.saga_orchestration;
         self.execute(order_id, |order| {
-            let placed = order.placed.as_ref().ok_or_else(not_found)?;
+            let placed = order.placed.as_ref().ok_or_else(|| not_found(order_id))?;
             if !principal.may_access(&placed.customer_id) {
-                return Err(not_found());
+                return Err(not_found(order_id));
             }
             if orchestrated && placed.saga_id.is_some() {
                 let command = OrderCommand::RequestCancellation {
@@ -256,6 +266,7 @@ impl OrderApp {
             } else {
                 let command = OrderCommand::Cancel {
                     reason: reason.clone(),
+                    code: ErrorReason::CancellationRequested,
                 };
                 Ok((command, None))
             }
@@ -273,7 +284,10 @@ impl OrderApp {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let loaded = self.load_until(order_id, None).await?.ok_or_else(not_found)?;
+            let loaded = self
+                .load_until(order_id, None)
+                .await?
+                .ok_or_else(|| not_found(order_id))?;
             let (command, saga) = decide(&loaded.order)?;
             let events = loaded.order.handle(command)?;
             if events.is_empty() {
@@ -363,6 +377,6 @@ impl OrderApp {
     }
 }
 
-fn not_found() -> AppError {
-    AppError::NotFound("order".into())
+fn not_found(id: Uuid) -> AppError {
+    AppError::not_found(Resource::Order, id)
 }

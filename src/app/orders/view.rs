@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::domain::{
     money::{Currency, Money},
     order::{Order, OrderLine, OrderStatus, ShippingAddress},
+    reason::ErrorReason,
 };
 
 /// An order, flattened for replies. `Debug` leaves out the personal fields.
@@ -33,6 +34,8 @@ pub struct OrderView {
     pub shipping_address: ShippingAddress,
     /// Why it was cancelled, once CANCELLED.
     pub cancellation_reason: Option<String>,
+    /// The same as a code, once CANCELLED.
+    pub cancellation_reason_code: Option<ErrorReason>,
     /// The reason of the first accepted cancellation request, while the saga compensates and
     /// after (None when nobody asked, or for views of a read model, which does not keep it).
     pub cancellation_requested: Option<String>,
@@ -63,6 +66,7 @@ impl OrderView {
             payment_method: placed.personal.payment_method.clone(),
             shipping_address: placed.personal.shipping_address.clone(),
             cancellation_reason: order.cancellation_reason.clone(),
+            cancellation_reason_code: order.cancellation_reason_code,
             cancellation_requested: order.cancellation_requested.as_ref().map(|r| r.reason.clone()),
             version: order.version,
             created_at,

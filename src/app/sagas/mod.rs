@@ -15,7 +15,7 @@ use crate::{
     auth::Principal,
     config::SagaSettings,
     db::Db,
-    error::AppError,
+    error::{AppError, Resource},
     saga::{
         engine::Engine,
         grpc_siblings::{GrpcSiblings, SiblingUrls},
@@ -350,7 +350,7 @@ impl SagaApp {
         self.store
             .get(id)
             .await?
-            .ok_or_else(|| AppError::NotFound(format!("saga {id}")))
+            .ok_or_else(|| AppError::not_found(Resource::Saga, id))
     }
 
     async fn view(&self, record: SagaRecord) -> Result<SagaView, AppError> {
@@ -390,7 +390,7 @@ fn pending_row(record: &SagaRecord, step: Step) -> StepRecord {
 }
 
 fn operator_error(err: OperatorError) -> AppError {
-    AppError::FailedPrecondition(err.to_string())
+    AppError::failed_precondition(crate::error::ErrorReason::SagaActionNotAllowed, err.to_string())
 }
 
 /// `created_at` (microseconds) and id of the last saga of a page, opaque.

@@ -30,7 +30,7 @@ impl OrderAppPort {
 fn call_error(err: AppError) -> CallError {
     let code = crate::metrics::grpc_code_name(err.code());
     match err {
-        AppError::NotFound(_) | AppError::FailedPrecondition(_) | AppError::InvalidArgument(_) => {
+        AppError::NotFound { .. } | AppError::FailedPrecondition { .. } | AppError::InvalidArgument(_) => {
             CallError::refused(code, err.to_string())
         }
         other => CallError::transient(code, other.to_string()),
@@ -120,7 +120,7 @@ impl From<OrderCommand> for DomainCommand {
                 DomainCommand::MarkPaymentCaptured { capture_id }
             }
             OrderCommand::Confirm => DomainCommand::Confirm,
-            OrderCommand::Cancel { reason } => DomainCommand::Cancel { reason },
+            OrderCommand::Cancel { reason, code } => DomainCommand::Cancel { reason, code },
         }
     }
 }

@@ -10,7 +10,7 @@ use super::{
     },
     status::OrderStatus,
 };
-use crate::domain::money::Money;
+use crate::domain::{money::Money, reason::ErrorReason};
 
 /// What an order was placed with (its [`OrderCreated`] event).
 pub type PlacedOrder = OrderCreated;
@@ -36,6 +36,8 @@ pub struct Order {
     pub cancellation_requested: Option<CancellationRequested>,
     /// Why it was cancelled, once CANCELLED.
     pub cancellation_reason: Option<String>,
+    /// The same as a code, once CANCELLED.
+    pub cancellation_reason_code: Option<ErrorReason>,
 }
 
 impl Order {
@@ -73,6 +75,7 @@ impl Order {
             OrderEvent::CancellationRequested(e) => self.cancellation_requested = Some(e.clone()),
             OrderEvent::Cancelled(e) => {
                 self.cancellation_reason = Some(e.reason.clone());
+                self.cancellation_reason_code = Some(e.reason_code);
                 self.status = OrderStatus::Cancelled;
             }
         }
@@ -158,12 +161,15 @@ impl Order {
                     requested_by,
                 })])
             }
-            OrderCommand::Cancel { reason } => {
+            OrderCommand::Cancel { reason, code } => {
                 self.check_cancellable(name)?;
                 if self.status == OrderStatus::Cancelled {
                     return Ok(vec![]);
                 }
-                Ok(vec![OrderEvent::Cancelled(OrderCancelled { reason })])
+                Ok(vec![OrderEvent::Cancelled(OrderCancelled {
+                    reason,
+                    reason_code: code,
+                })])
             }
         }
     }

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::event::PersonalData;
-use crate::domain::{cart::CartItem, money::Currency};
+use crate::domain::{cart::CartItem, money::Currency, reason::ErrorReason};
 
 /// Places an order from a cart snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +67,8 @@ pub enum OrderCommand {
         /// Why it is cancelled (the compensation reason, or the customer's), kept on
         /// `OrderCancelled`.
         reason: String,
+        /// Why, for programs (see [`ErrorReason`]'s last group).
+        code: ErrorReason,
     },
 }
 

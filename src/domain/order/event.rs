@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::money::{Currency, Money};
+use crate::domain::{
+    money::{Currency, Money},
+    reason::ErrorReason,
+};
 
 /// A postal address, validated by the application layer. Personal data:
 /// `Debug` prints no field.
@@ -122,11 +125,14 @@ pub struct CancellationRequested {
     pub requested_by: String,
 }
 
-/// The order is cancelled.
+/// The order is cancelled. Schema v2 added `reason_code` (v1 events are
+/// upcast by the store's codec, which reads the code from the v1 text).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCancelled {
     /// Why it was cancelled: a refusal, the deadline, or the customer's reason.
     pub reason: String,
+    /// Why, for programs: which refusal, request or timeout ended the order.
+    pub reason_code: ErrorReason,
 }
 
 /// Every event of an order stream.

@@ -8,6 +8,7 @@ use super::*;
 use crate::domain::{
     cart::CartItem,
     money::{Currency, Money},
+    reason::ErrorReason,
 };
 
 fn usd(text: &str) -> Money {
@@ -85,6 +86,7 @@ fn captured() -> OrderCommand {
 fn cancel(reason: &str) -> OrderCommand {
     OrderCommand::Cancel {
         reason: reason.into(),
+        code: ErrorReason::OutOfStock,
     }
 }
 
@@ -187,6 +189,7 @@ fn cancellation_is_possible_before_capture_and_refused_after_it() {
         };
         assert_eq!(cancelled.status, OrderStatus::Cancelled);
         assert_eq!(cancelled.cancellation_reason.as_deref(), Some("changed my mind"));
+        assert_eq!(cancelled.cancellation_reason_code, Some(ErrorReason::OutOfStock));
     }
     let past_pivot = given(vec![
         place(vec![item("a", 1, "5")]),

@@ -64,6 +64,7 @@ impl Engine {
                 return Ok(None);
             }
             Step::CancelOrder => OrderCommand::Cancel {
+                code: record.state().cancellation_code(),
                 reason: record
                     .compensation_reason
                     .clone()

@@ -1,5 +1,7 @@
 //! The steps of the fulfillment saga and their idempotency keys.
 
+use crate::domain::reason::ErrorReason;
+
 /// One step of the saga.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Step {
@@ -62,6 +64,17 @@ impl Step {
             .into_iter()
             .chain(Self::COMPENSATION)
             .find(|s| s.name() == name)
+    }
+
+    /// Why an order is cancelled when this (forward) step's sibling refused:
+    /// the payment, the stock or the address, else the order's own rule.
+    pub fn refusal_code(self) -> ErrorReason {
+        match self {
+            Self::AuthorizePayment => ErrorReason::PaymentDeclined,
+            Self::ReserveInventory => ErrorReason::OutOfStock,
+            Self::CreateShipment => ErrorReason::AddressUnshippable,
+            _ => ErrorReason::FulfillmentRefused,
+        }
     }
 
     /// True for compensation steps.

@@ -84,6 +84,29 @@ fn a_refusal_compensates_exactly_the_steps_that_took_effect() {
 }
 
 #[test]
+fn the_cancellation_code_names_the_refused_step_else_the_request_else_the_deadline() {
+    for (succeeded_before, code) in [
+        (0, ErrorReason::PaymentDeclined),
+        (1, ErrorReason::OutOfStock),
+        (2, ErrorReason::AddressUnshippable),
+    ] {
+        let mut state = saga();
+        for _ in 0..succeeded_before {
+            run(&mut state, Outcome::Succeeded);
+        }
+        run(&mut state, Outcome::Refused("no".into()));
+        finish(&mut state);
+        assert_eq!(state.cancellation_code(), code);
+    }
+    let mut state = saga();
+    state.cancel_requested = true;
+    assert_eq!(state.cancellation_code(), ErrorReason::CancellationRequested);
+    let mut state = saga();
+    run(&mut state, Outcome::Succeeded);
+    assert_eq!(state.cancellation_code(), ErrorReason::OrderTimedOut);
+}
+
+#[test]
 fn transient_failures_back_off_exponentially_then_fail_the_saga() {
     let mut state = saga();
     let mut waits = Vec::new();

@@ -63,11 +63,12 @@ pub enum CartStoreError {
 impl From<CartStoreError> for AppError {
     fn from(err: CartStoreError) -> Self {
         match err {
-            CartStoreError::NotFound => AppError::NotFound("cart".into()),
-            CartStoreError::Conflict { actual, .. } => AppError::Aborted(format!(
-                "the cart changed concurrently (now at version {actual}); reload and retry"
-            )),
-            CartStoreError::Unavailable(why) => AppError::Unavailable(why),
+            CartStoreError::NotFound => AppError::not_found(crate::error::Resource::Cart, ""),
+            CartStoreError::Conflict { actual, .. } => AppError::aborted(
+                crate::error::ErrorReason::CartVersionMismatch,
+                format!("the cart changed concurrently (now at version {actual}); reload and retry"),
+            ),
+            CartStoreError::Unavailable(why) => AppError::unavailable(why),
             CartStoreError::Internal(e) => AppError::Internal(e),
         }
     }

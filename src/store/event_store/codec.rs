@@ -8,12 +8,19 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{EventMetadata, NewEvent, StoredEvent, Upcast, Upcasters};
-use crate::domain::order::OrderEvent;
+use crate::{
+    domain::{order::OrderEvent, reason::ErrorReason},
+    saga::plan::Step,
+};
 
 /// Current schema version of `OrderCreated`. v1 kept `shipping_address` and
 /// `payment_method` at the top level; v2 groups them under `personal` (so
 /// they can be encrypted together) and adds `saga_id`.
 pub const ORDER_CREATED_SCHEMA: i32 = 2;
+
+/// Current schema version of `OrderCancelled`. v1 had only the `reason`
+/// text; v2 adds `reason_code` (an [`ErrorReason`] name).
+pub const ORDER_CANCELLED_SCHEMA: i32 = 2;
 
 /// Encodes and decodes order events.
 #[derive(Debug, Clone, Default)]
@@ -22,17 +29,25 @@ pub struct OrderCodec;
 impl OrderCodec {
     /// The upcasters of every older order event schema.
     pub fn upcasters() -> Upcasters {
-        Upcasters::new([Upcast {
-            event_type: "OrderCreated",
-            from_version: 1,
-            apply: order_created_v1_to_v2,
-        }])
+        Upcasters::new([
+            Upcast {
+                event_type: "OrderCreated",
+                from_version: 1,
+                apply: order_created_v1_to_v2,
+            },
+            Upcast {
+                event_type: "OrderCancelled",
+                from_version: 1,
+                apply: order_cancelled_v1_to_v2,
+            },
+        ])
     }
 
     /// The schema version `event` is written with.
     pub fn schema_version(event: &OrderEvent) -> i32 {
         match event {
             OrderEvent::Created(_) => ORDER_CREATED_SCHEMA,
+            OrderEvent::Cancelled(_) => ORDER_CANCELLED_SCHEMA,
             _ => 1,
         }
     }
@@ -102,6 +117,30 @@ fn order_created_v1_to_v2(mut payload: Value) -> Result<Value, String> {
     Ok(payload)
 }
 
+/// v1 -> v2: the code, read from the v1 text. v1 texts came from the saga
+/// (`"<step> refused: ..."`, `"cancelled by the customer..."`, `"order timed
+/// out..."`) or, without a saga, were the customer's own reason, so any
+/// other text was a requested cancellation.
+fn order_cancelled_v1_to_v2(mut payload: Value) -> Result<Value, String> {
+    let obj = payload
+        .as_object_mut()
+        .ok_or("OrderCancelled v1 is not an object")?;
+    let reason = obj
+        .get("reason")
+        .and_then(Value::as_str)
+        .ok_or("OrderCancelled v1 has no reason")?;
+    let refused = reason
+        .split_once(" refused: ")
+        .and_then(|(step, _)| Step::parse(step));
+    let code = match refused {
+        Some(step) => step.refusal_code(),
+        None if reason.starts_with("order timed out") => ErrorReason::OrderTimedOut,
+        None => ErrorReason::CancellationRequested,
+    };
+    obj.insert("reason_code".into(), Value::from(code.as_str()));
+    Ok(payload)
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
@@ -134,7 +173,10 @@ mod tests {
             OrderEvent::PaymentAuthorized(PaymentAuthorized {
                 authorization_id: "a-1".into(),
             }),
-            OrderEvent::Cancelled(OrderCancelled { reason: "r".into() }),
+            OrderEvent::Cancelled(OrderCancelled {
+                reason: "r".into(),
+                reason_code: ErrorReason::OutOfStock,
+            }),
         ] {
             let new = codec.encode(&event, &EventMetadata::default()).unwrap();
             assert_eq!(new.event_type, event.event_type());
@@ -164,5 +206,43 @@ mod tests {
         assert_eq!(created.personal.shipping_address.country, "US");
         assert_eq!(created.saga_id, None);
         assert_eq!(created.total.to_string(), "3.00");
+    }
+
+    #[test]
+    fn an_order_cancelled_v1_payload_gets_the_code_its_text_stood_for() {
+        for (text, code) in [
+            (
+                "authorize_payment refused: FAILED_PRECONDITION: declined",
+                ErrorReason::PaymentDeclined,
+            ),
+            (
+                "reserve_inventory refused: FAILED_PRECONDITION: out of stock",
+                ErrorReason::OutOfStock,
+            ),
+            (
+                "create_shipment refused: INVALID_ARGUMENT: nowhere",
+                ErrorReason::AddressUnshippable,
+            ),
+            (
+                "confirm_order refused: LOCAL: no",
+                ErrorReason::FulfillmentRefused,
+            ),
+            (
+                "order timed out before fulfillment completed",
+                ErrorReason::OrderTimedOut,
+            ),
+            (
+                "cancelled by the customer: changed my mind",
+                ErrorReason::CancellationRequested,
+            ),
+            ("found it cheaper", ErrorReason::CancellationRequested),
+        ] {
+            let v1 = json!({"reason": text});
+            let OrderEvent::Cancelled(event) = OrderCodec.decode(&stored("OrderCancelled", 1, v1)).unwrap()
+            else {
+                panic!("not OrderCancelled");
+            };
+            assert_eq!((event.reason.as_str(), event.reason_code), (text, code));
+        }
     }
 }

@@ -183,8 +183,10 @@ impl From<sqlx::Error> for EventStoreError {
 impl From<EventStoreError> for AppError {
     fn from(err: EventStoreError) -> Self {
         match err {
-            EventStoreError::Conflict { .. } => AppError::Aborted(err.to_string()),
-            EventStoreError::Unavailable(msg) => AppError::Unavailable(msg),
+            EventStoreError::Conflict { .. } => {
+                AppError::aborted(crate::error::ErrorReason::ConcurrentModification, err.to_string())
+            }
+            EventStoreError::Unavailable(msg) => AppError::unavailable(msg),
             EventStoreError::Other(source) => AppError::Internal(source),
         }
     }

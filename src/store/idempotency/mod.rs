@@ -46,7 +46,7 @@ impl From<sqlx::Error> for IdempotencyStoreError {
 impl From<IdempotencyStoreError> for AppError {
     fn from(err: IdempotencyStoreError) -> Self {
         match err {
-            IdempotencyStoreError::Unavailable(why) => AppError::Unavailable(why),
+            IdempotencyStoreError::Unavailable(why) => AppError::unavailable(why),
             IdempotencyStoreError::Other(source) => AppError::Internal(source),
         }
     }

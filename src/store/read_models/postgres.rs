@@ -13,8 +13,13 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, QueryBuilder, Row, pos
 use uuid::Uuid;
 
 use super::rows::{CartConversion, ConversionFigures, CustomerOrder, OrderDetail, OrderSummary, Outcome};
-use super::types::{Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError, money_from};
-use crate::domain::order::{OrderLine, OrderStatus, PersonalData};
+use super::types::{
+    Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError, money_from, reason_code_from,
+};
+use crate::domain::{
+    order::{OrderLine, OrderStatus, PersonalData},
+    reason::ErrorReason,
+};
 
 /// Loads and upserts the rows of one read model on PostgreSQL.
 #[async_trait::async_trait]
@@ -26,7 +31,8 @@ pub trait PgModel: Sized {
 }
 
 const SUMMARY_COLUMNS: &str = "order_id, customer_id, cart_id, saga_id, status, items, currency, total, \
-                               item_count, cancellation_reason, version, created_at, updated_at";
+                               item_count, cancellation_reason, cancellation_reason_code, version, created_at, \
+                               updated_at";
 
 fn bad_column(column: &str, value: &str) -> sqlx::Error {
     sqlx::Error::ColumnDecode {
@@ -51,6 +57,7 @@ fn summary_from(row: &PgRow) -> sqlx::Result<OrderSummary> {
         total,
         item_count: unsigned(row, "item_count")?,
         cancellation_reason: row.try_get("cancellation_reason")?,
+        cancellation_reason_code: reason_code_from(row.try_get("cancellation_reason_code")?)?,
         version: unsigned(row, "version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -79,6 +86,7 @@ struct SummaryArrays {
     total: Vec<Decimal>,
     item_count: Vec<i32>,
     cancellation_reason: Vec<String>,
+    cancellation_reason_code: Vec<&'static str>,
     version: Vec<i64>,
     created_at: Vec<DateTime<Utc>>,
     updated_at: Vec<DateTime<Utc>>,
@@ -98,6 +106,8 @@ impl SummaryArrays {
         self.item_count
             .push(i32::try_from(s.item_count).unwrap_or(i32::MAX));
         self.cancellation_reason.push(s.cancellation_reason.clone());
+        self.cancellation_reason_code
+            .push(s.cancellation_reason_code.map_or("", ErrorReason::as_str));
         self.version.push(i64::try_from(s.version).unwrap_or(i64::MAX));
         self.created_at.push(s.created_at);
         self.updated_at.push(s.updated_at);
@@ -133,7 +143,7 @@ fn upsert_sql(table: &str, columns: &[(&str, &str)]) -> String {
     )
 }
 
-const SUMMARY_TYPES: [(&str, &str); 13] = [
+const SUMMARY_TYPES: [(&str, &str); 14] = [
     ("order_id", "uuid"),
     ("customer_id", "text"),
     ("cart_id", "uuid"),
@@ -144,6 +154,7 @@ const SUMMARY_TYPES: [(&str, &str); 13] = [
     ("total", "numeric"),
     ("item_count", "int4"),
     ("cancellation_reason", "text"),
+    ("cancellation_reason_code", "text"),
     ("version", "int8"),
     ("created_at", "timestamptz"),
     ("updated_at", "timestamptz"),
@@ -190,6 +201,7 @@ impl PgModel for CustomerOrder {
             .bind(a.total)
             .bind(a.item_count)
             .bind(a.cancellation_reason)
+            .bind(a.cancellation_reason_code)
             .bind(a.version)
             .bind(a.created_at)
             .bind(a.updated_at)
@@ -237,6 +249,7 @@ impl PgModel for OrderDetail {
             .bind(a.total)
             .bind(a.item_count)
             .bind(a.cancellation_reason)
+            .bind(a.cancellation_reason_code)
             .bind(a.version)
             .bind(a.created_at)
             .bind(a.updated_at)

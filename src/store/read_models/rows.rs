@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::domain::{
     money::{Currency, Money},
     order::{OrderLine, OrderStatus, PersonalData},
+    reason::ErrorReason,
 };
 
 /// A row of a read-model table: one per order stream, carrying the version of the
@@ -51,6 +52,9 @@ pub struct OrderSummary {
     pub item_count: u32,
     /// Why it was cancelled; empty unless CANCELLED.
     pub cancellation_reason: String,
+    /// The same as a code; None unless CANCELLED (and for rows projected
+    /// before codes were stored, until `commerce rebuild-projections`).
+    pub cancellation_reason_code: Option<ErrorReason>,
     /// Version of the stream folded in.
     pub version: u64,
     /// When the order was created (its first event's time).

@@ -26,8 +26,9 @@ impl ReadModelStore {
         if claimed == names.len() as u64 {
             return Ok(());
         }
-        Err(AppError::Aborted(
-            "a rebuild of the projections is already running".into(),
+        Err(AppError::aborted(
+            crate::error::ErrorReason::ConcurrentModification,
+            "a rebuild of the projections is already running",
         ))
     }
 

@@ -12,8 +12,10 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePoo
 use uuid::Uuid;
 
 use super::rows::{CartConversion, ConversionFigures, CustomerOrder, OrderDetail, OrderSummary, Outcome};
-use super::types::{Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError, money_from};
-use crate::domain::order::OrderStatus;
+use super::types::{
+    Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError, money_from, reason_code_from,
+};
+use crate::domain::{order::OrderStatus, reason::ErrorReason};
 
 /// Loads and upserts the rows of one read model in SQLite.
 #[async_trait::async_trait]
@@ -27,7 +29,7 @@ pub trait SqliteModel: Sized {
 /// Rows per multi-row INSERT (SQLite binds at most 32766 parameters).
 const CHUNK: usize = 500;
 
-const SUMMARY_COLUMNS: [&str; 13] = [
+const SUMMARY_COLUMNS: [&str; 14] = [
     "order_id",
     "customer_id",
     "cart_id",
@@ -38,6 +40,7 @@ const SUMMARY_COLUMNS: [&str; 13] = [
     "total",
     "item_count",
     "cancellation_reason",
+    "cancellation_reason_code",
     "version",
     "created_at",
     "updated_at",
@@ -101,6 +104,7 @@ fn summary_from(row: &SqliteRow) -> sqlx::Result<OrderSummary> {
         total,
         item_count: unsigned(row, "item_count")?,
         cancellation_reason: row.try_get("cancellation_reason")?,
+        cancellation_reason_code: reason_code_from(row.try_get("cancellation_reason_code")?)?,
         version: unsigned(row, "version")?,
         created_at: time_at(row, "created_at")?,
         updated_at: time_at(row, "updated_at")?,
@@ -118,6 +122,7 @@ fn push_summary(b: &mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>
         .push_bind(s.total.amount().to_string())
         .push_bind(i64::from(s.item_count))
         .push_bind(s.cancellation_reason.clone())
+        .push_bind(s.cancellation_reason_code.map_or("", ErrorReason::as_str))
         .push_bind(i64::try_from(s.version).unwrap_or(i64::MAX))
         .push_bind(s.created_at.timestamp_millis())
         .push_bind(s.updated_at.timestamp_millis());

@@ -9,6 +9,7 @@ use crate::{
     domain::{
         money::{Currency, Money, MoneyError},
         order::OrderStatus,
+        reason::ErrorReason,
     },
     error::AppError,
 };
@@ -41,7 +42,7 @@ impl From<sqlx::Error> for ReadModelError {
 impl From<ReadModelError> for AppError {
     fn from(err: ReadModelError) -> Self {
         match err {
-            ReadModelError::Unavailable(msg) => AppError::Unavailable(msg),
+            ReadModelError::Unavailable(msg) => AppError::unavailable(msg),
             other => AppError::Internal(anyhow::Error::new(other)),
         }
     }
@@ -102,6 +103,20 @@ pub struct ListQuery {
     pub after: Option<ListCursor>,
     /// At most this many.
     pub limit: i64,
+}
+
+/// A stored cancellation code: '' for none (not cancelled, or projected
+/// before codes were stored).
+pub(super) fn reason_code_from(text: String) -> sqlx::Result<Option<ErrorReason>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    ErrorReason::parse(&text)
+        .map(Some)
+        .ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: "cancellation_reason_code".into(),
+            source: format!("unknown reason {text:?}").into(),
+        })
 }
 
 /// A stored (currency code, amount) pair as domain money.

@@ -450,10 +450,11 @@ impl From<sqlx::Error> for SagaStoreError {
 impl From<SagaStoreError> for AppError {
     fn from(err: SagaStoreError) -> Self {
         match err {
-            SagaStoreError::LeaseLost | SagaStoreError::Conflict => {
-                AppError::Aborted("the saga changed meanwhile; read it again and retry".into())
-            }
-            SagaStoreError::Unavailable(why) => AppError::Unavailable(why),
+            SagaStoreError::LeaseLost | SagaStoreError::Conflict => AppError::aborted(
+                crate::error::ErrorReason::ConcurrentModification,
+                "the saga changed meanwhile; read it again and retry",
+            ),
+            SagaStoreError::Unavailable(why) => AppError::unavailable(why),
             SagaStoreError::Other(e) => AppError::Internal(e),
         }
     }

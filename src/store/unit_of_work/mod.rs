@@ -193,11 +193,14 @@ impl From<sqlx::Error> for UnitOfWorkError {
 impl From<UnitOfWorkError> for AppError {
     fn from(err: UnitOfWorkError) -> Self {
         match err {
-            UnitOfWorkError::Conflict { .. } => AppError::Aborted(err.to_string()),
-            UnitOfWorkError::LeaseLost | UnitOfWorkError::SagaChanged => {
-                AppError::Aborted("the saga changed meanwhile; read it again and retry".into())
+            UnitOfWorkError::Conflict { .. } => {
+                AppError::aborted(crate::error::ErrorReason::ConcurrentModification, err.to_string())
             }
-            UnitOfWorkError::Unavailable(why) => AppError::Unavailable(why),
+            UnitOfWorkError::LeaseLost | UnitOfWorkError::SagaChanged => AppError::aborted(
+                crate::error::ErrorReason::ConcurrentModification,
+                "the saga changed meanwhile; read it again and retry",
+            ),
+            UnitOfWorkError::Unavailable(why) => AppError::unavailable(why),
             UnitOfWorkError::Other(source) => AppError::Internal(source),
         }
     }
