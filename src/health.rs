@@ -1,8 +1,11 @@
 //! Dependency health: a monitor pings the database and Redis, and drives both
-//! the gRPC health service (NOT_SERVING while a dependency is down) and the
-//! JSON `/health` endpoint.
+//! the gRPC health service and the JSON `/health` endpoint. Each gRPC service
+//! follows the dependencies it needs ([`Needs`]): carts go NOT_SERVING when
+//! Redis is away while orders keep serving, and the reverse when the database
+//! is away; the whole server (`""`) needs both. Health/Watch streams see each
+//! change as it is published.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use serde::Serialize;
 use tokio::sync::RwLock;
@@ -40,17 +43,38 @@ pub struct HealthReport {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Which dependencies a gRPC service cannot serve without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// PostgreSQL or the SQLite file (events, read models, sagas).
+    pub database: bool,
+    /// Redis, or its in-process stand-in (carts, the event bus).
+    pub cache: bool,
+}
+
+impl Needs {
+    /// Serving when every needed dependency is up.
+    fn met(self, database_up: bool, cache_up: bool) -> bool {
+        (database_up || !self.database) && (cache_up || !self.cache)
+    }
+}
+
 /// Shared, updated by the monitor.
 #[derive(Clone)]
 pub struct Health {
     report: Arc<RwLock<HealthReport>>,
     reporter: HealthReporter,
-    services: Arc<Vec<String>>,
+    services: Arc<Vec<(String, Needs)>>,
+    /// What was last published per service: tonic-health hands every set to
+    /// its Watch streams, equal or not, and the protocol promises a message
+    /// per change only.
+    published: Arc<std::sync::Mutex<HashMap<String, ServingStatus>>>,
 }
 
 impl Health {
-    /// A health state for the named gRPC services (fully qualified names).
-    pub fn new(reporter: HealthReporter, services: Vec<String>, backends: &Backends) -> Self {
+    /// A health state for the named gRPC services (fully qualified names),
+    /// each with what it needs.
+    pub fn new(reporter: HealthReporter, services: Vec<(String, Needs)>, backends: &Backends) -> Self {
         let unknown = |kind: &str| DependencyStatus {
             kind: kind.into(),
             up: false,
@@ -71,6 +95,7 @@ impl Health {
             })),
             reporter,
             services: Arc::new(services),
+            published: Arc::default(),
         }
     }
 
@@ -96,20 +121,35 @@ impl Health {
                 error: None,
             },
         };
-        let serving = database.up && cache.up;
+        let (database_up, cache_up) = (database.up, cache.up);
+        let serving = database_up && cache_up;
         {
             let mut report = self.report.write().await;
             report.database = database;
             report.cache = cache;
             report.status = if serving { "ok" } else { "degraded" };
         }
-        let status = if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
+        let status = |up: bool| {
+            if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
         };
-        self.reporter.set_service_status("", status).await;
-        for service in self.services.iter() {
+        self.publish("", status(serving)).await;
+        for (service, needs) in self.services.iter() {
+            self.publish(service, status(needs.met(database_up, cache_up)))
+                .await;
+        }
+    }
+
+    /// Sets `service`'s status when it changed (see `published`).
+    async fn publish(&self, service: &str, status: ServingStatus) {
+        let changed = {
+            let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+            published.insert(service.to_string(), status) != Some(status)
+        };
+        if changed {
             self.reporter.set_service_status(service, status).await;
         }
     }
@@ -140,5 +180,24 @@ async fn probe(kind: &str, ping: impl Future<Output = anyhow::Result<()>>) -> De
         up: error.is_none(),
         latency_ms,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_serves_while_what_it_needs_is_up() {
+        let carts = Needs {
+            database: false,
+            cache: true,
+        };
+        let orders = Needs {
+            database: true,
+            cache: false,
+        };
+        assert!(carts.met(false, true) && !carts.met(true, false));
+        assert!(orders.met(true, false) && !orders.met(false, true));
     }
 }

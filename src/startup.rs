@@ -28,7 +28,7 @@ use crate::{
         SiblingSettings, StubSettings,
     },
     db::{Backends, Db, redis_pool},
-    health::Health,
+    health::{Health, Needs},
     privacy::{self, Vault},
     proto::commerce::events::v1::order_event_service_server::OrderEventServiceServer,
     proto::commerce::v1::{
@@ -51,6 +51,20 @@ pub const SERVICE_NAMES: &[&str] = &[
     "commerce.v1.AdminService",
     "commerce.events.v1.OrderEventService",
 ];
+
+/// What each of [`SERVICE_NAMES`] needs to serve, for its gRPC health status.
+/// Carts live in Redis (GetCartAnalytics reads the database, but a cart
+/// service that cannot keep carts is down; one that cannot count them is
+/// not). Orders, sagas and the admin calls live in the database; CreateOrder
+/// also converts a cart, but reads, cancels and watches do not, so an order
+/// service without Redis still serves and CreateOrder answers UNAVAILABLE.
+fn needs(service: &str) -> Needs {
+    let cart = service == "commerce.v1.CartService";
+    Needs {
+        database: !cart,
+        cache: cart,
+    }
+}
 
 /// The health "service" a liveness probe asks about: SERVING for as long as the server
 /// answers at all. Readiness asks about `""` or the API services instead, which go
@@ -96,7 +110,7 @@ impl Application {
         let reporter = tonic_health::server::HealthReporter::new();
         let health = Health::new(
             reporter.clone(),
-            SERVICE_NAMES.iter().map(|s| s.to_string()).collect(),
+            SERVICE_NAMES.iter().map(|s| (s.to_string(), needs(s))).collect(),
             &backends,
         );
         let (host, port) = (config.server.host.as_str(), config.server.port);

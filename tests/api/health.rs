@@ -5,7 +5,8 @@ use tonic_health::pb::{
 };
 
 use crate::support::{
-    app::{Backend, spawn_app_with},
+    app::{Backend, Isolation, spawn_app_with, spawn_on},
+    proxy::Proxy,
     rest::http_get,
 };
 
@@ -46,4 +47,71 @@ async fn unknown_routes_answer_json_404_with_a_request_id() {
         "{response}"
     );
     assert!(response.contains("\"code\":5"), "{response}");
+}
+
+/// The next status a Health/Watch stream sends.
+async fn next_status(stream: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>) -> ServingStatus {
+    let message = tokio::time::timeout(std::time::Duration::from_secs(15), stream.message())
+        .await
+        .expect("a status change within 15 s")
+        .expect("the stream stays open")
+        .expect("a message");
+    message.status()
+}
+
+#[tokio::test]
+async fn health_watch_streams_follow_postgres_per_service_down_and_back_up() {
+    if Backend::from_env() != Backend::Real {
+        // Needs a real PostgreSQL to put the proxy in front of (CI has one).
+        return;
+    }
+    let isolation = Isolation::new(Backend::Real).await;
+    let (pg, pg_url) = Proxy::for_url(&isolation.vars["DATABASE_URL"]).await;
+    let app = spawn_on(
+        isolation,
+        &[("DATABASE_URL", &pg_url), ("POOL_TIMEOUT_MS", "500")],
+    )
+    .await;
+    let watch = |service: &str| {
+        let mut health = HealthClient::new(app.channel.clone());
+        let request = HealthCheckRequest {
+            service: service.into(),
+        };
+        async move { health.watch(request).await.unwrap().into_inner() }
+    };
+    let mut server = watch("").await;
+    let mut orders = watch("commerce.v1.OrderService").await;
+    let mut sagas = watch("commerce.v1.SagaAdmin").await;
+    for stream in [&mut server, &mut orders, &mut sagas] {
+        assert_eq!(
+            next_status(stream).await,
+            ServingStatus::Serving,
+            "the first message is the current status"
+        );
+    }
+
+    pg.cut();
+    for stream in [&mut server, &mut orders, &mut sagas] {
+        assert_eq!(next_status(stream).await, ServingStatus::NotServing);
+    }
+    // Carts need Redis, not the database: the cart service keeps serving.
+    let mut carts = HealthClient::new(app.channel.clone());
+    let cart_status = carts
+        .check(HealthCheckRequest {
+            service: "commerce.v1.CartService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(cart_status, ServingStatus::Serving);
+
+    pg.restore();
+    for stream in [&mut server, &mut orders, &mut sagas] {
+        assert_eq!(
+            next_status(stream).await,
+            ServingStatus::Serving,
+            "back without a repeated NOT_SERVING in between"
+        );
+    }
 }
