@@ -6,6 +6,7 @@ mod bus;
 mod cart;
 mod cart_outage;
 mod cart_store;
+mod client_conventions;
 mod connections;
 mod deploy;
 mod error_reasons;
