@@ -75,20 +75,14 @@ async fn a_python_grpcio_channel_with_the_service_config_retries_an_attempt_the_
     let app = spawn_app().await;
     let token = app.customer("python-sibling");
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts/grpc_service_config.json");
-    let out = tokio::process::Command::new(python)
-        .arg(tools::fixture("grpcio_service_config.py"))
-        .arg(format!("127.0.0.1:{}", app.port))
-        .arg(&token)
-        .arg(&config)
-        .output()
-        .await
-        .expect("python ran");
-    assert!(
-        out.status.success(),
-        "grpcio client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let seen = tools::run_grpcio_fixture(
+        &python,
+        "grpcio_service_config.py",
+        app.port,
+        &token,
+        &[config.as_path()],
+    )
+    .await;
     assert_eq!(seen["retried_call"], "OK", "{seen}");
     assert_eq!(seen["unconfigured_call"], "UNAVAILABLE", "{seen}");
 }

@@ -20,19 +20,7 @@ async fn a_python_grpcio_client_with_gzip_on_calls_health_and_the_cart_service()
     };
     let app = spawn_app().await;
     let token = app.customer("python-sibling");
-    let out = tokio::process::Command::new(python)
-        .arg(tools::fixture("grpcio_gzip.py"))
-        .arg(format!("127.0.0.1:{}", app.port))
-        .arg(&token)
-        .output()
-        .await
-        .expect("python ran");
-    assert!(
-        out.status.success(),
-        "grpcio client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let seen = tools::run_grpcio_fixture(&python, "grpcio_gzip.py", app.port, &token, &[]).await;
     // 1 = SERVING.
     assert_eq!(seen["health_status"], 1, "{seen}");
     assert_eq!(
@@ -51,19 +39,7 @@ async fn a_python_grpcio_client_decodes_error_info_from_the_status_details_trail
     for backend in Backend::all() {
         let app = spawn_app_with(backend, &[]).await;
         let token = app.customer("python-sibling");
-        let out = tokio::process::Command::new(&python)
-            .arg(tools::fixture("grpcio_error_details.py"))
-            .arg(format!("127.0.0.1:{}", app.port))
-            .arg(&token)
-            .output()
-            .await
-            .expect("python ran");
-        assert!(
-            out.status.success(),
-            "grpcio client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+        let seen = tools::run_grpcio_fixture(&python, "grpcio_error_details.py", app.port, &token, &[]).await;
         let not_found = &seen["not_found"];
         assert_eq!(not_found["grpc_code"], "NOT_FOUND", "{seen}");
         assert_eq!(

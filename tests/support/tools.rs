@@ -27,6 +27,32 @@ pub fn grpcurl() -> Option<PathBuf> {
     found(on_path.or_else(|| local.is_file().then_some(local)), "grpcurl")
 }
 
+/// Runs the Python fixture `name` with `python` against the app on `port`
+/// as `token` (then `extra` arguments); the one JSON line it prints. Fails
+/// the test with the script's stderr when it fails.
+pub async fn run_grpcio_fixture(
+    python: &Path,
+    name: &str,
+    port: u16,
+    token: &str,
+    extra: &[&Path],
+) -> serde_json::Value {
+    let out = tokio::process::Command::new(python)
+        .arg(fixture(name))
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(token)
+        .args(extra)
+        .output()
+        .await
+        .expect("python ran");
+    assert!(
+        out.status.success(),
+        "grpcio client {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON line")
+}
+
 /// A file in `tests/fixtures`.
 pub fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures").join(name)
