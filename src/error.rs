@@ -42,6 +42,8 @@ pub enum Resource {
     CartItem,
     /// A fulfillment saga (`commerce.v1.Saga`).
     Saga,
+    /// A durable consumer of the event feed (`commerce.events.v1.Consumer`).
+    Consumer,
 }
 
 impl Resource {
@@ -52,6 +54,7 @@ impl Resource {
             Self::Cart | Self::ActiveCart => "commerce.v1.Cart",
             Self::CartItem => "commerce.v1.CartItem",
             Self::Saga => "commerce.v1.Saga",
+            Self::Consumer => "commerce.events.v1.Consumer",
         }
     }
 
@@ -62,6 +65,7 @@ impl Resource {
             Self::ActiveCart => "active cart not found".into(),
             Self::CartItem => format!("product {name:?} in the cart not found"),
             Self::Saga => format!("saga {name} not found"),
+            Self::Consumer => format!("consumer {name} not found"),
         }
     }
 }
@@ -228,6 +232,7 @@ fn precondition_subject(reason: ErrorReason) -> &'static str {
     match reason {
         ErrorReason::CartNotActive | ErrorReason::CartEmpty => "commerce.v1.Cart",
         ErrorReason::SagaActionNotAllowed => "commerce.v1.Saga",
+        ErrorReason::ConsumerLimitReached => "commerce.events.v1.Consumer",
         _ => "commerce.v1.Order",
     }
 }

@@ -73,7 +73,7 @@ reasons!(
     RateLimited = "RATE_LIMITED",
     /// The request (or its body) is larger than the configured bound.
     RequestTooLarge = "REQUEST_TOO_LARGE",
-    /// Too many WatchOrder streams are open.
+    /// Too many server streams (WatchOrder, Subscribe) are open.
     TooManyStreams = "TOO_MANY_STREAMS",
     // Transient (UNAVAILABLE, DEADLINE_EXCEEDED): retry with backoff.
     /// A backend (database, Redis) cannot be reached.
@@ -98,6 +98,9 @@ reasons!(
     CancellationRequested = "CANCELLATION_REQUESTED",
     /// Fulfillment did not finish within ORDER_TIMEOUT_MINUTES.
     OrderTimedOut = "ORDER_TIMED_OUT",
+    // Added with the event feed (FAILED_PRECONDITION).
+    /// The event feed already has its maximum number of durable consumers.
+    ConsumerLimitReached = "CONSUMER_LIMIT_REACHED",
 );
 
 /// Stored as its wire name (in `OrderCancelled` events and refusals).

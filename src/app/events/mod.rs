@@ -118,6 +118,7 @@ impl EventFeed {
             .clone()
             .try_acquire_owned()
             .map_err(|_| AppError::ResourceExhausted {
+                reason: crate::error::ErrorReason::TooManyStreams,
                 message: format!("at most {MAX_STREAMS} open Subscribe streams per replica; retry later"),
                 retry_after: Some(Duration::from_secs(1)),
             })?;
@@ -168,9 +169,10 @@ impl EventFeed {
         principal.require_admin()?;
         check_name("name", name)?;
         if self.consumers.list().await?.len() >= MAX_CONSUMERS {
-            return Err(AppError::FailedPrecondition(format!(
-                "at most {MAX_CONSUMERS} consumers; delete one first"
-            )));
+            return Err(AppError::failed_precondition(
+                crate::error::ErrorReason::ConsumerLimitReached,
+                format!("at most {MAX_CONSUMERS} consumers; delete one first"),
+            ));
         }
         let mut names: Vec<String> = types.iter().map(|t| t.name().to_string()).collect();
         names.sort();
@@ -214,7 +216,7 @@ impl EventFeed {
         if self.consumers.delete(name).await? {
             Ok(())
         } else {
-            Err(AppError::NotFound(format!("consumer {name}")))
+            Err(AppError::not_found(crate::error::Resource::Consumer, name))
         }
     }
 
@@ -234,7 +236,7 @@ impl EventFeed {
             .consumers
             .ack(name, position)
             .await?
-            .ok_or_else(|| AppError::NotFound(format!("consumer {name}")))?;
+            .ok_or_else(|| AppError::not_found(crate::error::Resource::Consumer, name))?;
         self.status(record).await
     }
 
@@ -283,7 +285,7 @@ impl EventFeed {
         self.consumers
             .get(name)
             .await?
-            .ok_or_else(|| AppError::NotFound(format!("consumer {name}")))
+            .ok_or_else(|| AppError::not_found(crate::error::Resource::Consumer, name))
     }
 
     /// The lag of `record`: positions behind the settled head, and the age of

@@ -137,9 +137,10 @@ pub(super) async fn run(sources: Sources, spec: StreamSpec, tx: mpsc::Sender<Res
         }
     }
     let _ = tx
-        .send(Err(AppError::Unavailable(
-            "server shutting down: subscribe again".into(),
-        )))
+        .send(Err(AppError::Unavailable {
+            reason: crate::error::ErrorReason::ShuttingDown,
+            message: "server shutting down: subscribe again".into(),
+        }))
         .await;
 }
 

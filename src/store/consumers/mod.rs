@@ -112,7 +112,7 @@ impl From<ConsumerStoreError> for AppError {
     fn from(err: ConsumerStoreError) -> Self {
         match err {
             ConsumerStoreError::AlreadyExists(_) => AppError::AlreadyExists(err.to_string()),
-            ConsumerStoreError::Unavailable(why) => AppError::Unavailable(why),
+            ConsumerStoreError::Unavailable(why) => AppError::unavailable(why),
             ConsumerStoreError::Other(source) => AppError::Internal(source),
         }
     }
