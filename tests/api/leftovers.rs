@@ -8,10 +8,9 @@ use std::time::Duration;
 use commerce::projections::order_detail::OrderDetail;
 
 use crate::support::{
-    app::{Backend, keys_of, spawn_app_with},
+    app::{Backend, keys_of, spawn_app_with, wait_for_consumer_groups},
     orders::{NO_SAGA, create_order, filled_cart, order_request},
     read_side::{ReadSideFixture, spawn},
-    wait_for,
 };
 
 #[tokio::test]
@@ -30,19 +29,7 @@ async fn a_dropped_test_app_leaves_no_redis_key_behind_while_the_runtime_goes_on
     create_order(&app, &alice, order_request(&cart, "leftovers"))
         .await
         .unwrap();
-    let stream = format!("{prefix}:events");
-    wait_for("the projections' consumer groups", || {
-        let (mut redis, stream) = (redis.clone(), stream.clone());
-        async move {
-            let groups: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(&stream)
-                .query_async(&mut redis)
-                .await;
-            groups.is_ok_and(|g| g.len() == 3)
-        }
-    })
-    .await;
+    wait_for_consumer_groups(&redis, &prefix, 3).await;
     drop(app);
     // What a later step of the same test does: the runtime runs on. A task of
     // the dropped app still alive would now see its stream gone and act on it.
@@ -63,19 +50,7 @@ async fn a_dropped_read_side_fixture_leaves_no_redis_key_behind_while_the_runtim
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let projector = fixture.projector("leftovers", Duration::from_secs(3600));
     let _runner = spawn::<OrderDetail>(&projector, &fixture.shutdown);
-    let stream = format!("{prefix}:events");
-    wait_for("the projection's consumer group", || {
-        let (mut redis, stream) = (redis.clone(), stream.clone());
-        async move {
-            let groups: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(&stream)
-                .query_async(&mut redis)
-                .await;
-            groups.is_ok_and(|g| g.len() == 1)
-        }
-    })
-    .await;
+    wait_for_consumer_groups(&redis, &prefix, 1).await;
     // Dropped without a shutdown: its trigger goes with it.
     drop(fixture);
     tokio::time::sleep(Duration::from_secs(2)).await;

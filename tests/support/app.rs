@@ -236,6 +236,28 @@ pub async fn keys_of(conn: &mut redis::aio::MultiplexedConnection, prefix: &str)
         .unwrap_or_default()
 }
 
+/// Waits until the event stream under `prefix` has `groups` consumer groups:
+/// the projections have started reading it.
+pub async fn wait_for_consumer_groups(
+    redis: &redis::aio::MultiplexedConnection,
+    prefix: &str,
+    groups: usize,
+) {
+    let stream = format!("{prefix}:events");
+    crate::support::wait_for("the projections' consumer groups", || {
+        let (mut redis, stream) = (redis.clone(), stream.clone());
+        async move {
+            let found: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&stream)
+                .query_async(&mut redis)
+                .await;
+            found.is_ok_and(|found| found.len() == groups)
+        }
+    })
+    .await;
+}
+
 /// A running server and clients to it.
 pub struct TestApp {
     /// Bound port.
