@@ -84,14 +84,20 @@ fn operation(schema: &Schema, rule: &HttpRule, refs: &mut Refs) -> Value {
             .filter(|f| !path_vars.contains(&f.name.as_str()))
         {
             if query_capable(field) {
-                parameters.push(parameter(field, "query", false, refs));
+                parameters.push(parameter(field, "query", field.required, refs));
             }
         }
     }
-    if input.field("idempotency_key").is_some() {
+    let keyed = input.field("idempotency_key");
+    if let Some(key) = keyed {
+        let description = if key.required {
+            "Fills `idempotency_key` when the body has none: one of the two is required."
+        } else {
+            "Fills `idempotency_key` when the body has none."
+        };
         parameters.push(json!({
             "name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string"},
-            "description": "Fills `idempotency_key` when the body has none.",
+            "description": description,
         }));
     }
     if input.field("expected_version").is_some() {
@@ -130,8 +136,12 @@ fn operation(schema: &Schema, rule: &HttpRule, refs: &mut Refs) -> Value {
     });
     if !rule.body.is_empty() {
         let body = if rule.body == "*" {
+            // The Idempotency-Key header may stand in for the body's key.
+            let mut skip = path_vars.clone();
+            skip.extend(keyed.map(|_| "idempotency_key"));
             let mut body = message_schema(input, refs, &path_vars);
             body["additionalProperties"] = Value::Bool(false);
+            set_required(&mut body, input, &skip);
             body
         } else {
             input
@@ -139,8 +149,10 @@ fn operation(schema: &Schema, rule: &HttpRule, refs: &mut Refs) -> Value {
                 .map(|f| field_schema(f, refs))
                 .unwrap_or_else(|| json!({}))
         };
+        // A body with required fields is itself required.
+        let required = body.get("required").is_some();
         op["requestBody"] = json!({
-            "required": false,
+            "required": required,
             "content": {"application/json": {"schema": body}},
         });
     }
@@ -215,6 +227,20 @@ fn message_schema(message: &MessageInfo, refs: &mut Refs, skip: &[&str]) -> Valu
         .map(|f| (f.name.clone(), field_schema(f, refs)))
         .collect();
     json!({"type": "object", "description": message.comment, "properties": properties})
+}
+
+/// Lists `message`'s REQUIRED fields (but those in `skip`, bound elsewhere) as
+/// the schema's `required` (OpenAPI 3.0 allows no empty list: none, no key).
+fn set_required(schema: &mut Value, message: &MessageInfo, skip: &[&str]) {
+    let required: Vec<&str> = message
+        .fields
+        .iter()
+        .filter(|f| f.required && !skip.contains(&f.name.as_str()))
+        .map(|f| f.name.as_str())
+        .collect();
+    if !required.is_empty() {
+        schema["required"] = json!(required);
+    }
 }
 
 /// The schema of a field's value (a parameter's schema: its description is beside it).
@@ -293,7 +319,9 @@ impl Refs {
         );
         while let Some(name) = self.named.iter().find(|n| !out.contains_key(*n)).cloned() {
             let resolved = if let Some(message) = schema.message(&name) {
-                message_schema(message, &mut self, &[])
+                let mut resolved = message_schema(message, &mut self, &[]);
+                set_required(&mut resolved, message, &[]);
+                resolved
             } else if let Some(e) = schema.enumeration(&name) {
                 json!({"type": "string", "enum": e.values, "description": e.comment})
             } else {
@@ -352,6 +380,42 @@ mod tests {
     }
 
     #[test]
+    fn required_fields_are_listed_and_the_idempotency_header_may_stand_in_for_its_field() {
+        let doc = doc();
+        let create = &doc["paths"]["/api/v1/orders/"]["post"];
+        let body = &create["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(
+            body["required"],
+            json!(["cart_id", "payment_method", "shipping_address"])
+        );
+        let header = create["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .unwrap();
+        assert!(
+            header["description"]
+                .as_str()
+                .unwrap()
+                .contains("one of the two is required")
+        );
+        let address = &doc["components"]["schemas"]["commerce.v1.Address"]["required"];
+        assert_eq!(
+            address,
+            &json!(["recipient_name", "line1", "city", "postal_code", "country"])
+        );
+        // Nothing required: no `required` key (OpenAPI 3.0 allows no empty list), body optional.
+        let cart = &doc["paths"]["/api/v1/cart/"]["post"];
+        assert!(
+            cart["requestBody"]["content"]["application/json"]["schema"]
+                .get("required")
+                .is_none()
+        );
+        assert_eq!(cart["requestBody"]["required"], false);
+    }
+
+    #[test]
     fn a_server_stream_answers_text_event_stream_and_takes_last_event_id() {
         let doc = doc();
         let watch = &doc["paths"]["/api/v1/orders/{order_id}/watch"]["get"];
@@ -382,6 +446,12 @@ mod tests {
                 .contains("29.99")
         );
         assert!(body.get("cart_id").is_none());
+        let schema = &add["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(
+            schema["required"],
+            json!(["product_id", "product_name", "quantity", "unit_price"])
+        );
+        assert_eq!(add["requestBody"]["required"], true);
         assert_eq!(add["parameters"][0]["name"], "cart_id");
         assert_eq!(
             add["responses"]["200"]["headers"]["ETag"]["schema"]["type"],

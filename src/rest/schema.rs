@@ -47,9 +47,13 @@ pub struct Field {
     pub map: Option<(Kind, Kind)>,
     /// Member of this real oneof, if any.
     pub oneof: Option<String>,
+    /// Annotated `[(google.api.field_behavior) = REQUIRED]`: requests without it are refused.
+    pub required: bool,
     /// Leading comment.
     pub comment: String,
 }
+
+include!(concat!(env!("OUT_DIR"), "/required_fields.rs"));
 
 /// One message.
 #[derive(Debug, Clone)]
@@ -166,7 +170,9 @@ impl Schema {
                         [k, v] => Some((kind(k.r#type(), k.type_name()), kind(v.r#type(), v.type_name()))),
                         _ => None,
                     });
+                let required = REQUIRED_FIELDS.contains(&(full_name.as_str(), f.name()));
                 Field {
+                    required,
                     name: f.name().to_string(),
                     json_name: f.json_name.clone().unwrap_or_else(|| lower_camel(f.name())),
                     kind: kind(f.r#type(), f.type_name()),
@@ -274,6 +280,8 @@ mod tests {
                 .comment("commerce.v1.CartService/AddItem")
                 .contains("same product")
         );
+        assert!(add.field("product_id").unwrap().required);
+        assert!(!add.field("expected_version").unwrap().required);
         let structure = schema.message("google.protobuf.Struct").unwrap();
         assert!(structure.field("fields").unwrap().map.is_some());
     }

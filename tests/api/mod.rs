@@ -31,6 +31,7 @@ mod read_side;
 mod rebuild_command;
 mod rebuild_rate;
 mod relay;
+mod required_fields;
 mod rest;
 mod rest_cart;
 mod rest_docs;
