@@ -84,6 +84,8 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let grpc = transport::is_grpc(&request);
+        // A grpc-web caller's refusal keeps its content type (see transport).
+        let web = transport::grpc_web_type(&request).cloned();
         let asked = request
             .headers()
             .get(GRPC_TIMEOUT)
@@ -104,7 +106,7 @@ where
                     ));
                     let status: tonic::Status = err.into();
                     Ok(if grpc {
-                        status.into_http()
+                        transport::grpc_error_response_for(web.as_ref(), &status)
                     } else {
                         transport::json_error_response(&status)
                     })

@@ -476,10 +476,11 @@ async fn health_json(State(app): State<App>) -> impl IntoResponse {
     (code, Json(report))
 }
 
-/// Unknown route: gRPC UNIMPLEMENTED for gRPC callers, a JSON 404 otherwise.
+/// Unknown route: gRPC UNIMPLEMENTED for gRPC (and grpc-web) callers, a JSON 404 otherwise.
 async fn not_found(request: http::Request<axum::body::Body>) -> http::Response<axum::body::Body> {
     if crate::transport::is_grpc(&request) {
-        return tonic::Status::unimplemented(format!("unknown method {}", request.uri().path())).into_http();
+        let status = tonic::Status::unimplemented(format!("unknown method {}", request.uri().path()));
+        return crate::transport::grpc_error_response(&request, &status);
     }
     crate::transport::json_error_response(&tonic::Status::not_found(format!(
         "no route for {} {}",

@@ -44,12 +44,22 @@ pub fn error_response<B>(request: &http::Request<B>, err: AppError) -> http::Res
 /// form) but with its own content type: grpc-web clients refuse a response
 /// typed `application/grpc`.
 pub fn grpc_error_response<B>(request: &http::Request<B>, status: &Status) -> http::Response<Body> {
-    let mut response = status.clone().into_http();
-    if let Some(web) = request
+    grpc_error_response_for(grpc_web_type(request), status)
+}
+
+/// The grpc-web content type of `request` (`application/grpc-web...`), if it is one.
+pub fn grpc_web_type<B>(request: &http::Request<B>) -> Option<&http::HeaderValue> {
+    request
         .headers()
         .get(http::header::CONTENT_TYPE)
         .filter(|ct| ct.as_bytes().starts_with(b"application/grpc-web"))
-    {
+}
+
+/// [`grpc_error_response`] once the request is gone (a layer that answers
+/// after handing the request on): `web` is what [`grpc_web_type`] said.
+pub fn grpc_error_response_for(web: Option<&http::HeaderValue>, status: &Status) -> http::Response<Body> {
+    let mut response = status.clone().into_http();
+    if let Some(web) = web {
         response
             .headers_mut()
             .insert(http::header::CONTENT_TYPE, web.clone());
