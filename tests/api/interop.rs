@@ -1,5 +1,6 @@
 //! Clients other than our own generated tonic ones: a Python grpcio sibling
-//! with gzip on, a zstd-compressing client, and grpcurl reading reflection.
+//! with gzip on, a zstd-compressing client, and grpcurl reading reflection
+//! (and gzip-compressed answers).
 
 use commerce::proto::commerce::v1::{
     AddItemRequest, CreateCartRequest, cart_service_client::CartServiceClient,
@@ -9,6 +10,7 @@ use tonic::codec::CompressionEncoding;
 use crate::support::{
     app::{Backend, authed, spawn_app, spawn_app_with},
     orders::add_item,
+    proxy::Proxy,
     stubs::spawn_stubs,
     tools,
 };
@@ -190,5 +192,51 @@ async fn reflection_lists_only_what_each_port_serves() {
             "payment.v1.PaymentService",
             "shipping.v1.ShippingService",
         ]
+    );
+}
+
+/// grpcurl 1.8.6 (grpc-go 1.44) cannot compress a request and so advertises
+/// no `grpc-accept-encoding` of its own: grpc-go sends that header only
+/// beside a compressed request, so by default our answers reach it plain.
+/// Given the header with `-H`, it gets every answer gzip-compressed by the
+/// server and decodes it (grpc-go's gzip codec is linked in): the same
+/// `describe` output (reflection answers of several KB: file descriptors
+/// with their comments), with far fewer bytes through a counting proxy.
+#[tokio::test]
+async fn grpcurl_decodes_the_servers_gzip_answers_once_it_advertises_gzip() {
+    let Some(grpcurl) = tools::grpcurl() else {
+        return;
+    };
+    let app = spawn_app().await;
+    let proxy = Proxy::start(format!("127.0.0.1:{}", app.port)).await;
+    let describe = async |headers: &[&str]| {
+        let before = proxy.bytes_down();
+        let mut command = tokio::process::Command::new(&grpcurl);
+        command.arg("-plaintext");
+        for header in headers {
+            command.args(["-H", header]);
+        }
+        let out = command
+            .args([&proxy.addr.to_string(), "describe", "commerce.v1.OrderService"])
+            .output()
+            .await
+            .expect("grpcurl ran");
+        assert!(
+            out.status.success(),
+            "grpcurl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            proxy.bytes_down() - before,
+        )
+    };
+    let (plain, plain_bytes) = describe(&[]).await;
+    let (gzip, gzip_bytes) = describe(&["grpc-accept-encoding: gzip"]).await;
+    assert!(plain.contains("rpc CreateOrder"), "{plain}");
+    assert_eq!(gzip, plain, "the decoded answers are the same");
+    assert!(
+        plain_bytes > 4096 && gzip_bytes * 2 < plain_bytes,
+        "answers compressed: {gzip_bytes} bytes with gzip against {plain_bytes} without"
     );
 }

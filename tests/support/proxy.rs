@@ -1,7 +1,8 @@
 //! A TCP proxy the tests put between the service and a dependency (PostgreSQL,
 //! Redis) to make it vanish and come back, without touching the machine's
 //! shared servers. It also counts the Redis commands (RESP arrays) clients
-//! send through it, so a test can count round trips per operation.
+//! send through it, so a test can count round trips per operation, and the
+//! bytes the upstream sends back (what a compressed answer saves).
 
 use std::{
     net::SocketAddr,
@@ -31,6 +32,7 @@ pub struct Proxy {
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: JoinHandle<()>,
     commands: Arc<AtomicU64>,
+    bytes_down: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -42,8 +44,10 @@ impl Proxy {
         let mode = Arc::new(AtomicU8::new(UP));
         let links = Arc::new(Mutex::new(Vec::new()));
         let commands = Arc::new(AtomicU64::new(0));
+        let bytes_down = Arc::new(AtomicU64::new(0));
         let acceptor = tokio::spawn({
-            let (mode, links, commands) = (mode.clone(), links.clone(), commands.clone());
+            let (mode, links, commands, bytes_down) =
+                (mode.clone(), links.clone(), commands.clone(), bytes_down.clone());
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     let link = match mode.load(Ordering::SeqCst) {
@@ -55,10 +59,11 @@ impl Proxy {
                             std::future::pending::<()>().await;
                         }),
                         _ => {
-                            let (upstream, commands) = (upstream.clone(), commands.clone());
+                            let (upstream, commands, bytes_down) =
+                                (upstream.clone(), commands.clone(), bytes_down.clone());
                             tokio::spawn(async move {
                                 if let Ok(server) = TcpStream::connect(upstream).await {
-                                    forward(client, server, &commands).await;
+                                    forward(client, server, &commands, &bytes_down).await;
                                 }
                             })
                         }
@@ -73,7 +78,13 @@ impl Proxy {
             links,
             acceptor,
             commands,
+            bytes_down,
         }
+    }
+
+    /// Bytes the upstream has sent back to clients through the proxy so far.
+    pub fn bytes_down(&self) -> u64 {
+        self.bytes_down.load(Ordering::SeqCst)
     }
 
     /// Redis commands clients have sent through the proxy so far (a
@@ -133,8 +144,8 @@ impl Drop for Proxy {
 }
 
 /// Copies both ways until either side closes, counting the RESP commands
-/// going upstream.
-async fn forward(client: TcpStream, server: TcpStream, commands: &AtomicU64) {
+/// going upstream and the bytes coming back.
+async fn forward(client: TcpStream, server: TcpStream, commands: &AtomicU64, bytes_down: &AtomicU64) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let upstream = async {
@@ -154,7 +165,17 @@ async fn forward(client: TcpStream, server: TcpStream, commands: &AtomicU64) {
         let _ = server_write.shutdown().await;
     };
     let downstream = async {
-        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            bytes_down.fetch_add(n as u64, Ordering::SeqCst);
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
         let _ = client_write.shutdown().await;
     };
     tokio::select! {
