@@ -39,10 +39,10 @@ pub fn error_response<B>(request: &http::Request<B>, err: AppError) -> http::Res
 }
 
 /// A trailers-only gRPC answer for a refusal in front of the services (auth,
-/// deadline, rate limit). A grpc-web caller (`application/grpc-web...`) gets
-/// it as well (the status in headers, which is grpc-web's trailers-only
-/// form) but with its own content type: grpc-web clients refuse a response
-/// typed `application/grpc`.
+/// deadline, rate limit, unknown route). A grpc-web caller
+/// (`application/grpc-web...`) gets it as well (the status in headers, which
+/// is grpc-web's trailers-only form) but with its own content type: a
+/// grpc-web client that checks the content type rejects `application/grpc`.
 pub fn grpc_error_response<B>(request: &http::Request<B>, status: &Status) -> http::Response<Body> {
     grpc_error_response_for(grpc_web_type(request), status)
 }
