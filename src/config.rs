@@ -230,6 +230,10 @@ pub struct RedisSettings {
     /// REDIS_KEY_PREFIX: prefix of every Redis key (default `commerce`), so
     /// that several deployments (or tests) can share one Redis.
     pub key_prefix: String,
+    /// REDIS_CLUSTER (default false): REDIS_URL names a node (or, comma
+    /// separated, several) of a Redis Cluster; keys get hash tags and the
+    /// cart counters are sharded (see [`crate::redis_conn`]).
+    pub cluster: bool,
     /// REDIS_POOL_SIZE (default 32): connections shared by carts and the bus.
     pub pool_size: usize,
     /// POOL_TIMEOUT_MS, shared with the database pool (default 2000).
@@ -580,9 +584,17 @@ impl RedisSettings {
         if key_prefix.is_empty() || key_prefix.contains(char::is_whitespace) {
             return Err(env.invalid("REDIS_KEY_PREFIX", key_prefix, "expected a non-empty word"));
         }
+        if key_prefix.contains(['{', '}']) {
+            return Err(env.invalid(
+                "REDIS_KEY_PREFIX",
+                key_prefix,
+                "braces would be read as a Redis Cluster hash tag",
+            ));
+        }
         Ok(Self {
             url,
             key_prefix,
+            cluster: env.flag("REDIS_CLUSTER", false)?,
             pool_size: env.parse_in("REDIS_POOL_SIZE", 32, 1..=10_000)?,
             pool_timeout,
         })

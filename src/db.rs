@@ -10,7 +10,10 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use crate::config::{DatabaseSettings, RedisSettings};
+use crate::{
+    config::{DatabaseSettings, RedisSettings},
+    redis_conn::RedisPool,
+};
 
 /// The relational database: PostgreSQL in production, SQLite embedded.
 #[derive(Clone, Debug)]
@@ -126,12 +129,13 @@ pub fn describe(settings: &DatabaseSettings) -> String {
 }
 
 /// A Redis pool when REDIS_URL is set; None means in-process carts and bus.
-pub fn redis_pool(settings: &RedisSettings) -> anyhow::Result<Option<deadpool_redis::Pool>> {
+/// With REDIS_CLUSTER, a cluster pool whose seeds are REDIS_URL's nodes
+/// (commas separate several).
+pub fn redis_pool(settings: &RedisSettings) -> anyhow::Result<Option<RedisPool>> {
     let Some(url) = &settings.url else {
         return Ok(None);
     };
-    let mut cfg = deadpool_redis::Config::from_url(url.clone());
-    cfg.pool = Some(deadpool_redis::PoolConfig {
+    let pool = deadpool_redis::PoolConfig {
         max_size: settings.pool_size,
         timeouts: deadpool_redis::Timeouts {
             wait: Some(settings.pool_timeout),
@@ -139,18 +143,22 @@ pub fn redis_pool(settings: &RedisSettings) -> anyhow::Result<Option<deadpool_re
             recycle: Some(settings.pool_timeout),
         },
         ..Default::default()
-    });
-    let pool = cfg
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .context("creating the Redis pool")?;
-    Ok(Some(pool))
-}
-
-/// One PING through the pool, for the health monitor.
-pub async fn redis_ping(pool: &deadpool_redis::Pool) -> anyhow::Result<()> {
-    let mut conn = pool.get().await?;
-    let _: String = deadpool_redis::redis::cmd("PING").query_async(&mut conn).await?;
-    Ok(())
+    };
+    let runtime = Some(deadpool_redis::Runtime::Tokio1);
+    if settings.cluster {
+        let mut cfg = deadpool_redis::cluster::Config::from_urls(
+            url.split(',').map(|u| u.trim().to_string()).collect::<Vec<_>>(),
+        );
+        cfg.pool = Some(pool);
+        let pool = cfg
+            .create_pool(runtime)
+            .context("creating the Redis Cluster pool")?;
+        return Ok(Some(RedisPool::Cluster(pool)));
+    }
+    let mut cfg = deadpool_redis::Config::from_url(url.clone());
+    cfg.pool = Some(pool);
+    let pool = cfg.create_pool(runtime).context("creating the Redis pool")?;
+    Ok(Some(RedisPool::Single(pool)))
 }
 
 /// Both backends, handed to every store constructor.
@@ -159,7 +167,7 @@ pub struct Backends {
     /// Events, outbox, sagas, read models, idempotency keys.
     pub db: Db,
     /// Redis, or None for the in-process equivalents.
-    pub redis: Option<deadpool_redis::Pool>,
+    pub redis: Option<RedisPool>,
 }
 
 /// For an error that says "the database is not reachable right now" (pool

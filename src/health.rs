@@ -11,12 +11,12 @@ use serde::Serialize;
 use tokio::sync::RwLock;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::db::{Backends, redis_ping};
+use crate::db::Backends;
 
 /// Status of one dependency.
 #[derive(Debug, Clone, Serialize)]
 pub struct DependencyStatus {
-    /// "postgres", "sqlite", "redis" or "in-process".
+    /// "postgres", "sqlite", "redis", "redis-cluster" or "in-process".
     pub kind: String,
     /// True when the last ping succeeded.
     pub up: bool,
@@ -69,12 +69,19 @@ pub struct Health {
     /// its Watch streams, equal or not, and the protocol promises a message
     /// per change only.
     published: Arc<std::sync::Mutex<HashMap<String, ServingStatus>>>,
+    /// REDIS_KEY_PREFIX: where the Redis check writes (and deletes) its probe key.
+    redis_prefix: Arc<str>,
 }
 
 impl Health {
     /// A health state for the named gRPC services (fully qualified names),
-    /// each with what it needs.
-    pub fn new(reporter: HealthReporter, services: Vec<(String, Needs)>, backends: &Backends) -> Self {
+    /// each with what it needs; the Redis check writes under `redis_prefix`.
+    pub fn new(
+        reporter: HealthReporter,
+        services: Vec<(String, Needs)>,
+        backends: &Backends,
+        redis_prefix: &str,
+    ) -> Self {
         let unknown = |kind: &str| DependencyStatus {
             kind: kind.into(),
             up: false,
@@ -86,16 +93,13 @@ impl Health {
                 status: "degraded",
                 version: env!("CARGO_PKG_VERSION"),
                 database: unknown(backends.db.kind()),
-                cache: unknown(if backends.redis.is_some() {
-                    "redis"
-                } else {
-                    "in-process"
-                }),
+                cache: unknown(cache_kind(backends)),
                 extra: Default::default(),
             })),
             reporter,
             services: Arc::new(services),
             published: Arc::default(),
+            redis_prefix: redis_prefix.into(),
         }
     }
 
@@ -109,11 +113,14 @@ impl Health {
         self.report.write().await.extra.insert(key.to_string(), value);
     }
 
-    /// Pings every dependency once and publishes the result.
+    /// Checks every dependency once and publishes the result. The database
+    /// answers a ping; Redis must also be in the configured mode and take a
+    /// scripted write ([`crate::redis_conn::RedisPool::verify`]): a server
+    /// that answers PING but refuses the real operations is down, with why.
     pub async fn check(&self, backends: &Backends) {
         let database = probe(backends.db.kind(), backends.db.ping()).await;
         let cache = match &backends.redis {
-            Some(pool) => probe("redis", redis_ping(pool)).await,
+            Some(pool) => probe(cache_kind(backends), pool.verify(&self.redis_prefix)).await,
             None => DependencyStatus {
                 kind: "in-process".into(),
                 up: true,
@@ -163,6 +170,14 @@ impl Health {
                 _ = shutdown.wait() => return,
             }
         }
+    }
+}
+
+fn cache_kind(backends: &Backends) -> &'static str {
+    match &backends.redis {
+        Some(pool) if pool.is_cluster() => "redis-cluster",
+        Some(_) => "redis",
+        None => "in-process",
     }
 }
 

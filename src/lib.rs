@@ -15,8 +15,8 @@
 //!   [`telemetry`] (JSON logs, OpenTelemetry traces), [`metrics`] (the recorders),
 //!   [`proto`] (generated code).
 //! - **storage**: [`store`] (the ports and their PostgreSQL / SQLite / Redis
-//!   backends, the unit of work), [`bus`], [`db`] and [`health`] (backends and their
-//!   health), [`privacy`] (crypto-shredding of personal data: ForgetCustomer).
+//!   backends, the unit of work), [`bus`], [`db`], [`redis_conn`] (one Redis or a
+//!   Redis Cluster behind one pool) and [`health`] (backends and their health), [`privacy`] (crypto-shredding of personal data: ForgetCustomer).
 //! - **application**: [`app`] (the only API the transports call), [`projections`]
 //!   (the read side), [`outbox`] (the relay), [`saga`] (the durable fulfillment
 //!   saga: engine, workers, sibling clients), [`auth`] (who is calling).
@@ -46,6 +46,7 @@ pub mod privacy;
 pub mod projections;
 pub mod proto;
 pub mod ratelimit;
+pub mod redis_conn;
 pub mod rest;
 pub mod saga;
 pub mod serve;

@@ -112,6 +112,7 @@ impl Application {
             reporter.clone(),
             SERVICE_NAMES.iter().map(|s| (s.to_string(), needs(s))).collect(),
             &backends,
+            &config.redis.key_prefix,
         );
         let (host, port) = (config.server.host.as_str(), config.server.port);
         let listener = TcpListener::bind((host, port))

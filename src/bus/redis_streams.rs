@@ -3,6 +3,10 @@
 //! Keys: `<prefix>:events` (the event stream, trimmed with `MAXLEN ~`),
 //! `<prefix>:events:dead-letters`, and `<prefix>:forgotten` (forget notices,
 //! read by every replica with plain XREAD). One consumer group per projection.
+//! On a Redis Cluster the first two are `<prefix>:{events}` and
+//! `<prefix>:{events}:dead-letters`: the hash tag keeps them in one slot, as
+//! dead-lettering (XADD + XACK) and replaying (XADD + XDEL) are one MULTI
+//! each. Every other command names one key, which the cluster client routes.
 //!
 //! Blocking reads use a short `BLOCK` (below the connection's 500 ms response
 //! timeout of redis-rs 1.x) so that pooled connections can serve them; a read
@@ -11,12 +15,10 @@
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use deadpool_redis::{
-    Pool,
-    redis::{self, Value},
-};
+use deadpool_redis::redis::{self, Value};
 
 use super::{BusError, DeadLetter, Delivery, EventBus, EventEnvelope};
+use crate::redis_conn::RedisPool;
 
 /// Longest `BLOCK` of one XREADGROUP call.
 const MAX_BLOCK: Duration = Duration::from_millis(400);
@@ -28,11 +30,20 @@ const FORGOTTEN_MAX_LEN: usize = 10_000;
 
 /// The Redis Streams [`EventBus`].
 pub struct RedisStreamsBus {
-    pool: Pool,
+    pool: RedisPool,
     stream: String,
     dead_letters: String,
     forgotten: String,
     max_len: usize,
+}
+
+/// The event stream's key under `prefix` (hash-tagged on a cluster).
+pub fn stream_key(prefix: &str, cluster: bool) -> String {
+    if cluster {
+        format!("{prefix}:{{events}}")
+    } else {
+        format!("{prefix}:events")
+    }
 }
 
 /// One stream entry: its id and fields (None once trimmed away).
@@ -40,11 +51,12 @@ type Entry = (String, Option<HashMap<String, String>>);
 
 impl RedisStreamsBus {
     /// A bus on `pool` with keys under `prefix`, trimming at about `max_len`.
-    pub fn new(pool: Pool, prefix: &str, max_len: usize) -> Self {
+    pub fn new(pool: RedisPool, prefix: &str, max_len: usize) -> Self {
+        let stream = stream_key(prefix, pool.is_cluster());
         Self {
             pool,
-            stream: format!("{prefix}:events"),
-            dead_letters: format!("{prefix}:events:dead-letters"),
+            dead_letters: format!("{stream}:dead-letters"),
+            stream,
             forgotten: format!("{prefix}:forgotten"),
             max_len: max_len.max(1),
         }

@@ -49,7 +49,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     // Storage ports and their backends (chosen in startup), the bus, health of the
     // backends, the key store of crypto-shredding.
-    ("storage", &["db", "store", "bus", "health", "privacy"]),
+    (
+        "storage",
+        &["db", "redis_conn", "store", "bus", "health", "privacy"],
+    ),
     // Commands, queries, the saga engine, projections, the outbox relay, identity.
     ("application", &["app", "projections", "outbox", "saga", "auth"]),
     // gRPC, REST, the /metrics endpoint, the request layers, the accept loop, the sibling stubs.

@@ -90,6 +90,7 @@ async fn bench_against_a_rate_limited_target_reports_refusals_by_code_and_the_ta
         let backends = match backend {
             Backend::Embedded => "sqlite+in-process",
             Backend::Real => "postgres+redis",
+            Backend::RealCluster => "postgres+redis-cluster",
         };
         assert_eq!(server_line["backend"], backends, "{server_line}");
         let reported = server_line["peak_rss_mb"]

@@ -1,4 +1,5 @@
-//! The event-bus conformance suite: Redis Streams (when TEST_REDIS_URL is set)
+//! The event-bus conformance suite: Redis Streams (on a single Redis when
+//! TEST_REDIS_URL is set, on a Redis Cluster when TEST_REDIS_CLUSTER_URL is)
 //! and the in-process bus honour one contract.
 
 use std::{sync::Arc, time::Duration};
@@ -14,8 +15,13 @@ use crate::support::app::{Backend, Isolation};
 async fn buses() -> Vec<(Arc<dyn EventBus>, Option<Isolation>)> {
     let mut all: Vec<(Arc<dyn EventBus>, Option<Isolation>)> =
         vec![(Arc::new(InProcessBus::new(1000)), None)];
+    let mut redis = Vec::new();
     if std::env::var("TEST_REDIS_URL").is_ok() && Backend::from_env() == Backend::Real {
-        let isolation = Isolation::new(Backend::Real).await;
+        redis.push(Backend::Real);
+    }
+    redis.extend(Backend::cluster());
+    for backend in redis {
+        let isolation = Isolation::new(backend).await;
         let backends = isolation.backends().await;
         let prefix = isolation.vars["REDIS_KEY_PREFIX"].clone();
         let pool = backends.redis.expect("redis pool");

@@ -23,12 +23,20 @@ use crate::support::{
 
 const TTL: Duration = Duration::from_secs(3600);
 
-/// Each store to test, with what keeps its resources alive.
+/// Each store to test, with what keeps its resources alive: in-process, and
+/// on a single Redis and a Redis Cluster when they are configured.
 async fn stores() -> Vec<(&'static str, Arc<dyn CartStore>, Option<RedisScope>)> {
     let mut stores: Vec<(&'static str, Arc<dyn CartStore>, Option<RedisScope>)> =
         vec![("memory", Arc::new(MemoryCartStore::new()), None)];
+    let mut redis = Vec::new();
     if Backend::from_env() == Backend::Real && std::env::var("TEST_REDIS_URL").is_ok() {
-        let isolation = Isolation::new(Backend::Real).await;
+        redis.push(("redis", Backend::Real));
+    }
+    if let Some(cluster) = Backend::cluster() {
+        redis.push(("redis-cluster", cluster));
+    }
+    for (name, backend) in redis {
+        let isolation = Isolation::new(backend).await;
         let config = isolation.config(&[]);
         let pool = commerce::db::redis_pool(&config.redis)
             .unwrap()
@@ -39,14 +47,14 @@ async fn stores() -> Vec<(&'static str, Arc<dyn CartStore>, Option<RedisScope>)>
             prefix: config.redis.key_prefix.clone(),
             _isolation: isolation,
         };
-        stores.push(("redis", Arc::new(store), Some(scope)));
+        stores.push((name, Arc::new(store), Some(scope)));
     }
     stores
 }
 
 /// The Redis behind a store under test, to look at its keys.
 struct RedisScope {
-    pool: deadpool_redis::Pool,
+    pool: commerce::redis_conn::RedisPool,
     prefix: String,
     _isolation: Isolation,
 }
@@ -60,6 +68,16 @@ impl RedisScope {
             .query_async(&mut conn)
             .await
             .unwrap()
+    }
+
+    /// Where `customer`'s cart keys are, under the prefix: `cart`, or on a
+    /// cluster `cart:{sNN}` with the customer's shard as the hash tag.
+    fn cart_keys_of(&self, customer: &str) -> String {
+        if self.pool.is_cluster() {
+            format!("cart:{{s{:02x}}}", commerce::domain::cart::shard_of(customer))
+        } else {
+            "cart".to_string()
+        }
     }
 }
 
@@ -153,7 +171,8 @@ async fn an_expired_cart_is_gone_counts_as_abandoned_and_makes_room_for_a_new_on
         if let Some(redis) = &scope {
             // Redis reclaims the cart and its index entry by itself at expiry.
             let ttl_ms = TTL.as_millis() as i64;
-            for key in [format!("cart:id:{}", cart.id), "cart:owner:alice".to_string()] {
+            let keys = redis.cart_keys_of("alice");
+            for key in [format!("{keys}:id:{}", cart.id), format!("{keys}:owner:alice")] {
                 let pttl = redis.pttl(&key).await;
                 assert!(pttl > ttl_ms - 60_000 && pttl <= ttl_ms, "{key}: {pttl}");
             }

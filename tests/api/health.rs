@@ -5,14 +5,15 @@ use tonic_health::pb::{
 };
 
 use crate::support::{
-    app::{Backend, Isolation, spawn_app_with, spawn_on},
+    app::{Backend, Isolation, TestApp, spawn_app_with, spawn_on},
+    child::RedisServer,
     proxy::Proxy,
     rest::http_get,
 };
 
 #[tokio::test]
 async fn every_service_reports_serving_and_health_json_answers() {
-    for backend in Backend::all() {
+    for backend in Backend::all_with_cluster() {
         let app = spawn_app_with(backend, &[]).await;
         let mut health = HealthClient::new(app.channel.clone());
         for service in [
@@ -114,4 +115,79 @@ async fn health_watch_streams_follow_postgres_per_service_down_and_back_up() {
             "back without a repeated NOT_SERVING in between"
         );
     }
+}
+
+/// The status `app` reports for each service: the server, carts, orders.
+async fn statuses(app: &TestApp) -> [ServingStatus; 3] {
+    let mut health = HealthClient::new(app.channel.clone());
+    let mut out = [ServingStatus::Unknown; 3];
+    for (slot, service) in out
+        .iter_mut()
+        .zip(["", "commerce.v1.CartService", "commerce.v1.OrderService"])
+    {
+        let request = HealthCheckRequest {
+            service: service.into(),
+        };
+        *slot = health.check(request).await.unwrap().into_inner().status();
+    }
+    out
+}
+
+/// Waits for the monitor's verdict on Redis: `/health` says degraded with
+/// Redis down and an error containing `reason`; carts and the whole server
+/// NOT_SERVING, orders (database only) still SERVING.
+async fn assert_redis_down_because(app: &TestApp, reason: &str) {
+    crate::support::wait_for("Redis reported down", || async {
+        !app.app.health.report().await.cache.up
+    })
+    .await;
+    let body = http_get(app.port, "/health").await;
+    assert!(body.starts_with("HTTP/1.1 503"), "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body[body.find('{').unwrap()..]).unwrap();
+    assert_eq!(json["status"], "degraded", "{json}");
+    assert_eq!(json["cache"]["up"], false, "{json}");
+    let error = json["cache"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains(reason), "{error}");
+    assert_eq!(
+        statuses(app).await,
+        [
+            ServingStatus::NotServing,
+            ServingStatus::NotServing,
+            ServingStatus::Serving
+        ]
+    );
+}
+
+/// A Redis Cluster node named as a single Redis answers PING, and MOVED or
+/// CROSSSLOT to most of the real work: down, saying to set REDIS_CLUSTER.
+#[tokio::test]
+async fn a_cluster_node_addressed_as_a_single_redis_is_reported_down_with_the_fix() {
+    let Some(cluster) = Backend::cluster() else {
+        // No cluster here (CI starts one, and fails without it).
+        return;
+    };
+    let isolation = Isolation::new(cluster).await;
+    let app = spawn_on(
+        isolation,
+        &[("REDIS_CLUSTER", "false"), ("POOL_TIMEOUT_MS", "500")],
+    )
+    .await;
+    assert_redis_down_because(&app, "set REDIS_CLUSTER=true").await;
+}
+
+/// A read-only replica answers PING and every read, and refuses every cart
+/// change: down, saying so.
+#[tokio::test]
+async fn a_read_only_replica_is_reported_down_with_the_reason() {
+    if Backend::from_env() != Backend::Real {
+        // Needs PostgreSQL for the rest of the service (CI has it).
+        return;
+    }
+    let primary = RedisServer::start(&[]).await;
+    let replica = RedisServer::start(&["--replicaof", "127.0.0.1", &primary.port.to_string()]).await;
+    let isolation = Isolation::new(Backend::Real).await;
+    let url = replica.url();
+    let app = spawn_on(isolation, &[("REDIS_URL", &url), ("POOL_TIMEOUT_MS", "500")]).await;
+    assert_redis_down_because(&app, "read only replica").await;
+    drop(app);
 }

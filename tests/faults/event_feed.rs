@@ -65,7 +65,7 @@ async fn thirty_two_writers_with_a_transaction_held_open_never_make_a_subscriber
         assert_eq!(next(&mut stream).await, Message::Checkpoint(Default::default()));
         // SQLite has one writer at a time: a held write transaction would only block the others.
         let held = match backend {
-            Backend::Real => Some(hold_open(&app.app.backends.db).await),
+            Backend::Real | Backend::RealCluster => Some(hold_open(&app.app.backends.db).await),
             Backend::Embedded => None,
         };
         let mut writers = JoinSet::new();

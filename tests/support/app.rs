@@ -3,6 +3,9 @@
 //!
 //! Backend: PostgreSQL and Redis when `TEST_DATABASE_URL` / `TEST_REDIS_URL`
 //! are set (CI sets both), the embedded SQLite file and in-process stores otherwise.
+//! Suites that hold for a Redis Cluster too add [`Backend::cluster`]:
+//! PostgreSQL and the cluster `scripts/redis-cluster.sh` starts
+//! (`TEST_REDIS_CLUSTER_URL`; CI sets it, and a CI run without it fails).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -26,6 +29,8 @@ pub enum Backend {
     Embedded,
     /// PostgreSQL + Redis from TEST_DATABASE_URL / TEST_REDIS_URL.
     Real,
+    /// PostgreSQL + the Redis Cluster of TEST_REDIS_CLUSTER_URL (REDIS_CLUSTER=true).
+    RealCluster,
 }
 
 impl Backend {
@@ -36,6 +41,30 @@ impl Backend {
         } else {
             Self::Embedded
         }
+    }
+
+    /// The Redis Cluster backend when TEST_REDIS_CLUSTER_URL (and
+    /// TEST_DATABASE_URL) are set; under CI a missing cluster fails the test
+    /// instead of skipping it.
+    pub fn cluster() -> Option<Self> {
+        let configured = std::env::var("TEST_REDIS_CLUSTER_URL").is_ok();
+        if configured && Self::from_env() == Self::Real {
+            return Some(Self::RealCluster);
+        }
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(
+            !ci,
+            "CI is set but TEST_REDIS_CLUSTER_URL or TEST_DATABASE_URL is not: \
+             eval \"$(scripts/redis-cluster.sh start)\" (as .ci/run does)"
+        );
+        None
+    }
+
+    /// [`Backend::all`] and the Redis Cluster, when there is one.
+    pub fn all_with_cluster() -> Vec<Self> {
+        let mut all = Self::all();
+        all.extend(Self::cluster());
+        all
     }
 
     /// Every backend available here: embedded always, real when configured.
@@ -54,7 +83,7 @@ pub struct Isolation {
     /// Variables to feed [`Config::from_vars`].
     pub vars: HashMap<String, String>,
     database: Option<(String, String)>,
-    redis: Option<(String, String)>,
+    redis: Option<RedisScope>,
     _dir: tempfile::TempDir,
 }
 
@@ -75,7 +104,7 @@ impl Isolation {
             ),
         ]);
         let (mut database, mut redis) = (None, None);
-        if backend == Backend::Real {
+        if backend != Backend::Embedded {
             let admin_url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
             let name = format!("t_{id}");
             let admin = sqlx::PgPool::connect(&admin_url)
@@ -89,11 +118,22 @@ impl Isolation {
             let url = replace_database(&admin_url, &name);
             vars.insert("DATABASE_URL".into(), url);
             database = Some((admin_url, name));
-            if let Ok(redis_url) = std::env::var("TEST_REDIS_URL") {
+            let cluster = backend == Backend::RealCluster;
+            let redis_url = if cluster {
+                vars.insert("REDIS_CLUSTER".into(), "true".into());
+                Some(std::env::var("TEST_REDIS_CLUSTER_URL").expect("TEST_REDIS_CLUSTER_URL"))
+            } else {
+                std::env::var("TEST_REDIS_URL").ok()
+            };
+            if let Some(redis_url) = redis_url {
                 let prefix = format!("t{id}");
                 vars.insert("REDIS_URL".into(), redis_url.clone());
                 vars.insert("REDIS_KEY_PREFIX".into(), prefix.clone());
-                redis = Some((redis_url, prefix));
+                redis = Some(RedisScope {
+                    url: redis_url,
+                    prefix,
+                    cluster,
+                });
             }
         }
         Self {
@@ -137,6 +177,13 @@ fn replace_database(url: &str, name: &str) -> String {
     }
 }
 
+/// The Redis (or cluster) a test's keys are on, and their prefix.
+struct RedisScope {
+    url: String,
+    prefix: String,
+    cluster: bool,
+}
+
 /// The key prefixes this test process has cleaned up, with the test that
 /// owned each: a key under one of them afterwards was written by something
 /// that outlived its test (see [`Isolation`]'s drop).
@@ -176,10 +223,12 @@ impl Drop for Isolation {
                         problems.push(format!("dropping database {name}: {error}"));
                     }
                 }
-                if let Some((url, prefix)) = redis {
-                    match delete_keys(&url, &prefix, &test).await {
+                if let Some(scope) = redis {
+                    match delete_keys(&scope, &test).await {
                         Ok(late) => problems.extend(late),
-                        Err(error) => problems.push(format!("deleting the keys under {prefix}: {error}")),
+                        Err(error) => {
+                            problems.push(format!("deleting the keys under {}: {error}", scope.prefix))
+                        }
                     }
                 }
                 problems
@@ -192,28 +241,38 @@ impl Drop for Isolation {
     }
 }
 
-/// Deletes the keys under `prefix` (one test's), and records it as cleaned up
-/// by `test`. Returns the keys found under prefixes cleaned up earlier.
+/// Deletes the keys under the scope's prefix (one test's), on every master
+/// of a cluster, and records it as cleaned up by `test`. Returns the keys
+/// found under prefixes cleaned up earlier.
 ///
 /// Patient: under a full run's load KEYS can take longer than the client's
 /// default 500 ms response timeout, and a cleanup that gave up then left
 /// every key of its test behind.
-async fn delete_keys(url: &str, prefix: &str, test: &str) -> redis::RedisResult<Vec<String>> {
-    let patient = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(10)))
-        .set_response_timeout(Some(Duration::from_secs(30)));
-    let mut conn = redis::Client::open(url)?
-        .get_multiplexed_async_connection_with_config(&patient)
-        .await?;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await?;
-    for chunk in keys.chunks(500) {
-        let () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+async fn delete_keys(scope: &RedisScope, test: &str) -> redis::RedisResult<Vec<String>> {
+    let nodes = if scope.cluster {
+        cluster_masters(&scope.url).await?
+    } else {
+        vec![scope.url.clone()]
+    };
+    let mut test_keys = Vec::new();
+    for node in nodes {
+        let mut conn = patient_connection(&node).await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", scope.prefix))
+            .query_async(&mut conn)
+            .await?;
+        for chunk in keys.chunks(500) {
+            // One DEL per key: on a cluster node, keys of several slots.
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("DEL").arg(key).ignore();
+            }
+            let () = pipe.query_async(&mut conn).await?;
+        }
+        // One scan for every test prefix (`t<uuid>`, see Isolation::new).
+        let found: Vec<String> = redis::cmd("KEYS").arg("t*:*").query_async(&mut conn).await?;
+        test_keys.extend(found);
     }
-    // One scan for every test prefix (`t<uuid>`, see Isolation::new).
-    let test_keys: Vec<String> = redis::cmd("KEYS").arg("t*:*").query_async(&mut conn).await?;
     let mut cleaned = CLEANED.lock().unwrap_or_else(|e| e.into_inner());
     let late = test_keys
         .into_iter()
@@ -223,8 +282,35 @@ async fn delete_keys(url: &str, prefix: &str, test: &str) -> redis::RedisResult<
             Some(format!("written after the cleanup of {owner}: {key}"))
         })
         .collect();
-    cleaned.push((prefix.to_string(), test.to_string()));
+    cleaned.push((scope.prefix.clone(), test.to_string()));
     Ok(late)
+}
+
+async fn patient_connection(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let patient = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(Duration::from_secs(30)));
+    redis::Client::open(url)?
+        .get_multiplexed_async_connection_with_config(&patient)
+        .await
+}
+
+/// `redis://host:port` of every master of the cluster `seed` belongs to.
+pub async fn cluster_masters(seed: &str) -> redis::RedisResult<Vec<String>> {
+    let mut conn = patient_connection(seed).await?;
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await?;
+    Ok(nodes
+        .lines()
+        .filter(|line| {
+            line.split(' ')
+                .nth(2)
+                .is_some_and(|flags| flags.contains("master"))
+        })
+        .filter_map(|line| {
+            let address = line.split(' ').nth(1)?.split('@').next()?;
+            Some(format!("redis://{address}"))
+        })
+        .collect())
 }
 
 /// The Redis keys under `prefix` (a test's `REDIS_KEY_PREFIX`).

@@ -104,3 +104,57 @@ impl Proc {
             .expect("VmRSS")
     }
 }
+
+/// A throwaway `redis-server` of the test's own on a free port (no
+/// persistence), killed and reaped when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts one with `extra` arguments (e.g. `--replicaof 127.0.0.1 PORT`)
+    /// and waits until it answers PING.
+    pub async fn start(extra: &[&str]) -> Self {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &std::env::temp_dir().display().to_string(),
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let server = Self { child, port };
+        let client = redis::Client::open(server.url()).unwrap();
+        for _ in 0..100 {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on port {port} did not answer");
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

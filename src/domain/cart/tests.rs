@@ -211,3 +211,21 @@ fn the_largest_possible_cart_totals_without_overflow() {
     assert_eq!(cart.subtotal().unwrap().to_string(), "99900000000.00");
     assert_eq!(cart.item_count(), 99_900);
 }
+
+#[test]
+fn a_new_cart_id_names_its_owners_shard_and_stays_a_random_v4_id() {
+    let carts: Vec<Cart> = (0..50)
+        .map(|_| Cart::new("alice", Currency::Usd, now(), TTL))
+        .collect();
+    for cart in &carts {
+        assert_eq!(shard_of_cart(cart.id), shard_of("alice"));
+        assert_eq!(cart.id.get_version_num(), 4);
+    }
+    let distinct: std::collections::HashSet<Uuid> = carts.iter().map(|c| c.id).collect();
+    assert_eq!(distinct.len(), carts.len());
+    // A stable hash: stored carts keep their shard across releases.
+    assert_eq!((shard_of("alice"), shard_of("bob")), (53, 246));
+    let shards: std::collections::HashSet<u8> =
+        (0..2000).map(|n| shard_of(&format!("customer-{n}"))).collect();
+    assert!(shards.len() > 240, "{} of {SHARDS} shards used", shards.len());
+}

@@ -1,19 +1,31 @@
 //! The Redis cart store, through the deadpool-redis pool.
 //!
-//! Keys (under `REDIS_KEY_PREFIX`, `p` below):
-//! - `p:cart:id:{id}`: a hash per cart: `v` version, `exp` expiry (ms),
+//! Keys (under `REDIS_KEY_PREFIX`, `p` below; `b` is `p:cart` on one Redis):
+//! - `b:id:<id>`: a hash per cart: `v` version, `exp` expiry (ms),
 //!   `st` status, `cust` owner, `doc` the JSON cart; PEXPIRE at its expiry,
 //!   refreshed by every change.
-//! - `p:cart:owner:{customer}`: the id of the customer's active cart, same TTL.
-//! - `p:cart:expiring`: sorted set of active cart ids scored by expiry (ms),
+//! - `b:owner:<customer>`: the id of the customer's active cart, same TTL.
+//! - `b:expiring`: sorted set of active cart ids scored by expiry (ms),
 //!   which the sweep reads from the low end only.
-//! - `p:cart:stats`: hash of counters (`created`, `converted`, `deleted`,
-//!   `abandoned`, `converted:{CUR}`, `value:{CUR}` in minor units).
+//! - `b:stats`: hash of counters (`created`, `converted`, `deleted`,
+//!   `abandoned`, `converted:<CUR>`, `value:<CUR>` in minor units).
 //!
 //! Every write is one Lua script (EVALSHA, loaded on first use), so the
 //! version check, the write, the TTLs, the indexes and the counters change
-//! together or not at all. The scripts build cart keys from the prefix, which
-//! is fine on one Redis but would need hash tags on Redis Cluster.
+//! together or not at all.
+//!
+//! # Redis Cluster: one slot per shard, by design
+//! A script's keys must share a slot. On a cluster (`REDIS_CLUSTER`) carts
+//! are spread over [`SHARDS`] shards by owner ([`shard_of`]), and `b` is
+//! `p:cart:{sNN}` with the shard in hex as the hash tag: a customer's carts,
+//! their owner index, and the shard's own expiring set and counters sit in
+//! one slot, so every script (the ones that name a cart found through the
+//! owner index included) stays in it. A cart id carries its shard
+//! ([`shard_of_cart`]), so a read by id needs no lookup. The global counters
+//! and the expiry index are thereby sharded too: analytics sum the shards,
+//! the sweep runs per shard, both concurrently on one multiplexed connection
+//! (a few round trips, not [`SHARDS`]). On one Redis the layout is the
+//! original unsharded one, so an existing deployment keeps its carts.
 //!
 //! # One round trip per call
 //! - Calls share one multiplexed connection taken from the pool once, instead
@@ -41,17 +53,18 @@ use std::{
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_redis::{
-    Pool,
-    redis::{self, RedisError, Script, aio::MultiplexedConnection},
-};
+use deadpool_redis::redis::{self, RedisError, Script};
+use futures::future::try_join_all;
 use hashlink::LruCache;
 use uuid::Uuid;
 
 use super::{CartStats, CartStore, CartStoreError, record};
-use crate::domain::{
-    cart::{Cart, CartStatus},
-    money::Currency,
+use crate::{
+    domain::{
+        cart::{Cart, CartStatus, SHARDS, shard_of, shard_of_cart},
+        money::Currency,
+    },
+    redis_conn::{RedisConn, RedisPool, SharedConn},
 };
 
 /// Most expired carts one sweep script moves (bounds the script's run time).
@@ -65,8 +78,8 @@ pub const SEEN_CARTS: usize = 10_000;
 /// [`CartStore`] on Redis.
 #[derive(Clone)]
 pub struct RedisCartStore {
-    pool: Pool,
-    prefix: Arc<str>,
+    pool: RedisPool,
+    keys: Keys,
     timeout: Duration,
     scripts: Arc<Scripts>,
     shared: Arc<Shared>,
@@ -82,7 +95,7 @@ struct Scripts {
 /// What the clones of one store share.
 struct Shared {
     /// The pooled connection every call multiplexes on, once taken.
-    conn: Mutex<Option<deadpool_redis::Connection>>,
+    conn: Mutex<Option<RedisConn>>,
     /// Carts as this process last saw them in Redis, by id.
     seen: Mutex<LruCache<Uuid, Cart>>,
 }
@@ -95,10 +108,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl RedisCartStore {
     /// A store on `pool` under `prefix`; each call gives up after `timeout`.
-    pub fn new(pool: Pool, prefix: &str, timeout: Duration) -> Self {
+    pub fn new(pool: RedisPool, prefix: &str, timeout: Duration) -> Self {
         Self {
+            keys: Keys {
+                prefix: prefix.into(),
+                cluster: pool.is_cluster(),
+            },
             pool,
-            prefix: prefix.into(),
             timeout,
             scripts: Arc::new(Scripts {
                 create: Script::new(include_str!("lua/create.lua")),
@@ -113,35 +129,11 @@ impl RedisCartStore {
         }
     }
 
-    fn cart_key_prefix(&self) -> String {
-        format!("{}:cart:id:", self.prefix)
-    }
-
-    fn cart_key(&self, id: Uuid) -> String {
-        format!("{}{id}", self.cart_key_prefix())
-    }
-
-    fn owner_key_prefix(&self) -> String {
-        format!("{}:cart:owner:", self.prefix)
-    }
-
-    fn owner_key(&self, customer_id: &str) -> String {
-        format!("{}{customer_id}", self.owner_key_prefix())
-    }
-
-    fn expiring_key(&self) -> String {
-        format!("{}:cart:expiring", self.prefix)
-    }
-
-    fn stats_key(&self) -> String {
-        format!("{}:cart:stats", self.prefix)
-    }
-
     /// Runs `op` on the shared connection, bounded by the timeout. An
     /// UNAVAILABLE outcome drops the connection: it may be dead or stalled.
     async fn with_conn<T, F, Fut>(&self, op: F) -> Result<T, CartStoreError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(SharedConn) -> Fut,
         Fut: Future<Output = Result<T, CartStoreError>>,
     {
         let work = async { op(self.connection().await?).await };
@@ -159,16 +151,16 @@ impl RedisCartStore {
     }
 
     /// The shared connection, taken from the pool when there is none.
-    async fn connection(&self) -> Result<MultiplexedConnection, CartStoreError> {
+    async fn connection(&self) -> Result<SharedConn, CartStoreError> {
         if let Some(conn) = lock(&self.shared.conn).as_ref() {
-            return Ok(MultiplexedConnection::clone(conn));
+            return Ok(conn.shared());
         }
         let pooled = self
             .pool
             .get()
             .await
             .map_err(|e| CartStoreError::Unavailable(format!("Redis connection: {e}")))?;
-        let conn = MultiplexedConnection::clone(&pooled);
+        let conn = pooled.shared();
         // Two calls racing here both succeed; the slot keeps the later one and
         // the other goes back to the pool.
         *lock(&self.shared.conn) = Some(pooled);
@@ -178,7 +170,7 @@ impl RedisCartStore {
     /// The cart in hash `key`, if live at `now`; remembered as seen.
     async fn load(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut SharedConn,
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Cart>, CartStoreError> {
@@ -253,6 +245,54 @@ impl RedisCartStore {
     }
 }
 
+/// Where the keys are: the layout of the module's doc.
+#[derive(Clone)]
+struct Keys {
+    prefix: Arc<str>,
+    cluster: bool,
+}
+
+impl Keys {
+    /// The shards there are: [`SHARDS`] on a cluster, one on one Redis.
+    fn shards(&self) -> impl Iterator<Item = u8> + use<> {
+        let last = if self.cluster { SHARDS - 1 } else { 0 };
+        (0..=last).map(|s| s as u8)
+    }
+
+    /// `b` of the layout for `shard`.
+    fn base(&self, shard: u8) -> String {
+        if self.cluster {
+            format!("{}:cart:{{s{shard:02x}}}", self.prefix)
+        } else {
+            format!("{}:cart", self.prefix)
+        }
+    }
+
+    fn cart_prefix(&self, shard: u8) -> String {
+        format!("{}:id:", self.base(shard))
+    }
+
+    fn cart(&self, id: Uuid) -> String {
+        format!("{}{id}", self.cart_prefix(shard_of_cart(id)))
+    }
+
+    fn owner_prefix(&self, shard: u8) -> String {
+        format!("{}:owner:", self.base(shard))
+    }
+
+    fn owner(&self, customer_id: &str) -> String {
+        format!("{}{customer_id}", self.owner_prefix(shard_of(customer_id)))
+    }
+
+    fn expiring(&self, shard: u8) -> String {
+        format!("{}:expiring", self.base(shard))
+    }
+
+    fn stats(&self, shard: u8) -> String {
+        format!("{}:stats", self.base(shard))
+    }
+}
+
 /// Connection trouble is UNAVAILABLE; anything else is a bug or bad data.
 fn redis_error(err: RedisError) -> CartStoreError {
     use redis::{ErrorKind, ServerErrorKind};
@@ -286,15 +326,16 @@ fn millis_until(deadline: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
 impl CartStore for RedisCartStore {
     async fn create_or_get(&self, new: &Cart, now: DateTime<Utc>) -> Result<(Cart, bool), CartStoreError> {
         let doc = record::encode(new)?;
+        let shard = shard_of(&new.customer_id);
         self.with_conn(|mut conn| async move {
             let (created, doc): (i64, String) = self
                 .scripts
                 .create
-                .key(self.owner_key(&new.customer_id))
-                .key(self.expiring_key())
-                .key(self.stats_key())
+                .key(self.keys.owner(&new.customer_id))
+                .key(self.keys.expiring(shard))
+                .key(self.keys.stats(shard))
                 .arg(now.timestamp_millis())
-                .arg(self.cart_key_prefix())
+                .arg(self.keys.cart_prefix(shard))
                 .arg(new.id.to_string())
                 .arg(&doc)
                 .arg(millis_until(new.expires_at, now))
@@ -312,7 +353,7 @@ impl CartStore for RedisCartStore {
 
     async fn get(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<Cart>, CartStoreError> {
         let cart = self
-            .with_conn(|mut conn| async move { self.load(&mut conn, &self.cart_key(id), now).await })
+            .with_conn(|mut conn| async move { self.load(&mut conn, &self.keys.cart(id), now).await })
             .await?;
         if cart.is_none() {
             self.forget(id);
@@ -334,12 +375,12 @@ impl CartStore for RedisCartStore {
     ) -> Result<Option<Cart>, CartStoreError> {
         self.with_conn(|mut conn| async move {
             let id: Option<String> = redis::cmd("GET")
-                .arg(self.owner_key(customer_id))
+                .arg(self.keys.owner(customer_id))
                 .query_async(&mut conn)
                 .await
                 .map_err(redis_error)?;
             let Some(id) = id else { return Ok(None) };
-            let key = format!("{}{id}", self.cart_key_prefix());
+            let key = format!("{}{id}", self.keys.cart_prefix(shard_of(customer_id)));
             let cart = self.load(&mut conn, &key, now).await?;
             Ok(cart.filter(|c| c.status == CartStatus::Active && c.customer_id == customer_id))
         })
@@ -364,10 +405,10 @@ impl CartStore for RedisCartStore {
             .with_conn(|mut conn| async move {
                 self.scripts
                     .replace
-                    .key(self.cart_key(cart.id))
-                    .key(self.owner_key(&cart.customer_id))
-                    .key(self.expiring_key())
-                    .key(self.stats_key())
+                    .key(self.keys.cart(cart.id))
+                    .key(self.keys.owner(&cart.customer_id))
+                    .key(self.keys.expiring(shard_of_cart(cart.id)))
+                    .key(self.keys.stats(shard_of_cart(cart.id)))
                     .arg(now.timestamp_millis())
                     .arg(expected_version)
                     .arg(cart.version)
@@ -398,14 +439,14 @@ impl CartStore for RedisCartStore {
             .with_conn(|mut conn| async move {
                 self.scripts
                     .delete
-                    .key(self.cart_key(id))
-                    .key(self.expiring_key())
-                    .key(self.stats_key())
+                    .key(self.keys.cart(id))
+                    .key(self.keys.expiring(shard_of_cart(id)))
+                    .key(self.keys.stats(shard_of_cart(id)))
                     .arg(now.timestamp_millis())
                     .arg(expected_version.map(|v| v.to_string()).unwrap_or_default())
                     .arg(id.to_string())
                     .arg(owner)
-                    .arg(self.owner_key_prefix())
+                    .arg(self.keys.owner_prefix(shard_of_cart(id)))
                     .invoke_async(&mut conn)
                     .await
                     .map_err(redis_error)
@@ -417,52 +458,39 @@ impl CartStore for RedisCartStore {
     }
 
     async fn sweep(&self, now: DateTime<Utc>) -> Result<u64, CartStoreError> {
-        let mut total = 0;
-        loop {
-            let moved: u64 = self
-                .with_conn(|mut conn| async move {
-                    self.scripts
-                        .sweep
-                        .key(self.expiring_key())
-                        .key(self.stats_key())
-                        .arg(now.timestamp_millis())
-                        .arg(SWEEP_BATCH)
-                        .invoke_async(&mut conn)
-                        .await
-                        .map_err(redis_error)
-                })
-                .await?;
-            total += moved;
-            if moved < SWEEP_BATCH as u64 {
-                return Ok(total);
-            }
-        }
+        self.with_conn(|conn| async move {
+            let sweeps = self
+                .keys
+                .shards()
+                .map(|shard| self.sweep_shard(conn.clone(), shard, now));
+            Ok(try_join_all(sweeps).await?.into_iter().sum())
+        })
+        .await
     }
 
     async fn stats(&self, now: DateTime<Utc>) -> Result<CartStats, CartStoreError> {
         self.sweep(now).await?;
-        self.with_conn(|mut conn| async move {
-            let (fields, active): (Vec<(String, i64)>, u64) = redis::pipe()
-                .atomic()
-                .cmd("HGETALL")
-                .arg(self.stats_key())
-                .cmd("ZCARD")
-                .arg(self.expiring_key())
-                .query_async(&mut conn)
+        let shards = self
+            .with_conn(|conn| async move {
+                try_join_all(
+                    self.keys
+                        .shards()
+                        .map(|shard| self.shard_stats(conn.clone(), shard)),
+                )
                 .await
-                .map_err(redis_error)?;
-            let mut stats = CartStats {
-                active,
-                ..CartStats::default()
-            };
-            let count = |n: i64| u64::try_from(n).unwrap_or_default();
+            })
+            .await?;
+        let mut stats = CartStats::default();
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        for (fields, active) in shards {
+            stats.active += active;
             for (field, value) in fields {
                 match field.split_once(':') {
                     None => match field.as_str() {
-                        "created" => stats.created = count(value),
-                        "converted" => stats.converted = count(value),
-                        "deleted" => stats.deleted = count(value),
-                        "abandoned" => stats.abandoned = count(value),
+                        "created" => stats.created += count(value),
+                        "converted" => stats.converted += count(value),
+                        "deleted" => stats.deleted += count(value),
+                        "abandoned" => stats.abandoned += count(value),
                         _ => {}
                     },
                     Some((kind, code)) => {
@@ -471,15 +499,59 @@ impl CartStore for RedisCartStore {
                         };
                         let entry = stats.converted_value.entry(currency).or_default();
                         match kind {
-                            "converted" => entry.carts = count(value),
-                            "value" => entry.minor_units = value,
+                            "converted" => entry.carts += count(value),
+                            "value" => entry.minor_units += value,
                             _ => {}
                         }
                     }
                 }
             }
-            Ok(stats)
-        })
-        .await
+        }
+        Ok(stats)
+    }
+}
+
+impl RedisCartStore {
+    /// Sweeps one shard in batches of [`SWEEP_BATCH`]; returns how many moved.
+    async fn sweep_shard(
+        &self,
+        mut conn: SharedConn,
+        shard: u8,
+        now: DateTime<Utc>,
+    ) -> Result<u64, CartStoreError> {
+        let mut total = 0;
+        loop {
+            let moved: u64 = self
+                .scripts
+                .sweep
+                .key(self.keys.expiring(shard))
+                .key(self.keys.stats(shard))
+                .arg(now.timestamp_millis())
+                .arg(SWEEP_BATCH)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            total += moved;
+            if moved < SWEEP_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One shard's counters and active count, read together (MULTI).
+    async fn shard_stats(
+        &self,
+        mut conn: SharedConn,
+        shard: u8,
+    ) -> Result<(Vec<(String, i64)>, u64), CartStoreError> {
+        redis::pipe()
+            .atomic()
+            .cmd("HGETALL")
+            .arg(self.keys.stats(shard))
+            .cmd("ZCARD")
+            .arg(self.keys.expiring(shard))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)
     }
 }
