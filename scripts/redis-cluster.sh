@@ -4,16 +4,20 @@
 #   scripts/redis-cluster.sh stop              shuts its nodes down and removes its directory
 #   scripts/redis-cluster.sh status            cluster info of the first node
 # Ports: REDIS_CLUSTER_PORT (default 7101) and the two after it; files under
-# REDIS_CLUSTER_DIR (default ${TMPDIR:-/tmp}/commerce-redis-cluster). Idempotent like
-# scripts/ensure-services.sh: a cluster that already says cluster_state:ok is left as it is.
+# REDIS_CLUSTER_DIR (default ${TMPDIR:-/tmp}/commerce-redis-cluster-PORT). Idempotent like
+# scripts/ensure-services.sh: a cluster whose nodes all say cluster_state:ok is left as it is.
 set -euo pipefail
 
 base="${REDIS_CLUSTER_PORT:-7101}"
-dir="${REDIS_CLUSTER_DIR:-${TMPDIR:-/tmp}/commerce-redis-cluster}"
+dir="${REDIS_CLUSTER_DIR:-${TMPDIR:-/tmp}/commerce-redis-cluster-$base}"
 ports=("$base" "$((base + 1))" "$((base + 2))")
 
 cli() { redis-cli -h 127.0.0.1 -p "$1" "${@:2}"; }
-cluster_ok() { cli "$base" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; }
+cluster_ok() {
+  for port in "${ports[@]}"; do
+    cli "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || return 1
+  done
+}
 print_env() { echo "export TEST_REDIS_CLUSTER_URL=redis://127.0.0.1:$base"; }
 
 start() {
@@ -47,7 +51,7 @@ start() {
   echo "creating the cluster" >&2
   redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >&2
   for _ in $(seq 1 100); do
-    if cluster_ok && cli "$((base + 2))" cluster info | grep -q '^cluster_state:ok'; then
+    if cluster_ok; then
       print_env
       return
     fi
