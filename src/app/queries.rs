@@ -35,7 +35,10 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::{
-    app::{orders::OrderView, watch::OrderWatches},
+    app::{
+        orders::OrderView,
+        watch::{OrderWatches, Watched},
+    },
     auth::Principal,
     bus::{DeadLetter, EventBus},
     config::{OrderQuerySource, ReadSideSettings},
@@ -375,7 +378,8 @@ impl QueryApp {
         Ok(entries)
     }
 
-    /// WatchOrder: the current state, then the order at each status change,
+    /// WatchOrder: the current state, then the order at each change a
+    /// watcher acts on ([`Watched`]: its status, or a cancellation request),
     /// ending after a terminal status, or cleanly (OK, no terminal status)
     /// once the stream's lifetime is over: watch again to go on. An error
     /// ends it early (UNAVAILABLE on shutdown: watch again elsewhere). Caps
@@ -402,13 +406,13 @@ impl QueryApp {
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let ends_at = tokio::time::Instant::now() + ticket.lifetime();
-            let mut last = first.summary.status;
+            let mut last = Watched::of(&first);
             let mut version = first.summary.version.max(after_version);
             let seen = first.summary.version <= after_version;
-            if last.is_terminal() && seen {
+            if last.status.is_terminal() && seen {
                 return;
             }
-            if !seen && (sender.send(Ok(first)).await.is_err() || last.is_terminal()) {
+            if !seen && (sender.send(Ok(first)).await.is_err() || last.status.is_terminal()) {
                 return;
             }
             loop {
@@ -429,13 +433,13 @@ impl QueryApp {
                     continue;
                 }
                 version = current.summary.version;
-                if current.summary.status == last {
+                if Watched::of(&current) == last {
                     continue;
                 }
                 let mut current = OrderDetail::clone(&current);
                 current.personal = personal.clone();
-                last = current.summary.status;
-                if sender.send(Ok(current)).await.is_err() || last.is_terminal() {
+                last = Watched::of(&current);
+                if sender.send(Ok(current)).await.is_err() || last.status.is_terminal() {
                     return;
                 }
             }
@@ -518,7 +522,7 @@ impl From<OrderSummary> for OrderView {
             cancellation_reason: (summary.status == OrderStatus::Cancelled)
                 .then_some(summary.cancellation_reason),
             cancellation_reason_code: summary.cancellation_reason_code,
-            cancellation_requested: None,
+            cancellation_requested: summary.cancellation_requested,
             version: summary.version,
             created_at: summary.created_at,
             updated_at: summary.updated_at,

@@ -37,6 +37,7 @@ use uuid::Uuid;
 
 use crate::{
     config::{OrderQuerySource, WatchSettings},
+    domain::order::OrderStatus,
     error::AppError,
     projections::{changes::OrderChanges, fold_stream, order_detail::OrderDetail},
     shutdown::Shutdown,
@@ -202,6 +203,27 @@ impl OrderWatches {
     /// Orders with at least one open stream (each has one shared source).
     pub fn watched_orders(&self) -> usize {
         self.inner.lock().orders.len()
+    }
+}
+
+/// What a WatchOrder stream reports a change of: the status, and whether a
+/// cancellation was requested (which leaves the status where fulfillment stood).
+/// Other changes (PaymentCaptured) move the version but send nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watched {
+    /// The order's status.
+    pub status: OrderStatus,
+    /// A cancellation was requested.
+    pub cancellation_requested: bool,
+}
+
+impl Watched {
+    /// What `detail` shows a watcher.
+    pub fn of(detail: &OrderDetail) -> Self {
+        Self {
+            status: detail.summary.status,
+            cancellation_requested: detail.summary.cancellation_requested.is_some(),
+        }
     }
 }
 

@@ -26,6 +26,7 @@ pub fn next_summary(
         total: created.total,
         cancellation_reason: String::new(),
         cancellation_reason_code: None,
+        cancellation_requested: None,
         version: 0,
         created_at: stored.recorded_at,
         updated_at: stored.recorded_at,
@@ -40,7 +41,14 @@ pub fn next_summary(
             order.cancellation_reason = cancelled.reason.clone();
             order.cancellation_reason_code = Some(cancelled.reason_code);
         }
-        OrderEvent::Created(_) | OrderEvent::PaymentCaptured(_) | OrderEvent::CancellationRequested(_) => {}
+        OrderEvent::CancellationRequested(requested) => {
+            // The first request's reason stands: the aggregate records one request
+            // per order, and a stream holding more would still show the first.
+            order
+                .cancellation_requested
+                .get_or_insert_with(|| requested.reason.clone());
+        }
+        OrderEvent::Created(_) | OrderEvent::PaymentCaptured(_) => {}
     }
     order.version = stored.version;
     order.updated_at = stored.recorded_at;
@@ -58,7 +66,7 @@ impl ReadModel for CustomerOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::projections::{fold, fold_stream, samples::SampleOrder};
+    use crate::projections::{fold, fold_stream, order_detail::OrderDetail, samples::SampleOrder};
 
     #[test]
     fn a_confirmed_order_folds_to_confirmed_with_its_lines_and_totals() {
@@ -87,6 +95,47 @@ mod tests {
         assert!(second.changed.is_empty());
         assert_eq!(second.gaps.len(), 1);
         assert_eq!((second.gaps[0].have, second.gaps[0].wanted), (2, 4));
+    }
+
+    #[test]
+    fn the_first_cancellation_request_is_kept_while_under_way_and_after_the_order_ends() {
+        use crate::domain::order::CancellationRequested;
+        let order = SampleOrder::new("dora", 1);
+        let request = |reason: &str| {
+            OrderEvent::CancellationRequested(CancellationRequested {
+                reason: reason.into(),
+                requested_by: "dora".into(),
+            })
+        };
+        // Cancelled: created, requested, (a second request, which the
+        // aggregate never appends but the fold must not take), cancelled.
+        let mut life = order.cancelled("found it cheaper");
+        life.insert(2, request("changed my mind"));
+        let events = order.stored(&life, 1);
+        let first = Some("found it cheaper".to_string());
+        let under_way: CustomerOrder = fold_stream(&events[..2]).unwrap().unwrap();
+        assert_eq!(under_way.0.status, OrderStatus::Pending);
+        assert_eq!(
+            (under_way.0.version, &under_way.0.cancellation_requested),
+            (2, &first)
+        );
+        assert_eq!(under_way.0.cancellation_reason, "", "not cancelled yet");
+        let again: CustomerOrder = fold_stream(&events[..3]).unwrap().unwrap();
+        assert_eq!((again.0.version, &again.0.cancellation_requested), (3, &first));
+        let ended: OrderDetail = fold_stream(&events).unwrap().unwrap();
+        assert_eq!(ended.summary.status, OrderStatus::Cancelled);
+        assert_eq!(ended.summary.cancellation_requested, first);
+
+        // Confirmed: a request during the capture (past the pivot) stays visible.
+        let mut life = order.confirmed();
+        life.insert(4, request("too late"));
+        let confirmed: CustomerOrder = fold_stream(&order.stored(&life, 1)).unwrap().unwrap();
+        assert_eq!(confirmed.0.status, OrderStatus::Confirmed);
+        assert_eq!(confirmed.0.cancellation_requested.as_deref(), Some("too late"));
+
+        // Nobody asked.
+        let plain: CustomerOrder = fold_stream(&order.confirmed_events(1)).unwrap().unwrap();
+        assert_eq!(plain.0.cancellation_requested, None);
     }
 
     #[test]

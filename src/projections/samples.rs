@@ -155,7 +155,9 @@ impl SampleOrder {
         self.stored(&self.cancelled(reason), first_position)
     }
 
-    fn stored(&self, events: &[OrderEvent], first_position: i64) -> Vec<StoredEvent> {
+    /// `events` of this order as stored, at versions from 1 and global positions from
+    /// `first_position`.
+    pub fn stored(&self, events: &[OrderEvent], first_position: i64) -> Vec<StoredEvent> {
         Self::encode(events)
             .into_iter()
             .enumerate()

@@ -3,6 +3,7 @@
 mod architecture;
 mod bench_target;
 mod bus;
+mod cancellation_read_side;
 mod cart;
 mod cart_outage;
 mod cart_store;

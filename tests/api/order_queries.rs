@@ -8,8 +8,7 @@ use commerce::store::event_store::Upcasters;
 use commerce::{
     projections::samples::SampleOrder,
     proto::commerce::v1::{
-        GetOrderHistoryRequest, GetOrderRequest, ListOrdersRequest, Order, OrderStatus, WatchOrderRequest,
-        WatchOrderResponse, order_history_entry::Entry,
+        GetOrderHistoryRequest, GetOrderRequest, OrderStatus, WatchOrderRequest, order_history_entry::Entry,
     },
     saga::plan::Step,
     store::{
@@ -21,44 +20,11 @@ use tonic::Code;
 
 use crate::support::store::EventLog;
 use crate::support::{
-    app::{Backend, TestApp, authed, spawn_app_with},
-    orders::{create_order, filled_cart, order_request},
+    app::{Backend, authed, spawn_app_with},
+    orders::{create_order, filled_cart, get_order, list_orders, next_watched, order_request},
     read_side::place,
     wait_for_within,
 };
-
-async fn get(app: &TestApp, token: &str, order_id: &str, min_version: i64) -> Result<Order, tonic::Status> {
-    let request = GetOrderRequest {
-        order_id: order_id.into(),
-        min_version,
-    };
-    Ok(app
-        .orders()
-        .get_order(authed(request, token))
-        .await?
-        .into_inner()
-        .order
-        .unwrap())
-}
-
-async fn list(
-    app: &TestApp,
-    token: &str,
-    page_size: i32,
-    page_token: &str,
-) -> Result<(Vec<Order>, String), tonic::Status> {
-    let request = ListOrdersRequest {
-        page_size,
-        page_token: page_token.into(),
-        status: 0,
-    };
-    let page = app
-        .orders()
-        .list_orders(authed(request, token))
-        .await?
-        .into_inner();
-    Ok((page.orders, page.next_page_token))
-}
 
 #[tokio::test]
 async fn get_order_reads_your_writes_and_hides_other_customers_orders() {
@@ -67,7 +33,7 @@ async fn get_order_reads_your_writes_and_hides_other_customers_orders() {
         let order = place(&app, "alice").await;
         let id = order.order_id.to_string();
         // Right after the append: min_version makes the answer at least that fresh.
-        let mine = get(&app, &app.customer("alice"), &id, 6).await.unwrap();
+        let mine = get_order(&app, &app.customer("alice"), &id, 6).await.unwrap();
         assert_eq!(
             (mine.version, mine.status),
             (6, OrderStatus::Confirmed as i32),
@@ -77,19 +43,23 @@ async fn get_order_reads_your_writes_and_hides_other_customers_orders() {
         assert_eq!(mine.items.len(), 2);
         assert_eq!(mine.shipping_address.unwrap().city, "Springfield");
         assert_eq!(mine.saga_id, order.saga_id.to_string());
-        let theirs = get(&app, &app.customer("mallory"), &id, 0).await.unwrap_err();
+        let theirs = get_order(&app, &app.customer("mallory"), &id, 0)
+            .await
+            .unwrap_err();
         assert_eq!(theirs.code(), Code::NotFound, "{backend:?}");
         assert_eq!(
-            get(&app, &app.admin(), &id, 0).await.unwrap().customer_id,
+            get_order(&app, &app.admin(), &id, 0).await.unwrap().customer_id,
             "alice"
         );
-        let bad = get(&app, &app.customer("alice"), "not-a-uuid", 0)
+        let bad = get_order(&app, &app.customer("alice"), "not-a-uuid", 0)
             .await
             .unwrap_err();
         assert_eq!(bad.code(), Code::InvalidArgument);
-        let negative = get(&app, &app.customer("alice"), &id, -1).await.unwrap_err();
+        let negative = get_order(&app, &app.customer("alice"), &id, -1)
+            .await
+            .unwrap_err();
         assert_eq!(negative.code(), Code::InvalidArgument);
-        let unknown = get(&app, &app.customer("alice"), &uuid::Uuid::now_v7().to_string(), 0)
+        let unknown = get_order(&app, &app.customer("alice"), &uuid::Uuid::now_v7().to_string(), 0)
             .await
             .unwrap_err();
         assert_eq!(unknown.code(), Code::NotFound);
@@ -126,13 +96,13 @@ async fn without_cqrs_get_order_folds_the_event_stream() {
         commerce::db::Db::Postgres(pool) => drop(sqlx::query(sql).execute(pool).await.unwrap()),
         commerce::db::Db::Sqlite(pool) => drop(sqlx::query(sql).execute(pool).await.unwrap()),
     }
-    let folded = get(&app, &app.customer("erin"), &id, 0).await.unwrap();
+    let folded = get_order(&app, &app.customer("erin"), &id, 0).await.unwrap();
     assert_eq!(
         (folded.version, folded.status),
         (6, OrderStatus::Confirmed as i32)
     );
     assert_eq!(
-        get(&app, &app.customer("frank"), &id, 0)
+        get_order(&app, &app.customer("frank"), &id, 0)
             .await
             .unwrap_err()
             .code(),
@@ -151,13 +121,13 @@ async fn list_orders_pages_newest_first_through_opaque_tokens() {
         place(&app, "dave").await;
         let carol = app.customer("carol");
         wait_for_within("the order list", Duration::from_secs(20), || async {
-            list(&app, &carol, 100, "").await.unwrap().0.len() == 5
+            list_orders(&app, &carol, 100, "").await.unwrap().0.len() == 5
         })
         .await;
         let mut seen = Vec::new();
         let mut token = String::new();
         loop {
-            let (orders, next) = list(&app, &carol, 2, &token).await.unwrap();
+            let (orders, next) = list_orders(&app, &carol, 2, &token).await.unwrap();
             assert!(orders.len() <= 2 && !orders.is_empty(), "{backend:?}");
             assert!(
                 orders
@@ -173,16 +143,16 @@ async fn list_orders_pages_newest_first_through_opaque_tokens() {
         carols.reverse();
         assert_eq!(seen, carols, "{backend:?}: every order once, newest first");
         assert_eq!(
-            list(&app, &app.admin(), 0, "").await.unwrap().0.len(),
+            list_orders(&app, &app.admin(), 0, "").await.unwrap().0.len(),
             6,
             "admins list everyone's"
         );
         for (size, token) in [(-1, ""), (10, "garbage"), (10, "eyJ0IjoxfQ")] {
-            let err = list(&app, &carol, size, token).await.unwrap_err();
+            let err = list_orders(&app, &carol, size, token).await.unwrap_err();
             assert_eq!(err.code(), Code::InvalidArgument, "{size} {token}");
         }
         assert_eq!(
-            list(&app, &carol, 1000, "").await.unwrap().0.len(),
+            list_orders(&app, &carol, 1000, "").await.unwrap().0.len(),
             5,
             "capped, not refused"
         );
@@ -300,15 +270,6 @@ async fn history_merges_events_with_saga_attempts_for_the_owner_only() {
     assert_eq!(admins.into_inner().entries.len(), entries.len());
 }
 
-/// The next message of a watch, failing the test after 20 s.
-async fn next(
-    stream: &mut tonic::Streaming<WatchOrderResponse>,
-) -> Result<Option<WatchOrderResponse>, tonic::Status> {
-    tokio::time::timeout(Duration::from_secs(20), stream.message())
-        .await
-        .expect("a message in time")
-}
-
 #[tokio::test]
 async fn watch_order_streams_each_status_change_until_a_terminal_one() {
     for backend in Backend::all() {
@@ -345,7 +306,7 @@ async fn watch_order_streams_each_status_change_until_a_terminal_one() {
             .await
             .unwrap()
             .into_inner();
-        let first = next(&mut stream).await.unwrap().unwrap();
+        let first = next_watched(&mut stream).await.unwrap().unwrap();
         assert_eq!(
             first.order.unwrap().status,
             OrderStatus::Pending as i32,
@@ -355,7 +316,7 @@ async fn watch_order_streams_each_status_change_until_a_terminal_one() {
             .append(order.order_id, 1, life[1..2].to_vec(), ORDER_STREAM)
             .await
             .unwrap();
-        let second = next(&mut stream).await.unwrap().unwrap().order.unwrap();
+        let second = next_watched(&mut stream).await.unwrap().unwrap().order.unwrap();
         assert_eq!(
             (second.status, second.version),
             (OrderStatus::PaymentAuthorized as i32, 2)
@@ -365,7 +326,7 @@ async fn watch_order_streams_each_status_change_until_a_terminal_one() {
             .await
             .unwrap();
         let mut statuses = Vec::new();
-        while let Some(message) = next(&mut stream).await.unwrap() {
+        while let Some(message) = next_watched(&mut stream).await.unwrap() {
             statuses.push(message.order.unwrap().status);
         }
         // Changes may be seen one by one or folded together; the last is CONFIRMED, then the end.

@@ -2,16 +2,19 @@
 //! card that succeeds, an address in London), carts filled over gRPC, and the
 //! calls around them.
 
+use std::time::Duration;
+
 use commerce::{
     auth::{Principal, Role},
     projections::samples::SampleOrder,
     proto::commerce::v1::{
-        AddItemRequest, Address, CancelOrderRequest, Cart, CreateCartRequest, CreateOrderRequest, Order,
+        AddItemRequest, Address, CancelOrderRequest, Cart, CreateCartRequest, CreateOrderRequest,
+        GetOrderRequest, ListOrdersRequest, Order, WatchOrderRequest, WatchOrderResponse,
         cart_service_client::CartServiceClient, order_service_client::OrderServiceClient,
     },
     store::event_store::{NewEvent, ORDER_STREAM},
 };
-use tonic::transport::Channel;
+use tonic::{Streaming, transport::Channel};
 
 use crate::support::{
     app::{TestApp, authed},
@@ -148,6 +151,72 @@ pub async fn cancel(
         .into_inner()
         .order
         .unwrap())
+}
+
+/// GetOrder of `order_id` as `token`, at least at `min_version`.
+pub async fn get_order(
+    app: &TestApp,
+    token: &str,
+    order_id: &str,
+    min_version: i64,
+) -> Result<Order, tonic::Status> {
+    let request = GetOrderRequest {
+        order_id: order_id.into(),
+        min_version,
+    };
+    Ok(app
+        .orders()
+        .get_order(authed(request, token))
+        .await?
+        .into_inner()
+        .order
+        .unwrap())
+}
+
+/// One ListOrders page as `token`: the orders and the next page's token.
+pub async fn list_orders(
+    app: &TestApp,
+    token: &str,
+    page_size: i32,
+    page_token: &str,
+) -> Result<(Vec<Order>, String), tonic::Status> {
+    let request = ListOrdersRequest {
+        page_size,
+        page_token: page_token.into(),
+        status: 0,
+    };
+    let page = app
+        .orders()
+        .list_orders(authed(request, token))
+        .await?
+        .into_inner();
+    Ok((page.orders, page.next_page_token))
+}
+
+/// WatchOrder of `order_id` as `token`, from its current state.
+pub async fn watch_order(
+    app: &TestApp,
+    token: &str,
+    order_id: &str,
+) -> Result<Streaming<WatchOrderResponse>, tonic::Status> {
+    let request = WatchOrderRequest {
+        order_id: order_id.into(),
+        after_version: 0,
+    };
+    Ok(app
+        .orders()
+        .watch_order(authed(request, token))
+        .await?
+        .into_inner())
+}
+
+/// The next message of a watch (None: the stream ended), failing the test after 20 s.
+pub async fn next_watched(
+    stream: &mut Streaming<WatchOrderResponse>,
+) -> Result<Option<WatchOrderResponse>, tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("a message in time")
 }
 
 /// A customer principal, for calls to the application layer.

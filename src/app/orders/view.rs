@@ -37,7 +37,10 @@ pub struct OrderView {
     /// The same as a code, once CANCELLED.
     pub cancellation_reason_code: Option<ErrorReason>,
     /// The reason of the first accepted cancellation request, while the saga compensates and
-    /// after (None when nobody asked, or for views of a read model, which does not keep it).
+    /// after the order ends (None when nobody asked, or the order was cancelled at once,
+    /// without a saga). The read models keep it too ([`OrderSummary`]).
+    ///
+    /// [`OrderSummary`]: crate::store::read_models::OrderSummary
     pub cancellation_requested: Option<String>,
     /// Stream version this view reflects.
     pub version: u64,

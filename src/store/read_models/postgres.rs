@@ -31,8 +31,8 @@ pub trait PgModel: Sized {
 }
 
 const SUMMARY_COLUMNS: &str = "order_id, customer_id, cart_id, saga_id, status, items, currency, total, \
-                               item_count, cancellation_reason, cancellation_reason_code, version, created_at, \
-                               updated_at";
+                               item_count, cancellation_reason, cancellation_reason_code, cancellation_request_reason, \
+                               version, created_at, updated_at";
 
 fn bad_column(column: &str, value: &str) -> sqlx::Error {
     sqlx::Error::ColumnDecode {
@@ -58,6 +58,7 @@ fn summary_from(row: &PgRow) -> sqlx::Result<OrderSummary> {
         item_count: unsigned(row, "item_count")?,
         cancellation_reason: row.try_get("cancellation_reason")?,
         cancellation_reason_code: reason_code_from(row.try_get("cancellation_reason_code")?)?,
+        cancellation_requested: row.try_get("cancellation_request_reason")?,
         version: unsigned(row, "version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -87,6 +88,7 @@ struct SummaryArrays {
     item_count: Vec<i32>,
     cancellation_reason: Vec<String>,
     cancellation_reason_code: Vec<&'static str>,
+    cancellation_request_reason: Vec<Option<String>>,
     version: Vec<i64>,
     created_at: Vec<DateTime<Utc>>,
     updated_at: Vec<DateTime<Utc>>,
@@ -108,6 +110,8 @@ impl SummaryArrays {
         self.cancellation_reason.push(s.cancellation_reason.clone());
         self.cancellation_reason_code
             .push(s.cancellation_reason_code.map_or("", ErrorReason::as_str));
+        self.cancellation_request_reason
+            .push(s.cancellation_requested.clone());
         self.version.push(i64::try_from(s.version).unwrap_or(i64::MAX));
         self.created_at.push(s.created_at);
         self.updated_at.push(s.updated_at);
@@ -143,7 +147,7 @@ fn upsert_sql(table: &str, columns: &[(&str, &str)]) -> String {
     )
 }
 
-const SUMMARY_TYPES: [(&str, &str); 14] = [
+const SUMMARY_TYPES: [(&str, &str); 15] = [
     ("order_id", "uuid"),
     ("customer_id", "text"),
     ("cart_id", "uuid"),
@@ -155,6 +159,7 @@ const SUMMARY_TYPES: [(&str, &str); 14] = [
     ("item_count", "int4"),
     ("cancellation_reason", "text"),
     ("cancellation_reason_code", "text"),
+    ("cancellation_request_reason", "text"),
     ("version", "int8"),
     ("created_at", "timestamptz"),
     ("updated_at", "timestamptz"),
@@ -202,6 +207,7 @@ impl PgModel for CustomerOrder {
             .bind(a.item_count)
             .bind(a.cancellation_reason)
             .bind(a.cancellation_reason_code)
+            .bind(a.cancellation_request_reason)
             .bind(a.version)
             .bind(a.created_at)
             .bind(a.updated_at)
@@ -250,6 +256,7 @@ impl PgModel for OrderDetail {
             .bind(a.item_count)
             .bind(a.cancellation_reason)
             .bind(a.cancellation_reason_code)
+            .bind(a.cancellation_request_reason)
             .bind(a.version)
             .bind(a.created_at)
             .bind(a.updated_at)

@@ -55,6 +55,12 @@ pub struct OrderSummary {
     /// The same as a code; None unless CANCELLED (and for rows projected
     /// before codes were stored, until `commerce rebuild-projections`).
     pub cancellation_reason_code: Option<ErrorReason>,
+    /// The reason of the first accepted cancellation request (`CancellationRequested`);
+    /// None when nobody asked, when the order was cancelled without a saga (at once, no
+    /// request), and for rows projected before it was stored, until `commerce
+    /// rebuild-projections`. Kept once the order ends, CANCELLED or CONFIRMED (a request
+    /// that came after the capture).
+    pub cancellation_requested: Option<String>,
     /// Version of the stream folded in.
     pub version: u64,
     /// When the order was created (its first event's time).

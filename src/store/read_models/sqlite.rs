@@ -29,7 +29,7 @@ pub trait SqliteModel: Sized {
 /// Rows per multi-row INSERT (SQLite binds at most 32766 parameters).
 const CHUNK: usize = 500;
 
-const SUMMARY_COLUMNS: [&str; 14] = [
+const SUMMARY_COLUMNS: [&str; 15] = [
     "order_id",
     "customer_id",
     "cart_id",
@@ -41,6 +41,7 @@ const SUMMARY_COLUMNS: [&str; 14] = [
     "item_count",
     "cancellation_reason",
     "cancellation_reason_code",
+    "cancellation_request_reason",
     "version",
     "created_at",
     "updated_at",
@@ -105,6 +106,7 @@ fn summary_from(row: &SqliteRow) -> sqlx::Result<OrderSummary> {
         item_count: unsigned(row, "item_count")?,
         cancellation_reason: row.try_get("cancellation_reason")?,
         cancellation_reason_code: reason_code_from(row.try_get("cancellation_reason_code")?)?,
+        cancellation_requested: row.try_get("cancellation_request_reason")?,
         version: unsigned(row, "version")?,
         created_at: time_at(row, "created_at")?,
         updated_at: time_at(row, "updated_at")?,
@@ -123,6 +125,7 @@ fn push_summary(b: &mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>
         .push_bind(i64::from(s.item_count))
         .push_bind(s.cancellation_reason.clone())
         .push_bind(s.cancellation_reason_code.map_or("", ErrorReason::as_str))
+        .push_bind(s.cancellation_requested.clone())
         .push_bind(i64::try_from(s.version).unwrap_or(i64::MAX))
         .push_bind(s.created_at.timestamp_millis())
         .push_bind(s.updated_at.timestamp_millis());
