@@ -123,6 +123,8 @@ pub struct Config {
     pub stubs: StubSettings,
     /// Log format and trace export.
     pub telemetry: TelemetrySettings,
+    /// How long finished data is kept (the retention job, `commerce purge`).
+    pub retention: RetentionSettings,
 }
 
 /// The listener of `serve`.
@@ -367,6 +369,49 @@ pub struct PrivacySettings {
     pub master_key: Option<String>,
 }
 
+/// How long finished data is kept before the retention job (one replica at
+/// a time) or `commerce purge` deletes it. Ages count from the row's last
+/// change; order event streams are never purged.
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// RETENTION_INTERVAL_SECONDS: pause between two runs of the background
+    /// job (default 3600; 0: no background job, `commerce purge` only).
+    pub interval: Duration,
+    /// RETENTION_SAGAS_DAYS: finished sagas (COMPLETED, COMPENSATED) with
+    /// their steps, attempts and operator actions (default 30).
+    pub sagas: Duration,
+    /// RETENTION_IDEMPOTENCY_HOURS: CreateOrder idempotency keys after their
+    /// answer was recorded (default 24): the window in which a client may
+    /// retry and get the first answer.
+    pub idempotency: Duration,
+    /// RETENTION_OUTBOX_HOURS: outbox rows after they were published (default 24).
+    pub outbox: Duration,
+    /// RETENTION_DEAD_LETTERS_DAYS: dead letters after they were dead-lettered (default 14).
+    pub dead_letters: Duration,
+    /// RETENTION_BATCH_SIZE: rows one delete statement takes (default 1000).
+    pub batch: usize,
+}
+
+impl RetentionSettings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        let age = |name: &str, default: &str, unit: u64| -> Result<Duration, ConfigError> {
+            let age = env.duration(name, default, unit)?;
+            if age.is_zero() {
+                return Err(env.invalid(name, "0".into(), "expected a positive age"));
+            }
+            Ok(age)
+        };
+        Ok(Self {
+            interval: env.duration("RETENTION_INTERVAL_SECONDS", "3600", 1)?,
+            sagas: age("RETENTION_SAGAS_DAYS", "30", 86_400)?,
+            idempotency: age("RETENTION_IDEMPOTENCY_HOURS", "24", 3600)?,
+            outbox: age("RETENTION_OUTBOX_HOURS", "24", 3600)?,
+            dead_letters: age("RETENTION_DEAD_LETTERS_DAYS", "14", 86_400)?,
+            batch: env.parse_in("RETENTION_BATCH_SIZE", 1000, 1..=100_000)?,
+        })
+    }
+}
+
 /// The payment, inventory and shipping stubs (`commerce stubs`, or embedded).
 #[derive(Debug, Clone)]
 pub struct StubSettings {
@@ -480,6 +525,7 @@ impl Config {
                 jaeger_endpoint: env.optional("JAEGER_ENDPOINT"),
                 log_format: env.parse("LOG_FORMAT", LogFormat::Json)?,
             },
+            retention: RetentionSettings::read(&env)?,
             limits,
         })
     }

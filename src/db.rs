@@ -89,6 +89,60 @@ impl Db {
             Self::Sqlite(_) => "sqlite",
         }
     }
+
+    /// Leadership of a job that one replica at a time runs (the retention
+    /// purge): on PostgreSQL the session advisory lock `key`, the mechanism
+    /// the outbox relay takes turns with (it holds the transaction variant
+    /// per round), kept on one pooled connection until
+    /// [`Leadership::release`]; `None` while another replica holds it. On
+    /// SQLite one process owns the file: always granted.
+    pub async fn try_lead(&self, key: i64) -> anyhow::Result<Option<Leadership>> {
+        match self {
+            Self::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok(locked.then_some(Leadership {
+                    held: Some((conn, key)),
+                }))
+            }
+            Self::Sqlite(_) => Ok(Some(Leadership { held: None })),
+        }
+    }
+}
+
+/// A held [`Db::try_lead`]. Dropped without [`Leadership::release`] (a
+/// panic, a cancelled task), its connection is closed rather than returned to
+/// the pool, which ends the session and so the lock: a lock never outlives
+/// its holder's work.
+#[derive(Debug)]
+pub struct Leadership {
+    held: Option<(sqlx::pool::PoolConnection<sqlx::Postgres>, i64)>,
+}
+
+impl Leadership {
+    /// Gives the lock up and returns the connection to the pool.
+    pub async fn release(mut self) {
+        if let Some((mut conn, key)) = self.held.take() {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(key)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        if let Some((conn, _)) = self.held.take() {
+            drop(conn.detach());
+        }
+    }
 }
 
 /// `error` as an operator should read it (health, logs, a command's output): sqlx's text of a

@@ -59,6 +59,14 @@ enum Command {
         #[arg(long)]
         allow_empty: bool,
     },
+    /// Delete finished sagas, idempotency keys, published outbox rows and dead
+    /// letters older than their RETENTION_* ages (the job the service runs), and
+    /// print how many rows went per table. Order events are never deleted.
+    Purge {
+        /// Only count and print what would go; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Load-test a server (started here unless --target) and print figures.
     Bench(commerce::bench::BenchArgs),
 }
@@ -120,6 +128,10 @@ async fn main() -> anyhow::Result<()> {
                 EmptyStore::Refuse
             };
             command(&config.database, batch, empty).await.map(drop)
+        }
+        Command::Purge { dry_run } => {
+            telemetry::init(&config.telemetry);
+            commerce::startup::purge::command(config, dry_run).await.map(drop)
         }
         Command::Bench(args) => commerce::bench::run(args, &config.auth).await,
     }

@@ -60,6 +60,9 @@ pub const FAMILIES: &[(&str, &[&str])] = &[
     ("event_consumer_lag_seconds", &["consumer"]),
     ("db_pool_connections", &["state"]),
     ("redis_pool_connections", &["state"]),
+    ("retention_purged_rows_total", &["table"]),
+    ("retention_last_run_timestamp_seconds", &[]),
+    ("retention_last_run_purged_rows", &["table"]),
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -138,6 +141,18 @@ fn describe() {
         "Order status transitions, by the status reached."
     );
     describe_counter!("saga_steps_total", "Saga step attempts, by step and outcome.");
+    describe_counter!(
+        "retention_purged_rows_total",
+        "Rows the retention job deleted, by table (dead_letters: entries of the dead-letter stream)."
+    );
+    describe_gauge!(
+        "retention_last_run_timestamp_seconds",
+        "When this replica last finished a retention run (Unix seconds)."
+    );
+    describe_gauge!(
+        "retention_last_run_purged_rows",
+        "Rows the last retention run of this replica deleted, by table."
+    );
     describe_histogram!("saga_step_duration_seconds", "Duration of one saga step attempt.");
     describe_counter!("saga_retries_total", "Saga step retries after a transient error.");
     describe_gauge!(
@@ -290,6 +305,15 @@ pub fn event_store_append(backend: &'static str, elapsed: Duration) {
 /// An append refused because the expected version was stale.
 pub fn event_store_conflict() {
     counter!("event_store_conflicts_total").increment(1);
+}
+
+/// One finished retention run: rows deleted per table (each a bounded name).
+pub fn retention_run(purged: &[(&'static str, u64)]) {
+    for (table, rows) in purged {
+        counter!("retention_purged_rows_total", "table" => *table).increment(*rows);
+        gauge!("retention_last_run_purged_rows", "table" => *table).set(*rows as f64);
+    }
+    gauge!("retention_last_run_timestamp_seconds").set(chrono::Utc::now().timestamp() as f64);
 }
 
 /// Outbox entries waiting to be published.

@@ -3,6 +3,7 @@
 //! picked here and nowhere else ([`stores`]), for the service and for
 //! `commerce rebuild-projections` ([`rebuild`]).
 
+pub mod purge;
 pub mod rebuild;
 pub mod stores;
 
@@ -156,7 +157,18 @@ impl Application {
             privacy.clone(),
             shutdown.clone(),
         );
+        let retention = crate::app::retention::Retention::new(
+            config.retention,
+            backends.db.clone(),
+            crate::app::retention::RetentionStores {
+                sagas: stores.sagas.clone(),
+                idempotency_keys: stores.idempotency_keys.clone(),
+                outbox: stores.outbox.clone(),
+                bus: bus.clone(),
+            },
+        );
         let app = App {
+            retention,
             feed,
             backends,
             health,
@@ -242,6 +254,8 @@ impl Application {
         );
         // Outbox relay, projections and their status: stop on shutdown.
         let read_side = start_read_side(&app, outbox, &tasks);
+        // Retention: one replica at a time deletes finished work past its age.
+        tasks.spawn(app.retention.clone().run_periodically(app.shutdown.clone()));
 
         health_reporter
             .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)

@@ -7,6 +7,7 @@ pub mod orders;
 pub mod paging;
 pub mod privacy;
 pub mod queries;
+pub mod retention;
 pub mod sagas;
 pub mod watch;
 
@@ -48,4 +49,6 @@ pub struct App {
     pub sagas: sagas::SagaApp,
     /// The public order-event feed for sibling services and its named consumers.
     pub feed: events::EventFeed,
+    /// Deletes finished work past its age (the background job, `commerce purge`).
+    pub retention: retention::Retention,
 }

@@ -13,10 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use super::{BusError, DeadLetter, Delivery, EventBus, EventEnvelope};
+use crate::store::Purge;
 
 /// The in-process [`EventBus`].
 pub struct InProcessBus {
@@ -270,6 +271,22 @@ impl EventBus for InProcessBus {
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
         Ok(self.lock().dead.values().take(limit).cloned().collect())
+    }
+
+    async fn purge_dead_letters(&self, before: DateTime<Utc>, purge: Purge) -> Result<u64, BusError> {
+        let mut state = self.lock();
+        let old: Vec<u64> = state
+            .dead
+            .iter()
+            .filter(|(_, letter)| letter.dead_lettered_at < before)
+            .map(|(id, _)| *id)
+            .collect();
+        if purge != Purge::Count {
+            for id in &old {
+                state.dead.remove(id);
+            }
+        }
+        Ok(old.len() as u64)
     }
 
     async fn replay_dead_letters(&self, ids: &[String]) -> Result<u64, BusError> {

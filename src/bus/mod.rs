@@ -32,7 +32,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::store::event_store::{EventMetadata, StoredEvent, Upcasters};
+use crate::store::{
+    Purge,
+    event_store::{EventMetadata, StoredEvent, Upcasters},
+};
 
 /// Entries a stream keeps at most (approximately: `MAXLEN ~`). A group that
 /// falls further behind loses the oldest entries; the projections' sweep over
@@ -221,6 +224,10 @@ pub trait EventBus: Send + Sync + 'static {
     /// Every group sees the replayed entry; the ones that applied it already
     /// ignore it.
     async fn replay_dead_letters(&self, ids: &[String]) -> Result<u64, BusError>;
+
+    /// Retention: dead letters dead-lettered before `before`, counted or
+    /// removed (all of them: the dead-letter stream is capped anyway).
+    async fn purge_dead_letters(&self, before: DateTime<Utc>, purge: Purge) -> Result<u64, BusError>;
 
     /// Tells every replica that `customer_id` was forgotten: their caches of
     /// the customer's key must go at once (see [`crate::privacy::Vault`]).

@@ -19,6 +19,7 @@ use deadpool_redis::redis::{self, Value};
 
 use super::{BusError, DeadLetter, Delivery, EventBus, EventEnvelope};
 use crate::redis_conn::RedisPool;
+use crate::store::Purge;
 
 /// Longest `BLOCK` of one XREADGROUP call.
 const MAX_BLOCK: Duration = Duration::from_millis(400);
@@ -334,6 +335,34 @@ impl EventBus for RedisStreamsBus {
             .into_iter()
             .filter_map(|(id, fields)| fields.map(|f| dead_letter_from(id, f)))
             .collect())
+    }
+
+    async fn purge_dead_letters(&self, before: DateTime<Utc>, purge: Purge) -> Result<u64, BusError> {
+        // A dead letter's stream id is the millisecond XADD wrote it at.
+        let cutoff = before.timestamp_millis().max(0);
+        let mut conn = self.pool.get().await?;
+        Ok(match purge {
+            Purge::Count => {
+                if cutoff == 0 {
+                    return Ok(0);
+                }
+                let reply: Value = redis::cmd("XRANGE")
+                    .arg(&self.dead_letters)
+                    .arg("-")
+                    .arg(format!("{}-{}", cutoff - 1, u64::MAX))
+                    .query_async(&mut conn)
+                    .await?;
+                parse_entries(reply)?.len() as u64
+            }
+            Purge::Delete(_) => {
+                redis::cmd("XTRIM")
+                    .arg(&self.dead_letters)
+                    .arg("MINID")
+                    .arg(cutoff)
+                    .query_async(&mut conn)
+                    .await?
+            }
+        })
     }
 
     async fn replay_dead_letters(&self, ids: &[String]) -> Result<u64, BusError> {

@@ -1,20 +1,25 @@
 //! `commerce.v1.SagaAdmin` over gRPC: converts messages and calls
 //! [`crate::app::sagas`]. Admin role required (checked in the app layer).
 
+use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
 use crate::{
     app::{
         App,
-        sagas::{RetryInput, SagaView},
+        sagas::{BulkOutcome, BulkRetryInput, BulkRetryReport, FilterInput, RetryInput, SagaView},
     },
     auth::principal,
+    domain::reason::ErrorReason,
     error::AppError,
     proto::{
+        Timestamp,
         commerce::v1::{
-            GetSagaRequest, GetSagaResponse, ListSagasRequest, ListSagasResponse, OperatorAction,
-            PlannedStep, RetrySagaRequest, RetrySagaResponse, Saga, SagaStatus as ProtoSagaStatus, SagaStep,
-            SagaStepStatus as ProtoStepStatus, saga_admin_server::SagaAdmin,
+            BulkRetryOutcome, BulkRetryResult, BulkRetrySagasRequest, BulkRetrySagasResponse, BulkRetryStep,
+            CountSagasRequest, CountSagasResponse, ErrorReason as ProtoErrorReason, GetSagaRequest,
+            GetSagaResponse, ListSagasRequest, ListSagasResponse, OperatorAction, PlannedStep,
+            RetrySagaRequest, RetrySagaResponse, Saga, SagaFilter, SagaStatus as ProtoSagaStatus,
+            SagaStatusCount, SagaStep, SagaStepStatus as ProtoStepStatus, saga_admin_server::SagaAdmin,
         },
         timestamp,
     },
@@ -46,9 +51,9 @@ fn proto_status(status: SagaStatus) -> ProtoSagaStatus {
     }
 }
 
-fn status_filter(raw: i32) -> Result<Option<SagaStatus>, AppError> {
+fn status_filter(field: &str, raw: i32) -> Result<Option<SagaStatus>, AppError> {
     let status =
-        ProtoSagaStatus::try_from(raw).map_err(|_| AppError::invalid("status", "unknown saga status"))?;
+        ProtoSagaStatus::try_from(raw).map_err(|_| AppError::invalid(field, "unknown saga status"))?;
     Ok(match status {
         ProtoSagaStatus::Unspecified => None,
         ProtoSagaStatus::Running => Some(SagaStatus::Running),
@@ -58,6 +63,139 @@ fn status_filter(raw: i32) -> Result<Option<SagaStatus>, AppError> {
         ProtoSagaStatus::Failed => Some(SagaStatus::Failed),
         ProtoSagaStatus::CompensationFailed => Some(SagaStatus::CompensationFailed),
     })
+}
+
+/// A failure reason filter: the proto enum names the domain reasons (a test
+/// in `error.rs` keeps them equal).
+fn reason_filter(field: &str, raw: i32) -> Result<Option<ErrorReason>, AppError> {
+    let reason =
+        ProtoErrorReason::try_from(raw).map_err(|_| AppError::invalid(field, "unknown reason code"))?;
+    if reason == ProtoErrorReason::Unspecified {
+        return Ok(None);
+    }
+    ErrorReason::parse(reason.as_str_name())
+        .map(Some)
+        .ok_or_else(|| anyhow::anyhow!("proto reason {} has no domain twin", reason.as_str_name()).into())
+}
+
+fn time_filter(field: &str, at: Option<Timestamp>) -> Result<Option<DateTime<Utc>>, AppError> {
+    at.map(|t| {
+        t.to_datetime()
+            .ok_or_else(|| AppError::invalid(field, "not a valid timestamp"))
+    })
+    .transpose()
+}
+
+/// The filter fields ListSagas, CountSagas and SagaFilter share, as
+/// `(current_step, failure_reason_code, customer_id, order_id, created_after,
+/// created_before, updated_after, updated_before)`; field names under `prefix`.
+type FilterFields = (
+    String,
+    i32,
+    String,
+    String,
+    Option<Timestamp>,
+    Option<Timestamp>,
+    Option<Timestamp>,
+    Option<Timestamp>,
+);
+
+fn filter_input(
+    prefix: &str,
+    status: Option<SagaStatus>,
+    fields: FilterFields,
+) -> Result<FilterInput, AppError> {
+    let (current_step, reason, customer_id, order_id, c_after, c_before, u_after, u_before) = fields;
+    let name = |field: &str| format!("{prefix}{field}");
+    Ok(FilterInput {
+        status,
+        current_step,
+        failure_code: reason_filter(&name("failure_reason_code"), reason)?,
+        customer_id,
+        order_id,
+        created_after: time_filter(&name("created_after"), c_after)?,
+        created_before: time_filter(&name("created_before"), c_before)?,
+        updated_after: time_filter(&name("updated_after"), u_after)?,
+        updated_before: time_filter(&name("updated_before"), u_before)?,
+    })
+}
+
+fn bulk_filter(filter: Option<SagaFilter>) -> Result<FilterInput, AppError> {
+    let f = filter.unwrap_or_default();
+    let status = status_filter("filter.status", f.status)?;
+    filter_input(
+        "filter.",
+        status,
+        (
+            f.current_step,
+            f.failure_reason_code,
+            f.customer_id,
+            f.order_id,
+            f.created_after,
+            f.created_before,
+            f.updated_after,
+            f.updated_before,
+        ),
+    )
+}
+
+fn bulk_response(report: BulkRetryReport) -> BulkRetrySagasResponse {
+    match report {
+        BulkRetryReport::DryRun {
+            matched,
+            steps,
+            confirmation_token,
+            snapshot_at,
+            expires_at,
+        } => BulkRetrySagasResponse {
+            dry_run: true,
+            matched: i64::try_from(matched).unwrap_or(i64::MAX),
+            steps: steps
+                .iter()
+                .map(|s| BulkRetryStep {
+                    step: s.step.name().into(),
+                    compensation: s.step.is_compensation(),
+                    count: i64::try_from(s.count).unwrap_or(i64::MAX),
+                })
+                .collect(),
+            confirmation_token,
+            expires_at: Some(timestamp(expires_at)),
+            snapshot_at: snapshot_at.map(timestamp),
+            ..BulkRetrySagasResponse::default()
+        },
+        BulkRetryReport::Batch {
+            snapshot_at,
+            results,
+            next_page_token,
+        } => {
+            let count = |outcome| {
+                let n = results.iter().filter(|r| r.outcome == outcome).count();
+                i32::try_from(n).unwrap_or(i32::MAX)
+            };
+            BulkRetrySagasResponse {
+                dry_run: false,
+                snapshot_at: Some(timestamp(snapshot_at)),
+                processed: i32::try_from(results.len()).unwrap_or(i32::MAX),
+                succeeded: count(BulkOutcome::Retried),
+                skipped: count(BulkOutcome::Skipped),
+                results: results
+                    .iter()
+                    .map(|r| BulkRetryResult {
+                        saga_id: r.saga_id.to_string(),
+                        step: r.step.map(|s| s.name().to_string()).unwrap_or_default(),
+                        outcome: match r.outcome {
+                            BulkOutcome::Retried => BulkRetryOutcome::Retried,
+                            BulkOutcome::Skipped => BulkRetryOutcome::Skipped,
+                        }
+                        .into(),
+                        detail: r.detail.clone(),
+                    })
+                    .collect(),
+                next_page_token,
+                ..BulkRetrySagasResponse::default()
+            }
+        }
+    }
 }
 
 fn proto_step_status(status: StepStatus) -> ProtoStepStatus {
@@ -106,6 +244,12 @@ pub fn proto_saga(view: &SagaView) -> Saga {
         created_at: Some(timestamp(r.created_at)),
         updated_at: Some(timestamp(r.updated_at)),
         deadline: Some(timestamp(r.deadline)),
+        failure_reason_code: r
+            .failure_code
+            .and_then(|code| ProtoErrorReason::from_str_name(code.as_str()))
+            .unwrap_or(ProtoErrorReason::Unspecified)
+            .into(),
+        customer_id: r.customer_id.clone().unwrap_or_default(),
         operator_actions: view
             .actions
             .iter()
@@ -128,15 +272,81 @@ impl SagaAdmin for SagaAdminGrpc {
     ) -> Result<Response<ListSagasResponse>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
+        let status = status_filter("status", r.status)?;
+        let filter = filter_input(
+            "",
+            status,
+            (
+                r.current_step,
+                r.failure_reason_code,
+                r.customer_id,
+                r.order_id,
+                r.created_after,
+                r.created_before,
+                r.updated_after,
+                r.updated_before,
+            ),
+        )?;
         let page = self
             .app
             .sagas
-            .list(&principal, status_filter(r.status)?, r.page_size, &r.page_token)
+            .list(&principal, &filter, r.page_size, &r.page_token)
             .await?;
         Ok(Response::new(ListSagasResponse {
             sagas: page.sagas.iter().map(proto_saga).collect(),
             next_page_token: page.next_page_token,
         }))
+    }
+
+    async fn count_sagas(
+        &self,
+        request: Request<CountSagasRequest>,
+    ) -> Result<Response<CountSagasResponse>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let filter = filter_input(
+            "",
+            None,
+            (
+                r.current_step,
+                r.failure_reason_code,
+                r.customer_id,
+                r.order_id,
+                r.created_after,
+                r.created_before,
+                r.updated_after,
+                r.updated_before,
+            ),
+        )?;
+        let counts = self.app.sagas.count(&principal, &filter).await?;
+        let total = counts.iter().map(|(_, n)| *n).sum::<u64>();
+        Ok(Response::new(CountSagasResponse {
+            counts: counts
+                .into_iter()
+                .map(|(status, count)| SagaStatusCount {
+                    status: proto_status(status).into(),
+                    count: i64::try_from(count).unwrap_or(i64::MAX),
+                })
+                .collect(),
+            total: i64::try_from(total).unwrap_or(i64::MAX),
+        }))
+    }
+
+    async fn bulk_retry_sagas(
+        &self,
+        request: Request<BulkRetrySagasRequest>,
+    ) -> Result<Response<BulkRetrySagasResponse>, Status> {
+        let principal = principal(&request)?;
+        let r = request.into_inner();
+        let input = BulkRetryInput {
+            filter: bulk_filter(r.filter)?,
+            reason: r.reason,
+            confirmation_token: r.confirmation_token,
+            page_token: r.page_token,
+            batch_size: r.batch_size,
+        };
+        let report = self.app.sagas.bulk_retry(&principal, input).await?;
+        Ok(Response::new(bulk_response(report)))
     }
 
     async fn get_saga(&self, request: Request<GetSagaRequest>) -> Result<Response<GetSagaResponse>, Status> {
@@ -167,6 +377,7 @@ impl SagaAdmin for SagaAdminGrpc {
                     dry_run: r.dry_run,
                     skip_failed_step: r.skip_failed_step,
                     reason: r.reason,
+                    expected_updated_at: None,
                 },
             )
             .await?;

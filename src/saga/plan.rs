@@ -29,6 +29,8 @@ macro_rules! string_enum {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name { $($(#[$vmeta])* $variant),+ }
         impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &[Self] = &[$(Self::$variant),+];
             /// The text stored in the database and shown to operators.
             pub fn as_str(self) -> &'static str { match self { $(Self::$variant => $text),+ } }
             /// From the stored text.

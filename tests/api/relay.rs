@@ -58,6 +58,13 @@ impl EventBus for FlakyBus {
     async fn dead_letter(&self, g: &str, d: &bus::Delivery, e: &str) -> Result<(), bus::BusError> {
         self.inner.dead_letter(g, d, e).await
     }
+    async fn purge_dead_letters(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        purge: commerce::store::Purge,
+    ) -> Result<u64, bus::BusError> {
+        self.inner.purge_dead_letters(before, purge).await
+    }
     async fn dead_letters(&self, n: usize) -> Result<Vec<bus::DeadLetter>, bus::BusError> {
         self.inner.dead_letters(n).await
     }

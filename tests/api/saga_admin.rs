@@ -377,6 +377,7 @@ async fn sagas_are_listed_newest_first_by_status_in_pages_and_only_for_admins() 
                 status: status.into(),
                 page_size,
                 page_token,
+                ..Default::default()
             },
             &admin,
         );

@@ -35,7 +35,7 @@ use commerce::{
     shutdown,
     store::{
         event_store::{EventStore, Upcasters},
-        saga::{CancelRequest, Lease, SagaStart, SagaStore, SagaWrite},
+        saga::{CancelRequest, Lease, SagaFilter, SagaStart, SagaStore, SagaWrite},
     },
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -389,6 +389,7 @@ async fn sagas_end_consistent_through_lost_answers_cancels_and_killed_worker_poo
         let start = SagaStart {
             saga_id,
             order_id,
+            customer_id: "sim".into(),
             idempotency_seed: format!("{order_id}/k"),
             deadline,
         };
@@ -434,12 +435,26 @@ async fn sagas_end_consistent_through_lost_answers_cancels_and_killed_worker_poo
             kills += 1;
         }
         let live = store
-            .list(Some(SagaStatus::Running), None, 1)
+            .list(
+                &SagaFilter {
+                    statuses: vec![SagaStatus::Running],
+                    ..SagaFilter::default()
+                },
+                None,
+                1,
+            )
             .await
             .unwrap()
             .len()
             + store
-                .list(Some(SagaStatus::Compensating), None, 1)
+                .list(
+                    &SagaFilter {
+                        statuses: vec![SagaStatus::Compensating],
+                        ..SagaFilter::default()
+                    },
+                    None,
+                    1,
+                )
                 .await
                 .unwrap()
                 .len();

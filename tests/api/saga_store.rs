@@ -12,8 +12,8 @@ use commerce::{
         event_store::{EventStore, NewEvent, StreamAppend, Upcasters},
         saga::{
             AttemptEnd, AttemptOutcome, AttemptWrite, CancelRequest, FencedWrite, Lease,
-            OperatorActionRecord, OperatorActionWrite, Release, SAGA_STREAM, SagaColumns, SagaStart,
-            SagaStore, SagaStoreError, SagaWrite, StepRecord,
+            OperatorActionRecord, OperatorActionWrite, Release, SAGA_STREAM, SagaColumns, SagaFilter,
+            SagaStart, SagaStore, SagaStoreError, SagaWrite, StepRecord,
         },
         unit_of_work::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError},
     },
@@ -57,6 +57,7 @@ impl Fixture {
         let start = SagaWrite::Start(SagaStart {
             saga_id,
             order_id,
+            customer_id: "customer-1".into(),
             idempotency_seed: format!("{order_id}/key-1"),
             deadline: Utc::now() + TimeDelta::minutes(30),
         });
@@ -376,14 +377,21 @@ async fn sagas_list_newest_first_by_status_in_pages() {
             tokio::time::sleep(Duration::from_millis(3)).await;
         }
         ids.reverse();
-        let first = f.sagas.list(None, None, 2).await.unwrap();
+        let first = f.sagas.list(&SagaFilter::default(), None, 2).await.unwrap();
         let cursor = first.last().map(|s| (s.created_at, s.saga_id));
-        let second = f.sagas.list(None, cursor, 10).await.unwrap();
+        let second = f.sagas.list(&SagaFilter::default(), cursor, 10).await.unwrap();
         let listed: Vec<Uuid> = first.iter().chain(&second).map(|s| s.saga_id).collect();
         assert_eq!(listed, ids, "{backend:?}");
         assert_eq!(
             f.sagas
-                .list(Some(SagaStatus::Running), None, 10)
+                .list(
+                    &SagaFilter {
+                        statuses: vec![SagaStatus::Running],
+                        ..SagaFilter::default()
+                    },
+                    None,
+                    10
+                )
                 .await
                 .unwrap()
                 .len(),
@@ -391,7 +399,14 @@ async fn sagas_list_newest_first_by_status_in_pages() {
         );
         assert!(
             f.sagas
-                .list(Some(SagaStatus::Failed), None, 10)
+                .list(
+                    &SagaFilter {
+                        statuses: vec![SagaStatus::Failed],
+                        ..SagaFilter::default()
+                    },
+                    None,
+                    10
+                )
                 .await
                 .unwrap()
                 .is_empty()

@@ -39,6 +39,7 @@ async fn the_saga_start_cancel_request_and_idempotency_key_commit_with_the_event
         let saga = SagaStart {
             saga_id: Uuid::now_v7(),
             order_id: order,
+            customer_id: "customer-1".into(),
             idempotency_seed: format!("{order}/key-1"),
             deadline: Utc::now() + chrono::Duration::minutes(30),
         };
@@ -108,6 +109,7 @@ async fn a_step_write_whose_lease_is_lost_appends_no_order_event() {
         let start = SagaWrite::Start(SagaStart {
             saga_id,
             order_id: order,
+            customer_id: "customer-1".into(),
             idempotency_seed: format!("{order}/key"),
             deadline: Utc::now() + chrono::Duration::minutes(30),
         });

@@ -177,7 +177,7 @@ pub async fn wait_terminal(channel: &Channel, admin: &str, within: Duration) {
                 status: status.into(),
                 // Any one live saga is enough to wait on.
                 page_size: 1,
-                page_token: String::new(),
+                ..Default::default()
             };
             live += sagas
                 .list_sagas(authed(request, admin))

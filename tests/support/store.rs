@@ -145,3 +145,20 @@ pub async fn count(db: &Db, sql: &'static str) -> i64 {
         Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
     }
 }
+
+/// A count from raw SQL with one text bound (`$1` on PostgreSQL, `?1` on
+/// SQLite, the text chosen per backend).
+pub async fn count_with(db: &Db, postgres: &'static str, sqlite: &'static str, bind: &str) -> i64 {
+    match db {
+        Db::Postgres(pool) => sqlx::query_scalar(postgres)
+            .bind(bind)
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+        Db::Sqlite(pool) => sqlx::query_scalar(sqlite)
+            .bind(bind)
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+    }
+}

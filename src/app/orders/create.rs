@@ -228,6 +228,7 @@ impl OrderApp {
                 SagaWrite::Start(SagaStart {
                     saga_id,
                     order_id,
+                    customer_id: customer.to_string(),
                     idempotency_seed: format!("{order_id}/{key}"),
                     deadline: chrono::Utc::now()
                         + chrono::Duration::from_std(self.settings.order_timeout)

@@ -1,16 +1,21 @@
 //! Sagas in the application layer: the worker pool's start, and the operator
 //! API (list, get, retry or skip with a dry run) that SagaAdmin serves.
 
+mod bulk;
 mod order_port;
+mod search;
 
 use std::sync::Arc;
 
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use tokio::{sync::Notify, task::JoinHandle};
 use uuid::Uuid;
 
-pub use self::order_port::OrderAppPort;
+pub use self::{
+    bulk::{BulkOutcome, BulkRetryInput, BulkRetryReport, BulkRetryResult, BulkStep},
+    order_port::OrderAppPort,
+    search::{FAILURE_CODES, FilterInput, SagaPage},
+};
 use crate::{
     auth::Principal,
     config::SagaSettings,
@@ -19,7 +24,7 @@ use crate::{
     saga::{
         engine::Engine,
         grpc_siblings::{GrpcSiblings, SiblingUrls},
-        plan::{OperatorError, PlannedStep, RetryPolicy, SagaStatus, Step, StepStatus},
+        plan::{OperatorError, PlannedStep, RetryPolicy, Step, StepStatus},
         ports::{OrderPort, SagaPorts, Siblings},
         worker::{PoolSettings, listen_for_wakeups, run_pool},
     },
@@ -27,8 +32,8 @@ use crate::{
     store::{
         event_store::StreamAppend,
         saga::{
-            AttemptRecord, Cursor, Lease, OperatorActionRecord, OperatorActionWrite, SAGA_STREAM,
-            SagaColumns, SagaRecord, SagaStore, SagaWrite, StepRecord,
+            AttemptRecord, Lease, OperatorActionRecord, OperatorActionWrite, SAGA_STREAM, SagaColumns,
+            SagaRecord, SagaStore, SagaStoreError, SagaWrite, StepRecord, failure_code,
         },
         unit_of_work::{UnitOfWork, UnitOfWorkCommitter},
     },
@@ -45,15 +50,6 @@ pub struct SagaView {
     pub actions: Vec<OperatorActionRecord>,
 }
 
-/// One page of ListSagas.
-#[derive(Debug, Clone)]
-pub struct SagaPage {
-    /// Sagas, newest first.
-    pub sagas: Vec<SagaView>,
-    /// Token of the next page; empty on the last.
-    pub next_page_token: String,
-}
-
 /// What RetrySaga asks.
 #[derive(Debug, Clone, Default)]
 pub struct RetryInput {
@@ -65,6 +61,9 @@ pub struct RetryInput {
     pub skip_failed_step: bool,
     /// Why (required to skip).
     pub reason: String,
+    /// Act only if the saga is still at this version (`updated_at`): a bulk
+    /// retry acts on the state its batch read, never on a newer one.
+    pub expected_updated_at: Option<DateTime<Utc>>,
 }
 
 /// What RetrySaga answers.
@@ -201,53 +200,6 @@ impl SagaApp {
         }))
     }
 
-    /// Sagas newest first, optionally of one status. Admin only.
-    #[tracing::instrument(skip(self, principal))]
-    pub async fn list(
-        &self,
-        principal: &Principal,
-        status: Option<SagaStatus>,
-        page_size: i32,
-        page_token: &str,
-    ) -> Result<SagaPage, AppError> {
-        principal.require_admin()?;
-        let limit = match page_size {
-            0 => 20,
-            1..=100 => usize::try_from(page_size).unwrap_or(20),
-            _ => return Err(AppError::invalid("page_size", "must be 0 to 100")),
-        };
-        let after = decode_token(page_token)?;
-        let mut records = self.store.list(status, after, limit + 1).await?;
-        let next_page_token = if records.len() > limit {
-            records.truncate(limit);
-            records
-                .last()
-                .map(|r| encode_token(r.created_at, r.saga_id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        // One query for the page's operator actions, not one per saga.
-        let ids: Vec<Uuid> = records.iter().map(|r| r.saga_id).collect();
-        let actions = self.store.operator_actions_of(&ids).await?;
-        let now = Utc::now();
-        let sagas = records
-            .into_iter()
-            .map(|record| {
-                let own = actions
-                    .iter()
-                    .filter(|(id, _)| *id == record.saga_id)
-                    .map(|(_, a)| a.clone())
-                    .collect();
-                view_of(record, own, now)
-            })
-            .collect();
-        Ok(SagaPage {
-            sagas,
-            next_page_token,
-        })
-    }
-
     /// One saga with its steps and operator actions. Admin only.
     #[tracing::instrument(skip(self, principal))]
     pub async fn get(&self, principal: &Principal, saga_id: &str) -> Result<SagaView, AppError> {
@@ -271,17 +223,14 @@ impl SagaApp {
     #[tracing::instrument(skip(self, principal, input), fields(saga_id = %input.saga_id))]
     pub async fn retry(&self, principal: &Principal, input: RetryInput) -> Result<RetryOutcome, AppError> {
         principal.require_admin()?;
-        let reason = input.reason.trim().to_string();
-        if reason.chars().count() > MAX_REASON {
-            return Err(AppError::invalid("reason", "must be at most 500 characters"));
-        }
-        if input.skip_failed_step && reason.is_empty() {
-            return Err(AppError::invalid("reason", "is required to skip a step"));
-        }
-        if let Some(problem) = crate::domain::text::text_problem(&reason, input.skip_failed_step) {
-            return Err(AppError::invalid("reason", problem));
-        }
+        let reason = operator_reason(&input.reason, input.skip_failed_step.then_some("to skip a step"))?;
         let record = self.load(&input.saga_id).await?;
+        if input
+            .expected_updated_at
+            .is_some_and(|expected| expected != record.updated_at)
+        {
+            return Err(SagaStoreError::Conflict.into());
+        }
         let now = Utc::now();
         let mut state = record.state();
         if input.dry_run {
@@ -302,6 +251,7 @@ impl SagaApp {
         let mut columns = SagaColumns::of(&record);
         columns.status = state.status;
         columns.current_step = state.next_step();
+        columns.failure_code = failure_code(&state, &record.steps);
         let progress = state.step(step);
         let row = StepRecord {
             status: progress.status,
@@ -359,6 +309,25 @@ impl SagaApp {
     }
 }
 
+/// An operator's reason, trimmed and checked: at most [`MAX_REASON`]
+/// characters, no control characters, and not empty when `required_for`
+/// says what needs it.
+fn operator_reason(raw: &str, required_for: Option<&str>) -> Result<String, AppError> {
+    let reason = raw.trim().to_string();
+    if reason.chars().count() > MAX_REASON {
+        return Err(AppError::invalid("reason", "must be at most 500 characters"));
+    }
+    if let Some(what) = required_for
+        && reason.is_empty()
+    {
+        return Err(AppError::invalid("reason", format!("is required {what}")));
+    }
+    if let Some(problem) = crate::domain::text::text_problem(&reason, required_for.is_some()) {
+        return Err(AppError::invalid("reason", problem));
+    }
+    Ok(reason)
+}
+
 /// The operator's view: started steps, then those still to come as PENDING.
 fn view_of(record: SagaRecord, actions: Vec<OperatorActionRecord>, now: DateTime<Utc>) -> SagaView {
     let mut steps = record.steps.clone();
@@ -391,35 +360,4 @@ fn pending_row(record: &SagaRecord, step: Step) -> StepRecord {
 
 fn operator_error(err: OperatorError) -> AppError {
     AppError::failed_precondition(crate::error::ErrorReason::SagaActionNotAllowed, err.to_string())
-}
-
-/// `created_at` (microseconds) and id of the last saga of a page, opaque.
-fn encode_token(created_at: DateTime<Utc>, saga_id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{saga_id}", created_at.timestamp_micros()))
-}
-
-fn decode_token(token: &str) -> Result<Option<Cursor>, AppError> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let bad = || AppError::invalid("page_token", "not a token from a previous response");
-    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-    let raw = String::from_utf8(raw).map_err(|_| bad())?;
-    let (micros, id) = raw.split_once(':').ok_or_else(bad)?;
-    let at = crate::app::paging::page_token_time(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
-    Ok(Some((at, Uuid::parse_str(id).map_err(|_| bad())?)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_tokens_round_trip_and_garbage_is_invalid() {
-        let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
-        let id = Uuid::new_v4();
-        assert_eq!(decode_token(&encode_token(at, id)).unwrap(), Some((at, id)));
-        assert_eq!(decode_token("").unwrap(), None);
-        assert!(matches!(decode_token("%%%"), Err(AppError::InvalidArgument(_))));
-    }
 }

@@ -16,11 +16,12 @@ mod sqlite;
 use std::{fmt, time::Duration};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
 pub use self::{postgres::PostgresIdempotencyStore, sqlite::SqliteIdempotencyStore};
-use crate::error::AppError;
+use crate::{error::AppError, store::Purge};
 
 /// Idempotency store failures.
 #[derive(Debug, thiserror::Error)]
@@ -134,10 +135,20 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug {
     /// ForgetCustomer: replaces the request hashes of the customer's keys
     /// with [`FORGOTTEN_REQUEST_HASH`]. A hash of a shipping address is
     /// personal data too (a guessed address can be checked against it); the
-    /// keys stay, so an old key still never creates a second order (a retry
+    /// keys stay (until retention purges them), so an old key still creates no second order (a retry
     /// with it is a different request). Returns the keys changed.
     async fn forget_customer(&self, customer_id: &str) -> Result<u64, IdempotencyStoreError>;
+
+    /// Retention: keys last changed before `before` (their answer recorded, or
+    /// a claim whose lease also ended before then), counted or deleted a batch
+    /// at a time. A retry with a purged key is a new request: the retention is
+    /// the window in which a client may retry.
+    async fn purge(&self, before: DateTime<Utc>, purge: Purge) -> Result<u64, IdempotencyStoreError>;
 }
+
+/// The rows a purge takes (`$1` / `?1`: the cutoff; the same text on both backends).
+const PURGEABLE: &str =
+    "updated_at < $1 AND (status <> 'in_flight' OR lease_until IS NULL OR lease_until < $1)";
 
 /// The request hash of a forgotten customer's keys: matches no request.
 pub const FORGOTTEN_REQUEST_HASH: &str = "forgotten";

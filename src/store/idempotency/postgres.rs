@@ -1,11 +1,15 @@
 //! Idempotency keys on PostgreSQL.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{Claim, ClaimOutcome, IdempotencyCompletion, IdempotencyStore, IdempotencyStoreError, classify};
+use super::{
+    Claim, ClaimOutcome, IdempotencyCompletion, IdempotencyStore, IdempotencyStoreError, PURGEABLE, classify,
+};
+use crate::store::Purge;
 
 /// Idempotency keys on PostgreSQL.
 #[derive(Clone, Debug)]
@@ -142,5 +146,24 @@ impl IdempotencyStore for PostgresIdempotencyStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn purge(&self, before: DateTime<Utc>, purge: Purge) -> Result<u64, IdempotencyStoreError> {
+        let sql = match purge {
+            Purge::Count => format!("SELECT count(*) FROM idempotency_keys WHERE {PURGEABLE} AND $2 > 0"),
+            Purge::Delete(_) => format!(
+                "WITH k AS (SELECT customer_id, key FROM idempotency_keys WHERE {PURGEABLE} \
+                     ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                 d AS (DELETE FROM idempotency_keys i USING k \
+                     WHERE i.customer_id = k.customer_id AND i.key = k.key RETURNING 1) \
+                 SELECT count(*) FROM d"
+            ),
+        };
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(before)
+            .bind(purge.limit())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }

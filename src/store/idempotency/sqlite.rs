@@ -1,13 +1,16 @@
 //! Idempotency keys on SQLite (timestamps in epoch milliseconds, see 0002).
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::store::columns::{DbJson, DbUuid};
 
-use super::{Claim, ClaimOutcome, IdempotencyCompletion, IdempotencyStore, IdempotencyStoreError, classify};
+use super::{
+    Claim, ClaimOutcome, IdempotencyCompletion, IdempotencyStore, IdempotencyStoreError, PURGEABLE, classify,
+};
+use crate::store::Purge;
 
 /// Idempotency keys on SQLite.
 #[derive(Clone, Debug)]
@@ -153,5 +156,27 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn purge(&self, before: DateTime<Utc>, purge: Purge) -> Result<u64, IdempotencyStoreError> {
+        let purgeable = PURGEABLE.replace('$', "?");
+        let sql = match purge {
+            Purge::Count => format!("SELECT count(*) FROM idempotency_keys WHERE {purgeable} AND ?2 > 0"),
+            Purge::Delete(_) => format!(
+                "DELETE FROM idempotency_keys WHERE (customer_id, key) IN (SELECT customer_id, key \
+                 FROM idempotency_keys WHERE {purgeable} ORDER BY updated_at LIMIT ?2)"
+            ),
+        };
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(before.timestamp_millis())
+            .bind(purge.limit());
+        let n = match purge {
+            Purge::Count => {
+                let count: i64 = sqlx::Row::try_get(&query.fetch_one(&self.pool).await?, 0)?;
+                u64::try_from(count).unwrap_or(0)
+            }
+            Purge::Delete(_) => query.execute(&self.pool).await?.rows_affected(),
+        };
+        Ok(n)
     }
 }

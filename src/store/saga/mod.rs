@@ -17,6 +17,7 @@
 mod decode;
 mod postgres;
 mod rows;
+mod search;
 mod sqlite;
 
 use std::time::Duration;
@@ -25,10 +26,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use self::{postgres::PostgresSagaStore, sqlite::SqliteSagaStore};
+pub use self::{
+    postgres::PostgresSagaStore,
+    search::{Cursor, SagaCount, SagaFilter, failure_code},
+    sqlite::SqliteSagaStore,
+};
 use crate::saga::plan::{SagaState, SagaStatus, Step, StepState, StepStatus};
 use crate::{
+    domain::reason::ErrorReason,
     error::AppError,
+    store::Purge,
     store::event_store::{EventMetadata, NewEvent},
 };
 
@@ -45,6 +52,8 @@ pub struct SagaStart {
     pub saga_id: Uuid,
     /// The order it drives.
     pub order_id: Uuid,
+    /// The customer who placed the order (ListSagas filters on it).
+    pub customer_id: String,
     /// Seed of the saga's per-step idempotency keys. CreateOrder sets it to
     /// `"{order_id}/{client idempotency key}"`: the client's key travels to the
     /// siblings, and two customers who pick the same key never collide there.
@@ -140,6 +149,9 @@ pub struct SagaRecord {
     pub saga_id: Uuid,
     /// The order it drives.
     pub order_id: Uuid,
+    /// The customer who placed the order (None for sagas started before it was kept and
+    /// never matched by migration 0008's backfill).
+    pub customer_id: Option<String>,
     /// Seed of the step keys (`{order_id}/{client key}`).
     pub seed: String,
     /// Where the saga stands.
@@ -160,6 +172,8 @@ pub struct SagaRecord {
     pub compensation_reason: Option<String>,
     /// The last error of any step, shown by ListSagas.
     pub last_error: Option<String>,
+    /// Why it failed or compensates, as stored ([`failure_code`]).
+    pub failure_code: Option<ErrorReason>,
     /// The ids the siblings answered.
     pub refs: SiblingRefs,
     /// When CreateOrder started it (with the order).
@@ -218,6 +232,8 @@ pub struct SagaColumns {
     pub last_error: Option<String>,
     /// The ids the siblings answered.
     pub refs: SiblingRefs,
+    /// Why it failed or compensates ([`failure_code`] of the columns' status).
+    pub failure_code: Option<ErrorReason>,
 }
 
 impl SagaColumns {
@@ -230,6 +246,7 @@ impl SagaColumns {
             compensation_reason: record.compensation_reason.clone(),
             last_error: record.last_error.clone(),
             refs: record.refs.clone(),
+            failure_code: failure_code(&record.state(), &record.steps),
         }
     }
 }
@@ -420,6 +437,22 @@ pub struct CancelFlag {
     pub cancel_reason: Option<String>,
 }
 
+/// Rows of the saga tables a retention purge removed (or would remove).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SagaPurge {
+    /// `sagas` rows.
+    pub sagas: u64,
+    /// `saga_steps` rows.
+    pub steps: u64,
+    /// `saga_attempts` rows.
+    pub attempts: u64,
+    /// `saga_operator_actions` rows.
+    pub operator_actions: u64,
+}
+
+/// The statuses a retention purge takes: nothing will ever run again.
+pub(crate) const FINISHED: &str = "('COMPLETED', 'COMPENSATED')";
+
 /// Why a saga store call failed; a unit of work maps these to its own errors.
 #[derive(Debug, thiserror::Error)]
 pub enum SagaStoreError {
@@ -460,9 +493,6 @@ impl From<SagaStoreError> for AppError {
     }
 }
 
-/// A page position in ListSagas: after this (created_at, saga_id), newest first.
-pub type Cursor = (DateTime<Utc>, Uuid);
-
 /// Storage of sagas. One conformance suite runs against every implementation.
 #[async_trait]
 pub trait SagaStore: Send + Sync + std::fmt::Debug {
@@ -494,19 +524,28 @@ pub trait SagaStore: Send + Sync + std::fmt::Debug {
     /// The saga of an order.
     async fn find_by_order(&self, order_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError>;
 
-    /// Sagas newest first, after `cursor`, optionally of one status.
+    /// Sagas matching `filter`, newest first (created_at, then id), after `cursor`.
     async fn list(
         &self,
-        status: Option<SagaStatus>,
+        filter: &SagaFilter,
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Vec<SagaRecord>, SagaStoreError>;
+
+    /// How many sagas matching `filter` there are per status and current step.
+    async fn count(&self, filter: &SagaFilter) -> Result<Vec<SagaCount>, SagaStoreError>;
 
     /// Every attempt of a saga, in the order they were sent.
     async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError>;
 
     /// How many sagas are in each status (for the `sagas` gauge).
     async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError>;
+
+    /// Retention: finished sagas (COMPLETED, COMPENSATED) last changed before
+    /// `before`, with their steps, attempts and operator actions (the saga's
+    /// audit stream in the event store stays, as every event does), counted or
+    /// deleted a batch of sagas at a time.
+    async fn purge_finished(&self, before: DateTime<Utc>, purge: Purge) -> Result<SagaPurge, SagaStoreError>;
 
     /// Operator actions on these sagas, oldest first, with their saga's id
     /// (one query for a whole ListSagas page).

@@ -13,19 +13,21 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder, Row, postgres::PgArguments, query::Query};
 use uuid::Uuid;
 
 use super::decode::{lease_millis, stored_count};
 use super::rows::{
     ATTEMPT_COLUMNS, AttemptRow, OperatorActionRow, SAGA_COLUMNS, STEP_COLUMNS, SagaRow, StepRow, assemble,
-    bind_columns, status_counts,
+    bind_columns, failure_code_text, purge_counts, status_counts, step_counts,
 };
+use super::search::push_filter;
 use super::{
-    AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FencedWrite, Lease, OperatorActionRecord,
-    OperatorActionWrite, SagaRecord, SagaStart, SagaStore, SagaStoreError, SagaWrite, StepRecord,
+    AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FINISHED, FencedWrite, Lease,
+    OperatorActionRecord, OperatorActionWrite, SagaCount, SagaFilter, SagaPurge, SagaRecord, SagaStart,
+    SagaStore, SagaStoreError, SagaWrite, StepRecord,
 };
-use crate::saga::plan::SagaStatus;
+use crate::{saga::plan::SagaStatus, store::Purge};
 
 /// The saga store on PostgreSQL.
 #[derive(Debug, Clone)]
@@ -48,12 +50,14 @@ impl PostgresSagaStore {
 /// One worker write, as one statement: the fenced saga update `s` ($1..$17:
 /// id, owner, columns, lease, expected cancel flag, release), the step rows
 /// ($18..$28), attempts started ($29..$33) and finished ($34..$41), the last
-/// three as parallel arrays that only apply where `s` went through.
+/// three as parallel arrays that only apply where `s` went through, and the
+/// failure code ($42, appended last).
 fn write_sql() -> String {
     format!(
         "WITH s AS (UPDATE sagas SET status = $3, current_step = $4, past_pivot = $5, \
             compensation_reason = $6, last_error = $7, authorization_id = $8, reservation_id = $9, \
             shipment_id = $10, tracking_number = $11, capture_id = $12, updated_at = now(), \
+            failure_reason_code = $42, \
             lease_owner = CASE WHEN $15 THEN NULL ELSE lease_owner END, \
             lease_until = CASE WHEN $15 THEN NULL ELSE now() + $13 * interval '1 millisecond' END, \
             next_run_at = CASE WHEN NOT $15 THEN next_run_at \
@@ -228,23 +232,25 @@ impl SagaStore for PostgresSagaStore {
 
     async fn list(
         &self,
-        status: Option<SagaStatus>,
+        filter: &SagaFilter,
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Vec<SagaRecord>, SagaStoreError> {
-        let rows: Vec<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {SAGA_COLUMNS} FROM sagas \
-             WHERE ($1::text IS NULL OR status = $1) \
-               AND ($2::timestamptz IS NULL OR (created_at, saga_id) < ($2, $3)) \
-             ORDER BY created_at DESC, saga_id DESC LIMIT $4"
-        )))
-        .bind(status.map(|s| s.as_str()))
-        .bind(after.map(|(at, _)| at))
-        .bind(after.map(|(_, id)| id).unwrap_or_default())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
+        let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {SAGA_COLUMNS} FROM sagas"));
+        push_filter(&mut sql, filter, after);
+        sql.push(" ORDER BY created_at DESC, saga_id DESC LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows: Vec<SagaRow> = sql.build_query_as().fetch_all(&self.pool).await?;
         self.with_steps(rows).await
+    }
+
+    async fn count(&self, filter: &SagaFilter) -> Result<Vec<SagaCount>, SagaStoreError> {
+        let mut sql: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT status, current_step, count(*), max(updated_at) FROM sagas");
+        push_filter(&mut sql, filter, None);
+        sql.push(" GROUP BY status, current_step");
+        let rows = sql.build_query_as().fetch_all(&self.pool).await?;
+        step_counts(rows)
     }
 
     async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError> {
@@ -269,6 +275,33 @@ impl SagaStore for PostgresSagaStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(OperatorActionRow::decode).collect()
+    }
+
+    async fn purge_finished(&self, before: DateTime<Utc>, purge: Purge) -> Result<SagaPurge, SagaStoreError> {
+        // The children are counted in the statement's snapshot, then go with
+        // their saga (ON DELETE CASCADE). The chosen sagas are locked, so no
+        // child row can be added between the count and the delete.
+        let (lock, delete) = match purge {
+            Purge::Count => ("", "SELECT saga_id FROM s"),
+            Purge::Delete(_) => (
+                "FOR UPDATE SKIP LOCKED",
+                "DELETE FROM sagas WHERE saga_id IN (SELECT saga_id FROM s) RETURNING saga_id",
+            ),
+        };
+        let counts = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "WITH s AS (SELECT saga_id FROM sagas WHERE status IN {FINISHED} AND updated_at < $1 \
+                 ORDER BY updated_at LIMIT $2 {lock}), \
+             st AS (SELECT count(*) AS n FROM saga_steps WHERE saga_id IN (SELECT saga_id FROM s)), \
+             a AS (SELECT count(*) AS n FROM saga_attempts WHERE saga_id IN (SELECT saga_id FROM s)), \
+             o AS (SELECT count(*) AS n FROM saga_operator_actions WHERE saga_id IN (SELECT saga_id FROM s)), \
+             d AS ({delete}) \
+             SELECT (SELECT count(*) FROM d), (SELECT n FROM st), (SELECT n FROM a), (SELECT n FROM o)"
+        )))
+        .bind(before)
+        .bind(purge.limit())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(purge_counts(counts))
     }
 
     async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {
@@ -299,12 +332,13 @@ impl PostgresSagaStore {
     async fn write_start(conn: &mut PgConnection, saga: &SagaStart) -> Result<(), SagaStoreError> {
         sqlx::query(
             "INSERT INTO sagas (saga_id, order_id, status, idempotency_seed, deadline, next_run_at, \
-             created_at, updated_at) VALUES ($1, $2, 'RUNNING', $3, $4, now(), now(), now())",
+             created_at, updated_at, customer_id) VALUES ($1, $2, 'RUNNING', $3, $4, now(), now(), now(), $5)",
         )
         .bind(saga.saga_id)
         .bind(saga.order_id)
         .bind(&saga.idempotency_seed)
         .bind(saga.deadline)
+        .bind(&saga.customer_id)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -399,6 +433,7 @@ impl PostgresSagaStore {
                     .map(|a| a.3.trace_id.as_deref())
                     .collect::<Vec<_>>(),
             )
+            .bind(failure_code_text(&write.columns))
             .fetch_optional(&mut *conn)
             .await?
             .ok_or(SagaStoreError::LeaseLost)?;
@@ -426,7 +461,7 @@ impl PostgresSagaStore {
             "WITH s AS (UPDATE sagas SET status = $3, current_step = $4, past_pivot = $5, \
                 compensation_reason = $6, last_error = $7, authorization_id = $8, reservation_id = $9, \
                 shipment_id = $10, tracking_number = $11, capture_id = $12, updated_at = now(), \
-                next_run_at = now(), lease_owner = NULL, lease_until = NULL \
+                failure_reason_code = $29, next_run_at = now(), lease_owner = NULL, lease_until = NULL \
                 WHERE saga_id = $1 AND updated_at = $2 AND status IN ('FAILED', 'COMPENSATION_FAILED') \
                   AND (lease_until IS NULL OR lease_until < now()) RETURNING saga_id), \
             st AS ({}), \
@@ -445,7 +480,8 @@ impl PostgresSagaStore {
             .bind(action.step.name())
             .bind(action.operator.as_str())
             .bind(action.reason.as_str())
-            .bind(action.at);
+            .bind(action.at)
+            .bind(failure_code_text(columns));
         let row = query.fetch_one(&mut *conn).await?;
         let applied: i64 = row.try_get("applied")?;
         if applied == 0 {

@@ -9,19 +9,21 @@ use sqlx::{Database, Encode, Type, query::Query};
 use uuid::Uuid;
 
 use super::decode::{count, parse_outcome, parse_status, parse_step, parse_step_status};
+use crate::domain::reason::ErrorReason;
 use crate::saga::plan::SagaStatus;
 use crate::store::{
     columns::{DbTime, DbUuid},
     saga::{
-        AttemptEnd, AttemptRecord, OperatorActionRecord, SagaColumns, SagaRecord, SagaStoreError,
-        SiblingRefs, StepRecord,
+        AttemptEnd, AttemptRecord, OperatorActionRecord, SagaColumns, SagaCount, SagaPurge, SagaRecord,
+        SagaStoreError, SiblingRefs, StepRecord,
     },
 };
 
 /// The columns of [`SagaRow`], in a SELECT or RETURNING.
 pub(super) const SAGA_COLUMNS: &str = "saga_id, order_id, idempotency_seed, status, current_step, past_pivot, \
     cancel_requested, cancel_reason, deadline, next_run_at, compensation_reason, last_error, \
-    authorization_id, reservation_id, shipment_id, tracking_number, capture_id, created_at, updated_at";
+    authorization_id, reservation_id, shipment_id, tracking_number, capture_id, created_at, updated_at, \
+    customer_id, failure_reason_code";
 
 /// The columns of [`StepRow`], in a SELECT.
 pub(super) const STEP_COLUMNS: &str = "saga_id, step, status, attempts, round_attempts, idempotency_key, \
@@ -57,6 +59,39 @@ where
         .bind(columns.refs.capture_id.as_deref())
 }
 
+/// The failure code a write sets, bound after every other value of the
+/// statement (its placeholder is the statement's last).
+pub(super) fn failure_code_text(columns: &SagaColumns) -> Option<&'static str> {
+    columns.failure_code.map(ErrorReason::as_str)
+}
+
+/// `(status, current_step, count)` rows of [`super::SagaStore::count`]'s GROUP BY.
+pub(super) fn step_counts(
+    rows: Vec<(String, Option<String>, i64, Option<DbTime>)>,
+) -> Result<Vec<SagaCount>, SagaStoreError> {
+    rows.into_iter()
+        .map(|(status, step, n, last)| {
+            Ok(SagaCount {
+                status: parse_status(&status)?,
+                current_step: step.as_deref().map(parse_step).transpose()?,
+                count: u64::try_from(n).unwrap_or(0),
+                last_updated: last.map(|t| t.0),
+            })
+        })
+        .collect()
+}
+
+/// The counts row of a purge statement: sagas, steps, attempts, operator actions.
+pub(super) fn purge_counts((sagas, steps, attempts, actions): (i64, i64, i64, i64)) -> SagaPurge {
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    SagaPurge {
+        sagas: n(sagas),
+        steps: n(steps),
+        attempts: n(attempts),
+        operator_actions: n(actions),
+    }
+}
+
 /// `(status, count)` rows of `SELECT status, count(*) .. GROUP BY status`.
 pub(super) fn status_counts(rows: Vec<(String, i64)>) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {
     rows.into_iter()
@@ -85,6 +120,8 @@ pub(super) struct SagaRow {
     capture_id: Option<String>,
     created_at: DbTime,
     updated_at: DbTime,
+    customer_id: Option<String>,
+    failure_reason_code: Option<String>,
 }
 
 impl SagaRow {
@@ -92,6 +129,7 @@ impl SagaRow {
         Ok(SagaRecord {
             saga_id: self.saga_id.0,
             order_id: self.order_id.0,
+            customer_id: self.customer_id,
             seed: self.idempotency_seed,
             status: parse_status(&self.status)?,
             current_step: self.current_step.as_deref().map(parse_step).transpose()?,
@@ -102,6 +140,14 @@ impl SagaRow {
             next_run_at: self.next_run_at.0,
             compensation_reason: self.compensation_reason,
             last_error: self.last_error,
+            failure_code: self
+                .failure_reason_code
+                .as_deref()
+                .map(|code| {
+                    ErrorReason::parse(code)
+                        .ok_or_else(|| anyhow::anyhow!("unknown failure_reason_code {code:?} in sagas"))
+                })
+                .transpose()?,
             refs: SiblingRefs {
                 authorization_id: self.authorization_id,
                 reservation_id: self.reservation_id,

@@ -13,20 +13,22 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::decode::{lease_millis, stored_count};
 use super::{
-    AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FencedWrite, Lease, OperatorActionRecord,
-    OperatorActionWrite, SagaRecord, SagaStart, SagaStore, SagaStoreError, SagaWrite, StepRecord,
+    AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FINISHED, FencedWrite, Lease,
+    OperatorActionRecord, OperatorActionWrite, SagaCount, SagaFilter, SagaPurge, SagaRecord, SagaStart,
+    SagaStore, SagaStoreError, SagaWrite, StepRecord,
 };
-use crate::saga::plan::SagaStatus;
+use crate::{saga::plan::SagaStatus, store::Purge};
 
 use super::rows::{
     ATTEMPT_COLUMNS, AttemptRow, OperatorActionRow, SAGA_COLUMNS, STEP_COLUMNS, SagaRow, StepRow, assemble,
-    bind_columns, status_counts,
+    bind_columns, failure_code_text, purge_counts, status_counts, step_counts,
 };
+use super::search::push_filter;
 
 /// Milliseconds since the epoch, the SQLite time convention of this service.
 fn ms(at: DateTime<Utc>) -> i64 {
@@ -237,23 +239,25 @@ impl SagaStore for SqliteSagaStore {
 
     async fn list(
         &self,
-        status: Option<SagaStatus>,
+        filter: &SagaFilter,
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Vec<SagaRecord>, SagaStoreError> {
-        let rows: Vec<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {SAGA_COLUMNS} FROM sagas \
-             WHERE (?1 IS NULL OR status = ?1) \
-               AND (?2 IS NULL OR created_at < ?2 OR (created_at = ?2 AND saga_id < ?3)) \
-             ORDER BY created_at DESC, saga_id DESC LIMIT ?4"
-        )))
-        .bind(status.map(|s| s.as_str()))
-        .bind(after.map(|(at, _)| ms(at)))
-        .bind(after.map(|(_, id)| id.to_string()))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
+        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {SAGA_COLUMNS} FROM sagas"));
+        push_filter(&mut sql, filter, after);
+        sql.push(" ORDER BY created_at DESC, saga_id DESC LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows: Vec<SagaRow> = sql.build_query_as().fetch_all(&self.pool).await?;
         self.with_steps(rows).await
+    }
+
+    async fn count(&self, filter: &SagaFilter) -> Result<Vec<SagaCount>, SagaStoreError> {
+        let mut sql: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT status, current_step, count(*), max(updated_at) FROM sagas");
+        push_filter(&mut sql, filter, None);
+        sql.push(" GROUP BY status, current_step");
+        let rows = sql.build_query_as().fetch_all(&self.pool).await?;
+        step_counts(rows)
     }
 
     async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError> {
@@ -280,6 +284,37 @@ impl SagaStore for SqliteSagaStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(OperatorActionRow::decode).collect()
+    }
+
+    async fn purge_finished(&self, before: DateTime<Utc>, purge: Purge) -> Result<SagaPurge, SagaStoreError> {
+        // One write transaction: the count and the delete see the same sagas;
+        // their children go with them (foreign keys are on, ON DELETE CASCADE).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let chosen = format!(
+            "SELECT saga_id FROM sagas WHERE status IN {FINISHED} AND updated_at < ?1 ORDER BY updated_at LIMIT ?2"
+        );
+        let (sagas, steps, attempts, actions): (i64, i64, i64, i64) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT (SELECT count(*) FROM ({chosen})), \
+             (SELECT count(*) FROM saga_steps WHERE saga_id IN ({chosen})), \
+             (SELECT count(*) FROM saga_attempts WHERE saga_id IN ({chosen})), \
+             (SELECT count(*) FROM saga_operator_actions WHERE saga_id IN ({chosen}))"
+            )))
+            .bind(ms(before))
+            .bind(purge.limit())
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Purge::Delete(_) = purge {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM sagas WHERE saga_id IN ({chosen})"
+            )))
+            .bind(ms(before))
+            .bind(purge.limit())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(purge_counts((sagas, steps, attempts, actions)))
     }
 
     async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {
@@ -317,7 +352,7 @@ impl SqliteSagaStore {
     ) -> Result<(), SagaStoreError> {
         sqlx::query(
             "INSERT INTO sagas (saga_id, order_id, status, idempotency_seed, deadline, next_run_at, \
-             created_at, updated_at) VALUES (?, ?, 'RUNNING', ?, ?, ?, ?, ?)",
+             created_at, updated_at, customer_id) VALUES (?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?)",
         )
         .bind(saga.saga_id.to_string())
         .bind(saga.order_id.to_string())
@@ -326,6 +361,7 @@ impl SqliteSagaStore {
         .bind(now)
         .bind(now)
         .bind(now)
+        .bind(&saga.customer_id)
         .execute(&mut *tx)
         .await?;
         Ok(())
@@ -361,7 +397,7 @@ impl SqliteSagaStore {
         let release = write.release;
         let sql = format!(
             "UPDATE sagas SET {SET_COLUMNS}, updated_at = ?12, \
-             lease_owner = CASE WHEN ?16 THEN NULL ELSE lease_owner END, \
+             failure_reason_code = ?19, lease_owner = CASE WHEN ?16 THEN NULL ELSE lease_owner END, \
              lease_until = CASE WHEN ?16 THEN NULL ELSE ?12 + ?13 END, \
              next_run_at = CASE WHEN NOT ?16 THEN next_run_at \
                  WHEN cancel_requested = 1 AND NOT ?18 THEN ?12 ELSE ?17 END \
@@ -377,6 +413,7 @@ impl SqliteSagaStore {
             .bind(release.is_some())
             .bind(release.map_or(now, |r| ms(r.next_run_at)))
             .bind(release.is_some_and(|r| r.cancel_seen))
+            .bind(failure_code_text(&write.columns))
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(SagaStoreError::LeaseLost)?;
@@ -410,13 +447,14 @@ impl SqliteSagaStore {
         let id = saga_id.to_string();
         let sql = format!(
             "UPDATE sagas SET {SET_COLUMNS}, updated_at = ?12, next_run_at = ?12, lease_owner = NULL, \
-             lease_until = NULL WHERE saga_id = ?1 AND updated_at = ?13 \
+             lease_until = NULL, failure_reason_code = ?14 WHERE saga_id = ?1 AND updated_at = ?13 \
              AND status IN ('FAILED', 'COMPENSATION_FAILED') AND (lease_until IS NULL OR lease_until < ?12)"
         );
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str());
         let done = bind_columns(query, columns)
             .bind(now)
             .bind(ms(*expected_updated_at))
+            .bind(failure_code_text(columns))
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {

@@ -14,9 +14,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use commerce::{
     saga::plan::{SagaStatus, Step},
     store::{
+        Purge,
         saga::{
             AttemptRecord, AttemptWrite, CancelFlag, Cursor, FencedWrite, Lease, OperatorActionRecord,
-            OperatorActionWrite, SagaColumns, SagaRecord, SagaStore, SagaStoreError, SagaWrite, StepRecord,
+            OperatorActionWrite, SagaColumns, SagaCount, SagaFilter, SagaPurge, SagaRecord, SagaStore,
+            SagaStoreError, SagaWrite, StepRecord,
         },
         unit_of_work::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError},
     },
@@ -74,6 +76,7 @@ impl SimStore {
             SagaRecord {
                 saga_id,
                 order_id,
+                customer_id: None,
                 seed,
                 status: SagaStatus::Running,
                 current_step: Some(Step::AuthorizePayment),
@@ -84,6 +87,7 @@ impl SimStore {
                 next_run_at: now,
                 compensation_reason: None,
                 last_error: None,
+                failure_code: None,
                 refs: Default::default(),
                 created_at: now,
                 updated_at: now,
@@ -288,9 +292,10 @@ impl SagaStore for SimStore {
             .cloned())
     }
 
+    /// The simulation only filters by status (all it asks).
     async fn list(
         &self,
-        status: Option<SagaStatus>,
+        filter: &SagaFilter,
         after: Option<Cursor>,
         limit: usize,
     ) -> Result<Vec<SagaRecord>, SagaStoreError> {
@@ -298,7 +303,7 @@ impl SagaStore for SimStore {
         let mut all: Vec<_> = inner
             .sagas
             .values()
-            .filter(|s| status.is_none_or(|st| s.status == st))
+            .filter(|s| filter.statuses.is_empty() || filter.statuses.contains(&s.status))
             .filter(|s| after.is_none_or(|c| (s.created_at, s.saga_id) < c))
             .cloned()
             .collect();
@@ -309,6 +314,56 @@ impl SagaStore for SimStore {
 
     async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError> {
         Ok(self.lock().attempts.get(&saga_id).cloned().unwrap_or_default())
+    }
+
+    /// As the real stores: finished sagas changed before `before`, with theirs.
+    async fn purge_finished(&self, before: DateTime<Utc>, purge: Purge) -> Result<SagaPurge, SagaStoreError> {
+        let mut inner = self.lock();
+        let mut chosen: Vec<(DateTime<Utc>, Uuid)> = inner
+            .sagas
+            .values()
+            .filter(|s| s.status.is_terminal() && s.updated_at < before)
+            .map(|s| (s.updated_at, s.saga_id))
+            .collect();
+        chosen.sort();
+        chosen.truncate(usize::try_from(purge.limit()).unwrap_or(usize::MAX));
+        let mut gone = SagaPurge::default();
+        for (_, id) in chosen {
+            gone.sagas += 1;
+            gone.steps += inner.sagas[&id].steps.len() as u64;
+            gone.attempts += inner.attempts.get(&id).map_or(0, Vec::len) as u64;
+            gone.operator_actions += inner.actions.get(&id).map_or(0, Vec::len) as u64;
+            if purge != Purge::Count {
+                inner.sagas.remove(&id);
+                inner.attempts.remove(&id);
+                inner.actions.remove(&id);
+            }
+        }
+        Ok(gone)
+    }
+
+    /// By status only, as `list`.
+    async fn count(&self, filter: &SagaFilter) -> Result<Vec<SagaCount>, SagaStoreError> {
+        let mut counts: Vec<SagaCount> = Vec::new();
+        for saga in self.lock().sagas.values() {
+            if !filter.statuses.is_empty() && !filter.statuses.contains(&saga.status) {
+                continue;
+            }
+            let group = (saga.status, saga.current_step);
+            match counts.iter_mut().find(|c| (c.status, c.current_step) == group) {
+                Some(count) => {
+                    count.count += 1;
+                    count.last_updated = count.last_updated.max(Some(saga.updated_at));
+                }
+                None => counts.push(SagaCount {
+                    status: saga.status,
+                    current_step: saga.current_step,
+                    count: 1,
+                    last_updated: Some(saga.updated_at),
+                }),
+            }
+        }
+        Ok(counts)
     }
 
     async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {

@@ -11,11 +11,13 @@ mod sqlite;
 use std::fmt;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 pub use self::{postgres::PostgresOutbox, sqlite::SqliteOutbox};
 use crate::{
     bus::{EventBus, EventEnvelope},
     store::{
+        Purge,
         columns::{DbJson, DbTime, DbUuid},
         event_store::EventMetadata,
     },
@@ -32,7 +34,16 @@ pub trait Outbox: Send + Sync + fmt::Debug {
 
     /// How many rows wait to be published (the `outbox_backlog` gauge).
     async fn backlog(&self) -> anyhow::Result<u64>;
+
+    /// Retention: rows published before `before`, counted or deleted a batch
+    /// at a time (oldest first). Unpublished rows never go; the events they
+    /// carried stay in the event store.
+    async fn purge_published(&self, before: DateTime<Utc>, purge: Purge) -> anyhow::Result<u64>;
 }
+
+/// The rows a purge takes, oldest first (`$1`: the cutoff, `$2`: the batch).
+const PURGEABLE: &str =
+    "SELECT id FROM outbox WHERE published_at IS NOT NULL AND published_at < $1 ORDER BY id LIMIT $2";
 
 /// The columns of [`OutboxRow`], in a SELECT.
 const COLUMNS: &str = "id, event_id, stream_id, stream_type, stream_version, global_position, event_type, \

@@ -3,10 +3,11 @@
 //! but turns keep the bus tidy).
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
-use super::{BACKLOG, COLUMNS, Outbox, OutboxRow, envelopes, sql_limit};
-use crate::bus::EventBus;
+use super::{BACKLOG, COLUMNS, Outbox, OutboxRow, PURGEABLE, envelopes, sql_limit};
+use crate::{bus::EventBus, store::Purge};
 
 /// Key of the relay's advisory lock ("outbox" in ASCII).
 const ADVISORY_KEY: i64 = 0x6f7574626f78;
@@ -67,6 +68,21 @@ impl Outbox for PostgresOutbox {
                 Err(error)
             }
         }
+    }
+
+    async fn purge_published(&self, before: DateTime<Utc>, purge: Purge) -> anyhow::Result<u64> {
+        let sql = match purge {
+            Purge::Count => format!("SELECT count(*) FROM ({PURGEABLE}) p"),
+            Purge::Delete(_) => format!(
+                "WITH d AS (DELETE FROM outbox WHERE id IN ({PURGEABLE}) RETURNING 1) SELECT count(*) FROM d"
+            ),
+        };
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(before)
+            .bind(purge.limit())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.max(0) as u64)
     }
 
     async fn backlog(&self) -> anyhow::Result<u64> {

@@ -2,10 +2,11 @@
 //! other relay to take turns with.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
 
-use super::{BACKLOG, COLUMNS, Outbox, OutboxRow, envelopes, sql_limit};
-use crate::bus::EventBus;
+use super::{BACKLOG, COLUMNS, Outbox, OutboxRow, PURGEABLE, envelopes, sql_limit};
+use crate::{bus::EventBus, store::Purge};
 
 /// The outbox on SQLite.
 #[derive(Debug, Clone)]
@@ -42,6 +43,24 @@ impl Outbox for SqliteOutbox {
         .execute(&self.pool)
         .await?;
         Ok(ids.len())
+    }
+
+    async fn purge_published(&self, before: DateTime<Utc>, purge: Purge) -> anyhow::Result<u64> {
+        let chosen = PURGEABLE.replace('$', "?");
+        let query = match purge {
+            Purge::Count => format!("SELECT count(*) FROM ({chosen})"),
+            Purge::Delete(_) => format!("DELETE FROM outbox WHERE id IN ({chosen})"),
+        };
+        let query = sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(before.timestamp_millis())
+            .bind(purge.limit());
+        Ok(match purge {
+            Purge::Count => {
+                let n: i64 = sqlx::Row::try_get(&query.fetch_one(&self.pool).await?, 0)?;
+                n.max(0) as u64
+            }
+            Purge::Delete(_) => query.execute(&self.pool).await?.rows_affected(),
+        })
     }
 
     async fn backlog(&self) -> anyhow::Result<u64> {
