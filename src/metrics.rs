@@ -458,6 +458,7 @@ mod tests {
         projection_lag("order_detail", 4);
         projection_rebuild_progress("order_detail", 0.5);
         event_consumer_lag("billing", 3, 1.5);
+        retention_run(&[("sagas", 2), ("outbox", 0)]);
         gauge!("redis_pool_connections", "state" => "max").set(1.0);
         gauge!("db_pool_connections", "state" => "max").set(1.0);
         let text = render();
