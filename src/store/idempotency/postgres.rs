@@ -159,6 +159,7 @@ impl IdempotencyStore for PostgresIdempotencyStore {
                  SELECT count(*) FROM d"
             ),
         };
+        // SQL-SAFE: constant text (PURGEABLE, placeholders per backend) chosen by `match`; values bound.
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(before)
             .bind(purge.limit())

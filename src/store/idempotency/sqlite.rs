@@ -167,6 +167,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
                  FROM idempotency_keys WHERE {purgeable} ORDER BY updated_at LIMIT ?2)"
             ),
         };
+        // SQL-SAFE: constant text (PURGEABLE, placeholders per backend) chosen by `match`; values bound.
         let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(before.timestamp_millis())
             .bind(purge.limit());

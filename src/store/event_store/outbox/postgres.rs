@@ -77,6 +77,7 @@ impl Outbox for PostgresOutbox {
                 "WITH d AS (DELETE FROM outbox WHERE id IN ({PURGEABLE}) RETURNING 1) SELECT count(*) FROM d"
             ),
         };
+        // SQL-SAFE: constant text (PURGEABLE, placeholders per backend) chosen by `match`; values bound.
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(before)
             .bind(purge.limit())

@@ -51,6 +51,7 @@ impl Outbox for SqliteOutbox {
             Purge::Count => format!("SELECT count(*) FROM ({chosen})"),
             Purge::Delete(_) => format!("DELETE FROM outbox WHERE id IN ({chosen})"),
         };
+        // SQL-SAFE: constant text (PURGEABLE, placeholders per backend) chosen by `match`; values bound.
         let query = sqlx::query(sqlx::AssertSqlSafe(query))
             .bind(before.timestamp_millis())
             .bind(purge.limit());
