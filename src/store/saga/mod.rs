@@ -150,7 +150,7 @@ pub struct SagaRecord {
     /// The order it drives.
     pub order_id: Uuid,
     /// The customer who placed the order (None for sagas started before it was kept and
-    /// never matched by migration 0008's backfill).
+    /// never matched by migration 0009's backfill).
     pub customer_id: Option<String>,
     /// Seed of the step keys (`{order_id}/{client key}`).
     pub seed: String,
