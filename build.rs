@@ -113,7 +113,7 @@ mod required_fields {
 mod http_rules {
     use std::fmt::Write;
 
-    use prost_reflect::{DescriptorPool, MessageDescriptor, MethodDescriptor, Value};
+    use prost_reflect::{DescriptorPool, Kind, MessageDescriptor, MethodDescriptor, Value};
 
     type Error = Box<dyn std::error::Error>;
 
@@ -198,23 +198,33 @@ mod http_rules {
                 "event_stream resume_field `{resume}` is not a field of the request"
             ));
         }
-        let mut message = method.output();
-        let mut segments = event_id.split('.').peekable();
+        for path in event_id.split(',') {
+            check_id_path(&method.output(), path)
+                .map_err(|e| format!("event_stream event_id_field `{event_id}`: {e}"))?;
+        }
+        Ok(Some((resume, event_id)))
+    }
+
+    /// `a.b.c` from `message`: messages down to an integer scalar (proto3 JSON
+    /// leaves a zero out, and the SSE framer reads a missing one as 0).
+    fn check_id_path(message: &MessageDescriptor, path: &str) -> Result<(), String> {
+        let mut message = message.clone();
+        let mut segments = path.split('.').peekable();
         while let Some(segment) = segments.next() {
             let field = message
                 .get_field_by_name(segment)
-                .ok_or_else(|| format!("event_stream event_id_field `{event_id}`: no field `{segment}`"))?;
+                .ok_or_else(|| format!("no field `{segment}`"))?;
+            let integer = matches!(
+                field.kind(),
+                Kind::Int32 | Kind::Int64 | Kind::Uint32 | Kind::Uint64 | Kind::Sint32 | Kind::Sint64
+            );
             match (field.kind().as_message().cloned(), segments.peek()) {
                 (Some(inner), Some(_)) => message = inner,
-                (None, None) if !field.is_list() => {}
-                _ => {
-                    return Err(format!(
-                        "event_stream event_id_field `{event_id}` must name a scalar"
-                    ));
-                }
+                (None, None) if integer && !field.is_list() => {}
+                _ => return Err(format!("`{path}` must name an integer scalar")),
             }
         }
-        Ok(Some((resume, event_id)))
+        Ok(())
     }
 
     /// `/literal/{field}/...`: every variable a top-level field of the request.

@@ -52,7 +52,11 @@ impl OrderEventService for OrderEventGrpc {
         let request = request.into_inner();
         let types = public_types(&request.event_types)?;
         let start = start(&request)?;
-        let feed = self.app.feed.subscribe(&principal, start, types).await?;
+        let feed = self
+            .app
+            .feed
+            .subscribe(&principal, start, types, request.resume_after_position)
+            .await?;
         let stream = ReceiverStream::new(feed).map(|item| {
             item.map(|item| SubscribeResponse {
                 message: Some(match item {
@@ -134,7 +138,8 @@ impl OrderEventService for OrderEventGrpc {
     }
 }
 
-/// Where a Subscribe starts: one of consumer, from_now, after_position.
+/// Where a Subscribe starts: one of consumer, from_now, after_position
+/// (a `resume_after_position` overrides the start, not the choice).
 fn start(request: &SubscribeRequest) -> Result<Start, AppError> {
     let chosen = [
         !request.consumer.is_empty(),

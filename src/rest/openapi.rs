@@ -169,8 +169,9 @@ fn responses(schema: &Schema, rule: &HttpRule, refs: &mut Refs) -> Value {
     if rule.server_streaming {
         let id = match rule.event_id_field {
             "" => String::new(),
-            field => format!(
-                " `id:` is the message's `{field}`: send the last one back as `Last-Event-ID` to resume."
+            fields => format!(
+                " `id:` is the message's `{}`: send the last one back as `Last-Event-ID` to resume.",
+                fields.split(',').collect::<Vec<_>>().join("` or `")
             ),
         };
         let ok = json!({
@@ -432,6 +433,39 @@ mod tests {
             .map(|p| p["name"].as_str().unwrap())
             .collect();
         assert_eq!(names, ["order_id", "after_version", "Last-Event-ID"]);
+    }
+
+    #[test]
+    fn the_event_feed_is_listed_as_an_event_stream_resumed_by_position() {
+        let doc = doc();
+        let feed = &doc["paths"]["/api/v1/events"]["get"];
+        let ok = &feed["responses"]["200"];
+        assert_eq!(
+            ok["content"]["text/event-stream"]["schema"]["$ref"],
+            "#/components/schemas/commerce.events.v1.SubscribeResponse"
+        );
+        let description = ok["description"].as_str().unwrap();
+        assert!(
+            description.contains("`event.position` or `checkpoint.position`"),
+            "{description}"
+        );
+        let names: Vec<&str> = feed["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "consumer",
+                "from_now",
+                "after_position",
+                "event_types",
+                "resume_after_position",
+                "Last-Event-ID"
+            ]
+        );
     }
 
     #[test]

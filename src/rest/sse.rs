@@ -131,18 +131,29 @@ fn event(message: &Value, event_id_field: &str) -> Bytes {
     Bytes::from(frame)
 }
 
-/// The value at the dotted `path` as an event id: a number, or a string (int64
-/// in proto3 JSON) without line breaks, which would end the field.
-fn event_id(message: &Value, path: &str) -> Option<String> {
-    if path.is_empty() {
+/// The event id at `paths`: the first dotted path (of a comma-separated list,
+/// one per member of a oneof) whose parent message is set. build.rs only
+/// accepts integer fields, which proto3 JSON leaves out when zero, so a set
+/// parent without the field reads `0`; the value is a number, or a string
+/// (int64 in proto3 JSON) without line breaks, which would end the field.
+fn event_id(message: &Value, paths: &str) -> Option<String> {
+    if paths.is_empty() {
         return None;
     }
-    let value = path.split('.').try_fold(message, |value, name| value.get(name))?;
-    match value {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) if !s.contains(['\n', '\r']) => Some(s.clone()),
-        _ => None,
-    }
+    paths.split(',').find_map(|path| {
+        let (parents, leaf) = path.rsplit_once('.').unwrap_or(("", path));
+        let parent = parents
+            .split('.')
+            .filter(|name| !name.is_empty())
+            .try_fold(message, |value, name| value.get(name))
+            .filter(|parent| parent.is_object())?;
+        match parent.get(leaf) {
+            None => Some("0".to_string()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(Value::String(s)) if !s.contains(['\n', '\r']) => Some(s.clone()),
+            Some(_) => None,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -198,6 +209,27 @@ mod tests {
         let error: Value = serde_json::from_str(error).unwrap();
         assert_eq!(error["code"], 14);
         assert_eq!(error["details"], json!([]));
+    }
+
+    #[test]
+    fn a_oneof_message_takes_its_id_from_the_member_that_is_set() {
+        const PATHS: &str = "event.position,checkpoint.position";
+        let event = json!({"event": {"position": "42", "orderId": "o-1"}});
+        assert_eq!(event_id(&event, PATHS).as_deref(), Some("42"));
+        let checkpoint = json!({"checkpoint": {"position": "7"}});
+        assert_eq!(event_id(&checkpoint, PATHS).as_deref(), Some("7"));
+        // proto3 JSON leaves a zero out: the member is there, its position 0.
+        assert_eq!(event_id(&json!({"checkpoint": {}}), PATHS).as_deref(), Some("0"));
+        assert_eq!(event_id(&json!({}), PATHS), None, "no member set, no id");
+        assert_eq!(
+            event_id(&json!({"order": {"version": "3"}}), EVENT_ID).as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            event_id(&json!({"id": "a\nb"}), "id"),
+            None,
+            "a line break would end the field"
+        );
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ mod error_reasons;
 mod event_store;
 mod events;
 mod events_clients;
+mod events_sse;
 mod grpc_web;
 mod hardening;
 mod health;

@@ -105,12 +105,20 @@ impl EventFeed {
 
     /// Starts a stream (service or admin role): its messages arrive on the
     /// receiver, the first a [`FeedItem::Checkpoint`] with the start.
+    ///
+    /// `resume` (a position a stream delivered: an event's or a checkpoint's)
+    /// replaces the start `start` gives, keeping its filter: a client that
+    /// reconnects with its first request and the last position it saw (an
+    /// SSE `Last-Event-ID`) goes on right after it. That position is a cursor
+    /// in the settled order ([`EventStore::read_all`]), not a number to
+    /// compare, so the resumed stream neither skips nor repeats anything.
     #[tracing::instrument(skip(self, principal), fields(caller = %principal.subject))]
     pub async fn subscribe(
         &self,
         principal: &Principal,
         start: Start,
         types: Vec<PublicEventType>,
+        resume: Option<i64>,
     ) -> Result<mpsc::Receiver<Result<FeedItem, AppError>>, AppError> {
         principal.require_service()?;
         let permit = self
@@ -122,7 +130,7 @@ impl EventFeed {
                 message: format!("at most {MAX_STREAMS} open Subscribe streams per replica; retry later"),
                 retry_after: Some(Duration::from_secs(1)),
             })?;
-        let spec = match start {
+        let mut spec = match start {
             Start::Consumer(name) => {
                 if !types.is_empty() {
                     return Err(AppError::invalid(
@@ -136,6 +144,10 @@ impl EventFeed {
                     types: parse_types(&record.event_types)?,
                 }
             }
+            Start::Now if resume.is_some() => StreamSpec {
+                cursor: 0,
+                types: types.into_iter().collect(),
+            },
             Start::Now => StreamSpec {
                 cursor: self.events.head_position().await?,
                 types: types.into_iter().collect(),
@@ -145,6 +157,9 @@ impl EventFeed {
                 types: types.into_iter().collect(),
             },
         };
+        if let Some(position) = resume {
+            spec.cursor = self.known_position("resume_after_position", position).await?;
+        }
         let (tx, rx) = mpsc::channel(stream::CHANNEL);
         let sources = Sources {
             events: self.events.clone(),
