@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs headless Chromium (Debian packages chromium and chromium-driver, plus a font so
-# screenshots show text) for the /docs browser test. Idempotent: nothing to do when present.
+# screenshots show text) for the /docs and /console browser tests
+# (the console test drives the browser through chromedriver). Idempotent: nothing to do when present.
 set -euo pipefail
 
-if command -v chromium >/dev/null 2>&1; then
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
   exit 0
 fi
 if [ "$(id -u)" != 0 ]; then

@@ -1,7 +1,8 @@
 //! The REST/JSON shim for browsers, on the same port as gRPC: every
 //! `google.api.http` rule of the protos served by one generic transcoder that
 //! calls the same tonic service objects the gRPC server runs, plus
-//! `/openapi.json` (derived from the same descriptors) and the `/docs` page.
+//! `/openapi.json` (derived from the same descriptors), the `/docs` page and
+//! the operator console at `/console`.
 //!
 //! # Layout
 //! - [`rule`]: one mapping of an rpc; [`rules`]: the route table of them that
@@ -12,8 +13,10 @@
 //! - `transcode`: dispatch, decode (pbjson), call, encode, error bodies.
 //! - `sse`: a server-streaming rpc's messages as Server-Sent Events.
 //! - [`openapi`] and `docs`: the OpenAPI 3 document and the offline docs page.
+//! - [`console`]: the operator console (static page over these same routes).
 
 pub mod bind;
+pub mod console;
 mod docs;
 pub mod openapi;
 pub mod rule;
@@ -32,7 +35,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use self::services::Services;
 use self::{rule::HttpRule, rules::RULES, schema::Schema, services::Shared};
 
-/// The REST routes, `/openapi.json` and `/docs`, to merge into the HTTP router;
+/// The REST routes, `/openapi.json`, `/docs` and `/console`, to merge into the HTTP router;
 /// request bodies of at most `max_body_bytes`, a heartbeat on a server stream
 /// after `sse_heartbeat` of silence.
 pub fn router<S: Clone + Send + Sync + 'static>(
@@ -69,7 +72,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
             router = router.route(bare, handler);
         }
     }
-    Ok(router.merge(docs::router(openapi)))
+    Ok(router.merge(docs::router(openapi)).merge(console::router()))
 }
 
 /// CORS for browsers, REST and grpc-web alike: CORS_ALLOWED_ORIGINS (`*` or a

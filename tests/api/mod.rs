@@ -9,6 +9,7 @@ mod cart_outage;
 mod cart_store;
 mod client_conventions;
 mod connections;
+mod console;
 mod deploy;
 mod error_reasons;
 mod event_store;

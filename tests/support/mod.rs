@@ -3,7 +3,7 @@
 //! ([`orders`]), store and read-side rigs, the sibling stubs' clients and
 //! ledgers, a TCP proxy to cut dependencies, the REST client, the outside
 //! clients (Python grpcio, grpcurl, curl for Server-Sent Events, headless
-//! Chromium), and the switches
+//! Chromium, and Chromium driven by chromedriver), and the switches
 //! of the randomized and long-running suites.
 
 use std::time::Duration;
@@ -26,6 +26,7 @@ pub mod sse;
 pub mod store;
 pub mod stubs;
 pub mod tools;
+pub mod webdriver;
 
 /// True when the long variants are asked for (`LONG_TESTS=1`).
 pub fn long() -> bool {
