@@ -602,7 +602,8 @@
     if (ok === null) { announce('Nothing replayed.'); return; }
     try {
       const r = await api('POST', '/api/v1/admin/dead-letters/replay', { ids: picked.map((d) => d.id) });
-      announce(`Replayed ${r.replayed || 0} entries.`);
+      const n = Number(r.replayed || 0);
+      announce(`Replayed ${n} ${n === 1 ? 'entry' : 'entries'}.`);
     } catch (err) { announce(`Replay failed: ${reasonOf(err)}`, true); }
     loadDeadLetters();
   }

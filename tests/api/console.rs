@@ -89,8 +89,9 @@ fn the_console_calls_only_public_rest_routes() {
     }
 }
 
-/// A browser on the console of `app`, signed in as `token`.
-async fn signed_in(browser: &Browser, app: &TestApp, token: &str, shots: &std::path::Path) {
+/// A browser on the console of `app`, signed in as `token` (after a customer's
+/// token was turned away); the sign-in form saved to `shots`.
+pub(super) async fn signed_in(browser: &Browser, app: &TestApp, token: &str, shots: &std::path::Path) {
     browser.goto(&format!("{}/console", app.base_url)).await;
     browser
         .wait(

@@ -10,6 +10,7 @@ mod cart_store;
 mod client_conventions;
 mod connections;
 mod console;
+mod console_operations;
 mod deploy;
 mod error_reasons;
 mod event_store;
