@@ -512,16 +512,19 @@
       await api('POST', path, { dry_run: false, skip_failed_step: skip, reason });
       announce(`${skip ? 'Skipped' : 'Retried'} ${saga.current_step}: the saga runs again.`);
     } catch (err) { announce(`${verb} failed: ${reasonOf(err)}`, true); return; }
-    await pollSaga(saga.saga_id);
+    await pollSaga(saga.saga_id, statusName(saga.status));
     announce(`${skip ? 'Skipped' : 'Retried'} ${saga.current_step}: saga now ${statusName(current.saga.status)}.`);
   }
 
-  /** Reloads the saga a few times while it is moving (after an action). */
-  async function pollSaga(id) {
-    for (let i = 0; i < 20; i++) {
+  /**
+   * Reloads the saga after an action until it has left `before` and stopped
+   * moving (the workers pick it up asynchronously), for at most 15 s.
+   */
+  async function pollSaga(id, before) {
+    for (let i = 0; i < 30; i++) {
       await loadSaga(id);
       const status = statusName(current && current.saga.status);
-      if (!['RUNNING', 'COMPENSATING'].includes(status)) return;
+      if (status !== before && !['RUNNING', 'COMPENSATING'].includes(status)) return;
       await new Promise((r) => setTimeout(r, 500));
     }
   }
@@ -548,7 +551,7 @@
       await api('POST', `/api/v1/orders/${encodeURIComponent(saga.order_id)}/cancel`, { reason });
       announce('Cancellation accepted: compensation runs.');
     } catch (err) { announce(`Cancellation refused: ${reasonOf(err)}`, true); }
-    await pollSaga(saga.saga_id);
+    await pollSaga(saga.saga_id, statusName(saga.status));
   }
 
   // ---- dead letters --------------------------------------------------------
