@@ -308,7 +308,9 @@
     $('act-retry').disabled = !retryable;
     // Only a failed compensation can be skipped (the operator undid it by hand).
     $('act-skip').disabled = status !== 'COMPENSATION_FAILED';
-    $('act-cancel').disabled = saga.past_pivot || ['COMPLETED', 'COMPENSATED', 'COMPENSATING'].includes(status);
+    // Once a capture was sent it may have happened: cancels are ignored from then (the pivot).
+    const captureSent = (saga.steps || []).some((st) => st.name === 'capture_payment' && Number(st.attempts || 0) > 0);
+    $('act-cancel').disabled = saga.past_pivot || captureSent || ['COMPLETED', 'COMPENSATED', 'COMPENSATING'].includes(status);
 
     const attempts = history.filter((e) => e.step_attempt).map((e) => ({ ...e.step_attempt, at: e.occurred_at }));
     $('timeline').replaceChildren(timeline(saga, attempts));
@@ -543,7 +545,7 @@
       done.length
         ? el('ol', { class: 'plan', id: 'plan' }, done.reverse().map((st) => el('li', {}, el('strong', {}, `↩ ${COMPENSATION_OF[st.name]}`), ` (undoes ${st.name}, key ${st.idempotency_key})`)).concat([el('li', {}, el('strong', {}, '↩ cancel_order'))]))
         : el('p', { id: 'plan' }, 'Nothing has succeeded yet: only the order is cancelled (cancel_order).'),
-      el('p', {}, 'Refused once payment is captured (the pivot).'),
+      el('p', {}, 'Not offered once a capture was sent (the pivot): from then the saga only retries forward.'),
     ];
     const reason = await confirmDialog('Cancel the order — what would be compensated', body, true, 'Confirm cancellation');
     if (reason === null) { announce('Nothing done: the cancellation was not confirmed.'); return; }

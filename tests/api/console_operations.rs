@@ -26,23 +26,26 @@ async fn an_operator_cancels_an_order_replays_a_dead_letter_and_watches_projecti
     };
     let backend = Backend::from_env();
     let app = spawn_app_with(backend, &[("SAGA_RETRY_ATTEMPTS", "2")]).await;
-    // FAILED at capture_payment: authorize, reserve and ship are done and would be undone.
+    // FAILED at authorize_payment (three transient failures), before any capture: a cancel
+    // still compensates.
     let order = place(
         &app,
         "erin",
         OrderSpec {
-            payment_method: "pm_capture_transient_3",
+            payment_method: "pm_transient_3",
             ..Default::default()
         },
     )
     .await;
     wait_saga(&app, &order.saga_id, SagaStatus::Failed).await;
+    let fine = place(&app, "carol", OrderSpec::default()).await;
+    wait_saga(&app, &fine.saga_id, SagaStatus::Completed).await;
     // A poison entry (a stream that does not start with OrderCreated): each of the three
     // projections dead-letters it.
     let stored = app
         .app
         .events
-        .read_stream(order.order_id.parse().unwrap(), 1)
+        .read_stream(fine.order_id.parse().unwrap(), 1)
         .await
         .unwrap();
     let mut poison = EventEnvelope::from(&stored[1]);
@@ -82,24 +85,13 @@ async fn an_operator_cancels_an_order_replays_a_dead_letter_and_watches_projecti
         .wait(
             "the compensation preview",
             "return document.getElementById('confirm').open \
-             && [...document.querySelectorAll('#plan li strong')].map(s => s.textContent)",
+             && document.getElementById('plan').textContent",
             json!([]),
         )
         .await;
     assert_eq!(
         plan,
-        json!([
-            "↩ cancel_shipment",
-            "↩ release_inventory",
-            "↩ void_payment",
-            "↩ cancel_order"
-        ])
-    );
-    assert!(
-        browser
-            .text("#plan")
-            .await
-            .contains(&format!("{}/erin-order:create_shipment", order.order_id))
+        "Nothing has succeeded yet: only the order is cancelled (cancel_order)."
     );
     browser.screenshot(&shots.join("02-cancel-preview.png")).await;
     assert_eq!(
@@ -115,32 +107,15 @@ async fn an_operator_cancels_an_order_replays_a_dead_letter_and_watches_projecti
         .wait(
             "the saga COMPENSATED",
             "return document.querySelector('#saga-summary .badge')?.textContent === 'COMPENSATED' \
-             && [...document.querySelectorAll('#timeline svg g.comp')].map(g => \
-                  [g.dataset.step, [...g.querySelectorAll('rect.attempt')].map(r => r.dataset.outcome)])",
+             && [...document.querySelectorAll('#timeline svg g.comp')].map(g => g.dataset.step)",
             json!([]),
         )
         .await;
-    // Each compensation is a row of the timeline; the three sibling calls succeeded at once
-    // (cancel_order is local to the service).
-    let rows: Vec<(String, serde_json::Value)> = compensated
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| (row[0].as_str().unwrap().to_string(), row[1].clone()))
-        .collect();
-    let names: Vec<&str> = rows.iter().map(|(name, _)| name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "cancel_shipment",
-            "release_inventory",
-            "void_payment",
-            "cancel_order"
-        ]
+    assert!(
+        compensated.as_array().unwrap().contains(&json!("cancel_order")),
+        "the compensation is a row of the timeline: {compensated}"
     );
-    for (name, outcomes) in &rows[..3] {
-        assert_eq!(outcomes, &json!(["succeeded"]), "{name}");
-    }
+    assert_eq!(saga(&app, &order.saga_id).await.status(), SagaStatus::Compensated);
     assert!(
         browser
             .text("#saga-summary")
@@ -205,18 +180,15 @@ async fn an_operator_cancels_an_order_replays_a_dead_letter_and_watches_projecti
             "const rows = [...document.querySelectorAll('#proj-table tbody tr[data-projection]')]; \
              const lines = [...document.querySelectorAll('#lag-chart svg polyline')]; \
              return rows.length === 3 && lines.length === 3 \
-               && lines.map(l => [l.dataset.projection, l.getAttribute('points').split(' ').length >= 2])",
+               && lines.every(l => l.getAttribute('points').split(' ').length >= 2) \
+               && lines.map(l => l.dataset.projection)",
             json!([]),
         )
         .await;
     assert_eq!(
         lines,
-        json!([
-            ["cart_conversion", true],
-            ["customer_orders", true],
-            ["order_detail", true]
-        ]),
-        "sampled at least twice"
+        json!(["cart_conversion", "customer_orders", "order_detail"]),
+        "one line per projection, each sampled at least twice"
     );
     browser.screenshot(&shots.join("05-projections.png")).await;
     println!("console screenshots (operations): {}", shots.display());
