@@ -119,11 +119,15 @@ impl Application {
         let listener = TcpListener::bind((host, port))
             .await
             .with_context(|| format!("binding {host}:{port}"))?;
-        let stores = Stores::on(
+        let mut stores = Stores::on(
             &backends.db,
             OrderCodec::upcasters(),
             config.database.group_commit,
         );
+        // Every commit is announced in-process: WatchOrder shows it without
+        // waiting for the relay, the bus and the projection.
+        let appended = crate::app::appended::AppendedStreams::new();
+        stores.units = appended.announcing(stores.units);
         let events = stores.events.clone();
         let carts = stores::cart_app(&config.carts, &config.redis, &backends);
         let privacy = Vault::new(stores.customer_keys.clone(), master_key);
@@ -142,6 +146,7 @@ impl Application {
             &config.read_side,
             shutdown.clone(),
             privacy.clone(),
+            appended,
         );
         let (stubs, urls) = siblings(&config.siblings, &config.stubs, config.environment).await?;
         let sagas = crate::app::sagas::SagaApp::new(

@@ -1,6 +1,7 @@
 //! The application layer: the only API the gRPC and REST transports call.
 //! Each capability adds its handlers here as a sub-module.
 
+pub mod appended;
 pub mod cart;
 pub mod events;
 pub mod orders;

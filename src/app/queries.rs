@@ -36,6 +36,7 @@ use uuid::Uuid;
 
 use crate::{
     app::{
+        appended::AppendedStreams,
         orders::OrderView,
         watch::{OrderWatches, Watched},
     },
@@ -150,12 +151,14 @@ impl QueryApp {
         settings: &ReadSideSettings,
         shutdown: Shutdown,
         privacy: Vault,
+        appended: AppendedStreams,
     ) -> Self {
         let order_queries = settings.order_queries;
         let changes = OrderChanges::new();
         let watches = OrderWatches::new(
             settings.watch,
             changes.clone(),
+            appended,
             store.clone(),
             events.clone(),
             order_queries,

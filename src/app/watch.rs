@@ -3,6 +3,9 @@
 //! # One source per order, not one poll per stream
 //! Every stream of an order listens to one [`tokio::sync::watch`] channel of
 //! that order. One feed task per process fills those channels:
+//! - at once from this process's commits ([`AppendedStreams`]): the order is
+//!   read from its stream while the read model still lags, so a watcher does
+//!   not wait for the relay, the bus and the projection;
 //! - at once from the projection's change broadcast ([`OrderChanges`]), for
 //!   changes this replica's projection commits;
 //! - every [`WatchSettings::poll`] from the tail of the event store's global
@@ -35,6 +38,7 @@ use std::{
 use tokio::sync::{broadcast::error::RecvError, watch};
 use uuid::Uuid;
 
+use super::appended::AppendedStreams;
 use crate::{
     config::{OrderQuerySource, WatchSettings},
     domain::order::OrderStatus,
@@ -63,6 +67,7 @@ struct Inner {
     state: Mutex<State>,
     feed_started: AtomicBool,
     changes: OrderChanges,
+    appended: AppendedStreams,
     store: ReadModelStore,
     events: Arc<dyn EventStore>,
     source: OrderQuerySource,
@@ -133,11 +138,13 @@ impl Inner {
 }
 
 impl OrderWatches {
-    /// The watches over these stores, fed by `changes`; `source` says where an
-    /// order is read (ENABLE_CQRS).
+    /// The watches over these stores, fed by `changes` (the projection's) and
+    /// `appended` (this process's commits); `source` says where an order is
+    /// read (ENABLE_CQRS).
     pub fn new(
         settings: WatchSettings,
         changes: OrderChanges,
+        appended: AppendedStreams,
         store: ReadModelStore,
         events: Arc<dyn EventStore>,
         source: OrderQuerySource,
@@ -149,6 +156,7 @@ impl OrderWatches {
                 state: Mutex::new(State::default()),
                 feed_started: AtomicBool::new(false),
                 changes,
+                appended,
                 store,
                 events,
                 source,
@@ -254,6 +262,7 @@ impl Feed {
 
     async fn run(mut self) {
         let mut changes = self.inner.changes.subscribe();
+        let mut appended = self.inner.appended.subscribe();
         let mut ticker = tokio::time::interval(self.inner.settings.poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.inner.shutdown.clone();
@@ -271,6 +280,16 @@ impl Feed {
                             self.refresh(id, 0).await;
                         }
                     }
+                    Err(RecvError::Closed) => return,
+                },
+                append = appended.recv() => match append {
+                    Ok(append) => {
+                        if self.watched(append.stream_id) {
+                            self.refresh(append.stream_id, append.version).await;
+                        }
+                    }
+                    // The projection's changes and the poll cover what was skipped.
+                    Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
                 },
                 _ = ticker.tick() => self.poll().await,

@@ -24,6 +24,13 @@ pub const RATE_LIMITED: &str = "RESOURCE_EXHAUSTED";
 /// One worker of a scenario: owns its clients and state.
 #[tonic::async_trait]
 pub trait Worker: Send {
+    /// What the next operation needs but is not part of what it measures (a
+    /// fulfillment's cart: the issue times CreateOrder sent -> CONFIRMED seen);
+    /// run before the clock starts. An error counts as a failed operation.
+    async fn prepare(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// One operation; an error counts as a failed operation.
     async fn op(&mut self) -> anyhow::Result<()>;
 }
@@ -130,11 +137,15 @@ pub async fn closed_loop(workers: Vec<Box<dyn Worker>>, warmup: Duration, durati
                 let mut recording = Recording::default();
                 let mut refusals = 0;
                 loop {
+                    let prepared = worker.prepare().await;
                     let sent = Instant::now();
                     if sent >= deadline {
                         break;
                     }
-                    let result = worker.op().await;
+                    let result = match prepared {
+                        Ok(()) => worker.op().await,
+                        Err(error) => Err(error),
+                    };
                     let code = result.as_ref().err().map(failure_code);
                     let measured = sent >= measure_from;
                     match code {
@@ -186,9 +197,14 @@ pub async fn open_loop(workers: Vec<Box<dyn Worker>>, rate: f64, duration: Durat
                 let mut recording = Recording::default();
                 let mut due = start + offset;
                 while due < deadline {
+                    let prepared = worker.prepare().await;
                     tokio::time::sleep_until(due.into()).await;
                     let sent = Instant::now();
-                    match worker.op().await {
+                    let result = match prepared {
+                        Ok(()) => worker.op().await,
+                        Err(error) => Err(error),
+                    };
+                    match result {
                         Ok(()) => recording
                             .latencies_us
                             .push(open_loop_latency(due, sent, Instant::now()).as_micros() as u64),

@@ -21,7 +21,8 @@ pub enum Scenario {
     AddItem,
     /// CreateCart + AddItem + CreateOrder: one order placed per operation.
     OrderPlacement,
-    /// An order placed and watched until CONFIRMED: saga end to end.
+    /// An order placed and watched until CONFIRMED: saga end to end, timed from CreateOrder
+    /// sent to CONFIRMED seen (its cart is filled before the clock starts).
     Fulfillment,
     /// GetOrder / ListOrders on orders placed beforehand.
     ReadQueries,
@@ -115,6 +116,11 @@ impl Session {
     /// Places one order; returns its id.
     async fn place_order(&mut self) -> anyhow::Result<String> {
         let cart_id = self.cart_with_item().await?;
+        self.create_order(cart_id).await
+    }
+
+    /// Checks out `cart_id`; returns the order's id.
+    async fn create_order(&mut self, cart_id: String) -> anyhow::Result<String> {
         self.placed += 1;
         let order = self
             .orders
@@ -170,7 +176,10 @@ pub async fn workers(
                 })
             }
             Scenario::OrderPlacement => Box::new(OrderPlacement { session }),
-            Scenario::Fulfillment => Box::new(Fulfillment { session }),
+            Scenario::Fulfillment => Box::new(Fulfillment {
+                session,
+                cart_id: None,
+            }),
             Scenario::StoreAppend => bail!("store_append runs in-process (see bench::store_append)"),
             Scenario::HelloCeiling => Box::new(super::hello::HelloWorker(
                 tonic_health::pb::health_client::HealthClient::new(
@@ -277,14 +286,24 @@ impl Worker for OrderPlacement {
     }
 }
 
+/// Times CreateOrder sent -> CONFIRMED seen; the cart is filled beforehand.
 struct Fulfillment {
     session: Session,
+    cart_id: Option<String>,
 }
 
 #[tonic::async_trait]
 impl Worker for Fulfillment {
+    async fn prepare(&mut self) -> anyhow::Result<()> {
+        if self.cart_id.is_none() {
+            self.cart_id = Some(self.session.cart_with_item().await?);
+        }
+        Ok(())
+    }
+
     async fn op(&mut self) -> anyhow::Result<()> {
-        let order_id = self.session.place_order().await?;
+        let cart_id = self.cart_id.take().context("no prepared cart")?;
+        let order_id = self.session.create_order(cart_id).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut stream = self
             .session

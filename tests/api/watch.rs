@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use commerce::startup::Stores;
 use commerce::store::event_store::Upcasters;
 use commerce::{
-    app::watch::OrderWatches,
+    app::{appended::AppendedStreams, watch::OrderWatches},
     config::WatchSettings,
     projections::{changes::OrderChanges, samples::SampleOrder},
     proto::commerce::v1::{GetOrderRequest, OrderStatus, WatchOrderRequest, WatchOrderResponse},
@@ -175,6 +175,7 @@ async fn a_change_another_replica_projected_reaches_the_watchers_through_the_log
         let watches = OrderWatches::new(
             settings,
             silent,
+            AppendedStreams::new(),
             Stores::on(&backends.db, Upcasters::none(), true).read_models,
             events.events.clone(),
             commerce::config::OrderQuerySource::ReadModel,
@@ -206,6 +207,66 @@ async fn a_change_another_replica_projected_reaches_the_watchers_through_the_log
         })
         .await;
         assert!(seen.is_ok(), "{backend:?}: the change never reached the watcher");
+    }
+}
+
+#[tokio::test]
+async fn a_commit_of_this_process_reaches_the_watchers_before_the_projection() {
+    for backend in Backend::all() {
+        let isolation = Isolation::new(backend).await;
+        let backends = isolation.backends().await;
+        let mut log = EventLog::on(&backends.db, OrderCodec::upcasters());
+        let appended = AppendedStreams::new();
+        log.units = appended.announcing(log.units);
+        let (_trigger, shutdown) = commerce::shutdown::channel();
+        // No projection runs and the log is polled only once an hour: the
+        // announcement of the commit is the only way the change can arrive.
+        let settings = WatchSettings {
+            poll: Duration::from_secs(3600),
+            ..WatchSettings::default()
+        };
+        let watches = OrderWatches::new(
+            settings,
+            OrderChanges::new(),
+            appended,
+            Stores::on(&backends.db, Upcasters::none(), true).read_models,
+            log.events.clone(),
+            commerce::config::OrderQuerySource::ReadModel,
+            shutdown,
+        );
+        let order = SampleOrder::new("grace", 1);
+        let life = SampleOrder::encode(&order.confirmed());
+        log.append(order.order_id, 0, life[..1].to_vec(), ORDER_STREAM)
+            .await
+            .unwrap();
+        let mut ticket = watches.open("grace", order.order_id).unwrap();
+        // The feed subscribes when it starts, with the first stream.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        log.append(order.order_id, 1, life[1..].to_vec(), ORDER_STREAM)
+            .await
+            .unwrap();
+        let last = life.len() as u64;
+        let seen = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let version = ticket
+                    .receiver()
+                    .borrow_and_update()
+                    .as_ref()
+                    .map(|d| d.summary.version);
+                if version == Some(last) {
+                    return ticket.receiver().borrow().as_ref().map(|d| d.summary.status);
+                }
+                ticket.receiver().changed().await.unwrap();
+            }
+        })
+        .await;
+        let status =
+            seen.unwrap_or_else(|_| panic!("{backend:?}: the committed change never reached the watcher"));
+        assert_eq!(
+            status,
+            Some(commerce::domain::order::OrderStatus::Confirmed),
+            "{backend:?}: the watcher sees the order folded from its stream"
+        );
     }
 }
 
