@@ -124,19 +124,9 @@ impl Application {
             OrderCodec::upcasters(),
             config.database.group_commit,
         );
-        // Every commit is announced in-process: WatchOrder shows it without
-        // waiting for the relay, the bus and the projection.
-        let appended = crate::app::appended::AppendedStreams::new();
-        stores.units = appended.announcing(stores.units);
         let events = stores.events.clone();
         let carts = stores::cart_app(&config.carts, &config.redis, &backends);
         let privacy = Vault::new(stores.customer_keys.clone(), master_key);
-        let order_stores = OrderStores {
-            events: events.clone(),
-            units: stores.units.clone(),
-            idempotency_keys: stores.idempotency_keys.clone(),
-        };
-        let orders = OrderApp::new(config.orders, order_stores, carts.clone(), privacy.clone());
         let bus = event_bus(&config.redis, &backends);
         let queries = crate::app::queries::QueryApp::new(
             stores.read_models.clone(),
@@ -146,8 +136,16 @@ impl Application {
             &config.read_side,
             shutdown.clone(),
             privacy.clone(),
-            appended,
         );
+        // Every commit is announced in-process: WatchOrder shows it without
+        // waiting for the relay, the bus and the projection.
+        stores.units = queries.appended().announcing(stores.units);
+        let order_stores = OrderStores {
+            events: events.clone(),
+            units: stores.units.clone(),
+            idempotency_keys: stores.idempotency_keys.clone(),
+        };
+        let orders = OrderApp::new(config.orders, order_stores, carts.clone(), privacy.clone());
         let (stubs, urls) = siblings(&config.siblings, &config.stubs, config.environment).await?;
         let sagas = crate::app::sagas::SagaApp::new(
             config.saga,

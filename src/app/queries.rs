@@ -107,6 +107,7 @@ pub struct QueryApp {
     sagas: Arc<dyn SagaStore>,
     bus: Arc<dyn EventBus>,
     changes: OrderChanges,
+    appended: AppendedStreams,
     watches: OrderWatches,
     order_queries: OrderQuerySource,
     shutdown: Shutdown,
@@ -151,14 +152,14 @@ impl QueryApp {
         settings: &ReadSideSettings,
         shutdown: Shutdown,
         privacy: Vault,
-        appended: AppendedStreams,
     ) -> Self {
         let order_queries = settings.order_queries;
         let changes = OrderChanges::new();
+        let appended = AppendedStreams::new();
         let watches = OrderWatches::new(
             settings.watch,
             changes.clone(),
-            appended,
+            appended.clone(),
             store.clone(),
             events.clone(),
             order_queries,
@@ -170,6 +171,7 @@ impl QueryApp {
             sagas,
             bus,
             changes,
+            appended,
             watches,
             order_queries,
             shutdown,
@@ -185,6 +187,12 @@ impl QueryApp {
     /// The broadcast the order detail projection announces changes on.
     pub fn changes(&self) -> &OrderChanges {
         &self.changes
+    }
+
+    /// The broadcast this process's commits are announced on; startup wraps
+    /// the unit of work with [`AppendedStreams::announcing`].
+    pub fn appended(&self) -> &AppendedStreams {
+        &self.appended
     }
 
     /// GetOrder: the caller's order (any order for an admin), at least at
