@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - here: [`Role`], [`Principal`] (RBAC and ownership checks), [`principal`]
-//!   for handlers, and [`mint_token`] for development tokens.
+//!   and [`customer`] for handlers, and [`mint_token`] for development tokens.
 //! - [`keys`]: the [`Authenticator`]: which keys verify which algorithms.
 //! - [`layer`] (a transport, one layer up: startup imports it from there, not
 //!   through this module): the [`layer::AuthLayer`] in front of every route of
@@ -76,6 +76,20 @@ impl Principal {
         }
     }
 
+    /// PERMISSION_DENIED unless a customer or an admin: who may call the cart
+    /// and order rpcs (a customer on their own carts and orders, an admin on
+    /// any). A `service` token, or one with no role of ours, owns no carts or
+    /// orders and is refused, not treated as a customer named by its `sub`.
+    pub fn require_customer(&self) -> Result<(), AppError> {
+        if self.is_admin() || self.roles.contains(&Role::Customer) {
+            Ok(())
+        } else {
+            Err(AppError::PermissionDenied(
+                "customer or admin role required".into(),
+            ))
+        }
+    }
+
     /// PERMISSION_DENIED unless a sibling service or an admin: who may read
     /// the public order-event feed.
     pub fn require_service(&self) -> Result<(), AppError> {
@@ -98,6 +112,14 @@ impl Principal {
 /// The caller of a gRPC request; UNAUTHENTICATED when the layer found no token.
 pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, AppError> {
     principal_from(request.extensions())
+}
+
+/// The caller of a cart or order rpc: [`principal`], then
+/// [`Principal::require_customer`].
+pub fn customer<T>(request: &tonic::Request<T>) -> Result<Principal, AppError> {
+    let caller = principal(request)?;
+    caller.require_customer()?;
+    Ok(caller)
 }
 
 /// The caller recorded in request extensions (the REST shim passes its own).

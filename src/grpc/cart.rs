@@ -10,7 +10,7 @@ use crate::{
         App,
         cart::{AddItem, CartAnalytics, UpdateItemQuantity},
     },
-    auth::principal,
+    auth::{customer, principal},
     domain::cart::{Cart, CartStatus},
     proto::commerce::v1::{
         self as pb, AddItemRequest, AddItemResponse, CreateCartRequest, CreateCartResponse,
@@ -40,7 +40,7 @@ impl CartService for CartGrpc {
         &self,
         request: Request<CreateCartRequest>,
     ) -> Result<Response<CreateCartResponse>, Status> {
-        let caller = principal(&request)?;
+        let caller = customer(&request)?;
         let (cart, created) = self
             .app
             .carts
@@ -56,7 +56,7 @@ impl CartService for CartGrpc {
         &self,
         request: Request<GetActiveCartRequest>,
     ) -> Result<Response<GetActiveCartResponse>, Status> {
-        let caller = principal(&request)?;
+        let caller = customer(&request)?;
         let cart = self.app.carts.get_active_cart(&caller).await?;
         Ok(Response::new(GetActiveCartResponse {
             cart: Some(cart_to_proto(&cart)),
@@ -64,7 +64,7 @@ impl CartService for CartGrpc {
     }
 
     async fn get_cart(&self, request: Request<GetCartRequest>) -> Result<Response<GetCartResponse>, Status> {
-        let caller = principal(&request)?;
+        let caller = customer(&request)?;
         let cart = self
             .app
             .carts
@@ -76,7 +76,7 @@ impl CartService for CartGrpc {
     }
 
     async fn add_item(&self, request: Request<AddItemRequest>) -> Result<Response<AddItemResponse>, Status> {
-        let caller = principal(&request)?;
+        let caller = customer(&request)?;
         let r = request.into_inner();
         let input = AddItem {
             cart_id: r.cart_id,
@@ -96,7 +96,7 @@ impl CartService for CartGrpc {
         &self,
         request: Request<UpdateItemQuantityRequest>,
     ) -> Result<Response<UpdateItemQuantityResponse>, Status> {
-        let caller = principal(&request)?;
+        let caller = customer(&request)?;
         let r = request.into_inner();
         let input = UpdateItemQuantity {
             cart_id: r.cart_id,
@@ -114,7 +114,7 @@ impl CartService for CartGrpc {
         &self,
         request: Request<RemoveItemRequest>,
     ) -> Result<Response<RemoveItemResponse>, Status> {
-        let caller = principal(&request)?;
+        let caller = customer(&request)?;
         let r = request.get_ref();
         let cart = self
             .app
@@ -130,7 +130,7 @@ impl CartService for CartGrpc {
         &self,
         request: Request<DeleteCartRequest>,
     ) -> Result<Response<DeleteCartResponse>, Status> {
-        let caller = principal(&request)?;
+        let caller = customer(&request)?;
         let r = request.get_ref();
         self.app
             .carts

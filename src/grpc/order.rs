@@ -41,7 +41,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<CreateOrderRequest>,
     ) -> Result<Response<CreateOrderResponse>, Status> {
-        let principal = auth::principal(&request)?;
+        let principal = auth::customer(&request)?;
         let view = self
             .app
             .orders
@@ -58,7 +58,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<CancelOrderRequest>,
     ) -> Result<Response<CancelOrderResponse>, Status> {
-        let principal = auth::principal(&request)?;
+        let principal = auth::customer(&request)?;
         let request = request.into_inner();
         let view = self
             .app
@@ -77,7 +77,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<GetOrderRequest>,
     ) -> Result<Response<GetOrderResponse>, Status> {
-        let principal = auth::principal(&request)?;
+        let principal = auth::customer(&request)?;
         let request = request.into_inner();
         let detail = self
             .app
@@ -93,7 +93,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<ListOrdersRequest>,
     ) -> Result<Response<ListOrdersResponse>, Status> {
-        let principal = auth::principal(&request)?;
+        let principal = auth::customer(&request)?;
         let request = request.into_inner();
         let status = pb::OrderStatus::try_from(request.status)
             .map(convert::domain_status)
@@ -122,7 +122,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<GetOrderHistoryRequest>,
     ) -> Result<Response<GetOrderHistoryResponse>, Status> {
-        let principal = auth::principal(&request)?;
+        let principal = auth::customer(&request)?;
         let entries = self
             .app
             .queries
@@ -137,7 +137,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<WatchOrderRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        let principal = auth::principal(&request)?;
+        let principal = auth::customer(&request)?;
         let changes = self
             .app
             .queries

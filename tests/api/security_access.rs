@@ -1,15 +1,20 @@
 //! The attack suite, part two: a customer on another customer's cart and
 //! order, a customer on admin rpcs (SagaAdmin, analytics, AdminService), a
-//! caller without a token; each over gRPC
-//! and REST, each with the expected code, and nothing changed in the stores.
+//! caller without a token, a token without the customer role (a sibling
+//! service's) on cart and order rpcs; each over gRPC and REST, each with the
+//! expected code, and nothing changed in the stores.
 
 use std::time::Duration;
 
-use commerce::proto::commerce::v1::{
-    AddItemRequest, CancelOrderRequest, CreateCartRequest, CreateOrderRequest, DeleteCartRequest,
-    ForgetCustomerRequest, GetCartAnalyticsRequest, GetCartRequest, GetOrderHistoryRequest, GetOrderRequest,
-    GetProjectionStatusRequest, GetSagaRequest, ListDeadLettersRequest, ListOrdersRequest, ListSagasRequest,
-    RemoveItemRequest, RetrySagaRequest, UpdateItemQuantityRequest,
+use commerce::{
+    auth::Role,
+    proto::commerce::v1::{
+        AddItemRequest, CancelOrderRequest, CreateCartRequest, CreateOrderRequest, DeleteCartRequest,
+        ForgetCustomerRequest, GetActiveCartRequest, GetCartAnalyticsRequest, GetCartRequest,
+        GetOrderHistoryRequest, GetOrderRequest, GetProjectionStatusRequest, GetSagaRequest,
+        ListDeadLettersRequest, ListOrdersRequest, ListSagasRequest, RemoveItemRequest, RetrySagaRequest,
+        UpdateItemQuantityRequest, WatchOrderRequest,
+    },
 };
 use serde_json::json;
 use tonic::{Code, Request};
@@ -40,6 +45,7 @@ struct Attack {
 /// The gRPC side of an attack.
 enum Rpc {
     CreateCart,
+    ActiveCart,
     GetCart(String),
     AddItem(String),
     UpdateItem(String),
@@ -47,6 +53,8 @@ enum Rpc {
     DeleteCart(String),
     OrderFromCart(String),
     GetOrder(String),
+    ListOrders,
+    WatchOrder(String),
     CancelOrder(String),
     History(String),
     Analytics,
@@ -235,6 +243,10 @@ async fn send(app: &TestApp, token: Option<&str>, rpc: &Rpc) -> Code {
             .create_cart(req(CreateCartRequest::default(), token))
             .await
             .map(drop),
+        Rpc::ActiveCart => carts
+            .get_active_cart(req(GetActiveCartRequest {}, token))
+            .await
+            .map(drop),
         Rpc::GetCart(id) => carts
             .get_cart(req(GetCartRequest { cart_id: cart(id) }, token))
             .await
@@ -291,6 +303,17 @@ async fn send(app: &TestApp, token: Option<&str>, rpc: &Rpc) -> Code {
             ))
             .await
             .map(drop),
+        Rpc::ListOrders => orders
+            .list_orders(req(ListOrdersRequest::default(), token))
+            .await
+            .map(drop),
+        Rpc::WatchOrder(id) => {
+            let message = WatchOrderRequest {
+                order_id: id.clone(),
+                after_version: 0,
+            };
+            orders.watch_order(req(message, token)).await.map(drop)
+        }
         Rpc::CancelOrder(id) => {
             let message = CancelOrderRequest {
                 order_id: id.clone(),
@@ -386,23 +409,20 @@ async fn alices_world(app: &TestApp, alice: &str, cart: &str, order: &str) -> (S
     )
 }
 
-#[tokio::test]
-async fn customers_reach_no_one_elses_cart_or_order_nor_admin_rpcs_over_grpc_and_rest() {
-    let app = spawn_app_with(Backend::from_env(), NO_SAGA).await;
-    let (alice, mallory) = (app.customer("alice"), app.customer("mallory"));
-    // alice: one order (from her first cart) and a second, active cart.
-    let ordered = filled_cart(&app, &alice).await;
-    let order = create_order(&app, &alice, order_request(&ordered, "k1"))
+/// alice's order (from her first cart) and her second, active cart, settled.
+async fn alice_with_an_order_and_a_cart(app: &TestApp, alice: &str) -> (String, String) {
+    let ordered = filled_cart(app, alice).await;
+    let order = create_order(app, alice, order_request(&ordered, "k1"))
         .await
         .unwrap()
         .order_id;
-    let cart = filled_cart(&app, &alice).await;
+    let cart = filled_cart(app, alice).await;
     // The order list is its own read model: wait until it shows the order, so
     // that `before` is a settled world and only the attacks could change it.
     let listed = eventually(Duration::from_secs(10), || async {
         let orders = app
             .orders()
-            .list_orders(crate::support::app::authed(ListOrdersRequest::default(), &alice))
+            .list_orders(crate::support::app::authed(ListOrdersRequest::default(), alice))
             .await
             .ok()?
             .into_inner()
@@ -411,6 +431,14 @@ async fn customers_reach_no_one_elses_cart_or_order_nor_admin_rpcs_over_grpc_and
     })
     .await;
     assert!(listed.is_some(), "alice's order never reached her order list");
+    (cart, order)
+}
+
+#[tokio::test]
+async fn customers_reach_no_one_elses_cart_or_order_nor_admin_rpcs_over_grpc_and_rest() {
+    let app = spawn_app_with(Backend::from_env(), NO_SAGA).await;
+    let (alice, mallory) = (app.customer("alice"), app.customer("mallory"));
+    let (cart, order) = alice_with_an_order_and_a_cart(&app, &alice).await;
     let before = alices_world(&app, &alice, &cart, &order).await;
 
     let saga = uuid::Uuid::now_v7().to_string();
@@ -464,4 +492,108 @@ async fn customers_reach_no_one_elses_cart_or_order_nor_admin_rpcs_over_grpc_and
     );
     assert_eq!(send(&app, Some(&admin), &Rpc::Analytics).await, Code::Ok);
     assert_eq!(send(&app, Some(&admin), &Rpc::ListSagas).await, Code::Ok);
+}
+
+#[tokio::test]
+async fn a_token_without_the_customer_role_reaches_no_cart_or_order_rpc_over_grpc_and_rest() {
+    let app = spawn_app_with(Backend::from_env(), NO_SAGA).await;
+    let alice = app.customer("alice");
+    let (cart, order) = alice_with_an_order_and_a_cart(&app, &alice).await;
+    let before = alices_world(&app, &alice, &cart, &order).await;
+    let item = json!({"product_id": "x", "product_name": "X", "quantity": 1, "unit_price": "1.00"});
+    let none = json!({});
+    // Every cart and order rpc a customer calls, gRPC and REST.
+    let rpcs: Vec<(Rpc, (&str, String, serde_json::Value))> = vec![
+        (Rpc::CreateCart, ("POST", "/api/v1/cart/".into(), none.clone())),
+        (
+            Rpc::ActiveCart,
+            ("GET", "/api/v1/cart/active".into(), none.clone()),
+        ),
+        (
+            Rpc::GetCart(cart.clone()),
+            ("GET", format!("/api/v1/cart/{cart}"), none.clone()),
+        ),
+        (
+            Rpc::AddItem(cart.clone()),
+            ("POST", format!("/api/v1/cart/{cart}/items"), item),
+        ),
+        (
+            Rpc::UpdateItem(cart.clone()),
+            (
+                "PUT",
+                format!("/api/v1/cart/{cart}/items/book"),
+                json!({"quantity": 9}),
+            ),
+        ),
+        (
+            Rpc::RemoveItem(cart.clone()),
+            ("DELETE", format!("/api/v1/cart/{cart}/items/book"), none.clone()),
+        ),
+        (
+            Rpc::DeleteCart(cart.clone()),
+            ("DELETE", format!("/api/v1/cart/{cart}"), none.clone()),
+        ),
+        (
+            Rpc::OrderFromCart(cart.clone()),
+            (
+                "POST",
+                "/api/v1/orders/".into(),
+                json!({"cart_id": cart, "payment_method": "pm_card_visa",
+                "idempotency_key": "service-order", "shipping_address": {"recipient_name": "S", "line1": "1 Way",
+                "city": "C", "postal_code": "1", "country": "GB"}}),
+            ),
+        ),
+        (
+            Rpc::GetOrder(order.clone()),
+            ("GET", format!("/api/v1/orders/{order}"), none.clone()),
+        ),
+        (Rpc::ListOrders, ("GET", "/api/v1/orders/".into(), none.clone())),
+        (
+            Rpc::WatchOrder(order.clone()),
+            ("GET", format!("/api/v1/orders/{order}/watch"), none.clone()),
+        ),
+        (
+            Rpc::CancelOrder(order.clone()),
+            (
+                "POST",
+                format!("/api/v1/orders/{order}/cancel"),
+                json!({"reason": "not mine"}),
+            ),
+        ),
+        (
+            Rpc::History(order.clone()),
+            ("GET", format!("/api/v1/orders/{order}/events"), none),
+        ),
+    ];
+    // Both name alice in `sub`: without the customer role that names no customer.
+    let tokens = [
+        ("a sibling service's token", app.token("alice", &[Role::Service])),
+        ("a token with no role of ours", app.token("alice", &[])),
+    ];
+    for (who, token) in &tokens {
+        for (rpc, (method, path, body)) in &rpcs {
+            let code = send(&app, Some(token), rpc).await;
+            assert_eq!(code, Code::PermissionDenied, "gRPC {method} {path}: {who}");
+            let mut request = call(&app, method, path).bearer(token);
+            if *method != "GET" && *method != "DELETE" {
+                request = request.json(body);
+            }
+            let reply = request.send().await;
+            assert_eq!(reply.status, 403, "REST {method} {path}: {who}: {}", reply.text());
+            assert_eq!(
+                reply.json()["code"],
+                Code::PermissionDenied as i32,
+                "REST {path}: {who}"
+            );
+        }
+    }
+    assert_eq!(alices_world(&app, &alice, &cart, &order).await, before);
+    // The service token keeps what its role is for, the public event feed:
+    // asked for a consumer, it hears there is none (not that it may not ask).
+    let service = &tokens[0].1;
+    let feed = call(&app, "GET", "/api/v1/events/consumers/none")
+        .bearer(service)
+        .send()
+        .await;
+    assert_eq!(feed.status, 404, "{}", feed.text());
 }
