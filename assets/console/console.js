@@ -169,9 +169,18 @@
 
   // ---- saga list -----------------------------------------------------------
 
-  // Filters beyond status, shown only when the API accepts them (the query
-  // parameter names of ListSagasRequest). Filled in from FILTERS below.
+  // Filters beyond status: the query parameter names of ListSagasRequest
+  // (and CountSagasRequest), added to the form in init.
   const FILTERS = [];
+
+  // A datetime-local value (the operator's local time) as RFC 3339, and back.
+  const localToIso = (v) => { const d = new Date(v); return Number.isNaN(d.getTime()) ? v : d.toISOString(); };
+  const isoToLocal = (v) => {
+    const d = new Date(v);
+    if (!v || Number.isNaN(d.getTime())) return '';
+    return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+  };
+  const TIME = { type: 'datetime-local', toApi: localToIso, fromApi: isoToLocal };
   const list = { tokens: [''], page: 0 };
 
   function filterParams() {
@@ -223,7 +232,7 @@
     $('saga-prev').disabled = list.page === 0;
     $('saga-next').disabled = !answer.next_page_token;
     $('saga-caption').textContent = `Sagas, newest first: ${sagas.length} shown on page ${list.page + 1}`;
-    loadCounts(answer, query);
+    loadCounts(query);
   }
 
   function sagaRow(s) {
@@ -237,28 +246,18 @@
       el('td', { class: 'wrap' }, s.last_error || ''));
   }
 
-  // Counts per status: the API's own when it answers them, else one bounded
-  // probe per status (page of 100: "100+" past that).
-  async function loadCounts(answer, query) {
+  // Counts per status under the list's filters (CountSagas), at the top.
+  async function loadCounts(query) {
     const box = $('saga-counts');
-    const given = answer.status_counts || answer.counts;
-    let counts = {};
-    if (given && typeof given === 'object') {
-      for (const entry of Array.isArray(given) ? given : Object.entries(given).map(([status, count]) => ({ status, count }))) {
-        counts[statusName(entry.status)] = String(entry.count);
-      }
-    } else {
-      const probes = STATUSES.map(async (status) => {
-        const p = new URLSearchParams(query);
-        p.delete('page_token');
-        p.set('status', `SAGA_STATUS_${status}`);
-        p.set('page_size', '100');
-        try {
-          const a = await api('GET', `/api/v1/admin/sagas?${p}`);
-          counts[status] = `${(a.sagas || []).length}${a.next_page_token ? '+' : ''}`;
-        } catch (_) { counts[status] = '?'; }
-      });
-      await Promise.all(probes);
+    const p = new URLSearchParams(query);
+    for (const key of ['status', 'page_size', 'page_token']) p.delete(key);
+    const counts = {};
+    try {
+      const answer = await api('GET', `/api/v1/admin/sagas/counts?${p}`);
+      // A count of 0 is left out of the JSON (proto3 defaults).
+      for (const entry of answer.counts || []) counts[statusName(entry.status)] = String(entry.count || 0);
+    } catch (_) {
+      for (const status of STATUSES) counts[status] = '?';
     }
     box.replaceChildren(...STATUSES.map((status) => el('li', {},
       el('a', { href: `#/sagas?status=SAGA_STATUS_${status}`, class: `count b-${status.toLowerCase()}`, 'data-status': status },
@@ -688,6 +687,14 @@
 
   function init() {
     for (const s of STATUSES) $('f-status').append(el('option', { value: s }, s));
+    addFilter({ name: 'current_step', param: 'current_step', label: 'Current step', placeholder: 'capture_payment' });
+    addFilter({ name: 'failure_reason_code', param: 'failure_reason_code', label: 'Failure reason', placeholder: 'OUT_OF_STOCK' });
+    addFilter({ name: 'customer_id', param: 'customer_id', label: 'Customer' });
+    addFilter({ name: 'order_id', param: 'order_id', label: 'Order id' });
+    addFilter({ name: 'created_after', param: 'created_after', label: 'Created from', ...TIME });
+    addFilter({ name: 'created_before', param: 'created_before', label: 'Created before', ...TIME });
+    addFilter({ name: 'updated_after', param: 'updated_after', label: 'Updated from', ...TIME });
+    addFilter({ name: 'updated_before', param: 'updated_before', label: 'Updated before', ...TIME });
     $('login-form').addEventListener('submit', signIn);
     $('sign-out').addEventListener('click', () => signOut('Signed out.'));
     $('saga-filters').addEventListener('submit', applyFilters);

@@ -179,14 +179,18 @@ async fn an_operator_finds_a_failed_saga_in_the_console_reads_its_timeline_and_r
         assert_eq!(count_of(&browser, "RUNNING").await, "0");
         browser.screenshot(&shots.join("02-list.png")).await;
 
-        // Find it by filter: only the failed saga is left, at its failed step.
+        // Find it by filter (status, customer and current step): only the failed saga is
+        // left, at its failed step, and the counts follow the filters.
         browser.click("#f-status option[value=FAILED]").await;
+        browser.type_into("#f-customer_id", "dave").await;
+        browser.type_into("#f-current_step", "capture_payment").await;
         browser.click("#apply-filters").await;
         let rows = browser
             .wait(
                 "the filtered list",
                 "const rows = [...document.querySelectorAll('#saga-table tbody tr[data-saga]')]; \
-                 return location.hash.includes('SAGA_STATUS_FAILED') && rows.length === 1 \
+                 return location.hash.includes('SAGA_STATUS_FAILED') && location.hash.includes('customer_id=dave') \
+                   && location.hash.includes('current_step=capture_payment') && rows.length === 1 \
                    && rows.map(r => [r.dataset.saga, r.innerText])",
                 json!([]),
             )
@@ -194,6 +198,14 @@ async fn an_operator_finds_a_failed_saga_in_the_console_reads_its_timeline_and_r
         assert_eq!(rows[0][0], broken.saga_id.as_str());
         let row = rows[0][1].as_str().unwrap();
         assert!(row.contains("FAILED") && row.contains("capture_payment"), "{row}");
+        browser
+            .wait(
+                "the counts under the filters",
+                "const n = (s) => document.querySelector(`#saga-counts [data-status=\"${s}\"] .count-n`)?.textContent; \
+                 return n('FAILED') === '1' && n('COMPLETED') === '0'",
+                json!([]),
+            )
+            .await;
         browser.screenshot(&shots.join("03-filtered.png")).await;
 
         // Its timeline: three failed capture attempts with backoff waits between, the
