@@ -441,6 +441,12 @@ impl QueryApp {
                     continue;
                 };
                 if current.summary.version <= version {
+                    // Seen already (the client's after_version may be ahead of the read
+                    // model the first state came from): a terminal state still ends the
+                    // stream, since nothing can follow it.
+                    if current.summary.status.is_terminal() {
+                        return;
+                    }
                     continue;
                 }
                 version = current.summary.version;
