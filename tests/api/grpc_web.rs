@@ -18,19 +18,26 @@ use crate::support::{
 };
 
 /// Builds the browser bundle (npm ci when the lock changed, buf generate,
-/// tsc, esbuild); its path.
+/// tsc, esbuild) once per test process; its path. Once, because two builds at
+/// the same time regenerate the same `gen/` directory under each other's tsc.
 async fn browser_client() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/browser-client/build.sh");
-    let output = tokio::process::Command::new(&script)
-        .output()
+    static BUNDLE: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
+    BUNDLE
+        .get_or_init(|| async {
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/browser-client/build.sh");
+            let output = tokio::process::Command::new(&script)
+                .output()
+                .await
+                .expect("tools/browser-client/build.sh runs");
+            assert!(
+                output.status.success(),
+                "building the browser client failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+        })
         .await
-        .expect("tools/browser-client/build.sh runs");
-    assert!(
-        output.status.success(),
-        "building the browser client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+        .clone()
 }
 
 /// A page that runs the bundle's `entry` (`run` or `refusals`) with `config`.
