@@ -57,7 +57,7 @@ use crate::{
     store::saga::{AttemptRecord, SagaStore},
     store::{
         event_store::{EventStore, StoredEvent},
-        read_models::{ListCursor, ListQuery, ReadModelStore},
+        read_models::{ListCursor, ListQuery, ReadModelStore, ReadModels},
     },
 };
 

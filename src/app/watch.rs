@@ -45,7 +45,10 @@ use crate::{
     error::AppError,
     projections::{changes::OrderChanges, fold_stream, order_detail::OrderDetail},
     shutdown::Shutdown,
-    store::{event_store::EventStore, read_models::ReadModelStore},
+    store::{
+        event_store::EventStore,
+        read_models::{ReadModelStore, ReadModels},
+    },
 };
 
 /// How often a repeated failure of the feed is logged at most.

@@ -45,7 +45,7 @@ use crate::{
     domain::order::OrderEvent,
     store::{
         event_store::{ORDER_STREAM, StoredEvent},
-        read_models::{Advance, ChangedRows, ReadModelError, ReadModelStore, StoredModel},
+        read_models::{Advance, ChangedRows, ReadModelError, ReadModelStore, ReadModels, StoredModel},
     },
 };
 

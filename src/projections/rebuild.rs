@@ -34,7 +34,7 @@ use crate::{
     projections::{Decoded, ReadModel, distinct_streams, fold_decoded},
     store::{
         event_store::{EventStore, StoredEvent},
-        read_models::{ReadModelStore, StoredRow, shadow_table},
+        read_models::{ReadModelStore, ReadModels, StoredRow, shadow_table},
     },
 };
 

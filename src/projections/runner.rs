@@ -30,7 +30,7 @@ use crate::{
     shutdown::Shutdown,
     store::{
         event_store::{EventStore, EventStoreError, OrderCodec, StoredEvent, Upcasters},
-        read_models::{Advance, ReadModelError, ReadModelStore},
+        read_models::{Advance, ReadModelError, ReadModelStore, ReadModels},
     },
 };
 

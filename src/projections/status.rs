@@ -12,7 +12,10 @@ use crate::{
     health::Health,
     projections::ReadModel,
     shutdown::Shutdown,
-    store::{event_store::EventStore, read_models::ReadModelStore},
+    store::{
+        event_store::EventStore,
+        read_models::{ReadModelStore, ReadModels},
+    },
 };
 
 /// Names of every projection, as they appear in metrics and status.

@@ -3,6 +3,7 @@
 //! with the first accepted reason while the saga compensates, and keep both
 //! once the order is CANCELLED; `commerce rebuild-projections` reproduces them.
 
+use commerce::store::read_models::ReadModels as _;
 use std::time::Duration;
 
 use commerce::{

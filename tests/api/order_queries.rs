@@ -1,6 +1,7 @@
 //! OrderService queries over gRPC: GetOrder (ownership, min_version,
 //! ENABLE_CQRS=false), ListOrders paging, GetOrderHistory, WatchOrder.
 
+use commerce::store::read_models::ReadModels as _;
 use std::time::Duration;
 
 use commerce::startup::Stores;

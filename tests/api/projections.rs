@@ -3,6 +3,7 @@
 //! (Redis Streams + PostgreSQL when configured, in-process + SQLite always),
 //! whatever crashes, duplicates and rebuilds happen on the way.
 
+use commerce::store::read_models::ReadModels as _;
 use std::time::Duration;
 
 use commerce::{

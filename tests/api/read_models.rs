@@ -10,7 +10,9 @@ use commerce::{
         ApplyError, ApplyEvents, cart_conversion::CartConversion, customer_orders::CustomerOrder,
         order_detail::OrderDetail, samples::SampleOrder,
     },
-    store::read_models::{Advance, Checkpoint, ListCursor, ListQuery, ReadModelError, ReadModelStore},
+    store::read_models::{
+        Advance, Checkpoint, ListCursor, ListQuery, ReadModelError, ReadModelStore, ReadModels,
+    },
 };
 
 use crate::support::app::{Backend, Isolation};
@@ -93,22 +95,7 @@ async fn a_stale_upsert_never_lowers_a_row_and_a_moved_checkpoint_writes_nothing
         let stale = commerce::projections::fold_stream::<CartConversion>(&events[..2])
             .unwrap()
             .unwrap();
-        match &store {
-            ReadModelStore::Postgres(pool) => {
-                use commerce::store::read_models::PgModel;
-                let mut conn = pool.acquire().await.unwrap();
-                CartConversion::upsert_pg(&mut conn, "cart_conversions", &[stale])
-                    .await
-                    .unwrap();
-            }
-            ReadModelStore::Sqlite(pool) => {
-                use commerce::store::read_models::SqliteModel;
-                let mut conn = pool.acquire().await.unwrap();
-                CartConversion::upsert_sqlite(&mut conn, "cart_conversions", &[stale])
-                    .await
-                    .unwrap();
-            }
-        }
+        store.upsert("cart_conversions", &[stale]).await.unwrap();
         assert_eq!(
             store.versions::<CartConversion>(&[order.order_id]).await.unwrap()[&order.order_id],
             6

@@ -1,6 +1,7 @@
 //! The read side through the running service: projections fed by the relay,
 //! order queries with ownership, paging and watching, the admin tools.
 
+use commerce::store::read_models::ReadModels as _;
 use std::time::Duration;
 
 use commerce::{

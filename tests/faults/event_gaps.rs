@@ -7,6 +7,7 @@
 //! writer commits in position order: a smaller position); at the end every
 //! event is projected, every checkpoint is at the head, the outbox is empty.
 
+use commerce::store::read_models::ReadModels as _;
 use std::{
     sync::{
         Arc,

@@ -16,7 +16,7 @@ use commerce::{
     startup::Stores,
     store::{
         event_store::{ORDER_STREAM, OrderCodec, outbox::Outbox},
-        read_models::{ListQuery, ReadModelStore},
+        read_models::{ListQuery, ReadModelStore, ReadModels},
     },
 };
 use uuid::Uuid;

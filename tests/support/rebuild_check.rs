@@ -10,7 +10,7 @@ use commerce::{
     projections::{customer_orders::OrderSummary, order_detail::OrderDetail, rebuild::Rebuild},
     store::{
         event_store::OrderCodec,
-        read_models::{ListQuery, ReadModelStore},
+        read_models::{ListQuery, ReadModelStore, ReadModels as _},
     },
 };
 

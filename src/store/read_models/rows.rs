@@ -175,7 +175,7 @@ impl StoredRow for CartConversion {
 
 /// Conversion figures of one day and currency: sums over `cart_conversions`, so a
 /// redelivered event cannot count twice.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct ConversionFigures {
     /// The UTC day, `YYYY-MM-DD`.
     pub day: String,

@@ -1,6 +1,8 @@
-//! Read models in the embedded SQLite file: rows in and out (multi-row
-//! upserts), checkpoints, queries. Conventions of migration 0002: UUIDs as
-//! TEXT, timestamps as INTEGER milliseconds, JSON and decimals as TEXT.
+//! Read models in the embedded SQLite file: the statements of the shared
+//! implementation (`shared.rs`), multi-row upserts, shadow tables from the
+//! live tables' own DDL, and the conversion figures summed in Rust.
+//! Conventions of migration 0003: UUIDs as TEXT, timestamps as INTEGER
+//! milliseconds, JSON and decimals as TEXT.
 //!
 //! SQL-SAFE: every spliced name is a model's `TABLE` constant, its shadow
 //! (`shadow_table`), a constant column list, or the live table's own DDL read
@@ -8,163 +10,94 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool, sqlite::SqliteRow};
-use uuid::Uuid;
+use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use super::rows::{CartConversion, ConversionFigures, CustomerOrder, OrderDetail, OrderSummary, Outcome};
-use super::types::{
-    Advance, Checkpoint, CheckpointStatus, ListQuery, ReadModelError, money_from, reason_code_from,
+use super::{
+    ConversionFigures, ReadModelError, StoredModel,
+    mapping::ConversionColumns,
+    rows::{CartConversion, Outcome},
 };
-use crate::domain::{order::OrderStatus, reason::ErrorReason};
+use crate::store::columns::{DbList, DbTime};
 
-/// Loads and upserts the rows of one read model in SQLite.
-#[async_trait::async_trait]
-pub trait SqliteModel: Sized {
-    /// The rows of `ids` in `table`.
-    async fn load_sqlite(conn: &mut SqliteConnection, table: &str, ids: &[Uuid]) -> sqlx::Result<Vec<Self>>;
-    /// Inserts or updates `rows`, never lowering a stored version.
-    async fn upsert_sqlite(conn: &mut SqliteConnection, table: &str, rows: &[Self]) -> sqlx::Result<()>;
+/// [`super::ReadModels`] on SQLite (migration 0003 applied).
+#[derive(Clone, Debug)]
+pub struct SqliteReadModels {
+    pool: SqlitePool,
+}
+
+impl SqliteReadModels {
+    /// The read models on `pool` (migrated).
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+sql_read_models!(SqliteReadModels);
+
+type Db = Sqlite;
+
+/// IMMEDIATE: a read-then-write transaction in WAL mode would fail
+/// (SQLITE_BUSY_SNAPSHOT) if another writer committed between.
+async fn begin(pool: &SqlitePool) -> sqlx::Result<Transaction<'static, Sqlite>> {
+    pool.begin_with("BEGIN IMMEDIATE").await
 }
 
 /// Rows per multi-row INSERT (SQLite binds at most 32766 parameters).
 const CHUNK: usize = 500;
 
-const SUMMARY_COLUMNS: [&str; 15] = [
-    "order_id",
-    "customer_id",
-    "cart_id",
-    "saga_id",
-    "status",
-    "items",
-    "currency",
-    "total",
-    "item_count",
-    "cancellation_reason",
-    "cancellation_reason_code",
-    "cancellation_request_reason",
-    "version",
-    "created_at",
-    "updated_at",
-];
-
-fn decode_error(column: &str, why: impl std::fmt::Display) -> sqlx::Error {
-    sqlx::Error::ColumnDecode {
-        index: column.to_string(),
-        source: why.to_string().into(),
-    }
+/// The time now as SQLite stores it.
+macro_rules! now_ms {
+    () => {
+        "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
+    };
 }
 
-fn uuid_at(row: &SqliteRow, column: &str) -> sqlx::Result<Uuid> {
-    let text: String = row.try_get(column)?;
-    Uuid::parse_str(&text).map_err(|e| decode_error(column, e))
-}
+const IN_IDS: &str = "IN (SELECT value FROM json_each($1))";
 
-fn decimal_at(row: &SqliteRow, column: &str) -> sqlx::Result<Decimal> {
-    let text: String = row.try_get(column)?;
-    text.parse().map_err(|e| decode_error(column, e))
-}
+const ADVANCE: &str = concat!(
+    "UPDATE projection_checkpoints SET position = $2, updated_at = ",
+    now_ms!(),
+    " WHERE name = $1 AND generation = $3 AND position = $4"
+);
 
-fn time_at(row: &SqliteRow, column: &str) -> sqlx::Result<DateTime<Utc>> {
-    let millis: i64 = row.try_get(column)?;
-    DateTime::from_timestamp_millis(millis).ok_or_else(|| decode_error(column, "timestamp out of range"))
-}
+const BEGIN_REBUILD: &str = concat!(
+    "UPDATE projection_checkpoints SET rebuilding = 1, rebuild_replayed = 0, rebuild_total = $2, ",
+    "rebuild_started_at = ",
+    now_ms!(),
+    ", rebuild_heartbeat_at = ",
+    now_ms!(),
+    " WHERE name IN (SELECT value FROM json_each($1)) AND (rebuilding = 0 OR rebuild_heartbeat_at IS NULL ",
+    "OR rebuild_heartbeat_at < ",
+    now_ms!(),
+    " - 30000)"
+);
 
-fn json_at<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> sqlx::Result<T> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| decode_error(column, e))
-}
+const REBUILD_PROGRESS: &str = concat!(
+    "UPDATE projection_checkpoints SET rebuild_replayed = $2, rebuild_total = $3, rebuild_heartbeat_at = ",
+    now_ms!(),
+    " WHERE name IN (SELECT value FROM json_each($1))"
+);
 
-/// A non-negative integer column.
-fn unsigned<T: TryFrom<i64>>(row: &SqliteRow, column: &str) -> sqlx::Result<T>
-where
-    T::Error: std::fmt::Display,
-{
-    let value: i64 = row.try_get(column)?;
-    T::try_from(value).map_err(|e| decode_error(column, e))
-}
+const END_REBUILD: &str = concat!(
+    "UPDATE projection_checkpoints SET rebuilding = 0, rebuild_heartbeat_at = ",
+    now_ms!(),
+    " WHERE name IN (SELECT value FROM json_each($1))"
+);
 
-fn optional_uuid_at(row: &SqliteRow, column: &str) -> sqlx::Result<Option<Uuid>> {
-    let text: Option<String> = row.try_get(column)?;
-    text.map(|t| Uuid::parse_str(&t).map_err(|e| decode_error(column, e)))
-        .transpose()
-}
-
-fn summary_from(row: &SqliteRow) -> sqlx::Result<OrderSummary> {
-    let status: String = row.try_get("status")?;
-    let (currency, total) = money_from(row.try_get("currency")?, decimal_at(row, "total")?)?;
-    Ok(OrderSummary {
-        order_id: uuid_at(row, "order_id")?,
-        customer_id: row.try_get("customer_id")?,
-        cart_id: uuid_at(row, "cart_id")?,
-        saga_id: optional_uuid_at(row, "saga_id")?,
-        status: status
-            .parse::<OrderStatus>()
-            .map_err(|e| decode_error("status", e))?,
-        items: json_at(row, "items")?,
-        currency,
-        total,
-        item_count: unsigned(row, "item_count")?,
-        cancellation_reason: row.try_get("cancellation_reason")?,
-        cancellation_reason_code: reason_code_from(row.try_get("cancellation_reason_code")?)?,
-        cancellation_requested: row.try_get("cancellation_request_reason")?,
-        version: unsigned(row, "version")?,
-        created_at: time_at(row, "created_at")?,
-        updated_at: time_at(row, "updated_at")?,
-    })
-}
-
-fn push_summary(b: &mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, s: &OrderSummary) {
-    b.push_bind(s.order_id.to_string())
-        .push_bind(s.customer_id.clone())
-        .push_bind(s.cart_id.to_string())
-        .push_bind(s.saga_id.map(|id| id.to_string()))
-        .push_bind(s.status.as_str())
-        .push_bind(serde_json::to_string(&s.items).unwrap_or_else(|_| "[]".into()))
-        .push_bind(s.currency.code())
-        .push_bind(s.total.amount().to_string())
-        .push_bind(i64::from(s.item_count))
-        .push_bind(s.cancellation_reason.clone())
-        .push_bind(s.cancellation_reason_code.map_or("", ErrorReason::as_str))
-        .push_bind(s.cancellation_requested.clone())
-        .push_bind(i64::try_from(s.version).unwrap_or(i64::MAX))
-        .push_bind(s.created_at.timestamp_millis())
-        .push_bind(s.updated_at.timestamp_millis());
-}
-
-async fn load_rows(
+/// Multi-row upserts of `rows`, a chunk at a time.
+async fn upsert_rows<R: StoredModel>(
     conn: &mut SqliteConnection,
     table: &str,
-    columns: &str,
-    ids: &[Uuid],
-) -> sqlx::Result<Vec<SqliteRow>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids = serde_json::Value::from(ids.iter().map(|id| id.to_string()).collect::<Vec<_>>()).to_string();
-    sqlx::query(AssertSqlSafe(format!(
-        "SELECT {columns} FROM {table} WHERE order_id IN (SELECT value FROM json_each(?1))"
-    )))
-    .bind(ids)
-    .fetch_all(conn)
-    .await
-}
-
-/// Multi-row upsert of `rows` in chunks; `push` binds one row's columns.
-async fn upsert<T>(
-    conn: &mut SqliteConnection,
-    table: &str,
-    columns: &[&str],
-    rows: &[T],
-    push: impl Fn(&mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, &T),
+    rows: &[R],
 ) -> sqlx::Result<()> {
-    let updates: Vec<String> = columns[1..]
+    let updates: Vec<String> = R::COLUMNS[1..]
         .iter()
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     for chunk in rows.chunks(CHUNK) {
         let mut sql: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("INSERT INTO {table} ({}) ", columns.join(", ")));
-        sql.push_values(chunk, |mut b, row| push(&mut b, row));
+            QueryBuilder::new(format!("INSERT INTO {table} ({}) ", R::COLUMNS.join(", ")));
+        sql.push_values(chunk, |mut values, row| row.bind(&mut values));
         sql.push(format!(
             " ON CONFLICT (order_id) DO UPDATE SET {} WHERE {table}.version < excluded.version",
             updates.join(", ")
@@ -174,199 +107,104 @@ async fn upsert<T>(
     Ok(())
 }
 
-#[async_trait::async_trait]
-impl SqliteModel for CustomerOrder {
-    async fn load_sqlite(conn: &mut SqliteConnection, table: &str, ids: &[Uuid]) -> sqlx::Result<Vec<Self>> {
-        let rows = load_rows(conn, table, &SUMMARY_COLUMNS.join(", "), ids).await?;
-        rows.iter().map(|row| summary_from(row).map(Self)).collect()
-    }
-
-    async fn upsert_sqlite(conn: &mut SqliteConnection, table: &str, rows: &[Self]) -> sqlx::Result<()> {
-        upsert(conn, table, &SUMMARY_COLUMNS, rows, |b, row| {
-            push_summary(b, &row.0)
-        })
-        .await
-    }
-}
-
-#[async_trait::async_trait]
-impl SqliteModel for OrderDetail {
-    async fn load_sqlite(conn: &mut SqliteConnection, table: &str, ids: &[Uuid]) -> sqlx::Result<Vec<Self>> {
-        let columns = format!("{}, personal", SUMMARY_COLUMNS.join(", "));
-        let rows = load_rows(conn, table, &columns, ids).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Self {
-                    summary: summary_from(row)?,
-                    personal: json_at(row, "personal")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn upsert_sqlite(conn: &mut SqliteConnection, table: &str, rows: &[Self]) -> sqlx::Result<()> {
-        let mut columns = SUMMARY_COLUMNS.to_vec();
-        columns.push("personal");
-        upsert(conn, table, &columns, rows, |b, row| {
-            push_summary(b, &row.summary);
-            b.push_bind(serde_json::to_string(&row.personal).unwrap_or_else(|_| "{}".into()));
-        })
-        .await
-    }
-}
-
-const CONVERSION_COLUMNS: [&str; 10] = [
-    "order_id",
-    "cart_id",
-    "customer_id",
-    "currency",
-    "total",
-    "item_count",
-    "outcome",
-    "converted_at",
-    "settled_at",
-    "version",
-];
-
-fn conversion_from(row: &SqliteRow) -> sqlx::Result<CartConversion> {
-    let outcome: String = row.try_get("outcome")?;
-    let settled: Option<i64> = row.try_get("settled_at")?;
-    let (currency, total) = money_from(row.try_get("currency")?, decimal_at(row, "total")?)?;
-    Ok(CartConversion {
-        order_id: uuid_at(row, "order_id")?,
-        cart_id: uuid_at(row, "cart_id")?,
-        customer_id: row.try_get("customer_id")?,
-        currency,
-        total,
-        item_count: unsigned(row, "item_count")?,
-        outcome: Outcome::parse(&outcome).ok_or_else(|| decode_error("outcome", &outcome))?,
-        converted_at: time_at(row, "converted_at")?,
-        settled_at: settled.and_then(DateTime::from_timestamp_millis),
-        version: unsigned(row, "version")?,
-    })
-}
-
-#[async_trait::async_trait]
-impl SqliteModel for CartConversion {
-    async fn load_sqlite(conn: &mut SqliteConnection, table: &str, ids: &[Uuid]) -> sqlx::Result<Vec<Self>> {
-        let rows = load_rows(conn, table, &CONVERSION_COLUMNS.join(", "), ids).await?;
-        rows.iter().map(conversion_from).collect()
-    }
-
-    async fn upsert_sqlite(conn: &mut SqliteConnection, table: &str, rows: &[Self]) -> sqlx::Result<()> {
-        upsert(conn, table, &CONVERSION_COLUMNS, rows, |b, r| {
-            b.push_bind(r.order_id.to_string())
-                .push_bind(r.cart_id.to_string())
-                .push_bind(r.customer_id.clone())
-                .push_bind(r.currency.code())
-                .push_bind(r.total.amount().to_string())
-                .push_bind(i64::from(r.item_count))
-                .push_bind(r.outcome.as_str())
-                .push_bind(r.converted_at.timestamp_millis())
-                .push_bind(r.settled_at.map(|t| t.timestamp_millis()))
-                .push_bind(i64::try_from(r.version).unwrap_or(i64::MAX));
-        })
-        .await
-    }
-}
-
-/// Moves the checkpoint if it is still where the caller read it.
-pub(super) async fn advance(
-    conn: &mut SqliteConnection,
-    name: &str,
-    advance: Advance,
-) -> Result<(), ReadModelError> {
-    let moved = sqlx::query(
-        "UPDATE projection_checkpoints SET position = ?2, \
-         updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) \
-         WHERE name = ?1 AND generation = ?3 AND position = ?4",
+/// Creates the shadow of `table` from the live table's own DDL in
+/// `sqlite_master` (SQLite has no `CREATE TABLE .. LIKE`). Index names get a
+/// fresh `__s<n>` suffix: the live table keeps its index names after a swap,
+/// so the shadow's must differ.
+async fn create_shadow(pool: &SqlitePool, table: &str, shadow: &str) -> Result<(), ReadModelError> {
+    let ddl: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = ?1 AND sql IS NOT NULL ORDER BY type DESC",
     )
-    .bind(name)
-    .bind(advance.to)
-    .bind(advance.from.generation)
-    .bind(advance.from.position)
-    .execute(conn)
-    .await?;
-    if moved.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(ReadModelError::CheckpointMoved(name.to_string()))
-    }
-}
-
-pub(super) async fn checkpoints(pool: &SqlitePool) -> Result<Vec<CheckpointStatus>, ReadModelError> {
-    let rows = sqlx::query(
-        "SELECT name, position, generation, rebuilding, rebuild_replayed, rebuild_total, rebuild_heartbeat_at \
-         FROM projection_checkpoints ORDER BY name",
-    )
+    .bind(table)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            let heartbeat: Option<i64> = row.try_get("rebuild_heartbeat_at")?;
-            Ok(CheckpointStatus {
-                name: row.try_get("name")?,
-                checkpoint: Checkpoint {
-                    position: row.try_get("position")?,
-                    generation: row.try_get("generation")?,
-                },
-                rebuilding: row.try_get::<i64, _>("rebuilding")? != 0,
-                rebuild_replayed: row.try_get("rebuild_replayed")?,
-                rebuild_total: row.try_get("rebuild_total")?,
-                rebuild_heartbeat_at: heartbeat.and_then(DateTime::from_timestamp_millis),
-            })
-        })
-        .collect::<sqlx::Result<_>>()
-        .map_err(Into::into)
+    let suffix = Utc::now().timestamp_micros();
+    for (kind, name, sql) in ddl {
+        let body = |from: usize| sql.get(from..).unwrap_or_default().to_string();
+        let statement = match kind.as_str() {
+            "table" => {
+                let open = sql
+                    .find('(')
+                    .ok_or_else(|| anyhow::anyhow!("odd DDL of {table}"))?;
+                format!("CREATE TABLE {shadow} {}", body(open))
+            }
+            "index" => {
+                let on = sql
+                    .find(" ON ")
+                    .ok_or_else(|| anyhow::anyhow!("odd DDL of index {name}"))?;
+                let open = on
+                    + sql[on..]
+                        .find('(')
+                        .ok_or_else(|| anyhow::anyhow!("odd DDL of {name}"))?;
+                let base = name.split("__s").next().unwrap_or(&name);
+                let unique = if sql.to_ascii_uppercase().starts_with("CREATE UNIQUE") {
+                    "UNIQUE "
+                } else {
+                    ""
+                };
+                format!(
+                    "CREATE {unique}INDEX {base}__s{suffix} ON {shadow} {}",
+                    body(open)
+                )
+            }
+            _ => continue,
+        };
+        sqlx::query(AssertSqlSafe(statement)).execute(pool).await?;
+    }
+    Ok(())
 }
 
-pub(super) async fn list_orders(
+async fn swap_shadows(
     pool: &SqlitePool,
-    query: &ListQuery,
-) -> Result<Vec<OrderSummary>, ReadModelError> {
-    let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-        "SELECT {} FROM customer_orders WHERE 1",
-        SUMMARY_COLUMNS.join(", ")
-    ));
-    if let Some(customer) = &query.customer_id {
-        sql.push(" AND customer_id = ").push_bind(customer.clone());
+    swaps: &[(&str, &str)],
+    position: i64,
+) -> Result<(), ReadModelError> {
+    let mut tx = begin(pool).await?;
+    for (_, table) in swaps {
+        let shadow = super::shadow_table(table);
+        for sql in [
+            format!("DROP TABLE {table}"),
+            format!("ALTER TABLE {shadow} RENAME TO {table}"),
+        ] {
+            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        }
     }
-    if let Some(status) = query.status {
-        sql.push(" AND status = ").push_bind(status.as_str());
-    }
-    if let Some(after) = query.after {
-        sql.push(" AND (created_at, order_id) < (")
-            .push_bind(after.created_at.timestamp_millis())
-            .push(", ")
-            .push_bind(after.order_id.to_string())
-            .push(")");
-    }
-    sql.push(" ORDER BY created_at DESC, order_id DESC LIMIT ")
-        .push_bind(query.limit);
-    let rows = sql.build().fetch_all(pool).await?;
-    rows.iter()
-        .map(summary_from)
-        .collect::<sqlx::Result<_>>()
-        .map_err(Into::into)
+    let names: Vec<&str> = swaps.iter().map(|(name, _)| *name).collect();
+    sqlx::query(concat!(
+        "UPDATE projection_checkpoints SET position = $2, generation = generation + 1, rebuilding = 0, ",
+        "rebuild_heartbeat_at = ",
+        now_ms!(),
+        ", updated_at = ",
+        now_ms!(),
+        " WHERE name IN (SELECT value FROM json_each($1))"
+    ))
+    .bind(DbList(&names))
+    .bind(position)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
-pub(super) async fn conversion_figures(
+/// The figures summed in Rust: decimals are TEXT here, and SQLite would sum
+/// them as floats.
+async fn conversion_figures(
     pool: &SqlitePool,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<ConversionFigures>, ReadModelError> {
-    // Decimals are TEXT here: sum them exactly in Rust, not as SQLite floats.
-    let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {} FROM cart_conversions WHERE converted_at >= ?1 AND converted_at < ?2 ORDER BY converted_at",
-        CONVERSION_COLUMNS.join(", ")
-    )))
-    .bind(since.timestamp_millis())
-    .bind(until.timestamp_millis())
-    .fetch_all(pool)
-    .await?;
+    let sql = format!(
+        "SELECT {} FROM cart_conversions WHERE converted_at >= $1 AND converted_at < $2 ORDER BY converted_at",
+        CartConversion::COLUMNS.join(", ")
+    );
+    let rows: Vec<ConversionColumns> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(DbTime(since))
+        .bind(DbTime(until))
+        .fetch_all(pool)
+        .await?;
     let mut figures: Vec<ConversionFigures> = Vec::new();
-    for row in &rows {
-        let conversion = conversion_from(row)?;
+    for row in rows {
+        let conversion = CartConversion::decode(row)?;
         let day = conversion.converted_at.format("%Y-%m-%d").to_string();
         let index = match figures
             .iter()
