@@ -4,6 +4,40 @@
 //! tables that must commit together go through a [`unit_of_work`], which
 //! also lists the owner of every table.
 
+/// A store's error enum: the variants given, then the two every store has,
+/// `Unavailable` and `Other`, and the `From<sqlx::Error>` that chooses
+/// between them ([`crate::db::unavailable`]). `$what` names the store in
+/// the `Unavailable` message, `$context` the failed query in `Other`'s.
+macro_rules! store_error {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident($what:literal, $context:literal) {
+            $($variants:tt)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, thiserror::Error)]
+        pub enum $name {
+            $($variants)*
+            /// The database is unreachable or overloaded; retrying later may succeed.
+            #[error("{what} unavailable: {0}", what = $what)]
+            Unavailable(String),
+            /// Anything else (a bug, corrupt data).
+            #[error(transparent)]
+            Other(#[from] anyhow::Error),
+        }
+
+        impl From<sqlx::Error> for $name {
+            fn from(err: sqlx::Error) -> Self {
+                match crate::db::unavailable(&err) {
+                    Some(why) => Self::Unavailable(why),
+                    None => Self::Other(anyhow::Error::new(err).context($context)),
+                }
+            }
+        }
+    };
+}
+
 pub mod cart;
 pub mod columns;
 pub mod consumers;

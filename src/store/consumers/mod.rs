@@ -84,27 +84,12 @@ use chrono::{DateTime, Utc};
 pub use self::{postgres::PostgresConsumerStore, sqlite::SqliteConsumerStore};
 use crate::{error::AppError, store::columns::DbTime};
 
-/// Consumer store failures.
-#[derive(Debug, thiserror::Error)]
-pub enum ConsumerStoreError {
-    /// A consumer of that name exists already.
-    #[error("consumer {0:?} already exists")]
-    AlreadyExists(String),
-    /// The database is unreachable or overloaded; retrying later may succeed.
-    #[error("consumer store unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else (a bug, corrupt data).
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for ConsumerStoreError {
-    fn from(err: sqlx::Error) -> Self {
-        if let Some(why) = crate::db::unavailable(&err) {
-            Self::Unavailable(why)
-        } else {
-            Self::Other(anyhow::Error::new(err).context("consumer store query"))
-        }
+store_error! {
+    /// Consumer store failures.
+    pub enum ConsumerStoreError("consumer store", "consumer store query") {
+        /// A consumer of that name exists already.
+        #[error("consumer {0:?} already exists")]
+        AlreadyExists(String),
     }
 }
 

@@ -151,32 +151,17 @@ pub struct AppendResult {
     pub already_stored: bool,
 }
 
-/// Event store failures.
-#[derive(Debug, thiserror::Error)]
-pub enum EventStoreError {
-    /// The stream is not at the expected version: someone else appended first.
-    #[error("version conflict: expected version {expected}, stream is at {actual}")]
-    Conflict {
-        /// The version the caller decided on.
-        expected: u64,
-        /// The stream's version now.
-        actual: u64,
-    },
-    /// The database is unreachable or overloaded; retrying later may succeed.
-    #[error("event store unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else (a bug, corrupt data).
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for EventStoreError {
-    fn from(err: sqlx::Error) -> Self {
-        if let Some(why) = crate::db::unavailable(&err) {
-            Self::Unavailable(why)
-        } else {
-            Self::Other(anyhow::Error::new(err).context("event store query"))
-        }
+store_error! {
+    /// Event store failures.
+    pub enum EventStoreError("event store", "event store query") {
+        /// The stream is not at the expected version: someone else appended first.
+        #[error("version conflict: expected version {expected}, stream is at {actual}")]
+        Conflict {
+            /// The version the caller decided on.
+            expected: u64,
+            /// The stream's version now.
+            actual: u64,
+        },
     }
 }
 

@@ -23,24 +23,9 @@ use uuid::Uuid;
 pub use self::{postgres::PostgresIdempotencyStore, sqlite::SqliteIdempotencyStore};
 use crate::{error::AppError, store::Purge};
 
-/// Idempotency store failures.
-#[derive(Debug, thiserror::Error)]
-pub enum IdempotencyStoreError {
-    /// The database is unreachable or overloaded; retrying later may succeed.
-    #[error("idempotency store unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else (a bug, corrupt data, a completion of a key never claimed).
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for IdempotencyStoreError {
-    fn from(err: sqlx::Error) -> Self {
-        if let Some(why) = crate::db::unavailable(&err) {
-            Self::Unavailable(why)
-        } else {
-            Self::Other(anyhow::Error::new(err).context("idempotency store query"))
-        }
+store_error! {
+    /// Idempotency store failures (a completion of a key never claimed is `Other`).
+    pub enum IdempotencyStoreError("idempotency store", "idempotency store query") {
     }
 }
 

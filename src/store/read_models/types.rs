@@ -14,28 +14,13 @@ use crate::{
     error::AppError,
 };
 
-/// Read-model storage failures.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadModelError {
-    /// The checkpoint moved under the caller (a rebuild swapped the tables):
-    /// nothing was written; reload the checkpoint.
-    #[error("checkpoint of {0} moved")]
-    CheckpointMoved(String),
-    /// The database is unreachable or busy; retry later.
-    #[error("read models unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else.
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for ReadModelError {
-    fn from(err: sqlx::Error) -> Self {
-        if let Some(why) = crate::db::unavailable(&err) {
-            Self::Unavailable(why)
-        } else {
-            Self::Other(anyhow::Error::new(err).context("read model query"))
-        }
+store_error! {
+    /// Read-model storage failures.
+    pub enum ReadModelError("read models", "read model query") {
+        /// The checkpoint moved under the caller (a rebuild swapped the tables):
+        /// nothing was written; reload the checkpoint.
+        #[error("checkpoint of {0} moved")]
+        CheckpointMoved(String),
     }
 }
 

@@ -453,30 +453,15 @@ pub struct SagaPurge {
 /// The statuses a retention purge takes: nothing will ever run again.
 pub(crate) const FINISHED: &str = "('COMPLETED', 'COMPENSATED')";
 
-/// Why a saga store call failed; a unit of work maps these to its own errors.
-#[derive(Debug, thiserror::Error)]
-pub enum SagaStoreError {
-    /// The lease was lost (expired and claimed by another worker): stop.
-    #[error("saga lease lost")]
-    LeaseLost,
-    /// The saga changed since it was read (operator action raced a worker).
-    #[error("saga changed concurrently")]
-    Conflict,
-    /// The database is unreachable or overloaded.
-    #[error("saga store unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else (a bug, corrupt data).
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for SagaStoreError {
-    fn from(err: sqlx::Error) -> Self {
-        if let Some(why) = crate::db::unavailable(&err) {
-            Self::Unavailable(why)
-        } else {
-            Self::Other(anyhow::Error::new(err).context("saga store query"))
-        }
+store_error! {
+    /// Why a saga store call failed; a unit of work maps these to its own errors.
+    pub enum SagaStoreError("saga store", "saga store query") {
+        /// The lease was lost (expired and claimed by another worker): stop.
+        #[error("saga lease lost")]
+        LeaseLost,
+        /// The saga changed since it was read (operator action raced a worker).
+        #[error("saga changed concurrently")]
+        Conflict,
     }
 }
 

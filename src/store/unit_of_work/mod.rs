@@ -96,31 +96,26 @@ pub struct Committed {
     pub cancel_flag: Option<CancelFlag>,
 }
 
-/// Why a unit of work wrote nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum UnitOfWorkError {
-    /// A stream was not at the expected version.
-    #[error("version conflict on stream {stream_id}: expected version {expected}, stream is at {actual}")]
-    Conflict {
-        /// The stream that moved.
-        stream_id: Uuid,
-        /// The version the caller decided on.
-        expected: u64,
-        /// The stream's version now.
-        actual: u64,
-    },
-    /// A fenced saga write's lease is gone (or its cancel flag changed).
-    #[error("saga lease lost")]
-    LeaseLost,
-    /// An operator action's saga changed since it was read.
-    #[error("saga changed concurrently")]
-    SagaChanged,
-    /// The database is unreachable or overloaded; retrying later may succeed.
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else (a bug, corrupt data, a key never claimed).
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
+store_error! {
+    /// Why a unit of work wrote nothing (a key never claimed is `Other`).
+    pub enum UnitOfWorkError("storage", "unit of work") {
+        /// A stream was not at the expected version.
+        #[error("version conflict on stream {stream_id}: expected version {expected}, stream is at {actual}")]
+        Conflict {
+            /// The stream that moved.
+            stream_id: Uuid,
+            /// The version the caller decided on.
+            expected: u64,
+            /// The stream's version now.
+            actual: u64,
+        },
+        /// A fenced saga write's lease is gone (or its cancel flag changed).
+        #[error("saga lease lost")]
+        LeaseLost,
+        /// An operator action's saga changed since it was read.
+        #[error("saga changed concurrently")]
+        SagaChanged,
+    }
 }
 
 impl UnitOfWorkError {
@@ -176,16 +171,6 @@ impl From<IdempotencyStoreError> for UnitOfWorkError {
         match err {
             IdempotencyStoreError::Unavailable(why) => Self::Unavailable(why),
             IdempotencyStoreError::Other(source) => Self::Other(source),
-        }
-    }
-}
-
-impl From<sqlx::Error> for UnitOfWorkError {
-    fn from(err: sqlx::Error) -> Self {
-        if let Some(why) = crate::db::unavailable(&err) {
-            Self::Unavailable(why)
-        } else {
-            Self::Other(anyhow::Error::new(err).context("unit of work"))
         }
     }
 }
