@@ -37,8 +37,9 @@ tools/peer-bench/target/release/peer-bench "$TEST_DATABASE_URL" "$seconds" "$con
 bench --concurrency "$concurrency" --scenario hello-ceiling --scenario store-append \
   --scenario cart-ops --scenario read-queries
 bench --concurrency "$concurrency" --open-loop-fraction 0.5 --scenario add-item
-bench --concurrency 1 --scenario fulfillment
-bench --concurrency "$concurrency" --scenario fulfillment
+# --settle-seconds 11: the backends' counters per order (the README's capacity model) are whole.
+bench --concurrency 1 --settle-seconds 11 --scenario fulfillment
+bench --concurrency "$concurrency" --settle-seconds 11 --scenario fulfillment
 
 if [ -d "$restate/node_modules/@restatedev/restate-sdk" ]; then
   for handler in placeRuns place; do
@@ -124,6 +125,21 @@ print(f"| {conc} workers, closed loop | {restate_closed('placeRuns', f'closed_{c
 print(f"| open loop at 70 % of max, p50 / p99 | {restate_open('placeRuns')} | {restate_open('place')} | {ours_open(many)} |")
 print(f"| CPU per order ({conc} workers; ours: open loop) | {restate_cpu('placeRuns')} | {restate_cpu('place')} | {cpu_text(many.get('open_loop_cpu_ms_per_op'))} |")
 print(f"| peak RSS | {restate_rss('placeRuns')} | {restate_rss('place')} | {max(fulfillment_rss or [0])} MB (PostgreSQL and Redis not counted) |")
+
+def work_text(r):
+    w = r.get("open_loop_backend_work_per_op") or {}
+    pg, rd = w.get("postgres") or {}, w.get("redis") or {}
+    if not pg and not rd:
+        return "-"
+    return (f"PostgreSQL {pg.get('transactions')} transactions, {pg.get('rows_written')} rows, "
+            f"{pg.get('wal_bytes', 0) / 1024:.1f} KiB WAL; Redis {rd.get('commands')} commands, "
+            f"{rd.get('bytes_in', 0) / 1024:.1f} KiB in, {rd.get('bytes_out', 0) / 1024:.1f} KiB out")
+print()
+print("capacity model inputs, per placed-and-fulfilled order (fulfillment's open loop):")
+for r in (one, many):
+    if r:
+        print(f"- {r.get('concurrency')} workers at {r.get('open_loop_rate', 0):.0f}/s: CPU "
+              f"{cpu_text(r.get('open_loop_cpu_ms_per_op'))}; {work_text(r)}")
 
 peer = tput(find("peer_create_order"))
 gc, one_tx = tput(find("store_append_group_commit")), tput(find("store_append_one_tx"))

@@ -6,6 +6,7 @@
 //! open-loop phase at `--open-loop-fraction` of it gives the latency
 //! percentiles (see [`runner`]).
 
+pub mod backend_work;
 pub mod hello;
 pub mod runner;
 pub mod scenarios;
@@ -58,6 +59,11 @@ pub struct BenchArgs {
     /// Redis URL (default: in-process).
     #[arg(long, env = "BENCH_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Seconds to wait before each sample of the backends' counters (PostgreSQL publishes an
+    /// idle connection's row counts up to ten seconds late: 11 makes them whole). Adds twice
+    /// this to every scenario run against a database.
+    #[arg(long, default_value_t = 0)]
+    pub settle_seconds: u64,
     /// Internal: serve the bare hello-world server on this port (the
     /// `hello_ceiling` scenario starts it as a child process).
     #[arg(long, hide = true)]
@@ -102,6 +108,13 @@ pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
     };
 
     let cpu = target::CpuProbe::new(server.pid());
+    let backend = match &server.database {
+        Some((admin_url, name)) => Some(
+            backend_work::BackendWorkProbe::connect(Some((admin_url, name)), args.redis_url.as_deref())
+                .await?,
+        ),
+        None => None,
+    };
     let mut lines = Vec::new();
     for scenario in scenarios {
         let scenario_lines = match scenario {
@@ -114,9 +127,9 @@ pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
                     ..target.clone()
                 };
                 let cpu = target::CpuProbe::new(hello.pid());
-                vec![run_scenario(scenario, &target, &args, &run_id, &cpu).await?]
+                vec![run_scenario(scenario, &target, &args, &run_id, &cpu, None).await?]
             }
-            _ => vec![run_scenario(scenario, &target, &args, &run_id, &cpu).await?],
+            _ => vec![run_scenario(scenario, &target, &args, &run_id, &cpu, backend.as_ref()).await?],
         };
         for line in scenario_lines {
             println!("{line}");
@@ -182,8 +195,9 @@ async fn run_scenario(
     args: &BenchArgs,
     run_id: &str,
     cpu: &target::CpuProbe,
+    backend: Option<&backend_work::BackendWorkProbe>,
 ) -> anyhow::Result<serde_json::Value> {
-    measure(scenario.name(), args, cpu, async |phase| {
+    measure(scenario.name(), args, cpu, backend, async |phase| {
         scenarios::workers(scenario, target, args.concurrency, &format!("{run_id}{phase}")).await
     })
     .await
@@ -206,7 +220,7 @@ async fn store_append_lines(args: &BenchArgs, run_id: &str) -> anyhow::Result<Ve
             let store =
                 store_append::store(&database_url_for(admin_url, &database), pool_size, group_commit).await?;
             // In-process: the bench is the server.
-            measure(name, args, &target::CpuProbe::new(None), async |_phase| {
+            measure(name, args, &target::CpuProbe::new(None), None, async |_phase| {
                 Ok((0..args.concurrency)
                     .map(|worker| {
                         Box::new(store_append::AppendWorker {
@@ -226,12 +240,13 @@ async fn store_append_lines(args: &BenchArgs, run_id: &str) -> anyhow::Result<Ve
 }
 
 /// A closed-loop phase (throughput), then an open-loop phase at a fraction of
-/// it (latency, and the CPU time per operation of each process involved),
-/// each on workers made for it.
+/// it (latency, the CPU time per operation of each process involved and, with
+/// `backend`, what PostgreSQL and Redis did per operation), each on workers made for it.
 async fn measure(
     name: &str,
     args: &BenchArgs,
     cpu: &target::CpuProbe,
+    backend: Option<&backend_work::BackendWorkProbe>,
     mut workers: impl AsyncFnMut(&str) -> anyhow::Result<Vec<Box<dyn runner::Worker>>>,
 ) -> anyhow::Result<serde_json::Value> {
     let duration = Duration::from_secs(args.seconds);
@@ -244,9 +259,24 @@ async fn measure(
     .summary();
     let rate = (closed.ops_per_sec * args.open_loop_fraction).max(1.0);
     let open_workers = workers("o").await?;
+    let settle = Duration::from_secs(args.settle_seconds);
+    let work_before = match backend {
+        Some(probe) => {
+            tokio::time::sleep(settle).await;
+            Some(probe.sample().await?)
+        }
+        None => None,
+    };
     let cpu_before = cpu.sample();
     let open = runner::open_loop(open_workers, rate, duration).await.summary();
     let cpu_ms_per_op = cpu_before.per_op_ms(&cpu.sample(), open.ops);
+    let backend_per_op = match (backend, work_before) {
+        (Some(probe), Some(before)) => {
+            tokio::time::sleep(settle).await;
+            before.per_op(&probe.sample().await?, open.ops)
+        }
+        _ => serde_json::Value::Null,
+    };
     Ok(json!({
         "scenario": name,
         "concurrency": args.concurrency,
@@ -260,6 +290,7 @@ async fn measure(
         "errors": closed.errors + open.errors,
         "errors_by_code": errors_by_code(&closed, &open),
         "open_loop_cpu_ms_per_op": cpu_ms_per_op,
+        "open_loop_backend_work_per_op": backend_per_op,
     }))
 }
 
