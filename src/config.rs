@@ -211,6 +211,12 @@ pub struct AuthSettings {
 pub struct DatabaseSettings {
     /// DATABASE_URL: PostgreSQL; unset means the embedded SQLite file.
     pub url: Option<String>,
+    /// DATABASE_READ_URL: a read-only streaming replica of DATABASE_URL's
+    /// database (PostgreSQL only). Order queries and the projections' reads
+    /// of the event log go there first; whatever it has not replayed yet
+    /// (a `min_version` it is behind, a gap) is read from the primary (see
+    /// [`crate::app::replica`]).
+    pub read_url: Option<String>,
     /// SQLITE_PATH: the embedded database file (default `commerce.db`).
     pub sqlite_path: String,
     /// RUN_MIGRATIONS: apply migrations at start (default true).
@@ -607,8 +613,26 @@ impl DatabaseSettings {
         {
             return Err(env.invalid("DATABASE_URL", redact(url), "expected a postgres:// URL"));
         }
+        let read_url = env.optional("DATABASE_READ_URL").map(normalize_database_url);
+        if let Some(read_url) = &read_url {
+            if !(read_url.starts_with("postgres://") || read_url.starts_with("postgresql://")) {
+                return Err(env.invalid(
+                    "DATABASE_READ_URL",
+                    redact(read_url),
+                    "expected a postgres:// URL",
+                ));
+            }
+            if url.is_none() {
+                return Err(env.invalid(
+                    "DATABASE_READ_URL",
+                    redact(read_url),
+                    "a replica of DATABASE_URL's PostgreSQL: set DATABASE_URL too (the embedded SQLite file has no replicas)",
+                ));
+            }
+        }
         Ok(Self {
             url,
+            read_url,
             sqlite_path: env.string("SQLITE_PATH", "commerce.db"),
             run_migrations: env.flag("RUN_MIGRATIONS", true)?,
             pool_size: env.parse_in("DB_POOL_SIZE", 16, 1..=1000)?,

@@ -56,6 +56,22 @@ impl Db {
         }
     }
 
+    /// The read replica's pool when DATABASE_READ_URL is set (lazily
+    /// connected, as the primary's). Its connections wait at most 500 ms for
+    /// a free one: a replica that cannot answer soon is skipped for the
+    /// primary (see [`crate::app::replica`]) rather than holding reads up.
+    pub fn connect_replica(settings: &DatabaseSettings) -> anyhow::Result<Option<PgPool>> {
+        let Some(url) = &settings.read_url else {
+            return Ok(None);
+        };
+        let options = PgConnectOptions::from_str(url).context("parsing DATABASE_READ_URL")?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.pool_size)
+            .acquire_timeout(settings.pool_timeout.min(Duration::from_millis(500)))
+            .connect_lazy_with(options.application_name("commerce-read"));
+        Ok(Some(pool))
+    }
+
     /// Applies the migrations of this backend.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         let result = match self {

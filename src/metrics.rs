@@ -191,6 +191,10 @@ fn describe() {
         "projection_rebuild_progress_ratio",
         "Progress of a running rebuild-projections, 0 to 1, by projection (0 when none runs)."
     );
+    describe_counter!(
+        "db_replica_reads_total",
+        "Reads that could go to the read replica (DATABASE_READ_URL), by reader and who answered: replica, or the primary because the replica was behind or unavailable."
+    );
     describe_gauge!(
         "db_pool_connections",
         "Database pool connections by state (idle, in_use, max)."
@@ -295,6 +299,12 @@ pub fn outcome<T>(result: &Result<T, AppError>) -> &'static str {
 /// An order reached status `to` (e.g. "PAYMENT_AUTHORIZED", "CANCELLED").
 pub fn order_status_transition(to: &'static str) {
     counter!("orders_status_transitions_total", "to" => to).increment(1);
+}
+
+/// Counts one read that could go to the read replica: `outcome` is
+/// `replica`, or why the primary answered (`behind`, `unavailable`).
+pub fn replica_read(reader: &'static str, outcome: &'static str) {
+    counter!("db_replica_reads_total", "reader" => reader, "outcome" => outcome).increment(1);
 }
 
 /// One successful event-store append on `backend` ("postgres" or "sqlite").

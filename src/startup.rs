@@ -128,7 +128,7 @@ impl Application {
         let carts = stores::cart_app(&config.carts, &config.redis, &backends);
         let privacy = Vault::new(stores.customer_keys.clone(), master_key);
         let bus = event_bus(&config.redis, &backends);
-        let queries = crate::app::queries::QueryApp::new(
+        let mut queries = crate::app::queries::QueryApp::new(
             stores.read_models.clone(),
             events.clone(),
             stores.sagas.clone(),
@@ -137,6 +137,11 @@ impl Application {
             shutdown.clone(),
             privacy.clone(),
         );
+        // DATABASE_READ_URL: queries and the projections' log reads go to the
+        // replica first (crate::app::replica).
+        if let Some(replica) = Db::connect_replica(&config.database)? {
+            queries = queries.with_replica(stores::replica_reads(&replica, OrderCodec::upcasters()));
+        }
         // Every commit is announced in-process: WatchOrder shows it without
         // waiting for the relay, the bus and the projection.
         stores.units = queries.appended().announcing(stores.units);
@@ -338,7 +343,7 @@ fn start_read_side(
     let projector = Projector::new(
         app.bus.clone(),
         app.queries.store().clone(),
-        app.events.clone(),
+        app.queries.projection_log(),
         app.queries.changes().clone(),
     );
     let relay = crate::outbox::OutboxRelay::new(outbox, app.bus.clone());

@@ -8,6 +8,7 @@ pub mod orders;
 pub mod paging;
 pub mod privacy;
 pub mod queries;
+pub mod replica;
 pub mod retention;
 pub mod sagas;
 pub mod watch;

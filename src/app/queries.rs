@@ -12,6 +12,18 @@
 //! caller never sees an older version than it asked for (unless the stream
 //! itself is shorter: then it gets the newest there is).
 //!
+//! # A read replica (DATABASE_READ_URL)
+//! GetOrder and ListOrders read the replica's read models first (and
+//! GetOrder's personal fields, which never change after OrderCreated, its
+//! event log); GetOrder takes the replica's row only when it is at
+//! `min_version` (and at least version 1), and otherwise runs the primary's
+//! path above, so read-your-writes holds. A replica that fails is skipped for
+//! the primary. On the primary still: WatchOrder's first state and its feed (a
+//! first state older than what the feed has already announced would leave the
+//! stream waiting for a change that came before it), GetOrderHistory (its
+//! events and its saga's attempts from one database, so that neither is ahead
+//! of the other), and the admin tools. See [`crate::app::replica`].
+//!
 //! # Personal data
 //! Read models keep the personal fields as the events give them: sealed, so
 //! they read as "[erased]" there. GetOrder and WatchOrder take the address
@@ -38,6 +50,7 @@ use crate::{
     app::{
         appended::AppendedStreams,
         orders::OrderView,
+        replica::{Outcome, ReplicaReads},
         watch::{OrderWatches, Watched},
     },
     auth::Principal,
@@ -70,6 +83,8 @@ const POLL: Duration = Duration::from_millis(250);
 pub const DEFAULT_PAGE_SIZE: i32 = 20;
 /// Largest page of ListOrders and ListDeadLetters (larger requests are capped).
 pub const MAX_PAGE_SIZE: i32 = 100;
+/// The reader label of the queries' replica reads (`db_replica_reads_total`).
+const QUERIES: &str = "queries";
 
 /// One page of ListOrders.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +127,11 @@ pub struct QueryApp {
     order_queries: OrderQuerySource,
     shutdown: Shutdown,
     privacy: Vault,
+    /// The read replica, when DATABASE_READ_URL names one.
+    replica: Option<ReplicaReads>,
+    /// The event log as GetOrder's personal fields are read from it: the
+    /// replica first when there is one, else `events`.
+    log: Arc<dyn EventStore>,
 }
 
 /// What ListOrders' opaque page token holds.
@@ -167,6 +187,7 @@ impl QueryApp {
         );
         Self {
             store,
+            log: events.clone(),
             events,
             sagas,
             bus,
@@ -176,6 +197,23 @@ impl QueryApp {
             order_queries,
             shutdown,
             privacy,
+            replica: None,
+        }
+    }
+
+    /// These queries reading `replica` first (see the module docs).
+    pub fn with_replica(mut self, replica: ReplicaReads) -> Self {
+        self.log = replica.event_log(self.events.clone(), QUERIES);
+        self.replica = Some(replica);
+        self
+    }
+
+    /// The event log as the projections read it (sweeps, gaps): the
+    /// replica's first when there is one, the primary's otherwise.
+    pub fn projection_log(&self) -> Arc<dyn EventStore> {
+        match &self.replica {
+            Some(replica) => replica.event_log(self.events.clone(), "projections"),
+            None => self.events.clone(),
         }
     }
 
@@ -204,11 +242,30 @@ impl QueryApp {
         order_id: &str,
         min_version: i64,
     ) -> Result<OrderDetail, AppError> {
+        self.get_order_from(principal, order_id, min_version, true).await
+    }
+
+    /// GetOrder, the replica allowed or not.
+    async fn get_order_from(
+        &self,
+        principal: &Principal,
+        order_id: &str,
+        min_version: i64,
+        replica_allowed: bool,
+    ) -> Result<OrderDetail, AppError> {
         let id = parse_order_id(order_id)?;
         let wanted = u64::try_from(min_version)
             .map_err(|_| AppError::invalid("min_version", "must not be negative"))?;
         let detail = if self.order_queries == OrderQuerySource::ReadModel {
-            self.read_at_least(principal, id, wanted).await?
+            let replicated = if replica_allowed {
+                self.replica_answer(principal, id, wanted).await
+            } else {
+                None
+            };
+            match replicated {
+                Some(answer) => answer,
+                None => self.read_at_least(principal, id, wanted).await?,
+            }
         } else {
             self.fold(id).await?
         };
@@ -220,11 +277,46 @@ impl QueryApp {
         }
     }
 
+    /// The replica's answer to GetOrder when it has one: another customer's
+    /// order (None at once, as on the primary) or the row at `wanted` or
+    /// newer. None sends the query to the primary: no replica, a failed one,
+    /// or one that has not replayed the order or `wanted` yet.
+    async fn replica_answer(
+        &self,
+        principal: &Principal,
+        id: Uuid,
+        wanted: u64,
+    ) -> Option<Option<OrderDetail>> {
+        let replica = self.replica.as_ref()?;
+        let Some(store) = replica.store() else {
+            replica.record(QUERIES, Outcome::Unavailable);
+            return None;
+        };
+        match store.order_detail(id).await {
+            Ok(Some(row)) if !principal.may_access(&row.summary.customer_id) => {
+                replica.record(QUERIES, Outcome::Replica);
+                Some(None)
+            }
+            Ok(Some(row)) if row.summary.version >= wanted.max(1) => {
+                replica.record(QUERIES, Outcome::Replica);
+                Some(Some(row))
+            }
+            Ok(_) => {
+                replica.record(QUERIES, Outcome::Behind);
+                None
+            }
+            Err(error) => {
+                replica.failed(QUERIES, &error);
+                None
+            }
+        }
+    }
+
     /// `detail` with its personal fields from the event store, opened with
     /// the customer's key ("[erased]" once forgotten; see the module doc).
     async fn with_personal(&self, mut detail: OrderDetail) -> Result<OrderDetail, AppError> {
         let id = detail.summary.order_id;
-        let mut events = self.events.read_stream(id, 1).await?;
+        let mut events = self.log.read_stream(id, 1).await?;
         events.truncate(1);
         for event in &mut events {
             self.privacy.open_personal(&mut event.payload).await?;
@@ -333,7 +425,10 @@ impl QueryApp {
             // One more than asked: tells whether a next page exists.
             limit: limit + 1,
         };
-        let mut orders = self.store.list_orders(&query).await?;
+        let mut orders = match self.list_on_replica(&query).await {
+            Some(orders) => orders,
+            None => self.store.list_orders(&query).await?,
+        };
         let more = orders.len() as i64 > limit;
         orders.truncate(limit as usize);
         let next_page_token = match orders.last() {
@@ -351,6 +446,25 @@ impl QueryApp {
             orders,
             next_page_token,
         })
+    }
+
+    /// ListOrders' page from the replica; None when there is none or it failed.
+    async fn list_on_replica(&self, query: &ListQuery) -> Option<Vec<OrderSummary>> {
+        let replica = self.replica.as_ref()?;
+        let Some(store) = replica.store() else {
+            replica.record(QUERIES, Outcome::Unavailable);
+            return None;
+        };
+        match store.list_orders(query).await {
+            Ok(orders) => {
+                replica.record(QUERIES, Outcome::Replica);
+                Some(orders)
+            }
+            Err(error) => {
+                replica.failed(QUERIES, &error);
+                None
+            }
+        }
     }
 
     /// GetOrderHistory: the order's events merged with its saga's attempts,
@@ -410,7 +524,7 @@ impl QueryApp {
             .map_err(|_| AppError::invalid("after_version", "must not be negative"))?;
         // Subscribed before the first read: a change in between is not missed.
         let mut ticket = self.watches.open(&principal.subject, id)?;
-        let first = self.get_order(principal, order_id, 0).await?;
+        let first = self.get_order_from(principal, order_id, 0, false).await?;
         // Personal data never changes after OrderCreated: open it once.
         let personal = first.personal.clone();
         let (sender, receiver) = mpsc::channel(8);

@@ -122,3 +122,28 @@ fn connection_lifecycle_defaults_and_switches() {
         assert_eq!(err.var, var, "{err}");
     }
 }
+
+#[test]
+fn a_read_url_is_a_postgres_replica_of_database_url() {
+    let c = Config::from_vars(&vars(&[
+        ("DATABASE_URL", "postgres://app@primary/shop"),
+        ("DATABASE_READ_URL", "postgresql+asyncpg://app@replica/shop"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        c.database.read_url.as_deref(),
+        Some("postgresql://app@replica/shop")
+    );
+    assert_eq!(Config::from_vars(&vars(&[])).unwrap().database.read_url, None);
+    for pairs in [
+        // SQLite has no replicas.
+        &[("DATABASE_READ_URL", "postgres://app@replica/shop")][..],
+        &[
+            ("DATABASE_URL", "postgres://app@primary/shop"),
+            ("DATABASE_READ_URL", "mysql://replica/shop"),
+        ][..],
+    ] {
+        let err = Config::from_vars(&vars(pairs)).unwrap_err();
+        assert_eq!(err.var, "DATABASE_READ_URL", "{err}");
+    }
+}

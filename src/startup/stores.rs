@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::{
+    app::replica::ReplicaReads,
     config::{CartSettings, RedisSettings},
     db::{Backends, Db},
     privacy::{KeyStore, PostgresKeyStore, SqliteKeyStore},
@@ -73,6 +74,15 @@ impl Stores {
             },
         }
     }
+}
+
+/// The reads a streaming replica of PostgreSQL serves: its read models and
+/// event log (see [`crate::app::replica`]).
+pub fn replica_reads(replica: &sqlx::PgPool, upcasters: Upcasters) -> ReplicaReads {
+    ReplicaReads::new(
+        ReadModelStore::Postgres(replica.clone()),
+        Arc::new(PostgresEventStore::new(replica.clone(), upcasters)),
+    )
 }
 
 /// The cart store: Redis when configured, the in-process store otherwise

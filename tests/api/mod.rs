@@ -31,6 +31,7 @@ mod privacy;
 mod privacy_leaks;
 mod projections;
 mod read_models;
+mod read_replica;
 mod read_side;
 mod rebuild_command;
 mod rebuild_rate;

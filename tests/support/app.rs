@@ -165,7 +165,8 @@ impl Isolation {
     }
 }
 
-fn replace_database(url: &str, name: &str) -> String {
+/// `url` naming database `name` instead (the query string kept).
+pub fn replace_database(url: &str, name: &str) -> String {
     let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let base = match base.rfind('/') {
         Some(i) if base[..i].contains("://") && i > base.find("://").unwrap() + 2 => &base[..i],

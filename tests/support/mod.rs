@@ -19,6 +19,7 @@ pub mod orders;
 pub mod proxy;
 pub mod read_side;
 pub mod rebuild_check;
+pub mod replica;
 pub mod rest;
 pub mod saga;
 pub mod saga_processes;

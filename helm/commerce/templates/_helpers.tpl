@@ -137,9 +137,10 @@ the chart's own Secret holds exactly what was given.
 {{- $existing := .Values.existingSecret -}}
 {{- $keys := list -}}
 {{- if $existing -}}
-{{- $keys = list "DATABASE_URL" "REDIS_URL" "PII_MASTER_KEY" "JWT_SECRET" -}}
+{{- $keys = list "DATABASE_URL" "DATABASE_READ_URL" "REDIS_URL" "PII_MASTER_KEY" "JWT_SECRET" -}}
 {{- else -}}
 {{- if .Values.database.url }}{{ $keys = append $keys "DATABASE_URL" }}{{ end -}}
+{{- if .Values.database.readUrl }}{{ $keys = append $keys "DATABASE_READ_URL" }}{{ end -}}
 {{- if .Values.redis.url }}{{ $keys = append $keys "REDIS_URL" }}{{ end -}}
 {{- if .Values.piiMasterKey }}{{ $keys = append $keys "PII_MASTER_KEY" }}{{ end -}}
 {{- if .Values.auth.jwtSecret }}{{ $keys = append $keys "JWT_SECRET" }}{{ end -}}
