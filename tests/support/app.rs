@@ -153,6 +153,17 @@ impl Isolation {
         Config::from_vars(&vars).expect("valid test config")
     }
 
+    /// `server_url` (another server of the same databases: a replica, a
+    /// connection pooler) naming this test's database; None when embedded.
+    pub fn database_on(&self, server_url: &str) -> Option<String> {
+        Some(replace_database(server_url, self.database_name()?))
+    }
+
+    /// The name of this test's PostgreSQL database; None when embedded.
+    pub fn database_name(&self) -> Option<&str> {
+        self.database.as_ref().map(|(_, name)| name.as_str())
+    }
+
     /// Connected, migrated backends (for store-level conformance suites).
     pub async fn backends(&self) -> Backends {
         let config = self.config(&[]);
@@ -165,8 +176,7 @@ impl Isolation {
     }
 }
 
-/// `url` naming database `name` instead (the query string kept).
-pub fn replace_database(url: &str, name: &str) -> String {
+fn replace_database(url: &str, name: &str) -> String {
     let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let base = match base.rfind('/') {
         Some(i) if base[..i].contains("://") && i > base.find("://").unwrap() + 2 => &base[..i],

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::support::app::{Isolation, replace_database};
+use crate::support::app::Isolation;
 
 /// The standby, through its superuser connection (to the `test` database).
 pub struct Replica {
@@ -47,10 +47,9 @@ impl Replica {
 
     /// DATABASE_READ_URL for `isolation`'s database (on the replica).
     pub fn url_of(&self, isolation: &Isolation) -> String {
-        let primary = &isolation.vars["DATABASE_URL"];
-        let path = primary.split('?').next().unwrap_or(primary);
-        let name = path.rsplit('/').next().expect("a database name");
-        replace_database(&self.url, name)
+        isolation
+            .database_on(&self.url)
+            .expect("a PostgreSQL test database")
     }
 
     /// Waits until the replica has replayed everything the primary had
