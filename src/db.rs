@@ -57,9 +57,8 @@ impl Db {
     }
 
     /// The read replica's pool when DATABASE_READ_URL is set (lazily
-    /// connected, as the primary's). Its connections wait at most 500 ms for
-    /// a free one: a replica that cannot answer soon is skipped for the
-    /// primary (see [`crate::app::replica`]) rather than holding reads up.
+    /// connected, sized and bounded as the primary's); a replica that fails
+    /// is skipped for the primary (see [`crate::app::replica`]).
     pub fn connect_replica(settings: &DatabaseSettings) -> anyhow::Result<Option<PgPool>> {
         let Some(url) = &settings.read_url else {
             return Ok(None);
@@ -67,7 +66,7 @@ impl Db {
         let options = PgConnectOptions::from_str(url).context("parsing DATABASE_READ_URL")?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.pool_size)
-            .acquire_timeout(settings.pool_timeout.min(Duration::from_millis(500)))
+            .acquire_timeout(settings.pool_timeout)
             .connect_lazy_with(options.application_name("commerce-read"));
         Ok(Some(pool))
     }
@@ -165,9 +164,21 @@ impl Drop for Leadership {
 /// PostgreSQL error ends in the line of PostgreSQL's own C source that raised it
 /// (`database "shop" does not exist at line 948`), which says nothing to anyone here; the
 /// message and the SQLSTATE do.
+///
+/// A prepared statement that already exists (42P05) or does not (26000) on a
+/// connection of ours means that something between us and PostgreSQL hands
+/// one server connection to several clients: a pooler in transaction mode.
+/// sqlx names every statement it prepares, so the service needs session
+/// pooling; the message says so.
 pub fn operator_error(error: sqlx::Error) -> anyhow::Error {
     match error.as_database_error() {
         Some(db) => match db.code() {
+            Some(code) if code == "42P05" || code == "26000" => anyhow::anyhow!(
+                "{} (SQLSTATE {code}): a connection pooler in transaction mode (PgBouncer's \
+                 pool_mode=transaction) is between the service and PostgreSQL; the service \
+                 prepares named statements and needs session pooling (README, \"PgBouncer\")",
+                db.message()
+            ),
             Some(code) => anyhow::anyhow!("{} (SQLSTATE {code})", db.message()),
             None => anyhow::anyhow!("{}", db.message()),
         },

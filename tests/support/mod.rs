@@ -16,6 +16,7 @@ pub mod events;
 pub mod ledgers;
 pub mod observability;
 pub mod orders;
+pub mod pooler;
 pub mod proxy;
 pub mod read_side;
 pub mod rebuild_check;
