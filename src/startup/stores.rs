@@ -80,7 +80,7 @@ impl Stores {
 /// event log (see [`crate::app::replica`]).
 pub fn replica_reads(replica: &sqlx::PgPool, upcasters: Upcasters) -> ReplicaReads {
     ReplicaReads::new(
-        ReadModelStore::Postgres(replica.clone()),
+        ReadModelStore::Postgres(PostgresReadModels::new(replica.clone())),
         Arc::new(PostgresEventStore::new(replica.clone(), upcasters)),
     )
 }

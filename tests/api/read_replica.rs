@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use commerce::store::read_models::ReadModels as _;
 use commerce::{
     domain::order::OrderStatus as Status, projections::order_detail::OrderDetail,
     proto::commerce::v1::OrderStatus,
