@@ -107,6 +107,8 @@ pub struct Config {
     pub database: DatabaseSettings,
     /// Redis for carts and the event bus, when configured.
     pub redis: RedisSettings,
+    /// The event bus's partitions, their leases and the outbox relay.
+    pub bus: BusSettings,
     /// The order command side.
     pub orders: OrderSettings,
     /// Cart expiry.
@@ -246,6 +248,34 @@ pub struct RedisSettings {
     pub pool_size: usize,
     /// POOL_TIMEOUT_MS, shared with the database pool (default 2000).
     pub pool_timeout: Duration,
+}
+
+/// The event bus (Redis Streams or in-process, see [`crate::bus`]).
+#[derive(Debug, Clone)]
+pub struct BusSettings {
+    /// EVENT_BUS_PARTITIONS (default 1, at most 256): streams the events are
+    /// spread over by order id; replicas share them with leases, so more
+    /// partitions than replicas lets every replica consume. Changing it
+    /// follows the README's procedure.
+    pub partitions: u32,
+    /// EVENT_BUS_LEASE_SECONDS (default 10): a replica's partition leases
+    /// last this long unrenewed; a dead replica's partitions move after it.
+    pub lease: Duration,
+    /// EVENT_BUS_RELAY (default true): this replica publishes the outbox to
+    /// the bus. Turned off on every replica to drain the bus (events wait in
+    /// the outbox table meanwhile).
+    pub relay: bool,
+}
+
+impl BusSettings {
+    fn read(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            // At most 256: every lease renewal reads all of them.
+            partitions: env.parse_in("EVENT_BUS_PARTITIONS", 1, 1..=256)?,
+            lease: env.duration("EVENT_BUS_LEASE_SECONDS", "10", 1)?,
+            relay: env.flag("EVENT_BUS_RELAY", true)?,
+        })
+    }
 }
 
 /// What an order command does on a version conflict
@@ -487,6 +517,7 @@ impl Config {
             },
             database: DatabaseSettings::read(&env, pool_timeout)?,
             redis: RedisSettings::read(&env, pool_timeout)?,
+            bus: BusSettings::read(&env)?,
             orders: OrderSettings {
                 saga_orchestration: saga.enabled,
                 order_timeout: env.duration("ORDER_TIMEOUT_MINUTES", "30", 60)?,

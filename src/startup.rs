@@ -25,7 +25,7 @@ use crate::{
     auth::{Authenticator, layer::AuthLayer},
     bounds::BoundsLayer,
     config::{
-        Config, ConnectionSettings, Environment, LimitSettings, RedisSettings, ServerSettings,
+        BusSettings, Config, ConnectionSettings, Environment, LimitSettings, RedisSettings, ServerSettings,
         SiblingSettings, StubSettings,
     },
     db::{Backends, Db, redis_pool},
@@ -89,6 +89,8 @@ pub struct Application {
     connections: ConnectionSettings,
     /// The outbox the relay drains.
     outbox: std::sync::Arc<dyn Outbox>,
+    /// Whether this replica relays, and its partition leases.
+    bus: BusSettings,
 }
 
 impl Application {
@@ -127,7 +129,7 @@ impl Application {
         let events = stores.events.clone();
         let carts = stores::cart_app(&config.carts, &config.redis, &backends);
         let privacy = Vault::new(stores.customer_keys.clone(), master_key);
-        let bus = event_bus(&config.redis, &backends);
+        let bus = event_bus(&config.redis, &config.bus, &backends);
         let mut queries = crate::app::queries::QueryApp::new(
             stores.read_models.clone(),
             events.clone(),
@@ -202,6 +204,7 @@ impl Application {
             limits: config.limits,
             connections: config.connections,
             outbox: stores.outbox,
+            bus: config.bus,
         })
     }
 
@@ -247,6 +250,7 @@ impl Application {
             limits,
             connections,
             outbox,
+            bus,
         } = self;
         let monitor = tasks.spawn(app.health.clone().monitor(
             app.backends.clone(),
@@ -261,7 +265,7 @@ impl Application {
                 .follow_forgets(app.bus.clone(), app.shutdown.clone()),
         );
         // Outbox relay, projections and their status: stop on shutdown.
-        let read_side = start_read_side(&app, outbox, &tasks);
+        let read_side = start_read_side(&app, outbox, &bus, &tasks);
         // Retention: one replica at a time deletes finished work past its age.
         tasks.spawn(app.retention.clone().run_periodically(app.shutdown.clone()));
 
@@ -315,24 +319,32 @@ impl Application {
     }
 }
 
-/// The bus for these backends: Redis Streams with Redis, else in-process.
-pub fn event_bus(redis: &RedisSettings, backends: &Backends) -> std::sync::Arc<dyn crate::bus::EventBus> {
+/// The bus for these backends: Redis Streams with Redis, else in-process;
+/// `settings.partitions` streams either way.
+pub fn event_bus(
+    redis: &RedisSettings,
+    settings: &BusSettings,
+    backends: &Backends,
+) -> std::sync::Arc<dyn crate::bus::EventBus> {
     use crate::bus::{DEFAULT_MAX_LEN, in_process::InProcessBus, redis_streams::RedisStreamsBus};
     match &backends.redis {
         Some(pool) => std::sync::Arc::new(RedisStreamsBus::new(
             pool.clone(),
             &redis.key_prefix,
             DEFAULT_MAX_LEN,
+            settings.partitions,
         )),
-        None => std::sync::Arc::new(InProcessBus::new(DEFAULT_MAX_LEN)),
+        None => std::sync::Arc::new(InProcessBus::new(DEFAULT_MAX_LEN, settings.partitions)),
     }
 }
 
-/// Starts the read side of `app`: the relay of `outbox`, one runner per
-/// projection and the status reporter; each stops on `app.shutdown`.
+/// Starts the read side of `app`: the relay of `outbox` (unless `bus.relay`
+/// is off), one runner per projection and the status reporter; each stops on
+/// `app.shutdown`.
 fn start_read_side(
     app: &App,
     outbox: std::sync::Arc<dyn Outbox>,
+    bus: &BusSettings,
     tasks: &Tasks,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use crate::projections::{
@@ -340,15 +352,21 @@ fn start_read_side(
         runner::Projector, status,
     };
     let shutdown = &app.shutdown;
-    let projector = Projector::new(
+    let mut projector = Projector::new(
         app.bus.clone(),
         app.queries.store().clone(),
         app.queries.projection_log(),
         app.queries.changes().clone(),
     );
-    let relay = crate::outbox::OutboxRelay::new(outbox, app.bus.clone());
-    vec![
-        tasks.spawn(relay.run(shutdown.clone())),
+    projector.settings.lease = bus.lease;
+    let mut started = Vec::new();
+    if bus.relay {
+        let relay = crate::outbox::OutboxRelay::new(outbox, app.bus.clone());
+        started.push(tasks.spawn(relay.run(shutdown.clone())));
+    } else {
+        tracing::warn!("EVENT_BUS_RELAY=false: events wait in the outbox until a replica relays");
+    }
+    started.extend([
         tasks.spawn(projector.clone().run::<OrderDetail>(shutdown.clone())),
         tasks.spawn(projector.clone().run::<CustomerOrder>(shutdown.clone())),
         tasks.spawn(projector.run::<CartConversion>(shutdown.clone())),
@@ -360,7 +378,8 @@ fn start_read_side(
             Duration::from_secs(2),
             shutdown.clone(),
         )),
-    ]
+    ]);
+    started
 }
 
 /// Where the siblings are. A URL left unset is served by stubs embedded in

@@ -16,28 +16,57 @@ use std::{
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-use super::{BusError, DeadLetter, Delivery, EventBus, EventEnvelope};
+use super::{
+    Backlog, BusError, DeadLetter, Delivery, EventBus, EventEnvelope, Partition, PartitionGroup,
+    leases::LeaseTable, partition_of,
+};
 use crate::store::Purge;
 
 /// The in-process [`EventBus`].
 pub struct InProcessBus {
-    state: Mutex<StreamLog>,
+    state: Mutex<BusState>,
     /// Woken on every publish, for blocked [`EventBus::read_new`] calls.
     published: Notify,
 }
 
-/// The one stream, its consumer groups and its dead letters, as Redis would
-/// hold them.
+/// The partitions, dead letters, notices and leases, as Redis would hold them.
 #[derive(Default)]
-struct StreamLog {
+struct BusState {
     max_len: usize,
-    next_id: u64,
-    entries: BTreeMap<u64, String>,
-    groups: HashMap<String, Group>,
+    partitions: Vec<StreamLog>,
     next_dead_id: u64,
     dead: BTreeMap<u64, DeadLetter>,
     /// Forget notices, in order; a cursor is an index into it.
     forgotten: Vec<String>,
+    leases: LeaseTable,
+}
+
+/// One partition's stream and its consumer groups.
+struct StreamLog {
+    next_id: u64,
+    entries: BTreeMap<u64, String>,
+    groups: HashMap<String, Group>,
+}
+
+impl Default for StreamLog {
+    fn default() -> Self {
+        Self {
+            next_id: 1,
+            entries: BTreeMap::new(),
+            groups: HashMap::new(),
+        }
+    }
+}
+
+impl StreamLog {
+    fn append(&mut self, raw: String, max_len: usize) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.entries.insert(id, raw);
+        while self.entries.len() > max_len {
+            self.entries.pop_first();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -62,98 +91,127 @@ fn parse_id(id: &str) -> Option<u64> {
 }
 
 impl InProcessBus {
-    /// An empty bus keeping at most about `max_len` entries.
-    pub fn new(max_len: usize) -> Self {
+    /// An empty bus of `partitions` streams (at least one), each keeping at
+    /// most about `max_len` entries.
+    pub fn new(max_len: usize, partitions: u32) -> Self {
         Self {
-            state: Mutex::new(StreamLog {
+            state: Mutex::new(BusState {
                 max_len: max_len.max(1),
-                next_id: 1,
+                partitions: (0..partitions.max(1)).map(|_| StreamLog::default()).collect(),
                 next_dead_id: 1,
-                ..StreamLog::default()
+                ..BusState::default()
             }),
             published: Notify::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, StreamLog> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BusState> {
         // A panic while holding the lock leaves consistent data (every
         // mutation below is a single step), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn take_new(&self, group: &str, consumer: &str, count: usize) -> Vec<Delivery> {
+    /// `f` on the partition's stream, or the error Redis would give for a
+    /// key this bus does not have.
+    fn with_partition<T>(
+        &self,
+        partition: Partition,
+        f: impl FnOnce(&mut StreamLog) -> T,
+    ) -> Result<T, BusError> {
         let mut state = self.lock();
-        let StreamLog { entries, groups, .. } = &mut *state;
-        let group = groups.entry(group.to_string()).or_default();
-        let fresh: Vec<(u64, String)> = entries
-            .range(group.last_delivered + 1..)
-            .take(count)
-            .map(|(id, raw)| (*id, raw.clone()))
-            .collect();
-        let now = Instant::now();
-        fresh
-            .into_iter()
-            .map(|(id, raw)| {
-                group.last_delivered = id;
-                group.pending.insert(
-                    id,
-                    Pending {
-                        consumer: consumer.to_string(),
-                        delivered_at: now,
+        let count = state.partitions.len();
+        state
+            .partitions
+            .get_mut(partition.0 as usize)
+            .map(f)
+            .ok_or_else(|| BusError::Protocol(format!("partition {partition} of a bus with {count} partitions")))
+    }
+
+    fn take_new(&self, group: PartitionGroup<'_>, consumer: &str, count: usize) -> Result<Vec<Delivery>, BusError> {
+        self.with_partition(group.partition, |log| {
+            let StreamLog { entries, groups, .. } = log;
+            let state = groups.entry(group.group.to_string()).or_default();
+            let fresh: Vec<(u64, String)> = entries
+                .range(state.last_delivered + 1..)
+                .take(count)
+                .map(|(id, raw)| (*id, raw.clone()))
+                .collect();
+            let now = Instant::now();
+            fresh
+                .into_iter()
+                .map(|(id, raw)| {
+                    state.last_delivered = id;
+                    state.pending.insert(
+                        id,
+                        Pending {
+                            consumer: consumer.to_string(),
+                            delivered_at: now,
+                            deliveries: 1,
+                        },
+                    );
+                    Delivery {
+                        partition: group.partition,
+                        id: format_id(id),
                         deliveries: 1,
-                    },
-                );
-                Delivery {
-                    id: format_id(id),
-                    deliveries: 1,
-                    raw,
-                }
-            })
-            .collect()
+                        raw,
+                    }
+                })
+                .collect()
+        })
     }
 
     /// Re-delivers pending entries chosen by `pick`, moving them to `consumer`.
     fn redeliver(
         &self,
-        group: &str,
+        group: PartitionGroup<'_>,
         consumer: &str,
         count: usize,
         pick: impl Fn(&Pending) -> bool,
-    ) -> Vec<Delivery> {
-        let mut state = self.lock();
-        let StreamLog { entries, groups, .. } = &mut *state;
-        let Some(group) = groups.get_mut(group) else {
-            return Vec::new();
-        };
-        let chosen: Vec<u64> = group
-            .pending
-            .iter()
-            .filter(|(_, p)| pick(p))
-            .take(count)
-            .map(|(id, _)| *id)
-            .collect();
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for id in chosen {
-            let Some(raw) = entries.get(&id) else {
-                // Trimmed away while pending: nothing left to deliver (Redis
-                // drops such entries from the pending list too).
-                group.pending.remove(&id);
-                continue;
+    ) -> Result<Vec<Delivery>, BusError> {
+        self.with_partition(group.partition, |log| {
+            let StreamLog { entries, groups, .. } = log;
+            let Some(state) = groups.get_mut(group.group) else {
+                return Vec::new();
             };
-            if let Some(p) = group.pending.get_mut(&id) {
-                p.consumer = consumer.to_string();
-                p.delivered_at = now;
-                p.deliveries += 1;
-                out.push(Delivery {
-                    id: format_id(id),
-                    deliveries: p.deliveries,
-                    raw: raw.clone(),
-                });
+            let chosen: Vec<u64> = state
+                .pending
+                .iter()
+                .filter(|(_, p)| pick(p))
+                .take(count)
+                .map(|(id, _)| *id)
+                .collect();
+            let now = Instant::now();
+            let mut out = Vec::new();
+            for id in chosen {
+                let Some(raw) = entries.get(&id) else {
+                    // Trimmed away while pending: nothing left to deliver (Redis
+                    // drops such entries from the pending list too).
+                    state.pending.remove(&id);
+                    continue;
+                };
+                if let Some(p) = state.pending.get_mut(&id) {
+                    p.consumer = consumer.to_string();
+                    p.delivered_at = now;
+                    p.deliveries += 1;
+                    out.push(Delivery {
+                        partition: group.partition,
+                        id: format_id(id),
+                        deliveries: p.deliveries,
+                        raw: raw.clone(),
+                    });
+                }
             }
-        }
-        out
+            out
+        })
     }
+}
+
+/// The partition a raw entry goes back to when replayed (partition 0 for one
+/// that does not decode: it only has to reach a group again).
+fn partition_of_raw(raw: &str, partitions: u32) -> Partition {
+    serde_json::from_str::<EventEnvelope>(raw).map_or(Partition(0), |event| {
+        partition_of(event.stream_id, partitions)
+    })
 }
 
 #[async_trait::async_trait]
@@ -162,50 +220,51 @@ impl EventBus for InProcessBus {
         "in-process"
     }
 
+    fn partitions(&self) -> u32 {
+        self.lock().partitions.len() as u32
+    }
+
     async fn publish(&self, events: &[EventEnvelope]) -> Result<(), BusError> {
         {
             let mut state = self.lock();
+            let (count, max_len) = (state.partitions.len() as u32, state.max_len);
             for event in events {
-                let id = state.next_id;
-                state.next_id += 1;
-                state.entries.insert(id, event.encode());
-            }
-            while state.entries.len() > state.max_len {
-                state.entries.pop_first();
+                let partition = partition_of(event.stream_id, count);
+                state.partitions[partition.0 as usize].append(event.encode(), max_len);
             }
         }
         self.published.notify_waiters();
         Ok(())
     }
 
-    async fn create_group(&self, group: &str) -> Result<(), BusError> {
-        let mut state = self.lock();
-        if !state.groups.contains_key(group) {
-            // Like `XGROUP CREATE .. 0`: start before the oldest entry kept.
-            let start = state.entries.keys().next().map_or(state.next_id, |id| *id);
-            state.groups.insert(
-                group.to_string(),
-                Group {
-                    last_delivered: start.saturating_sub(1),
-                    pending: BTreeMap::new(),
-                },
-            );
-        }
-        Ok(())
+    async fn create_group(&self, group: PartitionGroup<'_>) -> Result<(), BusError> {
+        self.with_partition(group.partition, |log| {
+            if !log.groups.contains_key(group.group) {
+                // Like `XGROUP CREATE .. 0`: start before the oldest entry kept.
+                let start = log.entries.keys().next().map_or(log.next_id, |id| *id);
+                log.groups.insert(
+                    group.group.to_string(),
+                    Group {
+                        last_delivered: start.saturating_sub(1),
+                        pending: BTreeMap::new(),
+                    },
+                );
+            }
+        })
     }
 
     async fn read_pending(
         &self,
-        group: &str,
+        group: PartitionGroup<'_>,
         consumer: &str,
         count: usize,
     ) -> Result<Vec<Delivery>, BusError> {
-        Ok(self.redeliver(group, consumer, count, |p| p.consumer == consumer))
+        self.redeliver(group, consumer, count, |p| p.consumer == consumer)
     }
 
     async fn read_new(
         &self,
-        group: &str,
+        group: PartitionGroup<'_>,
         consumer: &str,
         count: usize,
         block: Duration,
@@ -216,7 +275,7 @@ impl EventBus for InProcessBus {
             let notified = self.published.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let delivered = self.take_new(group, consumer, count);
+            let delivered = self.take_new(group, consumer, count)?;
             if !delivered.is_empty() {
                 return Ok(delivered);
             }
@@ -228,25 +287,38 @@ impl EventBus for InProcessBus {
 
     async fn claim_idle(
         &self,
-        group: &str,
+        group: PartitionGroup<'_>,
         consumer: &str,
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Delivery>, BusError> {
         let now = Instant::now();
-        Ok(self.redeliver(group, consumer, count, |p| {
+        self.redeliver(group, consumer, count, |p| {
             now.duration_since(p.delivered_at) >= min_idle
-        }))
+        })
     }
 
-    async fn ack(&self, group: &str, ids: &[String]) -> Result<(), BusError> {
-        let mut state = self.lock();
-        if let Some(group) = state.groups.get_mut(group) {
-            for id in ids.iter().filter_map(|id| parse_id(id)) {
-                group.pending.remove(&id);
+    async fn ack(&self, group: PartitionGroup<'_>, ids: &[String]) -> Result<(), BusError> {
+        self.with_partition(group.partition, |log| {
+            if let Some(state) = log.groups.get_mut(group.group) {
+                for id in ids.iter().filter_map(|id| parse_id(id)) {
+                    state.pending.remove(&id);
+                }
             }
-        }
-        Ok(())
+        })
+    }
+
+    async fn backlog(&self, group: PartitionGroup<'_>) -> Result<Backlog, BusError> {
+        self.with_partition(group.partition, |log| match log.groups.get(group.group) {
+            Some(state) => Backlog {
+                unread: log.entries.range(state.last_delivered + 1..).count() as u64,
+                pending: state.pending.len() as u64,
+            },
+            None => Backlog {
+                unread: log.entries.len() as u64,
+                pending: 0,
+            },
+        })
     }
 
     async fn dead_letter(&self, group: &str, delivery: &Delivery, error: &str) -> Result<(), BusError> {
@@ -266,7 +338,11 @@ impl EventBus for InProcessBus {
                 },
             );
         }
-        self.ack(group, std::slice::from_ref(&delivery.id)).await
+        self.ack(
+            PartitionGroup::new(group, delivery.partition),
+            std::slice::from_ref(&delivery.id),
+        )
+        .await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
@@ -290,28 +366,42 @@ impl EventBus for InProcessBus {
     }
 
     async fn replay_dead_letters(&self, ids: &[String]) -> Result<u64, BusError> {
-        let replayed: Vec<String> = {
+        let replayed = {
             let mut state = self.lock();
             let chosen: Vec<u64> = if ids.is_empty() {
                 state.dead.keys().copied().collect()
             } else {
                 ids.iter().filter_map(|id| parse_id(id)).collect()
             };
-            let mut raws = Vec::new();
+            let (count, max_len) = (state.partitions.len() as u32, state.max_len);
+            let mut replayed = 0;
             for id in chosen {
                 if let Some(letter) = state.dead.remove(&id) {
-                    raws.push(letter.raw);
+                    let partition = partition_of_raw(&letter.raw, count);
+                    state.partitions[partition.0 as usize].append(letter.raw, max_len);
+                    replayed += 1;
                 }
             }
-            for raw in &raws {
-                let id = state.next_id;
-                state.next_id += 1;
-                state.entries.insert(id, raw.clone());
-            }
-            raws
+            replayed
         };
         self.published.notify_waiters();
-        Ok(replayed.len() as u64)
+        Ok(replayed)
+    }
+
+    async fn balance(&self, member: &str, ttl: Duration) -> Result<Vec<Partition>, BusError> {
+        let mut state = self.lock();
+        let count = state.partitions.len() as u32;
+        Ok(state.leases.balance(member, count, ttl))
+    }
+
+    async fn owners(&self) -> Result<Vec<Option<String>>, BusError> {
+        let state = self.lock();
+        Ok(state.leases.owners(state.partitions.len() as u32))
+    }
+
+    async fn leave(&self, member: &str) -> Result<(), BusError> {
+        self.lock().leases.leave(member);
+        Ok(())
     }
 
     async fn announce_forgotten(&self, customer_id: &str) -> Result<(), BusError> {
@@ -329,7 +419,7 @@ impl EventBus for InProcessBus {
         cursor: Option<&str>,
         block: Duration,
     ) -> Result<(String, Vec<String>), BusError> {
-        let seen = |state: &StreamLog| state.forgotten.len();
+        let seen = |state: &BusState| state.forgotten.len();
         let Some(cursor) = cursor else {
             return Ok((seen(&self.lock()).to_string(), Vec::new()));
         };

@@ -3,8 +3,24 @@
 //! embedded mode. Both honour the same [`EventBus`] contract, checked by one
 //! conformance suite (`tests/api/bus.rs`).
 //!
-//! # Contract (Redis Streams semantics)
-//! - [`EventBus::publish`] appends entries in the given order (XADD).
+//! # Partitions
+//! Events travel on [`EventBus::partitions`] streams, `N` (EVENT_BUS_PARTITIONS,
+//! default 1). An event goes to the partition of its stream id
+//! ([`partition_of`]), so the events of one order stay in one partition, in
+//! order, while different orders spread over all of them. Every consumer
+//! group exists once per partition ([`PartitionGroup`]): its last-delivered
+//! id and pending list there are that partition's checkpoint, from which
+//! whichever replica owns the partition next resumes.
+//!
+//! Which replica consumes which partition is decided by leases the bus keeps
+//! beside the partitions ([`EventBus::balance`]): each live replica holds
+//! about `N / replicas` of them, so adding a replica adds consumers, and the
+//! partitions of a replica that stopped renewing move to the others once its
+//! lease expires.
+//!
+//! # Contract (Redis Streams semantics, per partition)
+//! - [`EventBus::publish`] appends entries in the given order (XADD), each to
+//!   its stream's partition.
 //! - A consumer group sees every entry appended after the group was created
 //!   (and the ones still in the stream when it is created), each delivered to
 //!   one consumer of the group, and kept in that consumer's pending list until
@@ -20,10 +36,14 @@
 //! - Delivery is at least once: consumers are idempotent (projections apply
 //!   an event only at the next version of its stream).
 //!
+//! Dead letters are one list for all partitions; a replayed one goes back to
+//! its stream's partition.
+//!
 //! Besides events, the bus carries one kind of notice every replica reads:
 //! a customer was forgotten ([`EventBus::announce_forgotten`]).
 
 pub mod in_process;
+pub mod leases;
 pub mod redis_streams;
 
 use std::time::Duration;
@@ -41,6 +61,57 @@ use crate::store::{
 /// falls further behind loses the oldest entries; the projections' sweep over
 /// the event store still applies them (see `crate::projections`).
 pub const DEFAULT_MAX_LEN: usize = 100_000;
+
+/// One of the bus's streams, numbered from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Partition(pub u32);
+
+impl std::fmt::Display for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The partition of `stream_id` among `partitions`: the stream id (a UUID,
+/// random in its low bits) modulo the count. Part of the bus layout: every
+/// replica must compute it alike, and changing the count moves streams (see
+/// the README's procedure for changing EVENT_BUS_PARTITIONS).
+pub fn partition_of(stream_id: Uuid, partitions: u32) -> Partition {
+    let partitions = partitions.max(1);
+    Partition((stream_id.as_u128() % u128::from(partitions)) as u32)
+}
+
+/// A consumer group on one partition: what XREADGROUP and XACK address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionGroup<'a> {
+    /// The group (a projection's name).
+    pub group: &'a str,
+    /// The partition it reads.
+    pub partition: Partition,
+}
+
+impl<'a> PartitionGroup<'a> {
+    /// `group` on `partition`.
+    pub fn new(group: &'a str, partition: Partition) -> Self {
+        Self { group, partition }
+    }
+}
+
+/// How far a group is from the end of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// Entries no consumer of the group has been delivered yet.
+    pub unread: u64,
+    /// Entries delivered and not acknowledged.
+    pub pending: u64,
+}
+
+impl Backlog {
+    /// Nothing left to read or acknowledge.
+    pub fn drained(&self) -> bool {
+        self.unread == 0 && self.pending == 0
+    }
+}
 
 /// A committed domain event as it travels on the bus; also what the
 /// projections consume, whether it came over the bus or from the event store.
@@ -115,7 +186,9 @@ impl From<&StoredEvent> for EventEnvelope {
 /// One delivery of a bus entry to a consumer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
-    /// Entry id in the stream (`<ms>-<seq>`).
+    /// The partition it was read from (its acknowledgement goes there).
+    pub partition: Partition,
+    /// Entry id in the partition's stream (`<ms>-<seq>`).
     pub id: String,
     /// How many times the entry has been delivered, this one included.
     pub deliveries: u64,
@@ -175,26 +248,30 @@ pub trait EventBus: Send + Sync + 'static {
     /// "redis-streams" or "in-process".
     fn kind(&self) -> &'static str;
 
-    /// Appends `events` in order.
+    /// How many partitions events are spread over (at least 1).
+    fn partitions(&self) -> u32;
+
+    /// Appends `events`, each to its stream's partition ([`partition_of`]),
+    /// in the given order within each partition.
     async fn publish(&self, events: &[EventEnvelope]) -> Result<(), BusError>;
 
-    /// Creates `group` (idempotent). A new group starts at the stream's oldest
-    /// entry.
-    async fn create_group(&self, group: &str) -> Result<(), BusError>;
+    /// Creates the group on its partition (idempotent). A new group starts at
+    /// the partition's oldest entry.
+    async fn create_group(&self, group: PartitionGroup<'_>) -> Result<(), BusError>;
 
     /// Re-delivers up to `count` entries pending for `consumer`, oldest first.
     async fn read_pending(
         &self,
-        group: &str,
+        group: PartitionGroup<'_>,
         consumer: &str,
         count: usize,
     ) -> Result<Vec<Delivery>, BusError>;
 
-    /// Delivers up to `count` entries no consumer of `group` has seen yet,
+    /// Delivers up to `count` entries no consumer of the group has seen yet,
     /// waiting up to `block` for the first one.
     async fn read_new(
         &self,
-        group: &str,
+        group: PartitionGroup<'_>,
         consumer: &str,
         count: usize,
         block: Duration,
@@ -204,16 +281,21 @@ pub trait EventBus: Send + Sync + 'static {
     /// consumer) to `consumer` and delivers them.
     async fn claim_idle(
         &self,
-        group: &str,
+        group: PartitionGroup<'_>,
         consumer: &str,
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Delivery>, BusError>;
 
     /// Acknowledges entries: they leave the pending list for good.
-    async fn ack(&self, group: &str, ids: &[String]) -> Result<(), BusError>;
+    async fn ack(&self, group: PartitionGroup<'_>, ids: &[String]) -> Result<(), BusError>;
 
-    /// Copies `delivery` to the dead-letter stream with `error`, then acks it.
+    /// How far the group is from the end of its partition (the drain check
+    /// of the procedure that changes the partition count).
+    async fn backlog(&self, group: PartitionGroup<'_>) -> Result<Backlog, BusError>;
+
+    /// Copies `delivery` to the dead-letter stream with `error`, then acks it
+    /// (on `delivery.partition`).
     async fn dead_letter(&self, group: &str, delivery: &Delivery, error: &str) -> Result<(), BusError>;
 
     /// Dead letters, oldest first, at most `limit`.
@@ -228,6 +310,19 @@ pub trait EventBus: Send + Sync + 'static {
     /// Retention: dead letters dead-lettered before `before`, counted or
     /// removed (all of them: the dead-letter stream is capped anyway).
     async fn purge_dead_letters(&self, before: DateTime<Utc>, purge: Purge) -> Result<u64, BusError>;
+
+    /// Renews `member`'s membership and leases for `ttl` and rebalances: the
+    /// partitions `member` holds now, sorted (see [`leases`]). A member that
+    /// stops calling loses its partitions when `ttl` runs out.
+    async fn balance(&self, member: &str, ttl: Duration) -> Result<Vec<Partition>, BusError>;
+
+    /// The live lease holder of each partition (index = partition), for
+    /// operators and tests; nothing is renewed.
+    async fn owners(&self) -> Result<Vec<Option<String>>, BusError>;
+
+    /// `member` leaves: its leases and membership go at once, so the others
+    /// take its partitions at their next [`EventBus::balance`].
+    async fn leave(&self, member: &str) -> Result<(), BusError>;
 
     /// Tells every replica that `customer_id` was forgotten: their caches of
     /// the customer's key must go at once (see [`crate::privacy::Vault`]).

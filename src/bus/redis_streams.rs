@@ -1,12 +1,24 @@
 //! The production bus: Redis Streams through the shared deadpool-redis pool.
 //!
-//! Keys: `<prefix>:events` (the event stream, trimmed with `MAXLEN ~`),
-//! `<prefix>:events:dead-letters`, and `<prefix>:forgotten` (forget notices,
-//! read by every replica with plain XREAD). One consumer group per projection.
-//! On a Redis Cluster the first two are `<prefix>:{events}` and
-//! `<prefix>:{events}:dead-letters`: the hash tag keeps them in one slot, as
-//! dead-lettering (XADD + XACK) and replaying (XADD + XDEL) are one MULTI
-//! each. Every other command names one key, which the cluster client routes.
+//! Keys: one stream per partition, `<prefix>:events` for partition 0 (the
+//! key of the single stream before partitions, so that one partition is
+//! exactly the old layout) and `<prefix>:events:<k>` for the others, each
+//! trimmed with `MAXLEN ~`; `<prefix>:events:dead-letters`;
+//! `<prefix>:events:leases` and `<prefix>:events:members` (the partition
+//! leases, see [`super::leases`]); and `<prefix>:forgotten` (forget notices,
+//! read by every replica with plain XREAD). One consumer group per projection
+//! on every partition.
+//!
+//! On a Redis Cluster each partition is its own hash tag, `<prefix>:{events}`
+//! for partition 0 and `<prefix>:{events:<k>}` for the others, so the
+//! partitions spread over the nodes. The dead letters and the leases keep the
+//! tag `{events}`: the leases are one script over two keys, and
+//! dead-lettering from (or replaying to) partition 0 stays one MULTI. For the
+//! other partitions those are two commands in a safe order (XADD to the dead
+//! letters before the XACK; XADD to the partition before the XDEL): a crash
+//! between them leaves a dead letter twice, or replays it twice, never loses
+//! it, and consumers are idempotent. Every other command names one key, which
+//! the cluster client routes.
 //!
 //! Blocking reads use a short `BLOCK` (below the connection's 500 ms response
 //! timeout of redis-rs 1.x) so that pooled connections can serve them; a read
@@ -15,9 +27,12 @@
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use deadpool_redis::redis::{self, Value};
+use deadpool_redis::redis::{self, Script, Value};
 
-use super::{BusError, DeadLetter, Delivery, EventBus, EventEnvelope};
+use super::{
+    Backlog, BusError, DeadLetter, Delivery, EventBus, EventEnvelope, Partition, PartitionGroup,
+    partition_of,
+};
 use crate::redis_conn::RedisPool;
 use crate::store::Purge;
 
@@ -32,18 +47,23 @@ const FORGOTTEN_MAX_LEN: usize = 10_000;
 /// The Redis Streams [`EventBus`].
 pub struct RedisStreamsBus {
     pool: RedisPool,
-    stream: String,
+    /// One stream key per partition.
+    streams: Vec<String>,
     dead_letters: String,
+    leases: String,
+    members: String,
     forgotten: String,
     max_len: usize,
+    balance: Script,
 }
 
-/// The event stream's key under `prefix` (hash-tagged on a cluster).
-pub fn stream_key(prefix: &str, cluster: bool) -> String {
-    if cluster {
-        format!("{prefix}:{{events}}")
-    } else {
-        format!("{prefix}:events")
+/// The stream key of `partition` under `prefix` (hash-tagged on a cluster).
+pub fn stream_key(prefix: &str, cluster: bool, partition: Partition) -> String {
+    match (cluster, partition.0) {
+        (true, 0) => format!("{prefix}:{{events}}"),
+        (true, k) => format!("{prefix}:{{events:{k}}}"),
+        (false, 0) => format!("{prefix}:events"),
+        (false, k) => format!("{prefix}:events:{k}"),
     }
 }
 
@@ -51,16 +71,44 @@ pub fn stream_key(prefix: &str, cluster: bool) -> String {
 type Entry = (String, Option<HashMap<String, String>>);
 
 impl RedisStreamsBus {
-    /// A bus on `pool` with keys under `prefix`, trimming at about `max_len`.
-    pub fn new(pool: RedisPool, prefix: &str, max_len: usize) -> Self {
-        let stream = stream_key(prefix, pool.is_cluster());
+    /// A bus on `pool` with keys under `prefix`, `partitions` streams (at
+    /// least one), each trimmed at about `max_len`.
+    pub fn new(pool: RedisPool, prefix: &str, max_len: usize, partitions: u32) -> Self {
+        let cluster = pool.is_cluster();
+        let streams = (0..partitions.max(1))
+            .map(|k| stream_key(prefix, cluster, Partition(k)))
+            .collect::<Vec<_>>();
+        let first = &streams[0];
         Self {
+            dead_letters: format!("{first}:dead-letters"),
+            leases: format!("{first}:leases"),
+            members: format!("{first}:members"),
+            streams,
             pool,
-            dead_letters: format!("{stream}:dead-letters"),
-            stream,
             forgotten: format!("{prefix}:forgotten"),
             max_len: max_len.max(1),
+            balance: Script::new(include_str!("lua/balance.lua")),
         }
+    }
+
+    /// The stream of `partition`; one beyond the count (a caller configured
+    /// with more partitions than this bus) is refused.
+    fn stream(&self, partition: Partition) -> Result<&str, BusError> {
+        self.streams
+            .get(partition.0 as usize)
+            .map(String::as_str)
+            .ok_or_else(|| {
+                BusError::Protocol(format!(
+                    "partition {partition} of a bus with {} partitions",
+                    self.streams.len()
+                ))
+            })
+    }
+
+    /// True when `partition` shares the dead letters' slot, so a MULTI over
+    /// both is allowed: always on a single Redis, partition 0 on a cluster.
+    fn beside_dead_letters(&self, partition: Partition) -> bool {
+        !self.pool.is_cluster() || partition.0 == 0
     }
 
     /// XREADGROUP, re-creating the group once if Redis lost it (a restart
@@ -71,16 +119,17 @@ impl RedisStreamsBus {
     /// cleanup, a flushed prefix) thus never brings an empty stream back.
     async fn read_group(
         &self,
-        group: &str,
+        group: PartitionGroup<'_>,
         consumer: &str,
         count: usize,
         block: Option<Duration>,
         from: &str,
     ) -> Result<Vec<Entry>, BusError> {
+        let stream = self.stream(group.partition)?;
         let mut conn = self.pool.get().await?;
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
-            .arg(group)
+            .arg(group.group)
             .arg(consumer)
             .arg("COUNT")
             .arg(count.max(1));
@@ -88,7 +137,7 @@ impl RedisStreamsBus {
             cmd.arg("BLOCK")
                 .arg(block.min(MAX_BLOCK).as_millis().max(1) as u64);
         }
-        cmd.arg("STREAMS").arg(&self.stream).arg(from);
+        cmd.arg("STREAMS").arg(stream).arg(from);
         let reply: Value = match cmd.query_async(&mut conn).await {
             Ok(reply) => reply,
             Err(e) if e.code() == Some("NOGROUP") => {
@@ -103,12 +152,13 @@ impl RedisStreamsBus {
 
     /// XGROUP CREATE at `0` without MKSTREAM: nothing when the stream does
     /// not exist (or the group does).
-    async fn create_group_on_existing_stream(&self, group: &str) -> Result<(), BusError> {
+    async fn create_group_on_existing_stream(&self, group: PartitionGroup<'_>) -> Result<(), BusError> {
+        let stream = self.stream(group.partition)?;
         let mut conn = self.pool.get().await?;
         let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(&self.stream)
-            .arg(group)
+            .arg(stream)
+            .arg(group.group)
             .arg("0")
             .query_async(&mut conn)
             .await;
@@ -122,16 +172,21 @@ impl RedisStreamsBus {
     }
 
     /// Delivery counts of `ids` from the pending list (XPENDING).
-    async fn delivery_counts(&self, group: &str, ids: &[String]) -> Result<HashMap<String, u64>, BusError> {
+    async fn delivery_counts(
+        &self,
+        group: PartitionGroup<'_>,
+        ids: &[String],
+    ) -> Result<HashMap<String, u64>, BusError> {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
+        let stream = self.stream(group.partition)?;
         let mut conn = self.pool.get().await?;
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.cmd("XPENDING")
-                .arg(&self.stream)
-                .arg(group)
+                .arg(stream)
+                .arg(group.group)
                 .arg(id)
                 .arg(id)
                 .arg(1);
@@ -147,7 +202,7 @@ impl RedisStreamsBus {
     /// Turns entries into deliveries; trimmed ones are acked and dropped.
     async fn deliveries(
         &self,
-        group: &str,
+        group: PartitionGroup<'_>,
         entries: Vec<Entry>,
         counts: Option<HashMap<String, u64>>,
     ) -> Result<Vec<Delivery>, BusError> {
@@ -157,7 +212,12 @@ impl RedisStreamsBus {
             match fields.and_then(|mut f| f.remove("event")) {
                 Some(raw) => {
                     let deliveries = counts.as_ref().and_then(|c| c.get(&id).copied()).unwrap_or(1);
-                    out.push(Delivery { id, deliveries, raw });
+                    out.push(Delivery {
+                        partition: group.partition,
+                        id,
+                        deliveries,
+                        raw,
+                    });
                 }
                 None => gone.push(id),
             }
@@ -167,6 +227,101 @@ impl RedisStreamsBus {
         }
         Ok(out)
     }
+
+    /// XADDs `raws` (encoded events with their types) to `partition`, in
+    /// order, in one pipeline (one slot on a cluster).
+    async fn append(&self, partition: Partition, raws: &[(String, &str)]) -> Result<(), BusError> {
+        let stream = self.stream(partition)?;
+        let mut conn = self.pool.get().await?;
+        let mut pipe = redis::pipe();
+        for (raw, event_type) in raws {
+            self.xadd(&mut pipe, stream, raw, event_type);
+        }
+        let () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Adds the XADD of one event to `pipe`.
+    fn xadd(&self, pipe: &mut redis::Pipeline, stream: &str, raw: &str, event_type: &str) {
+        pipe.cmd("XADD")
+            .arg(stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.max_len)
+            .arg("*")
+            .arg("event")
+            .arg(raw)
+            .arg("type")
+            .arg(event_type)
+            .ignore();
+    }
+
+    /// Runs the lease script (`lua/balance.lua`) as `member`.
+    async fn leases<T: redis::FromRedisValue>(
+        &self,
+        member: &str,
+        ttl: Duration,
+        action: &str,
+    ) -> Result<T, BusError> {
+        let mut conn = self.pool.get().await?;
+        Ok(self
+            .balance
+            .key(&self.leases)
+            .key(&self.members)
+            .arg(member)
+            .arg(ttl.as_millis().max(1) as u64)
+            .arg(self.streams.len())
+            .arg(action)
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    /// The group's entries read and pending on its partition (XINFO GROUPS):
+    /// `lag` when Redis knows it, else counted after the last delivered id.
+    async fn group_backlog(&self, group: PartitionGroup<'_>) -> Result<Backlog, BusError> {
+        let stream = self.stream(group.partition)?;
+        let mut conn = self.pool.get().await?;
+        let groups: Result<Vec<HashMap<String, Value>>, _> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query_async(&mut conn)
+            .await;
+        let groups = match groups {
+            Ok(groups) => groups,
+            // No stream: nothing was ever published to this partition.
+            Err(e) if e.to_string().contains("no such key") => return Ok(Backlog::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let text = |info: &HashMap<String, Value>, field: &str| {
+            info.get(field)
+                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+        };
+        let Some(info) = groups.iter().find(|info| text(info, "name").as_deref() == Some(group.group)) else {
+            // No group yet: it will start at the partition's oldest entry.
+            let length: u64 = redis::cmd("XLEN").arg(stream).query_async(&mut conn).await?;
+            return Ok(Backlog {
+                unread: length,
+                pending: 0,
+            });
+        };
+        let pending = text(info, "pending").and_then(|p| p.parse().ok()).unwrap_or(0);
+        let unread = match text(info, "lag").and_then(|lag| lag.parse().ok()) {
+            Some(lag) => lag,
+            None => {
+                let last = text(info, "last-delivered-id").unwrap_or_else(|| "0-0".into());
+                let after: Value = redis::cmd("XRANGE")
+                    .arg(stream)
+                    .arg(format!("({last}"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(10_000)
+                    .query_async(&mut conn)
+                    .await?;
+                parse_entries(after)?.len() as u64
+            }
+        };
+        Ok(Backlog { unread, pending })
+    }
 }
 
 #[async_trait::async_trait]
@@ -175,36 +330,37 @@ impl EventBus for RedisStreamsBus {
         "redis-streams"
     }
 
+    fn partitions(&self) -> u32 {
+        self.streams.len() as u32
+    }
+
     async fn publish(&self, events: &[EventEnvelope]) -> Result<(), BusError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.pool.get().await?;
-        // One pipeline on one connection: Redis appends in this order.
-        let mut pipe = redis::pipe();
+        // One pipeline per partition (one connection, one slot): Redis
+        // appends each partition's events in this order.
+        let mut by_partition: std::collections::BTreeMap<Partition, Vec<(String, &str)>> =
+            std::collections::BTreeMap::new();
         for event in events {
-            pipe.cmd("XADD")
-                .arg(&self.stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(self.max_len)
-                .arg("*")
-                .arg("event")
-                .arg(event.encode())
-                .arg("type")
-                .arg(&event.event_type)
-                .ignore();
+            by_partition
+                .entry(partition_of(event.stream_id, self.partitions()))
+                .or_default()
+                .push((event.encode(), event.event_type.as_str()));
         }
-        let () = pipe.query_async(&mut conn).await?;
+        futures::future::try_join_all(
+            by_partition
+                .iter()
+                .map(|(partition, raws)| self.append(*partition, raws)),
+        )
+        .await?;
         Ok(())
     }
 
-    async fn create_group(&self, group: &str) -> Result<(), BusError> {
+    async fn create_group(&self, group: PartitionGroup<'_>) -> Result<(), BusError> {
+        let stream = self.stream(group.partition)?;
         let mut conn = self.pool.get().await?;
         let created: Result<(), _> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(&self.stream)
-            .arg(group)
+            .arg(stream)
+            .arg(group.group)
             .arg("0")
             .arg("MKSTREAM")
             .query_async(&mut conn)
@@ -217,7 +373,7 @@ impl EventBus for RedisStreamsBus {
 
     async fn read_pending(
         &self,
-        group: &str,
+        group: PartitionGroup<'_>,
         consumer: &str,
         count: usize,
     ) -> Result<Vec<Delivery>, BusError> {
@@ -229,7 +385,7 @@ impl EventBus for RedisStreamsBus {
 
     async fn read_new(
         &self,
-        group: &str,
+        group: PartitionGroup<'_>,
         consumer: &str,
         count: usize,
         block: Duration,
@@ -240,16 +396,17 @@ impl EventBus for RedisStreamsBus {
 
     async fn claim_idle(
         &self,
-        group: &str,
+        group: PartitionGroup<'_>,
         consumer: &str,
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Delivery>, BusError> {
+        let stream = self.stream(group.partition)?;
         let reply: Value = {
             let mut conn = self.pool.get().await?;
             let claimed = redis::cmd("XAUTOCLAIM")
-                .arg(&self.stream)
-                .arg(group)
+                .arg(stream)
+                .arg(group.group)
                 .arg(consumer)
                 .arg(min_idle.as_millis() as u64)
                 .arg("0-0")
@@ -275,26 +432,36 @@ impl EventBus for RedisStreamsBus {
         self.deliveries(group, entries, Some(counts)).await
     }
 
-    async fn ack(&self, group: &str, ids: &[String]) -> Result<(), BusError> {
+    async fn ack(&self, group: PartitionGroup<'_>, ids: &[String]) -> Result<(), BusError> {
         if ids.is_empty() {
             return Ok(());
         }
+        let stream = self.stream(group.partition)?;
         let mut conn = self.pool.get().await?;
         let _: u64 = redis::cmd("XACK")
-            .arg(&self.stream)
-            .arg(group)
+            .arg(stream)
+            .arg(group.group)
             .arg(ids)
             .query_async(&mut conn)
             .await?;
         Ok(())
     }
 
+    async fn backlog(&self, group: PartitionGroup<'_>) -> Result<Backlog, BusError> {
+        self.group_backlog(group).await
+    }
+
     async fn dead_letter(&self, group: &str, delivery: &Delivery, error: &str) -> Result<(), BusError> {
+        let stream = self.stream(delivery.partition)?;
         let mut conn = self.pool.get().await?;
-        // MULTI: the entry is either dead-lettered and acked, or neither.
-        let () = redis::pipe()
-            .atomic()
-            .cmd("XADD")
+        let mut pipe = redis::pipe();
+        // MULTI where one slot holds both: dead-lettered and acked, or neither.
+        // Elsewhere the XADD first: a crash before the XACK dead-letters the
+        // entry again at its next failure, but never drops it.
+        if self.beside_dead_letters(delivery.partition) {
+            pipe.atomic();
+        }
+        pipe.cmd("XADD")
             .arg(&self.dead_letters)
             .arg("MAXLEN")
             .arg("~")
@@ -310,14 +477,20 @@ impl EventBus for RedisStreamsBus {
             .arg(error)
             .arg("at")
             .arg(Utc::now().to_rfc3339())
-            .ignore()
-            .cmd("XACK")
-            .arg(&self.stream)
-            .arg(group)
-            .arg(&delivery.id)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
+            .ignore();
+        if self.beside_dead_letters(delivery.partition) {
+            pipe.cmd("XACK")
+                .arg(stream)
+                .arg(group)
+                .arg(&delivery.id)
+                .ignore();
+            let () = pipe.query_async(&mut conn).await?;
+        } else {
+            let () = pipe.query_async(&mut conn).await?;
+            drop(conn);
+            self.ack(PartitionGroup::new(group, delivery.partition), std::slice::from_ref(&delivery.id))
+                .await?;
+        }
         Ok(())
     }
 
@@ -392,31 +565,52 @@ impl EventBus for RedisStreamsBus {
         for (id, fields) in chosen {
             let Some(fields) = fields else { continue };
             let letter = dead_letter_from(id.clone(), fields);
-            let event_type = serde_json::from_str::<EventEnvelope>(&letter.raw)
-                .map(|e| e.event_type)
-                .unwrap_or_default();
-            let () = redis::pipe()
-                .atomic()
-                .cmd("XADD")
-                .arg(&self.stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(self.max_len)
-                .arg("*")
-                .arg("event")
-                .arg(&letter.raw)
-                .arg("type")
-                .arg(event_type)
-                .ignore()
-                .cmd("XDEL")
-                .arg(&self.dead_letters)
-                .arg(&id)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
+            // Back to the partition of its stream (partition 0 for an entry
+            // that does not decode: it only has to reach a group again).
+            let (partition, event_type) = match letter.event() {
+                Ok(event) => (partition_of(event.stream_id, self.partitions()), event.event_type),
+                Err(_) => (Partition(0), String::new()),
+            };
+            let stream = self.stream(partition)?;
+            let mut pipe = redis::pipe();
+            // As in dead_letter: one MULTI where one slot holds both, else
+            // the XADD first (a crash between replays it twice, never drops it).
+            if self.beside_dead_letters(partition) {
+                pipe.atomic();
+            }
+            self.xadd(&mut pipe, stream, &letter.raw, &event_type);
+            if self.beside_dead_letters(partition) {
+                pipe.cmd("XDEL").arg(&self.dead_letters).arg(&id).ignore();
+                let () = pipe.query_async(&mut conn).await?;
+            } else {
+                let () = pipe.query_async(&mut conn).await?;
+                let _: u64 = redis::cmd("XDEL")
+                    .arg(&self.dead_letters)
+                    .arg(&id)
+                    .query_async(&mut conn)
+                    .await?;
+            }
             replayed += 1;
         }
         Ok(replayed)
+    }
+
+    async fn balance(&self, member: &str, ttl: Duration) -> Result<Vec<Partition>, BusError> {
+        let held: Vec<u32> = self.leases(member, ttl, "balance").await?;
+        Ok(held.into_iter().map(Partition).collect())
+    }
+
+    async fn owners(&self) -> Result<Vec<Option<String>>, BusError> {
+        let owners: Vec<String> = self.leases("", Duration::from_millis(1), "owners").await?;
+        Ok(owners
+            .into_iter()
+            .map(|owner| Some(owner).filter(|o| !o.is_empty()))
+            .collect())
+    }
+
+    async fn leave(&self, member: &str) -> Result<(), BusError> {
+        let _: Vec<u32> = self.leases(member, Duration::from_millis(1), "leave").await?;
+        Ok(())
     }
 
     async fn announce_forgotten(&self, customer_id: &str) -> Result<(), BusError> {

@@ -1,8 +1,27 @@
-//! The projection runner: one task per projection, a consumer in the
-//! projection's consumer group, plus the sweep over the event store (see the
-//! module documentation of [`crate::projections`] for why both).
+//! The projection runner: one task per projection, which holds this
+//! replica's share of the bus partitions and runs a consumer in the
+//! projection's consumer group on each of them, plus the sweep over the event
+//! store (see the module documentation of [`crate::projections`] for why
+//! both).
 //!
-//! # One step
+//! # Partitions and leases
+//! Every `lease / 3` the runner renews this replica's leases
+//! ([`EventBus::balance`], the rule in [`crate::bus::leases`]) and starts a
+//! consumer task for each partition it gained and stops the one of each
+//! partition it lost. A consumer that starts on a partition first claims
+//! every entry left pending there by earlier owners (XAUTOCLAIM with no idle
+//! time): whoever held the partition before has let its lease go or expire.
+//! Two owners for a moment (an old one still finishing its batch) only apply
+//! an event twice, which the version check makes harmless. When the bus cannot
+//! be reached for the leases, the runner keeps what it held until the lease
+//! would have expired, then stops its consumers.
+//!
+//! The sweep reads the global log, so one replica does it for all: the owner
+//! of partition 0, or every replica while the leases cannot be renewed (the
+//! sweep is the safety net for exactly that case; the checkpoint's
+//! compare-and-set keeps concurrent sweeps harmless).
+//!
+//! # One step of a partition's consumer
 //! 1. The consumer's own pending list first (XREADGROUP 0): entries a crash
 //!    or a failure left unacknowledged, oldest first.
 //! 2. Every few seconds, entries idle too long at other consumers (a replica
@@ -17,6 +36,7 @@
 //! dead-letter: the runner backs off and the entries wait.
 
 use std::{
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -26,8 +46,8 @@ use super::{
     changes::OrderChanges, customer_orders::CustomerOrder, order_detail::OrderDetail,
 };
 use crate::{
-    bus::{Delivery, EventBus},
-    shutdown::Shutdown,
+    bus::{Delivery, EventBus, Partition, PartitionGroup},
+    shutdown::{self, Shutdown, ShutdownTrigger},
     store::{
         event_store::{EventStore, EventStoreError, OrderCodec, StoredEvent, Upcasters},
         read_models::{Advance, ReadModelError, ReadModelStore, ReadModels},
@@ -51,6 +71,9 @@ pub struct RunnerSettings {
     pub sweep_every: Duration,
     /// Events per sweep read.
     pub sweep_batch: usize,
+    /// How long a partition lease lasts without renewal (renewed every third
+    /// of it): how soon a dead replica's partitions move.
+    pub lease: Duration,
 }
 
 impl Default for RunnerSettings {
@@ -63,6 +86,7 @@ impl Default for RunnerSettings {
             max_deliveries: 5,
             sweep_every: Duration::from_secs(1),
             sweep_batch: 1000,
+            lease: Duration::from_secs(10),
         }
     }
 }
@@ -170,36 +194,66 @@ impl Projector {
         }
     }
 
-    /// Runs projection `P` until `shutdown` fires.
+    /// Runs projection `P` on this replica's partitions until `shutdown`
+    /// fires; then leaves, so that the others take its partitions at once.
     pub async fn run<P: Projection>(self, shutdown: Shutdown) {
-        let mut backoff = Backoff::default();
-        while let Err(error) = self.bus.create_group(P::NAME).await {
-            backoff.failed(P::NAME, "creating the consumer group", &error.to_string());
-            if !backoff.pause(&shutdown).await {
-                return;
-            }
-        }
+        let renew_every = self.settings.lease / 3;
+        let mut consumers = Consumers::default();
+        let mut leases = HeldLeases::default();
         let mut last_sweep: Option<Instant> = None;
-        let mut last_claim: Option<Instant> = None;
         while !shutdown.is_triggered() {
-            if last_sweep.is_none_or(|t| t.elapsed() >= self.settings.sweep_every) {
+            if leases.due(renew_every) {
+                let held = self.bus.balance(&self.consumer, self.settings.lease).await;
+                let held = leases.renewed::<P>(held, self.settings.lease);
+                consumers.follow::<P>(&self, held);
+            }
+            let sweeper = leases.sweeper();
+            if sweeper && last_sweep.is_none_or(|t| t.elapsed() >= self.settings.sweep_every) {
                 if let Err(error) = self.sweep::<P>().await {
                     tracing::warn!(projection = P::NAME, error, "sweep failed; retrying");
                 }
                 last_sweep = Some(Instant::now());
             }
-            // The sweep may have taken a while: no read of the bus after shutdown.
-            if shutdown.is_triggered() {
-                break;
+            let mut pause = leases.until_due(renew_every);
+            if sweeper {
+                let sweep_in = last_sweep.map_or(Duration::ZERO, |t| {
+                    self.settings.sweep_every.saturating_sub(t.elapsed())
+                });
+                pause = pause.min(sweep_in);
             }
-            match self.step::<P>(&mut last_claim, &shutdown).await {
+            tokio::select! {
+                _ = tokio::time::sleep(pause.max(Duration::from_millis(5))) => {}
+                _ = shutdown.wait() => break,
+            }
+        }
+        consumers.stop_all().await;
+        if let Err(error) = self.bus.leave(&self.consumer).await {
+            tracing::debug!(projection = P::NAME, %error, "leaving the partitions failed; they move when the leases expire");
+        }
+    }
+
+    /// Consumes `partition` for projection `P` until `stop` fires.
+    async fn consume<P: Projection>(self, partition: Partition, stop: Shutdown) {
+        let group = PartitionGroup::new(P::NAME, partition);
+        let mut backoff = Backoff::default();
+        while let Err(error) = self.bus.create_group(group).await {
+            backoff.failed(P::NAME, "creating the consumer group", &error.to_string());
+            if !backoff.pause(&stop).await {
+                return;
+            }
+        }
+        // None: claim at the first step, everything pending (a takeover).
+        let mut last_claim: Option<Instant> = None;
+        let mut takeover_done = false;
+        while !stop.is_triggered() {
+            match self.step::<P>(group, &mut last_claim, &mut takeover_done, &stop).await {
                 Ok(Progress::Idle | Progress::Worked) => backoff.succeeded(P::NAME),
                 Ok(Progress::Stuck) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => {
                     backoff.failed(P::NAME, "consuming", &error);
-                    if !backoff.pause(&shutdown).await {
+                    if !backoff.pause(&stop).await {
                         return;
                     }
                 }
@@ -209,10 +263,12 @@ impl Projector {
 
     async fn step<P: Projection>(
         &self,
+        group: PartitionGroup<'_>,
         last_claim: &mut Option<Instant>,
-        shutdown: &Shutdown,
+        takeover_done: &mut bool,
+        stop: &Shutdown,
     ) -> Result<Progress, String> {
-        let (group, consumer, batch) = (P::NAME, self.consumer.as_str(), self.settings.batch);
+        let (consumer, batch) = (self.consumer.as_str(), self.settings.batch);
         let pending = self
             .bus
             .read_pending(group, consumer, batch)
@@ -223,18 +279,27 @@ impl Projector {
         }
         if last_claim.is_none_or(|t| t.elapsed() >= self.settings.claim_every) {
             *last_claim = Some(Instant::now());
+            // The first claim on a partition just taken takes everything.
+            let min_idle = if *takeover_done {
+                self.settings.claim_idle
+            } else {
+                Duration::ZERO
+            };
             let claimed = self
                 .bus
-                .claim_idle(group, consumer, self.settings.claim_idle, batch)
+                .claim_idle(group, consumer, min_idle, batch)
                 .await
                 .map_err(|e| e.to_string())?;
             if claimed.len() == batch {
                 // There may be more: claim again at the next step.
                 *last_claim = None;
+            } else {
+                *takeover_done = true;
             }
             if !claimed.is_empty() {
                 tracing::info!(
                     projection = P::NAME,
+                    partition = %group.partition,
                     entries = claimed.len(),
                     "claimed idle entries"
                 );
@@ -243,7 +308,7 @@ impl Projector {
         }
         let fresh = tokio::select! {
             read = self.bus.read_new(group, consumer, batch, self.settings.block) => read.map_err(|e| e.to_string())?,
-            _ = shutdown.wait() => return Ok(Progress::Idle),
+            _ = stop.wait() => return Ok(Progress::Idle),
         };
         if fresh.is_empty() {
             return Ok(Progress::Idle);
@@ -267,8 +332,7 @@ impl Projector {
         let events: Vec<StoredEvent> = batch.iter().map(|(_, event)| event.clone()).collect();
         match self.apply::<P>(&events).await {
             Ok(()) => {
-                let ids: Vec<String> = batch.iter().map(|(d, _)| d.id.clone()).collect();
-                self.bus.ack(P::NAME, &ids).await.map_err(|e| e.to_string())?;
+                self.ack::<P>(batch.iter().map(|(d, _)| d)).await?;
                 Ok(Progress::Worked)
             }
             Err(Failure::Transient(why)) => Err(why),
@@ -284,11 +348,7 @@ impl Projector {
         let mut progress = Progress::Worked;
         for (delivery, event) in batch {
             match self.apply::<P>(std::slice::from_ref(&event)).await {
-                Ok(()) => self
-                    .bus
-                    .ack(P::NAME, std::slice::from_ref(&delivery.id))
-                    .await
-                    .map_err(|e| e.to_string())?,
+                Ok(()) => self.ack::<P>(std::iter::once(&delivery)).await?,
                 Err(Failure::Transient(why)) => return Err(why),
                 Err(Failure::Poison(why)) if delivery.deliveries >= self.settings.max_deliveries => {
                     self.give_up::<P>(&delivery, &why).await?;
@@ -300,6 +360,24 @@ impl Projector {
             }
         }
         Ok(progress)
+    }
+
+    /// Acknowledges `deliveries` (of one partition: a batch is read from one).
+    async fn ack<P: Projection>(&self, deliveries: impl Iterator<Item = &Delivery>) -> Result<(), String> {
+        let mut by_partition: BTreeMap<Partition, Vec<String>> = BTreeMap::new();
+        for delivery in deliveries {
+            by_partition
+                .entry(delivery.partition)
+                .or_default()
+                .push(delivery.id.clone());
+        }
+        for (partition, ids) in by_partition {
+            self.bus
+                .ack(PartitionGroup::new(P::NAME, partition), &ids)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     async fn give_up<P: Projection>(&self, delivery: &Delivery, why: &str) -> Result<(), String> {
@@ -373,6 +451,110 @@ impl Projector {
                 Err(error) => return Err(format!("{error:#}")),
             }
         }
+    }
+}
+
+/// The partitions this replica holds, as last renewed.
+#[derive(Default)]
+struct HeldLeases {
+    held: Vec<Partition>,
+    /// The last successful renewal.
+    renewed_at: Option<Instant>,
+    /// The last attempt (None: renew now).
+    tried_at: Option<Instant>,
+    /// The last attempt failed.
+    failing: bool,
+}
+
+impl HeldLeases {
+    fn due(&self, every: Duration) -> bool {
+        self.tried_at.is_none_or(|t| t.elapsed() >= every)
+    }
+
+    fn until_due(&self, every: Duration) -> Duration {
+        self.tried_at
+            .map_or(Duration::ZERO, |t| every.saturating_sub(t.elapsed()))
+    }
+
+    /// Takes a renewal's outcome; returns the partitions to consume now.
+    fn renewed<P: Projection>(
+        &mut self,
+        outcome: Result<Vec<Partition>, crate::bus::BusError>,
+        lease: Duration,
+    ) -> Vec<Partition> {
+        let now = Instant::now();
+        self.tried_at = Some(now);
+        match outcome {
+            Ok(held) => {
+                if held != self.held {
+                    tracing::info!(projection = P::NAME, partitions = ?held, "partitions held");
+                }
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!(projection = P::NAME, "partition leases renewed again");
+                }
+                self.held = held;
+                self.renewed_at = Some(now);
+            }
+            Err(error) => {
+                if !self.failing {
+                    tracing::warn!(projection = P::NAME, %error, "renewing the partition leases failed");
+                    self.failing = true;
+                }
+                // Held partitions are ours until the lease would have expired.
+                if self.renewed_at.is_none_or(|t| now.duration_since(t) >= lease) {
+                    self.held.clear();
+                }
+            }
+        }
+        self.held.clone()
+    }
+
+    /// Whether this replica sweeps: it holds partition 0, or the leases
+    /// cannot be renewed (then every replica does, as the safety net).
+    fn sweeper(&self) -> bool {
+        self.failing || self.held.contains(&Partition(0))
+    }
+}
+
+/// The consumer task of each partition held, with its stop trigger.
+#[derive(Default)]
+struct Consumers {
+    running: BTreeMap<Partition, ShutdownTrigger>,
+    /// Owns the tasks: dropping it (the runner aborted) aborts them.
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Consumers {
+    /// Starts a consumer on each partition of `held` without one; stops the
+    /// others (after their current step).
+    fn follow<P: Projection>(&mut self, projector: &Projector, held: Vec<Partition>) {
+        self.running.retain(|partition, trigger| {
+            let keep = held.contains(partition);
+            if !keep {
+                trigger.trigger();
+            }
+            keep
+        });
+        for partition in held {
+            if self.running.contains_key(&partition) {
+                continue;
+            }
+            // Stopped by the runner: when the lease is lost or at shutdown
+            // (after the step in progress).
+            let (trigger, stop) = shutdown::channel();
+            self.tasks.spawn(projector.clone().consume::<P>(partition, stop));
+            self.running.insert(partition, trigger);
+        }
+        // Reap the finished ones, so the set does not grow.
+        while self.tasks.try_join_next().is_some() {}
+    }
+
+    /// Stops every consumer and waits for them.
+    async fn stop_all(mut self) {
+        for trigger in self.running.values() {
+            trigger.trigger();
+        }
+        while self.tasks.join_next().await.is_some() {}
     }
 }
 

@@ -28,7 +28,7 @@ pub async fn command(config: Config, dry_run: bool) -> anyhow::Result<PurgeRepor
         redis: redis_pool(&config.redis)?,
     };
     let stores = Stores::on(&db, OrderCodec::upcasters(), false);
-    let bus = super::event_bus(&config.redis, &backends);
+    let bus = super::event_bus(&config.redis, &config.bus, &backends);
     let retention = Retention::new(
         config.retention,
         db,

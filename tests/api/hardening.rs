@@ -427,7 +427,7 @@ async fn a_forget_reaches_another_replicas_key_cache_through_the_bus_at_once() {
         // own bus client on the same keys with Redis; embedded, one process
         // can only share the server's in-process bus.
         let bus_b = match backends.redis {
-            Some(_) => commerce::startup::event_bus(&app.config.redis, backends),
+            Some(_) => commerce::startup::event_bus(&app.config.redis, &app.config.bus, backends),
             None => app.app.bus.clone(),
         };
         let replica_b = Vault::new(

@@ -27,6 +27,7 @@ mod observability;
 mod order_commands;
 mod order_queries;
 mod orders;
+mod partitions;
 mod pgbouncer;
 mod privacy;
 mod privacy_leaks;

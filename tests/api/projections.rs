@@ -7,7 +7,7 @@ use commerce::store::read_models::ReadModels as _;
 use std::time::Duration;
 
 use commerce::{
-    bus::EventEnvelope,
+    bus::{EventEnvelope, Partition, PartitionGroup},
     outbox::OutboxRelay,
     projections::{
         ApplyEvents, cart_conversion::CartConversion, customer_orders::CustomerOrder,
@@ -20,6 +20,12 @@ use uuid::Uuid;
 use crate::support::{
     app::Backend,
     read_side::{ReadSideFixture, all_summaries, details, spawn},
+};
+
+/// The detail projection's group on the only partition of the fixtures' bus.
+const DETAIL_0: PartitionGroup<'static> = PartitionGroup {
+    group: "order_detail",
+    partition: Partition(0),
 };
 
 #[tokio::test]
@@ -114,7 +120,7 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
         // that died for good, holds others.
         let held = fixture
             .bus
-            .read_new("order_detail", "node-a", 40, Duration::from_millis(100))
+            .read_new(DETAIL_0, "node-a", 40, Duration::from_millis(100))
             .await
             .unwrap();
         let applied: Vec<_> = held[..20]
@@ -128,7 +134,7 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
             .unwrap();
         let orphaned = fixture
             .bus
-            .read_new("order_detail", "node-b", 40, Duration::from_millis(100))
+            .read_new(DETAIL_0, "node-b", 40, Duration::from_millis(100))
             .await
             .unwrap();
         assert_eq!((held.len(), orphaned.len()), (40, 40), "{backend:?}");
@@ -154,7 +160,7 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
         for _ in 0..50 {
             if fixture
                 .bus
-                .read_pending("order_detail", "node-b", 100)
+                .read_pending(DETAIL_0, "node-b", 100)
                 .await
                 .unwrap()
                 .is_empty()
@@ -166,7 +172,7 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
         assert!(
             fixture
                 .bus
-                .read_pending("order_detail", "node-b", 100)
+                .read_pending(DETAIL_0, "node-b", 100)
                 .await
                 .unwrap()
                 .is_empty(),
@@ -232,7 +238,7 @@ async fn duplicate_and_out_of_order_deliveries_change_nothing() {
         assert!(
             fixture
                 .bus
-                .read_pending("order_detail", "dup", 10)
+                .read_pending(DETAIL_0, "dup", 10)
                 .await
                 .unwrap()
                 .is_empty()

@@ -28,15 +28,23 @@ impl EventBus for FlakyBus {
         }
         self.inner.publish(events).await
     }
-    async fn create_group(&self, group: &str) -> Result<(), bus::BusError> {
+    fn partitions(&self) -> u32 {
+        self.inner.partitions()
+    }
+    async fn create_group(&self, group: bus::PartitionGroup<'_>) -> Result<(), bus::BusError> {
         self.inner.create_group(group).await
     }
-    async fn read_pending(&self, g: &str, c: &str, n: usize) -> Result<Vec<bus::Delivery>, bus::BusError> {
+    async fn read_pending(
+        &self,
+        g: bus::PartitionGroup<'_>,
+        c: &str,
+        n: usize,
+    ) -> Result<Vec<bus::Delivery>, bus::BusError> {
         self.inner.read_pending(g, c, n).await
     }
     async fn read_new(
         &self,
-        g: &str,
+        g: bus::PartitionGroup<'_>,
         c: &str,
         n: usize,
         b: Duration,
@@ -45,15 +53,27 @@ impl EventBus for FlakyBus {
     }
     async fn claim_idle(
         &self,
-        g: &str,
+        g: bus::PartitionGroup<'_>,
         c: &str,
         i: Duration,
         n: usize,
     ) -> Result<Vec<bus::Delivery>, bus::BusError> {
         self.inner.claim_idle(g, c, i, n).await
     }
-    async fn ack(&self, g: &str, ids: &[String]) -> Result<(), bus::BusError> {
+    async fn ack(&self, g: bus::PartitionGroup<'_>, ids: &[String]) -> Result<(), bus::BusError> {
         self.inner.ack(g, ids).await
+    }
+    async fn backlog(&self, g: bus::PartitionGroup<'_>) -> Result<bus::Backlog, bus::BusError> {
+        self.inner.backlog(g).await
+    }
+    async fn balance(&self, member: &str, ttl: Duration) -> Result<Vec<bus::Partition>, bus::BusError> {
+        self.inner.balance(member, ttl).await
+    }
+    async fn owners(&self) -> Result<Vec<Option<String>>, bus::BusError> {
+        self.inner.owners().await
+    }
+    async fn leave(&self, member: &str) -> Result<(), bus::BusError> {
+        self.inner.leave(member).await
     }
     async fn dead_letter(&self, g: &str, d: &bus::Delivery, e: &str) -> Result<(), bus::BusError> {
         self.inner.dead_letter(g, d, e).await
@@ -91,7 +111,8 @@ async fn the_relay_keeps_events_through_a_bus_outage_and_publishes_them_in_order
             inner: fixture.bus.clone(),
             down: true.into(),
         });
-        fixture.bus.create_group("audit").await.unwrap();
+        let audit = bus::PartitionGroup::new("audit", bus::Partition(0));
+        fixture.bus.create_group(audit).await.unwrap();
         let relay = OutboxRelay::new(fixture.outbox.clone(), flaky.clone());
         let orders: Vec<SampleOrder> = (0..5).map(|_| SampleOrder::new("olga", 1)).collect();
         for order in &orders {
@@ -118,7 +139,7 @@ async fn the_relay_keeps_events_through_a_bus_outage_and_publishes_them_in_order
         // Each stream arrives in version order.
         let delivered = fixture
             .bus
-            .read_new("audit", "a", 100, Duration::from_millis(100))
+            .read_new(audit, "a", 100, Duration::from_millis(100))
             .await
             .unwrap();
         let mut last: std::collections::HashMap<Uuid, u64> = Default::default();

@@ -10,7 +10,7 @@ use std::{process::Output, time::Duration};
 use chrono::{TimeDelta, Utc};
 use commerce::{
     app::retention::{LEADER_KEY, PurgeReport},
-    bus::Delivery,
+    bus::{Delivery, Partition, PartitionGroup},
     db::Db,
     proto::commerce::v1::{CreateOrderRequest, GetSagaRequest, Order, SagaStatus},
 };
@@ -100,8 +100,10 @@ async fn saga_code(app: &TestApp, saga_id: &str) -> Code {
 }
 
 async fn dead_letter(app: &TestApp, note: &str) {
-    app.app.bus.create_group("retention-test").await.unwrap();
+    let group = PartitionGroup::new("retention-test", Partition(0));
+    app.app.bus.create_group(group).await.unwrap();
     let poison = Delivery {
+        partition: Partition(0),
         id: "0-1".into(),
         deliveries: 5,
         raw: format!("not an event: {note}"),

@@ -34,18 +34,30 @@ pub struct ReadSideFixture {
     pub outbox: Arc<dyn Outbox>,
     pub trigger: ShutdownTrigger,
     pub shutdown: Shutdown,
+    backends: commerce::db::Backends,
+    overrides: Vec<(String, String)>,
     _isolation: Isolation,
 }
 
 impl ReadSideFixture {
     pub async fn new(backend: Backend) -> Self {
+        Self::with(backend, &[]).await
+    }
+
+    /// A fixture configured with `overrides` (e.g. EVENT_BUS_PARTITIONS).
+    pub async fn with(backend: Backend, overrides: &[(&str, &str)]) -> Self {
         let isolation = Isolation::new(backend).await;
         let backends = isolation.backends().await;
-        let config = isolation.config(&[]);
+        let config = isolation.config(overrides);
         let (trigger, shutdown) = shutdown::channel();
         let stores = Stores::on(&backends.db, OrderCodec::upcasters(), true);
         Self {
-            bus: commerce::startup::event_bus(&config.redis, &backends),
+            bus: commerce::startup::event_bus(&config.redis, &config.bus, &backends),
+            backends,
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             events: EventLog {
                 events: stores.events,
                 units: stores.units,
@@ -60,7 +72,21 @@ impl ReadSideFixture {
 
     /// The configuration of the fixture's isolated resources.
     pub fn config(&self) -> commerce::config::Config {
-        self._isolation.config(&[])
+        let overrides: Vec<(&str, &str)> = self
+            .overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self._isolation.config(&overrides)
+    }
+
+    /// The bus a restarted service with `partitions` partitions would use:
+    /// the same Redis keys, or a new in-process bus (it does not outlive
+    /// its process).
+    pub fn bus_with(&self, partitions: u32) -> Arc<dyn EventBus> {
+        let mut config = self.config();
+        config.bus.partitions = partitions;
+        commerce::startup::event_bus(&config.redis, &config.bus, &self.backends)
     }
 
     /// A projector whose sweep waits `sweep_every` (long: only the bus works).
