@@ -10,9 +10,14 @@
 //! - **Per-stream order.** A stream's event can only be appended after its
 //!   previous one committed (optimistic concurrency), so it has a larger
 //!   outbox id and is never visible before it; the relay publishes each batch
-//!   in id order on one connection. Events of different streams may be
-//!   published in another order than their global positions; nothing relies
-//!   on that.
+//!   in id order, and all the events of a stream go to one bus partition
+//!   (its stream id decides, [`crate::bus::partition_of`]), appended there in
+//!   that order. Events of different streams may be published in another
+//!   order than their global positions, and different partitions are appended
+//!   concurrently; nothing relies on an order across streams.
+//! - **Draining.** With EVENT_BUS_RELAY=false no relay runs in the replica
+//!   (startup does not start it): the step of the procedure that changes the
+//!   partition count (README, "Event bus partitions").
 //! - **One relay at a time.** On PostgreSQL each round holds a transaction
 //!   advisory lock, so replicas take turns instead of racing (racing would
 //!   only duplicate, but turns keep the bus tidy).

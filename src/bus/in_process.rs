@@ -124,10 +124,17 @@ impl InProcessBus {
             .partitions
             .get_mut(partition.0 as usize)
             .map(f)
-            .ok_or_else(|| BusError::Protocol(format!("partition {partition} of a bus with {count} partitions")))
+            .ok_or_else(|| {
+                BusError::Protocol(format!("partition {partition} of a bus with {count} partitions"))
+            })
     }
 
-    fn take_new(&self, group: PartitionGroup<'_>, consumer: &str, count: usize) -> Result<Vec<Delivery>, BusError> {
+    fn take_new(
+        &self,
+        group: PartitionGroup<'_>,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Delivery>, BusError> {
         self.with_partition(group.partition, |log| {
             let StreamLog { entries, groups, .. } = log;
             let state = groups.entry(group.group.to_string()).or_default();
@@ -209,9 +216,8 @@ impl InProcessBus {
 /// The partition a raw entry goes back to when replayed (partition 0 for one
 /// that does not decode: it only has to reach a group again).
 fn partition_of_raw(raw: &str, partitions: u32) -> Partition {
-    serde_json::from_str::<EventEnvelope>(raw).map_or(Partition(0), |event| {
-        partition_of(event.stream_id, partitions)
-    })
+    serde_json::from_str::<EventEnvelope>(raw)
+        .map_or(Partition(0), |event| partition_of(event.stream_id, partitions))
 }
 
 #[async_trait::async_trait]

@@ -77,7 +77,8 @@ impl LeaseTable {
             .map(|k| self.leases.get(&k).map(|(owner, _)| owner.as_str()))
             .collect();
         let mine = plan(me, &owners, self.members.len());
-        self.leases.retain(|k, (owner, _)| owner != me || mine.contains(&Partition(*k)));
+        self.leases
+            .retain(|k, (owner, _)| owner != me || mine.contains(&Partition(*k)));
         for partition in &mine {
             self.leases.insert(partition.0, (me.to_string(), until));
         }
@@ -131,10 +132,17 @@ mod tests {
     fn the_remainder_goes_to_as_many_members_as_there_are_left_over_partitions() {
         // 4 partitions, 3 members: one holds 2, the others 1.
         let owners = [Some("a"), Some("a"), Some("b"), Some("b")];
-        assert_eq!(ks(&plan("a", &owners, 3)), vec![0], "b already holds the extra one");
+        assert_eq!(
+            ks(&plan("a", &owners, 3)),
+            vec![0],
+            "b already holds the extra one"
+        );
         let after = [Some("a"), None, Some("b"), Some("b")];
         assert_eq!(ks(&plan("c", &after, 3)), vec![1]);
-        assert_eq!(ks(&plan("b", &[Some("a"), Some("c"), Some("b"), Some("b")], 3)), vec![2, 3]);
+        assert_eq!(
+            ks(&plan("b", &[Some("a"), Some("c"), Some("b"), Some("b")], 3)),
+            vec![2, 3]
+        );
     }
 
     #[test]
@@ -149,9 +157,16 @@ mod tests {
         let mut table = LeaseTable::default();
         let ttl = std::time::Duration::from_millis(30);
         assert_eq!(ks(&table.balance("a", 2, ttl)), vec![0, 1]);
-        assert!(table.balance("b", 2, std::time::Duration::from_secs(5)).is_empty());
+        assert!(
+            table
+                .balance("b", 2, std::time::Duration::from_secs(5))
+                .is_empty()
+        );
         std::thread::sleep(std::time::Duration::from_millis(40));
-        assert_eq!(ks(&table.balance("b", 2, std::time::Duration::from_secs(5))), vec![0, 1]);
+        assert_eq!(
+            ks(&table.balance("b", 2, std::time::Duration::from_secs(5))),
+            vec![0, 1]
+        );
         table.leave("b");
         assert_eq!(ks(&table.balance("a", 2, ttl)), vec![0, 1]);
     }

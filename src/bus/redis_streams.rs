@@ -30,8 +30,7 @@ use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, Script, Value};
 
 use super::{
-    Backlog, BusError, DeadLetter, Delivery, EventBus, EventEnvelope, Partition, PartitionGroup,
-    partition_of,
+    Backlog, BusError, DeadLetter, Delivery, EventBus, EventEnvelope, Partition, PartitionGroup, partition_of,
 };
 use crate::redis_conn::RedisPool;
 use crate::store::Purge;
@@ -296,7 +295,10 @@ impl RedisStreamsBus {
             info.get(field)
                 .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
         };
-        let Some(info) = groups.iter().find(|info| text(info, "name").as_deref() == Some(group.group)) else {
+        let Some(info) = groups
+            .iter()
+            .find(|info| text(info, "name").as_deref() == Some(group.group))
+        else {
             // No group yet: it will start at the partition's oldest entry.
             let length: u64 = redis::cmd("XLEN").arg(stream).query_async(&mut conn).await?;
             return Ok(Backlog {
@@ -479,17 +481,16 @@ impl EventBus for RedisStreamsBus {
             .arg(Utc::now().to_rfc3339())
             .ignore();
         if self.beside_dead_letters(delivery.partition) {
-            pipe.cmd("XACK")
-                .arg(stream)
-                .arg(group)
-                .arg(&delivery.id)
-                .ignore();
+            pipe.cmd("XACK").arg(stream).arg(group).arg(&delivery.id).ignore();
             let () = pipe.query_async(&mut conn).await?;
         } else {
             let () = pipe.query_async(&mut conn).await?;
             drop(conn);
-            self.ack(PartitionGroup::new(group, delivery.partition), std::slice::from_ref(&delivery.id))
-                .await?;
+            self.ack(
+                PartitionGroup::new(group, delivery.partition),
+                std::slice::from_ref(&delivery.id),
+            )
+            .await?;
         }
         Ok(())
     }

@@ -1,12 +1,15 @@
 //! The read side: projections turn committed order events into read models.
 //!
 //! # How an event reaches a read model
-//! - **Bus (low latency).** Each projection is a consumer group on the event
-//!   bus ([`crate::bus`]); the [`runner`] applies what it is delivered and
-//!   acknowledges it after the database commit. On start it drains its own
-//!   pending list, then claims entries idle at dead consumers, then reads new
-//!   ones. An entry that keeps failing is dead-lettered.
-//! - **Sweep (completeness).** The runner also reads the event store's settled
+//! - **Bus (low latency).** Each projection is a consumer group on every
+//!   partition of the event bus ([`crate::bus`]); each replica consumes the
+//!   partitions it holds a lease on, and the [`runner`] applies what it is
+//!   delivered and acknowledges it after the database commit. On a partition
+//!   it starts it drains its own pending list, then claims the entries of
+//!   earlier owners, then reads new ones. An entry that keeps failing is
+//!   dead-lettered.
+//! - **Sweep (completeness).** The runner (of the replica holding partition 0)
+//!   also reads the event store's settled
 //!   log after the projection's checkpoint and applies what the bus has not
 //!   delivered (entries trimmed away, lost with a Redis restart, published
 //!   while the projection was rebuilt). The checkpoint is the last position of

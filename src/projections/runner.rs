@@ -246,7 +246,10 @@ impl Projector {
         let mut last_claim: Option<Instant> = None;
         let mut takeover_done = false;
         while !stop.is_triggered() {
-            match self.step::<P>(group, &mut last_claim, &mut takeover_done, &stop).await {
+            match self
+                .step::<P>(group, &mut last_claim, &mut takeover_done, &stop)
+                .await
+            {
                 Ok(Progress::Idle | Progress::Worked) => backoff.succeeded(P::NAME),
                 Ok(Progress::Stuck) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;

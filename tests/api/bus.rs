@@ -96,16 +96,33 @@ async fn groups_deliver_in_order_and_keep_unacked_entries_pending() {
                 "{kind} {k}"
             );
 
-            let first = bus.read_new(a, "c1", 10, Duration::from_millis(50)).await.unwrap();
+            let first = bus
+                .read_new(a, "c1", 10, Duration::from_millis(50))
+                .await
+                .unwrap();
             assert_eq!(versions(&first), vec![1, 2, 3], "{kind} {k}");
             assert!(
-                first.iter().all(|d| d.deliveries == 1 && d.partition == Partition(k)),
+                first
+                    .iter()
+                    .all(|d| d.deliveries == 1 && d.partition == Partition(k)),
                 "{kind} {k}"
             );
-            assert_eq!(first[0].event().unwrap(), published[0], "{kind}: the event survives the trip");
-            let other = bus.read_new(b, "c9", 10, Duration::from_millis(50)).await.unwrap();
+            assert_eq!(
+                first[0].event().unwrap(),
+                published[0],
+                "{kind}: the event survives the trip"
+            );
+            let other = bus
+                .read_new(b, "c9", 10, Duration::from_millis(50))
+                .await
+                .unwrap();
             assert_eq!(versions(&other), vec![1, 2, 3], "{kind}: groups are independent");
-            assert!(bus.read_new(a, "c2", 10, Duration::from_millis(20)).await.unwrap().is_empty());
+            assert!(
+                bus.read_new(a, "c2", 10, Duration::from_millis(20))
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
             // The other partitions hold none of it.
             let elsewhere = PartitionGroup::new("a", Partition((k + 1) % PARTITIONS));
             bus.create_group(elsewhere).await.unwrap();
@@ -134,7 +151,10 @@ async fn groups_deliver_in_order_and_keep_unacked_entries_pending() {
 
             // Another consumer claims what c1 left idle.
             tokio::time::sleep(Duration::from_millis(30)).await;
-            let claimed = bus.claim_idle(a, "c2", Duration::from_millis(20), 10).await.unwrap();
+            let claimed = bus
+                .claim_idle(a, "c2", Duration::from_millis(20), 10)
+                .await
+                .unwrap();
             assert_eq!(versions(&claimed), vec![2, 3], "{kind}");
             assert!(claimed.iter().all(|d| d.deliveries == 3), "{kind}: {claimed:?}");
             assert!(bus.read_pending(a, "c1", 10).await.unwrap().is_empty(), "{kind}");
@@ -161,13 +181,14 @@ async fn each_order_stays_in_one_partition_in_order_while_orders_spread_over_all
         for k in 0..PARTITIONS {
             let group = PartitionGroup::new("order", Partition(k));
             bus.create_group(group).await.unwrap();
-            let delivered = bus.read_new(group, "c", 1000, Duration::from_millis(50)).await.unwrap();
+            let delivered = bus
+                .read_new(group, "c", 1000, Duration::from_millis(50))
+                .await
+                .unwrap();
             assert!(!delivered.is_empty(), "{kind}: partition {k} got no order of 30");
             for delivery in delivered {
                 let event = delivery.event().unwrap();
-                let (partition, versions) = seen
-                    .entry(event.stream_id)
-                    .or_insert((Partition(k), Vec::new()));
+                let (partition, versions) = seen.entry(event.stream_id).or_insert((Partition(k), Vec::new()));
                 assert_eq!(*partition, Partition(k), "{kind}: an order in two partitions");
                 versions.push(event.version);
             }
@@ -188,8 +209,13 @@ async fn dead_letters_are_listed_and_replayed_to_their_partition() {
             let p = PartitionGroup::new("p", Partition(k));
             let stream = stream_in(k);
             bus.create_group(p).await.unwrap();
-            bus.publish(&[event_of(stream, 1), event_of(stream, 2)]).await.unwrap();
-            let delivered = bus.read_new(p, "c1", 10, Duration::from_millis(50)).await.unwrap();
+            bus.publish(&[event_of(stream, 1), event_of(stream, 2)])
+                .await
+                .unwrap();
+            let delivered = bus
+                .read_new(p, "c1", 10, Duration::from_millis(50))
+                .await
+                .unwrap();
             bus.ack(p, std::slice::from_ref(&delivered[0].id)).await.unwrap();
             bus.dead_letter("p", &delivered[1], "boom").await.unwrap();
             assert!(
@@ -206,10 +232,21 @@ async fn dead_letters_are_listed_and_replayed_to_their_partition() {
 
             assert_eq!(bus.replay_dead_letters(&[]).await.unwrap(), 1, "{kind}");
             assert!(bus.dead_letters(10).await.unwrap().is_empty(), "{kind}");
-            let again = bus.read_new(p, "c1", 10, Duration::from_millis(50)).await.unwrap();
-            assert_eq!(versions(&again), vec![2], "{kind}: replayed to its partition's group");
+            let again = bus
+                .read_new(p, "c1", 10, Duration::from_millis(50))
+                .await
+                .unwrap();
+            assert_eq!(
+                versions(&again),
+                vec![2],
+                "{kind}: replayed to its partition's group"
+            );
             bus.ack(p, &ids(&again)).await.unwrap();
-            assert_eq!(bus.replay_dead_letters(&["1-0".into()]).await.unwrap(), 0, "{kind}");
+            assert_eq!(
+                bus.replay_dead_letters(&["1-0".into()]).await.unwrap(),
+                0,
+                "{kind}"
+            );
         }
     }
 }
@@ -228,7 +265,10 @@ async fn a_blocked_read_returns_as_soon_as_an_entry_is_published() {
         let mut got = Vec::new();
         // Redis caps one BLOCK below the client's response timeout: poll a few.
         while got.is_empty() && started.elapsed() < Duration::from_secs(3) {
-            got = bus.read_new(w, "c", 10, Duration::from_millis(300)).await.unwrap();
+            got = bus
+                .read_new(w, "c", 10, Duration::from_millis(300))
+                .await
+                .unwrap();
         }
         assert_eq!(versions(&got), vec![7], "{}", bus.kind());
     }
@@ -240,12 +280,20 @@ async fn leases_share_the_partitions_and_move_when_a_member_leaves_or_expires() 
     let held = |partitions: Vec<Partition>| partitions.iter().map(|p| p.0).collect::<Vec<_>>();
     for (bus, _guard) in buses().await {
         let kind = bus.kind();
-        assert_eq!(held(bus.balance("a", long).await.unwrap()), vec![0, 1, 2], "{kind}");
+        assert_eq!(
+            held(bus.balance("a", long).await.unwrap()),
+            vec![0, 1, 2],
+            "{kind}"
+        );
         // b joins: a releases its surplus first, then b takes it.
         assert!(bus.balance("b", long).await.unwrap().is_empty(), "{kind}");
         assert_eq!(held(bus.balance("a", long).await.unwrap()), vec![0, 1], "{kind}");
         assert_eq!(held(bus.balance("b", long).await.unwrap()), vec![2], "{kind}");
-        assert_eq!(held(bus.balance("a", long).await.unwrap()), vec![0, 1], "{kind}: stable");
+        assert_eq!(
+            held(bus.balance("a", long).await.unwrap()),
+            vec![0, 1],
+            "{kind}: stable"
+        );
         assert_eq!(
             bus.owners().await.unwrap(),
             vec![Some("a".to_string()), Some("a".into()), Some("b".into())],
@@ -253,7 +301,11 @@ async fn leases_share_the_partitions_and_move_when_a_member_leaves_or_expires() 
         );
         // a leaves: b takes everything at its next renewal.
         bus.leave("a").await.unwrap();
-        assert_eq!(held(bus.balance("b", long).await.unwrap()), vec![0, 1, 2], "{kind}");
+        assert_eq!(
+            held(bus.balance("b", long).await.unwrap()),
+            vec![0, 1, 2],
+            "{kind}"
+        );
         // c joins with a short lease, takes a share, and stops renewing.
         let short = Duration::from_millis(300);
         assert!(bus.balance("c", short).await.unwrap().is_empty(), "{kind}");
@@ -261,6 +313,10 @@ async fn leases_share_the_partitions_and_move_when_a_member_leaves_or_expires() 
         assert_eq!(held(bus.balance("c", short).await.unwrap()), vec![2], "{kind}");
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(bus.owners().await.unwrap()[2], None, "{kind}: c's lease expired");
-        assert_eq!(held(bus.balance("b", long).await.unwrap()), vec![0, 1, 2], "{kind}");
+        assert_eq!(
+            held(bus.balance("b", long).await.unwrap()),
+            vec![0, 1, 2],
+            "{kind}"
+        );
     }
 }

@@ -71,10 +71,14 @@ fn owners(names: &[&str]) -> Vec<Option<String>> {
 }
 
 async fn wait_owners(bus: &Arc<dyn EventBus>, expected: Vec<Option<String>>) {
-    wait_for_within(&format!("partition owners {expected:?}"), Duration::from_secs(30), || {
-        let (bus, expected) = (bus.clone(), expected.clone());
-        async move { bus.owners().await.unwrap() == expected }
-    })
+    wait_for_within(
+        &format!("partition owners {expected:?}"),
+        Duration::from_secs(30),
+        || {
+            let (bus, expected) = (bus.clone(), expected.clone());
+            async move { bus.owners().await.unwrap() == expected }
+        },
+    )
     .await;
 }
 
@@ -99,19 +103,34 @@ async fn drained(bus: &Arc<dyn EventBus>) -> bool {
 
 /// Every read model holds exactly the fold of the event store for `ids`.
 async fn assert_read_models_match(fixture: &ReadSideFixture, ids: &[Uuid], version: u64, what: &str) {
-    assert!(fixture.converged::<OrderDetail>(ids, version).await, "{what}: details");
-    assert!(fixture.converged::<CustomerOrder>(ids, version).await, "{what}: list");
-    assert!(fixture.converged::<CartConversion>(ids, version).await, "{what}: conversions");
+    assert!(
+        fixture.converged::<OrderDetail>(ids, version).await,
+        "{what}: details"
+    );
+    assert!(
+        fixture.converged::<CustomerOrder>(ids, version).await,
+        "{what}: list"
+    );
+    assert!(
+        fixture.converged::<CartConversion>(ids, version).await,
+        "{what}: conversions"
+    );
     assert_eq!(
         details(&fixture.store, ids).await,
         fixture.truth::<OrderDetail>(ids).await,
         "{what}"
     );
-    assert_eq!(all_summaries(&fixture.store).await.len(), ids.len(), "{what}: one row per order");
+    assert_eq!(
+        all_summaries(&fixture.store).await.len(),
+        ids.len(),
+        "{what}: one row per order"
+    );
 }
 
 fn orders(n: usize, tag: &str) -> Vec<SampleOrder> {
-    (0..n).map(|i| SampleOrder::new(&format!("{tag}{}", i % 4), 1)).collect()
+    (0..n)
+        .map(|i| SampleOrder::new(&format!("{tag}{}", i % 4), 1))
+        .collect()
 }
 
 #[tokio::test]
@@ -170,7 +189,10 @@ async fn replicas_share_the_partitions_and_a_dead_ones_partitions_and_pending_en
             for projection in PROJECTIONS {
                 let group = PartitionGroup::new(projection, Partition(k));
                 let left = bus.read_pending(group, "replica-a", 10).await.unwrap();
-                assert!(left.is_empty(), "{backend:?}: {projection}/{k} still pending at replica-a");
+                assert!(
+                    left.is_empty(),
+                    "{backend:?}: {projection}/{k} still pending at replica-a"
+                );
             }
         }
         assert!(drained(&bus).await, "{backend:?}");
@@ -218,7 +240,10 @@ async fn the_partition_count_changes_by_the_documented_procedure_without_losing_
             async move { drained(&old).await }
         })
         .await;
-        assert!(fixture.converged::<OrderDetail>(&ids, 3).await, "{backend:?}: drained = applied");
+        assert!(
+            fixture.converged::<OrderDetail>(&ids, 3).await,
+            "{backend:?}: drained = applied"
+        );
         // 3. The replicas restart with EVENT_BUS_PARTITIONS=4 and the relay on.
         replica.stop().await;
         let new = fixture.bus_with(4);
