@@ -55,6 +55,7 @@ pub const FAMILIES: &[(&str, &[&str])] = &[
     ("event_store_conflicts_total", &[]),
     ("outbox_backlog", &[]),
     ("projection_lag_events", &["projection"]),
+    ("projection_partitions_held", &["projection"]),
     ("projection_rebuild_progress_ratio", &["projection"]),
     ("event_consumer_lag_events", &["consumer"]),
     ("event_consumer_lag_seconds", &["consumer"]),
@@ -186,6 +187,10 @@ fn describe() {
     describe_gauge!(
         "projection_lag_events",
         "Events stored but not yet applied, by projection."
+    );
+    describe_gauge!(
+        "projection_partitions_held",
+        "Event-bus partitions this replica consumes, by projection (leases; see EVENT_BUS_PARTITIONS)."
     );
     describe_gauge!(
         "projection_rebuild_progress_ratio",
@@ -336,6 +341,11 @@ pub fn projection_lag(projection: &'static str, events: u64) {
     gauge!("projection_lag_events", "projection" => projection).set(events as f64);
 }
 
+/// Bus partitions this replica holds leases on and consumes for `projection`.
+pub fn projection_partitions_held(projection: &'static str, partitions: usize) {
+    gauge!("projection_partitions_held", "projection" => projection).set(partitions as f64);
+}
+
 /// How far a named consumer of the public event feed is behind: positions
 /// past its checkpoint and the age of its oldest unacknowledged event. The
 /// label is an operator-chosen consumer name (admins create a handful; the
@@ -466,6 +476,7 @@ mod tests {
         event_store_conflict();
         outbox_backlog(3);
         projection_lag("order_detail", 4);
+        projection_partitions_held("order_detail", 2);
         projection_rebuild_progress("order_detail", 0.5);
         event_consumer_lag("billing", 3, 1.5);
         retention_run(&[("sagas", 2), ("outbox", 0)]);

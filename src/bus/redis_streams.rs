@@ -29,11 +29,15 @@ use std::{collections::HashMap, time::Duration};
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, Script, Value};
 
+use self::reply::{Entry, parse_entries, parse_read_reply};
 use super::{
     Backlog, BusError, DeadLetter, Delivery, EventBus, EventEnvelope, Partition, PartitionGroup, partition_of,
 };
 use crate::redis_conn::RedisPool;
 use crate::store::Purge;
+
+mod dead_letters;
+mod reply;
 
 /// Longest `BLOCK` of one XREADGROUP call.
 const MAX_BLOCK: Duration = Duration::from_millis(400);
@@ -65,9 +69,6 @@ pub fn stream_key(prefix: &str, cluster: bool, partition: Partition) -> String {
         (false, k) => format!("{prefix}:events:{k}"),
     }
 }
-
-/// One stream entry: its id and fields (None once trimmed away).
-type Entry = (String, Option<HashMap<String, String>>);
 
 impl RedisStreamsBus {
     /// A bus on `pool` with keys under `prefix`, `partitions` streams (at
@@ -454,146 +455,19 @@ impl EventBus for RedisStreamsBus {
     }
 
     async fn dead_letter(&self, group: &str, delivery: &Delivery, error: &str) -> Result<(), BusError> {
-        let stream = self.stream(delivery.partition)?;
-        let mut conn = self.pool.get().await?;
-        let mut pipe = redis::pipe();
-        // MULTI where one slot holds both: dead-lettered and acked, or neither.
-        // Elsewhere the XADD first: a crash before the XACK dead-letters the
-        // entry again at its next failure, but never drops it.
-        if self.beside_dead_letters(delivery.partition) {
-            pipe.atomic();
-        }
-        pipe.cmd("XADD")
-            .arg(&self.dead_letters)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(DEAD_LETTER_MAX_LEN)
-            .arg("*")
-            .arg("group")
-            .arg(group)
-            .arg("event")
-            .arg(&delivery.raw)
-            .arg("deliveries")
-            .arg(delivery.deliveries)
-            .arg("error")
-            .arg(error)
-            .arg("at")
-            .arg(Utc::now().to_rfc3339())
-            .ignore();
-        if self.beside_dead_letters(delivery.partition) {
-            pipe.cmd("XACK").arg(stream).arg(group).arg(&delivery.id).ignore();
-            let () = pipe.query_async(&mut conn).await?;
-        } else {
-            let () = pipe.query_async(&mut conn).await?;
-            drop(conn);
-            self.ack(
-                PartitionGroup::new(group, delivery.partition),
-                std::slice::from_ref(&delivery.id),
-            )
-            .await?;
-        }
-        Ok(())
+        self.copy_to_dead_letters(group, delivery, error).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
-        let mut conn = self.pool.get().await?;
-        let reply: Value = redis::cmd("XRANGE")
-            .arg(&self.dead_letters)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit.max(1))
-            .query_async(&mut conn)
-            .await?;
-        Ok(parse_entries(reply)?
-            .into_iter()
-            .filter_map(|(id, fields)| fields.map(|f| dead_letter_from(id, f)))
-            .collect())
+        self.list_dead_letters(limit).await
     }
 
     async fn purge_dead_letters(&self, before: DateTime<Utc>, purge: Purge) -> Result<u64, BusError> {
-        // A dead letter's stream id is the millisecond XADD wrote it at.
-        let cutoff = before.timestamp_millis().max(0);
-        let mut conn = self.pool.get().await?;
-        Ok(match purge {
-            Purge::Count => {
-                if cutoff == 0 {
-                    return Ok(0);
-                }
-                let reply: Value = redis::cmd("XRANGE")
-                    .arg(&self.dead_letters)
-                    .arg("-")
-                    .arg(format!("{}-{}", cutoff - 1, u64::MAX))
-                    .query_async(&mut conn)
-                    .await?;
-                parse_entries(reply)?.len() as u64
-            }
-            Purge::Delete(_) => {
-                redis::cmd("XTRIM")
-                    .arg(&self.dead_letters)
-                    .arg("MINID")
-                    .arg(cutoff)
-                    .query_async(&mut conn)
-                    .await?
-            }
-        })
+        self.purge_dead_letters_before(before, purge).await
     }
 
     async fn replay_dead_letters(&self, ids: &[String]) -> Result<u64, BusError> {
-        let mut conn = self.pool.get().await?;
-        let chosen: Vec<Entry> = if ids.is_empty() {
-            parse_entries(
-                redis::cmd("XRANGE")
-                    .arg(&self.dead_letters)
-                    .arg("-")
-                    .arg("+")
-                    .query_async(&mut conn)
-                    .await?,
-            )?
-        } else {
-            let mut pipe = redis::pipe();
-            for id in ids {
-                pipe.cmd("XRANGE").arg(&self.dead_letters).arg(id).arg(id);
-            }
-            let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
-            let mut entries = Vec::new();
-            for reply in replies {
-                entries.extend(parse_entries(reply)?);
-            }
-            entries
-        };
-        let mut replayed = 0;
-        for (id, fields) in chosen {
-            let Some(fields) = fields else { continue };
-            let letter = dead_letter_from(id.clone(), fields);
-            // Back to the partition of its stream (partition 0 for an entry
-            // that does not decode: it only has to reach a group again).
-            let (partition, event_type) = match letter.event() {
-                Ok(event) => (partition_of(event.stream_id, self.partitions()), event.event_type),
-                Err(_) => (Partition(0), String::new()),
-            };
-            let stream = self.stream(partition)?;
-            let mut pipe = redis::pipe();
-            // As in dead_letter: one MULTI where one slot holds both, else
-            // the XADD first (a crash between replays it twice, never drops it).
-            if self.beside_dead_letters(partition) {
-                pipe.atomic();
-            }
-            self.xadd(&mut pipe, stream, &letter.raw, &event_type);
-            if self.beside_dead_letters(partition) {
-                pipe.cmd("XDEL").arg(&self.dead_letters).arg(&id).ignore();
-                let () = pipe.query_async(&mut conn).await?;
-            } else {
-                let () = pipe.query_async(&mut conn).await?;
-                let _: u64 = redis::cmd("XDEL")
-                    .arg(&self.dead_letters)
-                    .arg(&id)
-                    .query_async(&mut conn)
-                    .await?;
-            }
-            replayed += 1;
-        }
-        Ok(replayed)
+        self.replay(ids).await
     }
 
     async fn balance(&self, member: &str, ttl: Duration) -> Result<Vec<Partition>, BusError> {
@@ -670,82 +544,4 @@ impl EventBus for RedisStreamsBus {
             .collect();
         Ok((next, customers))
     }
-}
-
-fn dead_letter_from(id: String, mut fields: HashMap<String, String>) -> DeadLetter {
-    let mut take = |key: &str| fields.remove(key).unwrap_or_default();
-    DeadLetter {
-        group: take("group"),
-        raw: take("event"),
-        deliveries: take("deliveries").parse().unwrap_or(0),
-        error: take("error"),
-        dead_lettered_at: DateTime::parse_from_rfc3339(&take("at"))
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_default(),
-        id,
-    }
-}
-
-/// `XREADGROUP` reply: nil on timeout, else `[[stream, entries]]`.
-fn parse_read_reply(reply: Value) -> Result<Vec<Entry>, BusError> {
-    match reply {
-        Value::Nil => Ok(Vec::new()),
-        Value::Array(streams) => {
-            let mut out = Vec::new();
-            for stream in streams {
-                let Value::Array(mut pair) = stream else {
-                    return Err(BusError::Protocol("stream reply is not [key, entries]".into()));
-                };
-                if pair.len() != 2 {
-                    return Err(BusError::Protocol("stream reply is not [key, entries]".into()));
-                }
-                out.extend(parse_entries(pair.swap_remove(1))?);
-            }
-            Ok(out)
-        }
-        // RESP3 answers a map of stream -> entries.
-        Value::Map(streams) => {
-            let mut out = Vec::new();
-            for (_, entries) in streams {
-                out.extend(parse_entries(entries)?);
-            }
-            Ok(out)
-        }
-        other => Err(BusError::Protocol(format!(
-            "unexpected XREADGROUP reply {other:?}"
-        ))),
-    }
-}
-
-/// `[[id, [field, value, ...] | nil], ...]`.
-fn parse_entries(value: Value) -> Result<Vec<Entry>, BusError> {
-    let Value::Array(items) = value else {
-        return Ok(Vec::new());
-    };
-    items
-        .into_iter()
-        .map(|item| {
-            let Value::Array(mut pair) = item else {
-                return Err(BusError::Protocol("entry is not [id, fields]".into()));
-            };
-            if pair.is_empty() {
-                return Err(BusError::Protocol("entry without id".into()));
-            }
-            let fields = if pair.len() > 1 {
-                pair.swap_remove(1)
-            } else {
-                Value::Nil
-            };
-            let id: String = redis::from_redis_value(pair.swap_remove(0))
-                .map_err(|e| BusError::Protocol(format!("entry id: {e}")))?;
-            let fields = match fields {
-                Value::Nil => None,
-                other => Some(
-                    redis::from_redis_value::<HashMap<String, String>>(other)
-                        .map_err(|e| BusError::Protocol(format!("entry fields: {e}")))?,
-                ),
-            };
-            Ok((id, fields))
-        })
-        .collect()
 }

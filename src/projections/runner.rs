@@ -41,18 +41,21 @@ use std::{
     time::{Duration, Instant},
 };
 
+use self::partitions::{Consumers, HeldLeases};
 use super::{
     ApplyError, ApplyEvents, Gap, cart_conversion::CartConversion, changes::OrderChange,
     changes::OrderChanges, customer_orders::CustomerOrder, order_detail::OrderDetail,
 };
 use crate::{
     bus::{Delivery, EventBus, Partition, PartitionGroup},
-    shutdown::{self, Shutdown, ShutdownTrigger},
+    shutdown::Shutdown,
     store::{
         event_store::{EventStore, EventStoreError, OrderCodec, StoredEvent, Upcasters},
         read_models::{Advance, ReadModelError, ReadModelStore, ReadModels},
     },
 };
+
+mod partitions;
 
 /// Tuning of a runner.
 #[derive(Debug, Clone)]
@@ -167,7 +170,8 @@ pub struct Projector {
     pub events: Arc<dyn EventStore>,
     /// Where committed order changes are announced.
     pub changes: OrderChanges,
-    /// This replica's consumer name.
+    /// This replica's consumer name, also its member name in the partition
+    /// leases: replicas must not share one.
     pub consumer: String,
     /// Batch sizes, waits and sweep period of every runner it starts.
     pub settings: RunnerSettings,
@@ -454,110 +458,6 @@ impl Projector {
                 Err(error) => return Err(format!("{error:#}")),
             }
         }
-    }
-}
-
-/// The partitions this replica holds, as last renewed.
-#[derive(Default)]
-struct HeldLeases {
-    held: Vec<Partition>,
-    /// The last successful renewal.
-    renewed_at: Option<Instant>,
-    /// The last attempt (None: renew now).
-    tried_at: Option<Instant>,
-    /// The last attempt failed.
-    failing: bool,
-}
-
-impl HeldLeases {
-    fn due(&self, every: Duration) -> bool {
-        self.tried_at.is_none_or(|t| t.elapsed() >= every)
-    }
-
-    fn until_due(&self, every: Duration) -> Duration {
-        self.tried_at
-            .map_or(Duration::ZERO, |t| every.saturating_sub(t.elapsed()))
-    }
-
-    /// Takes a renewal's outcome; returns the partitions to consume now.
-    fn renewed<P: Projection>(
-        &mut self,
-        outcome: Result<Vec<Partition>, crate::bus::BusError>,
-        lease: Duration,
-    ) -> Vec<Partition> {
-        let now = Instant::now();
-        self.tried_at = Some(now);
-        match outcome {
-            Ok(held) => {
-                if held != self.held {
-                    tracing::info!(projection = P::NAME, partitions = ?held, "partitions held");
-                }
-                if std::mem::take(&mut self.failing) {
-                    tracing::info!(projection = P::NAME, "partition leases renewed again");
-                }
-                self.held = held;
-                self.renewed_at = Some(now);
-            }
-            Err(error) => {
-                if !self.failing {
-                    tracing::warn!(projection = P::NAME, %error, "renewing the partition leases failed");
-                    self.failing = true;
-                }
-                // Held partitions are ours until the lease would have expired.
-                if self.renewed_at.is_none_or(|t| now.duration_since(t) >= lease) {
-                    self.held.clear();
-                }
-            }
-        }
-        self.held.clone()
-    }
-
-    /// Whether this replica sweeps: it holds partition 0, or the leases
-    /// cannot be renewed (then every replica does, as the safety net).
-    fn sweeper(&self) -> bool {
-        self.failing || self.held.contains(&Partition(0))
-    }
-}
-
-/// The consumer task of each partition held, with its stop trigger.
-#[derive(Default)]
-struct Consumers {
-    running: BTreeMap<Partition, ShutdownTrigger>,
-    /// Owns the tasks: dropping it (the runner aborted) aborts them.
-    tasks: tokio::task::JoinSet<()>,
-}
-
-impl Consumers {
-    /// Starts a consumer on each partition of `held` without one; stops the
-    /// others (after their current step).
-    fn follow<P: Projection>(&mut self, projector: &Projector, held: Vec<Partition>) {
-        self.running.retain(|partition, trigger| {
-            let keep = held.contains(partition);
-            if !keep {
-                trigger.trigger();
-            }
-            keep
-        });
-        for partition in held {
-            if self.running.contains_key(&partition) {
-                continue;
-            }
-            // Stopped by the runner: when the lease is lost or at shutdown
-            // (after the step in progress).
-            let (trigger, stop) = shutdown::channel();
-            self.tasks.spawn(projector.clone().consume::<P>(partition, stop));
-            self.running.insert(partition, trigger);
-        }
-        // Reap the finished ones, so the set does not grow.
-        while self.tasks.try_join_next().is_some() {}
-    }
-
-    /// Stops every consumer and waits for them.
-    async fn stop_all(mut self) {
-        for trigger in self.running.values() {
-            trigger.trigger();
-        }
-        while self.tasks.join_next().await.is_some() {}
     }
 }
 
