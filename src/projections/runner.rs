@@ -208,8 +208,8 @@ impl Projector {
         while !shutdown.is_triggered() {
             if leases.due(renew_every) {
                 let held = self.bus.balance(&self.consumer, self.settings.lease).await;
-                let held = leases.renewed::<P>(held, self.settings.lease);
-                consumers.follow::<P>(&self, held);
+                let held = leases.renewed(P::NAME, held, self.settings.lease);
+                consumers.follow(held, |partition, stop| self.clone().consume::<P>(partition, stop));
             }
             let sweeper = leases.sweeper();
             if sweeper && last_sweep.is_none_or(|t| t.elapsed() >= self.settings.sweep_every) {

@@ -6,10 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Projection, Projector};
 use crate::{
     bus::Partition,
-    shutdown::{self, ShutdownTrigger},
+    shutdown::{self, Shutdown, ShutdownTrigger},
 };
 
 /// The partitions this replica holds, as last renewed.
@@ -35,8 +34,9 @@ impl HeldLeases {
     }
 
     /// Takes a renewal's outcome; returns the partitions to consume now.
-    pub(super) fn renewed<P: Projection>(
+    pub(super) fn renewed(
         &mut self,
+        projection: &'static str,
         outcome: Result<Vec<Partition>, crate::bus::BusError>,
         lease: Duration,
     ) -> Vec<Partition> {
@@ -45,17 +45,17 @@ impl HeldLeases {
         match outcome {
             Ok(held) => {
                 if held != self.held {
-                    tracing::info!(projection = P::NAME, partitions = ?held, "partitions held");
+                    tracing::info!(projection = projection, partitions = ?held, "partitions held");
                 }
                 if std::mem::take(&mut self.failing) {
-                    tracing::info!(projection = P::NAME, "partition leases renewed again");
+                    tracing::info!(projection = projection, "partition leases renewed again");
                 }
                 self.held = held;
                 self.renewed_at = Some(now);
             }
             Err(error) => {
                 if !self.failing {
-                    tracing::warn!(projection = P::NAME, %error, "renewing the partition leases failed");
+                    tracing::warn!(projection = projection, %error, "renewing the partition leases failed");
                     self.failing = true;
                 }
                 // Held partitions are ours until the lease would have expired.
@@ -64,7 +64,7 @@ impl HeldLeases {
                 }
             }
         }
-        crate::metrics::projection_partitions_held(P::NAME, self.held.len());
+        crate::metrics::projection_partitions_held(projection, self.held.len());
         self.held.clone()
     }
 
@@ -84,9 +84,13 @@ pub(super) struct Consumers {
 }
 
 impl Consumers {
-    /// Starts a consumer on each partition of `held` without one; stops the
+    /// Starts a consumer (`start`) on each partition of `held` without one; stops the
     /// others (after their current step).
-    pub(super) fn follow<P: Projection>(&mut self, projector: &Projector, held: Vec<Partition>) {
+    pub(super) fn follow<F, Fut>(&mut self, held: Vec<Partition>, mut start: F)
+    where
+        F: FnMut(Partition, Shutdown) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         self.running.retain(|partition, trigger| {
             let keep = held.contains(partition);
             if !keep {
@@ -101,7 +105,7 @@ impl Consumers {
             // Stopped by the runner: when the lease is lost or at shutdown
             // (after the step in progress).
             let (trigger, stop) = shutdown::channel();
-            self.tasks.spawn(projector.clone().consume::<P>(partition, stop));
+            self.tasks.spawn(start(partition, stop));
             self.running.insert(partition, trigger);
         }
         // Reap the finished ones, so the set does not grow.
