@@ -3,7 +3,7 @@
 #   1. pgbench ceiling for our write transaction shape (2 event rows + 1 outbox row);
 #   2. the peer: cqrs-es + postgres-es on the same create-order workload;
 #   3. `commerce bench` (release build) on PostgreSQL + Redis: the hello-world ceiling, store
-#      append, the cart scenarios (AddItem's open loop at 50 % of its maximum, as its target
+#      append, the event feed's catch-up (also on SQLite), the cart scenarios (AddItem's open loop at 50 % of its maximum, as its target
 #      says), read queries, fulfillment at one worker and at CONCURRENCY workers;
 #   4. right after our fulfillment, the Restate saga peer (../shared/peers/restate-saga, both
 #      handlers) when its `npm ci` has been done (PEER_RESTATE=path overrides where it is);
@@ -36,6 +36,9 @@ scripts/pgbench-ceiling.sh "$TEST_DATABASE_URL" "$seconds" | tee -a "$log"
 tools/peer-bench/target/release/peer-bench "$TEST_DATABASE_URL" "$seconds" "$concurrency" | tee -a "$log"
 bench --concurrency "$concurrency" --scenario hello-ceiling --scenario store-append \
   --scenario cart-ops --scenario read-queries
+# In-process, each on a fresh database: a consumer 100,000 events behind the public feed.
+bench --scenario event-catch-up
+target/release/commerce bench --scenario event-catch-up | tee -a "$log"
 bench --concurrency "$concurrency" --open-loop-fraction 0.5 --scenario add-item
 # --settle-seconds 11: the backends' counters per order (the README's capacity model) are whole.
 bench --concurrency 1 --settle-seconds 11 --scenario fulfillment
@@ -155,6 +158,11 @@ print(f"- order placement over gRPC (CreateCart + AddItem + CreateOrder, sagas r
       f"CPU per placement {cpu_text(placement.get('open_loop_cpu_ms_per_op'))} (server = commerce, bench = load generator)")
 print(f"- AddItem {tput(add_item):.0f}/s = {100 * ratio(tput(add_item), tput(hello)):.0f}% of the hello-world tonic "
       f"ceiling ({tput(hello):.0f}/s, target >= 30 %), p99 {ms(add_item.get('p99_ms'))} ms at 50% load (target < 5)")
+for r in rows:
+    if r.get("scenario") == "event_catch_up":
+        print(f"- event feed catch-up ({r['backend']}): a consumer {r['events']} events behind caught up in "
+              f"{r['elapsed_s']} s = {r['events_per_sec']:.0f} events/s (target >= 50,000); RSS "
+              f"{r['rss_before_mb']} MB before, {r['rss_peak_mb']} MB peak (server and client in one process)")
 print(f"- store append, in-process on our event store: group commit {gc:.0f}/s, one transaction each {one_tx:.0f}/s; "
       f"peer (cqrs-es/postgres-es) {peer:.0f}/s; ours/peer {ratio(gc, peer):.2f} (target 2); "
       f"pgbench ceiling {ceiling:.0f} tx/s, ours/ceiling {ratio(gc, ceiling):.2f}")

@@ -7,6 +7,7 @@
 //! percentiles (see [`runner`]).
 
 pub mod backend_work;
+pub mod event_catch_up;
 pub mod hello;
 pub mod runner;
 pub mod scenarios;
@@ -64,6 +65,10 @@ pub struct BenchArgs {
     /// this to every scenario run against a database.
     #[arg(long, default_value_t = 0)]
     pub settle_seconds: u64,
+    /// Events the event-catch-up scenario seeds before its consumer catches up (rounded up to
+    /// whole orders of six events).
+    #[arg(long, default_value_t = 100_000)]
+    pub catch_up_events: usize,
     /// Internal: serve the bare hello-world server on this port (the
     /// `hello_ceiling` scenario starts it as a child process).
     #[arg(long, hide = true)]
@@ -84,6 +89,7 @@ pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
             all.push(Scenario::StoreAppend);
         }
         all.extend([
+            Scenario::EventCatchUp,
             Scenario::AddItem,
             Scenario::CartOps,
             Scenario::ReadQueries,
@@ -95,20 +101,32 @@ pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
         args.scenarios.clone()
     };
     let run_id = format!("{:x}", rand::random::<u32>());
-    let server = match &args.target {
-        Some(url) => Server::remote(url.clone()),
-        None => Server::spawn(&args, &run_id).await?,
+    // Only scenarios that are not in-process need the server (an idle one
+    // would still poll beside an in-process measurement).
+    let server = if scenarios.iter().all(|s| s.in_process()) {
+        None
+    } else {
+        Some(match &args.target {
+            Some(url) => Server::remote(url.clone()),
+            None => Server::spawn(&args, &run_id).await?,
+        })
     };
-    let auth = auth.clone();
-    let target = Target {
-        channels: connect(&server.url, args.connections).await?,
-        token: Arc::new(move |subject| {
-            mint_token(&auth, subject, &[Role::Customer], Duration::from_secs(7200)).unwrap_or_default()
-        }),
+    let target = match &server {
+        Some(server) => {
+            let auth = auth.clone();
+            Some(Target {
+                channels: connect(&server.url, args.connections).await?,
+                token: Arc::new(move |subject| {
+                    mint_token(&auth, subject, &[Role::Customer], Duration::from_secs(7200))
+                        .unwrap_or_default()
+                }),
+            })
+        }
+        None => None,
     };
 
-    let cpu = target::CpuProbe::new(server.pid());
-    let backend = match &server.database {
+    let cpu = target::CpuProbe::new(server.as_ref().and_then(Server::pid));
+    let backend = match server.as_ref().and_then(|server| server.database.as_ref()) {
         Some((admin_url, name)) => Some(
             backend_work::BackendWorkProbe::connect(Some((admin_url, name)), args.redis_url.as_deref())
                 .await?,
@@ -117,9 +135,10 @@ pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
     };
     let mut lines = Vec::new();
     for scenario in scenarios {
-        let scenario_lines = match scenario {
-            Scenario::StoreAppend => store_append_lines(&args, &run_id).await?,
-            Scenario::HelloCeiling => {
+        let scenario_lines = match (scenario, &target) {
+            (Scenario::StoreAppend, _) => store_append_lines(&args, &run_id).await?,
+            (Scenario::EventCatchUp, _) => vec![event_catch_up_line(&args, &run_id, auth).await?],
+            (Scenario::HelloCeiling, Some(target)) => {
                 // Kept alive for the scenario, killed when dropped.
                 let hello = hello::HelloServer::spawn().await?;
                 let target = Target {
@@ -129,7 +148,10 @@ pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
                 let cpu = target::CpuProbe::new(hello.pid());
                 vec![run_scenario(scenario, &target, &args, &run_id, &cpu, None).await?]
             }
-            _ => vec![run_scenario(scenario, &target, &args, &run_id, &cpu, backend.as_ref()).await?],
+            (_, Some(target)) => {
+                vec![run_scenario(scenario, target, &args, &run_id, &cpu, backend.as_ref()).await?]
+            }
+            (_, None) => bail!("{} needs a server", scenario.name()),
         };
         for line in scenario_lines {
             println!("{line}");
@@ -137,17 +159,24 @@ pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
             lines.push(line);
         }
     }
-    let server_line = json!({
-        "scenario": "server",
-        "url": server.url,
-        "peak_rss_mb": server.peak_rss_mb(),
-        "backend": target::backends(&server.url)
-            .await
-            .unwrap_or_else(|e| format!("unknown ({e:#})")),
-    });
-    println!("{server_line}");
-    print_table(&lines, &server_line);
-    server.stop().await;
+    let server_line = match &server {
+        Some(server) => Some(json!({
+            "scenario": "server",
+            "url": server.url,
+            "peak_rss_mb": server.peak_rss_mb(),
+            "backend": target::backends(&server.url)
+                .await
+                .unwrap_or_else(|e| format!("unknown ({e:#})")),
+        })),
+        None => None,
+    };
+    if let Some(line) = &server_line {
+        println!("{line}");
+    }
+    print_table(&lines, server_line.as_ref());
+    if let Some(server) = server {
+        server.stop().await;
+    }
     Ok(())
 }
 
@@ -239,6 +268,33 @@ async fn store_append_lines(args: &BenchArgs, run_id: &str) -> anyhow::Result<Ve
     Ok(lines)
 }
 
+/// `event_catch_up` on a fresh database: PostgreSQL under `--database-url`, else a SQLite
+/// file in a directory of the run's.
+async fn event_catch_up_line(
+    args: &BenchArgs,
+    run_id: &str,
+    auth: &AuthSettings,
+) -> anyhow::Result<serde_json::Value> {
+    use event_catch_up::Database;
+    let events = args.catch_up_events;
+    match &args.database_url {
+        Some(admin_url) => {
+            let name = format!("bench_{run_id}_feed");
+            create_database(admin_url, &name).await?;
+            let database = Database::Postgres(database_url_for(admin_url, &name));
+            let result = event_catch_up::run(database, auth, events).await;
+            drop_database(admin_url, &name).await;
+            result
+        }
+        None => {
+            let dir =
+                tempfile_dir::TempDir(std::env::temp_dir().join(format!("commerce-bench-{run_id}-feed")));
+            std::fs::create_dir_all(&dir.0)?;
+            event_catch_up::run(Database::Sqlite(dir.0.join("feed.db")), auth, events).await
+        }
+    }
+}
+
 /// A closed-loop phase (throughput), then an open-loop phase at a fraction of
 /// it (latency, the CPU time per operation of each process involved and, with
 /// `backend`, what PostgreSQL and Redis did per operation), each on workers made for it.
@@ -303,17 +359,19 @@ fn errors_by_code(closed: &runner::Summary, open: &runner::Summary) -> serde_jso
     json!(total)
 }
 
+/// `x` to one decimal.
 fn round(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-fn print_table(lines: &[serde_json::Value], server: &serde_json::Value) {
+fn print_table(lines: &[serde_json::Value], server: Option<&serde_json::Value>) {
     println!();
     println!(
         "{:<16} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
         "scenario", "max ops/s", "at ops/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"
     );
-    for l in lines {
+    // The in-process catch-up has no latency phases: its own line below.
+    for l in lines.iter().filter(|l| l["scenario"] != "event_catch_up") {
         println!(
             "{:<16} {:>12.1} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}",
             l["scenario"].as_str().unwrap_or_default(),
@@ -333,6 +391,20 @@ fn print_table(lines: &[serde_json::Value], server: &serde_json::Value) {
             l["errors_by_code"]
         );
     }
+    for l in lines.iter().filter(|l| l["scenario"] == "event_catch_up") {
+        println!(
+            "event_catch_up ({}): {} events in {} s = {} events/s; RSS {} MB before, {} MB peak",
+            l["backend"].as_str().unwrap_or_default(),
+            l["events"],
+            l["elapsed_s"],
+            l["events_per_sec"],
+            l["rss_before_mb"],
+            l["rss_peak_mb"],
+        );
+    }
+    let Some(server) = server else {
+        return;
+    };
     let rss = server["peak_rss_mb"].as_f64().map_or_else(
         || "unknown (not a process of this machine)".to_string(),
         |mb| format!("{mb} MB"),

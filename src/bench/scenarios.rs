@@ -33,6 +33,9 @@ pub enum Scenario {
     /// The peer's workload on our event store in-process, group commit on and off;
     /// PostgreSQL only.
     StoreAppend,
+    /// A named consumer of the public event feed far behind (--catch-up-events) catches up:
+    /// events/s and memory; in-process, on a fresh database.
+    EventCatchUp,
 }
 
 impl Scenario {
@@ -46,7 +49,13 @@ impl Scenario {
             Self::ReadQueries => "read_queries",
             Self::HelloCeiling => "hello_ceiling",
             Self::StoreAppend => "store_append",
+            Self::EventCatchUp => "event_catch_up",
         }
+    }
+
+    /// Runs in this process on a database of its own, without the server the bench starts.
+    pub fn in_process(self) -> bool {
+        matches!(self, Self::StoreAppend | Self::EventCatchUp)
     }
 }
 
@@ -59,7 +68,8 @@ pub struct Target {
     pub token: std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>,
 }
 
-fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+/// `message` with `token` as its bearer token.
+pub(super) fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Ok(value) = format!("Bearer {token}").parse() {
         request.metadata_mut().insert("authorization", value);
@@ -180,7 +190,9 @@ pub async fn workers(
                 session,
                 cart_id: None,
             }),
-            Scenario::StoreAppend => bail!("store_append runs in-process (see bench::store_append)"),
+            Scenario::StoreAppend | Scenario::EventCatchUp => {
+                bail!("{} runs in-process, not against the server", scenario.name())
+            }
             Scenario::HelloCeiling => Box::new(super::hello::HelloWorker(
                 tonic_health::pb::health_client::HealthClient::new(
                     target.channels[i % target.channels.len()].clone(),

@@ -87,15 +87,25 @@ fn listener_pid(port: u16) -> Option<u32> {
 
 /// VmHWM (the peak resident set) of `pid`, in MB.
 pub fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let kb = status_kib(pid, "VmHWM")? as f64;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+/// VmRSS (the resident set now) of `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `kB` field of /proc/`pid`/status.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
         .split_whitespace()
         .next()?
         .parse()
-        .ok()?;
-    Some((kb / 1024.0 * 10.0).round() / 10.0)
+        .ok()
 }
 
 /// Linux reports process CPU times in clock ticks of 1/100 s (USER_HZ) on every architecture

@@ -12,7 +12,9 @@ use tonic::{Request, Response, Status};
 use crate::{
     app::{
         App,
-        events::{CancellationCode, ConsumerStatus, FeedItem, PublicEventType, PublishedEvent, Start},
+        events::{
+            CancellationCode, ConsumerStatus, EventFeed, FeedItem, PublicEventType, PublishedEvent, Start,
+        },
     },
     auth,
     domain::order::{OrderEvent, OrderLine, ShippingAddress},
@@ -32,13 +34,18 @@ pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, S
 /// The `OrderEventService` implementation.
 #[derive(Clone)]
 pub struct OrderEventGrpc {
-    app: App,
+    feed: EventFeed,
 }
 
 impl OrderEventGrpc {
-    /// A service over `app`.
+    /// A service over `app`'s feed.
     pub fn new(app: App) -> Self {
-        Self { app }
+        Self::over(app.feed)
+    }
+
+    /// A service over `feed` alone (the bench serves nothing else).
+    pub fn over(feed: EventFeed) -> Self {
+        Self { feed }
     }
 }
 
@@ -53,7 +60,6 @@ impl OrderEventService for OrderEventGrpc {
         let types = public_types(&request.event_types)?;
         let start = start(&request)?;
         let feed = self
-            .app
             .feed
             .subscribe(&principal, start, types, request.resume_after_position)
             .await?;
@@ -73,7 +79,6 @@ impl OrderEventService for OrderEventGrpc {
         let principal = auth::principal(&request)?;
         let request = request.into_inner();
         let status = self
-            .app
             .feed
             .ack(&principal, &request.consumer, request.position)
             .await?;
@@ -90,7 +95,6 @@ impl OrderEventService for OrderEventGrpc {
         let request = request.into_inner();
         let types = public_types(&request.event_types)?;
         let status = self
-            .app
             .feed
             .create_consumer(&principal, &request.name, types, request.from_now)
             .await?;
@@ -105,7 +109,6 @@ impl OrderEventService for OrderEventGrpc {
     ) -> Result<Response<GetConsumerResponse>, Status> {
         let principal = auth::principal(&request)?;
         let status = self
-            .app
             .feed
             .get_consumer(&principal, &request.get_ref().name)
             .await?;
@@ -119,7 +122,7 @@ impl OrderEventService for OrderEventGrpc {
         request: Request<ListConsumersRequest>,
     ) -> Result<Response<ListConsumersResponse>, Status> {
         let principal = auth::principal(&request)?;
-        let all = self.app.feed.list_consumers(&principal).await?;
+        let all = self.feed.list_consumers(&principal).await?;
         Ok(Response::new(ListConsumersResponse {
             consumers: all.iter().map(consumer).collect(),
         }))
@@ -130,8 +133,7 @@ impl OrderEventService for OrderEventGrpc {
         request: Request<DeleteConsumerRequest>,
     ) -> Result<Response<DeleteConsumerResponse>, Status> {
         let principal = auth::principal(&request)?;
-        self.app
-            .feed
+        self.feed
             .delete_consumer(&principal, &request.get_ref().name)
             .await?;
         Ok(Response::new(DeleteConsumerResponse {}))

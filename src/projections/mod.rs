@@ -35,7 +35,6 @@ pub mod order_detail;
 pub mod order_event;
 pub mod rebuild;
 pub mod runner;
-#[cfg(any(test, feature = "testing"))]
 pub mod samples;
 pub mod status;
 

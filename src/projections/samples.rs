@@ -1,7 +1,8 @@
-//! Sample order streams, for tests (unit tests, and the integration tests through
-//! the `testing` feature) and the rebuild-rate measurement: the domain events of
-//! an order's life, encoded by the write side's codec, so they are exactly what
-//! CreateOrder and the saga store.
+//! Sample order streams, for tests, the rebuild-rate measurement and the event
+//! feed's catch-up bench (`commerce bench --scenario event-catch-up`, so not
+//! behind the `testing` feature): the domain events of an order's life, encoded
+//! by the write side's codec, so they are exactly what CreateOrder and the saga
+//! store.
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;

@@ -17,6 +17,20 @@ fn line<'a>(lines: &'a [Value], scenario: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {scenario} line in {lines:?}"))
 }
 
+/// Runs `bench` (a `commerce bench` command), which must succeed: its stdout, its stderr and
+/// its JSON lines.
+async fn output_of(bench: &mut tokio::process::Command, backend: Backend) -> (String, String, Vec<Value>) {
+    let output = bench.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{backend:?}: {stdout}\n{stderr}");
+    let lines = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (stdout, stderr, lines)
+}
+
 /// VmHWM (peak resident set) of `pid` in MB, as /proc reports it.
 fn peak_rss_mb(pid: u32) -> f64 {
     // Rounded as the bench rounds it.
@@ -49,23 +63,15 @@ async fn bench_against_a_rate_limited_target_reports_refusals_by_code_and_the_ta
 
         // The bench's own configuration: the same test keys, so its tokens verify.
         let bench_vars: Vec<(&String, &String)> = isolation.vars.iter().collect();
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_commerce"))
+        let mut bench = tokio::process::Command::new(env!("CARGO_BIN_EXE_commerce"));
+        bench
             .args(["bench", "--target", &server.url(), "--scenario", "cart-ops"])
             .args(["--seconds", "1", "--warmup-seconds", "0"])
             .args(["--concurrency", "2", "--connections", "1"])
             .env_clear()
             .envs(bench_vars)
-            .env("RUST_LOG", "warn")
-            .output()
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{backend:?}: {stdout}\n{stderr}");
-        let lines: Vec<Value> = stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+            .env("RUST_LOG", "warn");
+        let (stdout, stderr, lines) = output_of(&mut bench, backend).await;
 
         // Refusals counted by code, and every failure has its code.
         let cart_ops = line(&lines, "cart_ops");
@@ -108,5 +114,60 @@ async fn bench_against_a_rate_limited_target_reports_refusals_by_code_and_the_ta
             "{stdout}"
         );
         drop(server);
+    }
+}
+
+/// `commerce bench --scenario event-catch-up` on each database: it seeds a fresh one, a
+/// consumer catches up on every event exactly once (the bench fails otherwise), acking as it
+/// goes, and the line reports the rate and the memory. No server is started for it.
+#[tokio::test]
+async fn bench_event_catch_up_seeds_a_fresh_database_and_reports_rate_and_memory() {
+    for backend in Backend::all() {
+        let isolation = Isolation::new(backend).await;
+        let mut bench = tokio::process::Command::new(env!("CARGO_BIN_EXE_commerce"));
+        bench
+            .args([
+                "bench",
+                "--scenario",
+                "event-catch-up",
+                "--catch-up-events",
+                "6000",
+            ])
+            .env_clear()
+            .envs(isolation.vars.iter())
+            .env("RUST_LOG", "warn");
+        if backend == Backend::Real {
+            bench.args(["--database-url", &std::env::var("TEST_DATABASE_URL").unwrap()]);
+        }
+        let (stdout, _, lines) = output_of(&mut bench, backend).await;
+
+        let catch_up = line(&lines, "event_catch_up");
+        let kind = if backend == Backend::Embedded {
+            "sqlite"
+        } else {
+            "postgres"
+        };
+        assert_eq!(catch_up["backend"], kind, "{catch_up}");
+        assert_eq!(catch_up["events"], 6000, "{catch_up}");
+        assert_eq!(catch_up["orders"], 1000, "{catch_up}");
+        // One Ack per 5,000 events and one at the end.
+        assert_eq!(catch_up["acks"], 2, "{catch_up}");
+        let rate = catch_up["events_per_sec"].as_f64().unwrap();
+        let elapsed = catch_up["elapsed_s"].as_f64().unwrap();
+        assert!(rate > 0.0 && elapsed > 0.0, "{catch_up}");
+        assert!((rate * elapsed - 6000.0).abs() < 0.1 * 6000.0, "{catch_up}");
+        let (before, peak) = (
+            catch_up["rss_before_mb"].as_f64().unwrap(),
+            catch_up["rss_peak_mb"].as_f64().unwrap(),
+        );
+        assert!(before > 10.0 && peak >= before, "{catch_up}");
+        assert!(
+            stdout.contains("event_catch_up (") && stdout.contains("events/s; RSS"),
+            "the summary names it: {stdout}"
+        );
+        assert!(
+            lines.iter().all(|l| l["scenario"] != "server"),
+            "no server is started for an in-process scenario: {stdout}"
+        );
     }
 }
