@@ -366,12 +366,18 @@ fn round(x: f64) -> f64 {
 
 fn print_table(lines: &[serde_json::Value], server: Option<&serde_json::Value>) {
     println!();
-    println!(
-        "{:<16} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
-        "scenario", "max ops/s", "at ops/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"
-    );
     // The in-process catch-up has no latency phases: its own line below.
-    for l in lines.iter().filter(|l| l["scenario"] != "event_catch_up") {
+    let measured: Vec<_> = lines
+        .iter()
+        .filter(|l| l["scenario"] != "event_catch_up")
+        .collect();
+    if !measured.is_empty() {
+        println!(
+            "{:<16} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            "scenario", "max ops/s", "at ops/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"
+        );
+    }
+    for l in measured {
         println!(
             "{:<16} {:>12.1} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}",
             l["scenario"].as_str().unwrap_or_default(),
