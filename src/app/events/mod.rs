@@ -5,7 +5,8 @@
 //! - here: [`EventFeed`], what the transports call: start a stream, manage
 //!   consumers, acknowledge, and report lag to `/metrics`.
 //! - [`public`]: what a published event is (kinds, cancellation codes, trace id).
-//! - [`stream`]: one stream's task (order, flow control).
+//! - [`stream`]: one stream's task (order, reading ahead, flow control).
+//! - `page`: one page of the log made public (filter, open, decode).
 //! - [`tail`]: the settled head, watched once per process for every stream.
 //!
 //! # Delivery guarantees
@@ -15,6 +16,7 @@
 //! stream broke is delivered again (at least once), and each event carries its
 //! position so that the consumer can drop a repeat.
 
+mod page;
 pub mod public;
 pub mod stream;
 pub mod tail;
@@ -43,9 +45,10 @@ use crate::{
     },
 };
 
-/// Open Subscribe streams per process; beyond, RESOURCE_EXHAUSTED. With
-/// [`stream::BATCH`] events read ahead and [`stream::CHANNEL`] messages
-/// buffered per stream, this bounds the feed's memory.
+/// Open Subscribe streams per process; beyond, RESOURCE_EXHAUSTED. With two
+/// pages of [`stream::BATCH`] events (one delivered, one read ahead) and
+/// [`stream::CHANNEL`] messages buffered per stream, this bounds the feed's
+/// memory.
 pub const MAX_STREAMS: usize = 256;
 /// Named consumers at most (each is a pair of `/metrics` series).
 pub const MAX_CONSUMERS: usize = 100;

@@ -62,6 +62,23 @@ impl PublicEventType {
         Self::ALL.into_iter().find(|t| t.name() == name)
     }
 
+    /// The kind of a stored order event by its type name
+    /// ([`OrderEvent::event_type`]), known before its payload is decoded; None
+    /// for a name no order event has.
+    pub fn of_type_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "OrderCreated" => Self::OrderCreated,
+            "PaymentAuthorized" => Self::PaymentAuthorized,
+            "InventoryReserved" => Self::StockReserved,
+            "ShippingArranged" => Self::ShipmentCreated,
+            "PaymentCaptured" => Self::PaymentCaptured,
+            "OrderConfirmed" => Self::OrderConfirmed,
+            "CancellationRequested" => Self::CancellationRequested,
+            "OrderCancelled" => Self::OrderCancelled,
+            _ => return None,
+        })
+    }
+
     /// The kind of a domain event.
     pub fn of(event: &OrderEvent) -> Self {
         match event {
@@ -163,6 +180,21 @@ mod tests {
             assert_eq!(PublicEventType::parse(kind.name()), Some(kind));
         }
         assert_eq!(PublicEventType::parse("OrderCreated"), None);
+    }
+
+    #[test]
+    fn the_kind_of_a_stored_type_name_is_the_kind_of_its_decoded_event() {
+        let order = crate::projections::samples::SampleOrder::new("c", 1);
+        let mut lives = order.confirmed();
+        lives.extend(order.cancelled("changed my mind"));
+        let mut kinds = std::collections::HashSet::new();
+        for event in lives {
+            let kind = PublicEventType::of(&event);
+            assert_eq!(PublicEventType::of_type_name(event.event_type()), Some(kind));
+            kinds.insert(kind);
+        }
+        assert_eq!(kinds.len(), PublicEventType::ALL.len(), "every kind was checked");
+        assert_eq!(PublicEventType::of_type_name("SagaStarted"), None);
     }
 
     #[test]

@@ -8,17 +8,28 @@
 //! is the position of the last event read. So the stream is the log in one
 //! order, whatever order concurrent writers commit in.
 //!
+//! # Reading ahead
+//! A catch-up is bound by the time a page takes to read plus the time it takes
+//! to publish and hand over, when the two run one after the other. So while a
+//! page is published and sent, the next one is read (in a task of its own, so
+//! that its rows are decoded on another core): at most one page ahead, never
+//! more, whatever the client does.
+//!
 //! # Flow control
-//! The channel holds [`CHANNEL`] messages and the task reads at most
-//! [`BATCH`] events ahead; `send` waits while the client does not read (HTTP/2
-//! flow control stops the transport from pulling), so a slow client slows its
-//! own stream and the memory per stream stays bounded.
+//! The channel holds [`CHANNEL`] messages; besides them a stream holds the page
+//! it is delivering and the one read ahead, [`BATCH`] events each. `send`
+//! waits while the client does not read (HTTP/2 flow control stops the
+//! transport from pulling), so a slow client slows its own stream, and the
+//! memory per stream stays bounded.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
-use super::public::{self, PublicEventType, PublishedEvent};
+use super::{
+    page,
+    public::{PublicEventType, PublishedEvent},
+};
 use crate::{
     app::watch::FailureLog,
     error::AppError,
@@ -31,6 +42,8 @@ use crate::{
 pub const BATCH: usize = 500;
 /// Messages buffered per stream between the reader and the transport.
 pub const CHANNEL: usize = 64;
+/// Messages handed to the channel at once, when it has room for them.
+const SEND_RUN: usize = CHANNEL / 2;
 /// A Checkpoint is sent after this long without a message.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -80,13 +93,17 @@ pub(super) async fn run(sources: Sources, spec: StreamSpec, tx: mpsc::Sender<Res
     if tx.send(Ok(FeedItem::Checkpoint(cursor))).await.is_err() {
         return;
     }
+    // The page after `cursor`, when it was read while the one before was sent.
+    let mut ahead: Option<ReadAhead> = None;
     loop {
-        // Seen before the read: a head that moves during it wakes the wait below.
-        head.borrow_and_update();
-        let batch = match events.read_all(cursor, BATCH).await {
-            Ok(batch) => {
+        let read = match ahead.take() {
+            Some(next) => next.page().await,
+            None => read_after(&events, &mut head, cursor).page().await,
+        };
+        let page = match read {
+            Ok(page) => {
                 failures.recovered("event feed: reading the log");
-                batch
+                page
             }
             Err(EventStoreError::Unavailable(why)) => {
                 failures.failed("event feed: reading the log", &why);
@@ -101,7 +118,9 @@ pub(super) async fn run(sources: Sources, spec: StreamSpec, tx: mpsc::Sender<Res
                 return;
             }
         };
-        if batch.is_empty() {
+        let Some(last) = page.last().map(|event| event.global_position) else {
+            // Caught up: wait for the head to move (it was marked seen before
+            // the read that came back empty).
             tokio::select! {
                 _ = head.changed() => {}
                 _ = tokio::time::sleep(HEARTBEAT) => {
@@ -113,28 +132,14 @@ pub(super) async fn run(sources: Sources, spec: StreamSpec, tx: mpsc::Sender<Res
                 _ = tx.closed() => return,
             }
             continue;
-        }
-        let mut last_was_sent = true;
-        for stored in batch {
-            let position = stored.global_position;
-            match publish(&privacy, stored, &spec.types).await {
-                Ok(Some(event)) => {
-                    if tx.send(Ok(FeedItem::Event(Box::new(event)))).await.is_err() {
-                        return;
-                    }
-                    last_was_sent = true;
-                }
-                Ok(None) => last_was_sent = false,
-                Err(error) => {
-                    let _ = tx.send(Err(error)).await;
-                    return;
-                }
-            }
-            cursor = position;
-        }
-        if !last_was_sent && tx.send(Ok(FeedItem::Checkpoint(cursor))).await.is_err() {
+        };
+        let next = read_after(&events, &mut head, last);
+        if !deliver(&privacy, page, &spec.types, &tx).await {
+            next.cancel();
             return;
         }
+        cursor = last;
+        ahead = Some(next);
     }
     let _ = tx
         .send(Err(AppError::Unavailable {
@@ -144,39 +149,67 @@ pub(super) async fn run(sources: Sources, spec: StreamSpec, tx: mpsc::Sender<Res
         .await;
 }
 
-/// The published form of `stored`, or None when the stream leaves it out
-/// (another stream type, or a kind outside the filter).
-async fn publish(
-    privacy: &Vault,
-    mut stored: StoredEvent,
-    types: &HashSet<PublicEventType>,
-) -> Result<Option<PublishedEvent>, AppError> {
-    let Some(decoded) = public::decode(&stored) else {
-        return Ok(None);
-    };
-    let poison = |why: anyhow::Error, stored: &StoredEvent| {
-        AppError::Internal(why.context(format!(
-            "event at position {} does not map to the public contract",
-            stored.global_position
-        )))
-    };
-    let event = decoded.map_err(|e| poison(e, &stored))?;
-    let kind = PublicEventType::of(&event);
-    if !types.is_empty() && !types.contains(&kind) {
-        return Ok(None);
-    }
-    // Personal data: opened while the customer's key exists, "[erased]" after
-    // ForgetCustomer (the stored payload only holds ciphertext).
-    let event = if kind == PublicEventType::OrderCreated {
-        if privacy.open_personal(&mut stored.payload).await? {
-            public::decode(&stored)
-                .unwrap_or_else(|| Ok(event))
-                .map_err(|e| poison(e, &stored))?
-        } else {
-            event
+/// A page being read in a task of its own.
+struct ReadAhead(tokio::task::JoinHandle<Result<Vec<StoredEvent>, EventStoreError>>);
+
+impl ReadAhead {
+    async fn page(self) -> Result<Vec<StoredEvent>, EventStoreError> {
+        match self.0.await {
+            Ok(read) => read,
+            // A panic stays a panic, as if the stream's task had read itself.
+            Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+            Err(cancelled) => Err(EventStoreError::Unavailable(format!(
+                "reading the log: {cancelled}"
+            ))),
         }
-    } else {
-        event
+    }
+
+    fn cancel(self) {
+        self.0.abort();
+    }
+}
+
+/// Starts reading the page after `cursor`. The head is marked seen first: a
+/// head that moves during the read wakes the wait for it.
+fn read_after(events: &Arc<dyn EventStore>, head: &mut watch::Receiver<i64>, cursor: i64) -> ReadAhead {
+    head.borrow_and_update();
+    let events = events.clone();
+    ReadAhead(tokio::spawn(async move { events.read_all(cursor, BATCH).await }))
+}
+
+/// Publishes and sends `page`; false when the stream is over (the client went
+/// away, or an event that does not map to the contract was reported).
+async fn deliver(
+    privacy: &Vault,
+    page: Vec<StoredEvent>,
+    types: &HashSet<PublicEventType>,
+    tx: &mpsc::Sender<Result<FeedItem, AppError>>,
+) -> bool {
+    let Some(last) = page.last().map(|event| event.global_position) else {
+        return true;
     };
-    Ok(Some(PublishedEvent { stored, event }))
+    let published = page::publish(privacy, page, types).await;
+    let last_was_sent = published.events.last().is_none_or(Option::is_some);
+    let mut events = published
+        .events
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .into_iter();
+    while !events.as_slice().is_empty() {
+        // Room for a run of messages at once: with the channel full, the task
+        // wakes once per run the transport took, not once per message.
+        let Ok(permits) = tx.reserve_many(events.len().min(SEND_RUN)).await else {
+            return false;
+        };
+        for (permit, event) in permits.zip(&mut events) {
+            permit.send(Ok(FeedItem::Event(Box::new(event))));
+        }
+    }
+    if let Some(error) = published.failure {
+        let _ = tx.send(Err(error)).await;
+        return false;
+    }
+    // Events the filter left out at the end: say the stream got past them.
+    last_was_sent || tx.send(Ok(FeedItem::Checkpoint(last))).await.is_ok()
 }
