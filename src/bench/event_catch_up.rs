@@ -33,7 +33,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-use super::{round, scenarios::authed};
+use super::{runner::round, scenarios::authed};
 use crate::{
     app::events::EventFeed,
     auth::{Authenticator, Role, layer::AuthLayer, mint_token},

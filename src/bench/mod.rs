@@ -24,6 +24,7 @@ use crate::{
     auth::{Role, mint_token},
     config::AuthSettings,
 };
+use runner::round;
 use scenarios::{Scenario, Target};
 
 /// Command-line options of `commerce bench`.
@@ -357,11 +358,6 @@ fn errors_by_code(closed: &runner::Summary, open: &runner::Summary) -> serde_jso
         *total.entry(*code).or_default() += n;
     }
     json!(total)
-}
-
-/// `x` to one decimal.
-fn round(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
 }
 
 fn print_table(lines: &[serde_json::Value], server: Option<&serde_json::Value>) {

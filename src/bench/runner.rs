@@ -232,6 +232,11 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<Recording>>, duration: Durat
     total
 }
 
+/// `x` to one decimal, as the JSON lines give figures.
+pub fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
 /// Waits until the gRPC health service at `url` answers SERVING.
 pub async fn wait_serving(url: &str, within: Duration) -> anyhow::Result<()> {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
