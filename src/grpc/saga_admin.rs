@@ -86,57 +86,39 @@ fn time_filter(field: &str, at: Option<Timestamp>) -> Result<Option<DateTime<Utc
     .transpose()
 }
 
-/// The filter fields ListSagas, CountSagas and SagaFilter share, as
-/// `(current_step, failure_reason_code, customer_id, order_id, created_after,
-/// created_before, updated_after, updated_before)`; field names under `prefix`.
-type FilterFields = (
-    String,
-    i32,
-    String,
-    String,
-    Option<Timestamp>,
-    Option<Timestamp>,
-    Option<Timestamp>,
-    Option<Timestamp>,
-);
-
-fn filter_input(
-    prefix: &str,
-    status: Option<SagaStatus>,
-    fields: FilterFields,
-) -> Result<FilterInput, AppError> {
-    let (current_step, reason, customer_id, order_id, c_after, c_before, u_after, u_before) = fields;
-    let name = |field: &str| format!("{prefix}{field}");
-    Ok(FilterInput {
-        status,
-        current_step,
-        failure_code: reason_filter(&name("failure_reason_code"), reason)?,
-        customer_id,
-        order_id,
-        created_after: time_filter(&name("created_after"), c_after)?,
-        created_before: time_filter(&name("created_before"), c_before)?,
-        updated_after: time_filter(&name("updated_after"), u_after)?,
-        updated_before: time_filter(&name("updated_before"), u_before)?,
-    })
+/// The [`SagaFilter`] of a request that carries its fields at the top level
+/// (ListSagas; CountSagas, with `$status` 0: it has none), so that all three
+/// RPCs convert their filter by one function, [`filter_input`].
+macro_rules! top_level_filter {
+    ($r:ident, $status:expr) => {
+        SagaFilter {
+            status: $status,
+            current_step: $r.current_step,
+            failure_reason_code: $r.failure_reason_code,
+            customer_id: $r.customer_id,
+            order_id: $r.order_id,
+            created_after: $r.created_after,
+            created_before: $r.created_before,
+            updated_after: $r.updated_after,
+            updated_before: $r.updated_before,
+        }
+    };
 }
 
-fn bulk_filter(filter: Option<SagaFilter>) -> Result<FilterInput, AppError> {
-    let f = filter.unwrap_or_default();
-    let status = status_filter("filter.status", f.status)?;
-    filter_input(
-        "filter.",
-        status,
-        (
-            f.current_step,
-            f.failure_reason_code,
-            f.customer_id,
-            f.order_id,
-            f.created_after,
-            f.created_before,
-            f.updated_after,
-            f.updated_before,
-        ),
-    )
+/// The filter the application takes; field names under `prefix` in errors.
+fn filter_input(prefix: &str, f: SagaFilter) -> Result<FilterInput, AppError> {
+    let name = |field: &str| format!("{prefix}{field}");
+    Ok(FilterInput {
+        status: status_filter(&name("status"), f.status)?,
+        current_step: f.current_step,
+        failure_code: reason_filter(&name("failure_reason_code"), f.failure_reason_code)?,
+        customer_id: f.customer_id,
+        order_id: f.order_id,
+        created_after: time_filter(&name("created_after"), f.created_after)?,
+        created_before: time_filter(&name("created_before"), f.created_before)?,
+        updated_after: time_filter(&name("updated_after"), f.updated_after)?,
+        updated_before: time_filter(&name("updated_before"), f.updated_before)?,
+    })
 }
 
 fn bulk_response(report: BulkRetryReport) -> BulkRetrySagasResponse {
@@ -272,21 +254,7 @@ impl SagaAdmin for SagaAdminGrpc {
     ) -> Result<Response<ListSagasResponse>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
-        let status = status_filter("status", r.status)?;
-        let filter = filter_input(
-            "",
-            status,
-            (
-                r.current_step,
-                r.failure_reason_code,
-                r.customer_id,
-                r.order_id,
-                r.created_after,
-                r.created_before,
-                r.updated_after,
-                r.updated_before,
-            ),
-        )?;
+        let filter = filter_input("", top_level_filter!(r, r.status))?;
         let page = self
             .app
             .sagas
@@ -304,20 +272,7 @@ impl SagaAdmin for SagaAdminGrpc {
     ) -> Result<Response<CountSagasResponse>, Status> {
         let principal = principal(&request)?;
         let r = request.into_inner();
-        let filter = filter_input(
-            "",
-            None,
-            (
-                r.current_step,
-                r.failure_reason_code,
-                r.customer_id,
-                r.order_id,
-                r.created_after,
-                r.created_before,
-                r.updated_after,
-                r.updated_before,
-            ),
-        )?;
+        let filter = filter_input("", top_level_filter!(r, 0))?;
         let counts = self.app.sagas.count(&principal, &filter).await?;
         let total = counts.iter().map(|(_, n)| *n).sum::<u64>();
         Ok(Response::new(CountSagasResponse {
@@ -339,7 +294,7 @@ impl SagaAdmin for SagaAdminGrpc {
         let principal = principal(&request)?;
         let r = request.into_inner();
         let input = BulkRetryInput {
-            filter: bulk_filter(r.filter)?,
+            filter: filter_input("filter.", r.filter.unwrap_or_default())?,
             reason: r.reason,
             confirmation_token: r.confirmation_token,
             page_token: r.page_token,

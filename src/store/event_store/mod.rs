@@ -26,6 +26,112 @@
 //! - **Upcasting.** Payloads are stored with their schema version and returned
 //!   upcast to the current schema by [`Upcasters`].
 
+/// The [`EventStore`] implementation of a backend's store `$name` (a struct
+/// with `pool` and `upcasters` fields), and its `explain_refusal`: the
+/// statements are the same on both databases but for `IN_IDS` (a list
+/// condition given the ids as one [`DbList`](crate::store::columns::DbList)
+/// parameter) and the reads of the settled log (`READ_ALL`, `HEAD`: see
+/// [`EventStore::read_all`] on its order), which each backend's module
+/// defines with `Db`, its sqlx database; the rest is written once, here.
+/// Expanded in a child module (`super::` is this one).
+macro_rules! sql_event_store {
+    ($name:ident) => {
+        impl $name {
+            fn decode(&self, row: super::EventRow) -> Result<super::StoredEvent, super::EventStoreError> {
+                row.decode(&self.upcasters)
+            }
+
+            /// The events `query` selects ([`super::EVENT_COLUMNS`]), decoded.
+            async fn events_by(
+                &self,
+                query: sqlx::query::QueryAs<'_, Db, super::EventRow, <Db as sqlx::Database>::Arguments>,
+            ) -> Result<Vec<super::StoredEvent>, super::EventStoreError> {
+                let rows = query.fetch_all(&self.pool).await?;
+                rows.into_iter().map(|r| self.decode(r)).collect()
+            }
+
+            /// After a refused append (its transaction rolled back, or its
+            /// insert collided): an idempotent repeat, or a conflict.
+            pub(crate) async fn explain_refusal(
+                &self,
+                stream_id: uuid::Uuid,
+                expected_version: u64,
+                events: &[super::NewEvent],
+            ) -> Result<super::AppendResult, super::EventStoreError> {
+                use super::EventStore as _;
+                let actual = self.stream_version(stream_id).await?;
+                let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id).collect();
+                let sql = format!(
+                    "SELECT {} FROM events WHERE event_id {IN_IDS}",
+                    super::EVENT_COLUMNS
+                );
+                // SQL-SAFE: only constants (EVENT_COLUMNS, IN_IDS) are spliced.
+                let query =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(crate::store::columns::DbList(&ids));
+                let existing = self.events_by(query).await?;
+                super::classify_existing(stream_id, expected_version, actual, events, &existing)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl super::EventStore for $name {
+            async fn read_stream(
+                &self,
+                stream_id: uuid::Uuid,
+                from_version: u64,
+            ) -> Result<Vec<super::StoredEvent>, super::EventStoreError> {
+                let from = super::i64_version(from_version)?;
+                let sql = format!(
+                    "SELECT {} FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version",
+                    super::EVENT_COLUMNS
+                );
+                // SQL-SAFE: only constants (EVENT_COLUMNS, IN_IDS) are spliced.
+                let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(crate::store::columns::DbUuid(stream_id))
+                    .bind(from);
+                self.events_by(query).await
+            }
+
+            async fn read_all(
+                &self,
+                after_position: i64,
+                limit: usize,
+            ) -> Result<Vec<super::StoredEvent>, super::EventStoreError> {
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                self.events_by(sqlx::query_as(READ_ALL).bind(after_position).bind(limit))
+                    .await
+            }
+
+            async fn head_position(&self) -> Result<i64, super::EventStoreError> {
+                let head: Option<i64> = sqlx::query_scalar(HEAD).fetch_optional(&self.pool).await?;
+                Ok(head.unwrap_or(0))
+            }
+
+            async fn event_at(
+                &self,
+                position: i64,
+            ) -> Result<Option<super::StoredEvent>, super::EventStoreError> {
+                let sql = format!(
+                    "SELECT {} FROM events WHERE global_position = $1",
+                    super::EVENT_COLUMNS
+                );
+                // SQL-SAFE: only constants (EVENT_COLUMNS, IN_IDS) are spliced.
+                let query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(position);
+                Ok(self.events_by(query).await?.pop())
+            }
+
+            async fn stream_version(&self, stream_id: uuid::Uuid) -> Result<u64, super::EventStoreError> {
+                let version: i64 =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1")
+                        .bind(crate::store::columns::DbUuid(stream_id))
+                        .fetch_one(&self.pool)
+                        .await?;
+                super::u64_version(version)
+            }
+        }
+    };
+}
+
 mod codec;
 pub mod outbox;
 mod postgres;

@@ -27,15 +27,11 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-use super::{
-    AppendResult, EVENT_COLUMNS, EventRow, EventStore, EventStoreError, NewEvent, StoredEvent, StreamAppend,
-    Upcasters, check_batch, classify_existing, i64_version, u64_version,
-};
+use super::{AppendResult, EventStoreError, StreamAppend, Upcasters, check_batch, i64_version, u64_version};
 
 /// The event store on PostgreSQL.
 #[derive(Clone, Debug)]
@@ -104,10 +100,6 @@ impl PostgresEventStore {
     /// A store on `pool` (migrated), upcasting with `upcasters`.
     pub fn new(pool: PgPool, upcasters: Upcasters) -> Self {
         Self { pool, upcasters }
-    }
-
-    fn decode(&self, row: EventRow) -> Result<StoredEvent, EventStoreError> {
-        row.decode(&self.upcasters)
     }
 
     /// Writes `appends` inside a caller's transaction (a group commit batch,
@@ -214,80 +206,13 @@ impl PostgresEventStore {
         }
         Ok(outcomes)
     }
-
-    /// After a refused or colliding insert: an idempotent repeat, or a conflict.
-    pub(crate) async fn explain_refusal(
-        &self,
-        stream_id: Uuid,
-        expected_version: u64,
-        events: &[NewEvent],
-    ) -> Result<AppendResult, EventStoreError> {
-        let actual = self.stream_version(stream_id).await?;
-        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1)"
-        )))
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?;
-        let existing = rows
-            .into_iter()
-            .map(|r| self.decode(r))
-            .collect::<Result<Vec<_>, _>>()?;
-        classify_existing(stream_id, expected_version, actual, events, &existing)
-    }
 }
 
-#[async_trait]
-impl EventStore for PostgresEventStore {
-    async fn read_stream(
-        &self,
-        stream_id: Uuid,
-        from_version: u64,
-    ) -> Result<Vec<StoredEvent>, EventStoreError> {
-        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version"
-        )))
-        .bind(stream_id)
-        .bind(i64_version(from_version)?)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(|r| self.decode(r)).collect()
-    }
+sql_event_store!(PostgresEventStore);
 
-    async fn read_all(&self, after_position: i64, limit: usize) -> Result<Vec<StoredEvent>, EventStoreError> {
-        let rows: Vec<EventRow> = sqlx::query_as(READ_ALL)
-            .bind(after_position)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(|r| self.decode(r)).collect()
-    }
+type Db = Postgres;
 
-    async fn head_position(&self) -> Result<i64, EventStoreError> {
-        let head: Option<i64> = sqlx::query_scalar(HEAD).fetch_optional(&self.pool).await?;
-        Ok(head.unwrap_or(0))
-    }
-
-    async fn event_at(&self, position: i64) -> Result<Option<StoredEvent>, EventStoreError> {
-        let row: Option<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE global_position = $1"
-        )))
-        .bind(position)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| self.decode(r)).transpose()
-    }
-
-    async fn stream_version(&self, stream_id: Uuid) -> Result<u64, EventStoreError> {
-        let version: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1")
-                .bind(stream_id)
-                .fetch_one(&self.pool)
-                .await?;
-        u64_version(version)
-    }
-}
+const IN_IDS: &str = "= ANY($1)";
 
 /// What a written append reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,14 +10,11 @@
 //! Storage conventions (see the migration): UUIDs as TEXT, timestamps as
 //! INTEGER milliseconds since the epoch, JSON as TEXT.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{SqliteConnection, SqlitePool};
-use uuid::Uuid;
+use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
 use super::{
-    AppendResult, AppendWritten, EVENT_COLUMNS, EventRow, EventStore, EventStoreError, NewEvent, StoredEvent,
-    StreamAppend, Upcasters, check_batch, classify_existing, i64_version, u64_version,
+    AppendWritten, EventStoreError, NewEvent, StreamAppend, Upcasters, check_batch, i64_version, u64_version,
 };
 
 /// The event store on SQLite.
@@ -37,10 +34,6 @@ impl SqliteEventStore {
     /// A store on `pool` (migrated), upcasting with `upcasters`.
     pub fn new(pool: SqlitePool, upcasters: Upcasters) -> Self {
         Self { pool, upcasters }
-    }
-
-    fn decode(&self, row: EventRow) -> Result<StoredEvent, EventStoreError> {
-        row.decode(&self.upcasters)
     }
 
     async fn current_version(tx: &mut SqliteConnection, stream_id: &str) -> Result<u64, EventStoreError> {
@@ -82,19 +75,6 @@ impl SqliteEventStore {
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
             Err(other) => Err(other.into()),
         }
-    }
-
-    /// After a refused append (its transaction rolled back): an idempotent
-    /// repeat, or a conflict.
-    pub(crate) async fn explain_refusal(
-        &self,
-        stream_id: Uuid,
-        expected_version: u64,
-        events: &[NewEvent],
-    ) -> Result<AppendResult, EventStoreError> {
-        let actual = self.stream_version(stream_id).await?;
-        let existing = self.existing(events).await?;
-        classify_existing(stream_id, expected_version, actual, events, &existing)
     }
 
     /// Inserts the batch and its outbox rows (the write lock is held).
@@ -149,75 +129,18 @@ impl SqliteEventStore {
         }
         Ok(positions)
     }
-
-    async fn existing(&self, events: &[NewEvent]) -> Result<Vec<StoredEvent>, EventStoreError> {
-        let mut found = Vec::new();
-        for event in events {
-            let row: Option<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"
-            )))
-            .bind(event.event_id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(row) = row {
-                found.push(self.decode(row)?);
-            }
-        }
-        Ok(found)
-    }
 }
 
-#[async_trait]
-impl EventStore for SqliteEventStore {
-    async fn read_stream(
-        &self,
-        stream_id: Uuid,
-        from_version: u64,
-    ) -> Result<Vec<StoredEvent>, EventStoreError> {
-        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version >= ? ORDER BY version"
-        )))
-        .bind(stream_id.to_string())
-        .bind(i64_version(from_version)?)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(|r| self.decode(r)).collect()
-    }
+sql_event_store!(SqliteEventStore);
 
-    async fn read_all(&self, after_position: i64, limit: usize) -> Result<Vec<StoredEvent>, EventStoreError> {
-        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?"
-        )))
-        .bind(after_position)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(|r| self.decode(r)).collect()
-    }
+type Db = Sqlite;
 
-    async fn head_position(&self) -> Result<i64, EventStoreError> {
-        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(global_position) FROM events")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(head.unwrap_or(0))
-    }
+const IN_IDS: &str = "IN (SELECT value FROM json_each($1))";
 
-    async fn event_at(&self, position: i64) -> Result<Option<StoredEvent>, EventStoreError> {
-        let row: Option<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE global_position = ?"
-        )))
-        .bind(position)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| self.decode(r)).transpose()
-    }
+/// Everything after a position: SQLite commits in position order (see the
+/// module documentation), so every event is settled.
+const READ_ALL: &str = "SELECT event_id, stream_id, stream_type, version, global_position, event_type, \
+                        schema_version, payload, metadata, recorded_at \
+                        FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2";
 
-    async fn stream_version(&self, stream_id: Uuid) -> Result<u64, EventStoreError> {
-        let version: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?")
-                .bind(stream_id.to_string())
-                .fetch_one(&self.pool)
-                .await?;
-        u64_version(version)
-    }
-}
+const HEAD: &str = "SELECT global_position FROM events ORDER BY global_position DESC LIMIT 1";

@@ -10,6 +10,148 @@
 //! A claim whose lease ran out (a crashed request) can be taken over by a
 //! retry of the same request.
 
+/// The [`IdempotencyStore`] implementation of a backend's store `$name` (a
+/// struct with a `pool` field), and its `complete`: the binds and the
+/// decoding are the same on both databases, so they are written once, here;
+/// each backend's file states its pool, its statements (`CLAIM`, `COMPLETE`,
+/// `SAVE_SNAPSHOT`, `REFUSE`, `RELEASE`, `FORGET`: the clocks differ) and
+/// its `purge`, and names its sqlx database `Db`. Expanded in a child module
+/// (`super::` is this one).
+macro_rules! sql_idempotency_store {
+    ($name:ident) => {
+        impl $name {
+            /// A store on `pool` (migrated).
+            pub fn new(pool: sqlx::Pool<Db>) -> Self {
+                Self { pool }
+            }
+
+            /// Marks a claimed key done inside a unit of work's transaction; a key
+            /// that was never claimed fails the whole unit.
+            pub(crate) async fn complete(
+                conn: &mut <Db as sqlx::Database>::Connection,
+                done: &super::IdempotencyCompletion,
+            ) -> Result<(), super::IdempotencyStoreError> {
+                let updated = sqlx::query(COMPLETE)
+                    .bind(&done.customer_id)
+                    .bind(&done.key)
+                    .bind(DbJson(done.response.clone()))
+                    .execute(&mut *conn)
+                    .await?;
+                if updated.rows_affected() != 1 {
+                    return Err(anyhow::anyhow!("idempotency key to complete was never claimed").into());
+                }
+                Ok(())
+            }
+
+            /// Runs one of the statements that change a key in flight (`$1`:
+            /// the customer, `$2`: the key, then `value`, if any).
+            async fn update_key(
+                &self,
+                sql: &'static str,
+                customer_id: &str,
+                key: &str,
+                value: Option<DbJson>,
+            ) -> Result<u64, super::IdempotencyStoreError> {
+                let mut query = sqlx::query(sql).bind(customer_id).bind(key);
+                if let Some(value) = value {
+                    query = query.bind(value);
+                }
+                Ok(query.execute(&self.pool).await?.rows_affected())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl super::IdempotencyStore for $name {
+            async fn claim(
+                &self,
+                claim: &super::Claim,
+            ) -> Result<super::ClaimOutcome, super::IdempotencyStoreError> {
+                let claimed: Option<(DbUuid, Option<DbJson>)> = sqlx::query_as(CLAIM)
+                    .bind(&claim.customer_id)
+                    .bind(&claim.key)
+                    .bind(&claim.request_hash)
+                    .bind(DbUuid(claim.order_id))
+                    .bind(i64::try_from(claim.lease.as_millis()).unwrap_or(i64::MAX / 2))
+                    .bind(claim.snapshot.clone().map(DbJson))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if let Some((order_id, snapshot)) = claimed {
+                    return Ok(super::ClaimOutcome::Claimed {
+                        order_id: order_id.0,
+                        snapshot: snapshot.map(|s| s.0),
+                    });
+                }
+                let existing: Option<(String, String, Option<DbJson>)> = sqlx::query_as(super::EXISTING)
+                    .bind(&claim.customer_id)
+                    .bind(&claim.key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match existing {
+                    Some((hash, status, response)) => {
+                        super::classify(claim, &hash, &status, response.map(|r| r.0))
+                    }
+                    // Deleted in between (a purge): just say "retry".
+                    None => super::ClaimOutcome::InFlight,
+                })
+            }
+
+            async fn save_snapshot(
+                &self,
+                customer_id: &str,
+                key: &str,
+                snapshot: &serde_json::Value,
+            ) -> Result<(), super::IdempotencyStoreError> {
+                self.update_key(
+                    SAVE_SNAPSHOT,
+                    customer_id,
+                    key,
+                    Some(DbJson(snapshot.clone())),
+                )
+                .await
+                .map(drop)
+            }
+
+            async fn refuse(
+                &self,
+                customer_id: &str,
+                key: &str,
+                response: &serde_json::Value,
+            ) -> Result<(), super::IdempotencyStoreError> {
+                self.update_key(REFUSE, customer_id, key, Some(DbJson(response.clone())))
+                    .await
+                    .map(drop)
+            }
+
+            async fn release(
+                &self,
+                customer_id: &str,
+                key: &str,
+            ) -> Result<(), super::IdempotencyStoreError> {
+                self.update_key(RELEASE, customer_id, key, None)
+                    .await
+                    .map(drop)
+            }
+
+            async fn forget_customer(&self, customer_id: &str) -> Result<u64, super::IdempotencyStoreError> {
+                let done = sqlx::query(FORGET)
+                    .bind(customer_id)
+                    .bind(super::FORGOTTEN_REQUEST_HASH)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn purge(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+                purge: crate::store::Purge,
+            ) -> Result<u64, super::IdempotencyStoreError> {
+                purge_keys(&self.pool, before, purge).await
+            }
+        }
+    };
+}
+
 mod postgres;
 mod sqlite;
 
@@ -134,6 +276,10 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug {
 /// The rows a purge takes (`$1` / `?1`: the cutoff; the same text on both backends).
 const PURGEABLE: &str =
     "updated_at < $1 AND (status <> 'in_flight' OR lease_until IS NULL OR lease_until < $1)";
+
+/// A key's request hash, status and answer, to classify a claim refused.
+const EXISTING: &str =
+    "SELECT request_hash, status, response FROM idempotency_keys WHERE customer_id = $1 AND key = $2";
 
 /// The request hash of a forgotten customer's keys: matches no request.
 pub const FORGOTTEN_REQUEST_HASH: &str = "forgotten";

@@ -45,44 +45,26 @@ async fn begin(pool: &SqlitePool) -> sqlx::Result<Transaction<'static, Sqlite>> 
 /// Rows per multi-row INSERT (SQLite binds at most 32766 parameters).
 const CHUNK: usize = 500;
 
-/// The time now as SQLite stores it.
-macro_rules! now_ms {
-    () => {
-        "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
-    };
-}
-
 const IN_IDS: &str = "IN (SELECT value FROM json_each($1))";
 
-const ADVANCE: &str = concat!(
-    "UPDATE projection_checkpoints SET position = $2, updated_at = ",
-    now_ms!(),
-    " WHERE name = $1 AND generation = $3 AND position = $4"
-);
+const ADVANCE: &str = "UPDATE projection_checkpoints SET position = $2, \
+     updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) \
+     WHERE name = $1 AND generation = $3 AND position = $4";
 
-const BEGIN_REBUILD: &str = concat!(
-    "UPDATE projection_checkpoints SET rebuilding = 1, rebuild_replayed = 0, rebuild_total = $2, ",
-    "rebuild_started_at = ",
-    now_ms!(),
-    ", rebuild_heartbeat_at = ",
-    now_ms!(),
-    " WHERE name IN (SELECT value FROM json_each($1)) AND (rebuilding = 0 OR rebuild_heartbeat_at IS NULL ",
-    "OR rebuild_heartbeat_at < ",
-    now_ms!(),
-    " - 30000)"
-);
+const BEGIN_REBUILD: &str = "UPDATE projection_checkpoints SET rebuilding = 1, rebuild_replayed = 0, \
+         rebuild_total = $2, rebuild_started_at = CAST(unixepoch('subsec') * 1000 AS INTEGER), \
+         rebuild_heartbeat_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) \
+     WHERE name IN (SELECT value FROM json_each($1)) \
+       AND (rebuilding = 0 OR rebuild_heartbeat_at IS NULL \
+            OR rebuild_heartbeat_at < CAST(unixepoch('subsec') * 1000 AS INTEGER) - 30000)";
 
-const REBUILD_PROGRESS: &str = concat!(
-    "UPDATE projection_checkpoints SET rebuild_replayed = $2, rebuild_total = $3, rebuild_heartbeat_at = ",
-    now_ms!(),
-    " WHERE name IN (SELECT value FROM json_each($1))"
-);
+const REBUILD_PROGRESS: &str = "UPDATE projection_checkpoints SET rebuild_replayed = $2, rebuild_total = $3, \
+     rebuild_heartbeat_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) \
+     WHERE name IN (SELECT value FROM json_each($1))";
 
-const END_REBUILD: &str = concat!(
-    "UPDATE projection_checkpoints SET rebuilding = 0, rebuild_heartbeat_at = ",
-    now_ms!(),
-    " WHERE name IN (SELECT value FROM json_each($1))"
-);
+const END_REBUILD: &str = "UPDATE projection_checkpoints SET rebuilding = 0, \
+     rebuild_heartbeat_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) \
+     WHERE name IN (SELECT value FROM json_each($1))";
 
 /// Multi-row upserts of `rows`, a chunk at a time.
 async fn upsert_rows<R: StoredModel>(
@@ -170,14 +152,12 @@ async fn swap_shadows(
         }
     }
     let names: Vec<&str> = swaps.iter().map(|(name, _)| *name).collect();
-    sqlx::query(concat!(
-        "UPDATE projection_checkpoints SET position = $2, generation = generation + 1, rebuilding = 0, ",
-        "rebuild_heartbeat_at = ",
-        now_ms!(),
-        ", updated_at = ",
-        now_ms!(),
-        " WHERE name IN (SELECT value FROM json_each($1))"
-    ))
+    sqlx::query(
+        "UPDATE projection_checkpoints SET position = $2, generation = generation + 1, rebuilding = 0, \
+             rebuild_heartbeat_at = CAST(unixepoch('subsec') * 1000 AS INTEGER), \
+             updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) \
+         WHERE name IN (SELECT value FROM json_each($1))",
+    )
     .bind(DbList(&names))
     .bind(position)
     .execute(&mut *tx)

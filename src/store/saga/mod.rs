@@ -14,6 +14,8 @@
 //! over once the lease expired, and from then on the first one's writes are
 //! refused: two replicas never advance one saga at once.
 
+#[macro_use]
+mod shared;
 mod decode;
 mod postgres;
 mod rows;

@@ -7,27 +7,23 @@
 //! only land if the fence let the saga update through. Lease times use the
 //! database clock, the one clock all replicas share.
 //!
+//! The reads and the release are written once for both backends
+//! (`shared.rs`); this module holds their PostgreSQL text, the claim, the
+//! worker and operator writes and the purge.
+//!
 //! SQL-SAFE: statements are assembled from constant fragments (column lists,
-//! CTEs) chosen by `match`; `one(column, ..)` is called only with the literal
-//! "saga_id" or "order_id"; every value is bound.
+//! CTEs) chosen by `match`; every value is bound.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder, Row, postgres::PgArguments, query::Query};
-use uuid::Uuid;
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, Row, postgres::PgArguments, query::Query};
 
 use super::decode::{lease_millis, stored_count};
-use super::rows::{
-    ATTEMPT_COLUMNS, AttemptRow, OperatorActionRow, SAGA_COLUMNS, STEP_COLUMNS, SagaRow, StepRow, assemble,
-    bind_columns, failure_code_text, purge_counts, status_counts, step_counts,
-};
-use super::search::push_filter;
+use super::rows::{SAGA_COLUMNS, SagaRow, bind_columns, failure_code_text, purge_counts};
 use super::{
-    AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FINISHED, FencedWrite, Lease,
-    OperatorActionRecord, OperatorActionWrite, SagaCount, SagaFilter, SagaPurge, SagaRecord, SagaStart,
-    SagaStore, SagaStoreError, SagaWrite, StepRecord,
+    AttemptWrite, CancelFlag, CancelRequest, FINISHED, FencedWrite, Lease, OperatorActionWrite, SagaPurge,
+    SagaRecord, SagaStart, SagaStoreError, SagaWrite, StepRecord,
 };
-use crate::{saga::plan::SagaStatus, store::Purge};
+use crate::store::Purge;
 
 /// The saga store on PostgreSQL.
 #[derive(Debug, Clone)]
@@ -132,36 +128,18 @@ fn bind_steps<'q>(
         .bind(steps.iter().map(|s| s.duration_ms).collect::<Vec<_>>())
 }
 
+sql_saga_store!(PostgresSagaStore);
+
+type Db = Postgres;
+
+const IN_IDS: &str = "= ANY($1)";
+
+const RELEASE: &str = "UPDATE sagas SET lease_owner = NULL, lease_until = NULL, \
+     next_run_at = CASE WHEN cancel_requested AND NOT $3 THEN now() ELSE $4 END \
+     WHERE saga_id = $1 AND lease_owner = $2";
+
 impl PostgresSagaStore {
-    async fn with_steps(&self, rows: Vec<SagaRow>) -> Result<Vec<SagaRecord>, SagaStoreError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.saga_id.0).collect();
-        let step_rows: Vec<StepRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {STEP_COLUMNS} FROM saga_steps WHERE saga_id = ANY($1) \
-             ORDER BY started_at NULLS LAST, step"
-        )))
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?;
-        assemble(rows, step_rows)
-    }
-
-    async fn one(&self, column: &str, id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
-        let row: Option<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {SAGA_COLUMNS} FROM sagas WHERE {column} = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(self.with_steps(row.into_iter().collect()).await?.pop())
-    }
-}
-
-#[async_trait]
-impl SagaStore for PostgresSagaStore {
-    async fn claim_due(&self, lease: &Lease, limit: usize) -> Result<Vec<SagaRecord>, SagaStoreError> {
+    async fn claim(&self, lease: &Lease, limit: usize) -> Result<Vec<SagaRecord>, SagaStoreError> {
         // One round trip: the claim, and each claimed saga's steps as JSON.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH c AS (UPDATE sagas SET lease_owner = $1, lease_until = now() + $2 * interval '1 millisecond' \
@@ -193,91 +171,12 @@ impl SagaStore for PostgresSagaStore {
             .collect()
     }
 
-    async fn write(&self, write: &FencedWrite) -> Result<CancelFlag, SagaStoreError> {
+    async fn write_alone(&self, write: &FencedWrite) -> Result<CancelFlag, SagaStoreError> {
         let mut conn = self.pool.acquire().await?;
         Self::write_fenced(&mut conn, write).await
     }
 
-    async fn release(
-        &self,
-        lease: &Lease,
-        saga_id: Uuid,
-        next_run_at: DateTime<Utc>,
-        cancel_seen: bool,
-    ) -> Result<(), SagaStoreError> {
-        let done = sqlx::query(
-            "UPDATE sagas SET lease_owner = NULL, lease_until = NULL, \
-             next_run_at = CASE WHEN cancel_requested AND NOT $3 THEN now() ELSE $4 END \
-             WHERE saga_id = $1 AND lease_owner = $2",
-        )
-        .bind(saga_id)
-        .bind(&lease.owner)
-        .bind(cancel_seen)
-        .bind(next_run_at)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(SagaStoreError::LeaseLost);
-        }
-        Ok(())
-    }
-
-    async fn get(&self, saga_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
-        self.one("saga_id", saga_id).await
-    }
-
-    async fn find_by_order(&self, order_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
-        self.one("order_id", order_id).await
-    }
-
-    async fn list(
-        &self,
-        filter: &SagaFilter,
-        after: Option<Cursor>,
-        limit: usize,
-    ) -> Result<Vec<SagaRecord>, SagaStoreError> {
-        let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {SAGA_COLUMNS} FROM sagas"));
-        push_filter(&mut sql, filter, after);
-        sql.push(" ORDER BY created_at DESC, saga_id DESC LIMIT ")
-            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        let rows: Vec<SagaRow> = sql.build_query_as().fetch_all(&self.pool).await?;
-        self.with_steps(rows).await
-    }
-
-    async fn count(&self, filter: &SagaFilter) -> Result<Vec<SagaCount>, SagaStoreError> {
-        let mut sql: QueryBuilder<Postgres> =
-            QueryBuilder::new("SELECT status, current_step, count(*), max(updated_at) FROM sagas");
-        push_filter(&mut sql, filter, None);
-        sql.push(" GROUP BY status, current_step");
-        let rows = sql.build_query_as().fetch_all(&self.pool).await?;
-        step_counts(rows)
-    }
-
-    async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError> {
-        let rows: Vec<AttemptRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM saga_attempts WHERE saga_id = $1 ORDER BY started_at, step, attempt"
-        )))
-        .bind(saga_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(AttemptRow::decode).collect()
-    }
-
-    async fn operator_actions_of(
-        &self,
-        saga_ids: &[Uuid],
-    ) -> Result<Vec<(Uuid, OperatorActionRecord)>, SagaStoreError> {
-        let rows: Vec<OperatorActionRow> = sqlx::query_as(
-            "SELECT saga_id, action, step, operator, reason, at FROM saga_operator_actions \
-             WHERE saga_id = ANY($1) ORDER BY id",
-        )
-        .bind(saga_ids)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(OperatorActionRow::decode).collect()
-    }
-
-    async fn purge_finished(&self, before: DateTime<Utc>, purge: Purge) -> Result<SagaPurge, SagaStoreError> {
+    async fn purge(&self, before: DateTime<Utc>, purge: Purge) -> Result<SagaPurge, SagaStoreError> {
         // The children are counted in the statement's snapshot, then go with
         // their saga (ON DELETE CASCADE). The chosen sagas are locked, so no
         // child row can be added between the count and the delete.
@@ -302,13 +201,6 @@ impl SagaStore for PostgresSagaStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(purge_counts(counts))
-    }
-
-    async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {
-        let rows = sqlx::query_as("SELECT status, count(*) FROM sagas GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?;
-        status_counts(rows)
     }
 }
 

@@ -7,28 +7,24 @@
 //! lock every few milliseconds. Times are milliseconds since the epoch from
 //! the process clock: one process owns an SQLite file.
 //!
+//! The reads and the release are written once for both backends
+//! (`shared.rs`); this module holds their SQLite text, the claim, the worker
+//! and operator writes and the purge.
+//!
 //! SQL-SAFE: statements are assembled from constant fragments (column lists,
-//! CTEs) chosen by `match`; `one(column, ..)` is called only with the literal
-//! "saga_id" or "order_id"; every value is bound.
+//! CTEs) chosen by `match`; every value is bound.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
-use uuid::Uuid;
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::decode::{lease_millis, stored_count};
 use super::{
-    AttemptRecord, AttemptWrite, CancelFlag, CancelRequest, Cursor, FINISHED, FencedWrite, Lease,
-    OperatorActionRecord, OperatorActionWrite, SagaCount, SagaFilter, SagaPurge, SagaRecord, SagaStart,
-    SagaStore, SagaStoreError, SagaWrite, StepRecord,
+    AttemptWrite, CancelFlag, CancelRequest, FINISHED, FencedWrite, Lease, OperatorActionWrite, SagaPurge,
+    SagaRecord, SagaStart, SagaStoreError, SagaWrite, StepRecord,
 };
-use crate::{saga::plan::SagaStatus, store::Purge};
+use crate::store::Purge;
 
-use super::rows::{
-    ATTEMPT_COLUMNS, AttemptRow, OperatorActionRow, SAGA_COLUMNS, STEP_COLUMNS, SagaRow, StepRow, assemble,
-    bind_columns, failure_code_text, purge_counts, status_counts, step_counts,
-};
-use super::search::push_filter;
+use super::rows::{SAGA_COLUMNS, SagaRow, bind_columns, failure_code_text, purge_counts};
 
 /// Milliseconds since the epoch, the SQLite time convention of this service.
 fn ms(at: DateTime<Utc>) -> i64 {
@@ -142,37 +138,18 @@ async fn write_attempt(
     Ok(())
 }
 
+sql_saga_store!(SqliteSagaStore);
+
+type Db = Sqlite;
+
+const IN_IDS: &str = "IN (SELECT value FROM json_each($1))";
+
+const RELEASE: &str = "UPDATE sagas SET lease_owner = NULL, lease_until = NULL, \
+     next_run_at = CASE WHEN cancel_requested = 1 AND NOT $3 THEN CAST(unixepoch('subsec') * 1000 AS INTEGER) \
+     ELSE $4 END WHERE saga_id = $1 AND lease_owner = $2";
+
 impl SqliteSagaStore {
-    async fn with_steps(&self, rows: Vec<SagaRow>) -> Result<Vec<SagaRecord>, SagaStoreError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<String> = rows.iter().map(|r| r.saga_id.0.to_string()).collect();
-        let ids = serde_json::to_string(&ids).map_err(anyhow::Error::from)?;
-        let step_rows: Vec<StepRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {STEP_COLUMNS} FROM saga_steps WHERE saga_id IN (SELECT value FROM json_each(?1)) \
-             ORDER BY started_at IS NULL, started_at, step"
-        )))
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
-        assemble(rows, step_rows)
-    }
-
-    async fn one(&self, column: &str, id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
-        let row: Option<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {SAGA_COLUMNS} FROM sagas WHERE {column} = ?1"
-        )))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(self.with_steps(row.into_iter().collect()).await?.pop())
-    }
-}
-
-#[async_trait]
-impl SagaStore for SqliteSagaStore {
-    async fn claim_due(&self, lease: &Lease, limit: usize) -> Result<Vec<SagaRecord>, SagaStoreError> {
+    async fn claim(&self, lease: &Lease, limit: usize) -> Result<Vec<SagaRecord>, SagaStoreError> {
         let now = ms(Utc::now());
         let due: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT 1 FROM sagas WHERE {DUE} LIMIT 1"
@@ -197,96 +174,14 @@ impl SagaStore for SqliteSagaStore {
         self.with_steps(rows).await
     }
 
-    async fn write(&self, write: &FencedWrite) -> Result<CancelFlag, SagaStoreError> {
+    async fn write_alone(&self, write: &FencedWrite) -> Result<CancelFlag, SagaStoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let flag = Self::write_fenced(&mut tx, write, ms(Utc::now())).await?;
         tx.commit().await?;
         Ok(flag)
     }
 
-    async fn release(
-        &self,
-        lease: &Lease,
-        saga_id: Uuid,
-        next_run_at: DateTime<Utc>,
-        cancel_seen: bool,
-    ) -> Result<(), SagaStoreError> {
-        let done = sqlx::query(
-            "UPDATE sagas SET lease_owner = NULL, lease_until = NULL, \
-             next_run_at = CASE WHEN cancel_requested = 1 AND NOT ?3 THEN ?5 ELSE ?4 END \
-             WHERE saga_id = ?1 AND lease_owner = ?2",
-        )
-        .bind(saga_id.to_string())
-        .bind(&lease.owner)
-        .bind(cancel_seen)
-        .bind(ms(next_run_at))
-        .bind(ms(Utc::now()))
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(SagaStoreError::LeaseLost);
-        }
-        Ok(())
-    }
-
-    async fn get(&self, saga_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
-        self.one("saga_id", saga_id).await
-    }
-
-    async fn find_by_order(&self, order_id: Uuid) -> Result<Option<SagaRecord>, SagaStoreError> {
-        self.one("order_id", order_id).await
-    }
-
-    async fn list(
-        &self,
-        filter: &SagaFilter,
-        after: Option<Cursor>,
-        limit: usize,
-    ) -> Result<Vec<SagaRecord>, SagaStoreError> {
-        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {SAGA_COLUMNS} FROM sagas"));
-        push_filter(&mut sql, filter, after);
-        sql.push(" ORDER BY created_at DESC, saga_id DESC LIMIT ")
-            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        let rows: Vec<SagaRow> = sql.build_query_as().fetch_all(&self.pool).await?;
-        self.with_steps(rows).await
-    }
-
-    async fn count(&self, filter: &SagaFilter) -> Result<Vec<SagaCount>, SagaStoreError> {
-        let mut sql: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT status, current_step, count(*), max(updated_at) FROM sagas");
-        push_filter(&mut sql, filter, None);
-        sql.push(" GROUP BY status, current_step");
-        let rows = sql.build_query_as().fetch_all(&self.pool).await?;
-        step_counts(rows)
-    }
-
-    async fn attempts(&self, saga_id: Uuid) -> Result<Vec<AttemptRecord>, SagaStoreError> {
-        let rows: Vec<AttemptRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM saga_attempts WHERE saga_id = ?1 ORDER BY started_at, step, attempt"
-        )))
-        .bind(saga_id.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(AttemptRow::decode).collect()
-    }
-
-    async fn operator_actions_of(
-        &self,
-        saga_ids: &[Uuid],
-    ) -> Result<Vec<(Uuid, OperatorActionRecord)>, SagaStoreError> {
-        let ids: Vec<String> = saga_ids.iter().map(Uuid::to_string).collect();
-        let ids = serde_json::to_string(&ids).map_err(anyhow::Error::from)?;
-        let rows: Vec<OperatorActionRow> = sqlx::query_as(
-            "SELECT saga_id, action, step, operator, reason, at FROM saga_operator_actions \
-             WHERE saga_id IN (SELECT value FROM json_each(?1)) ORDER BY id",
-        )
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(OperatorActionRow::decode).collect()
-    }
-
-    async fn purge_finished(&self, before: DateTime<Utc>, purge: Purge) -> Result<SagaPurge, SagaStoreError> {
+    async fn purge(&self, before: DateTime<Utc>, purge: Purge) -> Result<SagaPurge, SagaStoreError> {
         // One write transaction: the count and the delete see the same sagas;
         // their children go with them (foreign keys are on, ON DELETE CASCADE).
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -315,13 +210,6 @@ impl SagaStore for SqliteSagaStore {
         }
         tx.commit().await?;
         Ok(purge_counts((sagas, steps, attempts, actions)))
-    }
-
-    async fn count_by_status(&self) -> Result<Vec<(SagaStatus, u64)>, SagaStoreError> {
-        let rows = sqlx::query_as("SELECT status, count(*) FROM sagas GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?;
-        status_counts(rows)
     }
 }
 

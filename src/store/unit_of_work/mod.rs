@@ -68,7 +68,10 @@ pub use self::{postgres::PostgresUnitOfWork, sqlite::SqliteUnitOfWork};
 use crate::{
     error::AppError,
     store::{
-        event_store::{AppendResult, EventStoreError, NewEvent, StreamAppend},
+        event_store::{
+            AppendResult, EventStore, EventStoreError, NewEvent, PostgresEventStore, SqliteEventStore,
+            StreamAppend,
+        },
         idempotency::{IdempotencyCompletion, IdempotencyStoreError},
         saga::{CancelFlag, SagaStoreError, SagaWrite},
     },
@@ -261,6 +264,30 @@ trait ExplainRefusal: Send + Sync {
     /// The stream's version now.
     async fn version_of(&self, stream_id: Uuid) -> Result<u64, EventStoreError>;
 }
+
+/// [`ExplainRefusal`] of each backend's event store, by its inherent
+/// `explain_refusal` and its [`EventStore::stream_version`].
+macro_rules! explain_refusal {
+    ($($store:ty),*) => {$(
+        #[async_trait]
+        impl ExplainRefusal for $store {
+            async fn explain_refusal(
+                &self,
+                stream_id: Uuid,
+                expected_version: u64,
+                events: &[NewEvent],
+            ) -> Result<AppendResult, EventStoreError> {
+                <$store>::explain_refusal(self, stream_id, expected_version, events).await
+            }
+
+            async fn version_of(&self, stream_id: Uuid) -> Result<u64, EventStoreError> {
+                self.stream_version(stream_id).await
+            }
+        }
+    )*};
+}
+
+explain_refusal!(PostgresEventStore, SqliteEventStore);
 
 /// After a unit was refused (nothing of it written): the conflict, or, for a
 /// one-append unit whose events are already stored, the idempotent repeat.

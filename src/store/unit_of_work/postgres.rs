@@ -13,16 +13,10 @@ use std::{
 
 use async_trait::async_trait;
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
-use super::{
-    Committed, ExplainRefusal, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError, check_unit, explain_refused,
-};
+use super::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError, check_unit, explain_refused};
 use crate::store::{
-    event_store::{
-        APPENDED, AppendResult, AppendWritten, EventStore, EventStoreError, NewEvent, PostgresEventStore,
-        StreamAppend, Upcasters,
-    },
+    event_store::{APPENDED, AppendWritten, PostgresEventStore, StreamAppend, Upcasters},
     group_commit::{self, BatchWriter, GroupCommit},
     idempotency::PostgresIdempotencyStore,
     saga::{CancelFlag, PostgresSagaStore},
@@ -88,22 +82,6 @@ impl UnitOfWorkCommitter for PostgresUnitOfWork {
             }
             None => explain_refused(&self.events, &unit).await,
         }
-    }
-}
-
-#[async_trait]
-impl ExplainRefusal for PostgresEventStore {
-    async fn explain_refusal(
-        &self,
-        stream_id: Uuid,
-        expected_version: u64,
-        events: &[NewEvent],
-    ) -> Result<AppendResult, EventStoreError> {
-        PostgresEventStore::explain_refusal(self, stream_id, expected_version, events).await
-    }
-
-    async fn version_of(&self, stream_id: Uuid) -> Result<u64, EventStoreError> {
-        self.stream_version(stream_id).await
     }
 }
 

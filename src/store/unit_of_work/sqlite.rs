@@ -5,16 +5,10 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::SqlitePool;
-use uuid::Uuid;
 
-use super::{
-    Committed, ExplainRefusal, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError, check_unit, explain_refused,
-};
+use super::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError, check_unit, explain_refused};
 use crate::store::{
-    event_store::{
-        APPENDED, AppendResult, AppendWritten, EventStore, EventStoreError, NewEvent, SqliteEventStore,
-        Upcasters,
-    },
+    event_store::{APPENDED, AppendWritten, SqliteEventStore, Upcasters},
     idempotency::SqliteIdempotencyStore,
     saga::SqliteSagaStore,
 };
@@ -75,21 +69,5 @@ impl UnitOfWorkCommitter for SqliteUnitOfWork {
             appended: appended.into_iter().map(AppendWritten::into_result).collect(),
             cancel_flag,
         })
-    }
-}
-
-#[async_trait]
-impl ExplainRefusal for SqliteEventStore {
-    async fn explain_refusal(
-        &self,
-        stream_id: Uuid,
-        expected_version: u64,
-        events: &[NewEvent],
-    ) -> Result<AppendResult, EventStoreError> {
-        SqliteEventStore::explain_refusal(self, stream_id, expected_version, events).await
-    }
-
-    async fn version_of(&self, stream_id: Uuid) -> Result<u64, EventStoreError> {
-        self.stream_version(stream_id).await
     }
 }
