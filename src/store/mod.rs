@@ -3,6 +3,16 @@
 //! conformance suite. Each table is written by one module; writes of several
 //! tables that must commit together go through a [`unit_of_work`], which
 //! also lists the owner of every table.
+//!
+//! # One shape for the SQL stores
+//! A port (a trait) in the module's `mod.rs`, its PostgreSQL and SQLite
+//! implementations side by side in `postgres.rs` and `sqlite.rs`. Rows are
+//! one `FromRow` struct for both databases, through the newtypes of
+//! [`columns`] (which also carries [`columns::ColumnSink`], so that a row's
+//! values are bound once). Methods whose statements differ only in text are
+//! written once, as a macro of the module (`sql_..._store!`) that each
+//! backend's file expands beside its SQL; a backend's file keeps only that
+//! text and the code that really differs.
 
 /// A store's error enum: the variants given, then the two every store has,
 /// `Unavailable` and `Other`, and the `From<sqlx::Error>` that chooses
