@@ -56,6 +56,7 @@ mod saga_search;
 mod saga_simulation;
 mod saga_step_commits;
 mod saga_store;
+mod scale_out;
 mod security;
 mod security_access;
 mod stubs;

@@ -11,8 +11,9 @@ use rand::{SeedableRng, rngs::StdRng};
 
 use crate::support::{
     app::{Backend, Isolation},
-    child::{free_port, spawn},
-    saga_processes::{Progress, check_outcome, place, plans, service_env, start_stubs, wait_terminal},
+    saga_processes::{
+        Progress, check_outcome_and_read_models, place, plans, spawn_service, start_stubs, wait_terminal,
+    },
 };
 
 /// (saga, step, attempt, worker, started ms, finished ms) of one attempt.
@@ -47,15 +48,8 @@ async fn two_service_processes_on_one_database_share_the_sagas_and_never_run_a_s
     let mut replicas = Vec::new();
     let mut channels = Vec::new();
     for name in ["a", "b"] {
-        let port = free_port();
-        let env = service_env(&isolation, &stubs_proc.url(), port);
-        let mut replica = spawn(
-            &["serve"],
-            &env,
-            dir.path().join(format!("serve-{name}.log")),
-            port,
-        );
-        channels.push(replica.ready().await);
+        let (replica, channel) = spawn_service(&isolation, &stubs_proc.url(), name, dir.path(), &[]).await;
+        channels.push(channel);
         replicas.push(replica);
     }
     let config = isolation.config(&[]);
@@ -84,12 +78,8 @@ async fn two_service_processes_on_one_database_share_the_sagas_and_never_run_a_s
         order_ids.push(order_id);
     }
     wait_terminal(&channels[0], &admin, Duration::from_secs(60)).await;
-    let mut violations = check_outcome(&isolation, &stubs, &order_ids).await;
     // The read models, projected by two replicas at once, equal a rebuild from the events.
-    for v in crate::support::rebuild_check::compare_with_rebuild(&isolation.backends().await.db).await {
-        println!("VIOLATION: {v}");
-        violations += 1;
-    }
+    let violations = check_outcome_and_read_models(&isolation, &stubs, &order_ids).await;
     assert_eq!(violations, 0, "see VIOLATION lines");
 
     // Attempts of one step never overlap in time, whichever replica sent them.

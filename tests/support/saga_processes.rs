@@ -51,6 +51,23 @@ pub fn service_env(isolation: &Isolation, stubs_url: &str, port: u16) -> HashMap
     env
 }
 
+/// `commerce serve` named `name` as a child process on [`service_env`] with
+/// `overrides`, logging into `dir`; ready, with a channel to it.
+pub async fn spawn_service(
+    isolation: &Isolation,
+    stubs_url: &str,
+    name: &str,
+    dir: &std::path::Path,
+    overrides: &[(&str, &str)],
+) -> (Proc, Channel) {
+    let port = free_port();
+    let mut env = service_env(isolation, stubs_url, port);
+    env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut service = spawn(&["serve"], &env, dir.join(format!("serve-{name}.log")), port);
+    let channel = service.ready().await;
+    (service, channel)
+}
+
 /// What one simulated customer orders.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -89,6 +106,14 @@ pub fn plans(count: usize, rng: &mut StdRng) -> Vec<Plan> {
 pub struct Progress {
     cart_id: Option<String>,
     attempt: u32,
+}
+
+impl Progress {
+    /// How many of this customer's carts vanished before their order was
+    /// placed (CreateOrder answered NOT_FOUND for the cart).
+    pub fn carts_lost(&self) -> u32 {
+        self.attempt
+    }
 }
 
 /// Places `plan`'s order, retrying across crashes with the same cart and key
@@ -320,4 +345,20 @@ pub async fn check_outcome(isolation: &Isolation, stubs: &StubClients, order_ids
         println!("VIOLATION: {v}");
     }
     violations.len()
+}
+
+/// [`check_outcome`], plus one violation per difference between the read
+/// models (projected by however many processes, across kills) and a rebuild
+/// from the event store: each order projected once.
+pub async fn check_outcome_and_read_models(
+    isolation: &Isolation,
+    stubs: &StubClients,
+    order_ids: &[String],
+) -> usize {
+    let mut violations = check_outcome(isolation, stubs, order_ids).await;
+    for v in crate::support::rebuild_check::compare_with_rebuild(&isolation.backends().await.db).await {
+        println!("VIOLATION: {v}");
+        violations += 1;
+    }
+    violations
 }
