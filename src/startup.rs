@@ -161,6 +161,8 @@ impl Application {
             urls,
             std::sync::Arc::new(crate::app::sagas::OrderAppPort::new(orders.clone())),
         )?;
+        // CreateOrder hands new sagas to this replica's free workers.
+        let orders = orders.with_local_workers(sagas.local_workers().clone());
         let feed = crate::app::events::EventFeed::new(
             events.clone(),
             stores.consumers.clone(),

@@ -12,6 +12,14 @@
 //! order events. If the order moved meanwhile (a customer's cancel request),
 //! the command is decided again and the write retried.
 //!
+//! A local step (ConfirmOrder, CancelOrder) sends nothing out of the process,
+//! so it has no start write of its own: its command is decided on top of the
+//! previous step's order change, and its start, its end and both steps'
+//! events commit with the release. A saga handed over by CreateOrder
+//! ([`handoff`]) has its first start written by CreateOrder's commit. So an
+//! order's critical path holds CreateOrder's commits, one start write per
+//! sibling step after the first, and the release.
+//!
 //! # Crash safety
 //! Every effect is keyed: a sibling call carries `{seed}:{step}`, and order
 //! commands are idempotent. So whatever point a crash interrupts — before the
@@ -25,7 +33,10 @@
 //! refusal, in which case there is nothing to undo), then undoes it.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -52,6 +63,9 @@ use crate::{
 };
 
 mod effects;
+mod handoff;
+
+pub use self::handoff::HandedOver;
 
 /// Runs sagas for one worker pool (one lease owner).
 pub struct Engine {
@@ -61,7 +75,20 @@ pub struct Engine {
     orders: Arc<dyn OrderPort>,
     policy: RetryPolicy,
     lease: Lease,
+    /// Drives begun, numbering each drive's lease ([`Engine::next_lease`]).
+    drives: AtomicU64,
     shutdown: Shutdown,
+}
+
+/// One drive's inputs.
+struct Drive {
+    record: SagaRecord,
+    /// The lease its writes are fenced by.
+    lease: Lease,
+    /// An attempt already recorded as started (a hand-off), sent first.
+    first: Option<Begun>,
+    /// The order's facts, when known already.
+    facts: Option<OrderFacts>,
 }
 
 /// An attempt's outcome not yet written.
@@ -69,8 +96,9 @@ pub struct Engine {
 struct Unwritten {
     /// Its step row (and the forward step it undid, if any).
     rows: Vec<StepRecord>,
-    /// Its attempt's end.
-    attempt: AttemptWrite,
+    /// Its attempt's end (and, for a local step, its start and the
+    /// previous step's end before it).
+    attempts: Vec<AttemptWrite>,
     /// The order events its command decided.
     order: Option<OrderChange>,
 }
@@ -107,6 +135,7 @@ impl Engine {
             orders,
             policy,
             lease,
+            drives: AtomicU64::new(0),
             shutdown,
         }
     }
@@ -121,19 +150,61 @@ impl Engine {
         &self.lease
     }
 
-    /// Drives a claimed saga until it is done or must wait, then releases it.
-    /// A lost lease ends the drive silently: the new owner goes on.
+    /// A lease of this engine's owner for one claim or hand-off: the owner
+    /// with a drive number, so that every drive's writes are fenced by a
+    /// token of its own. Fenced by the owner alone, a drive that outlived its
+    /// lease (a stalled database, a hand-off that waited) could not be told
+    /// from this same replica's later claim of the saga, and both would write.
+    pub fn next_lease(&self) -> Lease {
+        let drive = self.drives.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            owner: format!("{}:{drive}", self.lease.owner),
+            duration: self.lease.duration,
+        }
+    }
+
+    /// Drives a saga claimed with [`Self::lease`] until it is done or must
+    /// wait, then releases it. A lost lease ends the drive silently: the new
+    /// owner goes on.
     pub async fn drive(&self, record: SagaRecord) -> Result<(), SagaStoreError> {
-        // The order's facts, read once per drive; they also carry the trace of
-        // the request that placed the order, which the saga's spans continue.
-        let facts = self.orders.facts(record.order_id).await.ok();
+        self.drive_leased(record, self.lease.clone()).await
+    }
+
+    /// Drives a saga claimed with `lease` (see [`Self::next_lease`]).
+    pub async fn drive_leased(&self, record: SagaRecord, lease: Lease) -> Result<(), SagaStoreError> {
+        self.run(Drive {
+            record,
+            lease,
+            first: None,
+            facts: None,
+        })
+        .await
+    }
+
+    async fn run(&self, drive: Drive) -> Result<(), SagaStoreError> {
+        let Drive {
+            record,
+            lease,
+            first,
+            facts,
+        } = drive;
+        // The order's facts, read once per drive (unless handed over with
+        // it); they also carry the trace of the request that placed the
+        // order, which the saga's spans continue.
+        let facts = match facts {
+            Some(facts) => Some(facts),
+            None => self.orders.facts(record.order_id).await.ok(),
+        };
         let traceparent = match facts.as_ref() {
             Some(facts) => facts.traceparent.clone(),
             None => self.orders.traceparent(record.order_id).await,
         };
         let span = tracing::info_span!("saga", saga_id = %record.saga_id, order_id = %record.order_id);
         crate::telemetry::continue_trace(&span, traceparent.as_deref());
-        let result = self.drive_inner(record, facts).instrument(span.clone()).await;
+        let result = self
+            .drive_inner(record, facts, &lease, first)
+            .instrument(span.clone())
+            .await;
         match &result {
             Err(SagaStoreError::LeaseLost) => {
                 span.in_scope(|| tracing::warn!("saga lease lost; another worker owns it now"));
@@ -153,6 +224,8 @@ impl Engine {
         &self,
         mut record: SagaRecord,
         mut facts: Option<OrderFacts>,
+        lease: &Lease,
+        mut first: Option<Begun>,
     ) -> Result<(), SagaStoreError> {
         // An attempt's outcome is written with the next write: the start of
         // the next step, or the release. Until then a crash leaves its step
@@ -160,29 +233,51 @@ impl Engine {
         let mut unwritten: Option<Unwritten> = None;
         loop {
             let mut state = record.state();
+            if let Some(begun) = first.take() {
+                // Handed over with its start recorded by CreateOrder's commit.
+                let (outcome, schedule) = self
+                    .attempt(&mut record, &mut state, begun, &mut facts, None)
+                    .await;
+                unwritten = Some(outcome);
+                match self.after(&record, lease, &mut unwritten, schedule).await {
+                    Some(settled) => return settled,
+                    None => continue,
+                }
+            }
             let decision = state.decide(Utc::now());
             if self.shutdown.is_triggered() && matches!(decision, Decision::Run(_)) {
                 // Hand it back, due now: this or another replica resumes it.
-                return self.settle(&record, unwritten, Utc::now()).await;
+                return self.settle(&record, lease, unwritten, Utc::now()).await;
             }
             match decision {
+                Decision::Run(step) if step.is_local() => {
+                    // Nothing leaves the process: no start record before it;
+                    // its start and end commit with the next write.
+                    let (begun, started) = self.begin_local(&mut record, &mut state, step, lease);
+                    let pending = unwritten.take();
+                    let change = pending.as_ref().and_then(|u| u.order.as_ref());
+                    let (outcome, schedule) = self
+                        .attempt(&mut record, &mut state, begun, &mut facts, change)
+                        .await;
+                    unwritten = Some(merge_local(pending, started, outcome));
+                    if let Some(settled) = self.after(&record, lease, &mut unwritten, schedule).await {
+                        return settled;
+                    }
+                }
                 Decision::Run(step) => {
                     let Some(begun) = self
-                        .begin(&mut record, &mut state, step, unwritten.take())
+                        .begin(&mut record, &mut state, step, lease, unwritten.take())
                         .await?
                     else {
                         // The cancel flag changed under us: decide again.
                         continue;
                     };
-                    let (outcome, schedule) = self.attempt(&mut record, &mut state, begun, &mut facts).await;
+                    let (outcome, schedule) = self
+                        .attempt(&mut record, &mut state, begun, &mut facts, None)
+                        .await;
                     unwritten = Some(outcome);
-                    match schedule {
-                        Schedule::Now => {}
-                        Schedule::At(at) => return self.settle(&record, unwritten, at).await,
-                        Schedule::Halt => {
-                            finished_metric(&record);
-                            return self.settle(&record, unwritten, far_future()).await;
-                        }
+                    if let Some(settled) = self.after(&record, lease, &mut unwritten, schedule).await {
+                        return settled;
                     }
                 }
                 Decision::Compensate(reason) => {
@@ -195,11 +290,31 @@ impl Engine {
                     record.current_step = None;
                     tracing::info!(status = status.as_str(), "saga finished");
                     finished_metric(&record);
-                    return self.settle(&record, unwritten, far_future()).await;
+                    return self.settle(&record, lease, unwritten, far_future()).await;
                 }
-                Decision::Idle => return self.settle(&record, unwritten, far_future()).await,
+                Decision::Idle => return self.settle(&record, lease, unwritten, far_future()).await,
             }
         }
+    }
+
+    /// What an attempt's schedule asks: go on (`None`), or settle until
+    /// its retry or for good (the settle's result).
+    async fn after(
+        &self,
+        record: &SagaRecord,
+        lease: &Lease,
+        unwritten: &mut Option<Unwritten>,
+        schedule: Schedule,
+    ) -> Option<Result<(), SagaStoreError>> {
+        let at = match schedule {
+            Schedule::Now => return None,
+            Schedule::At(at) => at,
+            Schedule::Halt => {
+                finished_metric(record);
+                far_future()
+            }
+        };
+        Some(self.settle(record, lease, unwritten.take(), at).await)
     }
 
     /// Writes what is left (the saga's columns, the last outcome) and gives
@@ -207,6 +322,7 @@ impl Engine {
     async fn settle(
         &self,
         record: &SagaRecord,
+        lease: &Lease,
         unwritten: Option<Unwritten>,
         at: DateTime<Utc>,
     ) -> Result<(), SagaStoreError> {
@@ -218,7 +334,7 @@ impl Engine {
                 next_run_at: at,
                 cancel_seen: record.cancel_requested,
             }),
-            ..FencedWrite::columns(record.saga_id, &self.lease, SagaColumns::of(record))
+            ..FencedWrite::columns(record.saga_id, lease, SagaColumns::of(record))
         };
         self.commit(write, order).await.map(drop)
     }
@@ -232,8 +348,54 @@ impl Engine {
         record: &mut SagaRecord,
         state: &mut SagaState,
         step: Step,
+        lease: &Lease,
         unwritten: Option<Unwritten>,
     ) -> Result<Option<Begun>, SagaStoreError> {
+        let (begun, started) = self.started(record, state, step, lease);
+        let (mut rows, mut attempts, order) = split(unwritten.clone());
+        rows.retain(|r| r.step != step);
+        rows.push(begun.row.clone());
+        attempts.push(started);
+        let mut columns = SagaColumns::of(record);
+        columns.current_step = Some(step);
+        let write = FencedWrite {
+            steps: rows,
+            attempts,
+            expect_cancel: Some(record.cancel_requested),
+            ..FencedWrite::columns(record.saga_id, lease, columns)
+        };
+        match self.commit(write, order).await {
+            Ok(flag) => {
+                apply_cancel_flag(record, &flag);
+                record.current_step = Some(step);
+                put_step(record, begun.row.clone());
+                Ok(Some(begun))
+            }
+            Err(SagaStoreError::LeaseLost) => {
+                // Lost lease, or a cancel arrived: this write tells which.
+                let (rows, attempts, order) = split(unwritten);
+                let write = FencedWrite {
+                    steps: rows,
+                    attempts,
+                    ..FencedWrite::columns(record.saga_id, lease, SagaColumns::of(record))
+                };
+                let flag = self.commit(write, order).await?;
+                apply_cancel_flag(record, &flag);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A new attempt of `step` (counted in `state`): its step row and its
+    /// start record, not yet written.
+    fn started(
+        &self,
+        record: &SagaRecord,
+        state: &mut SagaState,
+        step: Step,
+        lease: &Lease,
+    ) -> (Begun, AttemptWrite) {
         let key = idempotency_key(&record.seed, step);
         state.begin(step);
         let started_at = Utc::now();
@@ -255,45 +417,29 @@ impl Engine {
         row.round_attempts = progress.round_attempts;
         row.started_at.get_or_insert(started_at);
         row.finished_at = None;
-        let (mut rows, mut attempts, order) = split(unwritten.clone());
-        rows.retain(|r| r.step != step);
-        rows.push(row.clone());
-        attempts.push(AttemptWrite::Started {
+        let started = AttemptWrite::Started {
             step,
             attempt: row.attempts,
-            worker: self.lease.owner.clone(),
+            worker: lease.owner.clone(),
             idempotency_key: key.clone(),
             started_at,
-        });
-        let mut columns = SagaColumns::of(record);
-        columns.current_step = Some(step);
-        let write = FencedWrite {
-            steps: rows,
-            attempts,
-            expect_cancel: Some(record.cancel_requested),
-            ..FencedWrite::columns(record.saga_id, &self.lease, columns)
         };
-        match self.commit(write, order).await {
-            Ok(flag) => {
-                apply_cancel_flag(record, &flag);
-                record.current_step = Some(step);
-                put_step(record, row.clone());
-                Ok(Some(Begun { step, key, row }))
-            }
-            Err(SagaStoreError::LeaseLost) => {
-                // Lost lease, or a cancel arrived: this write tells which.
-                let (rows, attempts, order) = split(unwritten);
-                let write = FencedWrite {
-                    steps: rows,
-                    attempts,
-                    ..FencedWrite::columns(record.saga_id, &self.lease, SagaColumns::of(record))
-                };
-                let flag = self.commit(write, order).await?;
-                apply_cancel_flag(record, &flag);
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        (Begun { step, key, row }, started)
+    }
+
+    /// Begins an attempt of a local step in memory only: its start record
+    /// travels with its outcome ([`merge_local`]).
+    fn begin_local(
+        &self,
+        record: &mut SagaRecord,
+        state: &mut SagaState,
+        step: Step,
+        lease: &Lease,
+    ) -> (Begun, AttemptWrite) {
+        let (begun, started) = self.started(record, state, step, lease);
+        record.current_step = Some(step);
+        put_step(record, begun.row.clone());
+        (begun, started)
     }
 
     /// Sends a begun attempt and applies its outcome to the record (in
@@ -304,13 +450,14 @@ impl Engine {
         state: &mut SagaState,
         begun: Begun,
         facts: &mut Option<OrderFacts>,
+        pending: Option<&OrderChange>,
     ) -> (Unwritten, Schedule) {
         let Begun { step, key, mut row } = begun;
         let attempt = row.attempts;
         let span = tracing::info_span!("saga_step", step = step.name(), attempt, idempotency_key = %key);
         let clock = Instant::now();
         let result = self
-            .call(step, &key, record, facts)
+            .call(step, &key, record, facts, pending)
             .instrument(span.clone())
             .await;
         let latency = clock.elapsed();
@@ -374,7 +521,7 @@ impl Engine {
         (
             Unwritten {
                 rows,
-                attempt: end,
+                attempts: vec![end],
                 order,
             },
             schedule,
@@ -400,7 +547,7 @@ impl Engine {
             };
             match self.units.commit(unit).await {
                 Ok(committed) => {
-                    if let Some(status) = order.as_ref().and_then(|change| change.status_after) {
+                    for status in order.iter().flat_map(|change| &change.statuses_after) {
                         metrics::order_status_transition(status);
                     }
                     return committed
@@ -413,7 +560,7 @@ impl Engine {
                     };
                     order = self
                         .orders
-                        .decide(stream_id, change.command)
+                        .decide(stream_id, change.commands)
                         .await
                         .map_err(|e| anyhow::anyhow!("order command decided again: {e}"))?;
                 }
@@ -425,7 +572,37 @@ impl Engine {
 
 /// The parts of an unwritten outcome, empty when there is none.
 fn split(unwritten: Option<Unwritten>) -> (Vec<StepRecord>, Vec<AttemptWrite>, Option<OrderChange>) {
-    unwritten.map_or_else(Default::default, |u| (u.rows, vec![u.attempt], u.order))
+    unwritten.map_or_else(Default::default, |u| (u.rows, u.attempts, u.order))
+}
+
+/// A local step's attempt folded into the write still pending before it:
+/// the previous outcome's rows and attempt end, then the local step's start
+/// and end (the saga store writes a start and end of one attempt as one
+/// finished row). The order change: the local step's when it succeeded (it
+/// was decided on top of the pending one, so it holds both), else the
+/// pending one.
+fn merge_local(pending: Option<Unwritten>, started: AttemptWrite, local: Unwritten) -> Unwritten {
+    let succeeded = local
+        .attempts
+        .iter()
+        .any(|a| matches!(a, AttemptWrite::Finished { end, .. } if end.outcome == AttemptOutcome::Succeeded));
+    let Some(pending) = pending else {
+        let mut attempts = vec![started];
+        attempts.extend(local.attempts);
+        return Unwritten { attempts, ..local };
+    };
+    let mut rows = pending.rows;
+    rows.retain(|r| !local.rows.iter().any(|l| l.step == r.step));
+    rows.extend(local.rows);
+    let mut attempts = pending.attempts;
+    attempts.push(started);
+    attempts.extend(local.attempts);
+    let order = if succeeded { local.order } else { pending.order };
+    Unwritten {
+        rows,
+        attempts,
+        order,
+    }
 }
 
 /// A unit of work's failure as the engine acts on it.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::domain::reason::ErrorReason;
+use crate::domain::{order::Order, reason::ErrorReason};
 use crate::store::{event_store::StreamAppend, saga::SagaStore, unit_of_work::UnitOfWorkCommitter};
 
 /// Everything the saga runtime reads and writes through.
@@ -120,6 +120,39 @@ impl std::fmt::Debug for OrderFacts {
 }
 
 impl OrderFacts {
+    /// The facts of a placed order (its personal data opened), with the
+    /// trace of the request that placed it; `None` until it is placed.
+    pub fn of_order(order_id: Uuid, order: &Order, traceparent: Option<String>) -> Option<Self> {
+        let placed = order.placed.as_ref()?;
+        let address = &placed.personal.shipping_address;
+        Some(Self {
+            order_id,
+            total: placed.total.to_string(),
+            currency: placed.currency.code().to_string(),
+            payment_method: placed.personal.payment_method.clone(),
+            lines: placed
+                .items
+                .iter()
+                .map(|line| {
+                    (
+                        line.product_id.clone(),
+                        i32::try_from(line.quantity).unwrap_or(i32::MAX),
+                    )
+                })
+                .collect(),
+            address: ShippingAddress {
+                recipient_name: address.recipient_name.clone(),
+                line1: address.line1.clone(),
+                line2: address.line2.clone(),
+                city: address.city.clone(),
+                region: address.region.clone(),
+                postal_code: address.postal_code.clone(),
+                country: address.country.clone(),
+            },
+            traceparent,
+        })
+    }
+
     /// Units over all lines, as CreateShipment's `item_count` (saturating).
     pub fn item_count(&self) -> i32 {
         self.lines.iter().map(|(_, q)| *q).fold(0, i32::saturating_add)
@@ -190,13 +223,13 @@ pub enum OrderCommand {
 /// the command is decided again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderChange {
-    /// The command, to decide again on a moved order.
-    pub command: OrderCommand,
+    /// The commands, to decide again on a moved order.
+    pub commands: Vec<OrderCommand>,
     /// The events at the order's version when decided.
     pub append: StreamAppend,
-    /// The order's status after the events, when they change it (counted in
-    /// the status-transition metric once committed).
-    pub status_after: Option<&'static str>,
+    /// Each status the events lead the order to, in turn (counted in the
+    /// status-transition metric once committed).
+    pub statuses_after: Vec<&'static str>,
 }
 
 /// The order, as the saga sees it.
@@ -207,11 +240,18 @@ pub trait OrderPort: Send + Sync {
     /// stored payload only holds it encrypted (see `crate::privacy`).
     async fn facts(&self, order_id: Uuid) -> Result<OrderFacts, CallError>;
 
-    /// Decides a command on the order as stored, writing nothing: the change
-    /// to commit with the step, or `None` when the order already shows the
-    /// command's effect (a resumed step decides it again). A refusal is an
-    /// error, as the sibling's would be.
-    async fn decide(&self, order_id: Uuid, command: OrderCommand) -> Result<Option<OrderChange>, CallError>;
+    /// Decides `commands`, in turn, on the order as stored, writing nothing:
+    /// the change to commit with the step (all their events, one append), or
+    /// `None` when the order already shows their effect (a resumed step
+    /// decides it again). A refusal of any is an error, as the sibling's
+    /// would be. More than one command: a local step (ConfirmOrder) decided
+    /// on top of the previous step's change, not yet committed, so that both
+    /// commit in one unit of work.
+    async fn decide(
+        &self,
+        order_id: Uuid,
+        commands: Vec<OrderCommand>,
+    ) -> Result<Option<OrderChange>, CallError>;
 
     /// The W3C `traceparent` of the request that placed the order, so that the
     /// saga's spans (and the sibling calls under them) join that request's

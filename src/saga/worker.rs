@@ -7,20 +7,29 @@
 //! polls: a wake-up can be lost, a poll cannot. Backoffs are never slept
 //! while holding a lease: a saga waiting to retry is released with its
 //! `next_run_at` and claimed again when due, by whichever replica is free.
+//!
+//! A new saga skips the loop when a slot is free: CreateOrder reserves the
+//! slot ([`LocalWorkers`]), commits the saga leased to it, and hands it
+//! over in memory. Every claim and every hand-off has a lease of its own
+//! ([`Engine::next_lease`]), which fences the writes of its drive.
 
-use std::{sync::Arc, time::Duration};
-
-use tokio::{
-    sync::{Notify, Semaphore},
-    task::JoinSet,
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
 };
 
-use super::{engine::Engine, plan::SagaStatus};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use super::{
+    engine::{Engine, HandedOver},
+    plan::SagaStatus,
+    ports::OrderFacts,
+};
 use crate::{
     db::Db,
     metrics,
     shutdown::Shutdown,
-    store::saga::{SagaRecord, SagaStore},
+    store::saga::{Lease, SagaRecord, SagaStart, SagaStore, SagaWrite},
 };
 
 /// The claim loop's settings.
@@ -35,23 +44,110 @@ pub struct PoolSettings {
 /// How often the `sagas` gauge is refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(5);
 
+/// This replica's worker slots, as CreateOrder sees them: it reserves a free
+/// one before committing a new saga and hands the saga over to it after the
+/// commit ([`super::engine::HandedOver`]). Empty (nothing to reserve) until
+/// the workers start, and again once they stop; cheap to clone.
+#[derive(Clone, Default)]
+pub struct LocalWorkers {
+    pool: Arc<OnceLock<Arc<Slots>>>,
+}
+
+/// The pool's slots and the engine that drives in them.
+struct Slots {
+    engine: Arc<Engine>,
+    free: Arc<Semaphore>,
+    /// A drive ended: a full pool may claim again.
+    freed: Notify,
+    shutdown: Shutdown,
+}
+
+/// A free worker slot, held from before CreateOrder's commit to the end of
+/// the drive it hands the saga to (dropped unused, the slot is free again).
+pub struct Reserved {
+    slots: Arc<Slots>,
+    permit: OwnedSemaphorePermit,
+    lease: Lease,
+}
+
+impl std::fmt::Debug for LocalWorkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalWorkers")
+            .field("running", &self.pool.get().is_some())
+            .finish()
+    }
+}
+
+impl LocalWorkers {
+    /// A free slot with a lease of its own, if the workers run and one is free.
+    pub fn reserve(&self) -> Option<Reserved> {
+        let slots = self.pool.get()?;
+        if slots.shutdown.is_triggered() {
+            return None;
+        }
+        let permit = slots.free.clone().try_acquire_owned().ok()?;
+        Some(Reserved {
+            lease: slots.engine.next_lease(),
+            slots: slots.clone(),
+            permit,
+        })
+    }
+}
+
+impl Reserved {
+    /// The saga part of CreateOrder's unit of work: `start`, leased to this
+    /// slot, with its first step's start; and what the drive needs.
+    pub fn start(&self, start: SagaStart) -> Option<(SagaWrite, HandedOver)> {
+        self.slots.engine.start_leased(start, self.lease.clone())
+    }
+
+    /// Drives the saga whose leased start committed, in this slot.
+    pub fn hand_over(self, handed: HandedOver, facts: Option<OrderFacts>) {
+        let Reserved { slots, permit, .. } = self;
+        tokio::spawn(async move {
+            let _ = slots.engine.drive_handed(handed, facts).await;
+            drop(permit);
+            slots.freed.notify_one();
+        });
+    }
+}
+
 /// Runs the claim loop until `shutdown`, then waits for the drives in flight
-/// (each stops before its next step and hands its saga back).
-pub async fn run_pool(engine: Arc<Engine>, settings: PoolSettings, wake: Arc<Notify>, shutdown: Shutdown) {
-    let slots = Arc::new(Semaphore::new(settings.workers.max(1)));
-    let mut drives = JoinSet::new();
+/// (each stops before its next step and hands its saga back). `local` is
+/// where CreateOrder finds the pool's free slots.
+pub async fn run_pool(
+    engine: Arc<Engine>,
+    settings: PoolSettings,
+    wake: Arc<Notify>,
+    local: LocalWorkers,
+    shutdown: Shutdown,
+) {
+    let workers = settings.workers.clamp(1, Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Slots {
+        engine: engine.clone(),
+        free: Arc::new(Semaphore::new(workers)),
+        freed: Notify::new(),
+        shutdown: shutdown.clone(),
+    });
+    if local.pool.set(slots.clone()).is_err() {
+        tracing::warn!("a second saga pool on one LocalWorkers: CreateOrder hands over to the first");
+    }
     let mut gauge_at = tokio::time::Instant::now();
-    tracing::info!(owner = %engine.lease().owner, workers = settings.workers, "saga workers started");
+    tracing::info!(owner = %engine.lease().owner, workers, "saga workers started");
     while !shutdown.is_triggered() {
-        while drives.try_join_next().is_some() {}
-        let free = slots.available_permits();
+        // Hand-offs take slots too: claim at most what is free now, and let
+        // a claimed saga whose slot a hand-off took meanwhile wait for the
+        // next free one (its lease outlasts that wait, and is fenced anyway).
+        let free = slots.free.available_permits();
         let mut claimed = 0;
         if free > 0 {
-            match engine.store().claim_due(engine.lease(), free).await {
+            let lease = engine.next_lease();
+            match engine.store().claim_due(&lease, free).await {
                 Ok(records) => {
                     claimed = records.len();
                     for record in records {
-                        start_drive(&engine, &slots, &mut drives, record);
+                        let permit = slots.free.clone().try_acquire_owned().ok();
+                        start_drive(&slots, record, lease.clone(), permit);
                     }
                 }
                 Err(e) => {
@@ -72,23 +168,30 @@ pub async fn run_pool(engine: Arc<Engine>, settings: PoolSettings, wake: Arc<Not
             () = wake.notified() => {}
             () = tokio::time::sleep(settings.poll) => {}
             () = shutdown.wait() => {}
-            Some(_) = drives.join_next(), if free == 0 => {}
+            () = slots.freed.notified(), if free == 0 => {}
         }
     }
-    while drives.join_next().await.is_some() {}
+    // Every slot free again: every drive, claimed or handed over, has ended.
+    let all = u32::try_from(workers).unwrap_or(u32::MAX);
+    let _ = slots.free.acquire_many(all).await;
     tracing::info!("saga workers stopped");
 }
 
-fn start_drive(engine: &Arc<Engine>, slots: &Arc<Semaphore>, drives: &mut JoinSet<()>, record: SagaRecord) {
-    // Claims never exceed the free slots, so a permit is always available.
-    let Ok(permit) = slots.clone().try_acquire_owned() else {
-        tracing::error!(saga_id = %record.saga_id, "no free slot for a claimed saga; it resumes after its lease");
-        return;
-    };
-    let engine = engine.clone();
-    drives.spawn(async move {
-        let _permit = permit;
-        let _ = engine.drive(record).await;
+/// Drives a claimed saga in its slot (`permit`, taken before the next claim
+/// counts the free ones), or in the next free one when a hand-off took it.
+fn start_drive(slots: &Arc<Slots>, record: SagaRecord, lease: Lease, permit: Option<OwnedSemaphorePermit>) {
+    let slots = slots.clone();
+    tokio::spawn(async move {
+        let permit = match permit {
+            Some(permit) => permit,
+            None => match slots.free.clone().acquire_owned().await {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let _ = slots.engine.drive_leased(record, lease).await;
+        drop(permit);
+        slots.freed.notify_one();
     });
 }
 

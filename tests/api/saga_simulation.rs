@@ -30,7 +30,7 @@ use commerce::{
         ports::{
             CallError, OrderChange, OrderCommand, OrderFacts, OrderPort, SagaPorts, ShippingAddress, Siblings,
         },
-        worker::{PoolSettings, run_pool},
+        worker::{LocalWorkers, PoolSettings, run_pool},
     },
     shutdown,
     store::{
@@ -137,8 +137,22 @@ impl OrderPort for FakeOrders {
         facts.ok_or_else(|| CallError::refused("NOT_FOUND", "no such order"))
     }
 
-    /// Applies the command at once (no event store: nothing left to commit).
-    async fn decide(&self, order_id: Uuid, command: OrderCommand) -> Result<Option<OrderChange>, CallError> {
+    /// Applies the commands at once, in turn (no event store: nothing left
+    /// to commit).
+    async fn decide(
+        &self,
+        order_id: Uuid,
+        commands: Vec<OrderCommand>,
+    ) -> Result<Option<OrderChange>, CallError> {
+        for command in commands {
+            self.apply(order_id, command)?;
+        }
+        Ok(None)
+    }
+}
+
+impl FakeOrders {
+    fn apply(&self, order_id: Uuid, command: OrderCommand) -> Result<(), CallError> {
         let mut orders = self.orders.lock().unwrap();
         let order = orders.entry(order_id).or_insert_with(|| FakeOrder {
             status: "PENDING",
@@ -163,7 +177,7 @@ impl OrderPort for FakeOrders {
             OrderCommand::MarkShippingArranged { .. } => ("SHIPPING_ARRANGED", "INVENTORY_RESERVED"),
             OrderCommand::MarkPaymentCaptured { capture_id } => {
                 order.capture_id = Some(capture_id.clone());
-                return Ok(None);
+                return Ok(());
             }
             OrderCommand::Confirm => {
                 if order.capture_id.is_none() {
@@ -177,7 +191,7 @@ impl OrderPort for FakeOrders {
                     return Err(CallError::refused("FAILED_PRECONDITION", "captured"));
                 }
                 order.status = "CANCELLED";
-                return Ok(None);
+                return Ok(());
             }
         };
         if order.status == "CANCELLED" {
@@ -185,7 +199,7 @@ impl OrderPort for FakeOrders {
         }
         // Idempotent: a repeat of a command already reflected succeeds quietly.
         if rank(order.status) >= rank(target) {
-            return Ok(None);
+            return Ok(());
         }
         if order.status != expected_before {
             order
@@ -193,7 +207,7 @@ impl OrderPort for FakeOrders {
                 .push(format!("{command:?} while {}", order.status));
         }
         order.status = target;
-        Ok(None)
+        Ok(())
     }
 }
 
@@ -249,7 +263,14 @@ fn start_pool(ports: &SagaPorts, owner: String) -> tokio::task::JoinHandle<()> {
     };
     tokio::spawn(async move {
         let _trigger = _trigger;
-        run_pool(engine, settings, Arc::new(Notify::new()), stop).await;
+        run_pool(
+            engine,
+            settings,
+            Arc::new(Notify::new()),
+            LocalWorkers::default(),
+            stop,
+        )
+        .await;
     })
 }
 

@@ -13,6 +13,7 @@ use commerce::{
         read_models::{ListQuery, ReadModelStore, ReadModels as _},
     },
 };
+use uuid::Uuid;
 
 /// What the read models hold: every order summary (newest first), every
 /// order detail, and the conversion figures.
@@ -78,20 +79,61 @@ pub async fn compare_with_rebuild(db: &Db) -> Vec<String> {
         .await
         .expect("rebuild");
     let rebuilt = read_all(&store).await;
+    differences(&projected, &rebuilt)
+}
+
+/// Most orders shown per difference report: enough to see a pattern.
+const SHOWN: usize = 5;
+
+/// Each order whose summary or detail differs, with both sides (projected,
+/// then rebuilt; `None` when one side lacks the order), and the conversion
+/// figures when they differ: a failure says what differs, not only that.
+fn differences(projected: &ReadModels, rebuilt: &ReadModels) -> Vec<String> {
     if projected == rebuilt {
-        Vec::new()
-    } else {
-        let differ: Vec<_> = projected
-            .details
-            .iter()
-            .filter(|d| !rebuilt.details.contains(d))
-            .map(|d| format!("projected {d:?}"))
-            .take(5)
-            .collect();
-        vec![format!(
-            "read models differ from a rebuild ({} vs {} orders): {differ:?}",
-            projected.summaries.len(),
-            rebuilt.summaries.len()
-        )]
+        return Vec::new();
     }
+    let mut ids: Vec<_> = projected
+        .summaries
+        .iter()
+        .chain(&rebuilt.summaries)
+        .map(|s| s.order_id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    fn summary(side: &ReadModels, id: Uuid) -> Option<&OrderSummary> {
+        side.summaries.iter().find(|s| s.order_id == id)
+    }
+    fn detail(side: &ReadModels, id: Uuid) -> Option<&OrderDetail> {
+        side.details.iter().find(|d| d.summary.order_id == id)
+    }
+    let differing: Vec<_> = ids
+        .into_iter()
+        .filter(|&id| {
+            summary(projected, id) != summary(rebuilt, id) || detail(projected, id) != detail(rebuilt, id)
+        })
+        .collect();
+    let mut report = vec![format!(
+        "read models differ from a rebuild ({} vs {} orders, {} differing; the first {SHOWN} follow)",
+        projected.summaries.len(),
+        rebuilt.summaries.len(),
+        differing.len()
+    )];
+    for id in differing.into_iter().take(SHOWN) {
+        report.push(format!(
+            "order {id}: summary projected {:?}\n  rebuilt {:?}\n  detail projected {:?}\n  rebuilt {:?}\n  \
+             personal data (not printed) equal: {}",
+            summary(projected, id),
+            summary(rebuilt, id),
+            detail(projected, id).map(|d| &d.summary),
+            detail(rebuilt, id).map(|d| &d.summary),
+            detail(projected, id).map(|d| &d.personal) == detail(rebuilt, id).map(|d| &d.personal),
+        ));
+    }
+    if projected.conversions != rebuilt.conversions {
+        report.push(format!(
+            "conversion figures: projected {}\n  rebuilt {}",
+            projected.conversions, rebuilt.conversions
+        ));
+    }
+    report
 }

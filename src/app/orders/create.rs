@@ -22,7 +22,12 @@
 //!    see, and a retry orders the cart as it is then.
 //! 5. Commit one unit of work ([`crate::store::unit_of_work`]): OrderCreated
 //!    at expected version 0 (with its outbox row), the saga start (the one
-//!    place a saga starts) and the key's completion.
+//!    place a saga starts) and the key's completion. When a saga worker of
+//!    this replica is free, the saga starts leased to it with its first step
+//!    recorded as started, and is handed to it in memory after the commit
+//!    ([`crate::saga::worker::LocalWorkers`]): no wake-up, no claim, no
+//!    separate start write before the first sibling call. Otherwise a worker
+//!    claims it when woken.
 //!
 //! If step 5 fails transiently, the cart is already converted into this
 //! order: the key's lease is released (the failure is not remembered) and a
@@ -44,6 +49,11 @@ use crate::{
         order::{Order, OrderCommand, OrderEvent, PlaceOrder},
     },
     error::{AppError, ErrorReason, FieldViolation, Resource},
+    saga::{
+        engine::HandedOver,
+        ports::OrderFacts,
+        worker::{LocalWorkers, Reserved},
+    },
     store::{
         event_store::{ORDER_STREAM, StreamAppend},
         idempotency::{Claim, ClaimOutcome, IdempotencyCompletion},
@@ -217,6 +227,15 @@ impl OrderApp {
         saga_id: Option<Uuid>,
     ) -> Result<OrderView, AppError> {
         let response = json!({"order_id": order_id, "version": 1});
+        let start = saga_id.map(|saga_id| SagaStart {
+            saga_id,
+            order_id,
+            customer_id: customer.to_string(),
+            idempotency_seed: format!("{order_id}/{key}"),
+            deadline: chrono::Utc::now()
+                + chrono::Duration::from_std(self.settings.order_timeout).unwrap_or(chrono::Duration::MAX),
+        });
+        let (saga, handoff) = self.saga_start(start);
         let unit = UnitOfWork {
             appends: vec![StreamAppend {
                 stream_id: order_id,
@@ -224,17 +243,7 @@ impl OrderApp {
                 expected_version: Some(0),
                 events: self.encode(&events, Some(key)).await?,
             }],
-            saga: saga_id.map(|saga_id| {
-                SagaWrite::Start(SagaStart {
-                    saga_id,
-                    order_id,
-                    customer_id: customer.to_string(),
-                    idempotency_seed: format!("{order_id}/{key}"),
-                    deadline: chrono::Utc::now()
-                        + chrono::Duration::from_std(self.settings.order_timeout)
-                            .unwrap_or(chrono::Duration::MAX),
-                })
-            }),
+            saga,
             idempotency: Some(IdempotencyCompletion {
                 customer_id: customer.to_string(),
                 key: key.to_string(),
@@ -249,6 +258,11 @@ impl OrderApp {
                         AppError::Internal(anyhow::anyhow!("OrderCreated was not appended"))
                     })?;
                 let order = Order::from_events(&events);
+                if let Some((reserved, handed)) = handoff {
+                    let traceparent =
+                        crate::telemetry::current_traceparent().filter(|t| t.starts_with("00-"));
+                    reserved.hand_over(handed, OrderFacts::of_order(order_id, &order, traceparent));
+                }
                 OrderView::from_order(&order, recorded_at, recorded_at).ok_or_else(|| {
                     AppError::Internal(anyhow::anyhow!("OrderCreated did not place the order"))
                 })
@@ -257,6 +271,22 @@ impl OrderApp {
             // in the same transaction: answer as it did.
             Err(UnitOfWorkError::Conflict { .. }) => self.replay(&response).await,
             Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The saga part of CreateOrder's unit: the start leased to a free local
+    /// worker (step 5 of the module docs), with what hands it over after the
+    /// commit; else the plain start, which a worker claims when woken.
+    fn saga_start(&self, start: Option<SagaStart>) -> (Option<SagaWrite>, Option<(Reserved, HandedOver)>) {
+        let Some(start) = start else {
+            return (None, None);
+        };
+        let Some(reserved) = self.local_workers.as_ref().and_then(LocalWorkers::reserve) else {
+            return (Some(SagaWrite::Start(start)), None);
+        };
+        match reserved.start(start.clone()) {
+            Some((write, handed)) => (Some(write), Some((reserved, handed))),
+            None => (Some(SagaWrite::Start(start)), None),
         }
     }
 

@@ -41,6 +41,7 @@ use crate::{
     domain::order::{Order, OrderCommand, OrderError, OrderEvent},
     error::{AppError, ErrorReason, Resource},
     privacy::Vault,
+    saga::worker::LocalWorkers,
     store::{
         event_store::{
             EventMetadata, EventStore, NewEvent, ORDER_STREAM, OrderCodec, StoredEvent, StreamAppend,
@@ -79,6 +80,9 @@ pub struct OrderApp {
     carts: CartApp,
     codec: OrderCodec,
     privacy: Vault,
+    /// Where CreateOrder hands a new saga over in memory (none: every saga
+    /// waits for a worker's claim).
+    local_workers: Option<LocalWorkers>,
 }
 
 /// An order loaded from its stream.
@@ -129,6 +133,16 @@ impl OrderApp {
             carts,
             codec: OrderCodec,
             privacy,
+            local_workers: None,
+        }
+    }
+
+    /// The service, handing each new saga to a free worker of `workers`
+    /// when there is one (see [`create`]).
+    pub fn with_local_workers(self, workers: LocalWorkers) -> Self {
+        Self {
+            local_workers: Some(workers),
+            ..self
         }
     }
 
@@ -208,29 +222,37 @@ impl OrderApp {
         self.execute(order_id, |_| Ok((command.clone(), None))).await
     }
 
-    /// Decides a saga's `command` on the order as stored, writing nothing:
-    /// the events to append at the order's version and the status they lead
-    /// to (when it changes), or `None` when the order already records the
-    /// command's outcome. The saga commits them with its step's progress.
+    /// Decides a saga's `commands`, in turn, on the order as stored, writing
+    /// nothing: the events to append at the order's version (all of them, one
+    /// append) and each status they lead to in turn, or `None` when
+    /// the order already records their outcome. The saga commits them with
+    /// its step's progress.
     pub async fn decide(
         &self,
         order_id: Uuid,
-        command: OrderCommand,
-    ) -> Result<Option<(StreamAppend, Option<&'static str>)>, AppError> {
+        commands: Vec<OrderCommand>,
+    ) -> Result<Option<(StreamAppend, Vec<&'static str>)>, AppError> {
         let loaded = self
             .load_until(order_id, None)
             .await?
             .ok_or_else(|| not_found(order_id))?;
-        let events = loaded.order.handle(command)?;
+        let expected_version = loaded.order.version;
+        let mut order = loaded.order;
+        let (mut events, mut statuses) = (Vec::new(), Vec::new());
+        for command in commands {
+            let before = order.status;
+            let decided = order.handle(command)?;
+            decided.iter().for_each(|e| order.apply(e));
+            if !decided.is_empty() && order.status != before {
+                statuses.push(order.status.as_str());
+            }
+            events.extend(decided);
+        }
         if events.is_empty() {
             return Ok(None);
         }
-        let (before, expected_version) = (loaded.order.status, loaded.order.version);
-        let mut order = loaded.order;
-        events.iter().for_each(|e| order.apply(e));
-        let status_after = (order.status != before).then(|| order.status.as_str());
         let append = self.order_append(order_id, expected_version, &events).await?;
-        Ok(Some((append, status_after)))
+        Ok(Some((append, statuses)))
     }
 
     /// CancelOrder: the owner (or an admin) asks to cancel. With a saga

@@ -26,7 +26,7 @@ use crate::{
         grpc_siblings::{GrpcSiblings, SiblingUrls},
         plan::{OperatorError, PlannedStep, RetryPolicy, Step, StepStatus},
         ports::{OrderPort, SagaPorts, Siblings},
-        worker::{PoolSettings, listen_for_wakeups, run_pool},
+        worker::{LocalWorkers, PoolSettings, listen_for_wakeups, run_pool},
     },
     shutdown::Shutdown,
     store::{
@@ -85,6 +85,7 @@ pub struct SagaApp {
     orders: Arc<dyn OrderPort>,
     urls: SiblingUrls,
     wake: Arc<Notify>,
+    local: LocalWorkers,
     owner: String,
 }
 
@@ -132,6 +133,7 @@ impl SagaApp {
             orders,
             urls,
             wake: Arc::new(Notify::new()),
+            local: LocalWorkers::default(),
             owner,
         }
     }
@@ -140,6 +142,12 @@ impl SagaApp {
     /// after their commit; other replicas hear the database trigger).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// This replica's worker slots, which CreateOrder hands new sagas to
+    /// (free ones once [`Self::start_workers`] started them).
+    pub fn local_workers(&self) -> &LocalWorkers {
+        &self.local
     }
 
     /// Where the siblings are (the embedded stubs' address in `serve`).
@@ -193,7 +201,7 @@ impl SagaApp {
             poll,
         };
         let listener = tokio::spawn(listen_for_wakeups(db, self.wake.clone(), shutdown.clone()));
-        let pool = run_pool(engine, settings, self.wake.clone(), shutdown);
+        let pool = run_pool(engine, settings, self.wake.clone(), self.local.clone(), shutdown);
         Some(tokio::spawn(async move {
             pool.await;
             listener.abort();

@@ -9,7 +9,7 @@ use crate::{
     app::orders::OrderApp,
     domain::order::OrderCommand as DomainCommand,
     error::AppError,
-    saga::ports::{CallError, OrderChange, OrderCommand, OrderFacts, OrderPort, ShippingAddress},
+    saga::ports::{CallError, OrderChange, OrderCommand, OrderFacts, OrderPort},
 };
 
 /// [`OrderPort`] over the order command service.
@@ -46,50 +46,21 @@ impl OrderPort for OrderAppPort {
             .await
             .map_err(call_error)?
             .ok_or_else(|| CallError::refused("NOT_FOUND", format!("order {order_id} not found")))?;
-        let traceparent = loaded.traceparent;
-        let placed = loaded
-            .order
-            .placed
-            .ok_or_else(|| CallError::refused("NOT_FOUND", format!("order {order_id} not placed")))?;
-        let address = placed.personal.shipping_address;
-        Ok(OrderFacts {
-            order_id,
-            total: placed.total.to_string(),
-            currency: placed.currency.code().to_string(),
-            payment_method: placed.personal.payment_method,
-            lines: placed
-                .items
-                .iter()
-                .map(|line| {
-                    (
-                        line.product_id.clone(),
-                        i32::try_from(line.quantity).unwrap_or(i32::MAX),
-                    )
-                })
-                .collect(),
-            address: ShippingAddress {
-                recipient_name: address.recipient_name,
-                line1: address.line1,
-                line2: address.line2,
-                city: address.city,
-                region: address.region,
-                postal_code: address.postal_code,
-                country: address.country,
-            },
-            traceparent,
-        })
+        OrderFacts::of_order(order_id, &loaded.order, loaded.traceparent)
+            .ok_or_else(|| CallError::refused("NOT_FOUND", format!("order {order_id} not placed")))
     }
 
-    async fn decide(&self, order_id: Uuid, command: OrderCommand) -> Result<Option<OrderChange>, CallError> {
-        let decided = self
-            .orders
-            .decide(order_id, DomainCommand::from(command.clone()))
-            .await
-            .map_err(call_error)?;
-        Ok(decided.map(|(append, status_after)| OrderChange {
-            command,
+    async fn decide(
+        &self,
+        order_id: Uuid,
+        commands: Vec<OrderCommand>,
+    ) -> Result<Option<OrderChange>, CallError> {
+        let domain = commands.iter().cloned().map(DomainCommand::from).collect();
+        let decided = self.orders.decide(order_id, domain).await.map_err(call_error)?;
+        Ok(decided.map(|(append, statuses_after)| OrderChange {
+            commands,
             append,
-            status_after,
+            statuses_after,
         }))
     }
 

@@ -15,13 +15,16 @@ use crate::{
 impl Engine {
     /// The step's effect: the sibling call (unless its id is already known)
     /// and the order change that records it (none for an undo, or when the
-    /// order shows it already).
+    /// order shows it already). A local step's command is decided after the
+    /// `pending` change's commands (decided, not yet committed), so that its
+    /// change holds both.
     pub(super) async fn call(
         &self,
         step: Step,
         key: &str,
         record: &mut SagaRecord,
         facts: &mut Option<OrderFacts>,
+        pending: Option<&OrderChange>,
     ) -> Result<Option<OrderChange>, CallError> {
         let order_id = record.order_id;
         let command = match step {
@@ -71,7 +74,12 @@ impl Engine {
                     .unwrap_or_else(|| "fulfillment compensated".into()),
             },
         };
-        self.orders.decide(order_id, command).await
+        let mut commands = match pending {
+            Some(change) if step.is_local() => change.commands.clone(),
+            _ => Vec::new(),
+        };
+        commands.push(command);
+        self.orders.decide(order_id, commands).await
     }
 
     /// What a compensation undoes: the forward step's id, or `None` when the

@@ -77,6 +77,13 @@ impl Step {
         }
     }
 
+    /// True for the steps that call no sibling, only the order (ConfirmOrder,
+    /// CancelOrder): nothing leaves the process, so the engine records such
+    /// a step's start together with its end, in the next write.
+    pub fn is_local(self) -> bool {
+        matches!(self, Self::ConfirmOrder | Self::CancelOrder)
+    }
+
     /// True for compensation steps.
     pub fn is_compensation(self) -> bool {
         Self::COMPENSATION.contains(&self)

@@ -12,7 +12,10 @@
 //! only applies while the row still names it ([`SagaStoreError::LeaseLost`]
 //! otherwise), and renews the lease. A second replica can only take a saga
 //! over once the lease expired, and from then on the first one's writes are
-//! refused: two replicas never advance one saga at once.
+//! refused: two replicas never advance one saga at once. The engine names
+//! every claim and hand-off with an owner of its own (the replica's id and a
+//! drive number), so the fence also tells a drive that outlived its lease
+//! from the same replica's later claim.
 
 #[macro_use]
 mod shared;
@@ -96,6 +99,12 @@ pub struct OperatorActionWrite {
 pub enum SagaWrite {
     /// A new saga (CreateOrder).
     Start(SagaStart),
+    /// A new saga already leased to a worker of this replica, with that
+    /// worker's first write (its first step's start) applied in the same
+    /// transaction: CreateOrder hands the saga to a free local worker in
+    /// memory, with no wake-up and no claim. The row names the write's
+    /// lease owner, so the write's fence holds.
+    StartLeased(SagaStart, Box<FencedWrite>),
     /// A customer's cancel request (CancelOrder).
     RequestCancel(CancelRequest),
     /// A worker's lease-fenced progress (a saga step).

@@ -20,8 +20,8 @@ use sqlx::{FromRow, PgConnection, PgPool, Postgres, Row, postgres::PgArguments, 
 use super::decode::{lease_millis, stored_count};
 use super::rows::{SAGA_COLUMNS, SagaRow, bind_columns, failure_code_text, purge_counts};
 use super::{
-    AttemptWrite, CancelFlag, CancelRequest, FINISHED, FencedWrite, Lease, OperatorActionWrite, SagaPurge,
-    SagaRecord, SagaStart, SagaStoreError, SagaWrite, StepRecord,
+    AttemptEnd, AttemptWrite, CancelFlag, CancelRequest, FINISHED, FencedWrite, Lease, OperatorActionWrite,
+    SagaPurge, SagaRecord, SagaStart, SagaStoreError, SagaWrite, StepRecord,
 };
 use crate::store::Purge;
 
@@ -45,9 +45,12 @@ impl PostgresSagaStore {
 
 /// One worker write, as one statement: the fenced saga update `s` ($1..$17:
 /// id, owner, columns, lease, expected cancel flag, release), the step rows
-/// ($18..$28), attempts started ($29..$33) and finished ($34..$41), the last
-/// three as parallel arrays that only apply where `s` went through, and the
-/// failure code ($42, appended last).
+/// ($18..$28), attempts started ($29..$33, with $43..$48: the end of an
+/// attempt that starts and ends in this write, a local step's) and finished
+/// ($34..$41), the last three as parallel arrays that only apply where `s`
+/// went through, and the failure code ($42). An attempt that starts here is
+/// inserted finished: the statement's parts all see the snapshot from before
+/// it, so `finished` could not update a row that `started` inserts.
 fn write_sql() -> String {
     format!(
         "WITH s AS (UPDATE sagas SET status = $3, current_step = $4, past_pivot = $5, \
@@ -61,11 +64,15 @@ fn write_sql() -> String {
             WHERE saga_id = $1 AND lease_owner = $2 AND ($14::bool IS NULL OR cancel_requested = $14) \
             RETURNING saga_id, cancel_requested, cancel_reason), \
         st AS ({}), \
-        started AS (INSERT INTO saga_attempts (saga_id, step, attempt, worker, idempotency_key, started_at) \
+        started AS (INSERT INTO saga_attempts (saga_id, step, attempt, worker, idempotency_key, started_at, \
+            finished_at, outcome, grpc_code, error, latency_ms, trace_id) \
             SELECT s.saga_id, x.* FROM s, \
-            UNNEST($29::text[], $30::int4[], $31::text[], $32::text[], $33::timestamptz[]) AS x \
+            UNNEST($29::text[], $30::int4[], $31::text[], $32::text[], $33::timestamptz[], \
+                $43::timestamptz[], $44::text[], $45::text[], $46::text[], $47::int8[], $48::text[]) AS x \
             ON CONFLICT (saga_id, step, attempt) DO UPDATE SET worker = EXCLUDED.worker, \
-            started_at = EXCLUDED.started_at), \
+            started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, \
+            grpc_code = EXCLUDED.grpc_code, error = EXCLUDED.error, latency_ms = EXCLUDED.latency_ms, \
+            trace_id = EXCLUDED.trace_id), \
         finished AS (UPDATE saga_attempts a SET finished_at = x.finished_at, outcome = x.outcome, \
             grpc_code = x.grpc_code, error = x.error, latency_ms = x.latency_ms, trace_id = x.trace_id \
             FROM s, UNNEST($34::text[], $35::int4[], $36::timestamptz[], $37::text[], $38::text[], \
@@ -75,6 +82,57 @@ fn write_sql() -> String {
         SELECT cancel_requested, cancel_reason FROM s",
         step_upsert(18)
     )
+}
+
+/// An attempt started in a write: step, attempt, worker, key, start, and
+/// its end when the same write ends it.
+type StartedRow<'a> = (
+    &'a str,
+    i32,
+    &'a str,
+    &'a str,
+    DateTime<Utc>,
+    Option<(DateTime<Utc>, &'a AttemptEnd)>,
+);
+/// An attempt ended in a write (started by an earlier one).
+type FinishedRow<'a> = (&'a str, i32, DateTime<Utc>, &'a AttemptEnd);
+
+/// The attempts a write starts (with their end, when it also ends them) and
+/// the ones it ends that an earlier write started.
+fn split_attempts(attempts: &[AttemptWrite]) -> (Vec<StartedRow<'_>>, Vec<FinishedRow<'_>>) {
+    let mut started: Vec<StartedRow<'_>> = Vec::new();
+    let mut finished: Vec<FinishedRow<'_>> = Vec::new();
+    for attempt in attempts {
+        match attempt {
+            AttemptWrite::Started {
+                step,
+                attempt,
+                worker,
+                idempotency_key,
+                started_at,
+            } => started.push((
+                step.name(),
+                stored_count(*attempt),
+                worker.as_str(),
+                idempotency_key.as_str(),
+                *started_at,
+                None,
+            )),
+            AttemptWrite::Finished {
+                step,
+                attempt,
+                finished_at,
+                end,
+            } => {
+                let (name, number) = (step.name(), stored_count(*attempt));
+                match started.iter_mut().find(|s| s.0 == name && s.1 == number) {
+                    Some(row) => row.5 = Some((*finished_at, end)),
+                    None => finished.push((name, number, *finished_at, end)),
+                }
+            }
+        }
+    }
+    (started, finished)
 }
 
 /// The upsert of every step row given as parallel arrays from `$first` on
@@ -212,7 +270,11 @@ impl PostgresSagaStore {
         part: &SagaWrite,
     ) -> Result<Option<CancelFlag>, SagaStoreError> {
         match part {
-            SagaWrite::Start(start) => Self::write_start(conn, start).await.map(|()| None),
+            SagaWrite::Start(start) => Self::write_start(conn, start, None).await.map(|()| None),
+            SagaWrite::StartLeased(start, first) => {
+                Self::write_start(conn, start, Some(&first.lease.owner)).await?;
+                Self::write_fenced(conn, first).await.map(Some)
+            }
             SagaWrite::RequestCancel(cancel) => Self::write_cancel_request(conn, cancel).await.map(|()| None),
             SagaWrite::Fenced(write) => Self::write_fenced(conn, write).await.map(Some),
             SagaWrite::OperatorAction(action) => {
@@ -221,16 +283,24 @@ impl PostgresSagaStore {
         }
     }
 
-    async fn write_start(conn: &mut PgConnection, saga: &SagaStart) -> Result<(), SagaStoreError> {
+    /// Inserts the saga row, naming `owner` as its lease owner when a local
+    /// worker takes it at once (the fenced write that follows sets the lease's end).
+    async fn write_start(
+        conn: &mut PgConnection,
+        saga: &SagaStart,
+        owner: Option<&str>,
+    ) -> Result<(), SagaStoreError> {
         sqlx::query(
             "INSERT INTO sagas (saga_id, order_id, status, idempotency_seed, deadline, next_run_at, \
-             created_at, updated_at, customer_id) VALUES ($1, $2, 'RUNNING', $3, $4, now(), now(), now(), $5)",
+             created_at, updated_at, customer_id, lease_owner) \
+             VALUES ($1, $2, 'RUNNING', $3, $4, now(), now(), now(), $5, $6)",
         )
         .bind(saga.saga_id)
         .bind(saga.order_id)
         .bind(&saga.idempotency_seed)
         .bind(saga.deadline)
         .bind(&saga.customer_id)
+        .bind(owner)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -258,39 +328,7 @@ impl PostgresSagaStore {
         write: &FencedWrite,
     ) -> Result<CancelFlag, SagaStoreError> {
         let lease = &write.lease;
-        let started: Vec<_> = write
-            .attempts
-            .iter()
-            .filter_map(|a| match a {
-                AttemptWrite::Started {
-                    step,
-                    attempt,
-                    worker,
-                    idempotency_key,
-                    started_at,
-                } => Some((
-                    step.name(),
-                    stored_count(*attempt),
-                    worker.as_str(),
-                    idempotency_key.as_str(),
-                    *started_at,
-                )),
-                AttemptWrite::Finished { .. } => None,
-            })
-            .collect();
-        let finished: Vec<_> = write
-            .attempts
-            .iter()
-            .filter_map(|a| match a {
-                AttemptWrite::Finished {
-                    step,
-                    attempt,
-                    finished_at,
-                    end,
-                } => Some((step.name(), stored_count(*attempt), *finished_at, end)),
-                AttemptWrite::Started { .. } => None,
-            })
-            .collect();
+        let (started, finished) = split_attempts(&write.attempts);
         let release = write.release;
         let query = sqlx::query(sqlx::AssertSqlSafe(write_sql()))
             .bind(write.saga_id)
@@ -326,6 +364,37 @@ impl PostgresSagaStore {
                     .collect::<Vec<_>>(),
             )
             .bind(failure_code_text(&write.columns))
+            .bind(started.iter().map(|a| a.5.map(|(at, _)| at)).collect::<Vec<_>>())
+            .bind(
+                started
+                    .iter()
+                    .map(|a| a.5.map(|(_, e)| e.outcome.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                started
+                    .iter()
+                    .map(|a| a.5.and_then(|(_, e)| e.grpc_code.as_deref()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                started
+                    .iter()
+                    .map(|a| a.5.and_then(|(_, e)| e.error.as_deref()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                started
+                    .iter()
+                    .map(|a| a.5.map(|(_, e)| e.latency_ms))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                started
+                    .iter()
+                    .map(|a| a.5.and_then(|(_, e)| e.trace_id.as_deref()))
+                    .collect::<Vec<_>>(),
+            )
             .fetch_optional(&mut *conn)
             .await?
             .ok_or(SagaStoreError::LeaseLost)?;

@@ -222,7 +222,11 @@ impl SqliteSagaStore {
         now: i64,
     ) -> Result<Option<CancelFlag>, SagaStoreError> {
         match part {
-            SagaWrite::Start(start) => Self::write_start(tx, start, now).await.map(|()| None),
+            SagaWrite::Start(start) => Self::write_start(tx, start, None, now).await.map(|()| None),
+            SagaWrite::StartLeased(start, first) => {
+                Self::write_start(tx, start, Some(&first.lease.owner), now).await?;
+                Self::write_fenced(tx, first, now).await.map(Some)
+            }
             SagaWrite::RequestCancel(cancel) => {
                 Self::write_cancel_request(tx, cancel, now).await.map(|()| None)
             }
@@ -233,14 +237,17 @@ impl SqliteSagaStore {
         }
     }
 
+    /// Inserts the saga row, naming `owner` as its lease owner when a local
+    /// worker takes it at once (the fenced write that follows sets the lease's end).
     async fn write_start(
         tx: &mut SqliteConnection,
         saga: &SagaStart,
+        owner: Option<&str>,
         now: i64,
     ) -> Result<(), SagaStoreError> {
         sqlx::query(
             "INSERT INTO sagas (saga_id, order_id, status, idempotency_seed, deadline, next_run_at, \
-             created_at, updated_at, customer_id) VALUES (?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?)",
+             created_at, updated_at, customer_id, lease_owner) VALUES (?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(saga.saga_id.to_string())
         .bind(saga.order_id.to_string())
@@ -250,6 +257,7 @@ impl SqliteSagaStore {
         .bind(now)
         .bind(now)
         .bind(&saga.customer_id)
+        .bind(owner)
         .execute(&mut *tx)
         .await?;
         Ok(())

@@ -40,6 +40,9 @@
 //! In one place: CreateOrder's unit of work carries a [`SagaWrite::Start`]
 //! beside OrderCreated, and the saga store's writer inserts the `sagas` row.
 //! Waking the workers afterwards is only a hint (a poll finds it anyway).
+//! When a worker of the replica is free, the part is a
+//! [`SagaWrite::StartLeased`] instead: the row leased to that worker, with
+//! its first step's start, and the saga is handed to it in memory.
 //!
 //! # Owners (every table and the module whose SQL writes it)
 //! | table | written by |

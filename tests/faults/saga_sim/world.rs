@@ -27,7 +27,7 @@ use commerce::{
     },
     saga::{
         grpc_siblings::classify,
-        ports::{CallError, OrderChange, OrderCommand, OrderFacts, OrderPort, ShippingAddress, Siblings},
+        ports::{CallError, OrderChange, OrderCommand, OrderFacts, OrderPort, Siblings},
     },
     stubs::Stubs,
 };
@@ -235,59 +235,40 @@ impl OrderPort for World {
         if self.chaos.is_dead() {
             return Err(lost("facts"));
         }
-        let order = self.order(order_id);
-        let placed = order.placed.expect("placed");
-        let a = &placed.personal.shipping_address;
-        Ok(OrderFacts {
-            order_id,
-            total: placed.total.to_string(),
-            currency: placed.currency.code().to_string(),
-            payment_method: placed.personal.payment_method.clone(),
-            lines: placed
-                .items
-                .iter()
-                .map(|l| {
-                    (
-                        l.product_id.clone(),
-                        i32::try_from(l.quantity).unwrap_or(i32::MAX),
-                    )
-                })
-                .collect(),
-            address: ShippingAddress {
-                recipient_name: a.recipient_name.clone(),
-                line1: a.line1.clone(),
-                line2: a.line2.clone(),
-                city: a.city.clone(),
-                region: a.region.clone(),
-                postal_code: a.postal_code.clone(),
-                country: a.country.clone(),
-            },
-            traceparent: None,
-        })
+        Ok(OrderFacts::of_order(order_id, &self.order(order_id), None).expect("placed"))
     }
 
-    /// Applies the command to the in-memory order at once (the simulation
+    /// Applies the commands to the in-memory order at once (the simulation
     /// keeps no event store, so there is no change left to commit).
-    async fn decide(&self, order_id: Uuid, command: OrderCommand) -> Result<Option<OrderChange>, CallError> {
-        let domain = DomainCommand::from(command);
-        let name = domain.name();
+    async fn decide(
+        &self,
+        order_id: Uuid,
+        commands: Vec<OrderCommand>,
+    ) -> Result<Option<OrderChange>, CallError> {
+        // The commands apply at once and in turn (this world has no unit of
+        // work to commit them with); the call's fate is the last one's.
+        let domain: Vec<DomainCommand> = commands.into_iter().map(DomainCommand::from).collect();
+        let name = domain.last().map_or("none", DomainCommand::name);
         let orders = self.orders.clone();
         let refused = self.refused_commands.clone();
         self.guarded(name, async move {
             let mut orders = orders.lock().unwrap();
             let order = orders.get_mut(&order_id).expect("known order");
-            match order.handle(domain) {
-                Ok(events) => {
-                    for event in &events {
-                        order.apply(event);
+            for command in domain {
+                let name = command.name();
+                match order.handle(command) {
+                    Ok(events) => {
+                        for event in &events {
+                            order.apply(event);
+                        }
                     }
-                    Ok(None)
-                }
-                Err(e) => {
-                    refused.lock().unwrap().push(format!("{name}: {e}"));
-                    Err(CallError::refused("LOCAL", e.to_string()))
+                    Err(e) => {
+                        refused.lock().unwrap().push(format!("{name}: {e}"));
+                        return Err(CallError::refused("LOCAL", e.to_string()));
+                    }
                 }
             }
+            Ok(None)
         })
         .await
     }

@@ -1,0 +1,107 @@
+//! A saga handed over in memory: CreateOrder commits the saga already leased
+//! to a free worker of this replica, with its first step recorded as started,
+//! and that worker sends the step at once. The wake-up, the claim (a write)
+//! and the first step's own start write are gone from the order's critical
+//! path; what a crash at any point leaves is what a crash of a claimed drive
+//! leaves (a leased saga with its first step IN_PROGRESS, resent with its key
+//! by whoever claims it after the lease).
+//!
+//! The lease carries a drive number ([`Engine::next_lease`]), so a handed
+//! drive that outlived its lease cannot write beside a later claim, even one
+//! by this replica. And a drive that starts late (more than half its lease
+//! after the reservation: a slow commit, a starved runtime) does not trust the
+//! start record to still be its own: it begins the step again with a fenced
+//! write, as for a resumed saga, before anything is sent.
+
+use std::time::Instant;
+
+use chrono::Utc;
+
+use super::{Begun, Drive, Engine};
+use crate::{
+    saga::{
+        plan::{Decision, SagaStatus},
+        ports::OrderFacts,
+    },
+    store::saga::{
+        FencedWrite, Lease, SagaColumns, SagaRecord, SagaStart, SagaStoreError, SagaWrite, SiblingRefs,
+    },
+};
+
+/// A saga whose leased start is being committed, for its drive.
+pub struct HandedOver {
+    record: SagaRecord,
+    lease: Lease,
+    first: Begun,
+    /// When the lease was reserved (just before the commit that starts it).
+    reserved_at: Instant,
+}
+
+impl Engine {
+    /// The unit-of-work part that starts `start` leased with `lease` (see
+    /// [`Engine::next_lease`]) and its first step's start record, and what
+    /// the drive needs once it committed. `None` when the first decision is
+    /// not a sibling step (never, for a new saga: the plan starts with
+    /// authorize_payment).
+    pub fn start_leased(&self, start: SagaStart, lease: Lease) -> Option<(SagaWrite, HandedOver)> {
+        let reserved_at = Instant::now();
+        let now = Utc::now();
+        let mut record = SagaRecord {
+            saga_id: start.saga_id,
+            order_id: start.order_id,
+            customer_id: Some(start.customer_id.clone()),
+            seed: start.idempotency_seed.clone(),
+            status: SagaStatus::Running,
+            current_step: None,
+            past_pivot: false,
+            cancel_requested: false,
+            cancel_reason: None,
+            deadline: start.deadline,
+            next_run_at: now,
+            compensation_reason: None,
+            last_error: None,
+            failure_code: None,
+            refs: SiblingRefs::default(),
+            created_at: now,
+            updated_at: now,
+            steps: Vec::new(),
+        };
+        let mut state = record.state();
+        let Decision::Run(step) = state.decide(now) else {
+            return None;
+        };
+        if step.is_local() {
+            return None;
+        }
+        let (first, started) = self.begin_local(&mut record, &mut state, step, &lease);
+        let write = FencedWrite {
+            steps: vec![first.row.clone()],
+            attempts: vec![started],
+            ..FencedWrite::columns(record.saga_id, &lease, SagaColumns::of(&record))
+        };
+        let handed = HandedOver {
+            record,
+            lease,
+            first,
+            reserved_at,
+        };
+        Some((SagaWrite::StartLeased(start, Box::new(write)), handed))
+    }
+
+    /// Drives a handed-over saga once its start committed: its first step
+    /// is sent without another write, unless half the lease is gone already.
+    pub async fn drive_handed(
+        &self,
+        handed: HandedOver,
+        facts: Option<OrderFacts>,
+    ) -> Result<(), SagaStoreError> {
+        let fresh = handed.reserved_at.elapsed() < handed.lease.duration / 2;
+        self.run(Drive {
+            record: handed.record,
+            lease: handed.lease,
+            first: fresh.then_some(handed.first),
+            facts,
+        })
+        .await
+    }
+}
