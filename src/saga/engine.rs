@@ -51,6 +51,7 @@ use super::{
     ports::{FailureKind, OrderChange, OrderFacts, OrderPort, SagaPorts, Siblings},
 };
 use crate::{
+    domain::order::Order,
     metrics,
     shutdown::Shutdown,
     store::{
@@ -89,6 +90,19 @@ struct Drive {
     first: Option<Begun>,
     /// The order's facts, when known already.
     facts: Option<OrderFacts>,
+    /// The order as committed, when known already (a hand-off): the basis
+    /// of the first step's command, which then reads nothing.
+    order: Option<Order>,
+}
+
+/// What a step's order command is decided on.
+#[derive(Clone, Copy)]
+struct OrderBasis<'a> {
+    /// The order as this drive last committed it (`None`: read it).
+    committed: Option<&'a Order>,
+    /// A change decided but not committed yet, which a local step's
+    /// command goes on top of.
+    pending: Option<&'a OrderChange>,
 }
 
 /// An attempt's outcome not yet written.
@@ -177,34 +191,26 @@ impl Engine {
             lease,
             first: None,
             facts: None,
+            order: None,
         })
         .await
     }
 
-    async fn run(&self, drive: Drive) -> Result<(), SagaStoreError> {
-        let Drive {
-            record,
-            lease,
-            first,
-            facts,
-        } = drive;
+    async fn run(&self, mut drive: Drive) -> Result<(), SagaStoreError> {
         // The order's facts, read once per drive (unless handed over with
         // it); they also carry the trace of the request that placed the
         // order, which the saga's spans continue.
-        let facts = match facts {
-            Some(facts) => Some(facts),
-            None => self.orders.facts(record.order_id).await.ok(),
-        };
-        let traceparent = match facts.as_ref() {
+        let order_id = drive.record.order_id;
+        if drive.facts.is_none() {
+            drive.facts = self.orders.facts(order_id).await.ok();
+        }
+        let traceparent = match drive.facts.as_ref() {
             Some(facts) => facts.traceparent.clone(),
-            None => self.orders.traceparent(record.order_id).await,
+            None => self.orders.traceparent(order_id).await,
         };
-        let span = tracing::info_span!("saga", saga_id = %record.saga_id, order_id = %record.order_id);
+        let span = tracing::info_span!("saga", saga_id = %drive.record.saga_id, order_id = %order_id);
         crate::telemetry::continue_trace(&span, traceparent.as_deref());
-        let result = self
-            .drive_inner(record, facts, &lease, first)
-            .instrument(span.clone())
-            .await;
+        let result = self.drive_inner(drive).instrument(span.clone()).await;
         match &result {
             Err(SagaStoreError::LeaseLost) => {
                 span.in_scope(|| tracing::warn!("saga lease lost; another worker owns it now"));
@@ -220,13 +226,15 @@ impl Engine {
         }
     }
 
-    async fn drive_inner(
-        &self,
-        mut record: SagaRecord,
-        mut facts: Option<OrderFacts>,
-        lease: &Lease,
-        mut first: Option<Begun>,
-    ) -> Result<(), SagaStoreError> {
+    async fn drive_inner(&self, drive: Drive) -> Result<(), SagaStoreError> {
+        let Drive {
+            mut record,
+            lease,
+            mut first,
+            mut facts,
+            order: mut basis,
+        } = drive;
+        let lease = &lease;
         // An attempt's outcome is written with the next write: the start of
         // the next step, or the release. Until then a crash leaves its step
         // IN_PROGRESS, and the next owner sends it again with its key.
@@ -235,8 +243,12 @@ impl Engine {
             let mut state = record.state();
             if let Some(begun) = first.take() {
                 // Handed over with its start recorded by CreateOrder's commit.
+                let order = OrderBasis {
+                    committed: basis.as_ref(),
+                    pending: None,
+                };
                 let (outcome, schedule) = self
-                    .attempt(&mut record, &mut state, begun, &mut facts, None)
+                    .attempt(&mut record, &mut state, begun, &mut facts, order)
                     .await;
                 unwritten = Some(outcome);
                 match self.after(&record, lease, &mut unwritten, schedule).await {
@@ -255,9 +267,12 @@ impl Engine {
                     // its start and end commit with the next write.
                     let (begun, started) = self.begin_local(&mut record, &mut state, step, lease);
                     let pending = unwritten.take();
-                    let change = pending.as_ref().and_then(|u| u.order.as_ref());
+                    let order = OrderBasis {
+                        committed: basis.as_ref(),
+                        pending: pending.as_ref().and_then(|u| u.order.as_ref()),
+                    };
                     let (outcome, schedule) = self
-                        .attempt(&mut record, &mut state, begun, &mut facts, change)
+                        .attempt(&mut record, &mut state, begun, &mut facts, order)
                         .await;
                     unwritten = Some(merge_local(pending, started, outcome));
                     if let Some(settled) = self.after(&record, lease, &mut unwritten, schedule).await {
@@ -266,14 +281,18 @@ impl Engine {
                 }
                 Decision::Run(step) => {
                     let Some(begun) = self
-                        .begin(&mut record, &mut state, step, lease, unwritten.take())
+                        .begin(&mut record, &mut state, step, lease, unwritten.take(), &mut basis)
                         .await?
                     else {
                         // The cancel flag changed under us: decide again.
                         continue;
                     };
+                    let order = OrderBasis {
+                        committed: basis.as_ref(),
+                        pending: None,
+                    };
                     let (outcome, schedule) = self
-                        .attempt(&mut record, &mut state, begun, &mut facts, None)
+                        .attempt(&mut record, &mut state, begun, &mut facts, order)
                         .await;
                     unwritten = Some(outcome);
                     if let Some(settled) = self.after(&record, lease, &mut unwritten, schedule).await {
@@ -336,7 +355,7 @@ impl Engine {
             }),
             ..FencedWrite::columns(record.saga_id, lease, SagaColumns::of(record))
         };
-        self.commit(write, order).await.map(drop)
+        self.commit(write, order, &mut None).await.map(drop)
     }
 
     /// Records the start of an attempt of `step` (with the previous
@@ -350,6 +369,7 @@ impl Engine {
         step: Step,
         lease: &Lease,
         unwritten: Option<Unwritten>,
+        basis: &mut Option<Order>,
     ) -> Result<Option<Begun>, SagaStoreError> {
         let (begun, started) = self.started(record, state, step, lease);
         let (mut rows, mut attempts, order) = split(unwritten.clone());
@@ -364,7 +384,7 @@ impl Engine {
             expect_cancel: Some(record.cancel_requested),
             ..FencedWrite::columns(record.saga_id, lease, columns)
         };
-        match self.commit(write, order).await {
+        match self.commit(write, order, basis).await {
             Ok(flag) => {
                 apply_cancel_flag(record, &flag);
                 record.current_step = Some(step);
@@ -379,7 +399,7 @@ impl Engine {
                     attempts,
                     ..FencedWrite::columns(record.saga_id, lease, SagaColumns::of(record))
                 };
-                let flag = self.commit(write, order).await?;
+                let flag = self.commit(write, order, basis).await?;
                 apply_cancel_flag(record, &flag);
                 Ok(None)
             }
@@ -450,14 +470,14 @@ impl Engine {
         state: &mut SagaState,
         begun: Begun,
         facts: &mut Option<OrderFacts>,
-        pending: Option<&OrderChange>,
+        order: OrderBasis<'_>,
     ) -> (Unwritten, Schedule) {
         let Begun { step, key, mut row } = begun;
         let attempt = row.attempts;
         let span = tracing::info_span!("saga_step", step = step.name(), attempt, idempotency_key = %key);
         let clock = Instant::now();
         let result = self
-            .call(step, &key, record, facts, pending)
+            .call(step, &key, record, facts, order)
             .instrument(span.clone())
             .await;
         let latency = clock.elapsed();
@@ -530,12 +550,15 @@ impl Engine {
 
     /// Commits a fenced write and the order events that go with it as one
     /// unit of work. When the order moved since the command was decided, the
-    /// command is decided again on it (a refusal then stops the drive: the
-    /// step is still recorded as started and resumes after the lease).
+    /// command is decided again on it as stored (a refusal then stops the
+    /// drive: the step is still recorded as started and resumes after the
+    /// lease). `basis` follows: the order after the committed events, or
+    /// unknown (`None`: the next decision reads it) after a conflict.
     async fn commit(
         &self,
         write: FencedWrite,
         mut order: Option<OrderChange>,
+        basis: &mut Option<Order>,
     ) -> Result<CancelFlag, SagaStoreError> {
         let mut attempt = 0;
         loop {
@@ -550,6 +573,9 @@ impl Engine {
                     for status in order.iter().flat_map(|change| &change.statuses_after) {
                         metrics::order_status_transition(status);
                     }
+                    if let Some(change) = order {
+                        *basis = Some(change.after);
+                    }
                     return committed
                         .cancel_flag
                         .ok_or_else(|| anyhow::anyhow!("a fenced write read back no cancel flag").into());
@@ -558,9 +584,10 @@ impl Engine {
                     let Some(change) = order.take() else {
                         return Err(anyhow::anyhow!("a saga write without order events conflicted").into());
                     };
+                    *basis = None;
                     order = self
                         .orders
-                        .decide(stream_id, change.commands)
+                        .decide(stream_id, None, change.commands)
                         .await
                         .map_err(|e| anyhow::anyhow!("order command decided again: {e}"))?;
                 }

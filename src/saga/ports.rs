@@ -230,6 +230,9 @@ pub struct OrderChange {
     /// Each status the events lead the order to, in turn (counted in the
     /// status-transition metric once committed).
     pub statuses_after: Vec<&'static str>,
+    /// The order with the events applied: the basis of the drive's next
+    /// decision once they are committed.
+    pub after: Order,
 }
 
 /// The order, as the saga sees it.
@@ -240,16 +243,20 @@ pub trait OrderPort: Send + Sync {
     /// stored payload only holds it encrypted (see `crate::privacy`).
     async fn facts(&self, order_id: Uuid) -> Result<OrderFacts, CallError>;
 
-    /// Decides `commands`, in turn, on the order as stored, writing nothing:
-    /// the change to commit with the step (all their events, one append), or
-    /// `None` when the order already shows their effect (a resumed step
-    /// decides it again). A refusal of any is an error, as the sibling's
-    /// would be. More than one command: a local step (ConfirmOrder) decided
-    /// on top of the previous step's change, not yet committed, so that both
-    /// commit in one unit of work.
+    /// Decides `commands`, in turn, on `basis` (the order as this drive
+    /// last committed it: no read) or else on the order as stored, writing
+    /// nothing: the change to commit with the step (all their events, one
+    /// append at the basis's version), or `None` when the order already
+    /// shows their effect (a resumed step decides it again). A refusal of any
+    /// is an error, as the sibling's would be. A basis that is stale (the
+    /// customer asked to cancel since) makes the commit conflict, and the
+    /// engine decides again on the order as stored. More than one command: a
+    /// local step (ConfirmOrder) decided on top of the previous step's change,
+    /// not yet committed, so that both commit in one unit of work.
     async fn decide(
         &self,
         order_id: Uuid,
+        basis: Option<Order>,
         commands: Vec<OrderCommand>,
     ) -> Result<Option<OrderChange>, CallError>;
 

@@ -23,10 +23,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use super::{
     engine::{Engine, HandedOver},
     plan::SagaStatus,
-    ports::OrderFacts,
 };
 use crate::{
     db::Db,
+    domain::order::Order,
     metrics,
     shutdown::Shutdown,
     store::saga::{Lease, SagaRecord, SagaStart, SagaStore, SagaWrite},
@@ -101,11 +101,12 @@ impl Reserved {
         self.slots.engine.start_leased(start, self.lease.clone())
     }
 
-    /// Drives the saga whose leased start committed, in this slot.
-    pub fn hand_over(self, handed: HandedOver, facts: Option<OrderFacts>) {
+    /// Drives the saga whose leased start committed with `order` (see
+    /// [`Engine::drive_handed`]), in this slot.
+    pub fn hand_over(self, handed: HandedOver, order: Order, traceparent: Option<String>) {
         let Reserved { slots, permit, .. } = self;
         tokio::spawn(async move {
-            let _ = slots.engine.drive_handed(handed, facts).await;
+            let _ = slots.engine.drive_handed(handed, order, traceparent).await;
             drop(permit);
             slots.freed.notify_one();
         });

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use commerce::startup::Stores;
 use commerce::{
+    domain::order::Order,
     proto::{
         inventory::v1::{GetStockRequest, ReservationStatus},
         payment::v1::AuthorizationStatus,
@@ -142,6 +143,7 @@ impl OrderPort for FakeOrders {
     async fn decide(
         &self,
         order_id: Uuid,
+        _basis: Option<Order>,
         commands: Vec<OrderCommand>,
     ) -> Result<Option<OrderChange>, CallError> {
         for command in commands {

@@ -236,44 +236,60 @@ const STEPS_AFTER_THE_FIRST: [&str; 4] = [
     "unit: step outcome + release, 2 event(s)",
 ];
 
+/// The whole path: `first`, then [`STEPS_AFTER_THE_FIRST`].
+fn path(first: [&str; 2]) -> Vec<String> {
+    first
+        .into_iter()
+        .chain(STEPS_AFTER_THE_FIRST)
+        .map(String::from)
+        .collect()
+}
+
+impl Counted {
+    /// Runs the worker while `place` places an order (or names one placed
+    /// already) until its saga completed; the commits logged.
+    async fn run(&self, app: &TestApp, place: impl Future<Output = String>) -> Vec<String> {
+        let (stop, stopped) = shutdown::channel();
+        let workers = self
+            .sagas
+            .start_workers(app.app.backends.db.clone(), stopped)
+            .expect("workers started");
+        let saga_id = place.await;
+        wait_saga(app, &saga_id, SagaStatus::Completed).await;
+        stop.trigger();
+        workers.await.unwrap();
+        self.log.lock().unwrap().clone()
+    }
+}
+
 #[tokio::test]
 async fn a_new_order_reaches_confirmed_in_six_commits_when_a_local_worker_takes_its_saga() {
     for backend in Backend::all() {
         let app = spawn_app_with(backend, &[("SAGA_WORKERS", "0")]).await;
         let counted = counted(&app);
-        let (stop, stopped) = shutdown::channel();
-        let workers = counted
-            .sagas
-            .start_workers(app.app.backends.db.clone(), stopped)
-            .expect("workers started");
-        let cart_id = filled_cart(&app, &app.customer("alice")).await;
         let alice = Principal {
             subject: "alice".into(),
             roles: vec![Role::Customer],
         };
-        let order = counted
-            .orders
-            .create_order(&alice, order_request(&cart_id, "commits-1").into())
-            .await
-            .expect("order placed");
-        wait_saga(
-            &app,
-            &order.saga_id.expect("a saga").to_string(),
-            SagaStatus::Completed,
-        )
-        .await;
-        stop.trigger();
-        workers.await.unwrap();
-
+        let log = counted
+            .run(&app, async {
+                let cart_id = filled_cart(&app, &app.customer("alice")).await;
+                let order = counted
+                    .orders
+                    .create_order(&alice, order_request(&cart_id, "commits-1").into())
+                    .await
+                    .expect("order placed");
+                order.saga_id.expect("a saga").to_string()
+            })
+            .await;
         // CreateOrder: the key's claim, then one unit with the order, the
         // saga leased to the free worker and its first step's start; no
         // claim. Then the steps.
-        let mut expected = vec![
-            "idempotency key claim".to_string(),
-            "unit: saga start leased + first step started, 1 event(s)".to_string(),
-        ];
-        expected.extend(STEPS_AFTER_THE_FIRST.map(String::from));
-        assert_eq!(*counted.log.lock().unwrap(), expected, "{backend:?}");
+        let expected = path([
+            "idempotency key claim",
+            "unit: saga start leased + first step started, 1 event(s)",
+        ]);
+        assert_eq!(log, expected, "{backend:?}");
     }
 }
 
@@ -284,20 +300,8 @@ async fn a_saga_a_worker_claims_costs_the_claim_and_one_commit_per_sibling_step(
         let app = spawn_app_with(backend, &[("SAGA_WORKERS", "0")]).await;
         let order = place(&app, "alice", OrderSpec::default()).await;
         let counted = counted(&app);
-        let (stop, stopped) = shutdown::channel();
-        let workers = counted
-            .sagas
-            .start_workers(app.app.backends.db.clone(), stopped)
-            .expect("workers started");
-        wait_saga(&app, &order.saga_id, SagaStatus::Completed).await;
-        stop.trigger();
-        workers.await.unwrap();
-
-        let mut expected = vec![
-            "saga claim of 1".to_string(),
-            "unit: step started, 0 event(s)".to_string(),
-        ];
-        expected.extend(STEPS_AFTER_THE_FIRST.map(String::from));
-        assert_eq!(*counted.log.lock().unwrap(), expected, "{backend:?}");
+        let log = counted.run(&app, async { order.saga_id.clone() }).await;
+        let expected = path(["saga claim of 1", "unit: step started, 0 event(s)"]);
+        assert_eq!(log, expected, "{backend:?}");
     }
 }

@@ -51,7 +51,6 @@ use crate::{
     error::{AppError, ErrorReason, FieldViolation, Resource},
     saga::{
         engine::HandedOver,
-        ports::OrderFacts,
         worker::{LocalWorkers, Reserved},
     },
     store::{
@@ -261,7 +260,7 @@ impl OrderApp {
                 if let Some((reserved, handed)) = handoff {
                     let traceparent =
                         crate::telemetry::current_traceparent().filter(|t| t.starts_with("00-"));
-                    reserved.hand_over(handed, OrderFacts::of_order(order_id, &order, traceparent));
+                    reserved.hand_over(handed, order.clone(), traceparent);
                 }
                 OrderView::from_order(&order, recorded_at, recorded_at).ok_or_else(|| {
                     AppError::Internal(anyhow::anyhow!("OrderCreated did not place the order"))

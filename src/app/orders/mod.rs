@@ -85,6 +85,17 @@ pub struct OrderApp {
     local_workers: Option<LocalWorkers>,
 }
 
+/// A saga's commands decided on an order ([`OrderApp::decide`]).
+#[derive(Debug, Clone)]
+pub struct Decided {
+    /// The events, at the version they were decided on.
+    pub append: StreamAppend,
+    /// Each status they lead the order to, in turn.
+    pub statuses: Vec<&'static str>,
+    /// The order with them applied.
+    pub after: Order,
+}
+
 /// An order loaded from its stream.
 #[derive(Debug, Clone)]
 pub struct LoadedOrder {
@@ -222,22 +233,28 @@ impl OrderApp {
         self.execute(order_id, |_| Ok((command.clone(), None))).await
     }
 
-    /// Decides a saga's `commands`, in turn, on the order as stored, writing
-    /// nothing: the events to append at the order's version (all of them, one
-    /// append) and each status they lead to in turn, or `None` when
-    /// the order already records their outcome. The saga commits them with
-    /// its step's progress.
+    /// Decides a saga's `commands`, in turn, on `basis` (the order as the
+    /// saga last committed it) or else on the order as stored, writing
+    /// nothing: the events to append at that version (all of them, one
+    /// append), or `None` when the order already records their outcome. The
+    /// saga commits them with its step's progress; the append's version guard
+    /// refuses them if the basis was stale.
     pub async fn decide(
         &self,
         order_id: Uuid,
+        basis: Option<Order>,
         commands: Vec<OrderCommand>,
-    ) -> Result<Option<(StreamAppend, Vec<&'static str>)>, AppError> {
-        let loaded = self
-            .load_until(order_id, None)
-            .await?
-            .ok_or_else(|| not_found(order_id))?;
-        let expected_version = loaded.order.version;
-        let mut order = loaded.order;
+    ) -> Result<Option<Decided>, AppError> {
+        let mut order = match basis {
+            Some(order) => order,
+            None => {
+                self.load_until(order_id, None)
+                    .await?
+                    .ok_or_else(|| not_found(order_id))?
+                    .order
+            }
+        };
+        let expected_version = order.version;
         let (mut events, mut statuses) = (Vec::new(), Vec::new());
         for command in commands {
             let before = order.status;
@@ -252,7 +269,11 @@ impl OrderApp {
             return Ok(None);
         }
         let append = self.order_append(order_id, expected_version, &events).await?;
-        Ok(Some((append, statuses)))
+        Ok(Some(Decided {
+            append,
+            statuses,
+            after: order,
+        }))
     }
 
     /// CancelOrder: the owner (or an admin) asks to cancel. With a saga

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     app::orders::OrderApp,
-    domain::order::OrderCommand as DomainCommand,
+    domain::order::{Order, OrderCommand as DomainCommand},
     error::AppError,
     saga::ports::{CallError, OrderChange, OrderCommand, OrderFacts, OrderPort},
 };
@@ -53,14 +53,20 @@ impl OrderPort for OrderAppPort {
     async fn decide(
         &self,
         order_id: Uuid,
+        basis: Option<Order>,
         commands: Vec<OrderCommand>,
     ) -> Result<Option<OrderChange>, CallError> {
         let domain = commands.iter().cloned().map(DomainCommand::from).collect();
-        let decided = self.orders.decide(order_id, domain).await.map_err(call_error)?;
-        Ok(decided.map(|(append, statuses_after)| OrderChange {
+        let decided = self
+            .orders
+            .decide(order_id, basis, domain)
+            .await
+            .map_err(call_error)?;
+        Ok(decided.map(|decided| OrderChange {
             commands,
-            append,
-            statuses_after,
+            append: decided.append,
+            statuses_after: decided.statuses,
+            after: decided.after,
         }))
     }
 

@@ -3,7 +3,7 @@
 //! written (the engine commits it with the step's outcome); for a
 //! compensation, the undo, after learning what to undo.
 
-use super::Engine;
+use super::{Engine, OrderBasis};
 use crate::{
     saga::{
         plan::{Step, idempotency_key},
@@ -15,16 +15,16 @@ use crate::{
 impl Engine {
     /// The step's effect: the sibling call (unless its id is already known)
     /// and the order change that records it (none for an undo, or when the
-    /// order shows it already). A local step's command is decided after the
-    /// `pending` change's commands (decided, not yet committed), so that its
-    /// change holds both.
+    /// order shows it already), decided on `order`'s basis. A local step's
+    /// command goes on top of the pending change's commands (decided, not yet
+    /// committed), so that its change holds both.
     pub(super) async fn call(
         &self,
         step: Step,
         key: &str,
         record: &mut SagaRecord,
         facts: &mut Option<OrderFacts>,
-        pending: Option<&OrderChange>,
+        order: OrderBasis<'_>,
     ) -> Result<Option<OrderChange>, CallError> {
         let order_id = record.order_id;
         let command = match step {
@@ -74,12 +74,14 @@ impl Engine {
                     .unwrap_or_else(|| "fulfillment compensated".into()),
             },
         };
-        let mut commands = match pending {
+        let mut commands = match order.pending {
             Some(change) if step.is_local() => change.commands.clone(),
             _ => Vec::new(),
         };
         commands.push(command);
-        self.orders.decide(order_id, commands).await
+        self.orders
+            .decide(order_id, order.committed.cloned(), commands)
+            .await
     }
 
     /// What a compensation undoes: the forward step's id, or `None` when the

@@ -19,6 +19,7 @@ use chrono::Utc;
 
 use super::{Begun, Drive, Engine};
 use crate::{
+    domain::order::Order,
     saga::{
         plan::{Decision, SagaStatus},
         ports::OrderFacts,
@@ -88,19 +89,25 @@ impl Engine {
         Some((SagaWrite::StartLeased(start, Box::new(write)), handed))
     }
 
-    /// Drives a handed-over saga once its start committed: its first step
-    /// is sent without another write, unless half the lease is gone already.
+    /// Drives a handed-over saga once its start committed with `order`
+    /// (as CreateOrder placed it, personal data open; `traceparent`: the
+    /// placing request's trace): its first step is sent without another
+    /// write and decided without a read, unless half the lease is gone
+    /// already.
     pub async fn drive_handed(
         &self,
         handed: HandedOver,
-        facts: Option<OrderFacts>,
+        order: Order,
+        traceparent: Option<String>,
     ) -> Result<(), SagaStoreError> {
         let fresh = handed.reserved_at.elapsed() < handed.lease.duration / 2;
+        let facts = OrderFacts::of_order(handed.record.order_id, &order, traceparent);
         self.run(Drive {
             record: handed.record,
             lease: handed.lease,
             first: fresh.then_some(handed.first),
             facts,
+            order: Some(order),
         })
         .await
     }

@@ -243,6 +243,7 @@ impl OrderPort for World {
     async fn decide(
         &self,
         order_id: Uuid,
+        _basis: Option<Order>,
         commands: Vec<OrderCommand>,
     ) -> Result<Option<OrderChange>, CallError> {
         // The commands apply at once and in turn (this world has no unit of
