@@ -11,9 +11,14 @@
 //! by this replica. And a drive that starts late (more than half its lease
 //! after the reservation: a slow commit, a starved runtime) does not trust the
 //! start record to still be its own: it begins the step again with a fenced
-//! write, as for a resumed saga, before anything is sent.
+//! write, as for a resumed saga, before anything is sent. A hand-off that is
+//! never driven (CreateOrder's request dropped while its commit went on)
+//! gives its lease up, so the saga waits for no lease to run out.
 
-use std::time::Instant;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 
@@ -25,17 +30,52 @@ use crate::{
         ports::OrderFacts,
     },
     store::saga::{
-        FencedWrite, Lease, SagaColumns, SagaRecord, SagaStart, SagaStoreError, SagaWrite, SiblingRefs,
+        FencedWrite, Lease, SagaColumns, SagaRecord, SagaStart, SagaStore, SagaStoreError, SagaWrite,
+        SiblingRefs,
     },
 };
 
 /// A saga whose leased start is being committed, for its drive.
 pub struct HandedOver {
+    /// Taken by the drive.
+    saga: Option<Handed>,
+    store: Arc<dyn SagaStore>,
+}
+
+struct Handed {
     record: SagaRecord,
     lease: Lease,
     first: Begun,
     /// When the lease was reserved (just before the commit that starts it).
     reserved_at: Instant,
+}
+
+/// How long a saga never driven waits before its lease is given up: time
+/// for a commit still queued when its request was dropped to land.
+const UNDRIVEN_GRACE: Duration = Duration::from_secs(2);
+
+impl Drop for HandedOver {
+    /// Not driven: CreateOrder's commit failed, or its request was dropped
+    /// (a client gone) while the commit was under way, which may still have
+    /// stored the saga, leased to this drive for a whole lease. The lease is
+    /// given up after a grace, so that any worker claims the saga at once;
+    /// fenced by this drive's own lease, a saga never stored (or claimed
+    /// since) is left alone.
+    fn drop(&mut self) {
+        let Some(saga) = self.saga.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.store.clone();
+        runtime.spawn(async move {
+            tokio::time::sleep(UNDRIVEN_GRACE).await;
+            let _ = store
+                .release(&saga.lease, saga.record.saga_id, Utc::now(), false)
+                .await;
+        });
+    }
 }
 
 impl Engine {
@@ -81,10 +121,13 @@ impl Engine {
             ..FencedWrite::columns(record.saga_id, &lease, SagaColumns::of(&record))
         };
         let handed = HandedOver {
-            record,
-            lease,
-            first,
-            reserved_at,
+            saga: Some(Handed {
+                record,
+                lease,
+                first,
+                reserved_at,
+            }),
+            store: self.store.clone(),
         };
         Some((SagaWrite::StartLeased(start, Box::new(write)), handed))
     }
@@ -96,10 +139,13 @@ impl Engine {
     /// already.
     pub async fn drive_handed(
         &self,
-        handed: HandedOver,
+        mut handed: HandedOver,
         order: Order,
         traceparent: Option<String>,
     ) -> Result<(), SagaStoreError> {
+        let Some(handed) = handed.saga.take() else {
+            return Ok(());
+        };
         let fresh = handed.reserved_at.elapsed() < handed.lease.duration / 2;
         let facts = OrderFacts::of_order(handed.record.order_id, &order, traceparent);
         self.run(Drive {
