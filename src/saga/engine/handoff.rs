@@ -10,8 +10,8 @@
 //! drive that outlived its lease cannot write beside a later claim, even one
 //! by this replica. And a drive that starts late (more than half its lease
 //! after the reservation: a slow commit, a starved runtime) does not trust the
-//! start record to still be its own: it begins the step again with a fenced
-//! write, as for a resumed saga, before anything is sent. A hand-off that is
+//! lease to still be its own: it records the same attempt again with a fenced
+//! write (renewing the lease, or stopping if it was lost) before sending it. A hand-off that is
 //! never driven (CreateOrder's request dropped while its commit went on)
 //! gives its lease up, so the saga waits for no lease to run out.
 
@@ -30,8 +30,8 @@ use crate::{
         ports::OrderFacts,
     },
     store::saga::{
-        FencedWrite, Lease, SagaColumns, SagaRecord, SagaStart, SagaStore, SagaStoreError, SagaWrite,
-        SiblingRefs,
+        AttemptWrite, FencedWrite, Lease, SagaColumns, SagaRecord, SagaStart, SagaStore, SagaStoreError,
+        SagaWrite, SiblingRefs,
     },
 };
 
@@ -146,12 +146,37 @@ impl Engine {
         let Some(handed) = handed.saga.take() else {
             return Ok(());
         };
-        let fresh = handed.reserved_at.elapsed() < handed.lease.duration / 2;
+        if handed.reserved_at.elapsed() >= handed.lease.duration / 2 {
+            // Late: the same attempt is recorded again under the lease
+            // (renewed, or found lost) before it is sent.
+            let Begun { step, key, row } = &handed.first;
+            let again = AttemptWrite::Started {
+                step: *step,
+                attempt: row.attempts,
+                worker: handed.lease.owner.clone(),
+                idempotency_key: key.clone(),
+                started_at: Utc::now(),
+            };
+            let write = FencedWrite {
+                steps: vec![row.clone()],
+                attempts: vec![again],
+                ..FencedWrite::columns(
+                    handed.record.saga_id,
+                    &handed.lease,
+                    SagaColumns::of(&handed.record),
+                )
+            };
+            match self.commit(write, None, &mut None).await {
+                Ok(_) => {}
+                Err(SagaStoreError::LeaseLost) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
         let facts = OrderFacts::of_order(handed.record.order_id, &order, traceparent);
         self.run(Drive {
             record: handed.record,
             lease: handed.lease,
-            first: fresh.then_some(handed.first),
+            first: Some(handed.first),
             facts,
             order: Some(order),
         })
