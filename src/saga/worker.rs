@@ -79,6 +79,26 @@ impl std::fmt::Debug for LocalWorkers {
 }
 
 impl LocalWorkers {
+    /// The pool's slots for `engine`, made once: [`run_pool`] takes them, and
+    /// its starter may make them first so that CreateOrder finds free slots
+    /// as soon as the workers are started, not once their task first runs.
+    pub fn install(&self, engine: &Arc<Engine>, workers: usize, shutdown: &Shutdown) {
+        self.slots(engine, workers, shutdown);
+    }
+
+    fn slots(&self, engine: &Arc<Engine>, workers: usize, shutdown: &Shutdown) -> Arc<Slots> {
+        self.pool
+            .get_or_init(|| {
+                Arc::new(Slots {
+                    engine: engine.clone(),
+                    free: Arc::new(Semaphore::new(workers)),
+                    freed: Notify::new(),
+                    shutdown: shutdown.clone(),
+                })
+            })
+            .clone()
+    }
+
     /// A free slot with a lease of its own, if the workers run and one is free.
     pub fn reserve(&self) -> Option<Reserved> {
         let slots = self.pool.get()?;
@@ -124,15 +144,7 @@ pub async fn run_pool(
     shutdown: Shutdown,
 ) {
     let workers = settings.workers.clamp(1, Semaphore::MAX_PERMITS);
-    let slots = Arc::new(Slots {
-        engine: engine.clone(),
-        free: Arc::new(Semaphore::new(workers)),
-        freed: Notify::new(),
-        shutdown: shutdown.clone(),
-    });
-    if local.pool.set(slots.clone()).is_err() {
-        tracing::warn!("a second saga pool on one LocalWorkers: CreateOrder hands over to the first");
-    }
+    let slots = local.slots(&engine, workers, &shutdown);
     let mut gauge_at = tokio::time::Instant::now();
     tracing::info!(owner = %engine.lease().owner, workers, "saga workers started");
     while !shutdown.is_triggered() {

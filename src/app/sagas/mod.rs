@@ -201,6 +201,7 @@ impl SagaApp {
             poll,
         };
         let listener = tokio::spawn(listen_for_wakeups(db, self.wake.clone(), shutdown.clone()));
+        self.local.install(&engine, settings.workers.max(1), &shutdown);
         let pool = run_pool(engine, settings, self.wake.clone(), self.local.clone(), shutdown);
         Some(tokio::spawn(async move {
             pool.await;
