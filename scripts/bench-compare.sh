@@ -18,6 +18,9 @@ log=target/bench/compare.jsonl
 : > "$log"
 echo "{\"scenario\":\"machine\",\"loadavg_start\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" | tee -a "$log"
 
+server_pid=""
+# A failed bench leaves no server behind.
+trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true' EXIT
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 admin_psql() { psql "$TEST_DATABASE_URL" -qAt -c "$1"; }
 
@@ -31,6 +34,7 @@ run() { # build binary concurrency round
     HOST=127.0.0.1 PORT="$port" RATE_LIMIT_PER_SECOND=0 RUST_LOG=warn SQLITE_PATH="$dir/unused.db" \
     "$binary" serve > "$dir/serve.log" 2>&1 &
   pid=$!
+  server_pid=$pid
   for _ in $(seq 1 300); do
     curl -sf "http://127.0.0.1:$port/health" > /dev/null && break
     sleep 0.1
@@ -47,6 +51,7 @@ for line in sys.stdin:
 ' "$build" "$round" | tee -a "$log"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
+  server_pid=""
   admin_psql "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
   redis-cli -u "$TEST_REDIS_URL" --scan --pattern "$db:*" | xargs -r redis-cli -u "$TEST_REDIS_URL" unlink > /dev/null
   rm -rf "$dir"
