@@ -19,7 +19,7 @@ pub fn find_chromium() -> Option<PathBuf> {
 }
 
 /// Headless, and quiet: no sandbox (root in CI), no GPU, no background traffic.
-const HEADLESS: &[&str] = &[
+pub const HEADLESS: &[&str] = &[
     "--headless",
     "--no-sandbox",
     "--disable-gpu",

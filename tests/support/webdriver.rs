@@ -15,7 +15,12 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-use super::{browser::find_chromium, child::free_port, eventually, tools::found_or};
+use super::{
+    browser::{HEADLESS, find_chromium},
+    child::free_port,
+    eventually,
+    tools::found_or,
+};
 
 /// The W3C key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -58,20 +63,13 @@ impl Browser {
         .await;
         assert!(ready.is_some(), "chromedriver ready within 20 s");
         let profile = tempfile::tempdir().unwrap();
-        let args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-            "--force-device-scale-factor=1",
-            &format!("--window-size={width},{height}"),
-            &format!("--user-data-dir={}", profile.path().display()),
-        ];
+        let mut args: Vec<String> = HEADLESS.iter().map(|flag| flag.to_string()).collect();
+        args.extend([
+            "--hide-scrollbars".to_string(),
+            "--force-device-scale-factor=1".to_string(),
+            format!("--window-size={width},{height}"),
+            format!("--user-data-dir={}", profile.path().display()),
+        ]);
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": chromium, "args": args},
