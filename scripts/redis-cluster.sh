@@ -46,8 +46,8 @@ print_env() { echo "export $export_name=redis://127.0.0.1:$base"; }
 start_node() {
   redis-server --daemonize yes --bind 127.0.0.1 --port "$1" \
     --cluster-enabled yes --cluster-config-file "nodes-$1.conf" --cluster-node-timeout 2000 \
-    --save "" --appendonly no --dir "$dir" --pidfile "$dir/$1.pid" \
-    --logfile "$dir/$1.log" >&2
+    --save "" --appendonly no --dir "$dir" --dbfilename "dump-$1.rdb" \
+    --pidfile "$dir/$1.pid" --logfile "$dir/$1.log" >&2
 }
 
 restart_node() {
@@ -101,7 +101,9 @@ start() {
       continue
     fi
     echo "starting Redis Cluster node on 127.0.0.1:$port" >&2
-    rm -f "$dir/nodes-$port.conf"
+    # A replica keeps the snapshot its master sent it in its dbfilename, and a node loads
+    # that file when it starts: a fresh node must not start with a leftover's keys.
+    rm -f "$dir/nodes-$port.conf" "$dir/dump-$port.rdb" "$dir/dump.rdb"
     start_node "$port"
   done
   for port in "${ports[@]}"; do
