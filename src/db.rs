@@ -227,12 +227,12 @@ pub fn redis_pool(settings: &RedisSettings) -> anyhow::Result<Option<RedisPool>>
     };
     let runtime = Some(deadpool_redis::Runtime::Tokio1);
     if settings.cluster {
-        let mut cfg = deadpool_redis::cluster::Config::from_urls(
-            url.split(',').map(|u| u.trim().to_string()).collect::<Vec<_>>(),
-        );
-        cfg.pool = Some(pool);
-        let pool = cfg
-            .create_pool(runtime)
+        let seeds = url.split(',').map(|u| u.trim().to_string()).collect();
+        let manager = crate::redis_conn::ClusterManager::new(seeds).context("REDIS_URL")?;
+        let pool = deadpool::managed::Pool::builder(manager)
+            .config(pool)
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
             .context("creating the Redis Cluster pool")?;
         return Ok(Some(RedisPool::Cluster(pool)));
     }

@@ -18,15 +18,37 @@
 //! ([`RedisConn::shared`]). A cluster connection holds a connection per node,
 //! and a pipeline or script must keep its keys in one slot: every multi-key
 //! operation of ours uses a hash tag for that.
+//!
+//! # Time bounds
+//! Every request has a deadline. On one Redis it is the client's response
+//! timeout (500 ms). A cluster request may be retried on another node during
+//! a failover, so it gets [`CLUSTER_RESPONSE_TIMEOUT`] per attempt and
+//! [`CLUSTER_REQUEST_TIMEOUT`] in all, retries included: redis-rs's own
+//! defaults have no response timeout and back off up to 655 s between 16
+//! retries, which held a request for minutes after a master failed over.
 
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use deadpool::managed;
 use deadpool_redis::{
     PoolError, Status,
     redis::{
-        self, Cmd, Pipeline, RedisFuture, Value,
+        self, Cmd, Pipeline, RedisError, RedisFuture, Value,
         aio::{ConnectionLike, MultiplexedConnection},
+        cluster::{ClusterClient, ClusterClientBuilder},
         cluster_async::ClusterConnection,
     },
 };
+
+/// The longest one attempt of a cluster request waits for its answer (a
+/// blocking stream read blocks for at most 400 ms, see `bus::redis_streams`).
+pub const CLUSTER_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest a cluster request takes in all, its retries on a failover
+/// included; then it fails and the caller's own retry (or the client's) goes on.
+pub const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A pool of connections to one Redis or to a Redis Cluster.
 #[derive(Clone)]
@@ -34,7 +56,7 @@ pub enum RedisPool {
     /// One Redis server (or a proxy that looks like one).
     Single(deadpool_redis::Pool),
     /// A Redis Cluster, reached through any of its nodes.
-    Cluster(deadpool_redis::cluster::Pool),
+    Cluster(managed::Pool<ClusterManager>),
 }
 
 impl RedisPool {
@@ -119,7 +141,7 @@ pub enum RedisConn {
     /// From a single-Redis pool.
     Single(deadpool_redis::Connection),
     /// From a cluster pool.
-    Cluster(deadpool_redis::cluster::Connection),
+    Cluster(managed::Object<ClusterManager>),
 }
 
 impl RedisConn {
@@ -130,6 +152,59 @@ impl RedisConn {
         match self {
             Self::Single(conn) => SharedConn::Single(MultiplexedConnection::clone(conn)),
             Self::Cluster(conn) => SharedConn::Cluster(ClusterConnection::clone(conn)),
+        }
+    }
+}
+
+/// Opens the cluster pool's connections, each one multiplexed over a
+/// connection per node, with the time bounds of the module doc.
+pub struct ClusterManager {
+    client: ClusterClient,
+    pings: AtomicUsize,
+}
+
+impl ClusterManager {
+    /// A manager whose connections learn the cluster from `seeds` (any nodes of it).
+    pub fn new(seeds: Vec<String>) -> Result<Self, RedisError> {
+        let client = ClusterClientBuilder::new(seeds)
+            .connection_timeout(Duration::from_secs(1))
+            .response_timeout(CLUSTER_RESPONSE_TIMEOUT)
+            .overall_response_timeout(Some(CLUSTER_REQUEST_TIMEOUT))
+            // Waits of 50 ms up to 1 s between attempts (100 ms x 2^retry,
+            // jittered): a failover of a few seconds is ridden out, and the
+            // overall timeout ends the rest.
+            .retries(8)
+            .min_retry_wait(50)
+            .max_retry_wait(1000)
+            .retry_wait_formula(100, 2)
+            .build()?;
+        Ok(Self {
+            client,
+            pings: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl managed::Manager for ClusterManager {
+    type Type = ClusterConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<ClusterConnection, RedisError> {
+        self.client.get_async_connection().await
+    }
+
+    /// A PING that must echo its own number, as deadpool-redis's managers do.
+    async fn recycle(
+        &self,
+        conn: &mut ClusterConnection,
+        _: &managed::Metrics,
+    ) -> managed::RecycleResult<RedisError> {
+        let ping = self.pings.fetch_add(1, Ordering::Relaxed).to_string();
+        let echoed: String = redis::cmd("PING").arg(&ping).query_async(conn).await?;
+        if echoed == ping {
+            Ok(())
+        } else {
+            Err(managed::RecycleError::message("PING answered another number"))
         }
     }
 }
