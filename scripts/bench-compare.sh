@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fulfillment end to end (CreateOrder sent -> CONFIRMED seen) on two builds of the service, in
+# Fulfillment end to end (CreateOrder sent -> CONFIRMED seen), or another scenario of
+# `commerce bench` named by SCENARIO (e.g. SCENARIO=order-placement), on two builds of the service, in
 # the same minutes and by the same load generator: each build serves in turn on a fresh
 # PostgreSQL database and Redis key prefix, and NEW's `commerce bench --target` drives both,
 # so a change in the bench's own definitions cannot tilt the comparison.
@@ -8,7 +9,7 @@
 # then the medians' table. Run it on a quiet machine; it says the load at the start and end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-old="$1" new="$2" seconds="${3:-10}"
+old="$1" new="$2" seconds="${3:-10}" scenario="${SCENARIO:-fulfillment}"
 shift $(( $# < 3 ? $# : 3 ))
 concurrencies=("$@")
 [ ${#concurrencies[@]} -gt 0 ] || concurrencies=(1 32)
@@ -39,16 +40,16 @@ run() { # build binary concurrency round
     curl -sf "http://127.0.0.1:$port/health" > /dev/null && break
     sleep 0.1
   done
-  "$new" bench --target "http://127.0.0.1:$port" --scenario fulfillment --seconds "$seconds" \
+  "$new" bench --target "http://127.0.0.1:$port" --scenario "$scenario" --seconds "$seconds" \
     --concurrency "$concurrency" \
     | python3 -c '
 import json, sys
 for line in sys.stdin:
-    if line.startswith("{") and "\"fulfillment\"" in line:
-        row = json.loads(line)
+    row = json.loads(line) if line.startswith("{") else {}
+    if row.get("scenario") == sys.argv[3].replace("-", "_"):
         row["build"], row["round"] = sys.argv[1], int(sys.argv[2])
         print(json.dumps(row), flush=True)
-' "$build" "$round" | tee -a "$log"
+' "$build" "$round" "$scenario" | tee -a "$log"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
   server_pid=""
@@ -66,12 +67,14 @@ for concurrency in "${concurrencies[@]}"; do
 done
 echo "{\"scenario\":\"machine\",\"loadavg_end\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" | tee -a "$log"
 
-python3 - "$log" <<'PY'
+python3 - "$log" "$scenario" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-runs = [r for r in rows if r.get("scenario") == "fulfillment"]
+runs = [r for r in rows if "build" in r]
 print()
-print("| workers | build | closed loop orders/s | closed p50 ms | open loop p50 / p99 ms | CPU ms per order (server) |")
+print(sys.argv[2])
+print()
+print("| workers | build | closed loop ops/s | closed p50 ms | open loop p50 / p99 ms | CPU ms per op (server) |")
 print("|---|---|---|---|---|---|")
 for c in sorted({r["concurrency"] for r in runs}):
     for build in ("old", "new"):
