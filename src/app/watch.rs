@@ -3,9 +3,11 @@
 //! # One source per order, not one poll per stream
 //! Every stream of an order listens to one [`tokio::sync::watch`] channel of
 //! that order. One feed task per process fills those channels:
-//! - at once from this process's commits ([`AppendedStreams`]): the order is
-//!   read from its stream while the read model still lags, so a watcher does
-//!   not wait for the relay, the bus and the projection;
+//! - at once from this process's commits ([`AppendedStreams`]): the committed
+//!   events are folded onto the order the streams hold when they follow on
+//!   from it (a saga's steps: no read at all), else the order is read from its
+//!   stream while the read model still lags; either way a watcher does not
+//!   wait for the relay, the bus and the projection;
 //! - at once from the projection's change broadcast ([`OrderChanges`]), for
 //!   changes this replica's projection commits;
 //! - every [`WatchSettings::poll`] from the tail of the event store's global
@@ -38,12 +40,12 @@ use std::{
 use tokio::sync::{broadcast::error::RecvError, watch};
 use uuid::Uuid;
 
-use super::appended::AppendedStreams;
+use super::appended::{Appended, AppendedStreams};
 use crate::{
     config::{OrderQuerySource, WatchSettings},
     domain::order::OrderStatus,
     error::AppError,
-    projections::{changes::OrderChanges, fold_stream, order_detail::OrderDetail},
+    projections::{changes::OrderChanges, fold, fold_stream, order_detail::OrderDetail},
     shutdown::Shutdown,
     store::{
         event_store::EventStore,
@@ -287,7 +289,7 @@ impl Feed {
                 },
                 append = appended.recv() => match append {
                     Ok(append) => {
-                        if self.watched(append.stream_id) {
+                        if self.watched(append.stream_id) && !self.fold_on(&append) {
                             self.refresh(append.stream_id, append.version).await;
                         }
                     }
@@ -372,6 +374,42 @@ impl Feed {
         Ok(changed.into_iter().collect())
     }
 
+    /// Folds a commit of this process onto the order its streams hold, when
+    /// they hold it at the version just before the commit: the common case of
+    /// a watched order's saga steps, which then cost no read. False when the
+    /// events do not follow on (nothing held yet, or a change of another
+    /// replica in between): [`Feed::refresh`] reads the order instead.
+    fn fold_on(&self, append: &Appended) -> bool {
+        let state = self.inner.lock();
+        let Some(sender) = state.orders.get(&append.stream_id) else {
+            return true;
+        };
+        let Some(held) = sender.borrow().clone() else {
+            return false;
+        };
+        let have = held.summary.version;
+        if append.version <= have {
+            return true;
+        }
+        if append.events.first().map(|e| e.version) != Some(have + 1) {
+            return false;
+        }
+        let current = HashMap::from([(append.stream_id, OrderDetail::clone(&held))]);
+        let Ok(folded) = fold::<OrderDetail>(current, &append.events) else {
+            return false;
+        };
+        let Some(detail) = folded
+            .changed
+            .into_iter()
+            .next()
+            .filter(|_| folded.gaps.is_empty())
+        else {
+            return false;
+        };
+        hand_over(sender, detail);
+        true
+    }
+
     /// Reads the order once and hands it to its streams when it moved on.
     async fn refresh(&mut self, order_id: Uuid, at_least: u64) {
         let known = {
@@ -394,15 +432,7 @@ impl Feed {
         };
         let state = self.inner.lock();
         if let Some(sender) = state.orders.get(&order_id) {
-            sender.send_if_modified(|current| {
-                let newer = current
-                    .as_ref()
-                    .is_none_or(|c| c.summary.version < detail.summary.version);
-                if newer {
-                    *current = Some(Arc::new(detail));
-                }
-                newer
-            });
+            hand_over(sender, detail);
         }
     }
 
@@ -427,6 +457,19 @@ impl Feed {
             .map_err(|e| e.to_string())?;
         fold_stream::<OrderDetail>(&events).map_err(|e| e.to_string())
     }
+}
+
+/// Hands `detail` to an order's streams unless they hold it already (or a newer one).
+fn hand_over(sender: &watch::Sender<Snapshot>, detail: OrderDetail) {
+    sender.send_if_modified(|current| {
+        let newer = current
+            .as_ref()
+            .is_none_or(|c| c.summary.version < detail.summary.version);
+        if newer {
+            *current = Some(Arc::new(detail));
+        }
+        newer
+    });
 }
 
 /// Logs a repeated failure once, then at most once per period with the number

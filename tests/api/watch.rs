@@ -15,7 +15,7 @@ use commerce::{
 };
 use tonic::{Code, Streaming};
 
-use crate::support::store::EventLog;
+use crate::support::store::{CountingReads, EventLog};
 use crate::support::{
     app::{Backend, Isolation, TestApp, authed, spawn_app_with},
     orders::pending_order,
@@ -266,6 +266,81 @@ async fn a_commit_of_this_process_reaches_the_watchers_before_the_projection() {
             status,
             Some(commerce::domain::order::OrderStatus::Confirmed),
             "{backend:?}: the watcher sees the order folded from its stream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_commit_that_follows_on_from_what_the_watchers_hold_is_folded_on_without_a_read() {
+    for backend in Backend::all() {
+        let isolation = Isolation::new(backend).await;
+        let backends = isolation.backends().await;
+        let mut log = EventLog::on(&backends.db, OrderCodec::upcasters());
+        let appended = AppendedStreams::new();
+        log.units = appended.announcing(log.units);
+        let reads = CountingReads::new(log.events.clone());
+        let (_trigger, shutdown) = commerce::shutdown::channel();
+        // No projection, no poll: the read model never has the order, so
+        // each read the feed makes is a read of the stream, and counted.
+        let settings = WatchSettings {
+            poll: Duration::from_secs(3600),
+            ..WatchSettings::default()
+        };
+        let watches = OrderWatches::new(
+            settings,
+            OrderChanges::new(),
+            appended,
+            Stores::on(&backends.db, Upcasters::none(), true).read_models,
+            reads.clone(),
+            commerce::config::OrderQuerySource::ReadModel,
+            shutdown,
+        );
+        let order = SampleOrder::new("heidi", 1);
+        let life = SampleOrder::encode(&order.confirmed());
+        log.append(order.order_id, 0, life[..1].to_vec(), ORDER_STREAM)
+            .await
+            .unwrap();
+        let mut ticket = watches.open("heidi", order.order_id).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The streams hold nothing yet: the first commit is read, then every
+        // later one is folded on, one event at a time as saga steps commit.
+        for version in 1..life.len() {
+            log.append(
+                order.order_id,
+                version as u64,
+                life[version..=version].to_vec(),
+                ORDER_STREAM,
+            )
+            .await
+            .unwrap();
+            let wanted = version as u64 + 1;
+            let seen = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    let held = ticket.receiver().borrow_and_update().clone();
+                    if let Some(detail) = held.filter(|d| d.summary.version == wanted) {
+                        return detail;
+                    }
+                    ticket.receiver().changed().await.unwrap();
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{backend:?}: version {wanted} never reached the watcher"));
+            assert_eq!(seen.summary.version, wanted);
+        }
+        let folded = ticket.receiver().borrow().clone().unwrap();
+        let read = commerce::projections::fold_stream::<commerce::projections::order_detail::OrderDetail>(
+            &log.read_stream(order.order_id, 1).await.unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            *folded, read,
+            "{backend:?}: the folded order is the stream's fold"
+        );
+        assert_eq!(
+            reads.stream_reads(),
+            1,
+            "{backend:?}: only the first commit was read"
         );
     }
 }
