@@ -123,11 +123,63 @@ async fn watch_to_the_end(channels: &[Channel], token: &str, order_id: &str) -> 
     unreachable!()
 }
 
-/// `step`'s output, or a panic naming `what` after `seconds`.
-async fn within<T>(seconds: u64, what: String, step: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(Duration::from_secs(seconds), step).await {
-        Ok(output) => output,
-        Err(_) => panic!("{what}: no end after {seconds} s"),
+/// `step`'s output, or an error naming `what` after `seconds`.
+async fn within<T>(
+    seconds: u64,
+    what: String,
+    step: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    tokio::time::timeout(Duration::from_secs(seconds), step)
+        .await
+        .map_err(|_| format!("{what}: no end after {seconds} s"))
+}
+
+/// Prints what a stalled run leaves to look at: every saga not ended, and
+/// the warnings and errors of each replica's log (in `dir`).
+async fn diagnose(isolation: &Isolation, dir: &std::path::Path) {
+    if let commerce::db::Db::Postgres(pool) = isolation.backends().await.db {
+        let open: Vec<(String, String, String, Option<String>, String)> = sqlx::query_as(
+            "SELECT order_id::text, status::text, current_step::text, lease_owner::text, \
+                    format('lease until %s, next run at %s', lease_until, next_run_at) \
+             FROM sagas WHERE status NOT IN ('COMPLETED', 'COMPENSATED', 'FAILED')",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("reading the sagas: {e}");
+            Vec::new()
+        });
+        for saga in open {
+            eprintln!("OPEN SAGA {saga:?}");
+        }
+        let unfinished: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT d.order_id::text, d.status, (SELECT max(version) FROM events e WHERE e.stream_id = d.order_id) \
+             FROM order_details d WHERE d.status NOT IN ('CONFIRMED', 'CANCELLED')",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("reading the order details: {e}");
+            Vec::new()
+        });
+        for order in unfinished {
+            eprintln!("ORDER NOT ENDED IN THE READ MODEL (id, status, stream version) {order:?}");
+        }
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let noteworthy: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("\"WARN\"") || line.contains("\"ERROR\""))
+            .collect();
+        eprintln!(
+            "== {} ({} warnings and errors, the last 30):",
+            entry.path().display(),
+            noteworthy.len()
+        );
+        for line in &noteworthy[noteworthy.len().saturating_sub(30)..] {
+            eprintln!("{line}");
+        }
     }
 }
 
@@ -200,13 +252,13 @@ async fn three_replicas_keep_every_order_through_a_replica_killed_and_a_redis_ma
             tokio::time::sleep(Duration::from_millis(100 * (i as u64 % 30))).await;
             let mut progress = Progress::default();
             // Each step within a deadline, so that a stalled call fails the
-            // test saying where instead of holding CI up.
+            // test saying where (with the diagnosis below) instead of holding CI up.
             let order_id = within(
                 120,
                 format!("placing {}", plan.customer),
                 place_somewhere(&mine, &customer, &plan, &mut progress),
             )
-            .await;
+            .await?;
             // A read through a third replica (the others when it is down), at
             // least at the created version.
             let readers: Vec<Channel> = mine[2..].iter().chain(&mine[..2]).cloned().collect();
@@ -215,15 +267,15 @@ async fn three_replicas_keep_every_order_through_a_replica_killed_and_a_redis_ma
                 format!("reading {order_id}"),
                 read_somewhere(&readers, &customer, &order_id),
             )
-            .await;
+            .await?;
             let watchers: Vec<Channel> = mine[1..].iter().chain(&mine[..1]).cloned().collect();
             let status = within(
                 120,
                 format!("watching {order_id}"),
                 watch_to_the_end(&watchers, &customer, &order_id),
             )
-            .await;
-            (order_id, status, progress.carts_lost())
+            .await?;
+            Ok::<_, String>((order_id, status, progress.carts_lost()))
         });
     }
     // Mid-run: one service replica dies without a word, and a Redis master
@@ -246,11 +298,20 @@ async fn three_replicas_keep_every_order_through_a_replica_killed_and_a_redis_ma
     let mut order_ids = Vec::new();
     let mut carts_lost = 0;
     let mut statuses: HashMap<String, i32> = HashMap::new();
+    let mut stalled = Vec::new();
     while let Some(done) = customers.join_next().await {
-        let (order_id, status, lost) = done.expect("a customer's run");
-        carts_lost += lost;
-        statuses.insert(order_id.clone(), status);
-        order_ids.push(order_id);
+        match done.expect("a customer's run") {
+            Ok((order_id, status, lost)) => {
+                carts_lost += lost;
+                statuses.insert(order_id.clone(), status);
+                order_ids.push(order_id);
+            }
+            Err(stall) => stalled.push(stall),
+        }
+    }
+    if !stalled.is_empty() {
+        diagnose(&isolation, dir.path()).await;
+        panic!("{} customers stalled: {stalled:#?}", stalled.len());
     }
     let survivors = &channels[..2];
     wait_terminal(&survivors[0], &admin, Duration::from_secs(60)).await;
