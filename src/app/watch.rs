@@ -437,7 +437,21 @@ impl Feed {
     }
 
     /// The detail row when it has `at_least`, else the fold of the stream.
+    /// With no version to wait for (an order just watched, or a broadcast
+    /// missed), the stream's own version is the floor: the read model may lag
+    /// it (the projections stalled by a Redis failover), and a lagging row
+    /// taken as the latest would stay the streams' last word whenever the rest
+    /// of the order was committed before the feed's cursor.
     async fn load(&self, order_id: Uuid, at_least: u64) -> Result<Option<OrderDetail>, String> {
+        let at_least = match at_least {
+            0 => self
+                .inner
+                .events
+                .stream_version(order_id)
+                .await
+                .map_err(|e| e.to_string())?,
+            known => known,
+        };
         if self.inner.source == OrderQuerySource::ReadModel {
             let row = self
                 .inner

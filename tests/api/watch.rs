@@ -9,7 +9,7 @@ use commerce::store::event_store::Upcasters;
 use commerce::{
     app::{appended::AppendedStreams, watch::OrderWatches},
     config::WatchSettings,
-    projections::{changes::OrderChanges, samples::SampleOrder},
+    projections::{ApplyEvents, changes::OrderChanges, order_detail::OrderDetail, samples::SampleOrder},
     proto::commerce::v1::{GetOrderRequest, OrderStatus, WatchOrderRequest, WatchOrderResponse},
     store::event_store::{ORDER_STREAM, OrderCodec},
 };
@@ -341,6 +341,67 @@ async fn a_commit_that_follows_on_from_what_the_watchers_hold_is_folded_on_witho
             reads.stream_reads(),
             1,
             "{backend:?}: only the first commit was read"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_order_watched_while_the_read_model_lags_is_read_from_its_stream() {
+    for backend in Backend::all() {
+        let isolation = Isolation::new(backend).await;
+        let backends = isolation.backends().await;
+        let log = EventLog::on(&backends.db, OrderCodec::upcasters());
+        let read_models = Stores::on(&backends.db, Upcasters::none(), true).read_models;
+        let order = SampleOrder::new("ivan", 1);
+        let life = SampleOrder::encode(&order.confirmed());
+        // The stream ends CONFIRMED; the read model stopped after two events
+        // (its projection stalled), and nothing will announce the rest.
+        log.append(order.order_id, 0, life[..2].to_vec(), ORDER_STREAM)
+            .await
+            .unwrap();
+        let projected = log.read_stream(order.order_id, 1).await.unwrap();
+        read_models
+            .apply::<OrderDetail>("order_details", &projected, None)
+            .await
+            .unwrap();
+        log.append(order.order_id, 2, life[2..].to_vec(), ORDER_STREAM)
+            .await
+            .unwrap();
+        let (_trigger, shutdown) = commerce::shutdown::channel();
+        let settings = WatchSettings {
+            poll: Duration::from_millis(100),
+            ..WatchSettings::default()
+        };
+        let watches = OrderWatches::new(
+            settings,
+            OrderChanges::new(),
+            AppendedStreams::new(),
+            read_models,
+            log.events.clone(),
+            commerce::config::OrderQuerySource::ReadModel,
+            shutdown,
+        );
+        // Watched after every event committed: the feed's cursor starts past them all.
+        let mut ticket = watches.open("ivan", order.order_id).unwrap();
+        let last = life.len() as u64;
+        let seen = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let held = ticket.receiver().borrow_and_update().clone();
+                if held.as_ref().is_some_and(|d| d.summary.version == last) {
+                    return;
+                }
+                ticket.receiver().changed().await.unwrap();
+            }
+        })
+        .await;
+        assert!(
+            seen.is_ok(),
+            "{backend:?}: the watchers were left with the lagging row: {:?}",
+            ticket
+                .receiver()
+                .borrow()
+                .as_ref()
+                .map(|d| (d.summary.version, d.summary.status))
         );
     }
 }
