@@ -4,21 +4,20 @@
 
 use std::time::{Duration, Instant};
 
-use commerce::startup::Stores;
-use commerce::store::event_store::Upcasters;
 use commerce::{
-    app::{appended::AppendedStreams, watch::OrderWatches},
-    config::WatchSettings,
-    projections::{ApplyEvents, changes::OrderChanges, order_detail::OrderDetail, samples::SampleOrder},
+    app::appended::AppendedStreams,
+    projections::{ApplyEvents, fold_stream, order_detail::OrderDetail, samples::SampleOrder},
     proto::commerce::v1::{GetOrderRequest, OrderStatus, WatchOrderRequest, WatchOrderResponse},
-    store::event_store::{ORDER_STREAM, OrderCodec},
+    startup::Stores,
+    store::event_store::{ORDER_STREAM, OrderCodec, Upcasters},
 };
 use tonic::{Code, Streaming};
 
-use crate::support::store::{CountingReads, EventLog};
 use crate::support::{
     app::{Backend, Isolation, TestApp, authed, spawn_app_with},
     orders::pending_order,
+    read_side::{held_at, watches_on},
+    store::{CountingReads, EventLog},
     wait_for_within,
 };
 
@@ -164,27 +163,17 @@ async fn a_change_another_replica_projected_reaches_the_watchers_through_the_log
     for backend in Backend::all() {
         let isolation = Isolation::new(backend).await;
         let backends = isolation.backends().await;
-        let events = EventLog::on(&backends.db, OrderCodec::upcasters());
-        let (_trigger, shutdown) = commerce::shutdown::channel();
+        let log = EventLog::on(&backends.db, OrderCodec::upcasters());
         // Nothing is ever announced here: as if another replica projected it.
-        let silent = OrderChanges::new();
-        let settings = WatchSettings {
-            poll: Duration::from_millis(100),
-            ..WatchSettings::default()
-        };
-        let watches = OrderWatches::new(
-            settings,
-            silent,
+        let (watches, _trigger) = watches_on(
+            &backends.db,
+            log.events.clone(),
             AppendedStreams::new(),
-            Stores::on(&backends.db, Upcasters::none(), true).read_models,
-            events.events.clone(),
-            commerce::config::OrderQuerySource::ReadModel,
-            shutdown,
+            Duration::from_millis(100),
         );
         let order = SampleOrder::new("frank", 1);
         let life = SampleOrder::encode(&order.confirmed());
-        events
-            .append(order.order_id, 0, life[..1].to_vec(), ORDER_STREAM)
+        log.append(order.order_id, 0, life[..1].to_vec(), ORDER_STREAM)
             .await
             .unwrap();
         let mut ticket = watches.open("frank", order.order_id).unwrap();
@@ -192,21 +181,12 @@ async fn a_change_another_replica_projected_reaches_the_watchers_through_the_log
         assert_eq!(watches.watched_orders(), 1, "one source for both streams");
         // Let the feed take its cursor, then change the order.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        events
-            .append(order.order_id, 1, life[1..2].to_vec(), ORDER_STREAM)
+        log.append(order.order_id, 1, life[1..2].to_vec(), ORDER_STREAM)
             .await
             .unwrap();
-        let seen = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                ticket.receiver().changed().await.unwrap();
-                let version = ticket.receiver().borrow().as_ref().map(|d| d.summary.version);
-                if version == Some(2) {
-                    return;
-                }
-            }
-        })
-        .await;
-        assert!(seen.is_ok(), "{backend:?}: the change never reached the watcher");
+        if let Err(stall) = held_at(&mut ticket, 2).await {
+            panic!("{backend:?}: {stall}");
+        }
     }
 }
 
@@ -218,21 +198,13 @@ async fn a_commit_of_this_process_reaches_the_watchers_before_the_projection() {
         let mut log = EventLog::on(&backends.db, OrderCodec::upcasters());
         let appended = AppendedStreams::new();
         log.units = appended.announcing(log.units);
-        let (_trigger, shutdown) = commerce::shutdown::channel();
         // No projection runs and the log is polled only once an hour: the
         // announcement of the commit is the only way the change can arrive.
-        let settings = WatchSettings {
-            poll: Duration::from_secs(3600),
-            ..WatchSettings::default()
-        };
-        let watches = OrderWatches::new(
-            settings,
-            OrderChanges::new(),
-            appended,
-            Stores::on(&backends.db, Upcasters::none(), true).read_models,
+        let (watches, _trigger) = watches_on(
+            &backends.db,
             log.events.clone(),
-            commerce::config::OrderQuerySource::ReadModel,
-            shutdown,
+            appended,
+            Duration::from_secs(3600),
         );
         let order = SampleOrder::new("grace", 1);
         let life = SampleOrder::encode(&order.confirmed());
@@ -245,26 +217,12 @@ async fn a_commit_of_this_process_reaches_the_watchers_before_the_projection() {
         log.append(order.order_id, 1, life[1..].to_vec(), ORDER_STREAM)
             .await
             .unwrap();
-        let last = life.len() as u64;
-        let seen = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                let version = ticket
-                    .receiver()
-                    .borrow_and_update()
-                    .as_ref()
-                    .map(|d| d.summary.version);
-                if version == Some(last) {
-                    return ticket.receiver().borrow().as_ref().map(|d| d.summary.status);
-                }
-                ticket.receiver().changed().await.unwrap();
-            }
-        })
-        .await;
-        let status =
-            seen.unwrap_or_else(|_| panic!("{backend:?}: the committed change never reached the watcher"));
+        let held = held_at(&mut ticket, life.len() as u64)
+            .await
+            .unwrap_or_else(|stall| panic!("{backend:?}: {stall}"));
         assert_eq!(
-            status,
-            Some(commerce::domain::order::OrderStatus::Confirmed),
+            held.summary.status,
+            commerce::domain::order::OrderStatus::Confirmed,
             "{backend:?}: the watcher sees the order folded from its stream"
         );
     }
@@ -279,22 +237,10 @@ async fn a_commit_that_follows_on_from_what_the_watchers_hold_is_folded_on_witho
         let appended = AppendedStreams::new();
         log.units = appended.announcing(log.units);
         let reads = CountingReads::new(log.events.clone());
-        let (_trigger, shutdown) = commerce::shutdown::channel();
         // No projection, no poll: the read model never has the order, so
         // each read the feed makes is a read of the stream, and counted.
-        let settings = WatchSettings {
-            poll: Duration::from_secs(3600),
-            ..WatchSettings::default()
-        };
-        let watches = OrderWatches::new(
-            settings,
-            OrderChanges::new(),
-            appended,
-            Stores::on(&backends.db, Upcasters::none(), true).read_models,
-            reads.clone(),
-            commerce::config::OrderQuerySource::ReadModel,
-            shutdown,
-        );
+        let (watches, _trigger) =
+            watches_on(&backends.db, reads.clone(), appended, Duration::from_secs(3600));
         let order = SampleOrder::new("heidi", 1);
         let life = SampleOrder::encode(&order.confirmed());
         log.append(order.order_id, 0, life[..1].to_vec(), ORDER_STREAM)
@@ -313,26 +259,14 @@ async fn a_commit_that_follows_on_from_what_the_watchers_hold_is_folded_on_witho
             )
             .await
             .unwrap();
-            let wanted = version as u64 + 1;
-            let seen = tokio::time::timeout(Duration::from_secs(5), async {
-                loop {
-                    let held = ticket.receiver().borrow_and_update().clone();
-                    if let Some(detail) = held.filter(|d| d.summary.version == wanted) {
-                        return detail;
-                    }
-                    ticket.receiver().changed().await.unwrap();
-                }
-            })
-            .await
-            .unwrap_or_else(|_| panic!("{backend:?}: version {wanted} never reached the watcher"));
-            assert_eq!(seen.summary.version, wanted);
+            if let Err(stall) = held_at(&mut ticket, version as u64 + 1).await {
+                panic!("{backend:?}: {stall}");
+            }
         }
         let folded = ticket.receiver().borrow().clone().unwrap();
-        let read = commerce::projections::fold_stream::<commerce::projections::order_detail::OrderDetail>(
-            &log.read_stream(order.order_id, 1).await.unwrap(),
-        )
-        .unwrap()
-        .unwrap();
+        let read = fold_stream::<OrderDetail>(&log.read_stream(order.order_id, 1).await.unwrap())
+            .unwrap()
+            .unwrap();
         assert_eq!(
             *folded, read,
             "{backend:?}: the folded order is the stream's fold"
@@ -351,7 +285,6 @@ async fn an_order_watched_while_the_read_model_lags_is_read_from_its_stream() {
         let isolation = Isolation::new(backend).await;
         let backends = isolation.backends().await;
         let log = EventLog::on(&backends.db, OrderCodec::upcasters());
-        let read_models = Stores::on(&backends.db, Upcasters::none(), true).read_models;
         let order = SampleOrder::new("ivan", 1);
         let life = SampleOrder::encode(&order.confirmed());
         // The stream ends CONFIRMED; the read model stopped after two events
@@ -360,49 +293,25 @@ async fn an_order_watched_while_the_read_model_lags_is_read_from_its_stream() {
             .await
             .unwrap();
         let projected = log.read_stream(order.order_id, 1).await.unwrap();
-        read_models
+        Stores::on(&backends.db, Upcasters::none(), true)
+            .read_models
             .apply::<OrderDetail>("order_details", &projected, None)
             .await
             .unwrap();
         log.append(order.order_id, 2, life[2..].to_vec(), ORDER_STREAM)
             .await
             .unwrap();
-        let (_trigger, shutdown) = commerce::shutdown::channel();
-        let settings = WatchSettings {
-            poll: Duration::from_millis(100),
-            ..WatchSettings::default()
-        };
-        let watches = OrderWatches::new(
-            settings,
-            OrderChanges::new(),
-            AppendedStreams::new(),
-            read_models,
+        let (watches, _trigger) = watches_on(
+            &backends.db,
             log.events.clone(),
-            commerce::config::OrderQuerySource::ReadModel,
-            shutdown,
+            AppendedStreams::new(),
+            Duration::from_millis(100),
         );
         // Watched after every event committed: the feed's cursor starts past them all.
         let mut ticket = watches.open("ivan", order.order_id).unwrap();
-        let last = life.len() as u64;
-        let seen = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                let held = ticket.receiver().borrow_and_update().clone();
-                if held.as_ref().is_some_and(|d| d.summary.version == last) {
-                    return;
-                }
-                ticket.receiver().changed().await.unwrap();
-            }
-        })
-        .await;
-        assert!(
-            seen.is_ok(),
-            "{backend:?}: the watchers were left with the lagging row: {:?}",
-            ticket
-                .receiver()
-                .borrow()
-                .as_ref()
-                .map(|d| (d.summary.version, d.summary.status))
-        );
+        if let Err(stall) = held_at(&mut ticket, life.len() as u64).await {
+            panic!("{backend:?}: the watchers were left with the lagging row: {stall}");
+        }
     }
 }
 

@@ -4,10 +4,18 @@
 use std::{sync::Arc, time::Duration};
 
 use commerce::{
+    app::{
+        appended::AppendedStreams,
+        watch::{OrderWatches, WatchTicket},
+    },
     bus::EventBus,
+    config::{OrderQuerySource, WatchSettings},
+    db::Db,
     outbox::OutboxRelay,
     projections::{
-        ReadModel, fold_stream,
+        ReadModel,
+        changes::OrderChanges,
+        fold_stream,
         order_detail::OrderDetail,
         runner::{Projection, Projector},
         samples::SampleOrder,
@@ -15,7 +23,7 @@ use commerce::{
     shutdown::{self, Shutdown, ShutdownTrigger},
     startup::Stores,
     store::{
-        event_store::{ORDER_STREAM, OrderCodec, outbox::Outbox},
+        event_store::{EventStore, ORDER_STREAM, OrderCodec, Upcasters, outbox::Outbox},
         read_models::{ListQuery, ReadModelStore, ReadModels},
     },
 };
@@ -191,4 +199,52 @@ pub async fn place(app: &TestApp, customer: &str) -> SampleOrder {
         .await
         .unwrap();
     order
+}
+
+/// WatchOrder's feed alone over `db`'s read models and `events`: no
+/// projection announces anything, `appended` is the only announcement of
+/// commits, and the log is polled every `poll`. Keep the trigger alive.
+pub fn watches_on(
+    db: &Db,
+    events: Arc<dyn EventStore>,
+    appended: AppendedStreams,
+    poll: Duration,
+) -> (OrderWatches, ShutdownTrigger) {
+    let (trigger, shutdown) = shutdown::channel();
+    let settings = WatchSettings {
+        poll,
+        ..WatchSettings::default()
+    };
+    let watches = OrderWatches::new(
+        settings,
+        OrderChanges::new(),
+        appended,
+        Stores::on(db, Upcasters::none(), true).read_models,
+        events,
+        OrderQuerySource::ReadModel,
+        shutdown,
+    );
+    (watches, trigger)
+}
+
+/// The order `ticket`'s streams hold once it is at `version` (None after 5 s;
+/// an error message then says what they held).
+pub async fn held_at(ticket: &mut WatchTicket, version: u64) -> Result<Arc<OrderDetail>, String> {
+    let reached = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let held = ticket.receiver().borrow_and_update().clone();
+            if let Some(detail) = held.filter(|d| d.summary.version == version) {
+                return detail;
+            }
+            ticket.receiver().changed().await.unwrap();
+        }
+    })
+    .await;
+    reached.map_err(|_| {
+        let held = ticket.receiver().borrow().clone();
+        format!(
+            "version {version} never reached the watchers; they hold {:?}",
+            held.map(|d| (d.summary.version, d.summary.status))
+        )
+    })
 }
