@@ -5,6 +5,8 @@
 //! - here: [`Role`], [`Principal`] (RBAC and ownership checks), [`principal`]
 //!   and [`customer`] for handlers, and [`mint_token`] for development tokens.
 //! - [`keys`]: the [`Authenticator`]: which keys verify which algorithms.
+//! - [`verified`]: the tokens an authenticator verified, kept while their
+//!   time claims pass, so a repeated token is not verified per call.
 //! - [`layer`] (a transport, one layer up: startup imports it from there, not
 //!   through this module): the [`layer::AuthLayer`] in front of every route of
 //!   the one port, which also applies the rate limit of [`crate::ratelimit`].
@@ -15,6 +17,7 @@ mod keys;
 pub mod layer;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod verified;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

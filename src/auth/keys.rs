@@ -18,7 +18,10 @@ use jsonwebtoken::{
 };
 use serde::Deserialize;
 
-use super::{DEVELOPMENT_SECRET, Principal, Role};
+use super::{
+    DEVELOPMENT_SECRET, Principal, Role,
+    verified::{VerifiedTokens, Window},
+};
 use crate::{
     config::{AuthSettings, Environment},
     error::AppError,
@@ -45,10 +48,13 @@ struct VerifyingKey {
     validation: Validation,
 }
 
-/// Verifies bearer tokens against the configured keys.
+/// Verifies bearer tokens against the configured keys, and remembers the
+/// tokens it verified for as long as their time claims pass
+/// ([`VerifiedTokens`]): the keys of one authenticator never change.
 #[derive(Clone)]
 pub struct Authenticator {
     keys: Arc<[VerifyingKey]>,
+    verified: Arc<VerifiedTokens>,
 }
 
 /// The claims we read after the signature and the standard claims checked out.
@@ -57,6 +63,11 @@ struct TokenClaims {
     sub: String,
     #[serde(default)]
     roles: RolesClaim,
+    /// As jsonwebtoken checked them; read again for the window a verified token is kept in.
+    #[serde(default)]
+    exp: Option<serde_json::Value>,
+    #[serde(default)]
+    nbf: Option<serde_json::Value>,
 }
 
 /// `roles` as one string or a list; names we do not know are ignored.
@@ -140,7 +151,10 @@ impl Authenticator {
                 validation: validation(settings, algorithm),
             })
             .collect();
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            verified: Arc::new(VerifiedTokens::new()),
+        })
     }
 
     /// The algorithm of every key, in load order (for logs and tests).
@@ -150,11 +164,26 @@ impl Authenticator {
 
     /// Verifies a token and returns its principal; UNAUTHENTICATED with the
     /// reason otherwise (the reason names the check, never key material).
+    /// A token verified before is answered from memory while its `exp` and
+    /// `nbf` still pass; once they do not, it is verified in full again.
     pub fn verify(&self, token: &str) -> Result<Principal, AppError> {
-        let refuse = |why: &str| AppError::Unauthenticated(format!("invalid token: {why}"));
         if token.len() > MAX_TOKEN_BYTES {
             return Err(refuse("too large"));
         }
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(principal) = self.verified.recall(token, now) {
+            return Ok(principal);
+        }
+        let (principal, window) = self.verify_in_full(token)?;
+        if let Some(window) = window {
+            self.verified.remember(token, &principal, window);
+        }
+        Ok(principal)
+    }
+
+    /// The signature, the standard claims and the subject; with the window
+    /// in which the token's time claims pass (None: not to be kept).
+    fn verify_in_full(&self, token: &str) -> Result<(Principal, Option<Window>), AppError> {
         // An unknown `alg` such as "none" fails here: jsonwebtoken has no such algorithm.
         let header = jsonwebtoken::decode_header(token).map_err(|e| match header_alg(token) {
             Some(alg) if !KNOWN_ALGORITHMS.contains(&alg.as_str()) => refuse("algorithm not accepted"),
@@ -193,11 +222,18 @@ impl Authenticator {
         if let Some(problem) = crate::domain::text::id_problem(&claims.sub) {
             return Err(AppError::invalid("sub", problem));
         }
-        Ok(Principal {
+        let window = Window::of(claims.exp.as_ref(), claims.nbf.as_ref(), LEEWAY_SECONDS);
+        let principal = Principal {
             roles: claims.roles.roles(),
             subject: claims.sub,
-        })
+        };
+        Ok((principal, window))
     }
+}
+
+/// UNAUTHENTICATED, saying which check failed.
+fn refuse(why: &str) -> AppError {
+    AppError::Unauthenticated(format!("invalid token: {why}"))
 }
 
 /// Every `alg` jsonwebtoken parses; any other (`none`, `HS1`...) is refused by name.

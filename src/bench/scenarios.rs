@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tonic::transport::Channel;
+use tonic::{metadata::AsciiMetadataValue, transport::Channel};
 
 use super::runner::Worker;
 use crate::proto::commerce::v1::{
@@ -70,16 +70,30 @@ pub struct Target {
 
 /// `message` with `token` as its bearer token.
 pub(super) fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    with_authorization(message, &authorization(token))
+}
+
+/// The `authorization` value of `token` (`Bearer` alone if the token is not ASCII: the server
+/// refuses it).
+fn authorization(token: &str) -> AsciiMetadataValue {
+    format!("Bearer {token}")
+        .parse()
+        .unwrap_or_else(|_| AsciiMetadataValue::from_static("Bearer"))
+}
+
+/// `message` with an `authorization` value made once per session: a clone is a reference
+/// count, where parsing it again per call would be the load generator's work, not the server's.
+fn with_authorization<T>(message: T, authorization: &AsciiMetadataValue) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
+    request
+        .metadata_mut()
+        .insert("authorization", authorization.clone());
     request
 }
 
 /// A customer session: its token and clients.
 struct Session {
-    token: String,
+    token: AsciiMetadataValue,
     carts: CartServiceClient<Channel>,
     orders: OrderServiceClient<Channel>,
     placed: u64,
@@ -91,7 +105,7 @@ impl Session {
         let channel = target.channels[worker % target.channels.len()].clone();
         let customer = format!("bench-{run}-{worker}");
         Self {
-            token: (target.token)(&customer),
+            token: authorization(&(target.token)(&customer)),
             carts: CartServiceClient::new(channel.clone()),
             orders: OrderServiceClient::new(channel),
             placed: 0,
@@ -102,13 +116,13 @@ impl Session {
     async fn cart_with_item(&mut self) -> anyhow::Result<String> {
         let cart = self
             .carts
-            .create_cart(authed(CreateCartRequest::default(), &self.token))
+            .create_cart(with_authorization(CreateCartRequest::default(), &self.token))
             .await?
             .into_inner()
             .cart
             .context("no cart")?;
         self.carts
-            .add_item(authed(
+            .add_item(with_authorization(
                 AddItemRequest {
                     cart_id: cart.cart_id.clone(),
                     product_id: "sku-bench-1".into(),
@@ -134,7 +148,7 @@ impl Session {
         self.placed += 1;
         let order = self
             .orders
-            .create_order(authed(
+            .create_order(with_authorization(
                 CreateOrderRequest {
                     cart_id,
                     payment_method: "pm_card_visa".into(),
@@ -173,7 +187,7 @@ pub async fn workers(
             Scenario::CartOps | Scenario::AddItem => {
                 let cart = session
                     .carts
-                    .create_cart(authed(CreateCartRequest::default(), &session.token))
+                    .create_cart(with_authorization(CreateCartRequest::default(), &session.token))
                     .await?
                     .into_inner()
                     .cart
@@ -230,7 +244,7 @@ impl Worker for CartOps {
         if self.reads && self.n.is_multiple_of(2) {
             self.session
                 .carts
-                .get_cart(authed(
+                .get_cart(with_authorization(
                     GetCartRequest {
                         cart_id: self.cart_id.clone(),
                     },
@@ -244,7 +258,7 @@ impl Worker for CartOps {
             let response = self
                 .session
                 .carts
-                .add_item(authed(
+                .add_item(with_authorization(
                     AddItemRequest {
                         cart_id: self.cart_id.clone(),
                         product_id: format!("sku-{product}"),
@@ -262,7 +276,7 @@ impl Worker for CartOps {
                 // The line reached its cap: start a fresh cart.
                 self.session
                     .carts
-                    .delete_cart(authed(
+                    .delete_cart(with_authorization(
                         crate::proto::commerce::v1::DeleteCartRequest {
                             cart_id: self.cart_id.clone(),
                             expected_version: None,
@@ -273,7 +287,7 @@ impl Worker for CartOps {
                 let cart = self
                     .session
                     .carts
-                    .create_cart(authed(CreateCartRequest::default(), token))
+                    .create_cart(with_authorization(CreateCartRequest::default(), token))
                     .await?
                     .into_inner()
                     .cart
@@ -320,7 +334,7 @@ impl Worker for Fulfillment {
         let mut stream = self
             .session
             .orders
-            .watch_order(authed(
+            .watch_order(with_authorization(
                 WatchOrderRequest {
                     order_id,
                     after_version: 0,
@@ -357,7 +371,7 @@ impl Worker for ReadQueries {
             let order_id = self.order_ids[self.n % self.order_ids.len()].clone();
             self.session
                 .orders
-                .get_order(authed(
+                .get_order(with_authorization(
                     GetOrderRequest {
                         order_id,
                         min_version: 0,
@@ -368,7 +382,7 @@ impl Worker for ReadQueries {
         } else {
             self.session
                 .orders
-                .list_orders(authed(
+                .list_orders(with_authorization(
                     ListOrdersRequest {
                         page_size: 20,
                         ..Default::default()

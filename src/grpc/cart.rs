@@ -11,7 +11,10 @@ use crate::{
         cart::{AddItem, CartAnalytics, UpdateItemQuantity},
     },
     auth::{customer, principal},
-    domain::cart::{Cart, CartStatus},
+    domain::{
+        cart::{Cart, CartStatus},
+        money::Money,
+    },
     proto::commerce::v1::{
         self as pb, AddItemRequest, AddItemResponse, CreateCartRequest, CreateCartResponse,
         DeleteCartRequest, DeleteCartResponse, GetActiveCartRequest, GetActiveCartResponse,
@@ -149,18 +152,30 @@ impl CartService for CartGrpc {
     }
 }
 
-/// A domain cart as the proto message (totals computed here).
+/// A domain cart as the proto message (totals computed here, in one pass:
+/// each line total is printed and added to the subtotal, not multiplied again
+/// by [`Cart::subtotal`]).
 pub fn cart_to_proto(cart: &Cart) -> pb::Cart {
+    let mut subtotal = Ok(Money::zero(cart.currency));
     let items = cart
         .items
         .iter()
-        .map(|item| pb::CartItem {
-            product_id: item.product_id.clone(),
-            product_name: item.product_name.clone(),
-            quantity: clamp_i32(item.quantity.into()),
-            unit_price: item.unit_price.to_string(),
-            // Within the cart limits a line total cannot overflow; show "" if it ever did.
-            line_total: item.line_total().map(|t| t.to_string()).unwrap_or_default(),
+        .map(|item| {
+            let line_total = item.line_total();
+            subtotal = match (&subtotal, &line_total) {
+                (Ok(sum), Ok(line)) => sum.checked_add(line),
+                (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+            };
+            pb::CartItem {
+                product_id: item.product_id.clone(),
+                product_name: item.product_name.clone(),
+                quantity: clamp_i32(item.quantity.into()),
+                unit_price: item.unit_price.text().as_str().to_owned(),
+                // Within the cart limits a line total cannot overflow; show "" if it ever did.
+                line_total: line_total
+                    .map(|t| t.text().as_str().to_owned())
+                    .unwrap_or_default(),
+            }
         })
         .collect();
     pb::Cart {
@@ -168,7 +183,7 @@ pub fn cart_to_proto(cart: &Cart) -> pb::Cart {
         customer_id: cart.customer_id.clone(),
         items,
         currency: cart.currency.code().to_string(),
-        subtotal: cart.subtotal().map(|s| s.to_string()).unwrap_or_default(),
+        subtotal: subtotal.map(|s| s.text().as_str().to_owned()).unwrap_or_default(),
         item_count: clamp_i32(cart.item_count().into()),
         status: match cart.status {
             CartStatus::Active => pb::CartStatus::Active,

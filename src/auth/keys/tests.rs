@@ -244,3 +244,31 @@ fn an_ec_pem_key_verifies_es256_and_private_keys_are_refused_as_key_files() {
     let missing = config(&[("JWT_JWKS_FILE", "/nonexistent/jwks.json")]);
     assert!(Authenticator::from_settings(&missing).is_err());
 }
+
+#[test]
+fn a_verified_token_is_answered_again_and_a_forged_one_is_refused_every_time() {
+    let config = config(&[]);
+    let auth = Authenticator::from_settings(&config).unwrap();
+    let token = mint_token(
+        &config,
+        "alice",
+        &[Role::Customer],
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap();
+    let first = auth.verify(&token).unwrap();
+    assert_eq!(auth.verify(&token).unwrap(), first);
+    // The layer holds clones: they share what was verified.
+    assert_eq!(auth.clone().verify(&token).unwrap(), first);
+    // The same claims signed with another key: refused, however often sent.
+    let claims = valid_claims(&config, "alice", &[Role::Customer]);
+    let forged = sign(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(b"not-the-secret-not-the-secret-not"),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        assert_eq!(refusal(&auth, &forged), "invalid token: bad signature");
+    }
+}

@@ -174,7 +174,7 @@ impl RedisCartStore {
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Cart>, CartStoreError> {
-        let (exp, doc): (Option<i64>, Option<String>) = redis::cmd("HMGET")
+        let (exp, doc): (Option<i64>, Option<Vec<u8>>) = redis::cmd("HMGET")
             .arg(key)
             .arg("exp")
             .arg("doc")
@@ -221,7 +221,7 @@ impl RedisCartStore {
     fn outcome(
         &self,
         id: Uuid,
-        (word, version, doc): (String, i64, Option<String>),
+        (word, version, doc): (String, i64, Option<Vec<u8>>),
     ) -> Result<(), CartStoreError> {
         match word.as_str() {
             "ok" => Ok(()),
@@ -328,7 +328,7 @@ impl CartStore for RedisCartStore {
         let doc = record::encode(new)?;
         let shard = shard_of(&new.customer_id);
         self.with_conn(|mut conn| async move {
-            let (created, doc): (i64, String) = self
+            let (created, doc): (i64, Vec<u8>) = self
                 .scripts
                 .create
                 .key(self.keys.owner(&new.customer_id))
