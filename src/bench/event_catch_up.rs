@@ -139,7 +139,7 @@ pub enum Database {
 
 impl Database {
     /// The service's configuration variables for it.
-    fn vars(&self) -> HashMap<String, String> {
+    pub(super) fn vars(&self) -> HashMap<String, String> {
         let database = match self {
             Self::Postgres(url) => ("DATABASE_URL".to_string(), url.clone()),
             Self::Sqlite(path) => ("SQLITE_PATH".to_string(), path.display().to_string()),
@@ -152,7 +152,7 @@ impl Database {
 
 /// Appends the confirmed lives of `orders` sample orders from [`WRITERS`]
 /// tasks, each OrderCreated sealed for its customer.
-async fn seed(stores: &Stores, vault: Vault, orders: usize) -> anyhow::Result<()> {
+pub(super) async fn seed(stores: &Stores, vault: Vault, orders: usize) -> anyhow::Result<()> {
     let mut writers = JoinSet::new();
     for writer in 0..WRITERS {
         let (units, vault) = (stores.units.clone(), vault.clone());

@@ -9,6 +9,7 @@
 pub mod backend_work;
 pub mod event_catch_up;
 pub mod hello;
+pub mod projection_catch_up;
 pub mod runner;
 pub mod scenarios;
 pub mod store_append;
@@ -70,6 +71,10 @@ pub struct BenchArgs {
     /// whole orders of six events).
     #[arg(long, default_value_t = 100_000)]
     pub catch_up_events: usize,
+    /// Events the projection-catch-up scenario seeds before the projections start (rounded up
+    /// to whole orders of six events).
+    #[arg(long, default_value_t = 300_000)]
+    pub projection_events: usize,
     /// Internal: serve the bare hello-world server on this port (the
     /// `hello_ceiling` scenario starts it as a child process).
     #[arg(long, hide = true)]
@@ -91,6 +96,7 @@ pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
         }
         all.extend([
             Scenario::EventCatchUp,
+            Scenario::ProjectionCatchUp,
             Scenario::AddItem,
             Scenario::CartOps,
             Scenario::ReadQueries,
@@ -139,6 +145,7 @@ pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
         let scenario_lines = match (scenario, &target) {
             (Scenario::StoreAppend, _) => store_append_lines(&args, &run_id).await?,
             (Scenario::EventCatchUp, _) => vec![event_catch_up_line(&args, &run_id, auth).await?],
+            (Scenario::ProjectionCatchUp, _) => vec![projection_catch_up_line(&args, &run_id).await?],
             (Scenario::HelloCeiling, Some(target)) => {
                 // Kept alive for the scenario, killed when dropped.
                 let hello = hello::HelloServer::spawn().await?;
@@ -296,6 +303,30 @@ async fn event_catch_up_line(
     }
 }
 
+/// `projection_catch_up` on a fresh database: PostgreSQL under `--database-url`, else a
+/// SQLite file in a directory of the run's.
+async fn projection_catch_up_line(args: &BenchArgs, run_id: &str) -> anyhow::Result<serde_json::Value> {
+    use event_catch_up::Database;
+    let events = args.projection_events;
+    match &args.database_url {
+        Some(admin_url) => {
+            let name = format!("bench_{run_id}_projections");
+            create_database(admin_url, &name).await?;
+            let database = Database::Postgres(database_url_for(admin_url, &name));
+            let result = projection_catch_up::run(database, events).await;
+            drop_database(admin_url, &name).await;
+            result
+        }
+        None => {
+            let dir = tempfile_dir::TempDir(
+                std::env::temp_dir().join(format!("commerce-bench-{run_id}-projections")),
+            );
+            std::fs::create_dir_all(&dir.0)?;
+            projection_catch_up::run(Database::Sqlite(dir.0.join("projections.db")), events).await
+        }
+    }
+}
+
 /// A closed-loop phase (throughput), then an open-loop phase at a fraction of
 /// it (latency, the CPU time per operation of each process involved and, with
 /// `backend`, what PostgreSQL and Redis did per operation), each on workers made for it.
@@ -362,10 +393,10 @@ fn errors_by_code(closed: &runner::Summary, open: &runner::Summary) -> serde_jso
 
 fn print_table(lines: &[serde_json::Value], server: Option<&serde_json::Value>) {
     println!();
-    // The in-process catch-up has no latency phases: its own line below.
+    // The in-process catch-ups have no latency phases: their own lines below.
     let measured: Vec<_> = lines
         .iter()
-        .filter(|l| l["scenario"] != "event_catch_up")
+        .filter(|l| l["scenario"] != "event_catch_up" && l["scenario"] != "projection_catch_up")
         .collect();
     if !measured.is_empty() {
         println!(
@@ -400,6 +431,23 @@ fn print_table(lines: &[serde_json::Value], server: Option<&serde_json::Value>) 
             l["events"],
             l["elapsed_s"],
             l["events_per_sec"],
+            l["rss_before_mb"],
+            l["rss_peak_mb"],
+        );
+    }
+    for l in lines.iter().filter(|l| l["scenario"] == "projection_catch_up") {
+        let rates: Vec<String> = l["projections"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, p)| format!("{name} {} events/s", p["events_per_sec"]))
+            .collect();
+        println!(
+            "projection_catch_up ({}): {} events: {}; {} log reads per 1000 events; RSS {} MB before, {} MB peak",
+            l["backend"].as_str().unwrap_or_default(),
+            l["events"],
+            rates.join(", "),
+            l["log_reads_per_1000_events"],
             l["rss_before_mb"],
             l["rss_peak_mb"],
         );

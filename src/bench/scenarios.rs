@@ -36,6 +36,9 @@ pub enum Scenario {
     /// A named consumer of the public event feed far behind (--catch-up-events) catches up:
     /// events/s and memory; in-process, on a fresh database.
     EventCatchUp,
+    /// The running projections catch up a backlog the bus never carried (--projection-events
+    /// seeded first): events/s per projection and memory; in-process, on a fresh database.
+    ProjectionCatchUp,
 }
 
 impl Scenario {
@@ -50,12 +53,16 @@ impl Scenario {
             Self::HelloCeiling => "hello_ceiling",
             Self::StoreAppend => "store_append",
             Self::EventCatchUp => "event_catch_up",
+            Self::ProjectionCatchUp => "projection_catch_up",
         }
     }
 
     /// Runs in this process on a database of its own, without the server the bench starts.
     pub fn in_process(self) -> bool {
-        matches!(self, Self::StoreAppend | Self::EventCatchUp)
+        matches!(
+            self,
+            Self::StoreAppend | Self::EventCatchUp | Self::ProjectionCatchUp
+        )
     }
 }
 
@@ -204,7 +211,7 @@ pub async fn workers(
                 session,
                 cart_id: None,
             }),
-            Scenario::StoreAppend | Scenario::EventCatchUp => {
+            Scenario::StoreAppend | Scenario::EventCatchUp | Scenario::ProjectionCatchUp => {
                 bail!("{} runs in-process, not against the server", scenario.name())
             }
             Scenario::HelloCeiling => Box::new(super::hello::HelloWorker(

@@ -419,3 +419,26 @@ async fn two_replicas_share_a_projection_without_undoing_each_other() {
         }
     }
 }
+
+/// The catch-up the `projection-catch-up` bench times, short: a backlog the
+/// bus never carried (no relay runs), found by the runners' sweep. Every
+/// projection reaches the head, the read models equal a rebuild, and the
+/// shared sweep reads each event of the log once for the three projections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_the_bus_never_carried_is_swept_once_for_all_projections_to_what_a_rebuild_gives() {
+    for backend in Backend::all() {
+        let isolation = crate::support::app::Isolation::new(backend).await;
+        let db = isolation.backends().await.db;
+        let caught = commerce::bench::projection_catch_up::seed_and_catch_up(&db, 3_000)
+            .await
+            .unwrap();
+        assert_eq!(caught.events, 3_000, "{backend:?}");
+        assert_eq!(
+            caught.elapsed.len(),
+            3,
+            "{backend:?}: every projection reached the head"
+        );
+        let violations = crate::support::rebuild_check::compare_with_rebuild(&db).await;
+        assert!(violations.is_empty(), "{backend:?}: {violations:#?}");
+    }
+}
