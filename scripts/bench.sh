@@ -3,7 +3,7 @@
 #   1. pgbench ceiling for our write transaction shape (2 event rows + 1 outbox row);
 #   2. the peer: cqrs-es + postgres-es on the same create-order workload;
 #   3. `commerce bench` (release build) on PostgreSQL + Redis: the hello-world ceiling, store
-#      append, the event feed's catch-up (also on SQLite), the cart scenarios (AddItem's open loop at 50 % of its maximum, as its target
+#      append, the event feed's catch-up and the projections' catch-up (both also on SQLite), the cart scenarios (AddItem's open loop at 50 % of its maximum, as its target
 #      says), read queries, fulfillment at one worker and at CONCURRENCY workers;
 #   4. right after our fulfillment, the Restate saga peer (../shared/peers/restate-saga, both
 #      handlers) when its `npm ci` has been done (PEER_RESTATE=path overrides where it is);
@@ -39,6 +39,9 @@ bench --concurrency "$concurrency" --scenario hello-ceiling --scenario store-app
 # In-process, each on a fresh database: a consumer 100,000 events behind the public feed.
 bench --scenario event-catch-up
 target/release/commerce bench --scenario event-catch-up | tee -a "$log"
+# The projections' catch-up of 300,000 events no bus carried (the sweep alone).
+bench --scenario projection-catch-up
+target/release/commerce bench --scenario projection-catch-up | tee -a "$log"
 bench --concurrency "$concurrency" --open-loop-fraction 0.5 --scenario add-item
 # --settle-seconds 11: the backends' counters per order (the README's capacity model) are whole.
 bench --concurrency 1 --settle-seconds 11 --scenario fulfillment
@@ -163,6 +166,11 @@ for r in rows:
         print(f"- event feed catch-up ({r['backend']}): a consumer {r['events']} events behind caught up in "
               f"{r['elapsed_s']} s = {r['events_per_sec']:.0f} events/s (target >= 50,000); RSS "
               f"{r['rss_before_mb']} MB before, {r['rss_peak_mb']} MB peak (server and client in one process)")
+    if r.get("scenario") == "projection_catch_up":
+        rates = ", ".join(f"{name} {p['events_per_sec']:.0f}" for name, p in r["projections"].items())
+        print(f"- projection catch-up ({r['backend']}): {r['events']} events no bus carried, events/s per "
+              f"projection: {rates} (target >= 50,000 each); {r['log_reads_per_1000_events']} log reads per "
+              f"1000 events; RSS {r['rss_before_mb']} MB before, {r['rss_peak_mb']} MB peak")
 print(f"- store append, in-process on our event store: group commit {gc:.0f}/s, one transaction each {one_tx:.0f}/s; "
       f"peer (cqrs-es/postgres-es) {peer:.0f}/s; ours/peer {ratio(gc, peer):.2f} (target 2); "
       f"pgbench ceiling {ceiling:.0f} tx/s, ours/ceiling {ratio(gc, ceiling):.2f}")

@@ -14,7 +14,9 @@
 //!   delivered (entries trimmed away, lost with a Redis restart, published
 //!   while the projection was rebuilt). The checkpoint is the last position of
 //!   that log applied, moved only by the sweep, in the transaction of the
-//!   read-model change (compare-and-set, see [`checkpoint`]).
+//!   read-model change (compare-and-set, see [`checkpoint`]). One sweep
+//!   serves the three projections: each batch of the log is read and decoded
+//!   once (see [`runner`]), as a rebuild does.
 //!
 //! # Exactly-once effect
 //! Every read-model row carries its stream's version. An event is applied only
@@ -123,6 +125,16 @@ impl<'a> Decoded<'a> {
         Self {
             stored,
             event: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `stored` with its decoding done already (a sweep that is behind
+    /// decodes the next batch on the task that read it, beside the apply of
+    /// this one).
+    pub fn with_event(stored: &'a StoredEvent, event: Result<OrderEvent, String>) -> Self {
+        Self {
+            stored,
+            event: std::sync::OnceLock::from(event),
         }
     }
 

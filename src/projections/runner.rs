@@ -20,6 +20,9 @@
 //! of partition 0, or every replica while the leases cannot be renewed (the
 //! sweep is the safety net for exactly that case; the checkpoint's
 //! compare-and-set keeps concurrent sweeps harmless).
+//! Within a replica the sweep is shared by the projections' runners
+//! ([`sweep`]): whichever runner finds a pass due reads each batch of the log
+//! once, decodes it once, and applies it to every projection.
 //!
 //! # One step of a partition's consumer
 //! 1. The consumer's own pending list first (XREADGROUP 0): entries a crash
@@ -41,7 +44,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use self::partitions::{Consumers, HeldLeases};
+pub use self::sweep::SweepPass;
+use self::{
+    partitions::{Consumers, HeldLeases},
+    sweep::SweepGroup,
+};
 use super::{
     ApplyError, ApplyEvents, Gap, cart_conversion::CartConversion, changes::OrderChange,
     changes::OrderChanges, customer_orders::CustomerOrder, order_detail::OrderDetail,
@@ -51,11 +58,12 @@ use crate::{
     shutdown::Shutdown,
     store::{
         event_store::{EventStore, EventStoreError, OrderCodec, StoredEvent, Upcasters},
-        read_models::{Advance, ReadModelError, ReadModelStore, ReadModels},
+        read_models::{ReadModelError, ReadModelStore},
     },
 };
 
 mod partitions;
+mod sweep;
 
 /// Tuning of a runner.
 #[derive(Debug, Clone)]
@@ -72,8 +80,11 @@ pub struct RunnerSettings {
     pub max_deliveries: u64,
     /// How often to sweep the event store.
     pub sweep_every: Duration,
-    /// Events per sweep read.
+    /// Events per sweep read (a caught-up sweep's read).
     pub sweep_batch: usize,
+    /// Events per sweep read at most: the read doubles while it comes back
+    /// full (a backlog), up to this.
+    pub sweep_batch_max: usize,
     /// How long a partition lease lasts without renewal (renewed every third
     /// of it): how soon a dead replica's partitions move.
     pub lease: Duration,
@@ -89,6 +100,7 @@ impl Default for RunnerSettings {
             max_deliveries: 5,
             sweep_every: Duration::from_secs(1),
             sweep_batch: 1000,
+            sweep_batch_max: 10_000,
             lease: Duration::from_secs(10),
         }
     }
@@ -177,6 +189,9 @@ pub struct Projector {
     pub settings: RunnerSettings,
     /// Upcasters for entries published by older releases.
     pub upcasters: Upcasters,
+    /// The projections running on this projector and its clones, swept
+    /// together ([`sweep`]).
+    sweeps: Arc<SweepGroup>,
 }
 
 impl Projector {
@@ -195,16 +210,28 @@ impl Projector {
             consumer: crate::bus::consumer_name(),
             settings: RunnerSettings::default(),
             upcasters: OrderCodec::upcasters(),
+            sweeps: Arc::default(),
         }
     }
 
     /// Runs projection `P` on this replica's partitions until `shutdown`
     /// fires; then leaves, so that the others take its partitions at once.
-    pub async fn run<P: Projection>(self, shutdown: Shutdown) {
+    ///
+    /// `P` joins this projector's shared sweep when the future is made, not
+    /// when it first runs: runners started together are in the first pass
+    /// together, so a backlog found at startup is read once for all.
+    pub fn run<P: Projection>(self, shutdown: Shutdown) -> impl Future<Output = ()> + Send + 'static {
+        let member = self.sweeps.join::<P>();
+        async move {
+            self.run_joined::<P>(shutdown).await;
+            drop(member);
+        }
+    }
+
+    async fn run_joined<P: Projection>(self, shutdown: Shutdown) {
         let renew_every = self.settings.lease / 3;
         let mut consumers = Consumers::default();
         let mut leases = HeldLeases::default();
-        let mut last_sweep: Option<Instant> = None;
         while !shutdown.is_triggered() {
             if leases.due(renew_every) {
                 let held = self.bus.balance(&self.consumer, self.settings.lease).await;
@@ -212,18 +239,17 @@ impl Projector {
                 consumers.follow(held, |partition, stop| self.clone().consume::<P>(partition, stop));
             }
             let sweeper = leases.sweeper();
-            if sweeper && last_sweep.is_none_or(|t| t.elapsed() >= self.settings.sweep_every) {
-                if let Err(error) = self.sweep::<P>().await {
-                    tracing::warn!(projection = P::NAME, error, "sweep failed; retrying");
-                }
-                last_sweep = Some(Instant::now());
+            // Whichever runner of this projector finds the pass due sweeps
+            // for all of them (a pass under way covers this one too).
+            if sweeper
+                && self.sweeps.until_due(self.settings.sweep_every).is_zero()
+                && let Err(error) = self.sweep_all().await
+            {
+                tracing::warn!(projection = P::NAME, error, "sweep failed; retrying");
             }
             let mut pause = leases.until_due(renew_every);
             if sweeper {
-                let sweep_in = last_sweep.map_or(Duration::ZERO, |t| {
-                    self.settings.sweep_every.saturating_sub(t.elapsed())
-                });
-                pause = pause.min(sweep_in);
+                pause = pause.min(self.sweeps.until_due(self.settings.sweep_every));
             }
             tokio::select! {
                 _ = tokio::time::sleep(pause.max(Duration::from_millis(5))) => {}
@@ -418,46 +444,6 @@ impl Projector {
             }
         }
         Ok(())
-    }
-
-    /// Applies the settled log after the checkpoint, moving the checkpoint
-    /// with each batch; returns how many events it read.
-    pub async fn sweep<P: Projection>(&self) -> Result<usize, String> {
-        let mut read = 0;
-        let mut retries = 0;
-        loop {
-            let checkpoint = self.store.checkpoint(P::NAME).await.map_err(|e| e.to_string())?;
-            let events = self
-                .events
-                .read_all(checkpoint.position, self.settings.sweep_batch)
-                .await
-                .map_err(|e| e.to_string())?;
-            let Some(last) = events.last() else {
-                return Ok(read);
-            };
-            let advance = Advance {
-                from: checkpoint,
-                to: last.global_position,
-            };
-            match self.store.apply::<P>(P::TABLE, &events, Some(advance)).await {
-                Ok(folded) => {
-                    P::announce(&folded.changed, &self.changes);
-                    read += events.len();
-                    retries = 0;
-                    if events.len() < self.settings.sweep_batch {
-                        return Ok(read);
-                    }
-                }
-                Err(ApplyError::Gaps(gaps)) if retries < 3 => {
-                    retries += 1;
-                    self.fill_gaps::<P>(&gaps).await.map_err(|e| format!("{e:?}"))?;
-                }
-                // Another replica's sweep (or a rebuild swap) moved it first:
-                // nothing was written; the next sweep starts from there.
-                Err(ApplyError::Store(ReadModelError::CheckpointMoved(_))) => return Ok(read),
-                Err(error) => return Err(format!("{error:#}")),
-            }
-        }
     }
 }
 

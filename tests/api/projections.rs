@@ -438,6 +438,10 @@ async fn a_backlog_the_bus_never_carried_is_swept_once_for_all_projections_to_wh
             3,
             "{backend:?}: every projection reached the head"
         );
+        assert_eq!(
+            caught.log_events, 3_000,
+            "{backend:?}: the log was read once for the three projections"
+        );
         let violations = crate::support::rebuild_check::compare_with_rebuild(&db).await;
         assert!(violations.is_empty(), "{backend:?}: {violations:#?}");
     }
