@@ -100,7 +100,7 @@ impl Default for RunnerSettings {
             max_deliveries: 5,
             sweep_every: Duration::from_secs(1),
             sweep_batch: 1000,
-            sweep_batch_max: 10_000,
+            sweep_batch_max: 5_000,
             lease: Duration::from_secs(10),
         }
     }
