@@ -368,10 +368,16 @@ fn start_read_side(
     } else {
         tracing::warn!("EVENT_BUS_RELAY=false: events wait in the outbox until a replica relays");
     }
+    // All three join the shared sweep before any runs: a runner spawned
+    // first would otherwise sweep a backlog found at startup alone, and the
+    // other two a second time behind it.
+    let details = projector.clone().run::<OrderDetail>(shutdown.clone());
+    let lists = projector.clone().run::<CustomerOrder>(shutdown.clone());
+    let conversions = projector.run::<CartConversion>(shutdown.clone());
     started.extend([
-        tasks.spawn(projector.clone().run::<OrderDetail>(shutdown.clone())),
-        tasks.spawn(projector.clone().run::<CustomerOrder>(shutdown.clone())),
-        tasks.spawn(projector.run::<CartConversion>(shutdown.clone())),
+        tasks.spawn(details),
+        tasks.spawn(lists),
+        tasks.spawn(conversions),
         tasks.spawn(app.feed.clone().report_lag(Duration::from_secs(2))),
         tasks.spawn(status::report(
             app.queries.store().clone(),

@@ -40,11 +40,8 @@ use crate::{
     db::Db,
     privacy::{Vault, cipher::DEVELOPMENT_MASTER_KEY, cipher::MasterKey},
     projections::{
-        cart_conversion::CartConversion,
-        customer_orders::CustomerOrder,
-        order_detail::OrderDetail,
-        runner::{Projection, Projector},
-        status::PROJECTIONS,
+        cart_conversion::CartConversion, customer_orders::CustomerOrder, order_detail::OrderDetail,
+        runner::Projector, status::PROJECTIONS,
     },
     startup::Stores,
     store::{
@@ -110,12 +107,15 @@ pub async fn seed_and_catch_up(db: &Db, events: usize) -> anyhow::Result<CatchUp
     let sampler = tokio::spawn(sample_rss(peak.clone()));
     let (trigger, shutdown) = crate::shutdown::channel();
     let started = Instant::now();
-    // As `startup::start_read_side` starts them.
+    // As `startup::start_read_side` starts them: all three made (joined to
+    // the shared sweep) before any is spawned.
     let runners = [
-        spawn::<OrderDetail>(&projector, &shutdown),
-        spawn::<CustomerOrder>(&projector, &shutdown),
-        spawn::<CartConversion>(&projector, &shutdown),
-    ];
+        Box::pin(projector.clone().run::<OrderDetail>(shutdown.clone()))
+            as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+        Box::pin(projector.clone().run::<CustomerOrder>(shutdown.clone())),
+        Box::pin(projector.clone().run::<CartConversion>(shutdown.clone())),
+    ]
+    .map(tokio::spawn);
     let elapsed = wait_for_head(&stores.read_models, head, started).await;
     trigger.trigger();
     for runner in runners {
@@ -132,13 +132,6 @@ pub async fn seed_and_catch_up(db: &Db, events: usize) -> anyhow::Result<CatchUp
         rss_peak_kib: peak.load(Ordering::Relaxed).max(rss_kib().unwrap_or(0)),
         seed_seconds,
     })
-}
-
-fn spawn<P: Projection>(
-    projector: &Projector,
-    shutdown: &crate::shutdown::Shutdown,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(projector.clone().run::<P>(shutdown.clone()))
 }
 
 /// The head once all `total` events are settled (on PostgreSQL an event
