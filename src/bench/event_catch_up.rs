@@ -21,10 +21,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -33,7 +29,11 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-use super::{runner::round, scenarios::authed};
+use super::{
+    runner::round,
+    scenarios::authed,
+    target::{OwnRss, mb},
+};
 use crate::{
     app::events::EventFeed,
     auth::{Authenticator, Role, layer::AuthLayer, mint_token},
@@ -226,9 +226,7 @@ async fn catch_up(channel: &Channel, auth: &AuthSettings, total: usize) -> anyho
         .await
         .context("CreateConsumer")?;
 
-    let rss_before_kib = rss_kib().unwrap_or(0);
-    let peak = Arc::new(AtomicU64::new(rss_before_kib));
-    let sampler = tokio::spawn(sample_rss(peak.clone()));
+    let rss = OwnRss::sample();
     let started = Instant::now();
     let request = SubscribeRequest {
         consumer: CONSUMER.into(),
@@ -262,31 +260,12 @@ async fn catch_up(channel: &Channel, auth: &AuthSettings, total: usize) -> anyho
         }
     }
     let elapsed = started.elapsed();
-    sampler.abort();
+    let (rss_before_kib, rss_peak_kib) = rss.finish();
     Ok(Measured {
         elapsed,
         events: total,
         acks,
         rss_before_kib,
-        rss_peak_kib: peak.load(Ordering::Relaxed).max(rss_kib().unwrap_or(0)),
+        rss_peak_kib,
     })
-}
-
-/// Keeps the largest resident set seen in `peak`, every 10 ms until aborted.
-async fn sample_rss(peak: Arc<AtomicU64>) {
-    loop {
-        if let Some(kib) = rss_kib() {
-            peak.fetch_max(kib, Ordering::Relaxed);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// VmRSS of this process, in KiB.
-fn rss_kib() -> Option<u64> {
-    super::target::rss_kib(std::process::id())
-}
-
-fn mb(kib: u64) -> f64 {
-    round(kib as f64 / 1024.0)
 }

@@ -33,6 +33,7 @@ use uuid::Uuid;
 use super::{
     event_catch_up::{self, Database},
     runner::round,
+    target::{OwnRss, mb},
 };
 use crate::{
     bus::{DEFAULT_MAX_LEN, in_process::InProcessBus},
@@ -102,9 +103,7 @@ pub async fn seed_and_catch_up(db: &Db, events: usize) -> anyhow::Result<CatchUp
         log.clone(),
         Default::default(),
     );
-    let rss_before_kib = rss_kib().unwrap_or(0);
-    let peak = Arc::new(AtomicU64::new(rss_before_kib));
-    let sampler = tokio::spawn(sample_rss(peak.clone()));
+    let rss = OwnRss::sample();
     let (trigger, shutdown) = crate::shutdown::channel();
     let started = Instant::now();
     // As `startup::start_read_side` starts them: all three made (joined to
@@ -121,7 +120,7 @@ pub async fn seed_and_catch_up(db: &Db, events: usize) -> anyhow::Result<CatchUp
     for runner in runners {
         let _ = runner.await;
     }
-    sampler.abort();
+    let (rss_before_kib, rss_peak_kib) = rss.finish();
     Ok(CatchUp {
         events: orders * 6,
         orders,
@@ -129,7 +128,7 @@ pub async fn seed_and_catch_up(db: &Db, events: usize) -> anyhow::Result<CatchUp
         log_reads: log.reads.load(Ordering::Relaxed),
         log_events: log.events.load(Ordering::Relaxed),
         rss_before_kib,
-        rss_peak_kib: peak.load(Ordering::Relaxed).max(rss_kib().unwrap_or(0)),
+        rss_peak_kib,
         seed_seconds,
     })
 }
@@ -273,23 +272,4 @@ impl EventStore for CountingLog {
     async fn event_at(&self, position: i64) -> Result<Option<StoredEvent>, EventStoreError> {
         self.inner.event_at(position).await
     }
-}
-
-/// Keeps the largest resident set seen in `peak`, every 10 ms until aborted.
-async fn sample_rss(peak: Arc<AtomicU64>) {
-    loop {
-        if let Some(kib) = rss_kib() {
-            peak.fetch_max(kib, Ordering::Relaxed);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// VmRSS of this process, in KiB.
-fn rss_kib() -> Option<u64> {
-    super::target::rss_kib(std::process::id())
-}
-
-fn mb(kib: u64) -> f64 {
-    round(kib as f64 / 1024.0)
 }

@@ -91,6 +91,49 @@ pub fn peak_rss_mb(pid: u32) -> Option<f64> {
     Some((kb / 1024.0 * 10.0).round() / 10.0)
 }
 
+/// The resident set of this process over an in-process scenario: where it
+/// started and the largest seen, sampled every 10 ms.
+pub struct OwnRss {
+    before_kib: u64,
+    peak_kib: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl OwnRss {
+    /// Starts sampling.
+    pub fn sample() -> Self {
+        let before_kib = rss_kib(std::process::id()).unwrap_or(0);
+        let peak_kib = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before_kib));
+        let peak = peak_kib.clone();
+        let sampler = tokio::spawn(async move {
+            loop {
+                if let Some(kib) = rss_kib(std::process::id()) {
+                    peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        Self {
+            before_kib,
+            peak_kib,
+            sampler,
+        }
+    }
+
+    /// Stops sampling: the resident set at the start and its peak, in KiB.
+    pub fn finish(self) -> (u64, u64) {
+        self.sampler.abort();
+        let now = rss_kib(std::process::id()).unwrap_or(0);
+        let peak = self.peak_kib.load(std::sync::atomic::Ordering::Relaxed).max(now);
+        (self.before_kib, peak)
+    }
+}
+
+/// KiB as MB, to one decimal.
+pub fn mb(kib: u64) -> f64 {
+    super::runner::round(kib as f64 / 1024.0)
+}
+
 /// VmRSS (the resident set now) of `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS")
