@@ -226,21 +226,30 @@ pub async fn run(database: Database, events: usize) -> anyhow::Result<serde_json
     }))
 }
 
-/// The event store, counting the sweep's reads of the settled log.
+/// An event store that counts the reads made through it: the sweep's reads of
+/// the settled log here, and (in the tests) whether a path read a stream at all.
 #[derive(Debug)]
-struct CountingLog {
+pub struct CountingLog {
     inner: Arc<dyn EventStore>,
     reads: AtomicU64,
     events: AtomicU64,
+    stream_reads: AtomicU64,
 }
 
 impl CountingLog {
-    fn new(inner: Arc<dyn EventStore>) -> Self {
+    /// Counts the reads made through it on the way to `inner`.
+    pub fn new(inner: Arc<dyn EventStore>) -> Self {
         Self {
             inner,
             reads: AtomicU64::new(0),
             events: AtomicU64::new(0),
+            stream_reads: AtomicU64::new(0),
         }
+    }
+
+    /// `read_stream` calls so far.
+    pub fn stream_reads(&self) -> u64 {
+        self.stream_reads.load(Ordering::Relaxed)
     }
 }
 
@@ -251,6 +260,7 @@ impl EventStore for CountingLog {
         stream_id: Uuid,
         from_version: u64,
     ) -> Result<Vec<StoredEvent>, EventStoreError> {
+        self.stream_reads.fetch_add(1, Ordering::Relaxed);
         self.inner.read_stream(stream_id, from_version).await
     }
 

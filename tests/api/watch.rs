@@ -2,10 +2,14 @@
 //! lifetime, one shared source per order, changes another replica projected;
 //! and GetOrder's `min_version` wait, which only an owner may cause.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use commerce::{
     app::appended::AppendedStreams,
+    bench::projection_catch_up::CountingLog,
     projections::{ApplyEvents, fold_stream, order_detail::OrderDetail, samples::SampleOrder},
     proto::commerce::v1::{GetOrderRequest, OrderStatus, WatchOrderRequest, WatchOrderResponse},
     startup::Stores,
@@ -17,7 +21,7 @@ use crate::support::{
     app::{Backend, Isolation, TestApp, authed, spawn_app_with},
     orders::pending_order,
     read_side::{held_at, watches_on},
-    store::{CountingReads, EventLog},
+    store::EventLog,
     wait_for_within,
 };
 
@@ -236,7 +240,7 @@ async fn a_commit_that_follows_on_from_what_the_watchers_hold_is_folded_on_witho
         let mut log = EventLog::on(&backends.db, OrderCodec::upcasters());
         let appended = AppendedStreams::new();
         log.units = appended.announcing(log.units);
-        let reads = CountingReads::new(log.events.clone());
+        let reads = Arc::new(CountingLog::new(log.events.clone()));
         // No projection, no poll: the read model never has the order, so
         // each read the feed makes is a read of the stream, and counted.
         let (watches, _trigger) =

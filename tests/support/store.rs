@@ -1,13 +1,6 @@
 //! Stores on isolated resources, events to append, raw SQL on either backend.
 
-use std::{
-    ops::Deref,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{ops::Deref, sync::Arc, time::Duration};
 
 use commerce::{
     db::Db,
@@ -25,57 +18,6 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::support::app::{Backend, Isolation};
-
-/// An event store that counts the stream reads made through it: shows that
-/// a path answered from what it already held, without reading.
-#[derive(Debug)]
-pub struct CountingReads {
-    inner: Arc<dyn EventStore>,
-    stream_reads: AtomicUsize,
-}
-
-impl CountingReads {
-    /// Counts the reads made through it on the way to `inner`.
-    pub fn new(inner: Arc<dyn EventStore>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            stream_reads: AtomicUsize::new(0),
-        })
-    }
-
-    /// `read_stream` calls so far.
-    pub fn stream_reads(&self) -> usize {
-        self.stream_reads.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait::async_trait]
-impl EventStore for CountingReads {
-    async fn read_stream(
-        &self,
-        stream_id: Uuid,
-        from_version: u64,
-    ) -> Result<Vec<StoredEvent>, EventStoreError> {
-        self.stream_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.read_stream(stream_id, from_version).await
-    }
-
-    async fn read_all(&self, after_position: i64, limit: usize) -> Result<Vec<StoredEvent>, EventStoreError> {
-        self.inner.read_all(after_position, limit).await
-    }
-
-    async fn head_position(&self) -> Result<i64, EventStoreError> {
-        self.inner.head_position().await
-    }
-
-    async fn stream_version(&self, stream_id: Uuid) -> Result<u64, EventStoreError> {
-        self.inner.stream_version(stream_id).await
-    }
-
-    async fn event_at(&self, position: i64) -> Result<Option<StoredEvent>, EventStoreError> {
-        self.inner.event_at(position).await
-    }
-}
 
 /// The event log as a test drives it: reads through the event store (it
 /// derefs to it), appends through the unit of work, the one write path.
