@@ -2,8 +2,9 @@
 //! most SAGA_WORKERS concurrent drives.
 //!
 //! The loop wakes when it is told a saga is due (an in-process [`Notify`],
-//! and on PostgreSQL a `LISTEN commerce_sagas` fed by the 0004 trigger at
-//! every saga creation or cancel request, from any replica), and otherwise
+//! and on PostgreSQL a `LISTEN commerce_sagas` fed by a trigger at every
+//! cancel request and every saga created without an owner, from any replica:
+//! migrations 0004 and 0011), and otherwise
 //! polls: a wake-up can be lost, a poll cannot. Backoffs are never slept
 //! while holding a lease: a saga waiting to retry is released with its
 //! `next_run_at` and claimed again when due, by whichever replica is free.

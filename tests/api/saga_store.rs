@@ -26,7 +26,7 @@ use crate::support::{
 };
 
 struct Fixture {
-    _isolation: Isolation,
+    isolation: Isolation,
     events: Arc<dyn EventStore>,
     sagas: Arc<dyn SagaStore>,
     units: Arc<dyn UnitOfWorkCommitter>,
@@ -39,7 +39,7 @@ async fn fixture(backend: Backend) -> Fixture {
         events: Stores::on(&db, Upcasters::none(), true).events,
         sagas: Stores::on(&db, Upcasters::none(), true).sagas,
         units: Stores::on(&db, Upcasters::none(), true).units,
-        _isolation: isolation,
+        isolation,
     }
 }
 
@@ -474,4 +474,71 @@ async fn a_write_guarded_by_the_cancel_flag_applies_only_while_the_flag_holds_an
             Err(SagaStoreError::LeaseLost)
         ));
     }
+}
+
+/// On PostgreSQL a new saga wakes every replica's claim loop (NOTIFY at
+/// commit) only when some worker has to claim it: a saga CreateOrder inserts
+/// already leased to a local worker (the in-memory hand-off) wakes nobody, so
+/// no replica runs a claim that can only find nothing (migration 0011).
+#[tokio::test]
+async fn only_a_saga_inserted_without_an_owner_wakes_the_claim_loops() {
+    if Backend::from_env() != Backend::Real {
+        return; // NOTIFY is PostgreSQL's; SQLite's wake-up is in the process.
+    }
+    let f = fixture(Backend::Real).await;
+    let url = f
+        .isolation
+        .database_on(&std::env::var("TEST_DATABASE_URL").unwrap())
+        .unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect(&url).await.unwrap();
+    listener.listen("commerce_sagas").await.unwrap();
+
+    let start = |order_id: Uuid| SagaStart {
+        saga_id: Uuid::now_v7(),
+        order_id,
+        customer_id: "customer-1".into(),
+        idempotency_seed: format!("{order_id}/key-1"),
+        deadline: Utc::now() + TimeDelta::minutes(30),
+    };
+    let leased_order = Uuid::now_v7();
+    let leased = start(leased_order);
+    let columns = SagaColumns {
+        status: SagaStatus::Running,
+        current_step: Some(Step::AuthorizePayment),
+        past_pivot: false,
+        compensation_reason: None,
+        last_error: None,
+        refs: Default::default(),
+        failure_code: None,
+    };
+    let first = FencedWrite::columns(leased.saga_id, &lease("replica-1/1", 30_000), columns);
+    f.units
+        .commit(order_unit(
+            leased_order,
+            0,
+            "OrderCreated",
+            SagaWrite::StartLeased(leased.clone(), Box::new(first)),
+        ))
+        .await
+        .unwrap();
+    let (unleased_saga, _) = f.start().await;
+
+    // Notifications arrive in commit order: had the leased saga's insert
+    // notified, its id would come first.
+    let woken = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("the unleased saga wakes the claim loops")
+        .unwrap();
+    assert_eq!(
+        woken.payload(),
+        unleased_saga.to_string(),
+        "the leased saga {} woke nobody",
+        leased.saga_id
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), listener.recv())
+            .await
+            .is_err(),
+        "no other wake-up"
+    );
 }
