@@ -612,24 +612,39 @@
     loadDeadLetters();
   }
 
-  // ---- projections: lag sampled by the page --------------------------------
+  // ---- projections and event consumers: lag sampled by the page ------------
 
   const SAMPLE_EVERY_MS = 5000;
   const KEEP_MS = 10 * 60 * 1000;
-  const samples = []; // { at, lags: { name: lag } }
+  // { at, projections: { name: lag }, consumers: { name: lag } }; a source whose
+  // call failed has no entry in that sample (a gap, not a repeated value).
+  const samples = [];
   let latest = [];
+  let consumers = { list: null, error: null }; // ListConsumers' last answer, or why not
   let sampler = null;
+
+  const lagsOf = (items) => Object.fromEntries(items.map((i) => [i.name, Number(i.lag_events || 0)]));
 
   async function sample() {
     if (!signedIn()) return;
-    try {
-      latest = (await api('GET', '/api/v1/admin/projections')).projections || [];
-    } catch (_) { return; }
-    const lags = {};
-    for (const p of latest) lags[p.name] = Number(p.lag_events || 0);
-    const now = Date.now();
-    samples.push({ at: now, lags });
-    while (samples.length && samples[0].at < now - KEEP_MS) samples.shift();
+    const [projections, feed] = await Promise.allSettled([
+      api('GET', '/api/v1/admin/projections'),
+      api('GET', '/api/v1/events/consumers'),
+    ]);
+    if (projections.status === 'rejected' && feed.status === 'rejected') return;
+    const point = { at: Date.now() };
+    if (projections.status === 'fulfilled') {
+      latest = projections.value.projections || [];
+      point.projections = lagsOf(latest);
+    }
+    if (feed.status === 'fulfilled') {
+      consumers = { list: feed.value.consumers || [], error: null };
+      point.consumers = lagsOf(consumers.list);
+    } else {
+      consumers = { list: consumers.list, error: reasonOf(feed.reason) };
+    }
+    samples.push(point);
+    while (samples.length && samples[0].at < point.at - KEEP_MS) samples.shift();
     if (!$('view-projections').hidden) renderProjections();
   }
 
@@ -645,22 +660,67 @@
       el('td', {}, String(p.lag_events || 0)),
       el('td', {}, p.rebuilding ? `rebuilding ${p.rebuild_replayed || 0}/${p.rebuild_total || 0}` : '—'))));
     if (!latest.length) $('proj-table').tBodies[0].append(el('tr', {}, el('td', { colspan: 5 }, 'Sampling…')));
-    $('lag-chart').replaceChildren(lagChart());
+    $('lag-chart').replaceChildren(lagChart({
+      key: 'projections', attr: 'data-projection', id: 'lag-svg-title', height: 220, what: 'Projection lag',
+    }));
+    renderConsumers();
+  }
+
+  // Seconds as written in the table: the number, and a larger unit beside it
+  // once minutes are easier to read.
+  function fmtSeconds(s) {
+    const n = Number(s || 0);
+    if (n < 120) return n.toFixed(1);
+    return `${n.toFixed(0)} (${n < 7200 ? `${(n / 60).toFixed(1)} min` : `${(n / 3600).toFixed(1)} h`})`;
+  }
+
+  const typeName = (t) => String(t).replace(/^EVENT_TYPE_/, '');
+
+  function consumerRow(c) {
+    const acked = Number(c.acked_position || 0);
+    return el('tr', { 'data-consumer': c.name },
+      el('th', { scope: 'row', class: 'mono' }, c.name),
+      el('td', { class: 'wrap' }, (c.event_types || []).length ? c.event_types.map(typeName).join(', ') : 'all'),
+      el('td', { class: 'c-acked' }, String(acked)),
+      el('td', {}, acked ? fmtTime(c.acked_at) : `never (created ${fmtTime(c.created_at)})`),
+      el('td', { class: 'c-lag-events' }, String(Number(c.lag_events || 0))),
+      el('td', { class: 'c-lag-seconds' }, fmtSeconds(c.lag_seconds)));
+  }
+
+  function renderConsumers() {
+    const body = $('consumer-table').tBodies[0];
+    const { list, error } = consumers;
+    const note = (text, cls) => el('tr', {}, el('td', { colspan: 6, class: cls }, text));
+    if (list === null) {
+      body.replaceChildren(note(error ? `Could not list event consumers: ${error}` : 'Sampling…', error ? 'error' : null));
+    } else {
+      body.replaceChildren(...list.map(consumerRow));
+      if (!list.length) body.append(note('No event consumers: no sibling service has a named consumer of the order-event feed yet (CreateConsumer).', 'empty'));
+      if (error) body.append(note(`Last sample failed, showing the one before: ${error}`, 'error'));
+    }
+    $('consumer-lag-chart').replaceChildren(lagChart({
+      key: 'consumers', attr: 'data-consumer', id: 'consumer-lag-svg-title', height: 160, what: 'Event consumer lag',
+    }));
   }
 
   const SERIES = ['#0b5cad', '#b3261e', '#1b7f3b', '#8a4b00', '#6a3aa2', '#00707a'];
 
-  function lagChart() {
-    const W = 640; const H = 220; const left = 50; const bottom = 30; const top = 10; const right = 10;
-    const names = [...new Set(samples.flatMap((s) => Object.keys(s.lags)))].sort();
+  /**
+   * Lag in events over the kept window, one line per name in `samples[*][key]`,
+   * each line naming its series in the attribute `attr`.
+   */
+  function lagChart({ key, attr, id, height, what }) {
+    const W = 640; const H = height; const left = 50; const bottom = 30; const top = 10; const right = 10;
+    const kept = samples.filter((s) => s[key]);
+    const names = [...new Set(kept.flatMap((s) => Object.keys(s[key])))].sort();
     const now = Date.now();
     const t0 = now - KEEP_MS;
-    const max = Math.max(1, ...samples.flatMap((s) => Object.values(s.lags)));
+    const max = Math.max(1, ...kept.flatMap((s) => Object.values(s[key])));
     const x = (t) => left + ((t - t0) / KEEP_MS) * (W - left - right);
     const y = (v) => H - bottom - (v / max) * (H - top - bottom);
-    const last = samples.length ? samples[samples.length - 1].lags : {};
-    const out = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': 'lag-svg-title', class: 'lag' },
-      svg('title', { id: 'lag-svg-title', text: `Lag in events over the last 10 minutes, ${samples.length} samples; latest: ${names.map((n) => `${n} ${last[n] ?? 0}`).join(', ') || 'none'}` }));
+    const last = kept.length ? kept[kept.length - 1][key] : {};
+    const out = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-labelledby': id, class: 'lag' },
+      svg('title', { id, text: `${what} in events over the last 10 minutes, ${kept.length} samples; latest: ${names.map((n) => `${n} ${last[n] ?? 0}`).join(', ') || 'none'}` }));
     out.append(svg('line', { x1: left, y1: H - bottom, x2: W - right, y2: H - bottom, class: 'axis' }),
       svg('line', { x1: left, y1: top, x2: left, y2: H - bottom, class: 'axis' }),
       svg('text', { x: left - 6, y: top + 8, 'text-anchor': 'end', class: 'tick', text: String(max) }),
@@ -668,9 +728,9 @@
       svg('text', { x: left, y: H - 8, class: 'tick', text: '−10 min' }),
       svg('text', { x: W - right, y: H - 8, 'text-anchor': 'end', class: 'tick', text: 'now' }));
     names.forEach((name, i) => {
-      const points = samples.filter((s) => name in s.lags).map((s) => `${x(s.at).toFixed(1)},${y(s.lags[name]).toFixed(1)}`);
+      const points = kept.filter((s) => name in s[key]).map((s) => `${x(s.at).toFixed(1)},${y(s[key][name]).toFixed(1)}`);
       if (points.length) {
-        out.append(svg('polyline', { points: points.join(' '), fill: 'none', stroke: SERIES[i % SERIES.length], 'stroke-width': 2, 'data-projection': name }));
+        out.append(svg('polyline', { points: points.join(' '), fill: 'none', stroke: SERIES[i % SERIES.length], 'stroke-width': 2, [attr]: name }));
       }
       out.append(svg('text', { x: W - right - 4, y: top + 12 + i * 14, 'text-anchor': 'end', fill: SERIES[i % SERIES.length], class: 'tick', text: name }));
     });

@@ -6,7 +6,8 @@ use std::{collections::HashSet, time::Duration};
 use commerce::{
     projections::samples::SampleOrder,
     proto::commerce::events::v1::{
-        CreateConsumerRequest, EventType, OrderEvent, SubscribeRequest, SubscribeResponse,
+        AckRequest, Consumer, CreateConsumerRequest, EventType, GetConsumerRequest, OrderEvent,
+        SubscribeRequest, SubscribeResponse,
         order_event_service_client::OrderEventServiceClient, subscribe_response::Message,
     },
     store::event_store::{EventStore, EventStoreError, ORDER_STREAM},
@@ -53,6 +54,33 @@ pub async fn create_consumer(channel: &Channel, admin_token: &str, name: &str, t
         .create_consumer(authed(request, admin_token))
         .await
         .expect("create consumer");
+}
+
+/// Consumer `name` with its lag, as GetConsumer answers `token`.
+pub async fn get_consumer(channel: &Channel, token: &str, name: &str) -> Consumer {
+    let request = GetConsumerRequest { name: name.into() };
+    client(channel)
+        .get_consumer(authed(request, token))
+        .await
+        .expect("get consumer")
+        .into_inner()
+        .consumer
+        .expect("a consumer")
+}
+
+/// Acknowledges `position` for `consumer` as `token`; the consumer after it.
+pub async fn ack(channel: &Channel, token: &str, consumer: &str, position: i64) -> Consumer {
+    let request = AckRequest {
+        consumer: consumer.into(),
+        position,
+    };
+    client(channel)
+        .ack(authed(request, token))
+        .await
+        .expect("ack")
+        .into_inner()
+        .consumer
+        .expect("a consumer")
 }
 
 /// The next message; fails the test after 30 s or on an error or the end.
