@@ -7,8 +7,8 @@ use commerce::{
     projections::samples::SampleOrder,
     proto::commerce::events::v1::{
         AckRequest, Consumer, CreateConsumerRequest, EventType, GetConsumerRequest, OrderEvent,
-        SubscribeRequest, SubscribeResponse,
-        order_event_service_client::OrderEventServiceClient, subscribe_response::Message,
+        SubscribeRequest, SubscribeResponse, order_event_service_client::OrderEventServiceClient,
+        subscribe_response::Message,
     },
     store::event_store::{EventStore, EventStoreError, ORDER_STREAM},
 };
