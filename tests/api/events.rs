@@ -22,8 +22,8 @@ use tonic::Code;
 use crate::support::{
     app::{Backend, TestApp, authed, spawn_app_with},
     events::{
-        all_positions, append_orders, assert_no_repeats, by_consumer, client, create_consumer, events, next,
-        subscribe,
+        ack, all_positions, append_orders, assert_no_repeats, by_consumer, client, create_consumer, events,
+        next, subscribe,
     },
     orders::{order_request, place_order, violated_fields},
     rest::http_get,
@@ -238,17 +238,7 @@ async fn a_killed_consumer_resumes_after_its_ack_and_sees_every_event_once_after
         let before_kill = events(&mut first, 250).await;
         // Processed (and acknowledged) up to the 200th; the next 50 were read, not acked.
         let acked = before_kill[199].position;
-        let ack = AckRequest {
-            consumer: "billing".into(),
-            position: acked,
-        };
-        let answer = client(&app.channel)
-            .ack(authed(ack, &service))
-            .await
-            .unwrap()
-            .into_inner()
-            .consumer
-            .unwrap();
+        let answer = ack(&app.channel, &service, "billing", acked).await;
         assert_eq!(answer.acked_position, acked);
         assert!(
             answer.lag_events > 0 && answer.lag_seconds >= 0.0,
@@ -286,17 +276,7 @@ async fn a_killed_consumer_resumes_after_its_ack_and_sees_every_event_once_after
         assert_eq!(order, all_positions(app.app.events.as_ref()).await, "{backend:?}");
 
         // Lag: behind until the last is acknowledged, then 0; in /metrics too.
-        let ack = AckRequest {
-            consumer: "billing".into(),
-            position: after.last().unwrap().position,
-        };
-        let caught_up = client(&app.channel)
-            .ack(authed(ack, &service))
-            .await
-            .unwrap()
-            .into_inner()
-            .consumer
-            .unwrap();
+        let caught_up = ack(&app.channel, &service, "billing", after.last().unwrap().position).await;
         assert_eq!(
             (caught_up.lag_events, caught_up.lag_seconds),
             (0, 0.0),
