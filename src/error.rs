@@ -106,7 +106,7 @@ pub enum AppError {
     Aborted {
         /// Which race was lost.
         reason: ErrorReason,
-        /// For people.
+        /// Shown to people as the status message; clients branch on `reason`.
         message: String,
     },
     /// The resource's state forbids the operation.
@@ -114,13 +114,13 @@ pub enum AppError {
     FailedPrecondition {
         /// Which state rule refused it.
         reason: ErrorReason,
-        /// For people.
+        /// Shown to people as the status message; clients branch on `reason`.
         message: String,
     },
     /// Rate limit or size bound hit.
     #[error("resource exhausted: {message}")]
     ResourceExhausted {
-        /// Which bound.
+        /// Which bound was hit (the `ErrorInfo` reason clients branch on).
         reason: ErrorReason,
         /// Which bound was hit, for the client.
         message: String,
@@ -132,7 +132,7 @@ pub enum AppError {
     Unavailable {
         /// A backend down, or the server shutting down.
         reason: ErrorReason,
-        /// For people.
+        /// Shown to people as the status message; clients branch on `reason`.
         message: String,
     },
     /// The request's deadline passed.

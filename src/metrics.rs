@@ -264,7 +264,7 @@ pub fn cart_operation<T>(operation: &'static str, result: &Result<T, AppError>) 
     counter!("cart_operations_total", "operation" => operation, "outcome" => outcome(result)).increment(1);
 }
 
-/// A new cart.
+/// Counts a cart's creation (`carts_created_total`; the cart funnel's first stage).
 pub fn cart_created() {
     counter!("carts_created_total").increment(1);
 }
@@ -377,7 +377,7 @@ pub enum StepOutcome {
 }
 
 impl StepOutcome {
-    /// The label value.
+    /// The `outcome` label of `saga_steps_total` (dashboards and alerts match these strings).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Succeeded => "succeeded",

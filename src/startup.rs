@@ -210,12 +210,12 @@ impl Application {
         })
     }
 
-    /// The bound port.
+    /// The port the listener got: tests bind port 0 and learn the real one here.
     pub fn port(&self) -> u16 {
         self.local_addr().port()
     }
 
-    /// The bound address.
+    /// The listener's address, with the port the OS chose when the config asked for 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()

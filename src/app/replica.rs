@@ -50,7 +50,7 @@ pub struct ReplicaReads {
 /// Who answered a read that could go to the replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The replica did.
+    /// The replica, caught up far enough for the read.
     Replica,
     /// The primary, because the replica had not replayed what was needed.
     Behind,

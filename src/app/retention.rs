@@ -112,7 +112,7 @@ pub struct RetentionStores {
     pub sagas: std::sync::Arc<dyn SagaStore>,
     /// CreateOrder idempotency keys.
     pub idempotency_keys: std::sync::Arc<dyn IdempotencyStore>,
-    /// The outbox.
+    /// Purges published outbox rows (unpublished ones always stay).
     pub outbox: std::sync::Arc<dyn Outbox>,
     /// The bus (dead letters).
     pub bus: std::sync::Arc<dyn EventBus>,

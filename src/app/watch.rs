@@ -98,7 +98,7 @@ pub struct WatchTicket {
 }
 
 impl WatchTicket {
-    /// The order's channel.
+    /// Where the order's changes arrive, for as long as the ticket lives.
     pub fn receiver(&mut self) -> &mut watch::Receiver<Snapshot> {
         self.receiver
             .as_mut()
@@ -224,7 +224,7 @@ impl OrderWatches {
 /// Other changes (PaymentCaptured) move the version but send nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Watched {
-    /// The order's status.
+    /// The status the watcher is sent (a change of it is what sends).
     pub status: OrderStatus,
     /// A cancellation was requested.
     pub cancellation_requested: bool,

@@ -16,7 +16,8 @@ use crate::{
     },
 };
 
-/// The `AdminService` implementation.
+/// Serves `commerce.v1.AdminService` (forgetting customers, dead letters,
+/// projection status), for gRPC and for the REST shim.
 #[derive(Clone)]
 pub struct AdminGrpc {
     app: App,

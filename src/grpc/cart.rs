@@ -24,7 +24,8 @@ use crate::{
     },
 };
 
-/// The `CartService` implementation.
+/// Serves `commerce.v1.CartService`, for gRPC clients and for the REST shim
+/// (which calls these same methods): converts messages, then calls [`App`].
 #[derive(Clone)]
 pub struct CartGrpc {
     app: App,

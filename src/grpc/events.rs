@@ -31,7 +31,8 @@ use crate::{
 /// The stream Subscribe answers with.
 pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send>>;
 
-/// The `OrderEventService` implementation.
+/// Serves `commerce.events.v1.OrderEventService` from the [`EventFeed`]
+/// (the settled event log), for gRPC and for the REST shim's SSE routes.
 #[derive(Clone)]
 pub struct OrderEventGrpc {
     feed: EventFeed,

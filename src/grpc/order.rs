@@ -22,7 +22,8 @@ use crate::{
 /// The stream WatchOrder answers with.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchOrderResponse, Status>> + Send>>;
 
-/// The `OrderService` implementation.
+/// Serves `commerce.v1.OrderService`, for gRPC clients and for the REST shim
+/// (which calls these same methods): converts messages, then calls [`App`].
 #[derive(Clone)]
 pub struct OrderGrpc {
     app: App,

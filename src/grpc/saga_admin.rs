@@ -27,7 +27,8 @@ use crate::{
     store::saga::StepRecord,
 };
 
-/// The `SagaAdmin` implementation.
+/// Serves `commerce.v1.SagaAdmin`, the operators' listing, retries and skips
+/// of sagas, for gRPC and for the REST shim.
 #[derive(Clone)]
 pub struct SagaAdminGrpc {
     app: App,

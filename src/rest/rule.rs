@@ -46,7 +46,7 @@ pub struct HttpRule {
     pub resume_field: &'static str,
     /// Dotted path of the stream message's field that is each event's `id:` (empty: none).
     pub event_id_field: &'static str,
-    /// The typed call.
+    /// Calls the route's service method with the request's parts and JSON body.
     pub call: Call,
 }
 

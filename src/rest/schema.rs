@@ -39,7 +39,7 @@ pub struct Field {
     pub name: String,
     /// lowerCamelCase JSON name, e.g. `unitPrice`.
     pub json_name: String,
-    /// Its type.
+    /// The field's proto type (of each element when `repeated`).
     pub kind: Kind,
     /// `repeated` (a JSON array).
     pub repeated: bool,
@@ -49,20 +49,21 @@ pub struct Field {
     pub oneof: Option<String>,
     /// Annotated `[(google.api.field_behavior) = REQUIRED]`: requests without it are refused.
     pub required: bool,
-    /// Leading comment.
+    /// The proto's leading comment: the field's OpenAPI description.
     pub comment: String,
 }
 
 include!(concat!(env!("OUT_DIR"), "/required_fields.rs"));
 
-/// One message.
+/// A proto message as the REST shim needs it: to check a JSON body and to
+/// describe it in the OpenAPI document.
 #[derive(Debug, Clone)]
 pub struct MessageInfo {
     /// Full name, e.g. `commerce.v1.Cart`.
     pub full_name: String,
     /// Fields in declaration order.
     pub fields: Vec<Field>,
-    /// Leading comment.
+    /// The proto's leading comment: the schema's OpenAPI description.
     pub comment: String,
 }
 
@@ -73,12 +74,12 @@ impl MessageInfo {
     }
 }
 
-/// One enum.
+/// A proto enum: the names a JSON body may use for it, and its OpenAPI description.
 #[derive(Debug, Clone)]
 pub struct EnumInfo {
     /// Value names in declaration order.
     pub values: Vec<String>,
-    /// Leading comment.
+    /// The proto's leading comment: the schema's OpenAPI description.
     pub comment: String,
 }
 

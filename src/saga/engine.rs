@@ -154,7 +154,7 @@ impl Engine {
         }
     }
 
-    /// The store.
+    /// The saga store this engine writes through; the worker claims due sagas from it.
     pub fn store(&self) -> &Arc<dyn SagaStore> {
         &self.store
     }

@@ -143,7 +143,7 @@ impl RetryPolicy {
 /// What an attempt's call came back with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Done.
+    /// The sibling did what the step asked (for a compensation: undid it).
     Succeeded,
     /// A business refusal (FAILED_PRECONDITION, INVALID_ARGUMENT, NOT_FOUND).
     Refused(String),

@@ -52,7 +52,7 @@ pub trait BatchWriter: Send + Sync + 'static {
     type Item: Send + Sync + 'static;
     /// What a written item reports back.
     type Written: Send + 'static;
-    /// Failures.
+    /// A failure of one item or of the whole batch ([`BatchWriter::batch_error`]).
     type Error: Send + 'static;
 
     /// Writes `items` in `conn`'s open transaction, in order; one outcome per

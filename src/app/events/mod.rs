@@ -69,7 +69,7 @@ pub enum Start {
 /// A consumer with how far behind it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerStatus {
-    /// As stored.
+    /// The consumer's stored row: name, event types, acknowledged position.
     pub record: ConsumerRecord,
     /// Settled head minus the acknowledged position (0 when caught up).
     pub lag_events: i64,

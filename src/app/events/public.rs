@@ -140,7 +140,7 @@ impl CancellationCode {
 pub struct PublishedEvent {
     /// The stored event: position, version, time, metadata (payload opened).
     pub stored: StoredEvent,
-    /// Its domain form.
+    /// The payload decoded (and upcast) into the domain event.
     pub event: OrderEvent,
 }
 
@@ -156,7 +156,7 @@ impl PublishedEvent {
         (trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(trace_id)
     }
 
-    /// The public kind.
+    /// The event's type in the public contract (subscribers filter on it).
     pub fn event_type(&self) -> PublicEventType {
         PublicEventType::of(&self.event)
     }

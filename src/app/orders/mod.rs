@@ -99,7 +99,7 @@ pub struct Decided {
 /// An order loaded from its stream.
 #[derive(Debug, Clone)]
 pub struct LoadedOrder {
-    /// The folded state.
+    /// The order as its events fold it (the aggregate's state, not a read model).
     pub order: Order,
     /// `recorded_at` of the first event.
     pub created_at: DateTime<Utc>,

@@ -64,7 +64,7 @@ pub struct BulkRetryInput {
 pub struct BulkStep {
     /// The failed step a retry resumes.
     pub step: Step,
-    /// How many sagas.
+    /// How many matching sagas failed at this step.
     pub count: u64,
 }
 
@@ -80,11 +80,10 @@ pub enum BulkOutcome {
 /// One saga of a batch.
 #[derive(Debug, Clone)]
 pub struct BulkRetryResult {
-    /// The saga.
     pub saga_id: Uuid,
     /// Its failed step, as the batch read it.
     pub step: Option<Step>,
-    /// What happened.
+    /// Retried, or skipped (and why: `detail`).
     pub outcome: BulkOutcome,
     /// Why it was skipped (empty when retried).
     pub detail: String,

@@ -42,7 +42,7 @@ use crate::{
 /// A saga as operators see it.
 #[derive(Debug, Clone)]
 pub struct SagaView {
-    /// The stored saga.
+    /// The saga as stored; its `steps` hold only the steps started.
     pub record: SagaRecord,
     /// Started steps in execution order, then the steps still to come (PENDING).
     pub steps: Vec<StepRecord>,

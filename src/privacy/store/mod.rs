@@ -123,7 +123,7 @@ pub struct Tombstone {
     pub forgotten_at: DateTime<Utc>,
     /// The admin who asked.
     pub forgotten_by: String,
-    /// Why.
+    /// The reason the admin gave, kept for the audit.
     pub reason: String,
     /// Data keys destroyed by forgets of this customer so far.
     pub keys_destroyed: i64,

@@ -46,7 +46,7 @@ pub enum CartStoreError {
     /// The stored cart is not at the expected version (or no longer active).
     #[error("cart changed concurrently: now at version {actual}")]
     Conflict {
-        /// The stored version.
+        /// The version the cart is at now (the caller's expectation was older).
         actual: u64,
         /// The stored cart, when the store read it while refusing (a change
         /// can be applied to it again without another read).
@@ -77,7 +77,7 @@ impl From<CartStoreError> for AppError {
 /// Converted carts of one currency.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConvertedValue {
-    /// How many.
+    /// Converted carts in this currency.
     pub carts: u64,
     /// Sum of their subtotals in minor units (cents, yen).
     pub minor_units: i64,

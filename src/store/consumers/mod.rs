@@ -171,7 +171,7 @@ const CREATE: &str = "INSERT INTO event_consumers \
      ON CONFLICT (name) DO NOTHING \
      RETURNING name, event_types, acked_position, acked_at, created_at, created_by";
 
-/// One consumer.
+/// A consumer by name.
 const GET: &str = "SELECT name, event_types, acked_position, acked_at, created_at, created_by \
                    FROM event_consumers WHERE name = $1";
 

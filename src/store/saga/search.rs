@@ -49,11 +49,10 @@ pub type Cursor = (DateTime<Utc>, Uuid);
 /// steps, the bulk retry's dry run the statuses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SagaCount {
-    /// The status counted.
     pub status: SagaStatus,
     /// The current step (None for finished sagas).
     pub current_step: Option<Step>,
-    /// How many.
+    /// Sagas in this status at this step.
     pub count: u64,
     /// The latest `updated_at` among them.
     pub last_updated: Option<DateTime<Utc>>,
