@@ -10,15 +10,25 @@
 //! A claim whose lease ran out (a crashed request) can be taken over by a
 //! retry of the same request.
 
-/// The [`IdempotencyStore`] implementation of a backend's store `$name` (a
-/// struct with a `pool` field), and its `complete`: the binds and the
-/// decoding are the same on both databases, so they are written once, here;
-/// each backend's file states its pool, its statements (`CLAIM`, `COMPLETE`,
-/// `SAVE_SNAPSHOT`, `REFUSE`, `RELEASE`, `FORGET`: the clocks differ) and
-/// its `purge`, and names its sqlx database `Db`. Expanded in a child module
-/// (`super::` is this one).
+/// A backend's store `$name` on sqlx database `$db` (named `Db` in its
+/// module), its [`IdempotencyStore`] implementation and its `complete`: the
+/// binds and the decoding are the same on both databases, so they are
+/// written once, here; each backend's file states its statements (`CLAIM`,
+/// `COMPLETE`, `SAVE_SNAPSHOT`, `REFUSE`, `RELEASE`, `FORGET`: the clocks
+/// differ) and its `delete_keys` (the purge's delete). Expanded in a child module (`super::` is
+/// this one).
 macro_rules! sql_idempotency_store {
-    ($name:ident) => {
+    ($(#[$doc:meta])* $name:ident: $db:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            pool: sqlx::Pool<$db>,
+        }
+
+        type Db = $db;
+
+        use crate::store::columns::{DbJson, DbUuid};
+
         impl $name {
             /// A store on `pool` (migrated).
             pub fn new(pool: sqlx::Pool<Db>) -> Self {
@@ -146,7 +156,18 @@ macro_rules! sql_idempotency_store {
                 before: chrono::DateTime<chrono::Utc>,
                 purge: crate::store::Purge,
             ) -> Result<u64, super::IdempotencyStoreError> {
-                purge_keys(&self.pool, before, purge).await
+                match purge {
+                    crate::store::Purge::Count => {
+                        // SQL-SAFE: constant text (PURGEABLE); values bound.
+                        let sql = format!("SELECT count(*) FROM idempotency_keys WHERE {}", super::PURGEABLE);
+                        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                            .bind(crate::store::columns::DbTime(before))
+                            .fetch_one(&self.pool)
+                            .await?;
+                        Ok(u64::try_from(n).unwrap_or(0))
+                    }
+                    crate::store::Purge::Delete(_) => delete_keys(&self.pool, before, purge.limit()).await,
+                }
             }
         }
     };

@@ -5,20 +5,12 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres};
 
 use super::{IdempotencyStoreError, PURGEABLE};
-use crate::store::{
-    Purge,
-    columns::{DbJson, DbTime, DbUuid},
-};
+use crate::store::columns::DbTime;
 
-/// Idempotency keys on PostgreSQL.
-#[derive(Clone, Debug)]
-pub struct PostgresIdempotencyStore {
-    pool: PgPool,
-}
-
-sql_idempotency_store!(PostgresIdempotencyStore);
-
-type Db = Postgres;
+sql_idempotency_store!(
+    /// Idempotency keys on PostgreSQL.
+    PostgresIdempotencyStore: Postgres
+);
 
 /// Inserts the claim, or takes over an in-flight claim of the same request
 /// whose lease ran out (or was released). Returns a row only when this
@@ -49,26 +41,20 @@ const RELEASE: &str = "UPDATE idempotency_keys SET lease_until = NULL, updated_a
 const FORGET: &str = "UPDATE idempotency_keys SET request_hash = $2, updated_at = now() \
                       WHERE customer_id = $1 AND request_hash <> $2";
 
-async fn purge_keys(
-    pool: &PgPool,
-    before: DateTime<Utc>,
-    purge: Purge,
-) -> Result<u64, IdempotencyStoreError> {
-    let sql = match purge {
-        Purge::Count => format!("SELECT count(*) FROM idempotency_keys WHERE {PURGEABLE} AND $2 > 0"),
-        Purge::Delete(_) => format!(
-            "WITH k AS (SELECT customer_id, key FROM idempotency_keys WHERE {PURGEABLE} \
-                 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
-             d AS (DELETE FROM idempotency_keys i USING k \
-                 WHERE i.customer_id = k.customer_id AND i.key = k.key RETURNING 1) \
-             SELECT count(*) FROM d"
-        ),
-    };
-    // SQL-SAFE: constant text (PURGEABLE, placeholders per backend) chosen by `match`; values bound.
-    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(DbTime(before))
-        .bind(purge.limit())
-        .fetch_one(pool)
-        .await?;
+/// Deletes up to `limit` purgeable keys, oldest first; skips keys a
+/// concurrent request holds locked.
+async fn delete_keys(pool: &PgPool, before: DateTime<Utc>, limit: i64) -> Result<u64, IdempotencyStoreError> {
+    // SQL-SAFE: constant text (PURGEABLE); values bound.
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "WITH k AS (SELECT customer_id, key FROM idempotency_keys WHERE {PURGEABLE} \
+             ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+         d AS (DELETE FROM idempotency_keys i USING k \
+             WHERE i.customer_id = k.customer_id AND i.key = k.key RETURNING 1) \
+         SELECT count(*) FROM d"
+    )))
+    .bind(DbTime(before))
+    .bind(limit)
+    .fetch_one(pool)
+    .await?;
     Ok(u64::try_from(n).unwrap_or(0))
 }

@@ -6,20 +6,12 @@ use chrono::{DateTime, Utc};
 use sqlx::{Sqlite, SqlitePool};
 
 use super::{IdempotencyStoreError, PURGEABLE};
-use crate::store::{
-    Purge,
-    columns::{DbJson, DbTime, DbUuid},
-};
+use crate::store::columns::DbTime;
 
-/// Idempotency keys on SQLite.
-#[derive(Clone, Debug)]
-pub struct SqliteIdempotencyStore {
-    pool: SqlitePool,
-}
-
-sql_idempotency_store!(SqliteIdempotencyStore);
-
-type Db = Sqlite;
+sql_idempotency_store!(
+    /// Idempotency keys on SQLite.
+    SqliteIdempotencyStore: Sqlite
+);
 
 /// See the PostgreSQL store's `CLAIM`.
 const CLAIM: &str = "INSERT INTO idempotency_keys (customer_id, key, request_hash, status, order_id, \
@@ -50,28 +42,20 @@ const RELEASE: &str = "UPDATE idempotency_keys SET lease_until = NULL, \
 const FORGET: &str = "UPDATE idempotency_keys SET request_hash = $2, \
      updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) WHERE customer_id = $1 AND request_hash <> $2";
 
-async fn purge_keys(
+/// Deletes up to `limit` purgeable keys, oldest first.
+async fn delete_keys(
     pool: &SqlitePool,
     before: DateTime<Utc>,
-    purge: Purge,
+    limit: i64,
 ) -> Result<u64, IdempotencyStoreError> {
-    let sql = match purge {
-        Purge::Count => format!("SELECT count(*) FROM idempotency_keys WHERE {PURGEABLE} AND $2 > 0"),
-        Purge::Delete(_) => format!(
-            "DELETE FROM idempotency_keys WHERE (customer_id, key) IN (SELECT customer_id, key \
-             FROM idempotency_keys WHERE {PURGEABLE} ORDER BY updated_at LIMIT $2)"
-        ),
-    };
-    // SQL-SAFE: constant text (PURGEABLE, placeholders per backend) chosen by `match`; values bound.
-    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(DbTime(before))
-        .bind(purge.limit());
-    let n = match purge {
-        Purge::Count => {
-            let count: i64 = sqlx::Row::try_get(&query.fetch_one(pool).await?, 0)?;
-            u64::try_from(count).unwrap_or(0)
-        }
-        Purge::Delete(_) => query.execute(pool).await?.rows_affected(),
-    };
-    Ok(n)
+    // SQL-SAFE: constant text (PURGEABLE); values bound.
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM idempotency_keys WHERE (customer_id, key) IN (SELECT customer_id, key \
+         FROM idempotency_keys WHERE {PURGEABLE} ORDER BY updated_at LIMIT $2)"
+    )))
+    .bind(DbTime(before))
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }
