@@ -29,8 +29,9 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-/// A UUID column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A UUID column (also read from JSON, as a UUID's text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(transparent)]
 pub struct DbUuid(pub Uuid);
 
 /// A point-in-time column (millisecond precision on SQLite).
@@ -49,20 +50,28 @@ pub struct DbDecimal(pub Decimal);
 #[derive(Debug, Clone, Copy)]
 pub struct DbList<'a, T>(pub &'a [T]);
 
+/// `Type<$db>` for the newtype `$name`: the SQL type of `$stored`, the form
+/// its value takes on `$db`.
+macro_rules! stored_as {
+    ($name:ident: $db:ident, $stored:ty) => {
+        impl Type<$db> for $name {
+            fn type_info() -> <$db as Database>::TypeInfo {
+                <$stored as Type<$db>>::type_info()
+            }
+
+            fn compatible(ty: &<$db as Database>::TypeInfo) -> bool {
+                <$stored as Type<$db>>::compatible(ty)
+            }
+        }
+    };
+}
+
 /// Implements a column newtype on both databases: on PostgreSQL as its inner
 /// type `$pg`, on SQLite as `$lite`, converted by `$decode` (`$lite` to
 /// `Result<inner, _>`) and `$encode` (`&inner` to `$lite`).
 macro_rules! column_type {
     ($name:ident: postgres $pg:ty, sqlite $lite:ty, $decode:expr, $encode:expr) => {
-        impl Type<Postgres> for $name {
-            fn type_info() -> PgTypeInfo {
-                <$pg as Type<Postgres>>::type_info()
-            }
-
-            fn compatible(ty: &PgTypeInfo) -> bool {
-                <$pg as Type<Postgres>>::compatible(ty)
-            }
-        }
+        stored_as!($name: Postgres, $pg);
 
         impl<'r> Decode<'r, Postgres> for $name {
             fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
@@ -76,15 +85,7 @@ macro_rules! column_type {
             }
         }
 
-        impl Type<Sqlite> for $name {
-            fn type_info() -> SqliteTypeInfo {
-                <$lite as Type<Sqlite>>::type_info()
-            }
-
-            fn compatible(ty: &SqliteTypeInfo) -> bool {
-                <$lite as Type<Sqlite>>::compatible(ty)
-            }
-        }
+        stored_as!($name: Sqlite, $lite);
 
         impl<'r> Decode<'r, Sqlite> for $name {
             fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
@@ -236,6 +237,11 @@ impl PgArrays {
     pub fn row(&mut self) -> &mut Self {
         self.next = 0;
         self
+    }
+
+    /// How many columns the rows have: the parameters [`PgArrays::bind`] binds.
+    pub fn width(&self) -> usize {
+        self.columns.len()
     }
 
     /// Binds every column, in order, as one array parameter each.

@@ -1,20 +1,22 @@
 //! Rows of the saga tables, one struct per row for both backends (the
 //! [column types](crate::store::columns) decode each database's form), their
 //! decoding into records, and what both backends' statements share: the
-//! column lists and the binding of the saga columns a write sets.
+//! column lists, the conflict clauses, and the values a write binds, given
+//! to a [`ColumnSink`] (a row of a `VALUES` list on SQLite, a column array
+//! of an `UNNEST` on PostgreSQL).
 
 use std::collections::HashMap;
 
-use sqlx::{Database, Encode, Type, query::Query};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::decode::{count, parse_outcome, parse_status, parse_step, parse_step_status};
+use super::decode::{count, parse_outcome, parse_status, parse_step, parse_step_status, stored_count};
 use crate::domain::reason::ErrorReason;
 use crate::saga::plan::SagaStatus;
 use crate::store::{
-    columns::{DbTime, DbUuid},
+    columns::{ColumnSink, DbTime, DbUuid},
     saga::{
-        AttemptEnd, AttemptRecord, OperatorActionRecord, SagaColumns, SagaCount, SagaPurge, SagaRecord,
+        AttemptEnd, AttemptRecord, AttemptWrite, OperatorActionRecord, SagaCount, SagaPurge, SagaRecord,
         SagaStoreError, SiblingRefs, StepRecord,
     },
 };
@@ -33,36 +35,152 @@ pub(super) const STEP_COLUMNS: &str = "saga_id, step, status, attempts, round_at
 pub(super) const ATTEMPT_COLUMNS: &str = "step, attempt, worker, idempotency_key, started_at, finished_at, \
     outcome, grpc_code, error, latency_ms, trace_id";
 
-/// Binds the ten saga columns a worker or an operator sets, in the order
-/// both backends' `SET` lists name them (status, current step, pivot,
-/// compensation reason, last error, then the five sibling refs).
-pub(super) fn bind_columns<'q, DB>(
-    query: Query<'q, DB, <DB as Database>::Arguments>,
-    columns: &'q SagaColumns,
-) -> Query<'q, DB, <DB as Database>::Arguments>
-where
-    DB: Database,
-    &'q str: Encode<'q, DB> + Type<DB>,
-    Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    bool: Encode<'q, DB> + Type<DB>,
-{
-    query
-        .bind(columns.status.as_str())
-        .bind(columns.current_step.map(|s| s.name()))
-        .bind(columns.past_pivot)
-        .bind(columns.compensation_reason.as_deref())
-        .bind(columns.last_error.as_deref())
-        .bind(columns.refs.authorization_id.as_deref())
-        .bind(columns.refs.reservation_id.as_deref())
-        .bind(columns.refs.shipment_id.as_deref())
-        .bind(columns.refs.tracking_number.as_deref())
-        .bind(columns.refs.capture_id.as_deref())
+/// The saga columns a worker's or an operator's write sets, as `$3..$12` of
+/// both backends' statements (`$1` is the saga id, `$2` what the write is
+/// fenced by), bound by the backend's `bind_fenced` or `bind_operator`.
+pub(super) const SET_COLUMNS: &str = "status = $3, current_step = $4, past_pivot = $5, \
+    compensation_reason = $6, last_error = $7, authorization_id = $8, reservation_id = $9, \
+    shipment_id = $10, tracking_number = $11, capture_id = $12";
+
+/// The insert of step rows: the saga id, then [`step_values`].
+pub(super) const STEP_INSERT: &str = "INSERT INTO saga_steps (saga_id, step, compensation, status, attempts, \
+    round_attempts, idempotency_key, last_error, last_grpc_code, started_at, finished_at, duration_ms) ";
+
+/// A step row written again keeps the time its first attempt started.
+pub(super) const STEP_CONFLICT: &str = " ON CONFLICT (saga_id, step) DO UPDATE SET status = excluded.status, \
+    attempts = excluded.attempts, round_attempts = excluded.round_attempts, \
+    idempotency_key = excluded.idempotency_key, last_error = excluded.last_error, \
+    last_grpc_code = excluded.last_grpc_code, started_at = COALESCE(saga_steps.started_at, excluded.started_at), \
+    finished_at = excluded.finished_at, duration_ms = excluded.duration_ms";
+
+/// The insert of attempts a write starts: the saga id, then [`started_values`].
+pub(super) const ATTEMPT_INSERT: &str = "INSERT INTO saga_attempts (saga_id, step, attempt, worker, \
+    idempotency_key, started_at, finished_at, outcome, grpc_code, error, latency_ms, trace_id) ";
+
+/// An attempt recorded again (a late hand-off records its attempt again
+/// before sending it) takes the new worker, start and end.
+pub(super) const ATTEMPT_CONFLICT: &str = " ON CONFLICT (saga_id, step, attempt) DO UPDATE SET \
+    worker = excluded.worker, started_at = excluded.started_at, finished_at = excluded.finished_at, \
+    outcome = excluded.outcome, grpc_code = excluded.grpc_code, error = excluded.error, \
+    latency_ms = excluded.latency_ms, trace_id = excluded.trace_id";
+
+/// The columns of [`finished_values`], as a row source `x` names them.
+pub(super) const ATTEMPT_END_COLUMNS: &str =
+    "step, attempt, finished_at, outcome, grpc_code, error, latency_ms, trace_id";
+
+/// Sets an attempt's end from the row source `x` of [`ATTEMPT_END_COLUMNS`].
+pub(super) const ATTEMPT_END_SET: &str = "finished_at = x.finished_at, outcome = x.outcome, \
+    grpc_code = x.grpc_code, error = x.error, latency_ms = x.latency_ms, trace_id = x.trace_id";
+
+/// A step row's values after its saga id, in [`STEP_INSERT`]'s order.
+pub(super) fn step_values(sink: &mut impl ColumnSink, step: &StepRecord) {
+    sink.value(step.step.name())
+        .value(step.step.is_compensation())
+        .value(step.status.as_str())
+        .value(stored_count(step.attempts))
+        .value(stored_count(step.round_attempts))
+        .value(step.idempotency_key.clone())
+        .value(step.last_error.clone())
+        .value(step.last_grpc_code.clone())
+        .value(step.started_at.map(DbTime))
+        .value(step.finished_at.map(DbTime))
+        .value(step.duration_ms);
 }
 
-/// The failure code a write sets, bound after every other value of the
-/// statement (its placeholder is the statement's last).
-pub(super) fn failure_code_text(columns: &SagaColumns) -> Option<&'static str> {
-    columns.failure_code.map(ErrorReason::as_str)
+/// An attempt a write starts, with its end when the same write ends it (a
+/// local step's attempt starts and ends in one write).
+pub(super) struct StartedAttempt<'a> {
+    step: &'static str,
+    attempt: i32,
+    worker: &'a str,
+    idempotency_key: &'a str,
+    started_at: DateTime<Utc>,
+    end: Option<(DateTime<Utc>, &'a AttemptEnd)>,
+}
+
+/// An attempt a write ends that an earlier write started.
+pub(super) struct FinishedAttempt<'a> {
+    step: &'static str,
+    attempt: i32,
+    finished_at: DateTime<Utc>,
+    end: &'a AttemptEnd,
+}
+
+/// The attempts a write starts (with their end, when it also ends them) and
+/// the ones it ends that an earlier write started.
+pub(super) fn split_attempts(
+    attempts: &[AttemptWrite],
+) -> (Vec<StartedAttempt<'_>>, Vec<FinishedAttempt<'_>>) {
+    let mut started: Vec<StartedAttempt<'_>> = Vec::new();
+    let mut finished = Vec::new();
+    for write in attempts {
+        match write {
+            AttemptWrite::Started {
+                step,
+                attempt,
+                worker,
+                idempotency_key,
+                started_at,
+            } => started.push(StartedAttempt {
+                step: step.name(),
+                attempt: stored_count(*attempt),
+                worker,
+                idempotency_key,
+                started_at: *started_at,
+                end: None,
+            }),
+            AttemptWrite::Finished {
+                step,
+                attempt,
+                finished_at,
+                end,
+            } => {
+                let (step, attempt) = (step.name(), stored_count(*attempt));
+                match started
+                    .iter_mut()
+                    .find(|s| s.step == step && s.attempt == attempt)
+                {
+                    Some(row) => row.end = Some((*finished_at, end)),
+                    None => finished.push(FinishedAttempt {
+                        step,
+                        attempt,
+                        finished_at: *finished_at,
+                        end,
+                    }),
+                }
+            }
+        }
+    }
+    (started, finished)
+}
+
+/// A started attempt's values after its saga id, in [`ATTEMPT_INSERT`]'s order.
+pub(super) fn started_values(sink: &mut impl ColumnSink, started: &StartedAttempt<'_>) {
+    let end = started.end.map(|(_, end)| end);
+    sink.value(started.step)
+        .value(started.attempt)
+        .value(started.worker.to_owned())
+        .value(started.idempotency_key.to_owned())
+        .value(DbTime(started.started_at))
+        .value(started.end.map(|(at, _)| DbTime(at)))
+        .value(end.map(|e| e.outcome.as_str()))
+        .value(end.and_then(|e| e.grpc_code.clone()))
+        .value(end.and_then(|e| e.error.clone()))
+        .value(end.map(|e| e.latency_ms))
+        .value(end.and_then(|e| e.trace_id.clone()));
+}
+
+/// An ended attempt's values, in [`ATTEMPT_END_COLUMNS`]' order.
+pub(super) fn finished_values(sink: &mut impl ColumnSink, finished: &FinishedAttempt<'_>) {
+    let end = finished.end;
+    sink.value(finished.step)
+        .value(finished.attempt)
+        .value(DbTime(finished.finished_at))
+        .value(end.outcome.as_str())
+        .value(end.grpc_code.clone())
+        .value(end.error.clone())
+        .value(end.latency_ms)
+        .value(end.trace_id.clone());
 }
 
 /// `(status, current_step, count)` rows of [`super::SagaStore::count`]'s GROUP BY.
@@ -162,7 +280,9 @@ impl SagaRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
+/// A `saga_steps` row, read by a SELECT or, on PostgreSQL, from the JSON
+/// array a claim aggregates (times in microseconds there).
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub(super) struct StepRow {
     pub(super) saga_id: DbUuid,
     step: String,
@@ -172,9 +292,34 @@ pub(super) struct StepRow {
     idempotency_key: String,
     last_error: Option<String>,
     last_grpc_code: Option<String>,
+    #[serde(deserialize_with = "micros")]
     started_at: Option<DbTime>,
+    #[serde(deserialize_with = "micros")]
     finished_at: Option<DbTime>,
     duration_ms: i64,
+}
+
+/// A time of the claim's JSON: microseconds since the epoch, or null.
+fn micros<'de, D: serde::Deserializer<'de>>(json: D) -> Result<Option<DbTime>, D::Error> {
+    let micros: Option<i64> = serde::Deserialize::deserialize(json)?;
+    micros
+        .map(|m| {
+            DateTime::from_timestamp_micros(m)
+                .map(DbTime)
+                .ok_or_else(|| serde::de::Error::custom(format!("stored time {m}")))
+        })
+        .transpose()
+}
+
+/// Step rows from a claim's JSON array, in the order they started.
+pub(super) fn steps_from_json(json: &str) -> Result<Vec<StepRecord>, SagaStoreError> {
+    let rows: Vec<StepRow> = serde_json::from_str(json).map_err(|e| anyhow::anyhow!("stored steps: {e}"))?;
+    let mut steps = rows
+        .into_iter()
+        .map(StepRow::decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    steps.sort_by_key(|s| (s.started_at.is_none(), s.started_at, s.step));
+    Ok(steps)
 }
 
 impl StepRow {

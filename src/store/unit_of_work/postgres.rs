@@ -123,7 +123,7 @@ impl BatchWriter for UnitWriter {
                 continue;
             }
             let cancel_flag = match &unit.saga {
-                Some(part) => PostgresSagaStore::write_part(conn, part).await?,
+                Some(part) => PostgresSagaStore::write_part(conn, part, ()).await?,
                 None => None,
             };
             if let Some(done) = &unit.idempotency {
