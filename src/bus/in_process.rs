@@ -22,7 +22,8 @@ use super::{
 };
 use crate::store::Purge;
 
-/// The in-process [`EventBus`].
+/// The [`EventBus`] of a single process without Redis: lost on restart,
+/// which is safe because it is never the durable source (module doc).
 pub struct InProcessBus {
     state: Mutex<BusState>,
     /// Woken on every publish, for blocked [`EventBus::read_new`] calls.

@@ -75,7 +75,8 @@ const SWEEP_BATCH: usize = 500;
 /// forgotten, and its next change reads it first.
 pub const SEEN_CARTS: usize = 10_000;
 
-/// [`CartStore`] on Redis.
+/// The [`CartStore`] on Redis: carts live only there (keys in the module
+/// doc), and each write is one Lua script that checks the version atomically.
 #[derive(Clone)]
 pub struct RedisCartStore {
     pool: RedisPool,

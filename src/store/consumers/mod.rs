@@ -85,7 +85,8 @@ pub use self::{postgres::PostgresConsumerStore, sqlite::SqliteConsumerStore};
 use crate::{error::AppError, store::columns::DbTime};
 
 store_error! {
-    /// Consumer store failures.
+    /// Why a consumer call failed: a name taken (ALREADY_EXISTS for the
+    /// client), the database unreachable, or anything else.
     pub enum ConsumerStoreError("consumer store", "consumer store query") {
         /// A consumer of that name exists already.
         #[error("consumer {0:?} already exists")]

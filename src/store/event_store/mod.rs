@@ -258,7 +258,8 @@ pub struct AppendResult {
 }
 
 store_error! {
-    /// Event store failures.
+    /// Why an append or read failed: a version conflict (the caller reads
+    /// again and decides again), the database unreachable, or anything else.
     pub enum EventStoreError("event store", "event store query") {
         /// The stream is not at the expected version: someone else appended first.
         #[error("version conflict: expected version {expected}, stream is at {actual}")]

@@ -254,7 +254,9 @@ pub enum ClaimOutcome {
     DifferentRequest,
 }
 
-/// Stored idempotency keys.
+/// CreateOrder's idempotency keys: a repeat of a request gets the first
+/// answer and never makes a second order. One conformance suite
+/// (`api::idempotency_store`) runs against every implementation.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + fmt::Debug {
     /// Claims the key: see [`ClaimOutcome`].
