@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::domain::{order::Order, reason::ErrorReason};
+use crate::domain::order::{Order, OrderCommand};
 use crate::store::{event_store::StreamAppend, saga::SagaStore, unit_of_work::UnitOfWorkCommitter};
 
 /// Everything the saga runtime reads and writes through.
@@ -177,44 +177,6 @@ pub trait Siblings: Send + Sync {
     async fn create_shipment(&self, key: &str, order: &OrderFacts) -> Result<(String, String), CallError>;
     /// Cancels a shipment (compensation).
     async fn cancel_shipment(&self, key: &str, shipment_id: &str) -> Result<(), CallError>;
-}
-
-/// What the saga tells the order (commands of the Order aggregate).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OrderCommand {
-    /// After AuthorizePayment succeeded.
-    MarkPaymentAuthorized {
-        /// From the payment service.
-        authorization_id: String,
-    },
-    /// After ReserveInventory succeeded.
-    MarkInventoryReserved {
-        /// From the inventory service.
-        reservation_id: String,
-    },
-    /// After CreateShipment succeeded.
-    MarkShippingArranged {
-        /// From the shipping service.
-        shipment_id: String,
-        /// The carrier's, shown to the customer.
-        tracking_number: String,
-    },
-    /// After CapturePayment succeeded: the pivot, past which the order can
-    /// no longer be cancelled.
-    MarkPaymentCaptured {
-        /// From the payment service.
-        capture_id: String,
-    },
-    /// Every forward step done.
-    Confirm,
-    /// Every compensation done, after a refused step, a timeout or the
-    /// customer's cancel.
-    Cancel {
-        /// Shown to the customer as the cancellation reason.
-        reason: String,
-        /// The same for programs ([`crate::saga::plan::SagaState::cancellation_code`]).
-        code: ErrorReason,
-    },
 }
 
 /// A saga command decided on the order but not yet written: the order's new

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use commerce::startup::Stores;
 use commerce::{
-    domain::order::Order,
+    domain::order::{Order, OrderCommand},
     proto::{
         inventory::v1::{GetStockRequest, ReservationStatus},
         payment::v1::AuthorizationStatus,
@@ -28,9 +28,7 @@ use commerce::{
         engine::Engine,
         grpc_siblings::{GrpcSiblings, SiblingUrls},
         plan::{RetryPolicy, SagaStatus},
-        ports::{
-            CallError, OrderChange, OrderCommand, OrderFacts, OrderPort, SagaPorts, ShippingAddress, Siblings,
-        },
+        ports::{CallError, OrderChange, OrderFacts, OrderPort, SagaPorts, ShippingAddress, Siblings},
         worker::{LocalWorkers, PoolSettings, run_pool},
     },
     shutdown,
@@ -186,6 +184,11 @@ impl FakeOrders {
                     order.violations.push("confirmed without capture".into());
                 }
                 ("CONFIRMED", "SHIPPING_ARRANGED")
+            }
+            // Not the saga's to send: the customer's (and CreateOrder's) commands.
+            OrderCommand::Place(_) | OrderCommand::RequestCancellation { .. } => {
+                order.violations.push(format!("the saga sent {}", command.name()));
+                return Err(CallError::refused("FAILED_PRECONDITION", "not a saga command"));
             }
             OrderCommand::Cancel { .. } => {
                 if order.status == "CONFIRMED" || order.capture_id.is_some() {

@@ -7,9 +7,9 @@ use uuid::Uuid;
 
 use crate::{
     app::orders::OrderApp,
-    domain::order::{Order, OrderCommand as DomainCommand},
+    domain::order::{Order, OrderCommand},
     error::AppError,
-    saga::ports::{CallError, OrderChange, OrderCommand, OrderFacts, OrderPort},
+    saga::ports::{CallError, OrderChange, OrderFacts, OrderPort},
 };
 
 /// [`OrderPort`] over the order command service.
@@ -56,10 +56,9 @@ impl OrderPort for OrderAppPort {
         basis: Option<Order>,
         commands: Vec<OrderCommand>,
     ) -> Result<Option<OrderChange>, CallError> {
-        let domain = commands.iter().cloned().map(DomainCommand::from).collect();
         let decided = self
             .orders
-            .decide(order_id, basis, domain)
+            .decide(order_id, basis, commands.clone())
             .await
             .map_err(call_error)?;
         Ok(decided.map(|decided| OrderChange {
@@ -72,32 +71,5 @@ impl OrderPort for OrderAppPort {
 
     async fn traceparent(&self, order_id: Uuid) -> Option<String> {
         self.orders.traceparent(order_id).await
-    }
-}
-
-/// A saga's order command as the aggregate's command (one mapping, used by
-/// the service and by the saga simulation's in-memory orders).
-impl From<OrderCommand> for DomainCommand {
-    fn from(command: OrderCommand) -> Self {
-        match command {
-            OrderCommand::MarkPaymentAuthorized { authorization_id } => {
-                DomainCommand::MarkPaymentAuthorized { authorization_id }
-            }
-            OrderCommand::MarkInventoryReserved { reservation_id } => {
-                DomainCommand::MarkInventoryReserved { reservation_id }
-            }
-            OrderCommand::MarkShippingArranged {
-                shipment_id,
-                tracking_number,
-            } => DomainCommand::MarkShippingArranged {
-                shipment_id,
-                tracking_number,
-            },
-            OrderCommand::MarkPaymentCaptured { capture_id } => {
-                DomainCommand::MarkPaymentCaptured { capture_id }
-            }
-            OrderCommand::Confirm => DomainCommand::Confirm,
-            OrderCommand::Cancel { reason, code } => DomainCommand::Cancel { reason, code },
-        }
     }
 }

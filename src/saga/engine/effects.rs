@@ -5,9 +5,10 @@
 
 use super::{Engine, OrderBasis};
 use crate::{
+    domain::order::OrderCommand,
     saga::{
         plan::{Step, idempotency_key},
-        ports::{CallError, FailureKind, OrderChange, OrderCommand, OrderFacts},
+        ports::{CallError, FailureKind, OrderChange, OrderFacts},
     },
     store::saga::SagaRecord,
 };

@@ -12,7 +12,7 @@ use std::{
 
 use async_trait::async_trait;
 use commerce::{
-    domain::order::{Order, OrderCommand as DomainCommand},
+    domain::order::{Order, OrderCommand},
     proto::{
         inventory::v1::{
             ReleaseRequest, ReserveRequest, StockLine, inventory_service_server::InventoryService,
@@ -27,7 +27,7 @@ use commerce::{
     },
     saga::{
         grpc_siblings::classify,
-        ports::{CallError, OrderChange, OrderCommand, OrderFacts, OrderPort, Siblings},
+        ports::{CallError, OrderChange, OrderFacts, OrderPort, Siblings},
     },
     stubs::Stubs,
 };
@@ -94,7 +94,7 @@ impl World {
         };
         let mut orders = self.orders.lock().unwrap();
         let order = orders.get_mut(&id).expect("known order");
-        let command = DomainCommand::RequestCancellation {
+        let command = OrderCommand::RequestCancellation {
             reason: "customer changed their mind".into(),
             requested_by: "customer".into(),
         };
@@ -248,14 +248,13 @@ impl OrderPort for World {
     ) -> Result<Option<OrderChange>, CallError> {
         // The commands apply at once and in turn (this world has no unit of
         // work to commit them with); the call's fate is the last one's.
-        let domain: Vec<DomainCommand> = commands.into_iter().map(DomainCommand::from).collect();
-        let name = domain.last().map_or("none", DomainCommand::name);
+        let name = commands.last().map_or("none", OrderCommand::name);
         let orders = self.orders.clone();
         let refused = self.refused_commands.clone();
         self.guarded(name, async move {
             let mut orders = orders.lock().unwrap();
             let order = orders.get_mut(&order_id).expect("known order");
-            for command in domain {
+            for command in commands {
                 let name = command.name();
                 match order.handle(command) {
                     Ok(events) => {
