@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::domain::order::{Order, OrderCommand};
+use crate::domain::order::{Order, OrderCommand, ShippingAddress};
 use crate::store::{event_store::StreamAppend, saga::SagaStore, unit_of_work::UnitOfWorkCommitter};
 
 /// Everything the saga runtime reads and writes through.
@@ -68,25 +68,6 @@ impl CallError {
     }
 }
 
-/// Where to ship, as the customer gave it: personal data, so `Debug` prints
-/// no field.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct ShippingAddress {
-    pub recipient_name: String,
-    /// Street and number.
-    pub line1: String,
-    /// Apartment, suite, floor; may be empty.
-    pub line2: String,
-    pub city: String,
-    /// State or province; may be empty.
-    pub region: String,
-    pub postal_code: String,
-    /// ISO 3166-1 alpha-2 code, e.g. `GB`.
-    pub country: String,
-}
-
-crate::redacted_debug!(ShippingAddress);
-
 /// What the steps need to know about the order (folded from its events).
 /// `Debug` leaves out the payment method and the address.
 #[derive(Clone, PartialEq, Eq)]
@@ -124,7 +105,6 @@ impl OrderFacts {
     /// trace of the request that placed it; `None` until it is placed.
     pub fn of_order(order_id: Uuid, order: &Order, traceparent: Option<String>) -> Option<Self> {
         let placed = order.placed.as_ref()?;
-        let address = &placed.personal.shipping_address;
         Some(Self {
             order_id,
             total: placed.total.to_string(),
@@ -140,15 +120,7 @@ impl OrderFacts {
                     )
                 })
                 .collect(),
-            address: ShippingAddress {
-                recipient_name: address.recipient_name.clone(),
-                line1: address.line1.clone(),
-                line2: address.line2.clone(),
-                city: address.city.clone(),
-                region: address.region.clone(),
-                postal_code: address.postal_code.clone(),
-                country: address.country.clone(),
-            },
+            address: placed.personal.shipping_address.clone(),
             traceparent,
         })
     }

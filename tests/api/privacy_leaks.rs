@@ -110,7 +110,7 @@ fn debug_output_of_every_type_holding_personal_data_shows_none_of_it() {
     use commerce::{
         app::orders::{AddressInput, CreateOrderInput},
         domain::order::{PersonalData, ShippingAddress},
-        saga::ports::{OrderFacts, ShippingAddress as SagaAddress},
+        saga::ports::OrderFacts,
     };
     let secret = "7 Secretive Lane";
     let method = "pm_tok_zq_4242";
@@ -153,10 +153,7 @@ fn debug_output_of_every_type_holding_personal_data_shows_none_of_it() {
                 currency: "USD".into(),
                 payment_method: method.into(),
                 lines: vec![],
-                address: SagaAddress {
-                    line1: secret.into(),
-                    ..Default::default()
-                },
+                address: address.clone(),
                 traceparent: None,
             }
         ),

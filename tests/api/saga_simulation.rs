@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use commerce::startup::Stores;
 use commerce::{
-    domain::order::{Order, OrderCommand},
+    domain::order::{Order, OrderCommand, ShippingAddress},
     proto::{
         inventory::v1::{GetStockRequest, ReservationStatus},
         payment::v1::AuthorizationStatus,
@@ -28,7 +28,7 @@ use commerce::{
         engine::Engine,
         grpc_siblings::{GrpcSiblings, SiblingUrls},
         plan::{RetryPolicy, SagaStatus},
-        ports::{CallError, OrderChange, OrderFacts, OrderPort, SagaPorts, ShippingAddress, Siblings},
+        ports::{CallError, OrderChange, OrderFacts, OrderPort, SagaPorts, Siblings},
         worker::{LocalWorkers, PoolSettings, run_pool},
     },
     shutdown,
@@ -240,9 +240,10 @@ fn order_facts(order_id: Uuid, rng: &mut StdRng) -> OrderFacts {
             recipient_name: "Ada".into(),
             line1: "1 Main St".into(),
             city: "Springfield".into(),
+            line2: String::new(),
+            region: String::new(),
             postal_code: "12345".into(),
             country: country.into(),
-            ..Default::default()
         },
         traceparent: None,
     }
