@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::{
     RetryInput, SagaApp, operator_reason,
-    search::{FilterInput, decode_cursor, encode_cursor},
+    search::{FilterInput, bounded_size},
 };
 use crate::{
     auth::Principal,
@@ -137,11 +137,7 @@ impl SagaApp {
     ) -> Result<BulkRetryReport, AppError> {
         principal.require_admin()?;
         let filter = retryable_filter(&input.filter)?;
-        let batch = match input.batch_size {
-            0 => DEFAULT_BATCH,
-            1..=100 => usize::try_from(input.batch_size).unwrap_or(DEFAULT_BATCH),
-            _ => return Err(AppError::invalid("batch_size", "must be 0 to 100")),
-        };
+        let batch = bounded_size("batch_size", input.batch_size, DEFAULT_BATCH)?;
         if input.confirmation_token.is_empty() {
             operator_reason(&input.reason, None)?;
             if !input.page_token.is_empty() {
@@ -154,21 +150,11 @@ impl SagaApp {
         }
         let reason = operator_reason(&input.reason, Some("to retry sagas in bulk"))?;
         let snapshot = check_confirmation(&input.confirmation_token, &filter, Utc::now())?;
-        let after = decode_cursor(&input.page_token, "page_token")?;
         let bound = SagaFilter {
             updated_at_most: Some(snapshot),
             ..filter
         };
-        let mut records = self.store.list(&bound, after, batch + 1).await?;
-        let next_page_token = if records.len() > batch {
-            records.truncate(batch);
-            records
-                .last()
-                .map(|r| encode_cursor((r.created_at, r.saga_id)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (records, next_page_token) = self.page_of(&bound, &input.page_token, batch).await?;
         let mut results = Vec::with_capacity(records.len());
         for record in records {
             let retry = RetryInput {

@@ -13,7 +13,7 @@ use crate::{
     domain::reason::ErrorReason,
     error::{AppError, FieldViolation},
     saga::plan::{SagaStatus, Step},
-    store::saga::{Cursor, SagaFilter},
+    store::saga::{Cursor, SagaFilter, SagaRecord},
 };
 
 /// The filters as a caller sent them (ListSagas, CountSagas, BulkRetrySagas);
@@ -160,23 +160,8 @@ impl SagaApp {
         page_token: &str,
     ) -> Result<SagaPage, AppError> {
         principal.require_admin()?;
-        let limit = match page_size {
-            0 => 20,
-            1..=100 => usize::try_from(page_size).unwrap_or(20),
-            _ => return Err(AppError::invalid("page_size", "must be 0 to 100")),
-        };
-        let filter = filter.parse()?;
-        let after = decode_cursor(page_token, "page_token")?;
-        let mut records = self.store.list(&filter, after, limit + 1).await?;
-        let next_page_token = if records.len() > limit {
-            records.truncate(limit);
-            records
-                .last()
-                .map(|r| encode_cursor((r.created_at, r.saga_id)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let limit = bounded_size("page_size", page_size, 20)?;
+        let (records, next_page_token) = self.page_of(&filter.parse()?, page_token, limit).await?;
         // One query for the page's operator actions, not one per saga.
         let ids: Vec<Uuid> = records.iter().map(|r| r.saga_id).collect();
         let actions = self.store.operator_actions_of(&ids).await?;
@@ -225,13 +210,47 @@ impl SagaApp {
     }
 }
 
+impl SagaApp {
+    /// One keyset page of `filter`'s sagas (newest first) after `page_token`,
+    /// at most `limit`, and the token of the next page ("" after the last).
+    pub(super) async fn page_of(
+        &self,
+        filter: &SagaFilter,
+        page_token: &str,
+        limit: usize,
+    ) -> Result<(Vec<SagaRecord>, String), AppError> {
+        let after = decode_cursor(page_token, "page_token")?;
+        let mut records = self.store.list(filter, after, limit + 1).await?;
+        let next_page_token = if records.len() > limit {
+            records.truncate(limit);
+            records
+                .last()
+                .map(|r| encode_cursor((r.created_at, r.saga_id)))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((records, next_page_token))
+    }
+}
+
+/// A page or batch size as requested: 0 takes `default`, 1 to 100 are taken
+/// as they are, anything else is INVALID_ARGUMENT on `field`.
+pub(super) fn bounded_size(field: &str, requested: i32, default: usize) -> Result<usize, AppError> {
+    match requested {
+        0 => Ok(default),
+        1..=100 => Ok(usize::try_from(requested).unwrap_or(default)),
+        _ => Err(AppError::invalid(field, "must be 0 to 100")),
+    }
+}
+
 /// A keyset position (`created_at` in microseconds and the saga id), opaque.
-pub(super) fn encode_cursor((created_at, saga_id): Cursor) -> String {
+fn encode_cursor((created_at, saga_id): Cursor) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{saga_id}", created_at.timestamp_micros()))
 }
 
 /// A position from [`encode_cursor`]; anything else is INVALID_ARGUMENT on `field`.
-pub(super) fn decode_cursor(token: &str, field: &str) -> Result<Option<Cursor>, AppError> {
+fn decode_cursor(token: &str, field: &str) -> Result<Option<Cursor>, AppError> {
     if token.is_empty() {
         return Ok(None);
     }
