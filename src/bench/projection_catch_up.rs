@@ -190,6 +190,7 @@ pub async fn run(database: Database, events: usize) -> anyhow::Result<serde_json
     let db = Db::connect(&config.database).await?;
     db.migrate().await.context("migrating the bench database")?;
     let measured = seed_and_catch_up(&db, events).await?;
+    let tls = uses_tls(&db).await?;
     let per_projection: serde_json::Map<String, serde_json::Value> = measured
         .elapsed
         .iter()
@@ -211,6 +212,7 @@ pub async fn run(database: Database, events: usize) -> anyhow::Result<serde_json
     Ok(json!({
         "scenario": "projection_catch_up",
         "backend": db.kind(),
+        "tls": tls,
         "events": measured.events,
         "orders": measured.orders,
         "seed_seconds": round(measured.seed_seconds),
@@ -224,6 +226,20 @@ pub async fn run(database: Database, events: usize) -> anyhow::Result<serde_json
         "rss_peak_mb": mb(measured.rss_peak_kib),
         "errors": 0,
     }))
+}
+
+/// Whether the bench's connections to PostgreSQL are encrypted (the URL's
+/// `sslmode`; sqlx's default `prefer` takes TLS whenever the server offers
+/// it, loopback included): the line says what the figures include. None on
+/// SQLite.
+async fn uses_tls(db: &Db) -> anyhow::Result<Option<bool>> {
+    let Db::Postgres(pool) = db else {
+        return Ok(None);
+    };
+    let ssl: Option<bool> = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_optional(pool)
+        .await?;
+    Ok(Some(ssl.unwrap_or(false)))
 }
 
 /// An event store that counts the reads made through it: the sweep's reads of

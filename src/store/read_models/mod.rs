@@ -65,9 +65,12 @@ pub trait ChangedRows<R> {
 pub trait ReadModels: Send + Sync {
     /// Loads the rows of `ids` from `table` (the live table or a rebuild's
     /// shadow), hands them to `fold` and upserts the rows it changed, in one
-    /// transaction; with `advance`, checkpoint `name` moves in the same
-    /// transaction (or nothing is written: [`ReadModelError::CheckpointMoved`]).
-    /// An error from `fold` writes nothing.
+    /// transaction. With `advance` (the sweep), the rows are loaded just before
+    /// the write, and checkpoint `name` moves in the write of the upsert (one
+    /// statement on PostgreSQL), or nothing is written
+    /// ([`ReadModelError::CheckpointMoved`]); loading outside the write is safe
+    /// because an upsert never lowers a version. An error from `fold` writes
+    /// nothing.
     async fn update<R, F, E, Fold>(
         &self,
         table: &str,

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Transaction};
 
-use super::{ConversionFigures, ReadModelError, StoredModel};
+use super::{Advance, ConversionFigures, ReadModelError, StoredModel};
 use crate::store::columns::{DbTime, PgArrays};
 
 /// [`super::ReadModels`] on PostgreSQL (migration 0003 applied).
@@ -55,27 +55,76 @@ async fn upsert_rows<R: StoredModel>(conn: &mut PgConnection, table: &str, rows:
     if rows.is_empty() {
         return Ok(());
     }
-    let mut arrays = PgArrays::default();
-    for row in rows {
-        row.bind(arrays.row());
-    }
-    let names = R::COLUMNS.join(", ");
-    let arrays_sql: Vec<String> = (1..=R::COLUMNS.len()).map(|i| format!("${i}")).collect();
-    let updates: Vec<String> = R::COLUMNS[1..]
-        .iter()
-        .map(|n| format!("{n} = EXCLUDED.{n}"))
-        .collect();
-    let sql = format!(
-        "INSERT INTO {table} ({names}) SELECT * FROM UNNEST({}) AS u({names}) \
-         ON CONFLICT (order_id) DO UPDATE SET {} WHERE {table}.version < EXCLUDED.version",
-        arrays_sql.join(", "),
-        updates.join(", "),
-    );
-    arrays
+    let sql = upsert_sql::<R>(table, 1, "");
+    column_arrays(rows)
         .bind(sqlx::query(AssertSqlSafe(sql)))?
         .execute(conn)
         .await
         .map(drop)
+}
+
+/// The sweep's write in one statement (one round trip, one commit): moves
+/// checkpoint `name` if it is still where the caller read it and, only then,
+/// upserts `rows` (or writes nothing: [`ReadModelError::CheckpointMoved`]).
+/// It locks the table before the checkpoint row, the order `swap_shadows`
+/// takes them in.
+async fn upsert_advancing<R: StoredModel>(
+    conn: &mut PgConnection,
+    table: &str,
+    name: &str,
+    advance: Advance,
+    rows: &[R],
+) -> Result<(), ReadModelError> {
+    let moved = if rows.is_empty() {
+        sqlx::query(ADVANCE)
+    } else {
+        let upsert = upsert_sql::<R>(table, 5, " WHERE EXISTS (SELECT FROM moved)");
+        let sql = format!(
+            "WITH moved AS ({ADVANCE} RETURNING name), upserted AS ({upsert}) SELECT name FROM moved"
+        );
+        sqlx::query(AssertSqlSafe(sql))
+    }
+    .bind(name)
+    .bind(advance.to)
+    .bind(advance.from.generation)
+    .bind(advance.from.position);
+    let moved = if rows.is_empty() {
+        moved.execute(conn).await?.rows_affected()
+    } else {
+        column_arrays(rows).bind(moved)?.fetch_all(conn).await?.len() as u64
+    };
+    if moved == 1 {
+        Ok(())
+    } else {
+        Err(ReadModelError::CheckpointMoved(name.to_string()))
+    }
+}
+
+/// Each column of `rows` as one array.
+fn column_arrays<R: StoredModel>(rows: &[R]) -> PgArrays {
+    let mut arrays = PgArrays::default();
+    for row in rows {
+        row.bind(arrays.row());
+    }
+    arrays
+}
+
+/// `INSERT .. SELECT FROM UNNEST($first, ..)` + `filter` `ON CONFLICT ..`.
+fn upsert_sql<R: StoredModel>(table: &str, first: usize, filter: &str) -> String {
+    let names = R::COLUMNS.join(", ");
+    let arrays: Vec<String> = (first..first + R::COLUMNS.len())
+        .map(|i| format!("${i}"))
+        .collect();
+    let updates: Vec<String> = R::COLUMNS[1..]
+        .iter()
+        .map(|n| format!("{n} = EXCLUDED.{n}"))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({names}) SELECT * FROM UNNEST({}) AS u({names}){filter} \
+         ON CONFLICT (order_id) DO UPDATE SET {} WHERE {table}.version < EXCLUDED.version",
+        arrays.join(", "),
+        updates.join(", "),
+    )
 }
 
 async fn create_shadow(pool: &PgPool, table: &str, shadow: &str) -> Result<(), ReadModelError> {
@@ -90,8 +139,16 @@ async fn create_shadow(pool: &PgPool, table: &str, shadow: &str) -> Result<(), R
 async fn swap_shadows(pool: &PgPool, swaps: &[(&str, &str)], position: i64) -> Result<(), ReadModelError> {
     let names: Vec<&str> = swaps.iter().map(|(name, _)| *name).collect();
     let mut tx = pool.begin().await?;
-    // Checkpoint rows first, tables second: the order a sweep takes them in
-    // (its compare-and-set, then its table), so the two cannot deadlock.
+    // Tables first, checkpoint rows second: the order a sweep's write takes
+    // them in (`upsert_advancing`: its table when the statement starts, the
+    // checkpoint row when it runs), so the two cannot deadlock.
+    let tables: Vec<&str> = swaps.iter().map(|(_, table)| *table).collect();
+    sqlx::query(AssertSqlSafe(format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        tables.join(", ")
+    )))
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("SELECT name FROM projection_checkpoints WHERE name = ANY($1) ORDER BY name FOR UPDATE")
         .bind(&names)
         .fetch_all(&mut *tx)

@@ -7,8 +7,10 @@
 //! - `Db` (the sqlx database) and `begin` (a write transaction);
 //! - the statements: `IN_IDS` (the `order_id` condition of a load, given the
 //!   ids as one [`DbList`](crate::store::columns::DbList) parameter),
-//!   `ADVANCE`, `BEGIN_REBUILD`, `REBUILD_PROGRESS`, `END_REBUILD`;
-//! - `upsert_rows`, `create_shadow`, `swap_shadows` and `conversion_figures`.
+//!   `BEGIN_REBUILD`, `REBUILD_PROGRESS`, `END_REBUILD`;
+//! - `upsert_rows`, `upsert_advancing` (the sweep's write: checkpoint
+//!   compare-and-set and upsert), `create_shadow`, `swap_shadows` and
+//!   `conversion_figures`.
 //!
 //! SQL-SAFE: every spliced name is a model's `TABLE` constant, its shadow
 //! (`shadow_table`), or a constant column list; all values are bound.
@@ -34,26 +36,6 @@ macro_rules! sql_read_models {
                     .fetch_all(conn)
                     .await?;
                 rows.into_iter().map(R::decode).collect()
-            }
-
-            /// Moves checkpoint `name` if it is still where the caller read it.
-            async fn advance(
-                conn: &mut <Db as sqlx::Database>::Connection,
-                name: &str,
-                advance: super::Advance,
-            ) -> Result<(), super::ReadModelError> {
-                let moved = sqlx::query(ADVANCE)
-                    .bind(name)
-                    .bind(advance.to)
-                    .bind(advance.from.generation)
-                    .bind(advance.from.position)
-                    .execute(conn)
-                    .await?;
-                if moved.rows_affected() == 1 {
-                    Ok(())
-                } else {
-                    Err(super::ReadModelError::CheckpointMoved(name.to_string()))
-                }
             }
 
             /// Runs one rebuild statement over the checkpoints of `names`
@@ -88,10 +70,24 @@ macro_rules! sql_read_models {
                 Fold: FnOnce(std::collections::HashMap<uuid::Uuid, R>) -> Result<F, E> + Send,
             {
                 let store = |e: sqlx::Error| E::from(super::ReadModelError::from(e));
-                let mut tx = begin(&self.pool).await.map_err(store)?;
                 if let Some((name, advance)) = advance {
-                    Self::advance(&mut tx, name, advance).await?;
+                    // The sweep: the rows are read before the write, which
+                    // moves the checkpoint and upserts in one go (one statement
+                    // on PostgreSQL). Safe outside the write: an upsert never
+                    // lowers a version, so a row another writer moved on in
+                    // between keeps the longer prefix; the compare-and-set
+                    // still writes nothing when the checkpoint moved.
+                    let mut conn = self.pool.acquire().await.map_err(store)?;
+                    let current = super::by_stream(
+                        Self::load_rows(&mut conn, table, ids)
+                            .await
+                            .map_err(store)?,
+                    );
+                    let folded = fold(current)?;
+                    upsert_advancing(&mut conn, table, name, advance, folded.changed()).await?;
+                    return Ok(folded);
                 }
+                let mut tx = begin(&self.pool).await.map_err(store)?;
                 let current = super::by_stream(Self::load_rows(&mut tx, table, ids).await.map_err(store)?);
                 let folded = fold(current)?;
                 upsert_rows(&mut tx, table, folded.changed())

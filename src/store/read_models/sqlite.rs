@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::{
-    ConversionFigures, ReadModelError, StoredModel,
+    Advance, ConversionFigures, ReadModelError, StoredModel,
     mapping::ConversionColumns,
     rows::{CartConversion, Outcome},
 };
@@ -86,6 +86,32 @@ async fn upsert_rows<R: StoredModel>(
         ));
         sql.build().execute(&mut *conn).await?;
     }
+    Ok(())
+}
+
+/// The sweep's write: moves checkpoint `name` if it is still where the caller
+/// read it and upserts `rows`, in one IMMEDIATE transaction (or writes nothing:
+/// [`ReadModelError::CheckpointMoved`]).
+async fn upsert_advancing<R: StoredModel>(
+    conn: &mut SqliteConnection,
+    table: &str,
+    name: &str,
+    advance: Advance,
+    rows: &[R],
+) -> Result<(), ReadModelError> {
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+    let moved = sqlx::query(ADVANCE)
+        .bind(name)
+        .bind(advance.to)
+        .bind(advance.from.generation)
+        .bind(advance.from.position)
+        .execute(&mut *tx)
+        .await?;
+    if moved.rows_affected() != 1 {
+        return Err(ReadModelError::CheckpointMoved(name.to_string()));
+    }
+    upsert_rows(&mut tx, table, rows).await?;
+    tx.commit().await?;
     Ok(())
 }
 
