@@ -33,22 +33,6 @@ async fn begin(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
     pool.begin().await
 }
 
-/// The transaction a projection folds events into, whose commit does not wait
-/// for the WAL to reach the disk (`synchronous_commit = off`). The rows are
-/// derived from the event log, which commits synchronously: a database crash
-/// that loses the last of these commits loses nothing that is not folded
-/// again from the log (an upsert never lowers a version; the sweep, whose
-/// checkpoint moves in its own synchronous statement, covers the rest). What
-/// it saves is a WAL flush per delivered batch, about as many as the order
-/// path's own, which the saga's commits would otherwise queue behind.
-async fn begin_fold(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
-}
-
 const IN_IDS: &str = "= ANY($1)";
 
 const ADVANCE: &str = "UPDATE projection_checkpoints SET position = $2, updated_at = now() \

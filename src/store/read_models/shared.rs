@@ -4,8 +4,7 @@
 //! store `Name` (a struct with a `pool` field). The expansion sits in the
 //! backend's module and uses what that module defines, the only parts that
 //! differ between the backends:
-//! - `Db` (the sqlx database), `begin` (a write transaction) and `begin_fold`
-//!   (a projection's fold, whose commit need not wait for the disk);
+//! - `Db` (the sqlx database) and `begin` (a write transaction);
 //! - the statements: `IN_IDS` (the `order_id` condition of a load, given the
 //!   ids as one [`DbList`](crate::store::columns::DbList) parameter),
 //!   `BEGIN_REBUILD`, `REBUILD_PROGRESS`, `END_REBUILD`;
@@ -88,7 +87,7 @@ macro_rules! sql_read_models {
                     upsert_advancing(&mut conn, table, name, advance, folded.changed()).await?;
                     return Ok(folded);
                 }
-                let mut tx = begin_fold(&self.pool).await.map_err(store)?;
+                let mut tx = begin(&self.pool).await.map_err(store)?;
                 let current = super::by_stream(Self::load_rows(&mut tx, table, ids).await.map_err(store)?);
                 let folded = fold(current)?;
                 upsert_rows(&mut tx, table, folded.changed())

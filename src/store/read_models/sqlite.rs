@@ -42,12 +42,6 @@ async fn begin(pool: &SqlitePool) -> sqlx::Result<Transaction<'static, Sqlite>> 
     pool.begin_with("BEGIN IMMEDIATE").await
 }
 
-/// A projection's fold: a write transaction like any other (in WAL mode with
-/// `synchronous = NORMAL` no commit waits for the disk).
-async fn begin_fold(pool: &SqlitePool) -> sqlx::Result<Transaction<'static, Sqlite>> {
-    begin(pool).await
-}
-
 /// Rows per multi-row INSERT (SQLite binds at most 32766 parameters).
 const CHUNK: usize = 500;
 

@@ -26,16 +26,10 @@ impl PostgresOutbox {
 
     /// One round inside `tx`, which holds the advisory lock on success.
     async fn round(tx: &mut PgConnection, bus: &dyn EventBus, limit: usize) -> anyhow::Result<usize> {
-        // The round's commit need not wait for the WAL flush
-        // (`synchronous_commit` off for this transaction, set in the same
-        // statement): a database crash that loses a mark only publishes those
-        // rows again, which delivery at least once allows.
-        let (locked, _): (bool, String) = sqlx::query_as(
-            "SELECT pg_try_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)",
-        )
-        .bind(ADVISORY_KEY)
-        .fetch_one(&mut *tx)
-        .await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(ADVISORY_KEY)
+            .fetch_one(&mut *tx)
+            .await?;
         if !locked {
             return Ok(0);
         }
