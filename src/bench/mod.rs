@@ -144,8 +144,18 @@ pub async fn run(args: BenchArgs, auth: &AuthSettings) -> anyhow::Result<()> {
     for scenario in scenarios {
         let scenario_lines = match (scenario, &target) {
             (Scenario::StoreAppend, _) => store_append_lines(&args, &run_id).await?,
-            (Scenario::EventCatchUp, _) => vec![event_catch_up_line(&args, &run_id, auth).await?],
-            (Scenario::ProjectionCatchUp, _) => vec![projection_catch_up_line(&args, &run_id).await?],
+            (Scenario::EventCatchUp, _) => vec![
+                on_fresh_database(&args, &run_id, "feed", |db| {
+                    event_catch_up::run(db, auth, args.catch_up_events)
+                })
+                .await?,
+            ],
+            (Scenario::ProjectionCatchUp, _) => vec![
+                on_fresh_database(&args, &run_id, "projections", |db| {
+                    projection_catch_up::run(db, args.projection_events)
+                })
+                .await?,
+            ],
             (Scenario::HelloCeiling, Some(target)) => {
                 // Kept alive for the scenario, killed when dropped.
                 let hello = hello::HelloServer::spawn().await?;
@@ -276,53 +286,32 @@ async fn store_append_lines(args: &BenchArgs, run_id: &str) -> anyhow::Result<Ve
     Ok(lines)
 }
 
-/// `event_catch_up` on a fresh database: PostgreSQL under `--database-url`, else a SQLite
-/// file in a directory of the run's.
-async fn event_catch_up_line(
+/// Runs `run` on a fresh database named for the run and `what`: PostgreSQL
+/// under `--database-url` (dropped afterwards), else a SQLite file in a
+/// directory of the run's (removed afterwards).
+async fn on_fresh_database<Fut>(
     args: &BenchArgs,
     run_id: &str,
-    auth: &AuthSettings,
-) -> anyhow::Result<serde_json::Value> {
+    what: &str,
+    run: impl FnOnce(event_catch_up::Database) -> Fut,
+) -> anyhow::Result<serde_json::Value>
+where
+    Fut: Future<Output = anyhow::Result<serde_json::Value>>,
+{
     use event_catch_up::Database;
-    let events = args.catch_up_events;
     match &args.database_url {
         Some(admin_url) => {
-            let name = format!("bench_{run_id}_feed");
+            let name = format!("bench_{run_id}_{what}");
             create_database(admin_url, &name).await?;
-            let database = Database::Postgres(database_url_for(admin_url, &name));
-            let result = event_catch_up::run(database, auth, events).await;
+            let result = run(Database::Postgres(database_url_for(admin_url, &name))).await;
             drop_database(admin_url, &name).await;
             result
         }
         None => {
             let dir =
-                tempfile_dir::TempDir(std::env::temp_dir().join(format!("commerce-bench-{run_id}-feed")));
+                tempfile_dir::TempDir(std::env::temp_dir().join(format!("commerce-bench-{run_id}-{what}")));
             std::fs::create_dir_all(&dir.0)?;
-            event_catch_up::run(Database::Sqlite(dir.0.join("feed.db")), auth, events).await
-        }
-    }
-}
-
-/// `projection_catch_up` on a fresh database: PostgreSQL under `--database-url`, else a
-/// SQLite file in a directory of the run's.
-async fn projection_catch_up_line(args: &BenchArgs, run_id: &str) -> anyhow::Result<serde_json::Value> {
-    use event_catch_up::Database;
-    let events = args.projection_events;
-    match &args.database_url {
-        Some(admin_url) => {
-            let name = format!("bench_{run_id}_projections");
-            create_database(admin_url, &name).await?;
-            let database = Database::Postgres(database_url_for(admin_url, &name));
-            let result = projection_catch_up::run(database, events).await;
-            drop_database(admin_url, &name).await;
-            result
-        }
-        None => {
-            let dir = tempfile_dir::TempDir(
-                std::env::temp_dir().join(format!("commerce-bench-{run_id}-projections")),
-            );
-            std::fs::create_dir_all(&dir.0)?;
-            projection_catch_up::run(Database::Sqlite(dir.0.join("projections.db")), events).await
+            run(Database::Sqlite(dir.0.join(format!("{what}.db")))).await
         }
     }
 }
