@@ -367,7 +367,8 @@ pub struct ReadSideSettings {
     /// has no event-store equivalent.
     pub order_queries: OrderQuerySource,
     /// WATCH_MAX_STREAMS_PER_CALLER, WATCH_MAX_STREAMS, WATCH_MAX_LIFETIME_SECONDS:
-    /// bounds of WatchOrder streams (defaults 16, 4096, 900).
+    /// bounds of WatchOrder streams (defaults 16, 4096, 900); WATCH_POLL_MS
+    /// (1000): how soon a change another replica projected reaches them.
     pub watch: WatchSettings,
 }
 
@@ -547,7 +548,7 @@ impl Config {
                     per_principal: env.parse_in("WATCH_MAX_STREAMS_PER_CALLER", 16, 1..=10_000)?,
                     total: env.parse_in("WATCH_MAX_STREAMS", 4096, 1..=1_000_000)?,
                     lifetime: env.duration("WATCH_MAX_LIFETIME_SECONDS", "900", 1)?,
-                    ..Default::default()
+                    poll: Duration::from_millis(env.parse_in("WATCH_POLL_MS", 1000, 10..=60_000)?),
                 },
             },
             privacy: PrivacySettings {
