@@ -441,17 +441,11 @@ impl Feed {
     /// missed), the stream's own version is the floor: the read model may lag
     /// it (the projections stalled by a Redis failover), and a lagging row
     /// taken as the latest would stay the streams' last word whenever the rest
-    /// of the order was committed before the feed's cursor.
+    /// of the order was committed before the feed's cursor. The row is read
+    /// first: with none (an order just placed, the usual first look) the
+    /// stream is read at once, and its version is not asked for; a floor read
+    /// after the row can only be higher, so the check stays as strict.
     async fn load(&self, order_id: Uuid, at_least: u64) -> Result<Option<OrderDetail>, String> {
-        let at_least = match at_least {
-            0 => self
-                .inner
-                .events
-                .stream_version(order_id)
-                .await
-                .map_err(|e| e.to_string())?,
-            known => known,
-        };
         if self.inner.source == OrderQuerySource::ReadModel {
             let row = self
                 .inner
@@ -459,8 +453,19 @@ impl Feed {
                 .order_detail(order_id)
                 .await
                 .map_err(|e| e.to_string())?;
-            if let Some(row) = row.filter(|r| r.summary.version >= at_least.max(1)) {
-                return Ok(Some(row));
+            if let Some(row) = row {
+                let floor = match at_least {
+                    0 => self
+                        .inner
+                        .events
+                        .stream_version(order_id)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                    known => known,
+                };
+                if row.summary.version >= floor.max(1) {
+                    return Ok(Some(row));
+                }
             }
         }
         let events = self
