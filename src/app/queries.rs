@@ -242,27 +242,11 @@ impl QueryApp {
         order_id: &str,
         min_version: i64,
     ) -> Result<OrderDetail, AppError> {
-        self.get_order_from(principal, order_id, min_version, true).await
-    }
-
-    /// GetOrder, the replica allowed or not.
-    async fn get_order_from(
-        &self,
-        principal: &Principal,
-        order_id: &str,
-        min_version: i64,
-        replica_allowed: bool,
-    ) -> Result<OrderDetail, AppError> {
         let id = parse_order_id(order_id)?;
         let wanted = u64::try_from(min_version)
             .map_err(|_| AppError::invalid("min_version", "must not be negative"))?;
         let detail = if self.order_queries == OrderQuerySource::ReadModel {
-            let replicated = if replica_allowed {
-                self.replica_answer(principal, id, wanted).await
-            } else {
-                None
-            };
-            match replicated {
+            match self.replica_answer(principal, id, wanted).await {
                 Some(answer) => answer,
                 None => self.read_at_least(principal, id, wanted).await?,
             }
@@ -524,7 +508,14 @@ impl QueryApp {
             .map_err(|_| AppError::invalid("after_version", "must not be negative"))?;
         // Subscribed before the first read: a change in between is not missed.
         let mut ticket = self.watches.open(&principal.subject, id)?;
-        let first = self.get_order_from(principal, order_id, 0, false).await?;
+        // The feed's own first look (the stream's version as floor), shared
+        // with the feed: the order's next commits fold onto it, unread.
+        let first = match ticket.first_look().await? {
+            Some(detail) if principal.may_access(&detail.summary.customer_id) => {
+                self.with_personal(detail).await?
+            }
+            _ => return Err(not_found(id)),
+        };
         // Personal data never changes after OrderCreated: open it once.
         let personal = first.personal.clone();
         let (sender, receiver) = mpsc::channel(8);

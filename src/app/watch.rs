@@ -84,9 +84,14 @@ struct State {
     per_principal: HashMap<String, usize>,
     total: usize,
     orders: HashMap<Uuid, watch::Sender<Snapshot>>,
-    /// Watched since the feed's last poll: read once then, in case another
-    /// replica changed it between the stream's first read and the feed's cursor.
+    /// Watched since the feed's last poll while the feed held no cursor: read
+    /// once then, in case another replica changed it between the stream's
+    /// first read and the cursor the feed then took.
     fresh: HashSet<Uuid>,
+    /// The feed holds a cursor into the log. A stream opened meanwhile needs
+    /// no read at the next poll: what commits after its first look is not
+    /// settled at that cursor yet, so the feed's reads after it bring it.
+    cursor_held: bool,
 }
 
 /// One open stream's place: releases its share of the caps when dropped.
@@ -108,6 +113,21 @@ impl WatchTicket {
     /// When this stream must end.
     pub fn lifetime(&self) -> Duration {
         self.inner.settings.lifetime
+    }
+
+    /// The order as the stream starts from (not yet checked against the
+    /// caller: the caller does that), handed to the order's other streams
+    /// too, so that this process's next commits of the order fold onto it
+    /// without a read. None when there is no such order.
+    pub async fn first_look(&mut self) -> Result<Option<OrderDetail>, AppError> {
+        let detail = self.inner.load(self.order_id, 0).await?;
+        if let Some(detail) = &detail {
+            let state = self.inner.lock();
+            if let Some(sender) = state.orders.get(&self.order_id) {
+                hand_over(sender, detail.clone());
+            }
+        }
+        Ok(detail)
     }
 }
 
@@ -139,6 +159,31 @@ impl Inner {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The detail row when it has `at_least`, else the fold of the stream.
+    /// With no version to wait for (an order just watched, or a broadcast
+    /// missed), the stream's own version is the floor: the read model may lag
+    /// it (the projections stalled by a Redis failover), and a lagging row
+    /// taken as the latest would stay the streams' last word whenever the rest
+    /// of the order was committed before the feed's cursor. The row is read
+    /// first: with none (an order just placed, the usual first look) the
+    /// stream is read at once, and its version is not asked for; a floor read
+    /// after the row can only be higher, so the check stays as strict.
+    async fn load(&self, order_id: Uuid, at_least: u64) -> Result<Option<OrderDetail>, AppError> {
+        if self.source == OrderQuerySource::ReadModel
+            && let Some(row) = self.store.order_detail(order_id).await?
+        {
+            let floor = match at_least {
+                0 => self.events.stream_version(order_id).await?,
+                known => known,
+            };
+            if row.summary.version >= floor.max(1) {
+                return Ok(Some(row));
+            }
+        }
+        let events = self.events.read_stream(order_id, 1).await?;
+        fold_stream::<OrderDetail>(&events).map_err(|e| AppError::Internal(e.into()))
     }
 }
 
@@ -188,7 +233,7 @@ impl OrderWatches {
             }
             state.total += 1;
             *state.per_principal.entry(principal.to_string()).or_default() += 1;
-            if !state.orders.contains_key(&order_id) {
+            if !state.orders.contains_key(&order_id) && !state.cursor_held {
                 state.fresh.insert(order_id);
             }
             state
@@ -313,6 +358,7 @@ impl Feed {
             let mut state = self.inner.lock();
             if state.orders.is_empty() {
                 self.cursor = None;
+                state.cursor_held = false;
                 return;
             }
             state.fresh.drain().collect()
@@ -346,6 +392,7 @@ impl Feed {
             None => {
                 let head = events.head_position().await.map_err(|e| e.to_string())?;
                 self.cursor = Some(head);
+                self.inner.lock().cursor_held = true;
                 return Ok(Vec::new());
             }
         };
@@ -422,7 +469,12 @@ impl Feed {
         if at_least != 0 && at_least <= known {
             return;
         }
-        let detail = match self.load(order_id, at_least).await {
+        let detail = match self
+            .inner
+            .load(order_id, at_least)
+            .await
+            .map_err(|e| e.to_string())
+        {
             Ok(Some(detail)) => detail,
             Ok(None) => return,
             Err(error) => {
@@ -434,47 +486,6 @@ impl Feed {
         if let Some(sender) = state.orders.get(&order_id) {
             hand_over(sender, detail);
         }
-    }
-
-    /// The detail row when it has `at_least`, else the fold of the stream.
-    /// With no version to wait for (an order just watched, or a broadcast
-    /// missed), the stream's own version is the floor: the read model may lag
-    /// it (the projections stalled by a Redis failover), and a lagging row
-    /// taken as the latest would stay the streams' last word whenever the rest
-    /// of the order was committed before the feed's cursor. The row is read
-    /// first: with none (an order just placed, the usual first look) the
-    /// stream is read at once, and its version is not asked for; a floor read
-    /// after the row can only be higher, so the check stays as strict.
-    async fn load(&self, order_id: Uuid, at_least: u64) -> Result<Option<OrderDetail>, String> {
-        if self.inner.source == OrderQuerySource::ReadModel {
-            let row = self
-                .inner
-                .store
-                .order_detail(order_id)
-                .await
-                .map_err(|e| e.to_string())?;
-            if let Some(row) = row {
-                let floor = match at_least {
-                    0 => self
-                        .inner
-                        .events
-                        .stream_version(order_id)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                    known => known,
-                };
-                if row.summary.version >= floor.max(1) {
-                    return Ok(Some(row));
-                }
-            }
-        }
-        let events = self
-            .inner
-            .events
-            .read_stream(order_id, 1)
-            .await
-            .map_err(|e| e.to_string())?;
-        fold_stream::<OrderDetail>(&events).map_err(|e| e.to_string())
     }
 }
 
