@@ -48,8 +48,6 @@ impl OrderService for OrderGrpc {
             .orders
             .create_order(&principal, request.into_inner().into())
             .await?;
-        // The saga row committed with the order: start it without waiting for a poll.
-        self.app.sagas.wake();
         Ok(Response::new(CreateOrderResponse {
             order: Some(convert::order(&view)),
         }))

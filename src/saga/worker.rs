@@ -52,6 +52,8 @@ const GAUGE_EVERY: Duration = Duration::from_secs(5);
 #[derive(Clone, Default)]
 pub struct LocalWorkers {
     pool: Arc<OnceLock<Arc<Slots>>>,
+    /// The claim loop's wake-up ([`run_pool`]'s `wake`).
+    wake: Arc<Notify>,
 }
 
 /// The pool's slots and the engine that drives in them.
@@ -80,6 +82,22 @@ impl std::fmt::Debug for LocalWorkers {
 }
 
 impl LocalWorkers {
+    /// Slots whose claim loop `wake` wakes.
+    pub fn waking(wake: Arc<Notify>) -> Self {
+        Self {
+            pool: Arc::default(),
+            wake,
+        }
+    }
+
+    /// Tells the claim loop a saga is due that no slot holds: one CreateOrder
+    /// started without a hand-off (no slot was free), or one whose
+    /// cancellation was just asked for. Other replicas hear the database's
+    /// notification instead; a saga handed over needs no claim at all.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// The pool's slots for `engine`, made once: [`run_pool`] takes them, and
     /// its starter may make them first so that CreateOrder finds free slots
     /// as soon as the workers are started, not once their task first runs.
@@ -148,13 +166,19 @@ pub async fn run_pool(
     let slots = local.slots(&engine, workers, &shutdown);
     let mut gauge_at = tokio::time::Instant::now();
     tracing::info!(owner = %engine.lease().owner, workers, "saga workers started");
+    // Something may be due: at the start, after a wake-up (a saga inserted
+    // unleased) or a poll, until a claim ran. A slot freed by a drive that
+    // ended is no reason to claim by itself: with every saga handed over in
+    // memory, that claim found nothing once per order.
+    let mut wanted = true;
     while !shutdown.is_triggered() {
         // Hand-offs take slots too: claim at most what is free now, and let
         // a claimed saga whose slot a hand-off took meanwhile wait for the
         // next free one (its lease outlasts that wait, and is fenced anyway).
         let free = slots.free.available_permits();
         let mut claimed = 0;
-        if free > 0 {
+        if free > 0 && wanted {
+            wanted = false;
             let lease = engine.next_lease();
             match engine.store().claim_due(&lease, free).await {
                 Ok(records) => {
@@ -166,6 +190,7 @@ pub async fn run_pool(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming sagas failed");
+                    wanted = true;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -176,13 +201,15 @@ pub async fn run_pool(
         }
         // A full batch means more may be due: claim again at once.
         if claimed > 0 && claimed == free {
+            wanted = true;
             continue;
         }
         tokio::select! {
-            () = wake.notified() => {}
-            () = tokio::time::sleep(settings.poll) => {}
+            () = wake.notified() => wanted = true,
+            () = tokio::time::sleep(settings.poll) => wanted = true,
             () = shutdown.wait() => {}
-            () = slots.freed.notified(), if free == 0 => {}
+            // Full when something became due: claim as soon as a slot frees.
+            () = slots.freed.notified(), if free == 0 && wanted => {}
         }
     }
     // Every slot free again: every drive, claimed or handed over, has ended.

@@ -257,10 +257,20 @@ impl OrderApp {
                         AppError::Internal(anyhow::anyhow!("OrderCreated was not appended"))
                     })?;
                 let order = Order::from_events(&events);
-                if let Some((reserved, handed)) = handoff {
-                    let traceparent =
-                        crate::telemetry::current_traceparent().filter(|t| t.starts_with("00-"));
-                    reserved.hand_over(handed, order.clone(), traceparent);
+                match handoff {
+                    Some((reserved, handed)) => {
+                        let traceparent =
+                            crate::telemetry::current_traceparent().filter(|t| t.starts_with("00-"));
+                        reserved.hand_over(handed, order.clone(), traceparent);
+                    }
+                    // Inserted unleased: this replica's claim loop takes it
+                    // at once when a slot frees.
+                    None if saga_id.is_some() => {
+                        if let Some(workers) = &self.local_workers {
+                            workers.wake();
+                        }
+                    }
+                    None => {}
                 }
                 OrderView::from_order(&order, recorded_at, recorded_at).ok_or_else(|| {
                     AppError::Internal(anyhow::anyhow!("OrderCreated did not place the order"))

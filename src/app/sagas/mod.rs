@@ -125,6 +125,7 @@ impl SagaApp {
             std::process::id(),
             &Uuid::new_v4().simple().to_string()[..8]
         );
+        let wake = Arc::new(Notify::new());
         Self {
             settings,
             store,
@@ -132,14 +133,16 @@ impl SagaApp {
             siblings,
             orders,
             urls,
-            wake: Arc::new(Notify::new()),
-            local: LocalWorkers::default(),
+            local: LocalWorkers::waking(wake.clone()),
+            wake,
             owner,
         }
     }
 
-    /// Tells the workers a saga is due now (CreateOrder, CancelOrder call it
-    /// after their commit; other replicas hear the database trigger).
+    /// Tells the workers a saga is due now (CancelOrder calls it after its
+    /// commit; CreateOrder wakes them through [`LocalWorkers::wake`] only
+    /// when it could not hand its saga over; other replicas hear the
+    /// database trigger).
     pub fn wake(&self) {
         self.wake.notify_one();
     }
