@@ -298,9 +298,22 @@ impl QueryApp {
 
     /// `detail` with its personal fields from the event store, opened with
     /// the customer's key ("[erased]" once forgotten; see the module doc).
-    async fn with_personal(&self, mut detail: OrderDetail) -> Result<OrderDetail, AppError> {
+    async fn with_personal(&self, detail: OrderDetail) -> Result<OrderDetail, AppError> {
+        self.with_personal_of(detail, None).await
+    }
+
+    /// [`Self::with_personal`] from `created`, the order's OrderCreated as
+    /// stored, when the caller has it already (else it is read).
+    async fn with_personal_of(
+        &self,
+        mut detail: OrderDetail,
+        created: Option<StoredEvent>,
+    ) -> Result<OrderDetail, AppError> {
         let id = detail.summary.order_id;
-        let mut events = self.log.read_stream(id, 1).await?;
+        let mut events = match created {
+            Some(created) => vec![created],
+            None => self.log.read_stream(id, 1).await?,
+        };
         events.truncate(1);
         for event in &mut events {
             self.privacy.open_personal(&mut event.payload).await?;
@@ -511,8 +524,8 @@ impl QueryApp {
         // The feed's own first look (the stream's version as floor), shared
         // with the feed: the order's next commits fold onto it, unread.
         let first = match ticket.first_look().await? {
-            Some(detail) if principal.may_access(&detail.summary.customer_id) => {
-                self.with_personal(detail).await?
+            Some((detail, created)) if principal.may_access(&detail.summary.customer_id) => {
+                self.with_personal_of(detail, created).await?
             }
             _ => return Err(not_found(id)),
         };

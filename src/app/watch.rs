@@ -48,7 +48,7 @@ use crate::{
     projections::{changes::OrderChanges, fold, fold_stream, order_detail::OrderDetail},
     shutdown::Shutdown,
     store::{
-        event_store::EventStore,
+        event_store::{EventStore, StoredEvent},
         read_models::{ReadModelStore, ReadModels},
     },
 };
@@ -118,16 +118,21 @@ impl WatchTicket {
     /// The order as the stream starts from (not yet checked against the
     /// caller: the caller does that), handed to the order's other streams
     /// too, so that this process's next commits of the order fold onto it
-    /// without a read. None when there is no such order.
-    pub async fn first_look(&mut self) -> Result<Option<OrderDetail>, AppError> {
-        let detail = self.inner.load(self.order_id, 0).await?;
-        if let Some(detail) = &detail {
+    /// without a read; with its OrderCreated as stored when the order was
+    /// folded from its stream (its sealed personal data, which the caller
+    /// opens, then needs no read of its own). None when there is no such order.
+    pub async fn first_look(&mut self) -> Result<Option<(OrderDetail, Option<StoredEvent>)>, AppError> {
+        let (detail, created) = self.inner.load_with_creation(self.order_id, 0).await?;
+        let Some(detail) = detail else {
+            return Ok(None);
+        };
+        {
             let state = self.inner.lock();
             if let Some(sender) = state.orders.get(&self.order_id) {
                 hand_over(sender, detail.clone());
             }
         }
-        Ok(detail)
+        Ok(Some((detail, created)))
     }
 }
 
@@ -171,6 +176,15 @@ impl Inner {
     /// stream is read at once, and its version is not asked for; a floor read
     /// after the row can only be higher, so the check stays as strict.
     async fn load(&self, order_id: Uuid, at_least: u64) -> Result<Option<OrderDetail>, AppError> {
+        Ok(self.load_with_creation(order_id, at_least).await?.0)
+    }
+
+    /// [`Self::load`], with the stream's first event when it read the stream.
+    async fn load_with_creation(
+        &self,
+        order_id: Uuid,
+        at_least: u64,
+    ) -> Result<(Option<OrderDetail>, Option<StoredEvent>), AppError> {
         if self.source == OrderQuerySource::ReadModel
             && let Some(row) = self.store.order_detail(order_id).await?
         {
@@ -179,11 +193,12 @@ impl Inner {
                 known => known,
             };
             if row.summary.version >= floor.max(1) {
-                return Ok(Some(row));
+                return Ok((Some(row), None));
             }
         }
         let events = self.events.read_stream(order_id, 1).await?;
-        fold_stream::<OrderDetail>(&events).map_err(|e| AppError::Internal(e.into()))
+        let detail = fold_stream::<OrderDetail>(&events).map_err(|e| AppError::Internal(e.into()))?;
+        Ok((detail, events.into_iter().next()))
     }
 }
 
