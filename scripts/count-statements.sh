@@ -79,7 +79,7 @@ kinds = [
     ("saga step write (fenced, with its steps and attempts)", r"WITH s AS \(UPDATE sagas SET"),
     ("saga claim", r"WITH c AS \(UPDATE sagas SET lease_owner"),
     ("saga lease release", r"^UPDATE sagas SET lease_owner = NULL"),
-    ("saga insert", r"^INSERT INTO sagas"),
+    ("saga insert (with its first write when handed over)", r"^INSERT INTO sagas|^WITH s AS \(INSERT INTO sagas"),
     ("event append (units of work)", r"INSERT INTO events"),
     ("idempotency key", r"idempotency_keys"),
     ("relay (outbox)", r"outbox"),

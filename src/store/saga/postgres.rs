@@ -29,7 +29,10 @@ use super::rows::{
 use super::{
     CancelFlag, FINISHED, FencedWrite, Lease, OperatorActionWrite, SagaPurge, SagaRecord, SagaStoreError,
 };
-use crate::store::{Purge, columns::PgArrays};
+use crate::store::{
+    Purge,
+    columns::{DbTime, DbUuid, PgArrays},
+};
 
 sql_saga_store!(
     /// The saga store on PostgreSQL.
@@ -187,28 +190,66 @@ impl PostgresSagaStore {
 
     /// A worker's fenced write, as one statement on `conn`: the fenced saga
     /// update `s` ([`bind_fenced`]'s `$1..$18`), then, only where `s` went
-    /// through, the step rows, the attempts started (inserted with their end
-    /// when the write also ends them: the statement's parts all see the
-    /// snapshot from before it, so an update could not see a row another
-    /// part inserts) and the attempts ended.
+    /// through, its step and attempt rows ([`Self::fenced_rows`]).
     async fn write_fenced(
         conn: &mut PgConnection,
         write: &FencedWrite,
         (): Stamp,
     ) -> Result<CancelFlag, SagaStoreError> {
-        let (started, finished) = split_attempts(&write.attempts);
-        let mut ctes = ArrayCtes::after(
-            format!(
-                "WITH s AS (UPDATE sagas SET {SET_COLUMNS}, updated_at = now(), failure_reason_code = $18, \
-                    lease_owner = CASE WHEN $15 THEN NULL ELSE lease_owner END, \
-                    lease_until = CASE WHEN $15 THEN NULL ELSE now() + $13 * interval '1 millisecond' END, \
-                    next_run_at = CASE WHEN NOT $15 THEN next_run_at \
-                        WHEN cancel_requested AND NOT $17 THEN now() ELSE $16 END \
-                    WHERE saga_id = $1 AND lease_owner = $2 AND ($14::bool IS NULL OR cancel_requested = $14) \
-                    RETURNING saga_id, cancel_requested, cancel_reason)"
-            ),
-            18,
+        let head = format!(
+            "WITH s AS (UPDATE sagas SET {SET_COLUMNS}, updated_at = now(), failure_reason_code = $18, \
+                lease_owner = CASE WHEN $15 THEN NULL ELSE lease_owner END, \
+                lease_until = CASE WHEN $15 THEN NULL ELSE now() + $13 * interval '1 millisecond' END, \
+                next_run_at = CASE WHEN NOT $15 THEN next_run_at \
+                    WHEN cancel_requested AND NOT $17 THEN now() ELSE $16 END \
+                WHERE saga_id = $1 AND lease_owner = $2 AND ($14::bool IS NULL OR cancel_requested = $14) \
+                RETURNING saga_id, cancel_requested, cancel_reason)"
         );
+        let (sql, arrays) = Self::fenced_rows(head, 18, write);
+        let query = bind_fenced(sqlx::query(sqlx::AssertSqlSafe(sql)), write);
+        cancel_flag(bind_arrays(query, arrays)?.fetch_optional(&mut *conn).await?)
+    }
+
+    /// A saga handed to a local worker at once, as one statement on `conn`:
+    /// its row inserted with the first fenced write's values already in it
+    /// (the same `$1..$18`, applied to a saga that is not being cancelled;
+    /// then the start's order, seed, deadline and customer), and that write's
+    /// step and attempt rows. An insert and an update in one statement could
+    /// not see each other's row, so the insert takes the update's values.
+    async fn write_start_leased(
+        conn: &mut PgConnection,
+        start: &super::SagaStart,
+        first: &FencedWrite,
+        (): Stamp,
+    ) -> Result<CancelFlag, SagaStoreError> {
+        let head = "WITH s AS (INSERT INTO sagas (saga_id, lease_owner, status, current_step, past_pivot, \
+                compensation_reason, last_error, authorization_id, reservation_id, shipment_id, \
+                tracking_number, capture_id, lease_until, next_run_at, failure_reason_code, order_id, \
+                idempotency_seed, deadline, customer_id, created_at, updated_at) \
+            SELECT $1, CASE WHEN $15 THEN NULL ELSE $2 END, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                CASE WHEN $15 THEN NULL ELSE now() + $13 * interval '1 millisecond' END, \
+                CASE WHEN $15 THEN $16 ELSE now() END, $18, $19, $20, $21, $22, now(), now() \
+            WHERE $14::bool IS NOT TRUE \
+            RETURNING saga_id, cancel_requested, cancel_reason)"
+            .to_string();
+        let (sql, arrays) = Self::fenced_rows(head, 22, first);
+        let query = bind_fenced(sqlx::query(sqlx::AssertSqlSafe(sql)), first)
+            .bind(DbUuid(start.order_id))
+            .bind(&start.idempotency_seed)
+            .bind(DbTime(start.deadline))
+            .bind(&start.customer_id);
+        cancel_flag(bind_arrays(query, arrays)?.fetch_optional(&mut *conn).await?)
+    }
+
+    /// The statement of a fenced write after its saga CTE `head` (which binds
+    /// `$1..$values` and returns the written saga as `s`): the step rows, the
+    /// attempts started (inserted with their end when the write also ends
+    /// them: the statement's parts all see the snapshot from before it, so an
+    /// update could not see a row another part inserts) and the attempts
+    /// ended, each only where `s` went through; with their arrays.
+    fn fenced_rows(head: String, values: usize, write: &FencedWrite) -> (String, Vec<PgArrays>) {
+        let (started, finished) = split_attempts(&write.attempts);
+        let mut ctes = ArrayCtes::after(head, values);
         ctes.add("st", &write.steps, step_values, step_upsert);
         ctes.add("started", &started, started_values, |x| {
             format!("{ATTEMPT_INSERT} SELECT s.saga_id, x.* FROM s, {x} AS x {ATTEMPT_CONFLICT}")
@@ -219,9 +260,7 @@ impl PostgresSagaStore {
                  WHERE a.saga_id = s.saga_id AND a.step = x.step AND a.attempt = x.attempt"
             )
         });
-        let (sql, arrays) = ctes.finish("SELECT cancel_requested, cancel_reason FROM s");
-        let query = bind_fenced(sqlx::query(sqlx::AssertSqlSafe(sql)), write);
-        cancel_flag(bind_arrays(query, arrays)?.fetch_optional(&mut *conn).await?)
+        ctes.finish("SELECT cancel_requested, cancel_reason FROM s")
     }
 
     /// An operator action, as one statement on `conn`: fenced by version and

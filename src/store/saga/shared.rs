@@ -12,8 +12,8 @@
 //! really differs, the claim, the worker's and the operator's writes (one
 //! statement on PostgreSQL, several in a write transaction on SQLite), a
 //! fenced write in a transaction of its own and the purge, are the
-//! backend's inherent `claim`, `write_fenced`, `write_operator_action`,
-//! `write_alone` and `purge`. The backend also names what a unit of work's
+//! backend's inherent `claim`, `write_fenced`, `write_start_leased`,
+//! `write_operator_action`, `write_alone` and `purge`. The backend also names what a unit of work's
 //! writes are stamped with, `Stamp`, and binds it with `stamped`.
 //!
 //! SQL-SAFE: statements are assembled from constant fragments (column lists,
@@ -120,8 +120,7 @@ macro_rules! sql_saga_store {
                 match part {
                     SagaWrite::Start(start) => Self::write_start(conn, start, None, now).await.map(|()| None),
                     SagaWrite::StartLeased(start, first) => {
-                        Self::write_start(conn, start, Some(&first.lease.owner), now).await?;
-                        Self::write_fenced(conn, first, now).await.map(Some)
+                        Self::write_start_leased(conn, start, first, now).await.map(Some)
                     }
                     SagaWrite::RequestCancel(cancel) => {
                         Self::write_cancel_request(conn, cancel, now).await.map(|()| None)

@@ -142,6 +142,18 @@ impl SqliteSagaStore {
     /// update ([`bind_fenced`]'s `$1..$18`, `$19` the time), then the step
     /// rows, the attempts started (with their end when the write also ends
     /// them) and the attempts ended.
+    /// A saga handed to a local worker at once: its row, named the lease's
+    /// owner, then its first write under that lease.
+    async fn write_start_leased(
+        tx: &mut SqliteConnection,
+        start: &super::SagaStart,
+        first: &FencedWrite,
+        now: Stamp,
+    ) -> Result<CancelFlag, SagaStoreError> {
+        Self::write_start(tx, start, Some(&first.lease.owner), now).await?;
+        Self::write_fenced(tx, first, now).await
+    }
+
     async fn write_fenced(
         tx: &mut SqliteConnection,
         write: &FencedWrite,
