@@ -151,7 +151,7 @@ for metric in ("grpc_server_requests_total", "grpc_server_request_duration_secon
                "http_request_duration_seconds_bucket", "cart_operations_total", "carts_created_total",
                "carts_converted_total", "carts_abandoned_total", "orders_status_transitions_total",
                "saga_steps_total", "saga_step_duration_seconds_bucket", "sagas{", "event_store_append_duration_seconds_bucket",
-               "event_store_conflicts_total", "outbox_backlog", "projection_lag_events", "saga_duration_seconds_bucket",
+               "event_store_conflicts_total", "relay_lag_events", "projection_lag_events", "saga_duration_seconds_bucket",
                "saga_retries_total", "db_pool_connections", "redis_pool_connections"):
     if metric not in exprs:
         fail(f"dashboard shows no {metric}")

@@ -107,7 +107,7 @@ pub struct Config {
     pub database: DatabaseSettings,
     /// Redis for carts and the event bus, when configured.
     pub redis: RedisSettings,
-    /// The event bus's partitions, their leases and the outbox relay.
+    /// The event bus's partitions, their leases and the relay.
     pub bus: BusSettings,
     /// The order command side.
     pub orders: OrderSettings,
@@ -261,9 +261,9 @@ pub struct BusSettings {
     /// EVENT_BUS_LEASE_SECONDS (default 10): a replica's partition leases
     /// last this long unrenewed; a dead replica's partitions move after it.
     pub lease: Duration,
-    /// EVENT_BUS_RELAY (default true): this replica publishes the outbox to
-    /// the bus. Turned off on every replica to drain the bus (events wait in
-    /// the outbox table meanwhile).
+    /// EVENT_BUS_RELAY (default true): this replica publishes the settled
+    /// event log to the bus. Turned off on every replica to drain the bus
+    /// (events wait in the event store meanwhile, behind the relay cursor).
     pub relay: bool,
 }
 
@@ -421,8 +421,6 @@ pub struct RetentionSettings {
     /// answer was recorded (default 24): the window in which a client may
     /// retry and get the first answer.
     pub idempotency: Duration,
-    /// RETENTION_OUTBOX_HOURS: outbox rows after they were published (default 24).
-    pub outbox: Duration,
     /// RETENTION_DEAD_LETTERS_DAYS: dead letters after they were dead-lettered (default 14).
     pub dead_letters: Duration,
     /// RETENTION_BATCH_SIZE: rows one delete statement takes (default 1000).
@@ -442,7 +440,6 @@ impl RetentionSettings {
             interval: env.duration("RETENTION_INTERVAL_SECONDS", "3600", 1)?,
             sagas: age("RETENTION_SAGAS_DAYS", "30", 86_400)?,
             idempotency: age("RETENTION_IDEMPOTENCY_HOURS", "24", 3600)?,
-            outbox: age("RETENTION_OUTBOX_HOURS", "24", 3600)?,
             dead_letters: age("RETENTION_DEAD_LETTERS_DAYS", "14", 86_400)?,
             batch: env.parse_in("RETENTION_BATCH_SIZE", 1000, 1..=100_000)?,
         })

@@ -106,9 +106,8 @@ impl Db {
     }
 
     /// Leadership of a job that one replica at a time runs (the retention
-    /// purge): on PostgreSQL the session advisory lock `key`, the mechanism
-    /// the outbox relay takes turns with (it holds the transaction variant
-    /// per round), kept on one pooled connection until
+    /// purge): on PostgreSQL the session advisory lock `key`, kept on one
+    /// pooled connection until
     /// [`Leadership::release`]; `None` while another replica holds it. On
     /// SQLite one process owns the file: always granted.
     pub async fn try_lead(&self, key: i64) -> anyhow::Result<Option<Leadership>> {
@@ -245,7 +244,7 @@ pub fn redis_pool(settings: &RedisSettings) -> anyhow::Result<Option<RedisPool>>
 /// Both backends, handed to every store constructor.
 #[derive(Clone)]
 pub struct Backends {
-    /// Events, outbox, sagas, read models, idempotency keys.
+    /// Events, the relay cursor, sagas, read models, idempotency keys.
     pub db: Db,
     /// Redis, or None for the in-process equivalents.
     pub redis: Option<RedisPool>,

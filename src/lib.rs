@@ -18,7 +18,7 @@
 //!   backends, the unit of work), [`bus`], [`db`], [`redis_conn`] (one Redis or a
 //!   Redis Cluster behind one pool) and [`health`] (backends and their health), [`privacy`] (crypto-shredding of personal data: ForgetCustomer).
 //! - **application**: [`app`] (the only API the transports call), [`projections`]
-//!   (the read side), [`outbox`] (the relay), [`saga`] (the durable fulfillment
+//!   (the read side), [`relay`] (the settled log to the bus), [`saga`] (the durable fulfillment
 //!   saga: engine, workers, sibling clients), [`auth`] (who is calling).
 //! - **transports**: [`grpc`] (tonic services, thin over [`app`]), [`rest`] (the
 //!   REST/JSON shim, `/openapi.json`, `/docs`, over the same services),
@@ -41,12 +41,12 @@ pub mod error;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
-pub mod outbox;
 pub mod privacy;
 pub mod projections;
 pub mod proto;
 pub mod ratelimit;
 pub mod redis_conn;
+pub mod relay;
 pub mod rest;
 pub mod saga;
 pub mod serve;

@@ -59,8 +59,7 @@ enum Command {
         #[arg(long)]
         allow_empty: bool,
     },
-    /// Delete finished sagas, idempotency keys, published outbox rows and dead
-    /// letters older than their RETENTION_* ages (the job the service runs), and
+    /// Delete finished sagas, idempotency keys and dead letters older than their RETENTION_* ages (the job the service runs), and
     /// print how many rows went per table. Order events are never deleted.
     Purge {
         /// Only count and print what would go; delete nothing.

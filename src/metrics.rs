@@ -53,7 +53,7 @@ pub const FAMILIES: &[(&str, &[&str])] = &[
     ("saga_duration_seconds", &["outcome"]),
     ("event_store_append_duration_seconds", &["backend"]),
     ("event_store_conflicts_total", &[]),
-    ("outbox_backlog", &[]),
+    ("relay_lag_events", &[]),
     ("projection_lag_events", &["projection"]),
     ("projection_partitions_held", &["projection"]),
     ("projection_rebuild_progress_ratio", &["projection"]),
@@ -181,8 +181,8 @@ fn describe() {
         "Named event-feed consumers: age of the oldest event not acknowledged yet (0 when caught up)."
     );
     describe_gauge!(
-        "outbox_backlog",
-        "Outbox entries not yet published to the event bus."
+        "relay_lag_events",
+        "Global positions between the settled log's head and the relay's cursor (about the events not yet published to the event bus)."
     );
     describe_gauge!(
         "projection_lag_events",
@@ -331,9 +331,11 @@ pub fn retention_run(purged: &[(&'static str, u64)]) {
     gauge!("retention_last_run_timestamp_seconds").set(chrono::Utc::now().timestamp() as f64);
 }
 
-/// Outbox entries waiting to be published.
-pub fn outbox_backlog(entries: u64) {
-    gauge!("outbox_backlog").set(entries as f64);
+/// How far the relay's cursor trails the settled log's head, in global
+/// positions: about the events not yet published (positions are not in the
+/// settled order on PostgreSQL, hence "about"; never below 0).
+pub fn relay_lag(positions: i64) {
+    gauge!("relay_lag_events").set(positions.max(0) as f64);
 }
 
 /// Events stored past `projection`'s checkpoint.
@@ -474,12 +476,12 @@ mod tests {
         sagas_by_status(&["RUNNING"], [("RUNNING", 2)]);
         event_store_append("postgres", Duration::from_millis(1));
         event_store_conflict();
-        outbox_backlog(3);
+        relay_lag(3);
         projection_lag("order_detail", 4);
         projection_partitions_held("order_detail", 2);
         projection_rebuild_progress("order_detail", 0.5);
         event_consumer_lag("billing", 3, 1.5);
-        retention_run(&[("sagas", 2), ("outbox", 0)]);
+        retention_run(&[("sagas", 2), ("idempotency_keys", 0)]);
         gauge!("redis_pool_connections", "state" => "max").set(1.0);
         gauge!("db_pool_connections", "state" => "max").set(1.0);
         let text = render();

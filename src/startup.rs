@@ -37,8 +37,9 @@ use crate::{
         order_service_server::OrderServiceServer, saga_admin_server::SagaAdminServer,
     },
     ratelimit::RateLimiter,
+    relay::EventRelay,
     shutdown::{self, ShutdownTrigger, Tasks},
-    store::event_store::{OrderCodec, outbox::Outbox},
+    store::event_store::OrderCodec,
     wire::{compressed_server, grpc_web},
 };
 
@@ -87,8 +88,8 @@ pub struct Application {
     server: ServerSettings,
     limits: LimitSettings,
     connections: ConnectionSettings,
-    /// The outbox the relay drains.
-    outbox: std::sync::Arc<dyn Outbox>,
+    /// The relay of the settled log to the bus (started unless EVENT_BUS_RELAY=false).
+    relay: EventRelay,
     /// Whether this replica relays, and its partition leases.
     bus: BusSettings,
 }
@@ -175,9 +176,13 @@ impl Application {
             crate::app::retention::RetentionStores {
                 sagas: stores.sagas.clone(),
                 idempotency_keys: stores.idempotency_keys.clone(),
-                outbox: stores.outbox.clone(),
                 bus: bus.clone(),
             },
+        );
+        let relay = EventRelay::new(
+            stores.stored_events.clone(),
+            stores.relay_cursor.clone(),
+            bus.clone(),
         );
         let app = App {
             retention,
@@ -205,7 +210,7 @@ impl Application {
             server: config.server,
             limits: config.limits,
             connections: config.connections,
-            outbox: stores.outbox,
+            relay,
             bus: config.bus,
         })
     }
@@ -251,7 +256,7 @@ impl Application {
             server,
             limits,
             connections,
-            outbox,
+            relay,
             bus,
         } = self;
         let monitor = tasks.spawn(app.health.clone().monitor(
@@ -266,8 +271,8 @@ impl Application {
                 .clone()
                 .follow_forgets(app.bus.clone(), app.shutdown.clone()),
         );
-        // Outbox relay, projections and their status: stop on shutdown.
-        let read_side = start_read_side(&app, outbox, &bus, &tasks);
+        // Relay, projections and their status: stop on shutdown.
+        let read_side = start_read_side(&app, relay, &bus, &tasks);
         // Retention: one replica at a time deletes finished work past its age.
         tasks.spawn(app.retention.clone().run_periodically(app.shutdown.clone()));
 
@@ -340,12 +345,12 @@ pub fn event_bus(
     }
 }
 
-/// Starts the read side of `app`: the relay of `outbox` (unless `bus.relay`
+/// Starts the read side of `app`: `relay` (unless `bus.relay`
 /// is off), one runner per projection and the status reporter; each stops on
 /// `app.shutdown`.
 fn start_read_side(
     app: &App,
-    outbox: std::sync::Arc<dyn Outbox>,
+    relay: EventRelay,
     bus: &BusSettings,
     tasks: &Tasks,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -363,10 +368,9 @@ fn start_read_side(
     projector.settings.lease = bus.lease;
     let mut started = Vec::new();
     if bus.relay {
-        let relay = crate::outbox::OutboxRelay::new(outbox, app.bus.clone());
         started.push(tasks.spawn(relay.run(shutdown.clone())));
     } else {
-        tracing::warn!("EVENT_BUS_RELAY=false: events wait in the outbox until a replica relays");
+        tracing::warn!("EVENT_BUS_RELAY=false: events wait in the event store until a replica relays");
     }
     // All three join the shared sweep before any runs: a runner spawned
     // first would otherwise sweep a backlog found at startup alone, and the

@@ -63,7 +63,7 @@ stat("Instances up", f'sum(up{{{SEL}}})', 0, desc="Scraped commerce replicas tha
 stat("gRPC requests/s", f'sum(rate(grpc_server_requests_total{{{SEL}}}[{R}]))', 6, unit="reqps")
 stat("Sagas waiting for an operator", f'sum(max by (status) (sagas{{{SEL}, status=~"FAILED|COMPENSATION_FAILED"}}))', 12,
      desc="FAILED (retries exhausted) and COMPENSATION_FAILED sagas: act with SagaAdmin.", thresholds=red(1))
-stat("Outbox backlog", f'max(outbox_backlog{{{SEL}}})', 18, desc="Events appended but not yet published to Redis Streams.",
+stat("Relay lag", f'max(relay_lag_events{{{SEL}}})', 18, desc="Settled events not yet published to Redis Streams (head position minus the relay cursor).",
      thresholds=amber(100, 1000))
 nl(4)
 
@@ -107,14 +107,14 @@ ts("Saga retries by step", [(f'sum by (step) (rate(saga_retries_total{{{SEL}}}[{
    desc="Retries after a transient error (UNAVAILABLE, DEADLINE_EXCEEDED) from a sibling service.")
 nl()
 
-row("Event store, outbox, projections")
+row("Event store, relay, projections")
 ts("Event store append latency", [
     (f'histogram_quantile(0.5, sum by (le) (rate(event_store_append_duration_seconds_bucket{{{SEL}}}[{R}])))', "p50"),
     (f'histogram_quantile(0.99, sum by (le) (rate(event_store_append_duration_seconds_bucket{{{SEL}}}[{R}])))', "p99")], 0, w=8, unit="s")
 ts("Optimistic concurrency conflicts", [(f'sum(rate(event_store_conflicts_total{{{SEL}}}[{R}]))', "conflicts/s")], 8, w=8, unit="ops",
    desc="Appends refused because the aggregate moved on (ABORTED to the caller, never a lost update).")
-ts("Outbox backlog and projection lag", [
-    (f'max(outbox_backlog{{{SEL}}})', "outbox backlog"),
+ts("Relay lag and projection lag", [
+    (f'max(relay_lag_events{{{SEL}}})', "relay lag"),
     (f'max by (projection) (projection_lag_events{{{SEL}}})', "lag {{projection}}")], 16, w=8)
 nl()
 row("Connection pools")

@@ -3,7 +3,7 @@
 //!
 //! WatchOrder's feed listens here so that a customer watching an order sees a
 //! step at once: the announced events are folded onto the order it holds (or
-//! the order is read from its stream when they do not follow on), instead of after the outbox relay, the bus and the
+//! the order is read from its stream when they do not follow on), instead of after the relay, the bus and the
 //! projection have each taken their turn (a few milliseconds on every update,
 //! and most of the wait between a saga's last commit and CONFIRMED on the
 //! watcher's screen). Changes committed by other replicas still arrive through

@@ -43,7 +43,7 @@ pub struct App {
     pub orders: orders::OrderApp,
     /// Personal data: per-customer encryption and ForgetCustomer (crypto-shredding).
     pub privacy: Vault,
-    /// The event bus (Redis Streams or in-process) the outbox relay feeds.
+    /// The event bus (Redis Streams or in-process) the relay feeds.
     pub bus: Arc<dyn EventBus>,
     /// Order queries and the read side's admin tools.
     pub queries: queries::QueryApp,

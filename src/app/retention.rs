@@ -6,7 +6,6 @@
 //! |---|---|---|
 //! | finished sagas (COMPLETED, COMPENSATED), their steps, attempts, operator actions | [`crate::store::saga`] | the saga's last change |
 //! | CreateOrder idempotency keys | [`crate::store::idempotency`] | the answer's recording (a dead claim: its lease's end too) |
-//! | published outbox rows | [`crate::store::event_store`] (its outbox half) | publication |
 //! | dead letters | [`crate::bus`] | dead-lettering |
 //!
 //! The event log is never purged: an order's stream is its history (and a
@@ -14,8 +13,8 @@
 //!
 //! This module owns no table: it asks each owner in turn, in batches of
 //! `RETENTION_BATCH_SIZE` rows, so no statement holds locks for long. The
-//! background job runs on one replica at a time ([`Db::try_lead`]: the
-//! advisory lock mechanism the outbox relay takes turns with); `commerce
+//! background job runs on one replica at a time ([`Db::try_lead`]: a session
+//! advisory lock on PostgreSQL); `commerce
 //! purge` runs the same code once, `--dry-run` only counting.
 
 use std::time::Duration;
@@ -27,9 +26,7 @@ use crate::{
     config::RetentionSettings,
     db::Db,
     shutdown::Shutdown,
-    store::{
-        Purge, event_store::outbox::Outbox, idempotency::IdempotencyStore, saga::SagaPurge, saga::SagaStore,
-    },
+    store::{Purge, idempotency::IdempotencyStore, saga::SagaPurge, saga::SagaStore},
 };
 
 /// Key of the retention job's advisory lock ("retain" in ASCII).
@@ -46,8 +43,6 @@ pub struct PurgeReport {
     pub sagas: SagaPurge,
     /// `idempotency_keys` rows.
     pub idempotency_keys: u64,
-    /// `outbox` rows (published ones).
-    pub outbox: u64,
     /// Entries of the dead-letter stream.
     pub dead_letters: u64,
     /// The cutoffs used: data older than these went.
@@ -56,14 +51,13 @@ pub struct PurgeReport {
 
 impl PurgeReport {
     /// `(table, rows)` in a fixed order: the metric labels and `commerce purge`'s lines.
-    pub fn tables(&self) -> [(&'static str, u64); 7] {
+    pub fn tables(&self) -> [(&'static str, u64); 6] {
         [
             ("sagas", self.sagas.sagas),
             ("saga_steps", self.sagas.steps),
             ("saga_attempts", self.sagas.attempts),
             ("saga_operator_actions", self.sagas.operator_actions),
             ("idempotency_keys", self.idempotency_keys),
-            ("outbox", self.outbox),
             ("dead_letters", self.dead_letters),
         ]
     }
@@ -76,8 +70,6 @@ pub struct Cutoffs {
     pub sagas: DateTime<Utc>,
     /// Idempotency keys answered before.
     pub idempotency_keys: DateTime<Utc>,
-    /// Outbox rows published before.
-    pub outbox: DateTime<Utc>,
     /// Dead letters dead-lettered before.
     pub dead_letters: DateTime<Utc>,
 }
@@ -89,7 +81,6 @@ impl Cutoffs {
         Self {
             sagas: before(settings.sagas),
             idempotency_keys: before(settings.idempotency),
-            outbox: before(settings.outbox),
             dead_letters: before(settings.dead_letters),
         }
     }
@@ -102,7 +93,6 @@ pub struct Retention {
     db: Db,
     sagas: std::sync::Arc<dyn SagaStore>,
     idempotency_keys: std::sync::Arc<dyn IdempotencyStore>,
-    outbox: std::sync::Arc<dyn Outbox>,
     bus: std::sync::Arc<dyn EventBus>,
 }
 
@@ -112,8 +102,6 @@ pub struct RetentionStores {
     pub sagas: std::sync::Arc<dyn SagaStore>,
     /// CreateOrder idempotency keys.
     pub idempotency_keys: std::sync::Arc<dyn IdempotencyStore>,
-    /// Purges published outbox rows (unpublished ones always stay).
-    pub outbox: std::sync::Arc<dyn Outbox>,
     /// The bus (dead letters).
     pub bus: std::sync::Arc<dyn EventBus>,
 }
@@ -126,7 +114,6 @@ impl Retention {
             db,
             sagas: stores.sagas,
             idempotency_keys: stores.idempotency_keys,
-            outbox: stores.outbox,
             bus: stores.bus,
         }
     }
@@ -160,7 +147,6 @@ impl Retention {
                 .idempotency_keys
                 .purge(cutoffs.idempotency_keys, Purge::Count)
                 .await?;
-            report.outbox = self.outbox.purge_published(cutoffs.outbox, Purge::Count).await?;
             report.dead_letters = self
                 .bus
                 .purge_dead_letters(cutoffs.dead_letters, Purge::Count)
@@ -184,13 +170,6 @@ impl Retention {
                 .purge(cutoffs.idempotency_keys, delete)
                 .await?;
             report.idempotency_keys += gone;
-            if gone < batch as u64 {
-                break;
-            }
-        }
-        for _ in 0..MAX_BATCHES {
-            let gone = self.outbox.purge_published(cutoffs.outbox, delete).await?;
-            report.outbox += gone;
             if gone < batch as u64 {
                 break;
             }

@@ -3,8 +3,8 @@
 //! Streams semantics the projections rely on.
 //!
 //! It lives as long as the process. That is enough because it is never the
-//! durable source: unpublished events stay in the outbox table until the relay
-//! has handed them over, and the projections sweep the event store for any
+//! durable source: events not yet published stay behind the relay's cursor
+//! in the event store until the relay has handed them over, and the projections sweep the event store for any
 //! event the bus lost (a restart, trimming).
 
 use std::{

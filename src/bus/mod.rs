@@ -1,4 +1,4 @@
-//! The event bus: committed events travel from the outbox relay to the
+//! The event bus: committed events travel from the relay (the settled log) to the
 //! projections over Redis Streams, or over an in-process equivalent in the
 //! embedded mode. Both honour the same [`EventBus`] contract, checked by one
 //! conformance suite (`tests/api/bus.rs`).

@@ -35,7 +35,6 @@ pub async fn command(config: Config, dry_run: bool) -> anyhow::Result<PurgeRepor
         RetentionStores {
             sagas: stores.sagas,
             idempotency_keys: stores.idempotency_keys,
-            outbox: stores.outbox,
             bus,
         },
     );
@@ -53,10 +52,9 @@ pub async fn command(config: Config, dry_run: bool) -> anyhow::Result<PurgeRepor
     let c = &report.cutoffs;
     println!(
         "cutoffs: finished sagas changed before {}, idempotency keys answered before {}, \
-         outbox rows published before {}, dead letters from before {}",
+         dead letters from before {}",
         c.sagas.to_rfc3339(),
         c.idempotency_keys.to_rfc3339(),
-        c.outbox.to_rfc3339(),
         c.dead_letters.to_rfc3339()
     );
     Ok(report)

@@ -13,12 +13,10 @@ use crate::{
     store::{
         cart::{CartStore, MemoryCartStore, RedisCartStore},
         consumers::{ConsumerStore, PostgresConsumerStore, SqliteConsumerStore},
-        event_store::{
-            EventStore, PostgresEventStore, SqliteEventStore, Upcasters,
-            outbox::{Outbox, PostgresOutbox, SqliteOutbox},
-        },
+        event_store::{EventStore, PostgresEventStore, SqliteEventStore, Upcasters},
         idempotency::{IdempotencyStore, PostgresIdempotencyStore, SqliteIdempotencyStore},
         read_models::{PostgresReadModels, ReadModelStore, SqliteReadModels},
+        relay_cursor::{PostgresRelayCursor, RelayCursor, SqliteRelayCursor},
         saga::{PostgresSagaStore, SagaStore, SqliteSagaStore},
         unit_of_work::{PostgresUnitOfWork, SqliteUnitOfWork, UnitOfWorkCommitter},
     },
@@ -32,8 +30,11 @@ pub struct Stores {
     /// Commits several owners' writes in one transaction (group-committed
     /// on PostgreSQL when EVENT_STORE_GROUP_COMMIT is on).
     pub units: Arc<dyn UnitOfWorkCommitter>,
-    /// The outbox as the relay drives it (publish, then mark published).
-    pub outbox: Arc<dyn Outbox>,
+    /// The event log as stored, without upcasting: what the relay publishes,
+    /// so that bus entries carry each payload at its stored schema version.
+    pub stored_events: Arc<dyn EventStore>,
+    /// How far the relay has published the log.
+    pub relay_cursor: Arc<dyn RelayCursor>,
     /// Sagas, their steps, attempts and operator actions.
     pub sagas: Arc<dyn SagaStore>,
     /// CreateOrder's idempotency keys (claimed before, completed in the unit of work).
@@ -55,7 +56,8 @@ impl Stores {
             Db::Postgres(pool) => Self {
                 events: Arc::new(PostgresEventStore::new(pool.clone(), upcasters.clone())),
                 units: Arc::new(PostgresUnitOfWork::new(pool.clone(), upcasters, group_commit)),
-                outbox: Arc::new(PostgresOutbox::new(pool.clone())),
+                stored_events: Arc::new(PostgresEventStore::new(pool.clone(), Upcasters::none())),
+                relay_cursor: Arc::new(PostgresRelayCursor::new(pool.clone())),
                 sagas: Arc::new(PostgresSagaStore::new(pool.clone())),
                 idempotency_keys: Arc::new(PostgresIdempotencyStore::new(pool.clone())),
                 read_models: ReadModelStore::Postgres(PostgresReadModels::new(pool.clone())),
@@ -65,7 +67,8 @@ impl Stores {
             Db::Sqlite(pool) => Self {
                 events: Arc::new(SqliteEventStore::new(pool.clone(), upcasters.clone())),
                 units: Arc::new(SqliteUnitOfWork::new(pool.clone(), upcasters)),
-                outbox: Arc::new(SqliteOutbox::new(pool.clone())),
+                stored_events: Arc::new(SqliteEventStore::new(pool.clone(), Upcasters::none())),
+                relay_cursor: Arc::new(SqliteRelayCursor::new(pool.clone())),
                 sagas: Arc::new(SqliteSagaStore::new(pool.clone())),
                 idempotency_keys: Arc::new(SqliteIdempotencyStore::new(pool.clone())),
                 read_models: ReadModelStore::Sqlite(SqliteReadModels::new(pool.clone())),

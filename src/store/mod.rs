@@ -55,6 +55,7 @@ pub mod event_store;
 pub mod group_commit;
 pub mod idempotency;
 pub mod read_models;
+pub mod relay_cursor;
 pub mod saga;
 pub mod unit_of_work;
 

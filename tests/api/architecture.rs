@@ -53,8 +53,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         "storage",
         &["db", "redis_conn", "store", "bus", "health", "privacy"],
     ),
-    // Commands, queries, the saga engine, projections, the outbox relay, identity.
-    ("application", &["app", "projections", "outbox", "saga", "auth"]),
+    // Commands, queries, the saga engine, projections, the relay, identity.
+    ("application", &["app", "projections", "relay", "saga", "auth"]),
     // gRPC, REST, the /metrics endpoint, the request layers, the accept loop, the sibling stubs.
     (
         "transports",

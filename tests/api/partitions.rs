@@ -9,7 +9,6 @@ use std::{sync::Arc, time::Duration};
 
 use commerce::{
     bus::{EventBus, Partition, PartitionGroup},
-    outbox::OutboxRelay,
     projections::{
         cart_conversion::CartConversion, customer_orders::CustomerOrder, order_detail::OrderDetail,
         samples::SampleOrder, status::PROJECTIONS,
@@ -82,10 +81,9 @@ async fn wait_owners(bus: &Arc<dyn EventBus>, expected: Vec<Option<String>>) {
     .await;
 }
 
-/// Relays the whole outbox to `bus`.
+/// Relays every settled event after the relay cursor to `bus`.
 async fn relay_all(fixture: &ReadSideFixture, bus: &Arc<dyn EventBus>) {
-    let relay = OutboxRelay::new(fixture.outbox.clone(), bus.clone());
-    while relay.relay_once().await.unwrap() > 0 {}
+    fixture.relay_all_with(&fixture.relay_to(bus.clone())).await;
 }
 
 /// Every group of every projection read and acknowledged every entry.
@@ -230,7 +228,7 @@ async fn the_partition_count_changes_by_the_documented_procedure_without_losing_
         relay_all(&fixture, &old).await;
 
         // 1. The relay stops (EVENT_BUS_RELAY=false): commands keep appending,
-        //    their events wait in the outbox.
+        //    their events wait behind the relay cursor.
         for order in &all {
             fixture.append(order, &order.confirmed()[..5]).await;
         }

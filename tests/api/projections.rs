@@ -1,5 +1,5 @@
 //! Relay and projections end to end, below the transports: events appended to
-//! the event store reach the read models through the outbox relay and the bus
+//! the event store reach the read models through the relay and the bus
 //! (Redis Streams + PostgreSQL when configured, in-process + SQLite always),
 //! whatever crashes, duplicates and rebuilds happen on the way.
 
@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use commerce::{
     bus::{EventEnvelope, Partition, PartitionGroup},
-    outbox::OutboxRelay,
     projections::{
         ApplyEvents, cart_conversion::CartConversion, customer_orders::CustomerOrder,
         order_detail::OrderDetail, rebuild::Rebuild, samples::SampleOrder,
@@ -95,8 +94,8 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
         for order in &orders[..30] {
             fixture.append(order, &order.confirmed()).await;
         }
-        let relay = OutboxRelay::new(fixture.outbox.clone(), fixture.bus.clone());
-        relay.relay_once().await.unwrap();
+        let relay = fixture.relay_to(fixture.bus.clone());
+        fixture.relay_all_with(&relay).await;
         for _ in 0..400 {
             if !fixture
                 .store
@@ -114,7 +113,7 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
         for order in &orders[30..] {
             fixture.append(order, &order.confirmed()).await;
         }
-        while relay.relay_once().await.unwrap() > 0 {}
+        fixture.relay_all_with(&relay).await;
         // Crash windows made certain: node-a holds delivered entries it never
         // acknowledged (some applied before the crash), and node-b, a replica
         // that died for good, holds others.

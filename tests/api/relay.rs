@@ -1,11 +1,14 @@
-//! The outbox relay through a bus outage: nothing lost, nothing reordered.
+//! The relay of the settled log through a bus outage, a crash between the
+//! publish and the cursor move, and a race of two replicas: nothing lost,
+//! nothing reordered, the cursor never moved back.
 
 use std::{sync::Arc, time::Duration};
 
 use commerce::{
     bus::{self, EventBus, EventEnvelope},
-    outbox::OutboxRelay,
     projections::samples::SampleOrder,
+    relay::EventRelay,
+    store::relay_cursor::{RelayCursor, RelayCursorError},
 };
 use uuid::Uuid;
 
@@ -113,13 +116,14 @@ async fn the_relay_keeps_events_through_a_bus_outage_and_publishes_them_in_order
         });
         let audit = bus::PartitionGroup::new("audit", bus::Partition(0));
         fixture.bus.create_group(audit).await.unwrap();
-        let relay = OutboxRelay::new(fixture.outbox.clone(), flaky.clone());
+        let relay = fixture.relay_to(flaky.clone());
         let orders: Vec<SampleOrder> = (0..5).map(|_| SampleOrder::new("olga", 1)).collect();
         for order in &orders {
             let life = order.confirmed();
             fixture.append(order, &life[..3]).await;
         }
-        // Down: every round fails, nothing is marked published.
+        // Down: every round fails, the cursor stays.
+        assert!(fixture.settled(15).await, "{backend:?}");
         for _ in 0..3 {
             assert!(relay.relay_once().await.is_err(), "{backend:?}");
         }
@@ -127,14 +131,7 @@ async fn the_relay_keeps_events_through_a_bus_outage_and_publishes_them_in_order
             fixture.append(order, &order.confirmed()).await;
         }
         flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
-        let mut published = 0;
-        loop {
-            let n = relay.relay_once().await.unwrap();
-            if n == 0 {
-                break;
-            }
-            published += n;
-        }
+        let published = fixture.relay_all_with(&relay).await;
         assert_eq!(published, 30, "{backend:?}: every event once");
         // Each stream arrives in version order.
         let delivered = fixture
@@ -153,5 +150,161 @@ async fn the_relay_keeps_events_through_a_bus_outage_and_publishes_them_in_order
             );
         }
         assert_eq!(delivered.len(), 30);
+    }
+}
+
+/// A cursor whose moves fail while `crash` is set: the relay's process dying
+/// after the bus accepted a batch and before the cursor moved.
+#[derive(Debug)]
+struct CrashingCursor {
+    inner: Arc<dyn RelayCursor>,
+    crash: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl RelayCursor for CrashingCursor {
+    async fn position(&self) -> Result<i64, RelayCursorError> {
+        self.inner.position().await
+    }
+    async fn advance(&self, from: i64, to: i64) -> Result<bool, RelayCursorError> {
+        if self.crash.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RelayCursorError::Unavailable(
+                "killed before the cursor moved".into(),
+            ));
+        }
+        self.inner.advance(from, to).await
+    }
+}
+
+/// Every entry of the audit group (created before anything was published), as
+/// (stream, version) in delivery order.
+async fn delivered(fixture: &ReadSideFixture, group: bus::PartitionGroup<'_>) -> Vec<(Uuid, u64)> {
+    let mut all = Vec::new();
+    loop {
+        let read = fixture
+            .bus
+            .read_new(group, "a", 100, Duration::from_millis(50))
+            .await
+            .unwrap();
+        if read.is_empty() {
+            return all;
+        }
+        all.extend(read.iter().map(|d| {
+            let event = d.event().unwrap();
+            (event.stream_id, event.version)
+        }));
+    }
+}
+
+/// What idempotent-by-version consumers need of a delivery order: each
+/// stream's versions first arrive in order from 1, none missing, and every
+/// later delivery of a version is a repeat of one already delivered.
+fn assert_first_deliveries_in_order(deliveries: &[(Uuid, u64)], streams: usize, per_stream: u64, what: &str) {
+    let mut highest: std::collections::HashMap<Uuid, u64> = Default::default();
+    for (stream, version) in deliveries {
+        let seen = highest.entry(*stream).or_insert(0);
+        assert!(
+            *version <= *seen + 1,
+            "{what}: {stream} v{version} before v{}",
+            *seen + 1
+        );
+        *seen = (*seen).max(*version);
+    }
+    assert_eq!(highest.len(), streams, "{what}: every stream");
+    assert!(
+        highest.values().all(|v| *v == per_stream),
+        "{what}: every version: {highest:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_between_the_publish_and_the_cursor_move_publishes_the_batch_again_and_loses_nothing() {
+    for backend in Backend::all() {
+        let fixture = ReadSideFixture::new(backend).await;
+        let audit = bus::PartitionGroup::new("audit", bus::Partition(0));
+        fixture.bus.create_group(audit).await.unwrap();
+        let cursor = Arc::new(CrashingCursor {
+            inner: fixture.relay_cursor.clone(),
+            crash: true.into(),
+        });
+        let relay = EventRelay::new(fixture.stored_events.clone(), cursor.clone(), fixture.bus.clone());
+        let orders: Vec<SampleOrder> = (0..4).map(|_| SampleOrder::new("crash", 1)).collect();
+        for order in &orders {
+            fixture.append(order, &order.confirmed()[..3]).await;
+        }
+        let before = fixture.relay_cursor.position().await.unwrap();
+        assert!(fixture.settled(12).await, "{backend:?}");
+        assert!(relay.relay_once().await.is_err(), "{backend:?}");
+        assert_eq!(
+            fixture.relay_cursor.position().await.unwrap(),
+            before,
+            "{backend:?}: published, but the cursor did not move"
+        );
+        // Restarted: the same batch goes again, then the cursor moves past it.
+        cursor.crash.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(relay.relay_once().await.unwrap(), 12, "{backend:?}");
+        assert_eq!(relay.relay_once().await.unwrap(), 0, "{backend:?}: nothing left");
+        let head = fixture.events.events.head_position().await.unwrap();
+        assert_eq!(
+            fixture.relay_cursor.position().await.unwrap(),
+            head,
+            "{backend:?}"
+        );
+        let deliveries = delivered(&fixture, audit).await;
+        assert_eq!(deliveries.len(), 24, "{backend:?}: the batch twice, nothing lost");
+        assert_first_deliveries_in_order(&deliveries, 4, 3, &format!("{backend:?}"));
+        assert_eq!(
+            deliveries[..12],
+            deliveries[12..],
+            "{backend:?}: the same batch again"
+        );
+    }
+}
+
+#[tokio::test]
+async fn relays_of_two_replicas_publish_every_event_and_never_move_the_cursor_back() {
+    for backend in Backend::all() {
+        let fixture = ReadSideFixture::new(backend).await;
+        let audit = bus::PartitionGroup::new("audit", bus::Partition(0));
+        fixture.bus.create_group(audit).await.unwrap();
+        // Two replicas: two relays, one cursor row.
+        let (a, b) = (
+            fixture.relay_to(fixture.bus.clone()),
+            fixture.relay_to(fixture.bus.clone()),
+        );
+        let orders: Vec<SampleOrder> = (0..12).map(|_| SampleOrder::new("race", 1)).collect();
+        for chunk in [2usize, 4, 6] {
+            for order in &orders {
+                fixture.append(order, &order.confirmed()[..chunk]).await;
+            }
+            assert!(fixture.settled(12 * chunk).await, "{backend:?}");
+            let (ra, rb) = tokio::join!(
+                async {
+                    let mut n = 0;
+                    while let Ok(k @ 1..) = a.relay_once().await {
+                        n += k;
+                    }
+                    n
+                },
+                async {
+                    let mut n = 0;
+                    while let Ok(k @ 1..) = b.relay_once().await {
+                        n += k;
+                    }
+                    n
+                }
+            );
+            assert!(ra + rb >= 12 * 2, "{backend:?}: {ra} + {rb} moved the cursor");
+        }
+        assert_eq!(a.relay_once().await.unwrap() + b.relay_once().await.unwrap(), 0);
+        let head = fixture.events.events.head_position().await.unwrap();
+        let cursor = fixture.relay_cursor.clone();
+        assert_eq!(cursor.position().await.unwrap(), head, "{backend:?}");
+        // A relay that read the cursor before the other moved it cannot move it back.
+        assert!(!cursor.advance(0, 1).await.unwrap(), "{backend:?}");
+        assert_eq!(cursor.position().await.unwrap(), head, "{backend:?}");
+        let deliveries = delivered(&fixture, audit).await;
+        assert!(deliveries.len() >= 72, "{backend:?}: {}", deliveries.len());
+        assert_first_deliveries_in_order(&deliveries, 12, 6, &format!("{backend:?}"));
     }
 }

@@ -1,6 +1,6 @@
 //! Retention on a running service, both backends: finished sagas (with their
-//! steps, attempts and operator actions), idempotency keys, published outbox
-//! rows and dead letters older than their age go; younger ones, unfinished
+//! steps, attempts and operator actions), idempotency keys and dead letters
+//! older than their age go; younger ones, unfinished
 //! sagas and every event stay; a retry inside the window still gets the first
 //! answer; a dry run deletes nothing; one replica at a time runs the job; and
 //! `commerce purge [--dry-run]` does the same from the command line.
@@ -18,7 +18,6 @@ use tonic::Code;
 
 use crate::support::{
     app::{Backend, TestApp, authed, spawn_app_with},
-    eventually,
     orders::{create_order, fill_cart, order_request},
     rest::http_get,
     saga::wait_saga,
@@ -31,7 +30,6 @@ const ONE_DAY: &[(&str, &str)] = &[
     ("RETENTION_INTERVAL_SECONDS", "0"),
     ("RETENTION_SAGAS_DAYS", "1"),
     ("RETENTION_IDEMPOTENCY_HOURS", "24"),
-    ("RETENTION_OUTBOX_HOURS", "24"),
     ("RETENTION_DEAD_LETTERS_DAYS", "1"),
     ("RETENTION_BATCH_SIZE", "2"),
 ];
@@ -50,14 +48,6 @@ async fn order(app: &TestApp, customer: &str, payment_method: &str) -> (CreateOr
 
 async fn rows(db: &Db, table: &'static str, id: &str) -> i64 {
     let (pg, lite) = match table {
-        "outbox" => (
-            "SELECT count(*) FROM outbox WHERE stream_id::text = $1",
-            "SELECT count(*) FROM outbox WHERE stream_id = ?1",
-        ),
-        "unpublished" => (
-            "SELECT count(*) FROM outbox WHERE stream_id::text = $1 AND published_at IS NULL",
-            "SELECT count(*) FROM outbox WHERE stream_id = ?1 AND published_at IS NULL",
-        ),
         "saga_steps" => (
             "SELECT count(*) FROM saga_steps WHERE saga_id::text = $1",
             "SELECT count(*) FROM saga_steps WHERE saga_id = ?1",
@@ -73,20 +63,6 @@ async fn rows(db: &Db, table: &'static str, id: &str) -> i64 {
         _ => unreachable!("{table}"),
     };
     count_with(db, pg, lite, id).await
-}
-
-/// Waits until the relay published every outbox row of `order`.
-async fn published(app: &TestApp, order: &Order) {
-    let db = &app.app.backends.db;
-    let done = eventually(Duration::from_secs(10), || async {
-        (rows(db, "unpublished", &order.order_id).await == 0).then_some(())
-    })
-    .await;
-    assert!(
-        done.is_some(),
-        "the outbox rows of {} were never published",
-        order.order_id
-    );
 }
 
 async fn saga_code(app: &TestApp, saga_id: &str) -> Code {
@@ -128,9 +104,6 @@ async fn data_past_its_age_goes_data_inside_stays_and_a_retry_inside_the_window_
         wait_saga(&app, &ann.saga_id, SagaStatus::Completed).await;
         wait_saga(&app, &bob.saga_id, SagaStatus::Compensated).await;
         wait_saga(&app, &cat.saga_id, SagaStatus::Failed).await;
-        for o in [&ann, &bob, &cat] {
-            published(&app, o).await;
-        }
         dead_letter(&app, "old").await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         let split = Utc::now();
@@ -139,13 +112,8 @@ async fn data_past_its_age_goes_data_inside_stays_and_a_retry_inside_the_window_
         // After it: a completed saga and a dead letter, inside every window.
         let (dan_request, dan) = order(&app, "dan", "pm_card_visa").await;
         wait_saga(&app, &dan.saga_id, SagaStatus::Completed).await;
-        published(&app, &dan).await;
         dead_letter(&app, "new").await;
 
-        let mut old_outbox = 0;
-        for o in [&ann, &bob, &cat] {
-            old_outbox += rows(&db, "outbox", &o.order_id).await;
-        }
         let (mut old_steps, mut old_attempts) = (0, 0);
         for o in [&ann, &bob] {
             old_steps += rows(&db, "saga_steps", &o.saga_id).await;
@@ -168,13 +136,12 @@ async fn data_past_its_age_goes_data_inside_stays_and_a_retry_inside_the_window_
                 report.sagas.attempts as i64,
                 report.sagas.operator_actions,
                 report.idempotency_keys,
-                report.outbox as i64,
                 report.dead_letters,
             )
         };
         assert_eq!(
             expected(&dry),
-            (2, old_steps, old_attempts, 0, 3, old_outbox, 1),
+            (2, old_steps, old_attempts, 0, 3, 1),
             "{backend:?}"
         );
         assert_eq!(dry.cutoffs.sagas, split);
@@ -182,10 +149,6 @@ async fn data_past_its_age_goes_data_inside_stays_and_a_retry_inside_the_window_
             saga_code(&app, &ann.saga_id).await,
             Code::Ok,
             "the dry run deleted a saga"
-        );
-        assert!(
-            rows(&db, "outbox", &ann.order_id).await > 0,
-            "the dry run deleted outbox rows"
         );
         assert_eq!(rows(&db, "idempotency_keys", "ann").await, 1);
         assert_eq!(app.app.bus.dead_letters(10).await.unwrap().len(), 2);
@@ -201,10 +164,6 @@ async fn data_past_its_age_goes_data_inside_stays_and_a_retry_inside_the_window_
             "a FAILED saga is never purged"
         );
         assert_eq!(saga_code(&app, &dan.saga_id).await, Code::Ok);
-        for o in [&ann, &bob, &cat] {
-            assert_eq!(rows(&db, "outbox", &o.order_id).await, 0);
-        }
-        assert!(rows(&db, "outbox", &dan.order_id).await > 0);
         assert_eq!(rows(&db, "saga_steps", &ann.saga_id).await, 0);
         assert_eq!(rows(&db, "saga_attempts", &ann.saga_id).await, 0);
         assert!(rows(&db, "saga_attempts", &dan.saga_id).await > 0);
@@ -277,7 +236,6 @@ fn purge(app: &TestApp, age_days: &str, args: &[&str]) -> Output {
         .envs(&app.isolation.vars)
         .env("RETENTION_SAGAS_DAYS", age_days)
         .env("RETENTION_IDEMPOTENCY_HOURS", "24")
-        .env("RETENTION_OUTBOX_HOURS", "24")
         .env("RETENTION_DEAD_LETTERS_DAYS", "14")
         .output()
         .expect("run commerce purge")

@@ -72,16 +72,23 @@ async fn shop_once(channel: &Channel, token: &str, key: String) -> Result<(), to
 }
 
 /// What must stay flat: memory, database connections, Redis keys that are not cart data,
-/// and the bookkeeping rows (checkpoints, unpublished outbox rows, unfinished sagas).
+/// and the bookkeeping rows (checkpoints, events the relay has not published, unfinished sagas).
 #[derive(Debug, PartialEq)]
 struct Footprint {
     rss_mib: u64,
     db_connections: i64,
     redis_structure: BTreeSet<String>,
     checkpoints: i64,
-    unpublished: i64,
+    unrelayed: i64,
     unfinished_sagas: i64,
 }
+
+/// Events after the relay's cursor in the settled order (transaction, position).
+const UNRELAYED: &str = "
+SELECT COUNT(*) FROM events e,
+     (SELECT ce.transaction_id AS t, ce.global_position AS p
+      FROM relay_cursor c LEFT JOIN events ce ON ce.global_position = c.position) cur
+WHERE cur.t IS NULL OR (e.transaction_id, e.global_position) > (cur.t, cur.p)";
 
 struct Probe {
     admin: sqlx::PgPool,
@@ -125,9 +132,7 @@ impl Probe {
             db_connections,
             redis_structure,
             checkpoints: self.count("SELECT COUNT(*) FROM projection_checkpoints").await,
-            unpublished: self
-                .count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
-                .await,
+            unrelayed: self.count(UNRELAYED).await,
             unfinished_sagas: self
                 .count("SELECT COUNT(*) FROM sagas WHERE status NOT IN ('COMPLETED', 'COMPENSATED')")
                 .await,
@@ -238,10 +243,10 @@ async fn a_sustained_mixed_load_with_a_redis_cut_leaves_memory_connections_and_b
         "no round completed after Redis came back ({ordered} in all)"
     );
 
-    // Settled: the sagas finished, the outbox drained (the relay retried past the cut).
+    // Settled: the sagas finished, the relay caught up (it retried past the cut).
     let mut end_state = probe.footprint(server.rss_kib()).await;
     for _ in 0..300 {
-        if end_state.unpublished == 0 && end_state.unfinished_sagas == 0 {
+        if end_state.unrelayed == 0 && end_state.unfinished_sagas == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -252,7 +257,7 @@ async fn a_sustained_mixed_load_with_a_redis_cut_leaves_memory_connections_and_b
         refused.load(Ordering::Relaxed)
     );
     assert_eq!(
-        (end_state.unpublished, end_state.unfinished_sagas),
+        (end_state.unrelayed, end_state.unfinished_sagas),
         (0, 0),
         "{end_state:?}"
     );

@@ -11,7 +11,6 @@ use commerce::{
     bus::EventBus,
     config::{OrderQuerySource, WatchSettings},
     db::Db,
-    outbox::OutboxRelay,
     projections::{
         ReadModel,
         changes::OrderChanges,
@@ -20,10 +19,11 @@ use commerce::{
         runner::{Projection, Projector},
         samples::SampleOrder,
     },
+    relay::EventRelay,
     shutdown::{self, Shutdown, ShutdownTrigger},
     startup::Stores,
     store::{
-        event_store::{EventStore, ORDER_STREAM, OrderCodec, Upcasters, outbox::Outbox},
+        event_store::{EventStore, ORDER_STREAM, OrderCodec, Upcasters},
         read_models::{ListQuery, ReadModelStore, ReadModels},
     },
 };
@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use crate::support::{
     app::{Backend, Isolation, TestApp},
-    store::EventLog,
+    store::{EventLog, count},
 };
 
 /// Backends, bus, event store and read models of one test.
@@ -39,7 +39,9 @@ pub struct ReadSideFixture {
     pub bus: Arc<dyn EventBus>,
     pub events: EventLog,
     pub store: ReadModelStore,
-    pub outbox: Arc<dyn Outbox>,
+    /// The relay's reading of the log (as stored) and its cursor.
+    pub stored_events: Arc<dyn EventStore>,
+    pub relay_cursor: Arc<dyn commerce::store::relay_cursor::RelayCursor>,
     pub trigger: ShutdownTrigger,
     pub shutdown: Shutdown,
     backends: commerce::db::Backends,
@@ -71,7 +73,8 @@ impl ReadSideFixture {
                 units: stores.units,
             },
             store: stores.read_models,
-            outbox: stores.outbox,
+            stored_events: stores.stored_events,
+            relay_cursor: stores.relay_cursor,
             trigger,
             shutdown,
             _isolation: isolation,
@@ -111,9 +114,30 @@ impl ReadSideFixture {
         projector
     }
 
+    /// A relay of the fixture's log to `bus`, with the fixture's cursor.
+    pub fn relay_to(&self, bus: Arc<dyn EventBus>) -> EventRelay {
+        EventRelay::new(self.stored_events.clone(), self.relay_cursor.clone(), bus)
+    }
+
+    /// Relays with `relay` until every event appended so far is published;
+    /// returns how many it published. Waits first for them all to settle:
+    /// an open transaction of another test holds the cluster's horizon back,
+    /// and a round before then would find only part of them.
+    pub async fn relay_all_with(&self, relay: &EventRelay) -> usize {
+        let total = count(&self.backends.db, "SELECT COUNT(*) FROM events").await;
+        assert!(self.settled(total as usize).await, "{total} events never settled");
+        let mut published = 0;
+        loop {
+            match relay.relay_once().await.unwrap() {
+                0 => return published,
+                n => published += n,
+            }
+        }
+    }
+
     /// Starts the relay.
     pub fn relay(&self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(OutboxRelay::new(self.outbox.clone(), self.bus.clone()).run(self.shutdown.clone()))
+        tokio::spawn(self.relay_to(self.bus.clone()).run(self.shutdown.clone()))
     }
 
     /// Appends the confirmed life of `order`, in `chunks` appends.

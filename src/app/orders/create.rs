@@ -21,7 +21,7 @@
 //!    ABORTED (not remembered): nothing is ordered that the client did not
 //!    see, and a retry orders the cart as it is then.
 //! 5. Commit one unit of work ([`crate::store::unit_of_work`]): OrderCreated
-//!    at expected version 0 (with its outbox row), the saga start (the one
+//!    at expected version 0, the saga start (the one
 //!    place a saga starts) and the key's completion. When a saga worker of
 //!    this replica is free, the saga starts leased to it with its first step
 //!    recorded as started, and is handed to it in memory after the commit

@@ -6,7 +6,7 @@
 //! # Personal data
 //! The `personal` part of OrderCreated (address, payment method) is sealed
 //! with the customer's key ([`crate::privacy`]) before it is appended, and
-//! opened when the stream is loaded: the store, the outbox and the bus only
+//! opened when the stream is loaded: the store and the bus only
 //! ever carry it encrypted. After ForgetCustomer it opens no more and the
 //! order loads with those fields "[erased]".
 //!

@@ -1,5 +1,6 @@
-//! The event store: append-only streams with optimistic concurrency, a global
-//! log for subscribers, and the transactional outbox.
+//! The event store: append-only streams with optimistic concurrency, and a
+//! global log for subscribers (the projections' sweep, the event feed, and
+//! the relay that publishes it to the bus, [`crate::relay`]).
 //!
 //! # Guarantees (checked by the conformance suite in `tests/api/event_store.rs`)
 //! - **Optimistic concurrency.** [`EventStore::append`] names the version the
@@ -12,14 +13,13 @@
 //!   [unit of work](crate::store::unit_of_work) (a lone append is a unit of
 //!   one: `UnitOfWorkCommitter::append`), which calls this module's writers
 //!   (`PostgresEventStore::write_appends`, `SqliteEventStore::write_append`)
-//!   inside its transaction; the events and their outbox rows commit
-//!   together, with whatever other tables the unit writes. The [`EventStore`]
-//!   port itself only reads.
+//!   inside its transaction; the events commit together with whatever other
+//!   tables the unit writes. The [`EventStore`] port itself only reads.
 //!
 //! # Tables written here
-//! `events`, and `outbox`: a row inserted with each event by the writers
-//! above, marked published by [`outbox`] when the relay has handed it to the
-//! bus.
+//! `events`, by the writers above, and nothing else: the relay publishes
+//! the settled log and keeps its own cursor
+//! ([`crate::store::relay_cursor`]).
 //! - **Readers never skip.** [`EventStore::read_all`] returns only *settled*
 //!   events (every transaction that could still commit an event before them has
 //!   finished), in settled order. See the backend modules for how.
@@ -133,7 +133,6 @@ macro_rules! sql_event_store {
 }
 
 mod codec;
-pub mod outbox;
 mod postgres;
 mod sqlite;
 mod upcast;
@@ -161,8 +160,8 @@ use crate::{
 /// The stream type of order streams.
 pub const ORDER_STREAM: &str = "order";
 
-/// Notified after every commit that wrote events in this process: the outbox
-/// relay wakes on it instead of waiting for its next poll. Only a hint
+/// Notified after every commit that wrote events in this process: the relay
+/// wakes on it instead of waiting for its next poll. Only a hint
 /// (appends of other replicas are found by the poll), so one process-wide
 /// signal serves every store in it.
 pub static APPENDED: std::sync::LazyLock<tokio::sync::Notify> =

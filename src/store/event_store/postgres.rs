@@ -2,8 +2,9 @@
 //!
 //! # Appending
 //! An append is one statement: a guard reads the stream's current version,
-//! the events are inserted only if it equals the expected version, and their
-//! outbox rows are written from the inserted rows (a data-modifying CTE).
+//! and the events are inserted only if it equals the expected version (a
+//! data-modifying CTE). Nothing else is written per event: the relay
+//! publishes from this log itself ([`crate::relay`]).
 //! Appends come from units of work ([`PostgresEventStore::write_appends`] is
 //! called inside their transaction); concurrent units share a transaction and
 //! one such statement, with a guard per stream ([`crate::store::group_commit`]).
@@ -42,7 +43,7 @@ pub struct PostgresEventStore {
 
 /// Appends, each to a different stream, in one statement (one append, or a
 /// group commit batch): per stream the guard, then the events of the appends
-/// whose stream is at their expected version, then their outbox rows. One row
+/// whose stream is at their expected version. One row
 /// per inserted event: its stream, version, position and commit time.
 const APPEND_MANY: &str = "
 WITH input AS (
@@ -60,14 +61,7 @@ WITH input AS (
            i.metadata
     FROM input i JOIN guard g ON g.stream_id = i.stream_id AND g.current = i.expected
     ORDER BY i.ord
-    RETURNING event_id, stream_id, stream_type, version, global_position, event_type, schema_version,
-              payload, metadata, recorded_at
-), outboxed AS (
-    INSERT INTO outbox (event_id, stream_id, stream_type, stream_version, global_position, event_type,
-                        schema_version, payload, metadata, created_at)
-    SELECT event_id, stream_id, stream_type, version, global_position, event_type, schema_version,
-           payload, metadata, recorded_at
-    FROM inserted
+    RETURNING stream_id, version, global_position, recorded_at
 )
 SELECT stream_id, version, global_position, recorded_at FROM inserted";
 

@@ -77,7 +77,7 @@ impl SqliteEventStore {
         }
     }
 
-    /// Inserts the batch and its outbox rows (the write lock is held).
+    /// Inserts the batch (the write lock is held).
     async fn insert_events(
         tx: &mut SqliteConnection,
         stream_id: &str,
@@ -108,22 +108,6 @@ impl SqliteEventStore {
             .bind(&metadata)
             .bind(now)
             .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO outbox (event_id, stream_id, stream_type, stream_version, global_position, \
-                 event_type, schema_version, payload, metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&event_id)
-            .bind(stream_id)
-            .bind(stream_type)
-            .bind(version)
-            .bind(position)
-            .bind(&event.event_type)
-            .bind(event.schema_version)
-            .bind(&payload)
-            .bind(&metadata)
-            .bind(now)
-            .execute(&mut *tx)
             .await?;
             positions.push(position);
         }

@@ -27,12 +27,11 @@
 //! writer function.
 //!
 //! # Who commits through it
-//! - CreateOrder: OrderCreated (and its outbox row), the saga start and the
+//! - CreateOrder: OrderCreated, the saga start and the
 //!   idempotency key's completion.
 //! - CancelOrder: CancellationRequested and the saga's cancel flag.
 //! - Each saga step: the step's outcome and the next step's start (a fenced
-//!   write), the order event the step's command decided and its outbox row:
-//!   one transaction per step ([`crate::saga::engine`]).
+//!   write), the order event the step's command decided: one transaction per step ([`crate::saga::engine`]).
 //! - SagaAdmin's retry and skip: the operator action row, the saga's columns
 //!   and the `SagaStepRetried`/`SagaStepSkipped` audit event.
 //!
@@ -48,7 +47,7 @@
 //! | table | written by |
 //! |---|---|
 //! | `events` | [`crate::store::event_store`] |
-//! | `outbox` | [`crate::store::event_store`] inserts a row with each event; its [`outbox`](crate::store::event_store::outbox) part marks it published when the relay ([`crate::outbox`]) has handed it to the bus |
+//! | `relay_cursor` | [`crate::store::relay_cursor`], moved by the relay ([`crate::relay`]) after the bus accepted the events up to it |
 //! | `sagas`, `saga_steps`, `saga_attempts`, `saga_operator_actions` | [`crate::store::saga`] |
 //! | `idempotency_keys` | [`crate::store::idempotency`] |
 //! | `order_details`, `customer_orders`, `cart_conversions`, `projection_checkpoints` | [`crate::store::read_models`] |
@@ -56,8 +55,8 @@
 //! | `event_consumers` | [`crate::store::consumers`] |
 //! | `service_info` | the migrations only |
 //!
-//! A unit of work writes only the first four rows' tables; carts live in
-//! Redis ([`crate::store::cart`]).
+//! A unit of work writes only `events`, the saga tables and
+//! `idempotency_keys`; carts live in Redis ([`crate::store::cart`]).
 
 mod postgres;
 mod sqlite;

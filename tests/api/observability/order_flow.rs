@@ -194,7 +194,7 @@ async fn a_placed_and_fulfilled_order_moves_the_order_saga_and_pipeline_series()
         ("code", "OK"),
     ];
     assert!(grew("grpc_server_requests_total", &create) >= 1.0);
-    assert!(after.contains("\noutbox_backlog "), "{after}");
+    assert!(after.contains("\nrelay_lag_events "), "{after}");
     assert!(after.contains("projection_lag_events{projection="), "{after}");
     assert!(!after.contains(&order_id), "an order id leaked into a label");
 }

@@ -1,0 +1,150 @@
+//! The relay: publishes the event store's settled log to the event bus and
+//! keeps a durable cursor of how far it got.
+//!
+//! Each round reads the cursor ([`RelayCursor`]), takes up to a batch of
+//! events after it from [`EventStore::read_all`], hands them to the bus, and
+//! then moves the cursor to the last of them by compare-and-set. No table is
+//! written per event: the log the units of work commit is the only copy.
+//!
+//! # Guarantees
+//! - **Nothing lost.** The cursor moves only after the bus accepted the
+//!   batch; if Redis is down, the round fails, the cursor stays and the relay
+//!   retries with backoff. A crash between the publish and the cursor move
+//!   publishes the batch again on restart: delivery is at least once and
+//!   consumers are idempotent (by stream version).
+//! - **Nothing skipped.** `read_all` returns only settled events, in an order
+//!   in which no event can later appear behind the cursor (on PostgreSQL
+//!   (transaction, position); the cursor is the position of the last event
+//!   published, which `read_all` resolves to that pair). The price: a
+//!   transaction left open anywhere in the cluster holds the relay back
+//!   until it ends (the events wait, none is skipped).
+//! - **Per-stream order.** A stream's next event is appended only after its
+//!   previous one committed (optimistic concurrency) by a transaction whose
+//!   first write is that append (the unit of work writes events first), so it
+//!   comes later in the settled order too; the relay publishes a batch in
+//!   that order, and all the events of a stream go to one bus partition (its
+//!   stream id decides, [`crate::bus::partition_of`]), appended there in that
+//!   order. Nothing relies on an order across streams.
+//! - **Entries as stored.** The relay reads an event store without upcasters,
+//!   so each entry carries its payload at the schema version it was stored
+//!   with, as the outbox rows did; consumers upcast
+//!   ([`crate::bus::EventEnvelope::into_stored`]).
+//! - **Several replicas.** Every replica may relay; the compare-and-set keeps
+//!   the cursor monotone. Two rounds that overlap publish the same batch twice
+//!   (the loser's cursor move fails, and its next round starts from the
+//!   winner's cursor): duplicates, never losses.
+//! - **Draining.** With EVENT_BUS_RELAY=false no relay runs in the replica
+//!   (startup does not start it): the step of the procedure that changes the
+//!   partition count (README, "Event bus partitions").
+//!
+//! The relay writes no SQL: the cursor is [`crate::store::relay_cursor`]'s,
+//! the log [`crate::store::event_store`]'s, each chosen per backend in startup.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    bus::{EventBus, EventEnvelope},
+    shutdown::Shutdown,
+    store::{
+        event_store::{APPENDED, EventStore},
+        relay_cursor::RelayCursor,
+    },
+};
+
+/// Events per round.
+const BATCH: usize = 500;
+/// Pause after a round that published some events but less than a batch:
+/// more may settle as soon as the transactions that held them back end.
+const BUSY_POLL: Duration = Duration::from_millis(20);
+/// Pause after a round that found nothing, unless an append in this process
+/// wakes the relay first (appends of other replicas are found by this poll).
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Longest pause after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The relay from the settled log to the bus.
+pub struct EventRelay {
+    events: Arc<dyn EventStore>,
+    cursor: Arc<dyn RelayCursor>,
+    bus: Arc<dyn EventBus>,
+}
+
+impl EventRelay {
+    /// A relay of `events` (a store without upcasters: see the module
+    /// documentation) to `bus`, remembering its progress in `cursor`.
+    pub fn new(events: Arc<dyn EventStore>, cursor: Arc<dyn RelayCursor>, bus: Arc<dyn EventBus>) -> Self {
+        Self { events, cursor, bus }
+    }
+
+    /// Relays until `shutdown` fires (finishing the round in progress).
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut backoff = Duration::from_millis(50);
+        let mut failing = false;
+        while !shutdown.is_triggered() {
+            let pause = match self.relay_once().await {
+                Ok(published) => {
+                    if failing {
+                        tracing::info!("event relay recovered");
+                        failing = false;
+                    }
+                    backoff = Duration::from_millis(50);
+                    match published {
+                        BATCH => continue,
+                        0 => IDLE_POLL,
+                        _ => BUSY_POLL,
+                    }
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(error = format!("{error:#}"), "event relay failing; retrying");
+                        failing = true;
+                    }
+                    // The lag grows while the bus refuses: show it (best
+                    // effort, the database may be what fails).
+                    if let Ok(lag) = self.lag().await {
+                        crate::metrics::relay_lag(lag);
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                // While failing, the backoff decides, not new appends.
+                () = APPENDED.notified(), if !failing => {}
+                _ = shutdown.wait() => break,
+            }
+        }
+    }
+
+    /// One round: publishes up to a batch of settled events after the cursor,
+    /// then moves the cursor past them; returns how many were published (0
+    /// when none were settled, or when another replica moved the cursor
+    /// during the round: that replica published them too).
+    pub async fn relay_once(&self) -> anyhow::Result<usize> {
+        let from = self.cursor.position().await?;
+        let events = self.events.read_all(from, BATCH).await?;
+        let Some(last) = events.last().map(|e| e.global_position) else {
+            crate::metrics::relay_lag(0);
+            return Ok(0);
+        };
+        let envelopes: Vec<EventEnvelope> = events.iter().map(EventEnvelope::from).collect();
+        self.bus.publish(&envelopes).await?;
+        if !self.cursor.advance(from, last).await? {
+            return Ok(0);
+        }
+        // A round short of a full batch took every settled event there was:
+        // measuring the lag again would be one more statement per round.
+        let lag = match events.len() {
+            BATCH => self.events.head_position().await.map_or(0, |head| head - last),
+            _ => 0,
+        };
+        crate::metrics::relay_lag(lag);
+        Ok(events.len())
+    }
+
+    /// The settled head's position minus the cursor's.
+    async fn lag(&self) -> anyhow::Result<i64> {
+        Ok(self.events.head_position().await? - self.cursor.position().await?)
+    }
+}
