@@ -6,13 +6,19 @@ use std::{sync::Arc, time::Duration};
 
 use commerce::{
     bus::{self, EventBus, EventEnvelope},
+    db::Db,
     projections::samples::SampleOrder,
     relay::EventRelay,
+    startup::Stores,
+    store::event_store::Upcasters,
     store::relay_cursor::{RelayCursor, RelayCursorError},
 };
 use uuid::Uuid;
 
-use crate::support::{app::Backend, read_side::ReadSideFixture};
+use crate::support::{
+    app::{Backend, Isolation},
+    read_side::ReadSideFixture,
+};
 
 /// A bus that refuses to publish while `down` is set (Redis unreachable).
 struct FlakyBus {
@@ -306,5 +312,124 @@ async fn relays_of_two_replicas_publish_every_event_and_never_move_the_cursor_ba
         let deliveries = delivered(&fixture, audit).await;
         assert!(deliveries.len() >= 72, "{backend:?}: {}", deliveries.len());
         assert_first_deliveries_in_order(&deliveries, 12, 6, &format!("{backend:?}"));
+    }
+}
+
+/// Migrates `db` with the migrations of its backend up to `below` (exclusive)
+/// or all of them.
+async fn migrate_up_to(db: &Db, below: Option<i64>) {
+    let dir = match db {
+        Db::Postgres(_) => "migrations/postgres",
+        Db::Sqlite(_) => "migrations/sqlite",
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut migrator = sqlx::migrate::Migrator::new(path).await.unwrap();
+    if let Some(below) = below {
+        let kept: Vec<_> = migrator.iter().filter(|m| m.version < below).cloned().collect();
+        migrator.migrations = kept.into();
+    }
+    match db {
+        Db::Postgres(pool) => migrator.run(pool).await.unwrap(),
+        Db::Sqlite(pool) => migrator.run(pool).await.unwrap(),
+    }
+}
+
+/// An event and its outbox row as the release before migration 0012 wrote
+/// them (each its own transaction); returns the event's position.
+async fn old_release_append(db: &Db, published: bool) -> i64 {
+    let id = Uuid::now_v7();
+    match db {
+        Db::Postgres(pool) => {
+            let position: i64 = sqlx::query_scalar(
+                "INSERT INTO events (event_id, stream_id, stream_type, version, event_type, schema_version, \
+                 payload) VALUES ($1, $1, 'order', 1, 'OrderCreated', 1, '{}') RETURNING global_position",
+            )
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO outbox (event_id, stream_id, stream_type, stream_version, global_position, \
+                 event_type, schema_version, payload, published_at) \
+                 VALUES ($1, $1, 'order', 1, $2, 'OrderCreated', 1, '{}', CASE WHEN $3 THEN now() END)",
+            )
+            .bind(id)
+            .bind(position)
+            .bind(published)
+            .execute(pool)
+            .await
+            .unwrap();
+            position
+        }
+        Db::Sqlite(pool) => {
+            let position: i64 = sqlx::query_scalar(
+                "INSERT INTO events (event_id, stream_id, stream_type, version, event_type, schema_version, \
+                 payload, recorded_at) VALUES (?1, ?1, 'order', 1, 'OrderCreated', 1, '{}', 0) \
+                 RETURNING global_position",
+            )
+            .bind(id.to_string())
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO outbox (event_id, stream_id, stream_type, stream_version, global_position, \
+                 event_type, schema_version, payload, published_at) \
+                 VALUES (?1, ?1, 'order', 1, ?2, 'OrderCreated', 1, '{}', CASE WHEN ?3 THEN 1 END)",
+            )
+            .bind(id.to_string())
+            .bind(position)
+            .bind(published)
+            .execute(pool)
+            .await
+            .unwrap();
+            position
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_migration_starts_the_cursor_where_the_outbox_left_off_and_drops_it() {
+    for backend in Backend::all() {
+        // Published, published, unpublished, published, unpublished: the
+        // cursor stops before the third; all published: at the head.
+        for (published, resume_at) in [
+            (vec![true, true, false, true, false], Some(2)),
+            (vec![true, true, true], None),
+        ] {
+            let isolation = Isolation::new(backend).await;
+            let db = Db::connect(&isolation.config(&[]).database).await.unwrap();
+            migrate_up_to(&db, Some(12)).await;
+            let mut positions = Vec::new();
+            for done in &published {
+                positions.push(old_release_append(&db, *done).await);
+            }
+            migrate_up_to(&db, None).await;
+
+            let stores = Stores::on(&db, Upcasters::none(), false);
+            let cursor = stores.relay_cursor.position().await.unwrap();
+            let expected = match resume_at {
+                Some(first_unpublished) => positions[first_unpublished - 1],
+                None => *positions.last().unwrap(),
+            };
+            assert_eq!(cursor, expected, "{backend:?} {published:?}");
+            // The relay goes on from there: the unpublished events and those
+            // after them (published ones again: consumers are idempotent).
+            let wanted = &positions[resume_at.unwrap_or(positions.len())..];
+            let mut read = Vec::new();
+            for _ in 0..300 {
+                read = stores.stored_events.read_all(cursor, 10).await.unwrap();
+                if read.len() >= wanted.len() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let read: Vec<i64> = read.iter().map(|e| e.global_position).collect();
+            assert_eq!(read, wanted, "{backend:?} {published:?}");
+            let gone = match &db {
+                Db::Postgres(pool) => sqlx::query("SELECT 1 FROM outbox").fetch_all(pool).await.is_err(),
+                Db::Sqlite(pool) => sqlx::query("SELECT 1 FROM outbox").fetch_all(pool).await.is_err(),
+            };
+            assert!(gone, "{backend:?}: the outbox table is dropped");
+        }
     }
 }
