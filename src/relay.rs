@@ -29,10 +29,13 @@
 //!   so each entry carries its payload at the schema version it was stored
 //!   with, as the outbox rows did; consumers upcast
 //!   ([`crate::bus::EventEnvelope::into_stored`]).
-//! - **Several replicas.** Every replica may relay; the compare-and-set keeps
-//!   the cursor monotone. Two rounds that overlap publish the same batch twice
-//!   (the loser's cursor move fails, and its next round starts from the
-//!   winner's cursor): duplicates, never losses.
+//! - **Several replicas, one relay at a time.** Every replica runs a relay,
+//!   but only the holder of the cursor's turn ([`RelayCursor::turn`], a lease
+//!   of [`TURN_LEASE`]) publishes; the others poll the turn and take it once
+//!   its holder stops (at once: it gives the turn up) or dies (after the
+//!   lease). The cursor moves by compare-and-set of the holder, so it stays
+//!   monotone even when a late holder overlaps the next: then a batch is
+//!   published twice, never lost.
 //! - **Draining.** With EVENT_BUS_RELAY=false no relay runs in the replica
 //!   (startup does not start it): the step of the procedure that changes the
 //!   partition count (README, "Event bus partitions").
@@ -41,6 +44,8 @@
 //! the log [`crate::store::event_store`]'s, each chosen per backend in startup.
 
 use std::{sync::Arc, time::Duration};
+
+use uuid::Uuid;
 
 use crate::{
     bus::{EventBus, EventEnvelope},
@@ -61,19 +66,35 @@ const BUSY_POLL: Duration = Duration::from_millis(20);
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Longest pause after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a relay's turn lasts without a renewal: how soon another replica
+/// publishes after the relay's process died.
+pub const TURN_LEASE: Duration = Duration::from_secs(10);
 
 /// The relay from the settled log to the bus.
 pub struct EventRelay {
     events: Arc<dyn EventStore>,
     cursor: Arc<dyn RelayCursor>,
     bus: Arc<dyn EventBus>,
+    /// This relay's name in the turn: unique per relay, also within a process.
+    owner: String,
 }
 
 impl EventRelay {
     /// A relay of `events` (a store without upcasters: see the module
     /// documentation) to `bus`, remembering its progress in `cursor`.
     pub fn new(events: Arc<dyn EventStore>, cursor: Arc<dyn RelayCursor>, bus: Arc<dyn EventBus>) -> Self {
-        Self { events, cursor, bus }
+        let owner = format!(
+            "{}-{}-{}",
+            crate::bus::consumer_name(),
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
+        Self {
+            events,
+            cursor,
+            bus,
+            owner,
+        }
     }
 
     /// Relays until `shutdown` fires (finishing the round in progress).
@@ -115,14 +136,25 @@ impl EventRelay {
                 _ = shutdown.wait() => break,
             }
         }
+        self.leave().await;
+    }
+
+    /// Gives the turn up, so that another replica's relay takes it at once
+    /// (best effort: else it passes when the lease ends).
+    pub async fn leave(&self) {
+        if let Err(error) = self.cursor.leave(&self.owner).await {
+            tracing::debug!(%error, "giving the relay's turn up failed; it passes when the lease ends");
+        }
     }
 
     /// One round: publishes up to a batch of settled events after the cursor,
     /// then moves the cursor past them; returns how many were published (0
-    /// when none were settled, or when another replica moved the cursor
-    /// during the round: that replica published them too).
+    /// when none were settled, when another relay has the turn, or when the
+    /// turn passed to another during the round: that one publishes them too).
     pub async fn relay_once(&self) -> anyhow::Result<usize> {
-        let from = self.cursor.position().await?;
+        let Some(from) = self.cursor.turn(&self.owner, TURN_LEASE).await? else {
+            return Ok(0);
+        };
         let events = self.events.read_all(from, BATCH).await?;
         let Some(last) = events.last().map(|e| e.global_position) else {
             crate::metrics::relay_lag(0);
@@ -130,7 +162,7 @@ impl EventRelay {
         };
         let envelopes: Vec<EventEnvelope> = events.iter().map(EventEnvelope::from).collect();
         self.bus.publish(&envelopes).await?;
-        if !self.cursor.advance(from, last).await? {
+        if !self.cursor.advance(&self.owner, from, last, TURN_LEASE).await? {
             return Ok(0);
         }
         // A round short of a full batch took every settled event there was:

@@ -12,11 +12,15 @@ CREATE TABLE relay_cursor (
     -- One row: the cursor of the whole service (replicas share it, compare-and-set on `position`).
     id         SMALLINT    PRIMARY KEY DEFAULT 1 CHECK (id = 1),
     position   BIGINT      NOT NULL CHECK (position >= 0),
-    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    -- The turn: the relay that publishes now, until its lease ends (replicas take turns, as the
+    -- outbox relay's advisory lock made them; src/store/relay_cursor/ says how).
+    owner       TEXT        NULL,
+    lease_until TIMESTAMPTZ NULL
 );
 
 -- Writers of the old release insert outbox rows in their events' transactions: waiting for this
--- lock waits for every one of them to end, and none can start again before the table is gone.
+-- lock waits for every one of them to end, so that the cursor below is taken after them.
 LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE;
 
 -- Start where the outbox left off: just before the first unpublished event in the settled order
@@ -40,4 +44,7 @@ SELECT 1, COALESCE((
     LIMIT 1
 ), 0);
 
-DROP TABLE outbox;
+-- The outbox table stays for one release: replicas of the old release, still running during a
+-- rolling upgrade (or back after a rollback), insert into it and relay from it (their events
+-- reach the bus twice then: consumers are idempotent). Nothing of this release reads or writes
+-- it; the release after drops it.

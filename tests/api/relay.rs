@@ -8,7 +8,7 @@ use commerce::{
     bus::{self, EventBus, EventEnvelope},
     db::Db,
     projections::samples::SampleOrder,
-    relay::EventRelay,
+    relay::{EventRelay, TURN_LEASE},
     startup::Stores,
     store::event_store::Upcasters,
     store::relay_cursor::{RelayCursor, RelayCursorError},
@@ -172,13 +172,25 @@ impl RelayCursor for CrashingCursor {
     async fn position(&self) -> Result<i64, RelayCursorError> {
         self.inner.position().await
     }
-    async fn advance(&self, from: i64, to: i64) -> Result<bool, RelayCursorError> {
+    async fn turn(&self, owner: &str, lease: Duration) -> Result<Option<i64>, RelayCursorError> {
+        self.inner.turn(owner, lease).await
+    }
+    async fn advance(
+        &self,
+        owner: &str,
+        from: i64,
+        to: i64,
+        lease: Duration,
+    ) -> Result<bool, RelayCursorError> {
         if self.crash.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(RelayCursorError::Unavailable(
                 "killed before the cursor moved".into(),
             ));
         }
-        self.inner.advance(from, to).await
+        self.inner.advance(owner, from, to, lease).await
+    }
+    async fn leave(&self, owner: &str) -> Result<(), RelayCursorError> {
+        self.inner.leave(owner).await
     }
 }
 
@@ -268,51 +280,66 @@ async fn a_crash_between_the_publish_and_the_cursor_move_publishes_the_batch_aga
 }
 
 #[tokio::test]
-async fn relays_of_two_replicas_publish_every_event_and_never_move_the_cursor_back() {
+async fn relays_of_two_replicas_take_turns_so_each_event_is_published_once_and_the_cursor_never_moves_back() {
     for backend in Backend::all() {
         let fixture = ReadSideFixture::new(backend).await;
         let audit = bus::PartitionGroup::new("audit", bus::Partition(0));
         fixture.bus.create_group(audit).await.unwrap();
-        // Two replicas: two relays, one cursor row.
+        // Two replicas: two relays, one cursor row and its turn.
         let (a, b) = (
             fixture.relay_to(fixture.bus.clone()),
             fixture.relay_to(fixture.bus.clone()),
         );
         let orders: Vec<SampleOrder> = (0..12).map(|_| SampleOrder::new("race", 1)).collect();
+        let mut published = Vec::new();
         for chunk in [2usize, 4, 6] {
             for order in &orders {
                 fixture.append(order, &order.confirmed()[..chunk]).await;
             }
             assert!(fixture.settled(12 * chunk).await, "{backend:?}");
-            let (ra, rb) = tokio::join!(
-                async {
-                    let mut n = 0;
-                    while let Ok(k @ 1..) = a.relay_once().await {
-                        n += k;
-                    }
-                    n
-                },
-                async {
-                    let mut n = 0;
-                    while let Ok(k @ 1..) = b.relay_once().await {
-                        n += k;
-                    }
-                    n
-                }
-            );
-            assert!(ra + rb >= 12 * 2, "{backend:?}: {ra} + {rb} moved the cursor");
+            let (ra, rb) = tokio::join!(drain(&a), drain(&b));
+            assert_eq!(ra + rb, 24, "{backend:?}: each event once ({ra} + {rb})");
+            published.push((ra, rb));
+            if chunk == 4 {
+                // The holder stops: it gives the turn up, the other takes it at once.
+                let holder = if ra > 0 { &a } else { &b };
+                holder.leave().await;
+            }
         }
-        assert_eq!(a.relay_once().await.unwrap() + b.relay_once().await.unwrap(), 0);
+        let holders: Vec<bool> = published.iter().map(|(ra, _)| *ra > 0).collect();
+        assert_eq!(
+            holders[0], holders[1],
+            "{backend:?}: the turn stays while held: {published:?}"
+        );
+        assert_ne!(
+            holders[1], holders[2],
+            "{backend:?}: and passes when given up: {published:?}"
+        );
         let head = fixture.events.events.head_position().await.unwrap();
         let cursor = fixture.relay_cursor.clone();
         assert_eq!(cursor.position().await.unwrap(), head, "{backend:?}");
-        // A relay that read the cursor before the other moved it cannot move it back.
-        assert!(!cursor.advance(0, 1).await.unwrap(), "{backend:?}");
+        // A relay without the turn, or with a stale position, moves nothing.
+        assert!(
+            !cursor
+                .advance("nobody", head, head + 1, TURN_LEASE)
+                .await
+                .unwrap(),
+            "{backend:?}"
+        );
         assert_eq!(cursor.position().await.unwrap(), head, "{backend:?}");
         let deliveries = delivered(&fixture, audit).await;
-        assert!(deliveries.len() >= 72, "{backend:?}: {}", deliveries.len());
+        assert_eq!(deliveries.len(), 72, "{backend:?}: every event once");
         assert_first_deliveries_in_order(&deliveries, 12, 6, &format!("{backend:?}"));
     }
+}
+
+/// Rounds of `relay` until one publishes nothing; the events it published.
+async fn drain(relay: &EventRelay) -> usize {
+    let mut n = 0;
+    while let Ok(k @ 1..) = relay.relay_once().await {
+        n += k;
+    }
+    n
 }
 
 /// Migrates `db` with the migrations of its backend up to `below` (exclusive)
@@ -388,7 +415,7 @@ async fn old_release_append(db: &Db, published: bool) -> i64 {
 }
 
 #[tokio::test]
-async fn the_migration_starts_the_cursor_where_the_outbox_left_off_and_drops_it() {
+async fn the_migration_starts_the_cursor_where_the_outbox_left_off_and_the_old_release_still_appends() {
     for backend in Backend::all() {
         // Published, published, unpublished, published, unpublished: the
         // cursor stops before the third; all published: at the head.
@@ -425,11 +452,24 @@ async fn the_migration_starts_the_cursor_where_the_outbox_left_off_and_drops_it(
             }
             let read: Vec<i64> = read.iter().map(|e| e.global_position).collect();
             assert_eq!(read, wanted, "{backend:?} {published:?}");
-            let gone = match &db {
-                Db::Postgres(pool) => sqlx::query("SELECT 1 FROM outbox").fetch_all(pool).await.is_err(),
-                Db::Sqlite(pool) => sqlx::query("SELECT 1 FROM outbox").fetch_all(pool).await.is_err(),
-            };
-            assert!(gone, "{backend:?}: the outbox table is dropped");
+            // A replica of the old release, still running in a rolling
+            // upgrade (or back after a rollback), still appends with its
+            // outbox row; the new relay publishes that event too.
+            let late = old_release_append(&db, false).await;
+            let mut after = Vec::new();
+            for _ in 0..300 {
+                let from = *read.last().unwrap_or(&cursor);
+                after = stores.stored_events.read_all(from, 10).await.unwrap();
+                if !after.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(
+                after.iter().map(|e| e.global_position).collect::<Vec<_>>(),
+                vec![late],
+                "{backend:?} {published:?}"
+            );
         }
     }
 }

@@ -119,20 +119,24 @@ impl ReadSideFixture {
         EventRelay::new(self.stored_events.clone(), self.relay_cursor.clone(), bus)
     }
 
-    /// Relays with `relay` until every event appended so far is published;
-    /// returns how many it published. Waits first for them all to settle:
-    /// an open transaction of another test holds the cluster's horizon back,
-    /// and a round before then would find only part of them.
+    /// Relays with `relay` until every event appended so far is published,
+    /// then gives its turn up (as a relay that stops does), so that the next
+    /// relay of the test may publish; returns how many it published. Waits
+    /// first for them all to settle: an open transaction of another test
+    /// holds the cluster's horizon back, and a round before then would find
+    /// only part of them.
     pub async fn relay_all_with(&self, relay: &EventRelay) -> usize {
         let total = count(&self.backends.db, "SELECT COUNT(*) FROM events").await;
         assert!(self.settled(total as usize).await, "{total} events never settled");
         let mut published = 0;
         loop {
             match relay.relay_once().await.unwrap() {
-                0 => return published,
+                0 => break,
                 n => published += n,
             }
         }
+        relay.leave().await;
+        published
     }
 
     /// Starts the relay.
