@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole benchmark in one run, on the real backends of this machine:
-#   1. pgbench ceiling for our write transaction shape (2 event rows + 1 outbox row);
+#   1. pgbench ceiling for our write transaction shape (2 event rows);
 #   2. the peer: cqrs-es + postgres-es on the same create-order workload;
 #   3. `commerce bench` (release build) on PostgreSQL + Redis: the hello-world ceiling, store
 #      append, the event feed's catch-up and the projections' catch-up (both also on SQLite), the cart scenarios (AddItem's open loop at 50 % of its maximum, as its target
