@@ -265,6 +265,11 @@ pub struct BusSettings {
     /// event log to the bus. Turned off on every replica to drain the bus
     /// (events wait in the event store meanwhile, behind the relay cursor).
     pub relay: bool,
+    /// PROJECTION_CACHE_ROWS (default 10,000, 0 turns it off): rows each
+    /// projection keeps of what it last committed, so that its next fold of
+    /// those orders reads nothing back (`projections::fold_cache`, which says
+    /// why this size).
+    pub projection_cache_rows: usize,
 }
 
 impl BusSettings {
@@ -274,6 +279,7 @@ impl BusSettings {
             partitions: env.parse_in("EVENT_BUS_PARTITIONS", 1, 1..=256)?,
             lease: env.duration("EVENT_BUS_LEASE_SECONDS", "10", 1)?,
             relay: env.flag("EVENT_BUS_RELAY", true)?,
+            projection_cache_rows: env.parse_in("PROJECTION_CACHE_ROWS", 10_000, 0..=10_000_000)?,
         })
     }
 }

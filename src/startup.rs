@@ -364,7 +364,8 @@ fn start_read_side(
         app.queries.store().clone(),
         app.queries.projection_log(),
         app.queries.changes().clone(),
-    );
+    )
+    .with_fold_cache(bus.projection_cache_rows);
     projector.settings.lease = bus.lease;
     let mut started = Vec::new();
     if bus.relay {

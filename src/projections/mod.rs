@@ -33,6 +33,7 @@ pub mod cart_conversion;
 pub mod changes;
 pub mod customer_orders;
 mod error;
+pub mod fold_cache;
 pub mod order_detail;
 pub mod order_event;
 pub mod rebuild;
@@ -49,7 +50,7 @@ use crate::{
     domain::order::OrderEvent,
     store::{
         event_store::{ORDER_STREAM, StoredEvent},
-        read_models::{Advance, ChangedRows, ReadModelError, ReadModelStore, ReadModels, StoredModel},
+        read_models::{Advance, ChangedRows, Guard, ReadModelError, ReadModelStore, ReadModels, StoredModel},
     },
 };
 
@@ -152,6 +153,52 @@ impl<'a> Decoded<'a> {
     }
 }
 
+/// Where an event stands for a row at version `have`: the one rule of
+/// [`fold_decoded`], also followed by the fold cache's look-ups
+/// ([`behind_gaps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Already folded in: skipped.
+    Duplicate,
+    /// The row's next event: applied.
+    Next,
+    /// Events between are missing: the stream waits for them.
+    Gap,
+}
+
+impl Step {
+    fn of(have: u64, version: u64) -> Self {
+        if version <= have {
+            Self::Duplicate
+        } else if version == have + 1 {
+            Self::Next
+        } else {
+            Self::Gap
+        }
+    }
+}
+
+/// The streams of `haves` (each at its version) that [`fold_decoded`] would
+/// leave behind a gap in `events`, judged by versions alone (nothing is
+/// decoded or applied).
+pub fn behind_gaps(mut haves: HashMap<Uuid, u64>, events: &[Decoded<'_>]) -> HashSet<Uuid> {
+    let mut gapped = HashSet::new();
+    for event in events.iter().map(|d| d.stored) {
+        if event.stream_type != ORDER_STREAM || gapped.contains(&event.stream_id) {
+            continue;
+        }
+        let Some(have) = haves.get_mut(&event.stream_id) else {
+            continue;
+        };
+        match Step::of(*have, event.version) {
+            Step::Duplicate => {}
+            Step::Next => *have = event.version,
+            Step::Gap => drop(gapped.insert(event.stream_id)),
+        }
+    }
+    gapped
+}
+
 /// Folds `events` (in delivery order) into `current` (the rows of their
 /// streams, as stored): each event is applied only at its stream's next
 /// version. Events of other stream types are ignored.
@@ -176,21 +223,22 @@ pub fn fold_decoded<R: ReadModel>(
     for decoded in events.iter().filter(|d| d.stored.stream_type == ORDER_STREAM) {
         let event = decoded.stored;
         let have = current.get(&event.stream_id).map_or(0, R::version);
-        if event.version <= have {
-            duplicates += 1;
-            continue;
-        }
-        if gapped.contains(&event.stream_id) {
-            continue;
-        }
-        if event.version > have + 1 {
-            gapped.insert(event.stream_id);
-            gaps.push(Gap {
-                stream_id: event.stream_id,
-                have,
-                wanted: event.version,
-            });
-            continue;
+        match Step::of(have, event.version) {
+            Step::Duplicate => {
+                duplicates += 1;
+                continue;
+            }
+            _ if gapped.contains(&event.stream_id) => continue,
+            Step::Gap => {
+                gapped.insert(event.stream_id);
+                gaps.push(Gap {
+                    stream_id: event.stream_id,
+                    have,
+                    wanted: event.version,
+                });
+                continue;
+            }
+            Step::Next => {}
         }
         let state = current.remove(&event.stream_id);
         let next = R::apply(state, event, decoded.event()?)?;
@@ -259,13 +307,18 @@ impl ApplyEvents for ReadModelStore {
         advance: Option<Advance>,
     ) -> Result<Folded<R>, ApplyError> {
         let ids = distinct_streams(events);
-        self.update(table, &ids, advance.map(|a| (R::NAME, a)), |current| {
-            let folded = fold_decoded::<R>(current, events)?;
-            if advance.is_some() && !folded.gaps.is_empty() {
-                return Err(ApplyError::Gaps(folded.gaps));
-            }
-            Ok(folded)
-        })
+        self.update(
+            table,
+            &ids,
+            advance.map(|a| (R::NAME, Guard::Advance(a))),
+            |current| {
+                let folded = fold_decoded::<R>(current, events)?;
+                if advance.is_some() && !folded.gaps.is_empty() {
+                    return Err(ApplyError::Gaps(folded.gaps));
+                }
+                Ok(folded)
+            },
+        )
         .await
     }
 }

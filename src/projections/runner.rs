@@ -50,8 +50,8 @@ use self::{
     sweep::SweepGroup,
 };
 use super::{
-    ApplyError, ApplyEvents, Gap, cart_conversion::CartConversion, changes::OrderChange,
-    changes::OrderChanges, customer_orders::CustomerOrder, order_detail::OrderDetail,
+    ApplyError, Decoded, Gap, cart_conversion::CartConversion, changes::OrderChange, changes::OrderChanges,
+    customer_orders::CustomerOrder, fold_cache::FoldCache, order_detail::OrderDetail,
 };
 use crate::{
     bus::{Delivery, EventBus, Partition, PartitionGroup},
@@ -193,6 +193,10 @@ pub struct Projector {
     /// The projections running on this projector and its clones, swept
     /// together ([`sweep`]).
     sweeps: Arc<SweepGroup>,
+    /// The rows this projector's folds last committed, shared by its
+    /// clones: the bus consumers and the sweep fold from them instead of
+    /// reading the rows back.
+    cache: Arc<FoldCache>,
 }
 
 impl Projector {
@@ -212,7 +216,20 @@ impl Projector {
             settings: RunnerSettings::default(),
             upcasters: OrderCodec::upcasters(),
             sweeps: Arc::default(),
+            cache: Arc::default(),
         }
+    }
+
+    /// This projector with a fold cache of about `rows` rows per projection
+    /// (0: off); set before its runners start.
+    pub fn with_fold_cache(mut self, rows: usize) -> Self {
+        self.cache = Arc::new(FoldCache::new(rows));
+        self
+    }
+
+    /// The rows its folds keep (and how many they still read).
+    pub fn fold_cache(&self) -> &FoldCache {
+        &self.cache
     }
 
     /// Runs projection `P` on this replica's partitions until `shutdown`
@@ -424,7 +441,10 @@ impl Projector {
 
     /// Applies events to the live table, filling gaps from the event store.
     async fn apply<P: Projection>(&self, events: &[StoredEvent]) -> Result<(), Failure> {
-        let folded = self.store.apply::<P>(P::TABLE, events, None).await?;
+        let folded = self
+            .cache
+            .apply::<P>(&self.store, &Decoded::all(events), None)
+            .await?;
         P::announce(&folded.changed, &self.changes);
         self.fill_gaps::<P>(&folded.gaps).await
     }
@@ -434,7 +454,10 @@ impl Projector {
     async fn fill_gaps<P: Projection>(&self, gaps: &[Gap]) -> Result<(), Failure> {
         for gap in gaps {
             let tail = self.events.read_stream(gap.stream_id, gap.have + 1).await?;
-            let folded = self.store.apply::<P>(P::TABLE, &tail, None).await?;
+            let folded = self
+                .cache
+                .apply::<P>(&self.store, &Decoded::all(&tail), None)
+                .await?;
             P::announce(&folded.changed, &self.changes);
             if !folded.gaps.is_empty() {
                 return Err(Failure::Transient(format!(
@@ -529,7 +552,7 @@ mod sweep {
     use super::{Failure, Projection, Projector, RunnerSettings};
     use crate::{
         domain::order::OrderEvent,
-        projections::{ApplyError, ApplyEvents, Decoded, Gap, order_event},
+        projections::{ApplyError, Decoded, Gap, order_event},
         store::{
             event_store::{EventStore, ORDER_STREAM, StoredEvent},
             read_models::{Advance, Checkpoint, ReadModelError, ReadModels},
@@ -646,8 +669,8 @@ mod sweep {
             advance: Advance,
         ) -> Result<(), ApplyError> {
             let folded = projector
-                .store
-                .apply_decoded::<P>(P::TABLE, events, Some(advance))
+                .cache
+                .apply::<P>(&projector.store, events, Some(advance))
                 .await?;
             P::announce(&folded.changed, &projector.changes);
             Ok(())

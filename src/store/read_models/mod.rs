@@ -44,7 +44,7 @@ pub use self::{
     postgres::PostgresReadModels,
     rows::{ConversionFigures, OrderDetail, OrderSummary, StoredRow},
     sqlite::SqliteReadModels,
-    types::{Advance, Checkpoint, CheckpointStatus, ListCursor, ListQuery, ReadModelError},
+    types::{Advance, Checkpoint, CheckpointStatus, Guard, ListCursor, ListQuery, ReadModelError},
 };
 use crate::error::AppError;
 
@@ -65,17 +65,18 @@ pub trait ChangedRows<R> {
 pub trait ReadModels: Send + Sync {
     /// Loads the rows of `ids` from `table` (the live table or a rebuild's
     /// shadow), hands them to `fold` and upserts the rows it changed, in one
-    /// transaction. With `advance` (the sweep), the rows are loaded just before
-    /// the write, and checkpoint `name` moves in the write of the upsert (one
-    /// statement on PostgreSQL), or nothing is written
+    /// transaction. With a `guard` on projection `name` (the sweep, and
+    /// folds that start from rows kept in memory), the rows are loaded just
+    /// before the write, and the guard is checked in the write of the upsert
+    /// (one statement on PostgreSQL), or nothing is written
     /// ([`ReadModelError::CheckpointMoved`]); loading outside the write is safe
-    /// because an upsert never lowers a version. An error from `fold` writes
-    /// nothing.
+    /// because an upsert never lowers a version. No `ids`, no read at all. An
+    /// error from `fold` writes nothing.
     async fn update<R, F, E, Fold>(
         &self,
         table: &str,
         ids: &[Uuid],
-        advance: Option<(&str, Advance)>,
+        guard: Option<(&str, Guard)>,
         fold: Fold,
     ) -> Result<F, E>
     where
@@ -176,7 +177,7 @@ impl ReadModels for ReadModelStore {
         &self,
         table: &str,
         ids: &[Uuid],
-        advance: Option<(&str, Advance)>,
+        guard: Option<(&str, Guard)>,
         fold: Fold,
     ) -> Result<F, E>
     where
@@ -185,7 +186,7 @@ impl ReadModels for ReadModelStore {
         E: From<ReadModelError> + Send,
         Fold: FnOnce(HashMap<Uuid, R>) -> Result<F, E> + Send,
     {
-        on_backend!(self, store => store.update(table, ids, advance, fold))
+        on_backend!(self, store => store.update(table, ids, guard, fold))
     }
 
     async fn load<R: StoredModel>(&self, table: &str, ids: &[Uuid]) -> Result<Vec<R>, ReadModelError> {

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Transaction};
 
-use super::{Advance, ConversionFigures, ReadModelError, StoredModel};
+use super::{ConversionFigures, Guard, ReadModelError, StoredModel};
 use crate::store::columns::{DbTime, PgArrays};
 
 /// [`super::ReadModels`] on PostgreSQL (migration 0003 applied).
@@ -38,6 +38,11 @@ const IN_IDS: &str = "= ANY($1)";
 const ADVANCE: &str = "UPDATE projection_checkpoints SET position = $2, updated_at = now() \
                        WHERE name = $1 AND generation = $3 AND position = $4";
 
+const ADVANCE_RETURNING: &str = "UPDATE projection_checkpoints SET position = $2, updated_at = now() \
+                                 WHERE name = $1 AND generation = $3 AND position = $4 RETURNING name";
+
+const LIVE: &str = "SELECT name FROM projection_checkpoints WHERE name = $1 AND generation = $2";
+
 const BEGIN_REBUILD: &str = "UPDATE projection_checkpoints SET rebuilding = true, rebuild_replayed = 0, \
          rebuild_total = $2, rebuild_started_at = now(), rebuild_heartbeat_at = now() \
      WHERE name = ANY($1) \
@@ -63,37 +68,52 @@ async fn upsert_rows<R: StoredModel>(conn: &mut PgConnection, table: &str, rows:
         .map(drop)
 }
 
-/// The sweep's write in one statement (one round trip, one commit): moves
-/// checkpoint `name` if it is still where the caller read it and, only then,
-/// upserts `rows` (or writes nothing: [`ReadModelError::CheckpointMoved`]).
-/// It locks the table before the checkpoint row, the order `swap_shadows`
-/// takes them in.
-async fn upsert_advancing<R: StoredModel>(
+/// A guarded write in one statement (one round trip, one commit): checks
+/// `guard` on checkpoint `name` (the sweep's compare-and-set moves it; a
+/// generation guard only reads it) and, only if it holds, upserts `rows`
+/// (or writes nothing: [`ReadModelError::CheckpointMoved`]).
+///
+/// It locks the table before it reads or locks the checkpoint row, the order
+/// `swap_shadows` takes them in. That order also makes the generation guard
+/// exact without a row lock: the statement's snapshot is taken after its
+/// table lock is granted, so a statement that waited for a swap sees the
+/// swap's new generation (and refuses), and one that got the table first
+/// makes the swap wait for it (and wrote the table of the generation it saw).
+async fn upsert_guarded<R: StoredModel>(
     conn: &mut PgConnection,
     table: &str,
     name: &str,
-    advance: Advance,
+    guard: Guard,
     rows: &[R],
 ) -> Result<(), ReadModelError> {
-    let moved = if rows.is_empty() {
-        sqlx::query(ADVANCE)
+    let (check, first) = match guard {
+        // Nothing to write, nothing to check: the caller's fold changed no row.
+        Guard::Generation(_) if rows.is_empty() => return Ok(()),
+        Guard::Generation(_) => (LIVE, 3),
+        Guard::Advance(_) if rows.is_empty() => (ADVANCE, 0),
+        Guard::Advance(_) => (ADVANCE_RETURNING, 5),
+    };
+    let query = if rows.is_empty() {
+        sqlx::query(check)
     } else {
-        let upsert = upsert_sql::<R>(table, 5, " WHERE EXISTS (SELECT FROM moved)");
-        let sql = format!(
-            "WITH moved AS ({ADVANCE} RETURNING name), upserted AS ({upsert}) SELECT name FROM moved"
-        );
+        let upsert = upsert_sql::<R>(table, first, " WHERE EXISTS (SELECT FROM checked)");
+        let sql = format!("WITH checked AS ({check}), upserted AS ({upsert}) SELECT name FROM checked");
         sqlx::query(AssertSqlSafe(sql))
     }
-    .bind(name)
-    .bind(advance.to)
-    .bind(advance.from.generation)
-    .bind(advance.from.position);
-    let moved = if rows.is_empty() {
-        moved.execute(conn).await?.rows_affected()
-    } else {
-        column_arrays(rows).bind(moved)?.fetch_all(conn).await?.len() as u64
+    .bind(name);
+    let query = match guard {
+        Guard::Generation(generation) => query.bind(generation),
+        Guard::Advance(advance) => query
+            .bind(advance.to)
+            .bind(advance.from.generation)
+            .bind(advance.from.position),
     };
-    if moved == 1 {
+    let checked = if rows.is_empty() {
+        query.execute(conn).await?.rows_affected()
+    } else {
+        column_arrays(rows).bind(query)?.fetch_all(conn).await?.len() as u64
+    };
+    if checked == 1 {
         Ok(())
     } else {
         Err(ReadModelError::CheckpointMoved(name.to_string()))
@@ -140,7 +160,7 @@ async fn swap_shadows(pool: &PgPool, swaps: &[(&str, &str)], position: i64) -> R
     let names: Vec<&str> = swaps.iter().map(|(name, _)| *name).collect();
     let mut tx = pool.begin().await?;
     // Tables first, checkpoint rows second: the order a sweep's write takes
-    // them in (`upsert_advancing`: its table when the statement starts, the
+    // them in (`upsert_guarded`: its table when the statement starts, the
     // checkpoint row when it runs), so the two cannot deadlock.
     let tables: Vec<&str> = swaps.iter().map(|(_, table)| *table).collect();
     sqlx::query(AssertSqlSafe(format!(

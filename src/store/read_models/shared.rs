@@ -8,8 +8,9 @@
 //! - the statements: `IN_IDS` (the `order_id` condition of a load, given the
 //!   ids as one [`DbList`](crate::store::columns::DbList) parameter),
 //!   `BEGIN_REBUILD`, `REBUILD_PROGRESS`, `END_REBUILD`;
-//! - `upsert_rows`, `upsert_advancing` (the sweep's write: checkpoint
-//!   compare-and-set and upsert), `create_shadow`, `swap_shadows` and
+//! - `upsert_rows`, `upsert_guarded` (a guarded write: the sweep's
+//!   checkpoint compare-and-set, or the live table's generation, and the
+//!   upsert), `create_shadow`, `swap_shadows` and
 //!   `conversion_figures`.
 //!
 //! SQL-SAFE: every spliced name is a model's `TABLE` constant, its shadow
@@ -60,7 +61,7 @@ macro_rules! sql_read_models {
                 &self,
                 table: &str,
                 ids: &[uuid::Uuid],
-                advance: Option<(&str, super::Advance)>,
+                guard: Option<(&str, super::Guard)>,
                 fold: Fold,
             ) -> Result<F, E>
             where
@@ -70,13 +71,14 @@ macro_rules! sql_read_models {
                 Fold: FnOnce(std::collections::HashMap<uuid::Uuid, R>) -> Result<F, E> + Send,
             {
                 let store = |e: sqlx::Error| E::from(super::ReadModelError::from(e));
-                if let Some((name, advance)) = advance {
-                    // The sweep: the rows are read before the write, which
-                    // moves the checkpoint and upserts in one go (one statement
-                    // on PostgreSQL). Safe outside the write: an upsert never
+                if let Some((name, guard)) = guard {
+                    // The rows are read before the write, which checks the
+                    // guard and upserts in one go (one statement on
+                    // PostgreSQL). Safe outside the write: an upsert never
                     // lowers a version, so a row another writer moved on in
-                    // between keeps the longer prefix; the compare-and-set
-                    // still writes nothing when the checkpoint moved.
+                    // between keeps the longer prefix; a guard that fails
+                    // (the checkpoint moved, a rebuild swapped the table)
+                    // still writes nothing.
                     let mut conn = self.pool.acquire().await.map_err(store)?;
                     let current = super::by_stream(
                         Self::load_rows(&mut conn, table, ids)
@@ -84,7 +86,7 @@ macro_rules! sql_read_models {
                             .map_err(store)?,
                     );
                     let folded = fold(current)?;
-                    upsert_advancing(&mut conn, table, name, advance, folded.changed()).await?;
+                    upsert_guarded(&mut conn, table, name, guard, folded.changed()).await?;
                     return Ok(folded);
                 }
                 let mut tx = begin(&self.pool).await.map_err(store)?;

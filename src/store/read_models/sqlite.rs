@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::{
-    Advance, ConversionFigures, ReadModelError, StoredModel,
+    ConversionFigures, Guard, ReadModelError, StoredModel,
     mapping::ConversionColumns,
     rows::{CartConversion, Outcome},
 };
@@ -50,6 +50,8 @@ const IN_IDS: &str = "IN (SELECT value FROM json_each($1))";
 const ADVANCE: &str = "UPDATE projection_checkpoints SET position = $2, \
      updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) \
      WHERE name = $1 AND generation = $3 AND position = $4";
+
+const LIVE: &str = "SELECT name FROM projection_checkpoints WHERE name = $1 AND generation = $2";
 
 const BEGIN_REBUILD: &str = "UPDATE projection_checkpoints SET rebuilding = 1, rebuild_replayed = 0, \
          rebuild_total = $2, rebuild_started_at = CAST(unixepoch('subsec') * 1000 AS INTEGER), \
@@ -89,25 +91,43 @@ async fn upsert_rows<R: StoredModel>(
     Ok(())
 }
 
-/// The sweep's write: moves checkpoint `name` if it is still where the caller
-/// read it and upserts `rows`, in one IMMEDIATE transaction (or writes nothing:
-/// [`ReadModelError::CheckpointMoved`]).
-async fn upsert_advancing<R: StoredModel>(
+/// A guarded write: checks `guard` on checkpoint `name` (the sweep's
+/// compare-and-set moves it; a generation guard only reads it) and upserts
+/// `rows`, in one IMMEDIATE transaction (or writes nothing:
+/// [`ReadModelError::CheckpointMoved`]). IMMEDIATE serializes it with a
+/// rebuild's swap, so the check holds for the upsert.
+async fn upsert_guarded<R: StoredModel>(
     conn: &mut SqliteConnection,
     table: &str,
     name: &str,
-    advance: Advance,
+    guard: Guard,
     rows: &[R],
 ) -> Result<(), ReadModelError> {
+    if rows.is_empty() && matches!(guard, Guard::Generation(_)) {
+        // Nothing to write, nothing to check: the caller's fold changed no row.
+        return Ok(());
+    }
     let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
-    let moved = sqlx::query(ADVANCE)
-        .bind(name)
-        .bind(advance.to)
-        .bind(advance.from.generation)
-        .bind(advance.from.position)
-        .execute(&mut *tx)
-        .await?;
-    if moved.rows_affected() != 1 {
+    let held = match guard {
+        Guard::Advance(advance) => {
+            sqlx::query(ADVANCE)
+                .bind(name)
+                .bind(advance.to)
+                .bind(advance.from.generation)
+                .bind(advance.from.position)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1
+        }
+        Guard::Generation(generation) => sqlx::query(LIVE)
+            .bind(name)
+            .bind(generation)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some(),
+    };
+    if !held {
         return Err(ReadModelError::CheckpointMoved(name.to_string()));
     }
     upsert_rows(&mut tx, table, rows).await?;

@@ -51,6 +51,20 @@ pub struct Advance {
     pub to: i64,
 }
 
+/// What a write to a projection's live table checks in the write itself,
+/// writing nothing when it fails ([`ReadModelError::CheckpointMoved`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The live table is still of this generation: no rebuild swapped it in
+    /// since the caller learned it. A writer that folds from rows it keeps in
+    /// memory (`projections::fold_cache`) writes under this guard, so that
+    /// rows of a swapped-out table never reach the new one.
+    Generation(i64),
+    /// The sweep's write: moves the checkpoint (compare-and-set on position
+    /// and generation, so it implies the generation check).
+    Advance(Advance),
+}
+
 /// A projection's checkpoint row, for status reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointStatus {
