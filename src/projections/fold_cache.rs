@@ -11,7 +11,10 @@
 //! - **The fold is deterministic.** A row at version `v` is the fold of its
 //!   stream's events `1..=v`, whoever computed it (a row carries nothing but
 //!   what its events give: no clock, no replica). So a kept row is exactly the
-//!   database's row at that version, or an older one.
+//!   database's row at that version, or an older one. (Exactly up to the
+//!   columns' precision: a kept row may hold an event's time finer than
+//!   the column stores it, milliseconds on SQLite, and the fold only copies
+//!   times, so a row written from it stores the same value.)
 //! - **Older is only a cost.** Another replica may have applied later events
 //!   while it held the order's partition (partitions move between replicas
 //!   with their leases, and the sweep of partition 0's owner applies every

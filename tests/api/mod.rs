@@ -17,6 +17,7 @@ mod event_store;
 mod events;
 mod events_clients;
 mod events_sse;
+mod fold_cache;
 mod grpc_web;
 mod hardening;
 mod health;

@@ -87,8 +87,9 @@ async fn upsert_guarded<R: StoredModel>(
     rows: &[R],
 ) -> Result<(), ReadModelError> {
     let (check, first) = match guard {
-        // Nothing to write, nothing to check: the caller's fold changed no row.
-        Guard::Generation(_) if rows.is_empty() => return Ok(()),
+        // Nothing to write, but still checked: a fold that found only
+        // duplicates from rows of a swapped-out table must learn it.
+        Guard::Generation(_) if rows.is_empty() => (LIVE, 0),
         Guard::Generation(_) => (LIVE, 3),
         Guard::Advance(_) if rows.is_empty() => (ADVANCE, 0),
         Guard::Advance(_) => (ADVANCE_RETURNING, 5),
@@ -109,7 +110,10 @@ async fn upsert_guarded<R: StoredModel>(
             .bind(advance.from.position),
     };
     let checked = if rows.is_empty() {
-        query.execute(conn).await?.rows_affected()
+        match guard {
+            Guard::Generation(_) => query.fetch_all(conn).await?.len() as u64,
+            Guard::Advance(_) => query.execute(conn).await?.rows_affected(),
+        }
     } else {
         column_arrays(rows).bind(query)?.fetch_all(conn).await?.len() as u64
     };

@@ -103,9 +103,18 @@ async fn upsert_guarded<R: StoredModel>(
     guard: Guard,
     rows: &[R],
 ) -> Result<(), ReadModelError> {
-    if rows.is_empty() && matches!(guard, Guard::Generation(_)) {
-        // Nothing to write, nothing to check: the caller's fold changed no row.
-        return Ok(());
+    if let (true, Guard::Generation(generation)) = (rows.is_empty(), guard) {
+        // Nothing to write, but still checked (no transaction needed): a fold
+        // that found only duplicates from rows of a swapped-out table must
+        // learn it.
+        let live = sqlx::query(LIVE)
+            .bind(name)
+            .bind(generation)
+            .fetch_optional(&mut *conn)
+            .await?;
+        return live
+            .map(drop)
+            .ok_or_else(|| ReadModelError::CheckpointMoved(name.to_string()));
     }
     let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
     let held = match guard {
