@@ -84,6 +84,7 @@ kinds = [
     ("idempotency key", r"idempotency_keys"),
     ("relay (outbox)", r"outbox"),
     ("relay cursor", r"relay_"),
+    ("read-model upsert (guarded by the table's generation)", r"^WITH checked AS \(SELECT"),
     ("projection checkpoint", r"projection_checkpoints"),
     ("read-model upsert", r"^(WITH moved AS .*)?INSERT INTO (order_details|customer_orders|cart_conversions)"),
     ("read-model row read", r"FROM (order_details|customer_orders|cart_conversions)"),
