@@ -70,10 +70,9 @@
 //! used). An order needs its row only while events still arrive for it: at
 //! 700 orders/s (twice the fulfillment bench's 32-worker rate), an order's
 //! saga lasts well under a second and the sweep is about a second behind the
-//! bus, so 10,000 orders cover more than ten seconds of orders. An order
-//! detail row is about 1 KB in memory, a list row a little less, a conversion
-//! row about 150 bytes: the three projections keep under 30 MB at the
-//! default.
+//! bus, so 10,000 orders cover more than ten seconds of orders. Full, the
+//! three projections' 30,000 rows took about 18 MB (peak RSS of the
+//! projection catch-up bench, BENCHMARKS.md), well inside the 150 MB bound.
 
 use std::{
     any::Any,
