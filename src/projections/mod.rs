@@ -18,6 +18,10 @@
 //!   serves the three projections: each batch of the log is read and decoded
 //!   once (see [`runner`]), as a rebuild does.
 //!
+//! Both fold from the rows this process last committed where it holds them
+//! ([`fold_cache`]), reading from the database only the rows of orders it
+//! does not.
+//!
 //! # Exactly-once effect
 //! Every read-model row carries its stream's version. An event is applied only
 //! when it is the row's next version; an older one is a duplicate and skipped.
