@@ -82,7 +82,7 @@ kinds = [
     ("saga insert (with its first write when handed over)", r"^INSERT INTO sagas|^WITH s AS \(INSERT INTO sagas"),
     ("event append (units of work)", r"INSERT INTO events"),
     ("idempotency key", r"idempotency_keys"),
-    ("relay (outbox)", r"outbox"),
+    ("relay (outbox, before migration 0012)", r"outbox"),
     ("relay cursor", r"relay_"),
     ("read-model upsert (guarded by the table's generation)", r"^WITH checked AS \(SELECT"),
     ("projection checkpoint", r"projection_checkpoints"),

@@ -15,6 +15,10 @@ use rust_decimal::Decimal;
 pub use self::env::ConfigError;
 use self::env::Env;
 
+/// PROJECTION_CACHE_ROWS's default: rows each projection keeps in memory
+/// (`projections::fold_cache` says why this size).
+pub const PROJECTION_CACHE_ROWS: usize = 4_000;
+
 /// Deployment environment; only development and test accept the public
 /// development secrets (JWT secret, PII key) and `*` CORS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,7 +269,7 @@ pub struct BusSettings {
     /// event log to the bus. Turned off on every replica to drain the bus
     /// (events wait in the event store meanwhile, behind the relay cursor).
     pub relay: bool,
-    /// PROJECTION_CACHE_ROWS (default 10,000, 0 turns it off): rows each
+    /// PROJECTION_CACHE_ROWS (default 4,000, 0 turns it off): rows each
     /// projection keeps of what it last committed, so that its next fold of
     /// those orders reads nothing back (`projections::fold_cache`, which says
     /// why this size).
@@ -279,7 +283,11 @@ impl BusSettings {
             partitions: env.parse_in("EVENT_BUS_PARTITIONS", 1, 1..=256)?,
             lease: env.duration("EVENT_BUS_LEASE_SECONDS", "10", 1)?,
             relay: env.flag("EVENT_BUS_RELAY", true)?,
-            projection_cache_rows: env.parse_in("PROJECTION_CACHE_ROWS", 10_000, 0..=10_000_000)?,
+            projection_cache_rows: env.parse_in(
+                "PROJECTION_CACHE_ROWS",
+                PROJECTION_CACHE_ROWS,
+                0..=10_000_000,
+            )?,
         })
     }
 }

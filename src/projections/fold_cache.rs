@@ -70,9 +70,11 @@
 //! used). An order needs its row only while events still arrive for it: at
 //! 700 orders/s (twice the fulfillment bench's 32-worker rate), an order's
 //! saga lasts well under a second and the sweep is about a second behind the
-//! bus, so 10,000 orders cover more than ten seconds of orders. Full, the
-//! three projections' 30,000 rows took about 18 MB (peak RSS of the
-//! projection catch-up bench, BENCHMARKS.md), well inside the 150 MB bound.
+//! bus, so 4,000 orders cover more than five seconds of orders; an older
+//! order's next event costs one row read, as without the cache. Full, the
+//! three projections' 30,000 rows of a 10,000-row setting took about 18 MB
+//! (peak RSS of the projection catch-up bench, BENCHMARKS.md): the default
+//! keeps that to about 7 MB.
 
 use std::{
     any::Any,
@@ -116,7 +118,7 @@ impl std::fmt::Debug for FoldCache {
 
 impl FoldCache {
     /// Rows kept per projection by default (why this many: module documentation).
-    pub const DEFAULT_ROWS: usize = 10_000;
+    pub const DEFAULT_ROWS: usize = crate::config::PROJECTION_CACHE_ROWS;
 
     /// A cache keeping about `capacity` rows per projection (0: off, every
     /// fold reads all its rows, as before the cache).
