@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::support::{
     app::{Backend, Isolation},
-    read_side::{ReadSideFixture, spawn},
+    read_side::{ReadSideFixture, spawn_all},
 };
 
 async fn stores() -> Vec<(Backend, ReadModelStore, Isolation)> {
@@ -247,12 +247,8 @@ async fn running_projections_fold_a_stream_of_orders_without_reading_rows_back()
         let fixture = ReadSideFixture::new(backend).await;
         // The bus and a sweep every 200 ms both apply every event.
         let projector = fixture.projector("c1", Duration::from_millis(200));
-        let tasks = [
-            spawn::<OrderDetail>(&projector, &fixture.shutdown),
-            spawn::<CustomerOrder>(&projector, &fixture.shutdown),
-            spawn::<CartConversion>(&projector, &fixture.shutdown),
-            fixture.relay(),
-        ];
+        let mut tasks = spawn_all(&projector, &fixture.shutdown);
+        tasks.push(fixture.relay());
         let orders: Vec<SampleOrder> = (0..12)
             .map(|i| SampleOrder::new(&format!("c{}", i % 4), 2))
             .collect();

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::support::{
     app::Backend,
-    read_side::{ReadSideFixture, all_summaries, details, spawn},
+    read_side::{ReadSideFixture, all_summaries, details, spawn_all},
     wait_for_within,
 };
 
@@ -37,11 +37,7 @@ impl Replica {
         let mut projector = fixture.projector(name, Duration::from_secs(3600));
         projector.bus = bus.clone();
         projector.settings.lease = lease;
-        let tasks = vec![
-            spawn::<OrderDetail>(&projector, &shutdown),
-            spawn::<CustomerOrder>(&projector, &shutdown),
-            spawn::<CartConversion>(&projector, &shutdown),
-        ];
+        let tasks = spawn_all(&projector, &shutdown);
         Self { trigger, tasks }
     }
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::support::{
     app::Backend,
-    read_side::{ReadSideFixture, all_summaries, details, spawn},
+    read_side::{ReadSideFixture, all_summaries, details, spawn, spawn_all},
 };
 
 /// The detail projection's group on the only partition of the fixtures' bus.
@@ -33,12 +33,8 @@ async fn appended_events_reach_every_read_model_through_the_relay_and_the_bus() 
         let fixture = ReadSideFixture::new(backend).await;
         // No sweep after the first (empty) one: only the bus can deliver.
         let projector = fixture.projector("c1", Duration::from_secs(3600));
-        let tasks = [
-            spawn::<OrderDetail>(&projector, &fixture.shutdown),
-            spawn::<CustomerOrder>(&projector, &fixture.shutdown),
-            spawn::<CartConversion>(&projector, &fixture.shutdown),
-            fixture.relay(),
-        ];
+        let mut tasks = spawn_all(&projector, &fixture.shutdown);
+        tasks.push(fixture.relay());
         tokio::time::sleep(Duration::from_millis(300)).await;
         let orders: Vec<SampleOrder> = (0..8)
             .map(|i| SampleOrder::new(&format!("c{}", i % 3), 2))
@@ -317,12 +313,8 @@ async fn a_rebuild_while_events_keep_coming_swaps_in_complete_read_models() {
         let fixture = ReadSideFixture::new(backend).await;
         // The sweep on: it carries what the swap left behind.
         let projector = fixture.projector("live", Duration::from_millis(200));
-        let tasks = [
-            spawn::<OrderDetail>(&projector, &fixture.shutdown),
-            spawn::<CustomerOrder>(&projector, &fixture.shutdown),
-            spawn::<CartConversion>(&projector, &fixture.shutdown),
-            fixture.relay(),
-        ];
+        let mut tasks = spawn_all(&projector, &fixture.shutdown);
+        tasks.push(fixture.relay());
         let mut orders: Vec<SampleOrder> = (0..40)
             .map(|i| SampleOrder::new(&format!("r{}", i % 4), 1))
             .collect();

@@ -214,6 +214,15 @@ pub async fn all_summaries(
 pub fn spawn<P: Projection>(projector: &Projector, shutdown: &Shutdown) -> tokio::task::JoinHandle<()> {
     tokio::spawn(projector.clone().run::<P>(shutdown.clone()))
 }
+
+/// The three projections running on `projector` until `shutdown`.
+pub fn spawn_all(projector: &Projector, shutdown: &Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        spawn::<OrderDetail>(projector, shutdown),
+        spawn::<commerce::projections::customer_orders::CustomerOrder>(projector, shutdown),
+        spawn::<commerce::projections::cart_conversion::CartConversion>(projector, shutdown),
+    ]
+}
 /// Appends the whole confirmed life of a new order of `customer`.
 pub async fn place(app: &TestApp, customer: &str) -> SampleOrder {
     let order = SampleOrder::new(customer, 2);
