@@ -48,7 +48,7 @@
 //!      shadow tables never come here (the rebuild keeps its own rows,
 //!      [`crate::projections::rebuild`]).
 //!   3. Nothing but the fold writes read-model rows: retention purges sagas,
-//!      idempotency keys, outbox rows and dead letters, never read models
+//!      idempotency keys and dead letters, never read models
 //!      (`app::retention`), and ForgetCustomer destroys the customer's key
 //!      (`privacy`): read models hold personal fields sealed as the events
 //!      carry them, so rows here hold the same sealed form as the database,
