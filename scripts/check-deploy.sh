@@ -139,7 +139,7 @@ alerts = [r["alert"] for g in rules["groups"] for r in g["rules"]]
 for r in (r for g in rules["groups"] for r in g["rules"]):
     if not r.get("expr") or r.get("labels", {}).get("severity") not in ("critical", "warning"):
         fail(f"alert {r.get('alert')} needs expr and severity")
-for needed in ("CommerceDown", "CommerceSagaFailed", "CommerceProjectionLagHigh", "CommerceOutboxBacklogGrowing"):
+for needed in ("CommerceDown", "CommerceSagaFailed", "CommerceProjectionLagHigh", "CommerceRelayLagGrowing"):
     if needed not in alerts:
         fail(f"alert {needed} missing")
 
