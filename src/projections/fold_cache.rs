@@ -136,9 +136,10 @@ impl FoldCache {
         self.rows_read.load(Ordering::Relaxed)
     }
 
-    /// Applies `events` to `R`'s live table like [`super::ApplyEvents::apply_decoded`],
-    /// starting from the rows kept here where they serve, and keeps the rows
-    /// the write committed. With `advance` (the sweep) the checkpoint moves
+    /// Applies `events` to `R`'s live table in one write, each at its
+    /// stream's next version, starting from the rows kept here where they
+    /// serve (all rows are read with a capacity of 0), and keeps the rows the
+    /// write committed. With `advance` (the sweep) the checkpoint moves
     /// in the write, and a batch meeting a gap writes nothing
     /// ([`ApplyError::Gaps`]); without, the write is guarded by the table's
     /// generation, and gaps come back in [`Folded::gaps`] to be filled.

@@ -54,7 +54,7 @@ use crate::{
     domain::order::OrderEvent,
     store::{
         event_store::{ORDER_STREAM, StoredEvent},
-        read_models::{Advance, ChangedRows, Guard, ReadModelError, ReadModelStore, ReadModels, StoredModel},
+        read_models::{ChangedRows, ReadModelError, StoredModel},
     },
 };
 
@@ -275,54 +275,4 @@ pub fn distinct_streams(events: &[Decoded<'_>]) -> Vec<Uuid> {
         .map(|e| e.stored.stream_id)
         .filter(|id| seen.insert(*id))
         .collect()
-}
-
-/// Applies events to a read model's table in the store.
-#[async_trait::async_trait]
-pub trait ApplyEvents {
-    /// Applies `events` to `table` (the live table or a rebuild's shadow) in
-    /// one transaction, each at its stream's next version; with `advance`, the
-    /// projection's checkpoint moves in the same transaction (or nothing is
-    /// written: [`ReadModelError::CheckpointMoved`]).
-    async fn apply<R: ReadModel>(
-        &self,
-        table: &str,
-        events: &[StoredEvent],
-        advance: Option<Advance>,
-    ) -> Result<Folded<R>, ApplyError> {
-        self.apply_decoded(table, &Decoded::all(events), advance).await
-    }
-
-    /// [`ApplyEvents::apply`] of events decoded once for several projections.
-    async fn apply_decoded<R: ReadModel>(
-        &self,
-        table: &str,
-        events: &[Decoded<'_>],
-        advance: Option<Advance>,
-    ) -> Result<Folded<R>, ApplyError>;
-}
-
-#[async_trait::async_trait]
-impl ApplyEvents for ReadModelStore {
-    async fn apply_decoded<R: ReadModel>(
-        &self,
-        table: &str,
-        events: &[Decoded<'_>],
-        advance: Option<Advance>,
-    ) -> Result<Folded<R>, ApplyError> {
-        let ids = distinct_streams(events);
-        self.update(
-            table,
-            &ids,
-            advance.map(|a| (R::NAME, Guard::Advance(a))),
-            |current| {
-                let folded = fold_decoded::<R>(current, events)?;
-                if advance.is_some() && !folded.gaps.is_empty() {
-                    return Err(ApplyError::Gaps(folded.gaps));
-                }
-                Ok(folded)
-            },
-        )
-        .await
-    }
 }

@@ -9,7 +9,7 @@ use chrono::SubsecRound;
 
 use commerce::{
     projections::{
-        ApplyError, ApplyEvents, Decoded, cart_conversion::CartConversion, customer_orders::CustomerOrder,
+        ApplyError, Decoded, cart_conversion::CartConversion, customer_orders::CustomerOrder,
         fold_cache::FoldCache, fold_stream, order_detail::OrderDetail, samples::SampleOrder,
     },
     startup::Stores,
@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::support::{
     app::{Backend, Isolation},
-    read_side::{ReadSideFixture, spawn_all},
+    read_side::{ReadSideFixture, apply_uncached, spawn_all},
 };
 
 async fn stores() -> Vec<(Backend, ReadModelStore, Isolation)> {
@@ -132,8 +132,7 @@ async fn a_kept_row_behind_another_writer_still_folds_into_the_right_row() {
             .await
             .unwrap();
         // Another replica (it held the partition meanwhile) applies 3 and 4.
-        store
-            .apply::<OrderDetail>("order_details", &life[2..4], None)
+        apply_uncached::<OrderDetail>(&store, &life[2..4], None)
             .await
             .unwrap();
         // Event 5 after a kept row at 2 would be a gap that the database does
@@ -150,8 +149,7 @@ async fn a_kept_row_behind_another_writer_still_folds_into_the_right_row() {
         // Behind again (the other writer applies 6), but this batch goes on
         // from the kept row: folded from memory, and the upsert keeps the
         // database's equal row.
-        store
-            .apply::<OrderDetail>("order_details", &life[5..], None)
+        apply_uncached::<OrderDetail>(&store, &life[5..], None)
             .await
             .unwrap();
         let folded = cache

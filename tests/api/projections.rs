@@ -9,8 +9,8 @@ use std::time::Duration;
 use commerce::{
     bus::{EventEnvelope, Partition, PartitionGroup},
     projections::{
-        ApplyEvents, cart_conversion::CartConversion, customer_orders::CustomerOrder,
-        order_detail::OrderDetail, rebuild::Rebuild, samples::SampleOrder,
+        cart_conversion::CartConversion, customer_orders::CustomerOrder, order_detail::OrderDetail,
+        rebuild::Rebuild, samples::SampleOrder,
     },
     store::event_store::{ORDER_STREAM, OrderCodec},
 };
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::support::{
     app::Backend,
-    read_side::{ReadSideFixture, all_summaries, details, spawn, spawn_all},
+    read_side::{ReadSideFixture, all_summaries, apply_uncached, details, spawn, spawn_all},
 };
 
 /// The detail projection's group on the only partition of the fixtures' bus.
@@ -122,9 +122,7 @@ async fn a_killed_projector_restarts_and_converges_to_what_a_full_rebuild_builds
             .iter()
             .map(|d| d.event().unwrap().into_stored(&OrderCodec::upcasters()).unwrap())
             .collect();
-        fixture
-            .store
-            .apply::<OrderDetail>("order_details", &applied, None)
+        apply_uncached::<OrderDetail>(&fixture.store, &applied, None)
             .await
             .unwrap();
         let orphaned = fixture

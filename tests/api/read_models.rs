@@ -7,7 +7,7 @@ use commerce::store::event_store::Upcasters;
 use commerce::{
     domain::order::OrderStatus,
     projections::{
-        ApplyError, ApplyEvents, cart_conversion::CartConversion, customer_orders::CustomerOrder,
+        ApplyError, cart_conversion::CartConversion, customer_orders::CustomerOrder,
         order_detail::OrderDetail, samples::SampleOrder,
     },
     store::read_models::{
@@ -16,6 +16,7 @@ use commerce::{
 };
 
 use crate::support::app::{Backend, Isolation};
+use crate::support::read_side::apply_uncached;
 
 async fn stores() -> Vec<(ReadModelStore, Isolation)> {
     let mut all = Vec::new();
@@ -36,18 +37,15 @@ async fn events_fold_into_every_read_model_once_whatever_the_redelivery() {
         let order = SampleOrder::new("alice", 2);
         let events = order.confirmed_events(1);
         // First half, then everything again (redelivery), then the rest again.
-        let first = store
-            .apply::<OrderDetail>("order_details", &events[..3], None)
+        let first = apply_uncached::<OrderDetail>(&store, &events[..3], None)
             .await
             .unwrap();
         assert_eq!(first.applied, 3);
-        let again = store
-            .apply::<OrderDetail>("order_details", &events, None)
+        let again = apply_uncached::<OrderDetail>(&store, &events, None)
             .await
             .unwrap();
         assert_eq!((again.applied, again.duplicates), (3, 3));
-        let noop = store
-            .apply::<OrderDetail>("order_details", &events, None)
+        let noop = apply_uncached::<OrderDetail>(&store, &events, None)
             .await
             .unwrap();
         assert_eq!((noop.applied, noop.duplicates), (0, 6));
@@ -66,12 +64,10 @@ async fn events_fold_into_every_read_model_once_whatever_the_redelivery() {
         // A gap: nothing applied beyond it, the caller learns what is missing.
         let other = SampleOrder::new("alice", 1);
         let later = other.confirmed_events(100);
-        store
-            .apply::<CustomerOrder>("customer_orders", &later[..1], None)
+        apply_uncached::<CustomerOrder>(&store, &later[..1], None)
             .await
             .unwrap();
-        let gapped = store
-            .apply::<CustomerOrder>("customer_orders", &later[3..], None)
+        let gapped = apply_uncached::<CustomerOrder>(&store, &later[3..], None)
             .await
             .unwrap();
         assert_eq!(gapped.applied, 0);
@@ -86,8 +82,7 @@ async fn a_stale_upsert_never_lowers_a_row_and_a_moved_checkpoint_writes_nothing
     for (store, _guard) in stores().await {
         let order = SampleOrder::new("bob", 1);
         let events = order.confirmed_events(1);
-        store
-            .apply::<CartConversion>("cart_conversions", &events, None)
+        apply_uncached::<CartConversion>(&store, &events, None)
             .await
             .unwrap();
         // A slower consumer folded only the first two events from scratch and
@@ -105,15 +100,12 @@ async fn a_stale_upsert_never_lowers_a_row_and_a_moved_checkpoint_writes_nothing
         let start = store.checkpoint("order_detail").await.unwrap();
         assert_eq!(start, Checkpoint::default());
         let advance = Advance { from: start, to: 6 };
-        store
-            .apply::<OrderDetail>("order_details", &events[..3], Some(advance))
+        apply_uncached::<OrderDetail>(&store, &events[..3], Some(advance))
             .await
             .unwrap();
         assert_eq!(store.checkpoint("order_detail").await.unwrap().position, 6);
         let stale_advance = Advance { from: start, to: 9 };
-        let moved = store
-            .apply::<OrderDetail>("order_details", &events[3..], Some(stale_advance))
-            .await;
+        let moved = apply_uncached::<OrderDetail>(&store, &events[3..], Some(stale_advance)).await;
         assert!(
             matches!(moved, Err(ApplyError::Store(ReadModelError::CheckpointMoved(_)))),
             "{moved:?}"
@@ -137,8 +129,7 @@ async fn orders_list_newest_first_by_keyset_pages_with_filters() {
             } else {
                 order.confirmed_events(i * 10)[..2].to_vec()
             };
-            store
-                .apply::<CustomerOrder>("customer_orders", &events, None)
+            apply_uncached::<CustomerOrder>(&store, &events, None)
                 .await
                 .unwrap();
             all.push(order);
@@ -208,16 +199,13 @@ async fn conversion_figures_sum_exactly_per_day_and_currency() {
             SampleOrder::new("y", 2),
             SampleOrder::new("z", 3),
         );
-        store
-            .apply::<CartConversion>("cart_conversions", &a.confirmed_events(1), None)
+        apply_uncached::<CartConversion>(&store, &a.confirmed_events(1), None)
             .await
             .unwrap();
-        store
-            .apply::<CartConversion>("cart_conversions", &b.cancelled_events(10, "no"), None)
+        apply_uncached::<CartConversion>(&store, &b.cancelled_events(10, "no"), None)
             .await
             .unwrap();
-        store
-            .apply::<CartConversion>("cart_conversions", &c.confirmed_events(20)[..2], None)
+        apply_uncached::<CartConversion>(&store, &c.confirmed_events(20)[..2], None)
             .await
             .unwrap();
         let figures = store

@@ -10,7 +10,7 @@ use std::{
 use commerce::{
     app::appended::AppendedStreams,
     bench::projection_catch_up::CountingLog,
-    projections::{ApplyEvents, fold_stream, order_detail::OrderDetail, samples::SampleOrder},
+    projections::{fold_stream, order_detail::OrderDetail, samples::SampleOrder},
     proto::commerce::v1::{GetOrderRequest, OrderStatus, WatchOrderRequest, WatchOrderResponse},
     startup::Stores,
     store::event_store::{ORDER_STREAM, OrderCodec, Upcasters},
@@ -20,7 +20,7 @@ use tonic::{Code, Streaming};
 use crate::support::{
     app::{Backend, Isolation, TestApp, authed, spawn_app_with},
     orders::pending_order,
-    read_side::{held_at, watches_on},
+    read_side::{apply_uncached, held_at, watches_on},
     store::EventLog,
     wait_for_within,
 };
@@ -308,11 +308,13 @@ async fn an_order_watched_while_the_read_model_lags_is_read_from_its_stream() {
             .await
             .unwrap();
         let projected = log.read_stream(order.order_id, 1).await.unwrap();
-        Stores::on(&backends.db, Upcasters::none(), true)
-            .read_models
-            .apply::<OrderDetail>("order_details", &projected, None)
-            .await
-            .unwrap();
+        apply_uncached::<OrderDetail>(
+            &Stores::on(&backends.db, Upcasters::none(), true).read_models,
+            &projected,
+            None,
+        )
+        .await
+        .unwrap();
         log.append(order.order_id, 2, life[2..].to_vec(), ORDER_STREAM)
             .await
             .unwrap();

@@ -12,8 +12,9 @@ use commerce::{
     config::{OrderQuerySource, WatchSettings},
     db::Db,
     projections::{
-        ReadModel,
+        ApplyError, Decoded, Folded, ReadModel,
         changes::OrderChanges,
+        fold_cache::FoldCache,
         fold_stream,
         order_detail::OrderDetail,
         runner::{Projection, Projector},
@@ -23,8 +24,8 @@ use commerce::{
     shutdown::{self, Shutdown, ShutdownTrigger},
     startup::Stores,
     store::{
-        event_store::{EventStore, ORDER_STREAM, OrderCodec, Upcasters},
-        read_models::{ListQuery, ReadModelStore, ReadModels},
+        event_store::{EventStore, ORDER_STREAM, OrderCodec, StoredEvent, Upcasters},
+        read_models::{Advance, ListQuery, ReadModelStore, ReadModels},
     },
 };
 use uuid::Uuid;
@@ -209,6 +210,19 @@ pub async fn all_summaries(
         })
         .await
         .unwrap()
+}
+
+/// Applies `events` to `R`'s live table as a fold with no rows kept in
+/// memory does (a replica that just started, or another replica): every row
+/// is read from the database first.
+pub async fn apply_uncached<R: ReadModel>(
+    store: &ReadModelStore,
+    events: &[StoredEvent],
+    advance: Option<Advance>,
+) -> Result<Folded<R>, ApplyError> {
+    FoldCache::new(0)
+        .apply::<R>(store, &Decoded::all(events), advance)
+        .await
 }
 
 pub fn spawn<P: Projection>(projector: &Projector, shutdown: &Shutdown) -> tokio::task::JoinHandle<()> {
