@@ -45,8 +45,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use uuid::Uuid;
-
 use crate::{
     bus::{EventBus, EventEnvelope},
     shutdown::Shutdown,
@@ -83,17 +81,11 @@ impl EventRelay {
     /// A relay of `events` (a store without upcasters: see the module
     /// documentation) to `bus`, remembering its progress in `cursor`.
     pub fn new(events: Arc<dyn EventStore>, cursor: Arc<dyn RelayCursor>, bus: Arc<dyn EventBus>) -> Self {
-        let owner = format!(
-            "{}-{}-{}",
-            crate::bus::consumer_name(),
-            std::process::id(),
-            &Uuid::new_v4().simple().to_string()[..8]
-        );
         Self {
             events,
             cursor,
             bus,
-            owner,
+            owner: crate::bus::lease_holder_name(),
         }
     }
 

@@ -351,3 +351,15 @@ pub fn consumer_name() -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "local".into())
 }
+
+/// A lease holder's name (a saga worker pool's, a relay's): this replica's
+/// [`consumer_name`], the process id and 8 random hex digits, so that no two
+/// holders share one, not even two in one process or a restarted process.
+pub fn lease_holder_name() -> String {
+    format!(
+        "{}-{}-{}",
+        consumer_name(),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}

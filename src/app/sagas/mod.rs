@@ -119,12 +119,7 @@ impl SagaApp {
             siblings,
             orders,
         } = parts;
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
-        let owner = format!(
-            "{host}-{}-{}",
-            std::process::id(),
-            &Uuid::new_v4().simple().to_string()[..8]
-        );
+        let owner = crate::bus::lease_holder_name();
         let wake = Arc::new(Notify::new());
         Self {
             settings,
