@@ -243,6 +243,10 @@ impl ReadModels for ReadModelStore {
     }
 }
 
+/// A generation guard's check, the same on both databases: a row when
+/// projection `$1`'s live table is still of generation `$2`.
+const LIVE: &str = "SELECT name FROM projection_checkpoints WHERE name = $1 AND generation = $2";
+
 fn by_stream<R: StoredRow>(rows: Vec<R>) -> HashMap<Uuid, R> {
     rows.into_iter().map(|row| (row.stream_id(), row)).collect()
 }

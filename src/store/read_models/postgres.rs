@@ -35,13 +35,9 @@ async fn begin(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
 
 const IN_IDS: &str = "= ANY($1)";
 
+/// The sweep's compare-and-set of checkpoint `$1`; a row when it moved.
 const ADVANCE: &str = "UPDATE projection_checkpoints SET position = $2, updated_at = now() \
-                       WHERE name = $1 AND generation = $3 AND position = $4";
-
-const ADVANCE_RETURNING: &str = "UPDATE projection_checkpoints SET position = $2, updated_at = now() \
-                                 WHERE name = $1 AND generation = $3 AND position = $4 RETURNING name";
-
-const LIVE: &str = "SELECT name FROM projection_checkpoints WHERE name = $1 AND generation = $2";
+                       WHERE name = $1 AND generation = $3 AND position = $4 RETURNING name";
 
 const BEGIN_REBUILD: &str = "UPDATE projection_checkpoints SET rebuilding = true, rebuild_replayed = 0, \
          rebuild_total = $2, rebuild_started_at = now(), rebuild_heartbeat_at = now() \
@@ -86,22 +82,21 @@ async fn upsert_guarded<R: StoredModel>(
     guard: Guard,
     rows: &[R],
 ) -> Result<(), ReadModelError> {
-    let (check, first) = match guard {
-        // Nothing to write, but still checked: a fold that found only
-        // duplicates from rows of a swapped-out table must learn it.
-        Guard::Generation(_) if rows.is_empty() => (LIVE, 0),
-        Guard::Generation(_) => (LIVE, 3),
-        Guard::Advance(_) if rows.is_empty() => (ADVANCE, 0),
-        Guard::Advance(_) => (ADVANCE_RETURNING, 5),
+    // The check returns the checkpoint's name when it holds, and binds
+    // `$1..$values`; the rows' arrays follow.
+    let (check, values) = match guard {
+        Guard::Generation(_) => (super::LIVE, 2),
+        Guard::Advance(_) => (ADVANCE, 4),
     };
-    let query = if rows.is_empty() {
-        sqlx::query(check)
+    // Nothing to write is still checked: a fold that found only duplicates
+    // from rows of a swapped-out table must learn it.
+    let sql = if rows.is_empty() {
+        check.to_string()
     } else {
-        let upsert = upsert_sql::<R>(table, first, " WHERE EXISTS (SELECT FROM checked)");
-        let sql = format!("WITH checked AS ({check}), upserted AS ({upsert}) SELECT name FROM checked");
-        sqlx::query(AssertSqlSafe(sql))
-    }
-    .bind(name);
+        let upsert = upsert_sql::<R>(table, values + 1, " WHERE EXISTS (SELECT FROM checked)");
+        format!("WITH checked AS ({check}), upserted AS ({upsert}) SELECT name FROM checked")
+    };
+    let query = sqlx::query(AssertSqlSafe(sql)).bind(name);
     let query = match guard {
         Guard::Generation(generation) => query.bind(generation),
         Guard::Advance(advance) => query
@@ -109,15 +104,12 @@ async fn upsert_guarded<R: StoredModel>(
             .bind(advance.from.generation)
             .bind(advance.from.position),
     };
-    let checked = if rows.is_empty() {
-        match guard {
-            Guard::Generation(_) => query.fetch_all(conn).await?.len() as u64,
-            Guard::Advance(_) => query.execute(conn).await?.rows_affected(),
-        }
+    let query = if rows.is_empty() {
+        query
     } else {
-        column_arrays(rows).bind(query)?.fetch_all(conn).await?.len() as u64
+        column_arrays(rows).bind(query)?
     };
-    if checked == 1 {
+    if query.fetch_all(conn).await?.len() == 1 {
         Ok(())
     } else {
         Err(ReadModelError::CheckpointMoved(name.to_string()))

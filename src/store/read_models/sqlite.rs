@@ -51,8 +51,6 @@ const ADVANCE: &str = "UPDATE projection_checkpoints SET position = $2, \
      updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) \
      WHERE name = $1 AND generation = $3 AND position = $4";
 
-const LIVE: &str = "SELECT name FROM projection_checkpoints WHERE name = $1 AND generation = $2";
-
 const BEGIN_REBUILD: &str = "UPDATE projection_checkpoints SET rebuilding = 1, rebuild_replayed = 0, \
          rebuild_total = $2, rebuild_started_at = CAST(unixepoch('subsec') * 1000 AS INTEGER), \
          rebuild_heartbeat_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) \
@@ -91,6 +89,16 @@ async fn upsert_rows<R: StoredModel>(
     Ok(())
 }
 
+/// Whether projection `name`'s live table is still of `generation`.
+async fn is_live(conn: &mut SqliteConnection, name: &str, generation: i64) -> Result<bool, ReadModelError> {
+    Ok(sqlx::query(super::LIVE)
+        .bind(name)
+        .bind(generation)
+        .fetch_optional(conn)
+        .await?
+        .is_some())
+}
+
 /// A guarded write: checks `guard` on checkpoint `name` (the sweep's
 /// compare-and-set moves it; a generation guard only reads it) and upserts
 /// `rows`, in one IMMEDIATE transaction (or writes nothing:
@@ -107,14 +115,10 @@ async fn upsert_guarded<R: StoredModel>(
         // Nothing to write, but still checked (no transaction needed): a fold
         // that found only duplicates from rows of a swapped-out table must
         // learn it.
-        let live = sqlx::query(LIVE)
-            .bind(name)
-            .bind(generation)
-            .fetch_optional(&mut *conn)
-            .await?;
-        return live
-            .map(drop)
-            .ok_or_else(|| ReadModelError::CheckpointMoved(name.to_string()));
+        return match is_live(conn, name, generation).await? {
+            true => Ok(()),
+            false => Err(ReadModelError::CheckpointMoved(name.to_string())),
+        };
     }
     let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
     let held = match guard {
@@ -129,12 +133,7 @@ async fn upsert_guarded<R: StoredModel>(
                 .rows_affected()
                 == 1
         }
-        Guard::Generation(generation) => sqlx::query(LIVE)
-            .bind(name)
-            .bind(generation)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some(),
+        Guard::Generation(generation) => is_live(&mut tx, name, generation).await?,
     };
     if !held {
         return Err(ReadModelError::CheckpointMoved(name.to_string()));
