@@ -255,7 +255,7 @@ impl QueryApp {
         };
         match detail {
             Some(detail) if principal.may_access(&detail.summary.customer_id) => {
-                self.with_personal(detail).await
+                self.with_personal(detail, None).await
             }
             _ => Err(not_found(id)),
         }
@@ -297,14 +297,10 @@ impl QueryApp {
     }
 
     /// `detail` with its personal fields from the event store, opened with
-    /// the customer's key ("[erased]" once forgotten; see the module doc).
-    async fn with_personal(&self, detail: OrderDetail) -> Result<OrderDetail, AppError> {
-        self.with_personal_of(detail, None).await
-    }
-
-    /// [`Self::with_personal`] from `created`, the order's OrderCreated as
-    /// stored, when the caller has it already (else it is read).
-    async fn with_personal_of(
+    /// the customer's key ("[erased]" once forgotten; see the module doc):
+    /// from `created`, the order's OrderCreated as stored, when the caller
+    /// has it already, else read.
+    async fn with_personal(
         &self,
         mut detail: OrderDetail,
         created: Option<StoredEvent>,
@@ -525,7 +521,7 @@ impl QueryApp {
         // with the feed: the order's next commits fold onto it, unread.
         let first = match ticket.first_look().await? {
             Some((detail, created)) if principal.may_access(&detail.summary.customer_id) => {
-                self.with_personal_of(detail, created).await?
+                self.with_personal(detail, created).await?
             }
             _ => return Err(not_found(id)),
         };

@@ -122,7 +122,7 @@ impl WatchTicket {
     /// folded from its stream (its sealed personal data, which the caller
     /// opens, then needs no read of its own). None when there is no such order.
     pub async fn first_look(&mut self) -> Result<Option<(OrderDetail, Option<StoredEvent>)>, AppError> {
-        let (detail, created) = self.inner.load_with_creation(self.order_id, 0).await?;
+        let (detail, created) = self.inner.load(self.order_id, 0).await?;
         let Some(detail) = detail else {
             return Ok(None);
         };
@@ -174,13 +174,9 @@ impl Inner {
     /// of the order was committed before the feed's cursor. The row is read
     /// first: with none (an order just placed, the usual first look) the
     /// stream is read at once, and its version is not asked for; a floor read
-    /// after the row can only be higher, so the check stays as strict.
-    async fn load(&self, order_id: Uuid, at_least: u64) -> Result<Option<OrderDetail>, AppError> {
-        Ok(self.load_with_creation(order_id, at_least).await?.0)
-    }
-
-    /// [`Self::load`], with the stream's first event when it read the stream.
-    async fn load_with_creation(
+    /// after the row can only be higher, so the check stays as strict. With
+    /// the order, the stream's first event when the stream was read.
+    async fn load(
         &self,
         order_id: Uuid,
         at_least: u64,
@@ -484,16 +480,12 @@ impl Feed {
         if at_least != 0 && at_least <= known {
             return;
         }
-        let detail = match self
-            .inner
-            .load(order_id, at_least)
-            .await
-            .map_err(|e| e.to_string())
-        {
-            Ok(Some(detail)) => detail,
-            Ok(None) => return,
+        let detail = match self.inner.load(order_id, at_least).await {
+            Ok((Some(detail), _)) => detail,
+            Ok((None, _)) => return,
             Err(error) => {
-                self.failures.failed("WatchOrder feed: reading an order", &error);
+                self.failures
+                    .failed("WatchOrder feed: reading an order", &error.to_string());
                 return;
             }
         };

@@ -52,7 +52,7 @@ const GAUGE_EVERY: Duration = Duration::from_secs(5);
 #[derive(Clone, Default)]
 pub struct LocalWorkers {
     pool: Arc<OnceLock<Arc<Slots>>>,
-    /// The claim loop's wake-up ([`run_pool`]'s `wake`).
+    /// The claim loop's wake-up: [`run_pool`] waits on it.
     wake: Arc<Notify>,
 }
 
@@ -82,20 +82,18 @@ impl std::fmt::Debug for LocalWorkers {
 }
 
 impl LocalWorkers {
-    /// Slots whose claim loop `wake` wakes.
-    pub fn waking(wake: Arc<Notify>) -> Self {
-        Self {
-            pool: Arc::default(),
-            wake,
-        }
-    }
-
     /// Tells the claim loop a saga is due that no slot holds: one CreateOrder
     /// started without a hand-off (no slot was free), or one whose
     /// cancellation was just asked for. Other replicas hear the database's
     /// notification instead; a saga handed over needs no claim at all.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// The claim loop's wake-up, for whatever else wakes it (on PostgreSQL,
+    /// [`listen_for_wakeups`]).
+    pub fn wake_signal(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     /// The pool's slots for `engine`, made once: [`run_pool`] takes them, and
@@ -154,14 +152,10 @@ impl Reserved {
 
 /// Runs the claim loop until `shutdown`, then waits for the drives in flight
 /// (each stops before its next step and hands its saga back). `local` is
-/// where CreateOrder finds the pool's free slots.
-pub async fn run_pool(
-    engine: Arc<Engine>,
-    settings: PoolSettings,
-    wake: Arc<Notify>,
-    local: LocalWorkers,
-    shutdown: Shutdown,
-) {
+/// where CreateOrder finds the pool's free slots, and what wakes the loop
+/// ([`LocalWorkers::wake`]).
+pub async fn run_pool(engine: Arc<Engine>, settings: PoolSettings, local: LocalWorkers, shutdown: Shutdown) {
+    let wake = local.wake_signal();
     let workers = settings.workers.clamp(1, Semaphore::MAX_PERMITS);
     let slots = local.slots(&engine, workers, &shutdown);
     let mut gauge_at = tokio::time::Instant::now();

@@ -38,7 +38,6 @@ use commerce::{
     },
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::support::{
@@ -269,14 +268,7 @@ fn start_pool(ports: &SagaPorts, owner: String) -> tokio::task::JoinHandle<()> {
     };
     tokio::spawn(async move {
         let _trigger = _trigger;
-        run_pool(
-            engine,
-            settings,
-            Arc::new(Notify::new()),
-            LocalWorkers::default(),
-            stop,
-        )
-        .await;
+        run_pool(engine, settings, LocalWorkers::default(), stop).await;
     })
 }
 

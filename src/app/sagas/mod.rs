@@ -8,7 +8,7 @@ mod search;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::{sync::Notify, task::JoinHandle};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub use self::{
@@ -84,7 +84,6 @@ pub struct SagaApp {
     siblings: Arc<dyn Siblings>,
     orders: Arc<dyn OrderPort>,
     urls: SiblingUrls,
-    wake: Arc<Notify>,
     local: LocalWorkers,
     owner: String,
 }
@@ -120,7 +119,6 @@ impl SagaApp {
             orders,
         } = parts;
         let owner = crate::bus::lease_holder_name();
-        let wake = Arc::new(Notify::new());
         Self {
             settings,
             store,
@@ -128,8 +126,7 @@ impl SagaApp {
             siblings,
             orders,
             urls,
-            local: LocalWorkers::waking(wake.clone()),
-            wake,
+            local: LocalWorkers::default(),
             owner,
         }
     }
@@ -139,7 +136,7 @@ impl SagaApp {
     /// when it could not hand its saga over; other replicas hear the
     /// database trigger).
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.local.wake();
     }
 
     /// This replica's worker slots, which CreateOrder hands new sagas to
@@ -198,9 +195,9 @@ impl SagaApp {
             workers: self.settings.workers,
             poll,
         };
-        let listener = tokio::spawn(listen_for_wakeups(db, self.wake.clone(), shutdown.clone()));
+        let listener = tokio::spawn(listen_for_wakeups(db, self.local.wake_signal(), shutdown.clone()));
         self.local.install(&engine, settings.workers.max(1), &shutdown);
-        let pool = run_pool(engine, settings, self.wake.clone(), self.local.clone(), shutdown);
+        let pool = run_pool(engine, settings, self.local.clone(), shutdown);
         Some(tokio::spawn(async move {
             pool.await;
             listener.abort();
