@@ -260,24 +260,21 @@ impl<R: ReadModel> Rows<R> {
             // Off: every row is read, as before the cache.
             return (HashMap::new(), ids.to_vec());
         }
-        let usable = self.generation == Some(generation);
-        let haves: HashMap<Uuid, u64> = ids
-            .iter()
-            .map(|id| {
-                let kept = usable.then(|| self.get(id)).flatten();
-                (*id, kept.map_or(0, R::version))
-            })
-            .collect();
-        let gapped = behind_gaps(haves, events);
-        let mut known = HashMap::new();
-        let mut unknown = Vec::new();
-        for id in ids {
-            if gapped.contains(id) {
-                unknown.push(*id);
-            } else if usable && let Some(row) = self.get(id) {
-                known.insert(*id, row.clone());
+        let mut known: HashMap<Uuid, R> = HashMap::with_capacity(ids.len());
+        if self.generation == Some(generation) {
+            for id in ids {
+                if let Some(row) = self.get(id) {
+                    known.insert(*id, row.clone());
+                }
             }
         }
+        let haves = ids
+            .iter()
+            .map(|id| (*id, known.get(id).map_or(0, R::version)))
+            .collect();
+        let gapped = behind_gaps(haves, events);
+        known.retain(|id, _| !gapped.contains(id));
+        let unknown = ids.iter().filter(|id| gapped.contains(id)).copied().collect();
         (known, unknown)
     }
 

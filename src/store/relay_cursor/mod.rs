@@ -26,8 +26,7 @@ macro_rules! sql_relay_cursor {
         #[async_trait::async_trait]
         impl super::RelayCursor for $name {
             async fn position(&self) -> Result<i64, super::RelayCursorError> {
-                let (position, _, _): (i64, Option<String>, Option<crate::store::columns::DbTime>) =
-                    sqlx::query_as(super::READ).fetch_one(&self.pool).await?;
+                let (position, _, _): super::Row = sqlx::query_as(super::READ).fetch_one(&self.pool).await?;
                 Ok(position)
             }
 
@@ -36,7 +35,7 @@ macro_rules! sql_relay_cursor {
                 owner: &str,
                 lease: std::time::Duration,
             ) -> Result<Option<i64>, super::RelayCursorError> {
-                let (position, holder, until): (i64, Option<String>, Option<crate::store::columns::DbTime>) =
+                let (position, holder, until): super::Row =
                     sqlx::query_as(super::READ).fetch_one(&self.pool).await?;
                 let now = chrono::Utc::now();
                 match super::Turn::of(owner, holder.as_deref(), until.map(|u| u.0), now, lease) {
@@ -92,6 +91,9 @@ pub use self::{postgres::PostgresRelayCursor, sqlite::SqliteRelayCursor};
 
 /// The cursor and its turn (the row exists from the migration on).
 const READ: &str = "SELECT position, owner, lease_until FROM relay_cursor WHERE id = 1";
+
+/// What [`READ`] returns: the position, the turn's holder and its lease's end.
+type Row = (i64, Option<String>, Option<crate::store::columns::DbTime>);
 
 /// Takes the turn if it is free, ours, or its holder's lease ran out: `$1`
 /// the owner, `$2` the lease's end, `$3` now; returns the position.
