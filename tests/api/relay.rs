@@ -120,8 +120,7 @@ async fn the_relay_keeps_events_through_a_bus_outage_and_publishes_them_in_order
             inner: fixture.bus.clone(),
             down: true.into(),
         });
-        let audit = bus::PartitionGroup::new("audit", bus::Partition(0));
-        fixture.bus.create_group(audit).await.unwrap();
+        let audit = audit_group(&fixture).await;
         let relay = fixture.relay_to(flaky.clone());
         let orders: Vec<SampleOrder> = (0..5).map(|_| SampleOrder::new("olga", 1)).collect();
         for order in &orders {
@@ -194,6 +193,14 @@ impl RelayCursor for CrashingCursor {
     }
 }
 
+/// A consumer group of partition 0 that only the test reads, created before
+/// anything is published: it sees every entry the relay publishes.
+async fn audit_group(fixture: &ReadSideFixture) -> bus::PartitionGroup<'static> {
+    let audit = bus::PartitionGroup::new("audit", bus::Partition(0));
+    fixture.bus.create_group(audit).await.unwrap();
+    audit
+}
+
 /// Every entry of the audit group (created before anything was published), as
 /// (stream, version) in delivery order.
 async fn delivered(fixture: &ReadSideFixture, group: bus::PartitionGroup<'_>) -> Vec<(Uuid, u64)> {
@@ -239,8 +246,7 @@ fn assert_first_deliveries_in_order(deliveries: &[(Uuid, u64)], streams: usize, 
 async fn a_crash_between_the_publish_and_the_cursor_move_publishes_the_batch_again_and_loses_nothing() {
     for backend in Backend::all() {
         let fixture = ReadSideFixture::new(backend).await;
-        let audit = bus::PartitionGroup::new("audit", bus::Partition(0));
-        fixture.bus.create_group(audit).await.unwrap();
+        let audit = audit_group(&fixture).await;
         let cursor = Arc::new(CrashingCursor {
             inner: fixture.relay_cursor.clone(),
             crash: true.into(),
@@ -283,8 +289,7 @@ async fn a_crash_between_the_publish_and_the_cursor_move_publishes_the_batch_aga
 async fn relays_of_two_replicas_take_turns_so_each_event_is_published_once_and_the_cursor_never_moves_back() {
     for backend in Backend::all() {
         let fixture = ReadSideFixture::new(backend).await;
-        let audit = bus::PartitionGroup::new("audit", bus::Partition(0));
-        fixture.bus.create_group(audit).await.unwrap();
+        let audit = audit_group(&fixture).await;
         // Two replicas: two relays, one cursor row and its turn.
         let (a, b) = (
             fixture.relay_to(fixture.bus.clone()),
