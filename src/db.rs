@@ -5,7 +5,7 @@ use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
-    PgPool, SqlitePool,
+    Connection, PgPool, SqlitePool,
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
@@ -14,6 +14,36 @@ use crate::{
     config::{DatabaseSettings, RedisSettings},
     redis_conn::RedisPool,
 };
+
+/// A pooled PostgreSQL connection idle longer than this is pinged before it
+/// is handed out; one used more recently is handed out as it is.
+pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// The pool options of a PostgreSQL pool, the primary's or the replica's.
+///
+/// sqlx pings every connection at every checkout by default: a round trip,
+/// and a message for the server to answer, before every statement and
+/// every transaction. A connection the pool handed out within the last
+/// second was working then, so only one idle for longer is pinged (a
+/// server restart or a dropped link is most likely noticed there). One that
+/// broke within that second fails its statement instead, which callers see
+/// as UNAVAILABLE, as they would a failure during the statement; the pool
+/// then closes it.
+fn pg_pool_options(settings: &DatabaseSettings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(settings.pool_size)
+        .acquire_timeout(settings.pool_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for <= PING_IDLE_AFTER {
+                    return Ok(true);
+                }
+                // A failed ping discards the connection; the pool opens another.
+                Ok(conn.ping().await.is_ok())
+            })
+        })
+}
 
 /// The relational database: PostgreSQL in production, SQLite embedded.
 #[derive(Clone, Debug)]
@@ -31,10 +61,7 @@ impl Db {
         match &settings.url {
             Some(url) => {
                 let options = PgConnectOptions::from_str(url).context("parsing DATABASE_URL")?;
-                let pool = PgPoolOptions::new()
-                    .max_connections(settings.pool_size)
-                    .acquire_timeout(settings.pool_timeout)
-                    .connect_lazy_with(options.application_name("commerce"));
+                let pool = pg_pool_options(settings).connect_lazy_with(options.application_name("commerce"));
                 Ok(Self::Postgres(pool))
             }
             None => {
@@ -48,6 +75,9 @@ impl Db {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(settings.pool_size.min(8))
                     .acquire_timeout(settings.pool_timeout)
+                    // A file does not hang up: sqlx's ping before every checkout
+                    // would only cost a trip to the connection's thread.
+                    .test_before_acquire(false)
                     .connect_with(options)
                     .await
                     .with_context(|| format!("opening SQLite file {}", settings.sqlite_path))?;
@@ -64,10 +94,7 @@ impl Db {
             return Ok(None);
         };
         let options = PgConnectOptions::from_str(url).context("parsing DATABASE_READ_URL")?;
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.pool_size)
-            .acquire_timeout(settings.pool_timeout)
-            .connect_lazy_with(options.application_name("commerce-read"));
+        let pool = pg_pool_options(settings).connect_lazy_with(options.application_name("commerce-read"));
         Ok(Some(pool))
     }
 

@@ -25,11 +25,13 @@
 //!
 //! An item is only answered once its batch's commit is durable.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use async_trait::async_trait;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, pool::PoolConnection};
 use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::db::PING_IDLE_AFTER;
 
 /// Most items in one transaction: bounds a batch's latency and lock span.
 pub const MAX_BATCH: usize = 64;
@@ -124,6 +126,7 @@ async fn run_writer<W: BatchWriter>(
     writer: Arc<W>,
     receiver: Arc<Mutex<mpsc::Receiver<Queued<W>>>>,
 ) {
+    let mut held = HeldConnection::default();
     loop {
         let batch = {
             let mut receiver = receiver.lock().await;
@@ -140,7 +143,17 @@ async fn run_writer<W: BatchWriter>(
             batch
         };
         let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let outcomes = commit_batch(&pool, writer.as_ref(), &items).await;
+        let outcomes = match held.take(&pool).await {
+            Ok(mut conn) => {
+                let outcomes = commit_batch(&mut conn, writer.as_ref(), &items).await;
+                if outcomes.iter().all(Result::is_ok) {
+                    held.keep(conn);
+                }
+                // Otherwise the connection goes back to the pool, which tests it.
+                outcomes
+            }
+            Err(err) => items.iter().map(|_| Err(W::batch_error(&err))).collect(),
+        };
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // A caller that gave up (deadline) no longer listens; the write stands.
             let _ = reply.send(outcome);
@@ -148,13 +161,45 @@ async fn run_writer<W: BatchWriter>(
     }
 }
 
-/// Runs the batch in one transaction (see the module docs); on a failure,
-/// each item again in a transaction of its own. One outcome per item.
-async fn commit_batch<W: BatchWriter>(pool: &PgPool, writer: &W, items: &[W::Item]) -> Vec<Outcome<W>> {
-    if items.len() == 1 {
-        return vec![commit_alone(pool, writer, &items[0]).await];
+/// A writer's connection, kept from one batch to the next. Taken from the
+/// pool and given back per batch, it would cost a round trip each time:
+/// sqlx pings a connection when it returns to the pool. Kept, it is pinged
+/// only after [`PING_IDLE_AFTER`] of rest, as the pool pings its own
+/// ([`crate::db`]).
+#[derive(Default)]
+struct HeldConnection {
+    conn: Option<(PoolConnection<Postgres>, Instant)>,
+}
+
+impl HeldConnection {
+    /// The kept connection when it still answers, else one from the pool.
+    async fn take(&mut self, pool: &PgPool) -> sqlx::Result<PoolConnection<Postgres>> {
+        if let Some((mut conn, used)) = self.conn.take() {
+            if used.elapsed() <= PING_IDLE_AFTER || conn.ping().await.is_ok() {
+                return Ok(conn);
+            }
+            conn.close_on_drop();
+        }
+        pool.acquire().await
     }
-    let mut tx = match pool.begin().await {
+
+    /// Keeps `conn` for the next batch.
+    fn keep(&mut self, conn: PoolConnection<Postgres>) {
+        self.conn = Some((conn, Instant::now()));
+    }
+}
+
+/// Runs the batch in one transaction on `conn` (see the module docs); on a
+/// failure, each item again in a transaction of its own. One outcome per item.
+async fn commit_batch<W: BatchWriter>(
+    conn: &mut PgConnection,
+    writer: &W,
+    items: &[W::Item],
+) -> Vec<Outcome<W>> {
+    if items.len() == 1 {
+        return vec![commit_alone_on(conn, writer, &items[0]).await];
+    }
+    let mut tx = match conn.begin().await {
         Ok(tx) => tx,
         Err(err) => return items.iter().map(|_| Err(W::batch_error(&err))).collect(),
     };
@@ -165,7 +210,7 @@ async fn commit_batch<W: BatchWriter>(pool: &PgPool, writer: &W, items: &[W::Ite
             let _ = tx.rollback().await;
             let mut outcomes = Vec::with_capacity(items.len());
             for item in items {
-                outcomes.push(commit_alone(pool, writer, item).await);
+                outcomes.push(commit_alone_on(conn, writer, item).await);
             }
             return outcomes;
         }
@@ -185,7 +230,13 @@ async fn commit_batch<W: BatchWriter>(pool: &PgPool, writer: &W, items: &[W::Ite
 
 /// One item in a transaction of its own, without the queue.
 pub async fn commit_alone<W: BatchWriter>(pool: &PgPool, writer: &W, item: &W::Item) -> Outcome<W> {
-    let mut tx = pool.begin().await.map_err(|err| W::batch_error(&err))?;
+    let mut conn = pool.acquire().await.map_err(|err| W::batch_error(&err))?;
+    commit_alone_on(&mut conn, writer, item).await
+}
+
+/// One item in a transaction of its own on `conn`.
+async fn commit_alone_on<W: BatchWriter>(conn: &mut PgConnection, writer: &W, item: &W::Item) -> Outcome<W> {
+    let mut tx = conn.begin().await.map_err(|err| W::batch_error(&err))?;
     let outcome = match writer.write(&mut tx, &[item]).await {
         Err(err) if W::is_refusal(&err) => return Ok(None),
         other => other?.pop().flatten(),

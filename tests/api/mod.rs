@@ -11,6 +11,7 @@ mod client_conventions;
 mod connections;
 mod console;
 mod console_operations;
+mod db_connections;
 mod deploy;
 mod error_reasons;
 mod event_store;
