@@ -6,6 +6,15 @@
 //! then moves the cursor to the last of them by compare-and-set. No table is
 //! written per event: the log the units of work commit is the only copy.
 //!
+//! # Rounds under load
+//! Every commit of this process wakes an idle relay, so a lone order's
+//! events reach the bus at once. A round that published something is
+//! followed by a pause of [`GATHER`] that commits do not cut short: under
+//! load the events of many commits go out in one round, instead of a round
+//! (three statements and a publish) per commit, and the projections then
+//! fold them in batches too. While the relay holds the turn, a round starts
+//! from the cursor as it last moved it, without reading the row.
+//!
 //! # Guarantees
 //! - **Nothing lost.** The cursor moves only after the bus accepted the
 //!   batch; if Redis is down, the round fails, the cursor stays and the relay
@@ -43,7 +52,10 @@
 //! The relay writes no SQL: the cursor is [`crate::store::relay_cursor`]'s,
 //! the log [`crate::store::event_store`]'s, each chosen per backend in startup.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use crate::{
     bus::{EventBus, EventEnvelope},
@@ -56,9 +68,10 @@ use crate::{
 
 /// Events per round.
 const BATCH: usize = 500;
-/// Pause after a round that published some events but less than a batch:
-/// more may settle as soon as the transactions that held them back end.
-const BUSY_POLL: Duration = Duration::from_millis(20);
+/// Pause after a round that published some events but less than a batch,
+/// which appends do not cut short: the events of the commits meanwhile (and
+/// of transactions that held some back) go out together in the next round.
+pub const GATHER: Duration = Duration::from_millis(10);
 /// Pause after a round that found nothing, unless an append in this process
 /// wakes the relay first (appends of other replicas are found by this poll).
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -75,6 +88,9 @@ pub struct EventRelay {
     bus: Arc<dyn EventBus>,
     /// This relay's name in the turn: unique per relay, also within a process.
     owner: String,
+    /// Where this relay last moved the cursor, and when (which renewed its
+    /// turn): see [`EventRelay::held_cursor`].
+    moved: Mutex<Option<(i64, Instant)>>,
 }
 
 impl EventRelay {
@@ -86,6 +102,7 @@ impl EventRelay {
             cursor,
             bus,
             owner: crate::bus::lease_holder_name(),
+            moved: Mutex::new(None),
         }
     }
 
@@ -104,7 +121,12 @@ impl EventRelay {
                     match published {
                         BATCH => continue,
                         0 => IDLE_POLL,
-                        _ => BUSY_POLL,
+                        _ => {
+                            tokio::select! {
+                                _ = tokio::time::sleep(GATHER) => continue,
+                                _ = shutdown.wait() => break,
+                            }
+                        }
                     }
                 }
                 Err(error) => {
@@ -134,6 +156,7 @@ impl EventRelay {
     /// Gives the turn up, so that another replica's relay takes it at once
     /// (best effort: else it passes when the lease ends).
     pub async fn leave(&self) {
+        self.remember(None);
         if let Err(error) = self.cursor.leave(&self.owner).await {
             tracing::debug!(%error, "giving the relay's turn up failed; it passes when the lease ends");
         }
@@ -144,8 +167,12 @@ impl EventRelay {
     /// when none were settled, when another relay has the turn, or when the
     /// turn passed to another during the round: that one publishes them too).
     pub async fn relay_once(&self) -> anyhow::Result<usize> {
-        let Some(from) = self.cursor.turn(&self.owner, TURN_LEASE).await? else {
-            return Ok(0);
+        let from = match self.held_cursor() {
+            Some(from) => from,
+            None => match self.cursor.turn(&self.owner, TURN_LEASE).await? {
+                Some(from) => from,
+                None => return Ok(0),
+            },
         };
         let events = self.events.read_all(from, BATCH).await?;
         let Some(last) = events.last().map(|e| e.global_position) else {
@@ -155,8 +182,10 @@ impl EventRelay {
         let envelopes: Vec<EventEnvelope> = events.iter().map(EventEnvelope::from).collect();
         self.bus.publish(&envelopes).await?;
         if !self.cursor.advance(&self.owner, from, last, TURN_LEASE).await? {
+            self.remember(None);
             return Ok(0);
         }
+        self.remember(Some(last));
         // A round short of a full batch took every settled event there was:
         // measuring the lag again would be one more statement per round.
         let lag = match events.len() {
@@ -165,6 +194,20 @@ impl EventRelay {
         };
         crate::metrics::relay_lag(lag);
         Ok(events.len())
+    }
+
+    /// The cursor as this relay last moved it, while that move renewed its
+    /// turn less than half a lease ago: by [`RelayCursor::turn`]'s rule the
+    /// turn is still its own then, and no other relay moves the cursor. (If
+    /// one did, the next compare-and-set fails and this is forgotten.)
+    fn held_cursor(&self) -> Option<i64> {
+        let moved = *self.moved.lock().unwrap_or_else(PoisonError::into_inner);
+        moved.and_then(|(position, at)| (at.elapsed() < TURN_LEASE / 2).then_some(position))
+    }
+
+    /// Remembers the cursor this relay just moved to (None: forget it).
+    fn remember(&self, position: Option<i64>) {
+        *self.moved.lock().unwrap_or_else(PoisonError::into_inner) = position.map(|p| (p, Instant::now()));
     }
 
     /// The settled head's position minus the cursor's.
