@@ -221,37 +221,6 @@ impl ColumnSink for Separated<'_, Sqlite, &'static str> {
     }
 }
 
-/// A statement whose next parameters are one row's values, bound one by one
-/// (`$n`, `$n+1`, ..): the same row function fills it and, on PostgreSQL,
-/// the arrays of an `UNNEST` ([`PgArrays`]).
-pub struct QueryBinds<'q, DB: Database>(Option<Query<'q, DB, <DB as Database>::Arguments>>);
-
-impl<'q, DB: Database> QueryBinds<'q, DB> {
-    /// Binds after `query`'s parameters so far.
-    pub fn new(query: Query<'q, DB, <DB as Database>::Arguments>) -> Self {
-        Self(Some(query))
-    }
-
-    /// The statement with the values bound.
-    pub fn into_query(self) -> Query<'q, DB, <DB as Database>::Arguments> {
-        self.0.expect("a QueryBinds always holds its statement")
-    }
-}
-
-impl ColumnSink for QueryBinds<'_, Postgres> {
-    fn value<T: ColumnValue>(&mut self, value: T) -> &mut Self {
-        self.0 = self.0.take().map(|query| query.bind(value));
-        self
-    }
-}
-
-impl ColumnSink for QueryBinds<'_, Sqlite> {
-    fn value<T: ColumnValue>(&mut self, value: T) -> &mut Self {
-        self.0 = self.0.take().map(|query| query.bind(value));
-        self
-    }
-}
-
 /// Rows gathered column by column, each column bound as one array: the
 /// parameters of PostgreSQL's `UNNEST($1, $2, ..)`, one statement for any
 /// number of rows. Call [`PgArrays::row`] before each row's values.

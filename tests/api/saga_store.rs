@@ -7,14 +7,13 @@ use std::{sync::Arc, time::Duration};
 use chrono::{TimeDelta, Utc};
 use commerce::startup::Stores;
 use commerce::{
-    db::Db,
     saga::plan::{SagaStatus, Step, StepStatus},
     store::{
         event_store::{EventStore, NewEvent, StreamAppend, Upcasters},
         saga::{
             AttemptEnd, AttemptOutcome, AttemptWrite, CancelRequest, FencedWrite, Lease,
-            OperatorActionRecord, OperatorActionWrite, PostgresSagaStore, Release, SAGA_STREAM, SagaColumns,
-            SagaFilter, SagaStart, SagaStore, SagaStoreError, SagaWrite, StepRecord,
+            OperatorActionRecord, OperatorActionWrite, Release, SAGA_STREAM, SagaColumns, SagaFilter,
+            SagaStart, SagaStore, SagaStoreError, SagaWrite, StepRecord,
         },
         unit_of_work::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError},
     },
@@ -541,129 +540,5 @@ async fn only_a_saga_inserted_without_an_owner_wakes_the_claim_loops() {
             .await
             .is_err(),
         "no other wake-up"
-    );
-}
-
-/// A started attempt of `step` by worker `w`.
-fn started(step: Step) -> AttemptWrite {
-    AttemptWrite::Started {
-        step,
-        attempt: 1,
-        worker: "w".into(),
-        idempotency_key: format!("seed:{step}"),
-        started_at: Utc::now(),
-    }
-}
-
-/// The end of `step`'s first attempt.
-fn succeeded(step: Step) -> AttemptWrite {
-    AttemptWrite::Finished {
-        step,
-        attempt: 1,
-        finished_at: Utc::now(),
-        end: AttemptEnd {
-            outcome: AttemptOutcome::Succeeded,
-            grpc_code: Some("OK".into()),
-            error: None,
-            latency_ms: 3,
-            trace_id: None,
-        },
-    }
-}
-
-#[tokio::test]
-async fn step_writes_of_several_sagas_in_one_statement_each_apply_only_where_their_own_lease_holds() {
-    let f = fixture(Backend::Real).await;
-    let Db::Postgres(pool) = f.isolation.backends().await.db else {
-        panic!("a PostgreSQL database")
-    };
-    let mut conn = pool.acquire().await.unwrap();
-    let mut sagas = Vec::new();
-    for _ in 0..3 {
-        sagas.push(f.start().await.0);
-    }
-    let worker = lease("w", 30_000);
-    let claimed = f.sagas.claim_due(&worker, 10).await.unwrap();
-    assert_eq!(claimed.len(), 3);
-    let write = |saga_id: Uuid, lease: &Lease, status: StepStatus, attempt: AttemptWrite| {
-        let record = claimed.iter().find(|r| r.saga_id == saga_id).unwrap();
-        FencedWrite {
-            steps: vec![step_record(Step::AuthorizePayment, status, 1)],
-            attempts: vec![attempt],
-            ..FencedWrite::columns(saga_id, lease, SagaColumns::of(record))
-        }
-    };
-
-    let first: Vec<FencedWrite> = [sagas[0], sagas[2]]
-        .iter()
-        .map(|&id| {
-            write(
-                id,
-                &worker,
-                StepStatus::InProgress,
-                started(Step::AuthorizePayment),
-            )
-        })
-        .collect();
-    let flags = PostgresSagaStore::write_fenced_many(&mut conn, &first.iter().collect::<Vec<_>>())
-        .await
-        .unwrap();
-    assert!(flags.iter().all(Option::is_some), "{flags:?}");
-
-    let stranger = lease("someone-else", 30_000);
-    let mut ending = write(
-        sagas[0],
-        &worker,
-        StepStatus::Succeeded,
-        succeeded(Step::AuthorizePayment),
-    );
-    ending.release = Some(Release {
-        next_run_at: Utc::now(),
-        cancel_seen: false,
-    });
-    let second = [
-        ending,
-        write(
-            sagas[1],
-            &stranger,
-            StepStatus::InProgress,
-            started(Step::AuthorizePayment),
-        ),
-        write(
-            sagas[2],
-            &worker,
-            StepStatus::Succeeded,
-            succeeded(Step::AuthorizePayment),
-        ),
-    ];
-    let flags = PostgresSagaStore::write_fenced_many(&mut conn, &second.iter().collect::<Vec<_>>())
-        .await
-        .unwrap();
-    assert_eq!(
-        flags.iter().map(Option::is_some).collect::<Vec<_>>(),
-        [true, false, true],
-        "the stranger's write is refused, the others are not"
-    );
-
-    for id in [sagas[0], sagas[2]] {
-        let saga = f.sagas.get(id).await.unwrap().unwrap();
-        assert_eq!(
-            saga.step(Step::AuthorizePayment).unwrap().status,
-            StepStatus::Succeeded
-        );
-        let attempts = f.sagas.attempts(id).await.unwrap();
-        assert_eq!(attempts.len(), 1);
-        assert_eq!(
-            attempts[0].end.as_ref().unwrap().outcome,
-            AttemptOutcome::Succeeded
-        );
-    }
-    let refused = f.sagas.get(sagas[1]).await.unwrap().unwrap();
-    assert!(refused.steps.is_empty(), "nothing of a refused write lands");
-    assert!(f.sagas.attempts(sagas[1]).await.unwrap().is_empty());
-    assert_eq!(
-        f.sagas.claim_due(&lease("next", 30_000), 10).await.unwrap().len(),
-        1,
-        "only the released saga is due again"
     );
 }

@@ -22,16 +22,16 @@ use sqlx::{FromRow, PgConnection, Postgres, Row};
 
 use super::decode::lease_millis;
 use super::rows::{
-    ATTEMPT_CONFLICT, ATTEMPT_END_COLUMNS, ATTEMPT_END_SET, ATTEMPT_INSERT, FENCED_NAMES, SAGA_COLUMNS,
-    SET_NAMES, STEP_CONFLICT, STEP_INSERT, SagaRow, fenced_values, finished_values, purge_counts,
-    set_columns, set_columns_from, split_attempts, started_values, step_values, steps_from_json,
+    ATTEMPT_CONFLICT, ATTEMPT_END_COLUMNS, ATTEMPT_END_SET, ATTEMPT_INSERT, SAGA_COLUMNS, SET_COLUMNS,
+    STEP_CONFLICT, STEP_INSERT, SagaRow, finished_values, purge_counts, split_attempts, started_values,
+    step_values, steps_from_json,
 };
 use super::{
     CancelFlag, FINISHED, FencedWrite, Lease, OperatorActionWrite, SagaPurge, SagaRecord, SagaStoreError,
 };
 use crate::store::{
     Purge,
-    columns::{ColumnSink, DbTime, DbUuid, PgArrays},
+    columns::{DbTime, DbUuid, PgArrays},
 };
 
 sql_saga_store!(
@@ -121,26 +121,9 @@ fn bind_arrays(mut query: Statement<'_>, arrays: Vec<PgArrays>) -> Result<Statem
     Ok(query)
 }
 
-/// The upsert of step rows `x` (each its saga id, then [`step_values`]),
-/// only for the sagas the update `s` wrote.
+/// The upsert of step rows `x`, only where the saga update `s` went through.
 fn step_upsert(unnest: &str) -> String {
-    format!(
-        "{STEP_INSERT} SELECT x.* FROM {unnest} AS x (saga_id) JOIN s ON s.saga_id = x.saga_id {STEP_CONFLICT}"
-    )
-}
-
-/// A row of a saga's child table with the saga's id in front.
-struct OfSaga<R> {
-    saga_id: uuid::Uuid,
-    row: R,
-}
-
-impl<R> OfSaga<R> {
-    /// Its values: the saga id, then the row's by `values`.
-    fn values(arrays: &mut PgArrays, of: &Self, values: fn(&mut PgArrays, &R)) {
-        arrays.value(DbUuid(of.saga_id));
-        values(arrays, &of.row);
-    }
+    format!("{STEP_INSERT} SELECT s.saga_id, x.* FROM s, {unnest} AS x {STEP_CONFLICT}")
 }
 
 impl PostgresSagaStore {
@@ -205,61 +188,26 @@ impl PostgresSagaStore {
         Ok(purge_counts(counts))
     }
 
-    /// A worker's fenced write, as one statement on `conn`
-    /// ([`Self::write_fenced_many`] of one).
+    /// A worker's fenced write, as one statement on `conn`: the fenced saga
+    /// update `s` ([`bind_fenced`]'s `$1..$18`), then, only where `s` went
+    /// through, its step and attempt rows ([`Self::fenced_rows`]).
     async fn write_fenced(
         conn: &mut PgConnection,
         write: &FencedWrite,
         (): Stamp,
     ) -> Result<CancelFlag, SagaStoreError> {
-        Self::write_fenced_many(conn, &[write])
-            .await?
-            .pop()
-            .flatten()
-            .ok_or(SagaStoreError::LeaseLost)
-    }
-
-    /// The fenced writes of several sagas (each saga at most once), as one
-    /// statement on `conn`: the saga updates `s` from the rows `v`
-    /// ([`fenced_values`], one per write), each fenced by its own lease and
-    /// expected cancel flag, then, only for the sagas `s` wrote, their step
-    /// and attempt rows ([`Self::fenced_rows`]). One cancel flag per write,
-    /// in order; `None` where the fence refused the write (nothing of it is
-    /// written, the others are).
-    pub async fn write_fenced_many(
-        conn: &mut PgConnection,
-        writes: &[&FencedWrite],
-    ) -> Result<Vec<Option<CancelFlag>>, SagaStoreError> {
-        let mut sagas = PgArrays::default();
-        for write in writes {
-            fenced_values(sagas.row(), write);
-        }
-        let params: Vec<String> = (1..=sagas.width()).map(|i| format!("${i}")).collect();
-        let set = set_columns_from(|_, name| format!("v.{name}"));
         let head = format!(
-            "WITH v AS (SELECT * FROM UNNEST({}) AS v ({FENCED_NAMES})), \
-             s AS (UPDATE sagas SET {set}, updated_at = now(), failure_reason_code = v.failure_code, \
-                lease_owner = CASE WHEN v.releases THEN NULL ELSE sagas.lease_owner END, \
-                lease_until = CASE WHEN v.releases THEN NULL \
-                    ELSE now() + v.lease_ms * interval '1 millisecond' END, \
-                next_run_at = CASE WHEN NOT v.releases THEN sagas.next_run_at \
-                    WHEN sagas.cancel_requested AND NOT v.cancel_seen THEN now() ELSE v.next_run_at END \
-                FROM v WHERE sagas.saga_id = v.saga_id AND sagas.lease_owner = v.owner \
-                  AND (v.expect_cancel IS NULL OR sagas.cancel_requested = v.expect_cancel) \
-                RETURNING sagas.saga_id, sagas.cancel_requested, sagas.cancel_reason)",
-            params.join(", ")
+            "WITH s AS (UPDATE sagas SET {SET_COLUMNS}, updated_at = now(), failure_reason_code = $18, \
+                lease_owner = CASE WHEN $15 THEN NULL ELSE lease_owner END, \
+                lease_until = CASE WHEN $15 THEN NULL ELSE now() + $13 * interval '1 millisecond' END, \
+                next_run_at = CASE WHEN NOT $15 THEN next_run_at \
+                    WHEN cancel_requested AND NOT $17 THEN now() ELSE $16 END \
+                WHERE saga_id = $1 AND lease_owner = $2 AND ($14::bool IS NULL OR cancel_requested = $14) \
+                RETURNING saga_id, cancel_requested, cancel_reason)"
         );
-        let mut ctes = ArrayCtes::after(head, sagas.width());
-        Self::fenced_rows(&mut ctes, writes);
-        let (sql, arrays) = ctes.finish("SELECT saga_id, cancel_requested, cancel_reason FROM s");
-        let query = sagas.bind(sqlx::query(sqlx::AssertSqlSafe(sql)))?;
-        let rows = bind_arrays(query, arrays)?.fetch_all(&mut *conn).await?;
-        let mut flags = std::collections::HashMap::with_capacity(rows.len());
-        for row in rows {
-            let id: DbUuid = row.try_get("saga_id")?;
-            flags.insert(id.0, cancel_flag(Some(row))?);
-        }
-        Ok(writes.iter().map(|w| flags.remove(&w.saga_id)).collect())
+        let (sql, arrays) = Self::fenced_rows(head, 18, write);
+        let query = bind_fenced(sqlx::query(sqlx::AssertSqlSafe(sql)), write);
+        cancel_flag(bind_arrays(query, arrays)?.fetch_optional(&mut *conn).await?)
     }
 
     /// A saga handed to a local worker at once, as one statement on `conn`:
@@ -274,20 +222,17 @@ impl PostgresSagaStore {
         first: &FencedWrite,
         (): Stamp,
     ) -> Result<CancelFlag, SagaStoreError> {
-        let head = format!(
-            "WITH s AS (INSERT INTO sagas (saga_id, lease_owner, {}, \
-                lease_until, next_run_at, failure_reason_code, order_id, \
+        let head = "WITH s AS (INSERT INTO sagas (saga_id, lease_owner, status, current_step, past_pivot, \
+                compensation_reason, last_error, authorization_id, reservation_id, shipment_id, \
+                tracking_number, capture_id, lease_until, next_run_at, failure_reason_code, order_id, \
                 idempotency_seed, deadline, customer_id, created_at, updated_at) \
             SELECT $1, CASE WHEN $15 THEN NULL ELSE $2 END, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                 CASE WHEN $15 THEN NULL ELSE now() + $13 * interval '1 millisecond' END, \
                 CASE WHEN $15 THEN $16 ELSE now() END, $18, $19, $20, $21, $22, now(), now() \
             WHERE $14::bool IS NOT TRUE \
-            RETURNING saga_id, cancel_requested, cancel_reason)",
-            SET_NAMES.join(", ")
-        );
-        let mut ctes = ArrayCtes::after(head, 22);
-        Self::fenced_rows(&mut ctes, &[first]);
-        let (sql, arrays) = ctes.finish("SELECT cancel_requested, cancel_reason FROM s");
+            RETURNING saga_id, cancel_requested, cancel_reason)"
+            .to_string();
+        let (sql, arrays) = Self::fenced_rows(head, 22, first);
         let query = bind_fenced(sqlx::query(sqlx::AssertSqlSafe(sql)), first)
             .bind(DbUuid(start.order_id))
             .bind(&start.idempotency_seed)
@@ -296,38 +241,26 @@ impl PostgresSagaStore {
         cancel_flag(bind_arrays(query, arrays)?.fetch_optional(&mut *conn).await?)
     }
 
-    /// The CTEs after a fenced saga write `s` (which returns the sagas it
-    /// wrote): the step rows of `writes`, the attempts started (inserted with
-    /// their end when the write also ends them: the statement's parts all
-    /// see the snapshot from before it, so an update could not see a row
-    /// another part inserts) and the attempts ended, each row with its
-    /// saga's id and written only where `s` wrote that saga.
-    fn fenced_rows(ctes: &mut ArrayCtes, writes: &[&FencedWrite]) {
-        let mut steps = Vec::new();
-        let mut started = Vec::new();
-        let mut finished = Vec::new();
-        for write in writes {
-            let saga_id = write.saga_id;
-            steps.extend(write.steps.iter().map(|row| OfSaga { saga_id, row }));
-            let (begun, ended) = split_attempts(&write.attempts);
-            started.extend(begun.into_iter().map(|row| OfSaga { saga_id, row }));
-            finished.extend(ended.into_iter().map(|row| OfSaga { saga_id, row }));
-        }
-        ctes.add(
-            "st",
-            &steps,
-            |a, of| OfSaga::values(a, of, |a, s| step_values(a, s)),
-            step_upsert,
-        );
-        ctes.add("started", &started, |a, of| OfSaga::values(a, of, |a, s| started_values(a, s)), |x| {
-            format!("{ATTEMPT_INSERT} SELECT x.* FROM {x} AS x (saga_id) JOIN s ON s.saga_id = x.saga_id {ATTEMPT_CONFLICT}")
+    /// The statement of a fenced write after its saga CTE `head` (which binds
+    /// `$1..$values` and returns the written saga as `s`): the step rows, the
+    /// attempts started (inserted with their end when the write also ends
+    /// them: the statement's parts all see the snapshot from before it, so an
+    /// update could not see a row another part inserts) and the attempts
+    /// ended, each only where `s` went through; with their arrays.
+    fn fenced_rows(head: String, values: usize, write: &FencedWrite) -> (String, Vec<PgArrays>) {
+        let (started, finished) = split_attempts(&write.attempts);
+        let mut ctes = ArrayCtes::after(head, values);
+        ctes.add("st", &write.steps, step_values, step_upsert);
+        ctes.add("started", &started, started_values, |x| {
+            format!("{ATTEMPT_INSERT} SELECT s.saga_id, x.* FROM s, {x} AS x {ATTEMPT_CONFLICT}")
         });
-        ctes.add("finished", &finished, |a, of| OfSaga::values(a, of, |a, f| finished_values(a, f)), |x| {
+        ctes.add("finished", &finished, finished_values, |x| {
             format!(
-                "UPDATE saga_attempts a SET {ATTEMPT_END_SET} FROM s, {x} AS x (saga_id, {ATTEMPT_END_COLUMNS}) \
-                 WHERE x.saga_id = s.saga_id AND a.saga_id = s.saga_id AND a.step = x.step AND a.attempt = x.attempt"
+                "UPDATE saga_attempts a SET {ATTEMPT_END_SET} FROM s, {x} AS x ({ATTEMPT_END_COLUMNS}) \
+                 WHERE a.saga_id = s.saga_id AND a.step = x.step AND a.attempt = x.attempt"
             )
         });
+        ctes.finish("SELECT cancel_requested, cancel_reason FROM s")
     }
 
     /// An operator action, as one statement on `conn`: fenced by version and
@@ -340,27 +273,17 @@ impl PostgresSagaStore {
     ) -> Result<(), SagaStoreError> {
         let mut ctes = ArrayCtes::after(
             format!(
-                "WITH s AS (UPDATE sagas SET {}, updated_at = now(), failure_reason_code = $13, \
+                "WITH s AS (UPDATE sagas SET {SET_COLUMNS}, updated_at = now(), failure_reason_code = $13, \
                     next_run_at = now(), lease_owner = NULL, lease_until = NULL \
                     WHERE saga_id = $1 AND updated_at = $2 AND status IN ('FAILED', 'COMPENSATION_FAILED') \
                       AND (lease_until IS NULL OR lease_until < now()) RETURNING saga_id), \
                 a AS (INSERT INTO saga_operator_actions (saga_id, action, step, operator, reason, at) \
                     SELECT s.saga_id, $14, $15, $16, $17, $18 FROM s RETURNING id), \
-                n AS (SELECT pg_notify('commerce_sagas', s.saga_id::text) FROM s)",
-                set_columns()
+                n AS (SELECT pg_notify('commerce_sagas', s.saga_id::text) FROM s)"
             ),
             18,
         );
-        let step = OfSaga {
-            saga_id: write.saga_id,
-            row: &write.step,
-        };
-        ctes.add(
-            "st",
-            std::slice::from_ref(&step),
-            |a, of| OfSaga::values(a, of, |a, s| step_values(a, s)),
-            step_upsert,
-        );
+        ctes.add("st", std::slice::from_ref(&write.step), step_values, step_upsert);
         let (sql, arrays) =
             ctes.finish("SELECT (SELECT count(*) FROM a) AS applied, (SELECT count(*) FROM n) AS notified");
         let query = bind_action(

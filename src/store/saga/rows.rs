@@ -10,16 +10,14 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::decode::{
-    count, lease_millis, parse_outcome, parse_status, parse_step, parse_step_status, stored_count,
-};
+use super::decode::{count, parse_outcome, parse_status, parse_step, parse_step_status, stored_count};
 use crate::domain::reason::ErrorReason;
 use crate::saga::plan::SagaStatus;
 use crate::store::{
     columns::{ColumnSink, DbTime, DbUuid},
     saga::{
-        AttemptEnd, AttemptRecord, AttemptWrite, FencedWrite, OperatorActionRecord, SagaColumns, SagaCount,
-        SagaPurge, SagaRecord, SagaStoreError, SiblingRefs, StepRecord,
+        AttemptEnd, AttemptRecord, AttemptWrite, OperatorActionRecord, SagaCount, SagaPurge, SagaRecord,
+        SagaStoreError, SiblingRefs, StepRecord,
     },
 };
 
@@ -37,73 +35,12 @@ pub(super) const STEP_COLUMNS: &str = "saga_id, step, status, attempts, round_at
 pub(super) const ATTEMPT_COLUMNS: &str = "step, attempt, worker, idempotency_key, started_at, finished_at, \
     outcome, grpc_code, error, latency_ms, trace_id";
 
-/// The saga columns a worker's or an operator's write sets, in the order
-/// [`column_values`] gives their values.
-pub(super) const SET_NAMES: [&str; 10] = [
-    "status",
-    "current_step",
-    "past_pivot",
-    "compensation_reason",
-    "last_error",
-    "authorization_id",
-    "reservation_id",
-    "shipment_id",
-    "tracking_number",
-    "capture_id",
-];
-
-/// [`SET_NAMES`] set from `$3..$12` of both backends' statements (`$1` is
-/// the saga id, `$2` what the write is fenced by), bound by the backend's
-/// `bind_fenced` or `bind_operator`.
-pub(super) fn set_columns() -> String {
-    set_columns_from(|i, _| format!("${}", i + 3))
-}
-
-/// [`SET_NAMES`] set from the values `value(i, name)` names.
-pub(super) fn set_columns_from(value: impl Fn(usize, &str) -> String) -> String {
-    let set: Vec<String> = SET_NAMES
-        .iter()
-        .enumerate()
-        .map(|(i, name)| format!("{name} = {}", value(i, name)))
-        .collect();
-    set.join(", ")
-}
-
-/// The values of [`SET_NAMES`], in that order.
-pub(super) fn column_values(sink: &mut impl ColumnSink, columns: &SagaColumns) {
-    sink.value(columns.status.as_str())
-        .value(columns.current_step.map(|s| s.name()))
-        .value(columns.past_pivot)
-        .value(columns.compensation_reason.clone())
-        .value(columns.last_error.clone())
-        .value(columns.refs.authorization_id.clone())
-        .value(columns.refs.reservation_id.clone())
-        .value(columns.refs.shipment_id.clone())
-        .value(columns.refs.tracking_number.clone())
-        .value(columns.refs.capture_id.clone());
-}
-
-/// The names of [`fenced_values`], as the columns of a row source.
-pub(super) const FENCED_NAMES: &str = "saga_id, owner, status, current_step, past_pivot, \
-    compensation_reason, last_error, authorization_id, reservation_id, shipment_id, tracking_number, \
-    capture_id, lease_ms, expect_cancel, releases, next_run_at, cancel_seen, failure_code";
-
-/// A fenced write's saga values, eighteen, `$1..$18` of both backends'
-/// single writes: the saga id, the lease owner, the saga's columns
-/// ([`column_values`]), the lease's length in milliseconds, the cancel flag
-/// expected (or NULL), whether the write releases the lease, when the saga
-/// is due again and the cancel flag the worker saw (NULL and false unless
-/// it releases), and the failure code. Named [`FENCED_NAMES`] as a row.
-pub(super) fn fenced_values(sink: &mut impl ColumnSink, write: &FencedWrite) {
-    sink.value(DbUuid(write.saga_id)).value(write.lease.owner.clone());
-    column_values(sink, &write.columns);
-    sink.value(lease_millis(&write.lease))
-        .value(write.expect_cancel)
-        .value(write.release.is_some())
-        .value(write.release.map(|r| DbTime(r.next_run_at)))
-        .value(write.release.is_some_and(|r| r.cancel_seen))
-        .value(write.columns.failure_code.map(ErrorReason::as_str));
-}
+/// The saga columns a worker's or an operator's write sets, as `$3..$12` of
+/// both backends' statements (`$1` is the saga id, `$2` what the write is
+/// fenced by), bound by the backend's `bind_fenced` or `bind_operator`.
+pub(super) const SET_COLUMNS: &str = "status = $3, current_step = $4, past_pivot = $5, \
+    compensation_reason = $6, last_error = $7, authorization_id = $8, reservation_id = $9, \
+    shipment_id = $10, tracking_number = $11, capture_id = $12";
 
 /// The insert of step rows: the saga id, then [`step_values`].
 pub(super) const STEP_INSERT: &str = "INSERT INTO saga_steps (saga_id, step, compensation, status, attempts, \

@@ -33,25 +33,49 @@ macro_rules! sql_saga_store {
         /// A statement of this backend.
         type Statement<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>;
 
-        /// Binds a fenced write's saga update, `$1..$18` ([`super::rows::fenced_values`]).
-        fn bind_fenced<'q>(query: Statement<'q>, write: &super::FencedWrite) -> Statement<'q> {
-            let mut binds = crate::store::columns::QueryBinds::new(query);
-            super::rows::fenced_values(&mut binds, write);
-            binds.into_query()
+        /// Binds a fenced write's saga update, `$1..$18`: the saga id, the
+        /// lease owner, the saga's columns (`$3..$12`, see
+        /// [`super::rows::SET_COLUMNS`]), the lease's length in milliseconds,
+        /// the cancel flag expected (or NULL), whether the write releases the
+        /// lease, when the saga is due again and the cancel flag the worker saw
+        /// (NULL and false unless it releases), and the failure code.
+        fn bind_fenced<'q>(query: Statement<'q>, write: &'q super::FencedWrite) -> Statement<'q> {
+            let query = query
+                .bind(crate::store::columns::DbUuid(write.saga_id))
+                .bind(write.lease.owner.as_str());
+            bind_columns(query, &write.columns)
+                .bind(super::decode::lease_millis(&write.lease))
+                .bind(write.expect_cancel)
+                .bind(write.release.is_some())
+                .bind(write.release.map(|r| crate::store::columns::DbTime(r.next_run_at)))
+                .bind(write.release.is_some_and(|r| r.cancel_seen))
+                .bind(write.columns.failure_code.map(crate::domain::reason::ErrorReason::as_str))
         }
 
         /// Binds an operator action's saga update, `$1..$13`: the saga id, the
         /// version the operator decided on, the saga's columns (`$3..$12`) and
         /// the failure code.
-        fn bind_operator<'q>(query: Statement<'q>, write: &super::OperatorActionWrite) -> Statement<'q> {
+        fn bind_operator<'q>(query: Statement<'q>, write: &'q super::OperatorActionWrite) -> Statement<'q> {
             let query = query
                 .bind(crate::store::columns::DbUuid(write.saga_id))
                 .bind(crate::store::columns::DbTime(write.expected_updated_at));
-            let mut binds = crate::store::columns::QueryBinds::new(query);
-            super::rows::column_values(&mut binds, &write.columns);
-            binds
-                .into_query()
+            bind_columns(query, &write.columns)
                 .bind(write.columns.failure_code.map(crate::domain::reason::ErrorReason::as_str))
+        }
+
+        /// Binds the ten saga columns of [`super::rows::SET_COLUMNS`].
+        fn bind_columns<'q>(query: Statement<'q>, columns: &'q super::SagaColumns) -> Statement<'q> {
+            query
+                .bind(columns.status.as_str())
+                .bind(columns.current_step.map(|s| s.name()))
+                .bind(columns.past_pivot)
+                .bind(columns.compensation_reason.as_deref())
+                .bind(columns.last_error.as_deref())
+                .bind(columns.refs.authorization_id.as_deref())
+                .bind(columns.refs.reservation_id.as_deref())
+                .bind(columns.refs.shipment_id.as_deref())
+                .bind(columns.refs.tracking_number.as_deref())
+                .bind(columns.refs.capture_id.as_deref())
         }
 
         /// Binds an operator action's row after its saga id: the action, its

@@ -19,8 +19,8 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::decode::lease_millis;
 use super::rows::{
-    ATTEMPT_CONFLICT, ATTEMPT_END_COLUMNS, ATTEMPT_END_SET, ATTEMPT_INSERT, SAGA_COLUMNS, STEP_CONFLICT,
-    STEP_INSERT, SagaRow, finished_values, purge_counts, set_columns, split_attempts, started_values,
+    ATTEMPT_CONFLICT, ATTEMPT_END_COLUMNS, ATTEMPT_END_SET, ATTEMPT_INSERT, SAGA_COLUMNS, SET_COLUMNS,
+    STEP_CONFLICT, STEP_INSERT, SagaRow, finished_values, purge_counts, split_attempts, started_values,
     step_values,
 };
 use super::{
@@ -159,9 +159,8 @@ impl SqliteSagaStore {
         write: &FencedWrite,
         now: Stamp,
     ) -> Result<CancelFlag, SagaStoreError> {
-        let set = set_columns();
         let sql = format!(
-            "UPDATE sagas SET {set}, updated_at = $19, failure_reason_code = $18, \
+            "UPDATE sagas SET {SET_COLUMNS}, updated_at = $19, failure_reason_code = $18, \
              lease_owner = CASE WHEN $15 THEN NULL ELSE lease_owner END, \
              lease_until = CASE WHEN $15 THEN NULL ELSE $19 + $13 END, \
              next_run_at = CASE WHEN NOT $15 THEN next_run_at \
@@ -199,9 +198,8 @@ impl SqliteSagaStore {
         write: &OperatorActionWrite,
         now: Stamp,
     ) -> Result<(), SagaStoreError> {
-        let set = set_columns();
         let sql = format!(
-            "UPDATE sagas SET {set}, updated_at = $14, next_run_at = $14, lease_owner = NULL, \
+            "UPDATE sagas SET {SET_COLUMNS}, updated_at = $14, next_run_at = $14, lease_owner = NULL, \
              lease_until = NULL, failure_reason_code = $13 WHERE saga_id = $1 AND updated_at = $2 \
              AND status IN ('FAILED', 'COMPENSATION_FAILED') AND (lease_until IS NULL OR lease_until < $14)"
         );

@@ -1,29 +1,25 @@
 //! Units of work on PostgreSQL, group-committed: a batch of units shares one
 //! transaction, their events one statement (per round of distinct streams),
-//! their saga step writes one statement (when nothing else in the batch
-//! writes an existing saga, see [`write_fenced_together`]), then each unit's
-//! other saga and idempotency parts in queue order. A unit whose
+//! then each unit's saga and idempotency parts in queue order. A unit whose
 //! stream moved is refused by the statement's guard and the batch goes on; a
 //! unit that fails in a later part (a lost lease, a key never claimed) fails
 //! the batch's transaction, which then runs every unit again alone
 //! ([`crate::store::group_commit`]).
 
 use std::{
-    collections::HashSet,
     sync::{Arc, OnceLock},
     time::Instant,
 };
 
 use async_trait::async_trait;
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 use super::{Committed, UnitOfWork, UnitOfWorkCommitter, UnitOfWorkError, check_unit, explain_refused};
 use crate::store::{
     event_store::{APPENDED, AppendWritten, PostgresEventStore, StreamAppend, Upcasters},
     group_commit::{self, BatchWriter, GroupCommit},
     idempotency::PostgresIdempotencyStore,
-    saga::{CancelFlag, PostgresSagaStore, SagaWrite},
+    saga::{CancelFlag, PostgresSagaStore},
 };
 
 /// The unit-of-work committer on PostgreSQL.
@@ -89,49 +85,6 @@ impl UnitOfWorkCommitter for PostgresUnitOfWork {
     }
 }
 
-/// The fenced saga writes of a batch's accepted units in one statement
-/// ([`PostgresSagaStore::write_fenced_many`]): one cancel flag per unit,
-/// `Some` where its fenced write is written. Nothing is written together
-/// (and each unit's part is written in its turn) when there are fewer than
-/// two, when two are of one saga, or when another unit writes an existing
-/// saga otherwise (a cancel request, an operator action), whose order
-/// against the fenced writes must stay the queue's. A fence that refuses
-/// one write fails the batch, which then runs unit by unit, as a lone
-/// failing write would.
-async fn write_fenced_together(
-    conn: &mut PgConnection,
-    units: &[&UnitOfWork],
-    accepted: &[Option<Vec<AppendWritten>>],
-) -> Result<Vec<Option<CancelFlag>>, UnitOfWorkError> {
-    let mut writes = Vec::new();
-    for (unit, written) in units.iter().zip(accepted) {
-        match (&unit.saga, written) {
-            (Some(SagaWrite::Fenced(write)), Some(_)) => writes.push(write),
-            (Some(SagaWrite::RequestCancel(_) | SagaWrite::OperatorAction(_)), Some(_)) => {
-                return Ok(Vec::new());
-            }
-            _ => {}
-        }
-    }
-    let sagas: HashSet<Uuid> = writes.iter().map(|w| w.saga_id).collect();
-    if writes.len() < 2 || sagas.len() < writes.len() {
-        return Ok(Vec::new());
-    }
-    let mut flags = PostgresSagaStore::write_fenced_many(conn, &writes)
-        .await?
-        .into_iter();
-    let mut per_unit = Vec::with_capacity(units.len());
-    for (unit, written) in units.iter().zip(accepted) {
-        per_unit.push(match (&unit.saga, written) {
-            (Some(SagaWrite::Fenced(_)), Some(_)) => {
-                Some(flags.next().flatten().ok_or(UnitOfWorkError::LeaseLost)?)
-            }
-            _ => None,
-        });
-    }
-    Ok(per_unit)
-}
-
 /// What a written unit reports.
 struct UnitWritten {
     appended: Vec<AppendWritten>,
@@ -156,8 +109,7 @@ impl BatchWriter for UnitWriter {
         let mut appended = PostgresEventStore::write_appends(conn, &appends)
             .await?
             .into_iter();
-        // Each unit's appends as written, or None when its streams moved.
-        let mut accepted = Vec::with_capacity(units.len());
+        let mut outcomes = Vec::with_capacity(units.len());
         for unit in units {
             let mine: Vec<Option<AppendWritten>> = appended.by_ref().take(unit.appends.len()).collect();
             let written: Vec<AppendWritten> = mine.iter().flatten().cloned().collect();
@@ -167,22 +119,12 @@ impl BatchWriter for UnitWriter {
                     // rolls back and this unit is refused alone.
                     return Err(anyhow::anyhow!("a unit of work was refused in part").into());
                 }
-                accepted.push(None);
-            } else {
-                accepted.push(Some(written));
-            }
-        }
-        let mut fenced = write_fenced_together(conn, units, &accepted).await?;
-        let mut outcomes = Vec::with_capacity(units.len());
-        for (i, (unit, written)) in units.iter().zip(accepted).enumerate() {
-            let Some(written) = written else {
                 outcomes.push(None);
                 continue;
-            };
-            let cancel_flag = match (fenced.get_mut(i).and_then(Option::take), &unit.saga) {
-                (Some(flag), _) => Some(flag),
-                (None, Some(part)) => PostgresSagaStore::write_part(conn, part, ()).await?,
-                (None, None) => None,
+            }
+            let cancel_flag = match &unit.saga {
+                Some(part) => PostgresSagaStore::write_part(conn, part, ()).await?,
+                None => None,
             };
             if let Some(done) = &unit.idempotency {
                 PostgresIdempotencyStore::complete(conn, done).await?;
