@@ -36,9 +36,27 @@ use crate::db::PING_IDLE_AFTER;
 /// Most items in one transaction: bounds a batch's latency and lock span.
 pub const MAX_BATCH: usize = 64;
 
-/// Writers committing in parallel: enough to overlap one batch's commit with
-/// the next batch's statements, few enough to leave the pool to everyone else.
+/// Most writers committing in parallel: enough to overlap one batch's commit
+/// with the next batch's statements, few enough to leave the pool to
+/// everyone else.
 pub const WRITERS: usize = 4;
+
+/// Connections of the pool per writer: a writer keeps its connection
+/// ([`HeldConnection`]), so the writers hold at most a quarter of the pool
+/// and the rest serves the statements outside units of work (the key's
+/// claim, reads, projections). With all of a small pool held by writers,
+/// CreateOrder could not claim its key and no unit would reach them.
+const POOL_SHARE: usize = 4;
+
+/// How many writers a pool of `max_connections` gets (one per
+/// [`POOL_SHARE`] connections, at least one, at most [`WRITERS`]), and
+/// whether they keep their connections (not in a pool of fewer than
+/// [`POOL_SHARE`]: its one writer gives its connection back after each batch).
+fn writers_for(max_connections: u32) -> (usize, bool) {
+    let max = max_connections as usize;
+    let writers = (max / POOL_SHARE).clamp(1, WRITERS);
+    (writers, max >= writers * POOL_SHARE)
+}
 
 /// Items waiting for a writer; beyond this, callers wait to enqueue.
 const QUEUE: usize = 4096;
@@ -100,14 +118,16 @@ impl<W: BatchWriter> std::fmt::Debug for GroupCommit<W> {
 }
 
 impl<W: BatchWriter> GroupCommit<W> {
-    /// Starts [`WRITERS`] writers on `pool` (inside a Tokio runtime). They stop
-    /// when the last clone of the returned handle is dropped.
+    /// Starts the writers on `pool` (inside a Tokio runtime), as many as the
+    /// pool's size allows ([`writers_for`]). They stop when the last clone of
+    /// the returned handle is dropped.
     pub fn start(pool: PgPool, writer: W) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         let writer = Arc::new(writer);
-        for _ in 0..WRITERS {
-            tokio::spawn(run_writer(pool.clone(), writer.clone(), receiver.clone()));
+        let (writers, keep) = writers_for(pool.options().get_max_connections());
+        for _ in 0..writers {
+            tokio::spawn(run_writer(pool.clone(), writer.clone(), receiver.clone(), keep));
         }
         Self { queue }
     }
@@ -125,6 +145,7 @@ async fn run_writer<W: BatchWriter>(
     pool: PgPool,
     writer: Arc<W>,
     receiver: Arc<Mutex<mpsc::Receiver<Queued<W>>>>,
+    keep: bool,
 ) {
     let mut held = HeldConnection::default();
     loop {
@@ -146,10 +167,10 @@ async fn run_writer<W: BatchWriter>(
         let outcomes = match held.take(&pool).await {
             Ok(mut conn) => {
                 let outcomes = commit_batch(&mut conn, writer.as_ref(), &items).await;
-                if outcomes.iter().all(Result::is_ok) {
+                if keep && outcomes.iter().all(Result::is_ok) {
                     held.keep(conn);
                 }
-                // Otherwise the connection goes back to the pool, which tests it.
+                // Otherwise the connection goes back to the pool (which tests it).
                 outcomes
             }
             Err(err) => items.iter().map(|_| Err(W::batch_error(&err))).collect(),
@@ -247,5 +268,24 @@ async fn commit_alone_on<W: BatchWriter>(conn: &mut PgConnection, writer: &W, it
             Ok(Some(written))
         }
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writers_hold_at_most_a_quarter_of_the_pool() {
+        assert_eq!(
+            writers_for(1),
+            (1, false),
+            "a writer that gives its connection back"
+        );
+        assert_eq!(writers_for(3), (1, false));
+        assert_eq!(writers_for(4), (1, true));
+        assert_eq!(writers_for(8), (2, true));
+        assert_eq!(writers_for(16), (WRITERS, true));
+        assert_eq!(writers_for(100), (WRITERS, true));
     }
 }
