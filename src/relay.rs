@@ -62,7 +62,7 @@ use crate::{
     shutdown::Shutdown,
     store::{
         event_store::{APPENDED, EventStore},
-        relay_cursor::RelayCursor,
+        relay_cursor::{RelayCursor, keeps_turn},
     },
 };
 
@@ -196,13 +196,16 @@ impl EventRelay {
         Ok(events.len())
     }
 
-    /// The cursor as this relay last moved it, while that move renewed its
-    /// turn less than half a lease ago: by [`RelayCursor::turn`]'s rule the
+    /// The cursor as this relay last moved it, while the lease that move
+    /// renewed still [`keeps_turn`] (the rule of [`RelayCursor::turn`]): the
     /// turn is still its own then, and no other relay moves the cursor. (If
     /// one did, the next compare-and-set fails and this is forgotten.)
     fn held_cursor(&self) -> Option<i64> {
         let moved = *self.moved.lock().unwrap_or_else(PoisonError::into_inner);
-        moved.and_then(|(position, at)| (at.elapsed() < TURN_LEASE / 2).then_some(position))
+        moved.and_then(|(position, at)| {
+            let left = TURN_LEASE.saturating_sub(at.elapsed());
+            keeps_turn(left, TURN_LEASE).then_some(position)
+        })
     }
 
     /// Remembers the cursor this relay just moved to (None: forget it).

@@ -119,6 +119,12 @@ enum Turn {
     Take,
 }
 
+/// Whether a relay keeps its turn without a write while `left` of its lease
+/// is still running: with more than half of `lease` left.
+pub fn keeps_turn(left: Duration, lease: Duration) -> bool {
+    left > lease / 2
+}
+
 impl Turn {
     fn of(
         owner: &str,
@@ -129,7 +135,9 @@ impl Turn {
     ) -> Self {
         let left = until.map_or(chrono::TimeDelta::zero(), |until| until - now);
         match holder {
-            Some(holder) if holder == owner && left.to_std().is_ok_and(|left| left > lease / 2) => Self::Held,
+            Some(holder) if holder == owner && left.to_std().is_ok_and(|left| keeps_turn(left, lease)) => {
+                Self::Held
+            }
             Some(holder) if holder != owner && left > chrono::TimeDelta::zero() => Self::Other,
             _ => Self::Take,
         }
