@@ -54,8 +54,7 @@ const POOL_SHARE: usize = 4;
 /// [`POOL_SHARE`]: its one writer gives its connection back after each batch).
 fn writers_for(max_connections: u32) -> (usize, bool) {
     let max = max_connections as usize;
-    let writers = (max / POOL_SHARE).clamp(1, WRITERS);
-    (writers, max >= writers * POOL_SHARE)
+    ((max / POOL_SHARE).clamp(1, WRITERS), max >= POOL_SHARE)
 }
 
 /// Items waiting for a writer; beyond this, callers wait to enqueue.
