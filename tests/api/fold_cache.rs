@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::support::{
     app::{Backend, Isolation},
-    read_side::{ReadSideFixture, apply_uncached, spawn_all},
+    read_side::{ReadSideFixture, apply_uncached},
 };
 
 async fn stores() -> Vec<(Backend, ReadModelStore, Isolation)> {
@@ -244,9 +244,7 @@ async fn running_projections_fold_a_stream_of_orders_without_reading_rows_back()
     for backend in Backend::all() {
         let fixture = ReadSideFixture::new(backend).await;
         // The bus and a sweep every 200 ms both apply every event.
-        let projector = fixture.projector("c1", Duration::from_millis(200));
-        let mut tasks = spawn_all(&projector, &fixture.shutdown);
-        tasks.push(fixture.relay());
+        let (projector, tasks) = fixture.start_read_side("c1", Duration::from_millis(200));
         let orders: Vec<SampleOrder> = (0..12)
             .map(|i| SampleOrder::new(&format!("c{}", i % 4), 2))
             .collect();

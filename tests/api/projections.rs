@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::support::{
     app::Backend,
-    read_side::{ReadSideFixture, all_summaries, apply_uncached, details, spawn, spawn_all},
+    read_side::{ReadSideFixture, all_summaries, apply_uncached, details, spawn},
 };
 
 /// The detail projection's group on the only partition of the fixtures' bus.
@@ -32,9 +32,7 @@ async fn appended_events_reach_every_read_model_through_the_relay_and_the_bus() 
     for backend in Backend::all() {
         let fixture = ReadSideFixture::new(backend).await;
         // No sweep after the first (empty) one: only the bus can deliver.
-        let projector = fixture.projector("c1", Duration::from_secs(3600));
-        let mut tasks = spawn_all(&projector, &fixture.shutdown);
-        tasks.push(fixture.relay());
+        let (_projector, tasks) = fixture.start_read_side("c1", Duration::from_secs(3600));
         tokio::time::sleep(Duration::from_millis(300)).await;
         let orders: Vec<SampleOrder> = (0..8)
             .map(|i| SampleOrder::new(&format!("c{}", i % 3), 2))
@@ -310,9 +308,7 @@ async fn a_rebuild_while_events_keep_coming_swaps_in_complete_read_models() {
     for backend in Backend::all() {
         let fixture = ReadSideFixture::new(backend).await;
         // The sweep on: it carries what the swap left behind.
-        let projector = fixture.projector("live", Duration::from_millis(200));
-        let mut tasks = spawn_all(&projector, &fixture.shutdown);
-        tasks.push(fixture.relay());
+        let (_projector, tasks) = fixture.start_read_side("live", Duration::from_millis(200));
         let mut orders: Vec<SampleOrder> = (0..40)
             .map(|i| SampleOrder::new(&format!("r{}", i % 4), 1))
             .collect();

@@ -145,6 +145,20 @@ impl ReadSideFixture {
         tokio::spawn(self.relay_to(self.bus.clone()).run(self.shutdown.clone()))
     }
 
+    /// Starts the read side as `commerce serve` runs it: the three
+    /// projections on a [`Self::projector`] and the relay feeding their bus.
+    /// Returns the projector (its fold cache counts the rows it read) and the tasks.
+    pub fn start_read_side(
+        &self,
+        consumer: &str,
+        sweep_every: Duration,
+    ) -> (Projector, Vec<tokio::task::JoinHandle<()>>) {
+        let projector = self.projector(consumer, sweep_every);
+        let mut tasks = spawn_all(&projector, &self.shutdown);
+        tasks.push(self.relay());
+        (projector, tasks)
+    }
+
     /// Appends the confirmed life of `order`, in `chunks` appends.
     pub async fn append(&self, order: &SampleOrder, events: &[commerce::domain::order::OrderEvent]) {
         let current = self.events.stream_version(order.order_id).await.unwrap();
